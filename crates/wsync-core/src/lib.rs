@@ -1,0 +1,15 @@
+//! wsync-core: the types every wsync process shares — the config file, the workspace registry,
+//! remote specs, the daemon socket protocol with its framing, and the monitor's control/status
+//! channel. One home per concept; the binaries call these and never re-implement them.
+
+pub mod config;
+pub mod framing;
+pub mod monitor_proto;
+pub mod names;
+pub mod paths;
+pub mod protocol;
+pub mod registry;
+pub mod remote;
+
+/// The wsync version every binary reports (all crates share the workspace version).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

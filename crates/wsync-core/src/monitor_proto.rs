@@ -1,0 +1,118 @@
+//! The monitor's channels: [`MonitorCommand`] lines on its stdin (control) and [`MonitorEvent`]
+//! lines on its stdout (status). Logs never go to stdout. EOF on stdin means the daemon is gone
+//! and the monitor must exit.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{Remote, Workspace};
+
+/// Control messages, daemon → monitor, one JSON object per line on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MonitorCommand {
+    /// Must be the first line: the workspace to serve and the tunables.
+    Start {
+        workspace: Workspace,
+        tunables: MonitorTunables,
+    },
+    /// Adds a remote without disturbing the others (it gets its own initial sync).
+    Attach { remote: Remote },
+    /// Removes a remote; its in-flight rsync is abandoned.
+    Detach { remote: String },
+    /// Stops pushing; changes keep being collected.
+    Pause,
+    /// Resumes pushing; also lifts a safety halt (the user's confirmation).
+    Resume,
+    /// Answered by [`MonitorEvent::Flushed`] with the same id once every remote holds every
+    /// change made before the command, or when `timeout_ms` passes.
+    Flush { id: u64, timeout_ms: u64 },
+    /// Queues a full sync to every remote.
+    Resync,
+    /// Finish or abandon the current rsyncs and exit 0.
+    Shutdown,
+}
+
+/// Tunables the daemon passes from its config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorTunables {
+    pub settle_ms: u64,
+    pub max_latency_ms: u64,
+}
+
+impl MonitorTunables {
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+    pub fn max_latency(&self) -> Duration {
+        Duration::from_millis(self.max_latency_ms)
+    }
+}
+
+impl Default for MonitorTunables {
+    fn default() -> Self {
+        Self {
+            settle_ms: 5,
+            max_latency_ms: 100,
+        }
+    }
+}
+
+/// Status messages, monitor → daemon, one JSON object per line on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MonitorEvent {
+    /// The full current status; sent on every state change (rate-limited) and after each sync.
+    Status { status: MonitorStatus },
+    /// Answers [`MonitorCommand::Flush`]; `lagging` names remotes not in sync.
+    Flushed { id: u64, lagging: Vec<String> },
+}
+
+/// A monitor's report on its workspace and every remote.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    pub workspace: String,
+    /// inotify watches in use.
+    pub watches: u64,
+    /// Kernel queue overflows and rescans requested by the watcher.
+    pub overflows: u64,
+    /// Full rescans done for any reason.
+    pub rescans: u64,
+    /// Set when watching is degraded (e.g. the watch limit was hit) and what is done instead.
+    pub watch_error: Option<String>,
+    /// Set while syncing is halted for safety (root missing, replaced or emptied).
+    pub halted: Option<String>,
+    pub paused: bool,
+    pub remotes: Vec<RemoteStatus>,
+}
+
+/// Per-remote sync state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteStatus {
+    pub name: String,
+    pub state: RemoteState,
+    /// Unix milliseconds of the last successful sync.
+    pub last_sync_unix_ms: Option<u64>,
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    /// Paths changed but not yet synced (a full resync counts as 1 when nothing else is known).
+    pub pending: u64,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the next retry while in backoff.
+    pub next_retry_unix_ms: Option<u64>,
+}
+
+/// Where a remote is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteState {
+    InitialSync,
+    InSync,
+    Syncing,
+    Backoff,
+    Halted,
+    Error,
+    Paused,
+}

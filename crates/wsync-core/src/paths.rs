@@ -1,0 +1,118 @@
+//! Home, runtime and default locations, and `~`/`$HOME` expansion of configured paths.
+
+use std::path::{Component, Path, PathBuf};
+
+/// The user's home directory: `$HOME`, or the password database when it is unset.
+pub fn home_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `~/.wsync`, home of the default config, registry and logs.
+pub fn wsync_home() -> PathBuf {
+    home_dir().join(".wsync")
+}
+
+/// Directory for the socket and pidfile: `$XDG_RUNTIME_DIR/wsync` when set, otherwise `~/.wsync`.
+pub fn default_runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("wsync"),
+        None => wsync_home(),
+    }
+}
+
+/// Expands a leading `~` and every `$HOME` / `${HOME}` in a configured path.
+pub fn expand_home(raw: &str) -> PathBuf {
+    let home = home_dir();
+    let home = home.to_string_lossy();
+    let replaced = raw.replace("${HOME}", &home).replace("$HOME", &home);
+    if replaced == "~" {
+        return PathBuf::from(home.as_ref());
+    }
+    if let Some(rest) = replaced.strip_prefix("~/") {
+        return Path::new(home.as_ref()).join(rest);
+    }
+    PathBuf::from(replaced)
+}
+
+/// Removes `.` components and resolves `..` lexically (no filesystem access).
+pub fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Canonicalizes a path that may not exist yet: the longest existing ancestor is resolved through
+/// the filesystem (symlinks included) and the missing tail is appended lexically.
+pub fn canonicalize_lenient(path: &Path) -> std::io::Result<PathBuf> {
+    let normalized = normalize_lexically(path);
+    let mut existing = normalized.as_path();
+    let mut tail = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(canonical) => {
+                let mut result = canonical;
+                for part in tail.iter().rev() {
+                    result.push(part);
+                }
+                return Ok(result);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+                    return Err(err);
+                };
+                tail.push(name.to_owned());
+                existing = parent;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// True when `a` and `b` are the same path or one lies inside the other (component-wise).
+pub fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_tilde_and_home_variable() {
+        let home = home_dir();
+        assert_eq!(expand_home("~/x"), home.join("x"));
+        assert_eq!(expand_home("$HOME/y"), home.join("y"));
+        assert_eq!(expand_home("${HOME}/z"), home.join("z"));
+        assert_eq!(expand_home("/abs"), PathBuf::from("/abs"));
+    }
+
+    #[test]
+    fn lenient_canonicalization_keeps_missing_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let canon = dir.path().canonicalize().unwrap();
+        let got = canonicalize_lenient(&dir.path().join("a/../b/c")).unwrap();
+        assert_eq!(got, canon.join("b/c"));
+    }
+
+    #[test]
+    fn overlap_is_component_wise() {
+        assert!(overlaps(Path::new("/a/b"), Path::new("/a")));
+        assert!(overlaps(Path::new("/a"), Path::new("/a/b/c")));
+        assert!(!overlaps(Path::new("/a/bc"), Path::new("/a/b")));
+    }
+}

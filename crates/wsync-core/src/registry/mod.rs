@@ -1,0 +1,423 @@
+//! The workspace registry (`WorkspaceConfigFilePath`): a versioned JSON document, loaded with
+//! errors that name the file and position, written atomically, and validated on every change.
+//!
+//! Format (schema version 1):
+//! `{"version":1,"workspaces":[{"name":..,"path":..,"remotes":[..],"paused":false,"excludes":[..]}]}`.
+//! A bare JSON array of workspaces (schema 0, as early setups wrote `[]`) is read too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{reject_control_chars, validate_name};
+use crate::paths::{self, overlaps};
+use crate::remote::{parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget};
+
+/// The registry schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole registry file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub version: u32,
+    pub workspaces: Vec<Workspace>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            version: SCHEMA_VERSION,
+            workspaces: Vec::new(),
+        }
+    }
+}
+
+/// One mirrored directory and where it is mirrored to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub name: String,
+    /// Absolute, canonical.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub remotes: Vec<Remote>,
+    #[serde(default)]
+    pub paused: bool,
+    /// gitignore-syntax patterns, in addition to `.wsyncignore`.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// Whether the workspace's `.gitignore` files exclude paths too.
+    #[serde(default = "default_true")]
+    pub respect_gitignore: bool,
+    /// Cap on deletions per full sync; `None` means the built-in default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One place a workspace is mirrored to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remote {
+    pub name: String,
+    pub target: RemoteTarget,
+}
+
+/// Errors loading or saving the registry. Loading never modifies the file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot read registry {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("registry {path} is not valid: {message} at line {line}, column {column}; fix or move the file (wsync never overwrites it)")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("registry {path} has schema version {found}, newer than this wsync understands ({SCHEMA_VERSION}); upgrade wsync")]
+    TooNew { path: PathBuf, found: u32 },
+    #[error("registry {path} is a symbolic link; set WorkspaceConfigFilePath to the real file")]
+    Symlink { path: PathBuf },
+    #[error("cannot write registry {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Registry {
+    /// Loads the registry; a missing file is an empty registry.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(RegistryError::Symlink { path: path.into() })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(RegistryError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses registry text; `path` is for messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
+        let parse_err = |e: serde_json::Error| RegistryError::Parse {
+            path: path.into(),
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        };
+        let registry = if text.trim_start().starts_with('[') {
+            let workspaces: Vec<Workspace> = serde_json::from_str(text).map_err(parse_err)?;
+            Registry {
+                version: SCHEMA_VERSION,
+                workspaces,
+            }
+        } else {
+            let registry: Registry = serde_json::from_str(text).map_err(parse_err)?;
+            if registry.version > SCHEMA_VERSION {
+                return Err(RegistryError::TooNew {
+                    path: path.into(),
+                    found: registry.version,
+                });
+            }
+            registry
+        };
+        Ok(registry)
+    }
+
+    /// Writes the registry atomically: temp file in the same directory, fsync, rename, fsync dir.
+    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+        self.save_with(path, || Ok(()))
+    }
+
+    /// [`Registry::save`] with a hook run after the temp file is synced and before the rename,
+    /// so tests can simulate a crash (or a full disk) at the worst moment.
+    pub fn save_with(
+        &self,
+        path: &Path,
+        before_rename: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), RegistryError> {
+        let mut json = serde_json::to_vec_pretty(self).expect("registry serializes");
+        json.push(b'\n');
+        write_atomic(path, &json, before_rename).map_err(|source| RegistryError::Write {
+            path: path.into(),
+            source,
+        })
+    }
+
+    pub fn find(&self, name_or_path: &str) -> Option<&Workspace> {
+        self.index_of(name_or_path).map(|i| &self.workspaces[i])
+    }
+
+    /// Finds a workspace by name, or by path (canonicalized when it exists).
+    pub fn index_of(&self, name_or_path: &str) -> Option<usize> {
+        if let Some(i) = self.workspaces.iter().position(|w| w.name == name_or_path) {
+            return Some(i);
+        }
+        let as_path = Path::new(name_or_path);
+        let canonical = as_path
+            .canonicalize()
+            .unwrap_or_else(|_| as_path.to_owned());
+        self.workspaces.iter().position(|w| w.path == canonical)
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wsync-registry-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    before_rename()?; // on error the temp file is removed when `tmp` drops
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// What the user asked `add` to create.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub excludes: Vec<String>,
+}
+
+/// What the user asked `attach` to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewRemote {
+    pub spec: String,
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+}
+
+impl Registry {
+    /// Validates and builds a workspace without adding it.
+    pub fn check_new_workspace(&self, new: &NewWorkspace) -> Result<Workspace, String> {
+        let raw = new.path.to_string_lossy();
+        reject_control_chars("path", &raw)?;
+        if raw.starts_with('-') {
+            return Err(format!(
+                "path {raw:?} begins with '-' and would be read as an option"
+            ));
+        }
+        let meta = std::fs::metadata(&new.path)
+            .map_err(|e| format!("{} cannot be used as a workspace: {e}", new.path.display()))?;
+        if !meta.is_dir() {
+            return Err(format!(
+                "{} is not a directory; a workspace must be a directory",
+                new.path.display()
+            ));
+        }
+        let path = new
+            .path
+            .canonicalize()
+            .map_err(|e| format!("cannot resolve {}: {e}", new.path.display()))?;
+        if path.to_str().is_none() {
+            return Err(format!(
+                "workspace path {} is not valid UTF-8",
+                path.display()
+            ));
+        }
+        if path == Path::new("/") || path == paths::home_dir() {
+            return Err(format!(
+                "{} cannot be a workspace: pick a project directory",
+                path.display()
+            ));
+        }
+        let name = match &new.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        validate_name("workspace", &name)?;
+        if self.workspaces.iter().any(|w| w.name == name) {
+            return Err(format!(
+                "a workspace named {name:?} already exists; pass --name to choose another"
+            ));
+        }
+        for other in &self.workspaces {
+            if overlaps(&path, &other.path) {
+                return Err(format!(
+                    "{} overlaps workspace {:?} ({}); workspaces may not contain each other",
+                    path.display(),
+                    other.name,
+                    other.path.display()
+                ));
+            }
+            for remote in &other.remotes {
+                if let RemoteTarget::Local { path: target } = &remote.target {
+                    if overlaps(&path, target) {
+                        return Err(format!(
+                            "{} overlaps remote {:?} of workspace {:?} ({})",
+                            path.display(),
+                            remote.name,
+                            other.name,
+                            target.display()
+                        ));
+                    }
+                }
+            }
+        }
+        for pattern in &new.excludes {
+            reject_control_chars("exclude pattern", pattern)?;
+            if pattern.trim().is_empty() {
+                return Err("exclude pattern is empty".into());
+            }
+        }
+        Ok(Workspace {
+            name,
+            path,
+            remotes: Vec::new(),
+            paused: false,
+            excludes: new.excludes.clone(),
+            respect_gitignore: true,
+            max_delete: None,
+        })
+    }
+
+    /// Validates and builds a remote for workspace `ws_index` without attaching it.
+    pub fn check_new_remote(&self, ws_index: usize, new: &NewRemote) -> Result<Remote, String> {
+        let workspace = &self.workspaces[ws_index];
+        let parsed = parse_spec(&new.spec)?;
+        let (target, default_name) = match parsed {
+            ParsedSpec::Local(raw) => {
+                if new.port.is_some() || new.identity_file.is_some() || !new.ssh_options.is_empty()
+                {
+                    return Err(
+                        "--port, --identity-file and --ssh-option only apply to SSH remotes".into(),
+                    );
+                }
+                if raw
+                    .to_str()
+                    .is_some_and(|s| s.split('/').any(|seg| seg == ".."))
+                {
+                    return Err(format!(
+                        "remote path {} contains a '..' segment",
+                        raw.display()
+                    ));
+                }
+                let path = paths::canonicalize_lenient(&raw)
+                    .map_err(|e| format!("cannot resolve {}: {e}", raw.display()))?;
+                if path == Path::new("/") || path == paths::home_dir() {
+                    return Err(format!(
+                        "{} cannot be a remote: mirroring deletes what the workspace lacks; pick a dedicated directory",
+                        path.display()
+                    ));
+                }
+                if path.exists() && !path.is_dir() {
+                    return Err(format!("{} exists and is not a directory", path.display()));
+                }
+                for ws in &self.workspaces {
+                    if overlaps(&path, &ws.path) {
+                        return Err(format!(
+                            "remote {} overlaps workspace {:?} ({}); a local remote may not equal, contain or sit inside a workspace",
+                            path.display(),
+                            ws.name,
+                            ws.path.display()
+                        ));
+                    }
+                }
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (RemoteTarget::Local { path }, name)
+            }
+            ParsedSpec::Ssh {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                if port.is_some() && new.port.is_some() && port != new.port {
+                    return Err("the port in the ssh:// URL and --port disagree".into());
+                }
+                let identity_file = match &new.identity_file {
+                    Some(file) => {
+                        let file = paths::expand_home(&file.to_string_lossy());
+                        if !file.is_file() {
+                            return Err(format!("identity file {} does not exist", file.display()));
+                        }
+                        Some(file.canonicalize().map_err(|e| e.to_string())?)
+                    }
+                    None => None,
+                };
+                let ssh_options = new
+                    .ssh_options
+                    .iter()
+                    .map(|o| validate_ssh_option(o))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let name = host.clone();
+                (
+                    RemoteTarget::Ssh {
+                        user,
+                        host,
+                        port: port.or(new.port),
+                        path,
+                        identity_file,
+                        ssh_options,
+                    },
+                    name,
+                )
+            }
+        };
+        let name = new.name.clone().unwrap_or(default_name);
+        validate_name("remote", &name)?;
+        if workspace.remotes.iter().any(|r| r.name == name) {
+            return Err(format!(
+                "workspace {:?} already has a remote named {name:?}; pass --name to choose another",
+                workspace.name
+            ));
+        }
+        if workspace.remotes.iter().any(|r| r.target == target) {
+            return Err(format!(
+                "workspace {:?} is already attached to {target}",
+                workspace.name
+            ));
+        }
+        Ok(Remote { name, target })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    registry: Registry,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        registry: Registry::default(),
+    }
+}
+
+impl Fixture {
+    fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+    fn add(&mut self, rel: &str, name: Option<&str>) -> Result<usize, String> {
+        let new = NewWorkspace {
+            path: self.root.join(rel),
+            name: name.map(str::to_owned),
+            excludes: vec![],
+        };
+        let ws = self.registry.check_new_workspace(&new)?;
+        self.registry.workspaces.push(ws);
+        Ok(self.registry.workspaces.len() - 1)
+    }
+    fn attach(&mut self, ws: usize, spec: &str) -> Result<Remote, String> {
+        let remote = self.registry.check_new_remote(
+            ws,
+            &NewRemote {
+                spec: spec.to_owned(),
+                ..Default::default()
+            },
+        )?;
+        self.registry.workspaces[ws].remotes.push(remote.clone());
+        Ok(remote)
+    }
+}
+
+#[test]
+fn add_requires_an_existing_directory() {
+    let mut f = fixture();
+    assert!(f
+        .add("missing", None)
+        .unwrap_err()
+        .contains("cannot be used as a workspace"));
+    std::fs::write(f.root.join("file"), "x").unwrap();
+    assert!(f
+        .add("file", None)
+        .unwrap_err()
+        .contains("is not a directory"));
+}
+
+#[test]
+fn add_canonicalizes_and_defaults_the_name() {
+    let mut f = fixture();
+    f.mkdir("proj");
+    std::os::unix::fs::symlink(f.root.join("proj"), f.root.join("link")).unwrap();
+    let i = f.add("link", None).unwrap();
+    let ws = &f.registry.workspaces[i];
+    assert_eq!(ws.path, f.root.join("proj"));
+    assert_eq!(
+        ws.name, "proj",
+        "the name comes from the resolved directory"
+    );
+}
+
+#[test]
+fn names_are_unique() {
+    let mut f = fixture();
+    f.mkdir("a/proj");
+    f.mkdir("b/proj");
+    f.add("a/proj", None).unwrap();
+    assert!(f
+        .add("b/proj", None)
+        .unwrap_err()
+        .contains("already exists"));
+    f.add("b/proj", Some("proj2")).unwrap();
+}
+
+#[test]
+fn workspaces_may_not_nest() {
+    let mut f = fixture();
+    f.mkdir("outer/inner");
+    f.add("outer/inner", None).unwrap();
+    assert!(f
+        .add("outer", None)
+        .unwrap_err()
+        .contains("overlaps workspace"));
+    let mut g = fixture();
+    g.mkdir("outer/inner");
+    g.add("outer", None).unwrap();
+    assert!(g
+        .add("outer/inner", None)
+        .unwrap_err()
+        .contains("overlaps workspace"));
+}
+
+#[test]
+fn hostile_workspace_names_are_rejected() {
+    let mut f = fixture();
+    f.mkdir("p");
+    for bad in ["-x", "a;b", "a\nb", "a`b"] {
+        assert!(f.add("p", Some(bad)).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn local_remote_may_not_equal_contain_or_sit_inside_a_workspace() {
+    let mut f = fixture();
+    f.mkdir("ws/sub");
+    let ws = f.add("ws", None).unwrap();
+    let root = f.root.display().to_string();
+    assert!(f
+        .attach(ws, &format!("{root}/ws"))
+        .unwrap_err()
+        .contains("overlaps workspace"));
+    assert!(f
+        .attach(ws, &format!("{root}/ws/sub"))
+        .unwrap_err()
+        .contains("overlaps workspace"));
+    assert!(f
+        .attach(ws, &root)
+        .unwrap_err()
+        .contains("overlaps workspace"));
+    let r = f.attach(ws, &format!("{root}/mirror")).unwrap();
+    assert_eq!(r.name, "mirror");
+}
+
+#[test]
+fn local_remote_may_not_be_root_or_home() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    assert!(f
+        .attach(ws, "/")
+        .unwrap_err()
+        .contains("cannot be a remote"));
+    let home = paths::home_dir().display().to_string();
+    assert!(f.attach(ws, &home).is_err());
+}
+
+#[test]
+fn local_remote_must_be_absolute_and_free_of_dotdot() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    assert!(f.attach(ws, "mirror").unwrap_err().contains("absolute"));
+    let spec = format!("{}/x/../mirror", f.root.display());
+    assert!(f.attach(ws, &spec).unwrap_err().contains(".."));
+}
+
+#[test]
+fn ssh_remote_path_may_not_be_empty_or_root() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    assert!(f.attach(ws, "host:").is_err());
+    assert!(f.attach(ws, "host:/").is_err());
+    let r = f.attach(ws, "me@host:/srv/m").unwrap();
+    assert_eq!(r.name, "host");
+}
+
+#[test]
+fn remote_specs_and_names_beginning_with_dash_are_rejected() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    assert!(f
+        .attach(ws, "-oProxyCommand=x")
+        .unwrap_err()
+        .contains("option"));
+    let new = NewRemote {
+        spec: "host:/srv".into(),
+        name: Some("-n".into()),
+        ..Default::default()
+    };
+    assert!(f
+        .registry
+        .check_new_remote(ws, &new)
+        .unwrap_err()
+        .contains("option"));
+    let new = NewRemote {
+        spec: "host:/srv".into(),
+        name: Some("a\u{7}".into()),
+        ..Default::default()
+    };
+    assert!(f.registry.check_new_remote(ws, &new).is_err());
+}
+
+#[test]
+fn remote_names_are_unique_per_workspace() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    f.attach(ws, "a:/srv/one").unwrap();
+    assert!(f
+        .attach(ws, "a:/srv/two")
+        .unwrap_err()
+        .contains("already has a remote named"));
+}
+
+#[test]
+fn ssh_only_options_are_refused_for_local_remotes() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let new = NewRemote {
+        spec: format!("{}/m", f.root.display()),
+        port: Some(22),
+        ..Default::default()
+    };
+    assert!(f
+        .registry
+        .check_new_remote(ws, &new)
+        .unwrap_err()
+        .contains("only apply to SSH"));
+}
+
+#[test]
+fn round_trips_and_reads_legacy_arrays() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    f.attach(ws, "ssh://u@h:2222/srv").unwrap();
+    let file = f.root.join("reg.json");
+    f.registry.save(&file).unwrap();
+    assert_eq!(Registry::load(&file).unwrap(), f.registry);
+    std::fs::write(&file, "[]").unwrap();
+    assert_eq!(Registry::load(&file).unwrap(), Registry::default());
+    assert_eq!(
+        Registry::load(&f.root.join("absent.json")).unwrap(),
+        Registry::default()
+    );
+}
+
+#[test]
+fn corrupt_registry_names_file_and_position() {
+    let f = fixture();
+    let file = f.root.join("reg.json");
+    std::fs::write(&file, "{\"version\":1,\n\"workspaces\": [ {\"name\": 3} ]}").unwrap();
+    let err = Registry::load(&file).unwrap_err().to_string();
+    assert!(err.contains("reg.json") && err.contains("line 2"), "{err}");
+    std::fs::write(&file, "{\"version\":99,\"workspaces\":[]}").unwrap();
+    assert!(matches!(
+        Registry::load(&file),
+        Err(RegistryError::TooNew { .. })
+    ));
+}
+
+#[test]
+fn crash_before_rename_leaves_the_old_registry() {
+    let mut f = fixture();
+    let file = f.root.join("reg.json");
+    f.registry.save(&file).unwrap();
+    let before = std::fs::read(&file).unwrap();
+    f.mkdir("ws");
+    f.add("ws", None).unwrap();
+    let crash = f
+        .registry
+        .save_with(&file, || Err(std::io::Error::other("simulated crash")));
+    assert!(crash.is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&f.root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp file left behind");
+    f.registry.save(&file).unwrap();
+    assert_eq!(Registry::load(&file).unwrap(), f.registry);
+}
+
+#[test]
+fn symlinked_registry_is_refused() {
+    let f = fixture();
+    let real = f.root.join("real.json");
+    std::fs::write(&real, "[]").unwrap();
+    let link = f.root.join("link.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(matches!(
+        Registry::load(&link),
+        Err(RegistryError::Symlink { .. })
+    ));
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs wsync's whole test suite: formatting, lints, and every unit and end-to-end test.
+# Installs rsync and openssh-server with apt when they are missing and this runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
+{ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || need_pkgs+=(openssh-server)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  else
+    echo "error: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]}) and re-run" >&2
+    exit 1
+  fi
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build (the end-to-end tests run these binaries)"
+cargo build --workspace --bins --locked
+echo "==> cargo test"
+cargo test --workspace --locked "$@"
