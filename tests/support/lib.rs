@@ -1,1 +1,4 @@
-//! Shared fixtures for the end-to-end tests.
+//! Shared fixtures for the end-to-end tests in `tests/`: isolated environments running the real
+//! binaries, an sshd on 127.0.0.1, and tree comparison.
+
+pub mod env;
