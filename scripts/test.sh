@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs wsync's whole test suite: formatting, lints, and every unit and end-to-end test.
-# Installs rsync and openssh-server with apt when they are missing and this runs as root.
+# Installs rsync, openssh-server and graphviz with apt when they are missing and this runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 { command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || need_pkgs+=(openssh-server)
+command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)  # the diagram-is-current test renders it
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need_pkgs[*]}"

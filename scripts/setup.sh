@@ -1,0 +1,374 @@
+#!/usr/bin/env bash
+# Installs wsync for the current user from this checkout: builds the release binaries, installs
+# wsync, wsyncd and wsync-monitor into a directory on PATH, writes ~/.wsync/wsync.config and an
+# empty registry when they are missing (never overwriting), and starts the daemon (systemd user
+# service when available, otherwise in the background). Safe to re-run. See --help.
+set -euo pipefail
+
+readonly BINS=(wsync wsyncd wsync-monitor)
+readonly EMPTY_REGISTRY='{"version":1,"workspaces":[]}'
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/setup.sh [OPTIONS]
+
+Builds wsync in release mode, installs wsync, wsyncd and wsync-monitor, writes the config
+(~/.wsync/wsync.config, or $WSYNC_CONFIG_PATH) and an empty registry when they are missing,
+and starts the daemon: as the systemd user service `wsync` when systemd user services work,
+otherwise in the background with `wsync daemon start`. Re-running it is safe: existing config
+and registry files are never overwritten, and a running daemon is restarted only when its
+binaries changed.
+
+Options:
+  --prefix DIR      install into DIR/bin (default: cargo's bin directory,
+                    ${CARGO_HOME:-~/.cargo}/bin, which rustup already put on PATH)
+  --no-service      do not install the systemd user unit; start wsyncd in the background
+  --no-start        install only: start neither the service nor the daemon
+  --prebuilt DIR    install the binaries already built in DIR (e.g. target/debug)
+                    instead of running `cargo build --release`
+  --print-unit      print the systemd user unit setup.sh would install, and exit
+  --uninstall       stop the daemon, remove the binaries and the systemd unit;
+                    keeps the config, the registry and the logs
+  --purge           with --uninstall: also remove the config, the registry and the
+                    default log directory
+  -h, --help        show this help
+
+Examples:
+  scripts/setup.sh                      # build, install to ~/.cargo/bin, start the service
+  scripts/setup.sh --prefix ~/.local    # install to ~/.local/bin instead
+  scripts/setup.sh --uninstall --purge  # remove everything setup.sh created
+EOF
+}
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+# --- arguments -----------------------------------------------------------------------------------
+prefix="" prebuilt="" no_service=0 no_start=0 uninstall=0 purge=0 print_unit=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift ;;
+    --prefix=*) prefix=${1#--prefix=} ;;
+    --prebuilt) [ $# -ge 2 ] || die "--prebuilt needs a directory"; prebuilt=$2; shift ;;
+    --prebuilt=*) prebuilt=${1#--prebuilt=} ;;
+    --no-service) no_service=1 ;;
+    --no-start) no_start=1 ;;
+    --print-unit) print_unit=1 ;;
+    --uninstall) uninstall=1 ;;
+    --purge) purge=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) printf 'error: unknown option %q (see scripts/setup.sh --help)\n' "$1" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ "$purge" -eq 0 ] || [ "$uninstall" -eq 1 ] || die "--purge only goes with --uninstall"
+[ -n "${HOME:-}" ] || die "HOME is not set"
+
+# Makes a path absolute without requiring it to exist; expands a leading ~ like wsync does.
+absolute() {
+  local p=$1
+  # shellcheck disable=SC2088 # a literal "~/" is what is being matched
+  case "$p" in
+    "~") p=$HOME ;;
+    "~/"*) p=$HOME/${p#"~/"} ;;
+  esac
+  p=${p//\$\{HOME\}/$HOME}
+  p=${p//\$HOME/$HOME}
+  case "$p" in
+    /*) printf '%s\n' "$p" ;;
+    *) printf '%s\n' "$PWD/$p" ;;
+  esac
+}
+
+if [ -n "$prefix" ]; then
+  bin_dir=$(absolute "$prefix")/bin
+else
+  bin_dir=$(absolute "${CARGO_HOME:-$HOME/.cargo}")/bin
+fi
+
+if [ -n "${WSYNC_CONFIG_PATH:-}" ]; then
+  config_file=$(absolute "$WSYNC_CONFIG_PATH")
+else
+  config_file=$HOME/.wsync/wsync.config
+fi
+# These paths end up in the config file and the systemd unit, which cannot quote everything.
+for p in "$bin_dir" "$config_file"; do
+  case "$p" in *$'\n'* | *'"'* | *\\*) die "path $p contains a newline, a double quote or a backslash; pick another" ;; esac
+done
+
+# The value of KEY in the config file (the last one wins, as in wsync), else DEFAULT; ~ expanded.
+config_value() {
+  local key=$1 default=$2 line value=""
+  if [ -f "$config_file" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      line=${line#"${line%%[![:space:]]*}"}
+      case "$line" in
+        "$key"*=*)
+          local k=${line%%=*}
+          k=${k%"${k##*[![:space:]]}"}
+          if [ "$k" = "$key" ]; then
+            value=${line#*=}
+            value=${value#"${value%%[![:space:]]*}"}
+            value=${value%"${value##*[![:space:]]}"}
+          fi
+          ;;
+      esac
+    done <"$config_file"
+  fi
+  absolute "${value:-$default}"
+}
+
+systemd_user_works() {
+  command -v systemctl >/dev/null 2>&1 && systemctl --user show-environment >/dev/null 2>&1
+}
+
+unit_dir=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user
+unit_file=$unit_dir/wsync.service
+wsync_cli=$bin_dir/wsync
+
+# 0 = the daemon answers, 3 = not running (wsync's DAEMON_NOT_RUNNING), anything else = unknown.
+daemon_status() {
+  local rc=0
+  "$wsync_cli" daemon status >/dev/null 2>&1 || rc=$?
+  return "$rc"
+}
+
+# Quotes a value for a unit file line (values never hold ", \ or newlines: checked above).
+# Specifiers (%) are expanded everywhere; $VARIABLES are not expanded in the executable's path.
+systemd_quote() {
+  local p=${1//%/%%}
+  printf '"%s"' "$p"
+}
+
+# The unit from config-examples with ExecStart pointing at the installed wsyncd (and the config
+# file passed on when WSYNC_CONFIG_PATH is set).
+render_unit() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+      ExecStart=*)
+        printf 'ExecStart=%s\n' "$(systemd_quote "$bin_dir/wsyncd")"
+        if [ -n "${WSYNC_CONFIG_PATH:-}" ]; then
+          printf 'Environment=%s\n' "$(systemd_quote "WSYNC_CONFIG_PATH=$config_file")"
+        fi
+        ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done <"$repo/config-examples/wsync.service"
+}
+
+if [ "$print_unit" -eq 1 ]; then
+  render_unit
+  exit 0
+fi
+
+# --- uninstall -----------------------------------------------------------------------------------
+if [ "$uninstall" -eq 1 ]; then
+  if [ -e "$unit_file" ] && systemd_user_works; then
+    say "stopping and disabling the systemd user service"
+    systemctl --user disable --now wsync.service || warn "could not stop wsync.service"
+  fi
+  if [ -x "$wsync_cli" ] && daemon_status; then
+    say "stopping the daemon"
+    "$wsync_cli" daemon stop || warn "could not stop the daemon; stop wsyncd yourself"
+  fi
+  if [ -e "$unit_file" ]; then
+    rm -f -- "$unit_file"
+    say "removed $unit_file"
+    if systemd_user_works; then systemctl --user daemon-reload || true; fi
+  fi
+  for b in "${BINS[@]}"; do
+    if [ -e "$bin_dir/$b" ]; then
+      rm -f -- "$bin_dir/$b"
+      say "removed $bin_dir/$b"
+    fi
+  done
+  if [ "$purge" -eq 1 ]; then
+    registry=$(config_value WorkspaceConfigFilePath "$HOME/.wsync/wsync-ws-config.json")
+    log_dir=$(config_value LogDirectory "$HOME/.wsync/log")
+    for f in "$registry" "$config_file"; do
+      if [ -e "$f" ] || [ -L "$f" ]; then rm -f -- "$f" && say "removed $f"; fi
+    done
+    # Only the default log directory is deleted wholesale: a configured one may be shared.
+    if [ "$log_dir" = "$HOME/.wsync/log" ]; then
+      if [ -d "$log_dir" ]; then rm -rf -- "$log_dir" && say "removed $log_dir"; fi
+    elif [ -d "$log_dir" ]; then
+      say "left the configured LogDirectory $log_dir in place"
+    fi
+    if rmdir -- "$HOME/.wsync" 2>/dev/null; then say "removed $HOME/.wsync"; fi
+  else
+    say "kept $config_file and the registry (add --purge to remove them)"
+  fi
+  say "wsync is uninstalled"
+  exit 0
+fi
+
+# --- prerequisites -------------------------------------------------------------------------------
+if [ -z "$prebuilt" ] && ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    die "cargo is installed but not on PATH: run 'source \"\$HOME/.cargo/env\"' (or open a new shell) and re-run"
+  fi
+  die "cargo not found: install Rust with rustup (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then re-run"
+fi
+if ! command -v rsync >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing rsync"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null
+  else
+    die "rsync not found: install it (e.g. sudo apt-get install rsync) and re-run"
+  fi
+fi
+command -v ssh >/dev/null 2>&1 || warn "ssh not found: local remotes work, SSH remotes need openssh-client"
+
+# --- build and install ---------------------------------------------------------------------------
+if [ -n "$prebuilt" ]; then
+  src_dir=$(absolute "$prebuilt")
+else
+  say "building release binaries (cargo build --release --locked --bins)"
+  (cd "$repo" && cargo build --release --locked --bins)
+  target_dir=${CARGO_TARGET_DIR:-target}
+  case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
+  src_dir=$target_dir/release
+fi
+for b in "${BINS[@]}"; do
+  [ -x "$src_dir/$b" ] || die "$src_dir/$b is missing or not executable"
+done
+
+mkdir -p -- "$bin_dir"
+changed=0
+for b in "${BINS[@]}"; do
+  if cmp -s -- "$src_dir/$b" "$bin_dir/$b"; then
+    continue
+  fi
+  # Copy then rename: replacing a running binary in place fails with "text file busy".
+  tmp=$bin_dir/.$b.setup-$$
+  cp -- "$src_dir/$b" "$tmp"
+  chmod 0755 -- "$tmp"
+  mv -f -- "$tmp" "$bin_dir/$b"
+  changed=1
+  say "installed $bin_dir/$b"
+done
+[ "$changed" -eq 1 ] || say "binaries in $bin_dir are up to date"
+case ":$PATH:" in
+  *":$bin_dir:"*) ;;
+  *) warn "$bin_dir is not on PATH; add it (e.g. export PATH=\"$bin_dir:\$PATH\" in ~/.profile)" ;;
+esac
+
+# --- config, registry, logs ----------------------------------------------------------------------
+# Creates FILE with the content on stdin unless it exists; a hard link makes "unless it exists"
+# atomic, so two concurrent runs cannot both write it and an existing file is never touched.
+create_if_missing() {
+  local file=$1 tmp
+  if [ -e "$file" ] || [ -L "$file" ]; then
+    cat >/dev/null
+    return 1
+  fi
+  case "$file" in "$HOME/.wsync/"*) [ -d "$HOME/.wsync" ] || mkdir -m 0700 -- "$HOME/.wsync" ;; esac
+  mkdir -p -- "$(dirname -- "$file")"
+  tmp=$(mktemp "$(dirname -- "$file")/.wsync-setup.XXXXXX")
+  cat >"$tmp"
+  chmod 0600 -- "$tmp"
+  if ln -- "$tmp" "$file" 2>/dev/null; then
+    rm -f -- "$tmp"
+    return 0
+  fi
+  rm -f -- "$tmp"
+  return 1
+}
+
+monitor=$bin_dir/wsync-monitor
+if {
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+      "# MonitorExecutablePath="*) printf 'MonitorExecutablePath=%s\n' "$monitor" ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done <"$repo/config-examples/wsync.config"
+} | create_if_missing "$config_file"; then
+  say "wrote $config_file"
+else
+  say "kept existing $config_file"
+  configured=$(config_value MonitorExecutablePath "$monitor")
+  [ "$configured" = "$monitor" ] ||
+    warn "$config_file sets MonitorExecutablePath=$configured, not the monitor just installed ($monitor)"
+fi
+
+registry=$(config_value WorkspaceConfigFilePath "$HOME/.wsync/wsync-ws-config.json")
+if printf '%s\n' "$EMPTY_REGISTRY" | create_if_missing "$registry"; then
+  say "wrote an empty registry $registry"
+else
+  say "kept existing registry $registry"
+fi
+log_dir=$(config_value LogDirectory "$HOME/.wsync/log")
+mkdir -p -- "$log_dir"
+
+# --- start the daemon ----------------------------------------------------------------------------
+wait_for_daemon() {
+  local _
+  for _ in $(seq 1 100); do
+    daemon_status && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+if [ "$no_start" -eq 1 ]; then
+  say "not starting the daemon (--no-start); start it with: wsync daemon start"
+elif [ "$no_service" -eq 0 ] && systemd_user_works; then
+  unit_text=$(render_unit)
+  unit_changed=0
+  if [ ! -f "$unit_file" ] || [ "$(cat -- "$unit_file")" != "$unit_text" ]; then
+    mkdir -p -- "$unit_dir"
+    printf '%s\n' "$unit_text" >"$unit_file.tmp"
+    mv -f -- "$unit_file.tmp" "$unit_file"
+    unit_changed=1
+    say "installed $unit_file"
+  fi
+  systemctl --user daemon-reload
+  if ! systemctl --user is-active --quiet wsync.service && daemon_status; then
+    # A daemon started by an earlier --no-service run holds the pidfile; hand over to systemd.
+    say "stopping the background daemon so that systemd can run it"
+    "$wsync_cli" daemon stop
+  fi
+  if systemctl --user is-active --quiet wsync.service && [ $((changed + unit_changed)) -gt 0 ]; then
+    say "restarting wsync.service to pick up the new binaries or unit"
+    systemctl --user restart wsync.service
+  fi
+  systemctl --user enable --now wsync.service
+  wait_for_daemon || die "wsync.service did not come up; see: systemctl --user status wsync; journalctl --user -u wsync"
+  say "wsync.service is enabled and running (logs: $log_dir)"
+else
+  [ "$no_service" -eq 1 ] || say "systemd user services are not available here; running wsyncd in the background"
+  status=0
+  daemon_status || status=$?
+  if [ "$status" -eq 0 ] && [ "$changed" -eq 1 ]; then
+    say "restarting the daemon to pick up the new binaries"
+    "$wsync_cli" daemon stop || die "could not stop the running daemon; stop it and re-run"
+    status=3
+  fi
+  case "$status" in
+    0) say "the daemon is already running" ;;
+    3)
+      "$wsync_cli" daemon start || die "wsync daemon start failed; see the logs in $log_dir"
+      say "the daemon is running (logs: $log_dir); it does not start at boot without systemd"
+      ;;
+    *) die "could not tell whether the daemon runs ('wsync daemon status' exited with $status)" ;;
+  esac
+fi
+
+cat <<EOF
+
+wsync is installed. Next steps:
+  wsync add ~/project                 # register a workspace (named "project")
+  wsync attach project /srv/mirror    # mirror it to a local directory (or user@host:path)
+  wsync status                        # see every workspace and remote
+Config:   $config_file
+Registry: $registry
+Logs:     $log_dir
+EOF
