@@ -1,0 +1,118 @@
+//! [`run`]: the daemon's startup sequence, its async main and its clean shutdown.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use wsync_core::config::Config;
+use wsync_core::registry::Registry;
+
+use crate::pidfile::{PidfileError, PidfileGuard};
+use crate::shutdown::Shutdown;
+use crate::socket::{self, SocketGuard};
+use crate::state::{DaemonState, SharedState};
+use crate::{logging, server, watchdog, Args, Fatal};
+
+/// Runs the daemon in the foreground until SIGINT, SIGTERM or a shutdown request.
+pub fn run(_args: &Args) -> Result<(), Fatal> {
+    let config = Config::load().context("loading the wsync config")?;
+    logging::init(&config.log_directory);
+    let result = start(config);
+    if let Err(e) = &result {
+        tracing::error!("wsyncd failed: {}", crate::handlers::chain(e));
+    }
+    result
+}
+
+fn start(config: Config) -> Result<(), Fatal> {
+    tracing::info!(
+        version = wsync_core::VERSION,
+        pid = std::process::id(),
+        config = %config.file.display(),
+        "wsyncd starting"
+    );
+    let socket_path = config.daemon_command_socket_path.clone();
+    let runtime_dir =
+        socket::prepare_dir(&socket_path).context("preparing the socket directory")?;
+    let pidfile_path = config.pidfile_path();
+    let pidfile = match PidfileGuard::acquire(&pidfile_path, &config.file) {
+        Ok(guard) => guard,
+        Err(PidfileError::AlreadyRunning(e)) => return Err(e.into()),
+        Err(e) => return Err(anyhow::Error::new(e).into()),
+    };
+    let registry_path = &config.workspace_config_file_path;
+    let registry = Registry::load(registry_path)
+        .with_context(|| format!("loading the registry {}", registry_path.display()))?;
+    tracing::info!(
+        workspaces = registry.workspaces.len(),
+        registry = %registry_path.display(),
+        "registry loaded"
+    );
+    socket::remove_stale(&socket_path).context("checking for a stale socket")?;
+    let std_listener = socket::bind(&socket_path).context("binding the command socket")?;
+    let socket_guard = SocketGuard::new(socket_path.clone());
+    tracing::info!(socket = %socket_path.display(), "listening");
+
+    let interval = config.tuning.watchdog_interval;
+    let shared: SharedState = Arc::new(Mutex::new(DaemonState::new(config, registry, runtime_dir)));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let cleanup = watchdog::FatalCleanup {
+        socket: socket_path,
+        pidfile: pidfile_path,
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(std_listener)
+            .context("registering the command socket")?;
+        let shutdown = Shutdown::new();
+        shutdown
+            .listen_for_signals()
+            .context("installing signal handlers")?;
+        watchdog::arm_test_poison_trigger(&shared).context("installing the test trigger")?;
+        if let Ok(mut state) = shared.lock() {
+            state.start_all(&shared);
+        }
+        watchdog::spawn(shared.clone(), interval, cleanup).context("starting the watchdog")?;
+        server::serve(listener, shared.clone(), shutdown).await;
+        stop_monitors(&shared).await;
+        anyhow::Ok(())
+    });
+    // Connections still open are dropped; a handler stuck in a blocking call is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(socket_guard);
+    drop(pidfile);
+    result?;
+    tracing::info!("wsyncd stopped");
+    Ok(())
+}
+
+/// Stops every monitor in parallel, each within the stop grace.
+async fn stop_monitors(shared: &SharedState) {
+    let (monitors, grace) = match shared.lock() {
+        Ok(mut state) => {
+            state.shutting_down = true;
+            (state.supervisor.take_all(), state.supervisor.stop_grace)
+        }
+        // The watchdog handles a poisoned lock (it exits the process).
+        Err(_) => return,
+    };
+    if monitors.is_empty() {
+        return;
+    }
+    tracing::info!("stopping {} monitor(s), grace {grace:?}", monitors.len());
+    let stops: Vec<_> = monitors
+        .into_iter()
+        .map(|m| {
+            tokio::task::spawn_blocking(move || {
+                let pid = m.pid;
+                let exit = m.stop(grace);
+                tracing::info!(pid, "monitor stopped ({exit})");
+            })
+        })
+        .collect();
+    for stop in stops {
+        let _ = stop.await;
+    }
+}

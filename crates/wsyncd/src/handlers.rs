@@ -1,0 +1,379 @@
+//! Request handlers: one function per [`Request`], each answering with the [`Response`] the
+//! protocol names. Mutations validate with the registry's checks, save the registry atomically
+//! and only then change the in-memory state and reply; a failed save leaves everything as it was.
+//! Waiting (stopping a monitor, a flush) always happens with the state lock released.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wsync_core::monitor_proto::MonitorCommand;
+use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::registry::{NewRemote, NewWorkspace, Registry};
+
+use crate::state::{lock, DaemonState, SharedState};
+use crate::supervisor::{should_run, FlushStart};
+
+/// Flush timeout when the request gives none.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Extra time the daemon waits beyond the monitor's own flush deadline.
+const FLUSH_SLACK: Duration = Duration::from_secs(5);
+
+/// What the connection does after sending the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// The daemon shuts down (the response has been written first).
+    Shutdown,
+}
+
+type Reply = Result<Response, Response>;
+
+/// Answers one request (after the handshake).
+pub async fn handle(request: Request, shared: &SharedState) -> (Response, After) {
+    match request {
+        Request::Shutdown => (
+            Response::Done {
+                message: "wsyncd is shutting down".into(),
+            },
+            After::Shutdown,
+        ),
+        Request::Flush {
+            workspace,
+            timeout_ms,
+        } => (
+            flush(shared, &workspace, timeout_ms)
+                .await
+                .unwrap_or_else(|e| e),
+            After::Continue,
+        ),
+        other => {
+            let shared = shared.clone();
+            let response =
+                match tokio::task::spawn_blocking(move || handle_blocking(other, &shared)).await {
+                    Ok(reply) => reply.unwrap_or_else(|e| e),
+                    Err(e) => error(ErrorCode::Internal, format!("request handler failed: {e}")),
+                };
+            (response, After::Continue)
+        }
+    }
+}
+
+fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
+    match request {
+        Request::Hello { .. } => Ok(Response::Hello {
+            protocol: PROTOCOL_VERSION,
+            version: wsync_core::VERSION.into(),
+            pid: std::process::id(),
+        }),
+        Request::DaemonInfo => {
+            let s = locked(shared)?;
+            Ok(Response::DaemonInfo {
+                protocol: PROTOCOL_VERSION,
+                version: wsync_core::VERSION.into(),
+                pid: std::process::id(),
+                uptime_secs: s.started.elapsed().as_secs(),
+                socket: s.config.daemon_command_socket_path.clone(),
+                registry: s.config.workspace_config_file_path.clone(),
+            })
+        }
+        Request::List => Ok(Response::Workspaces {
+            workspaces: locked(shared)?.registry.workspaces.clone(),
+        }),
+        Request::Status { workspace } => {
+            let s = locked(shared)?;
+            let workspaces = match workspace {
+                Some(w) => vec![s.workspace_status(&s.registry.workspaces[find(&s, &w)?])],
+                None => s
+                    .registry
+                    .workspaces
+                    .iter()
+                    .map(|w| s.workspace_status(w))
+                    .collect(),
+            };
+            Ok(Response::Status { workspaces })
+        }
+        Request::Add {
+            path,
+            name,
+            excludes,
+        } => add(shared, path, name, excludes),
+        Request::Remove { workspace } => remove(shared, &workspace),
+        Request::Attach {
+            workspace,
+            target,
+            name,
+            port,
+            identity_file,
+            ssh_options,
+        } => {
+            let new = NewRemote {
+                spec: target,
+                name,
+                port,
+                identity_file,
+                ssh_options,
+            };
+            attach(shared, &workspace, &new)
+        }
+        Request::Detach { workspace, remote } => detach(shared, &workspace, &remote),
+        Request::Pause { workspace } => set_paused(shared, &workspace, true),
+        Request::Resume { workspace } => set_paused(shared, &workspace, false),
+        Request::Restart { workspace } => restart(shared, &workspace),
+        Request::Flush { .. } | Request::Shutdown => Err(error(
+            ErrorCode::Internal,
+            "request routed to the wrong handler".into(),
+        )),
+    }
+}
+
+fn add(shared: &SharedState, path: PathBuf, name: Option<String>, excludes: Vec<String>) -> Reply {
+    if !path.is_absolute() {
+        return Err(invalid(format!(
+            "workspace path {} is relative; send an absolute path",
+            path.display()
+        )));
+    }
+    let mut s = locked(shared)?;
+    let new = NewWorkspace {
+        path,
+        name,
+        excludes,
+    };
+    let workspace = s.registry.check_new_workspace(&new).map_err(invalid)?;
+    commit(&mut s, |r| r.workspaces.push(workspace.clone()))?;
+    tracing::info!(workspace = %workspace.name, path = %workspace.path.display(), "workspace added");
+    Ok(Response::Workspace { workspace })
+}
+
+fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
+    let (name, monitor, grace) = {
+        let mut s = locked(shared)?;
+        let index = find(&s, name_or_path)?;
+        let name = s.registry.workspaces[index].name.clone();
+        commit(&mut s, |r| {
+            r.workspaces.remove(index);
+        })?;
+        let grace = s.supervisor.stop_grace;
+        let monitor = s.supervisor.remove(&name);
+        (name, monitor, grace)
+    };
+    if let Some(monitor) = monitor {
+        let exit = monitor.stop(grace);
+        tracing::info!(workspace = %name, "monitor stopped ({exit})");
+    }
+    tracing::info!(workspace = %name, "workspace removed");
+    Ok(Response::Done {
+        message: format!(
+            "removed workspace {name:?}; its files and its remotes' copies are left as they are"
+        ),
+    })
+}
+
+fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote) -> Reply {
+    let mut s = locked(shared)?;
+    let index = find(&s, name_or_path)?;
+    let remote = s.registry.check_new_remote(index, new).map_err(invalid)?;
+    commit(&mut s, |r| r.workspaces[index].remotes.push(remote.clone()))?;
+    let workspace = s.registry.workspaces[index].clone();
+    tracing::info!(workspace = %workspace.name, remote = %remote.name, target = %remote.target, "remote attached");
+    let command = MonitorCommand::Attach { remote };
+    if !s.supervisor.send(&workspace.name, command) {
+        s.ensure_monitor(&workspace, shared);
+    }
+    Ok(Response::Workspace { workspace })
+}
+
+fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
+    let (workspace, to_stop, grace) = {
+        let mut s = locked(shared)?;
+        let index = find(&s, name_or_path)?;
+        let ws = &s.registry.workspaces[index];
+        let Some(r_index) = ws.remotes.iter().position(|r| r.name == remote) else {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!(
+                    "workspace {:?} has no remote named {remote:?}; see `wsync list`",
+                    ws.name
+                ),
+            ));
+        };
+        commit(&mut s, |r| {
+            r.workspaces[index].remotes.remove(r_index);
+        })?;
+        let workspace = s.registry.workspaces[index].clone();
+        tracing::info!(workspace = %workspace.name, remote, "remote detached");
+        let to_stop = if workspace.remotes.is_empty() {
+            s.supervisor.take(&workspace.name)
+        } else {
+            let command = MonitorCommand::Detach {
+                remote: remote.to_owned(),
+            };
+            s.supervisor.send(&workspace.name, command);
+            None
+        };
+        (workspace, to_stop, s.supervisor.stop_grace)
+    };
+    if let Some(monitor) = to_stop {
+        let exit = monitor.stop(grace);
+        tracing::info!(workspace = %workspace.name, "last remote detached; monitor stopped ({exit})");
+    }
+    Ok(Response::Workspace { workspace })
+}
+
+fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
+    let mut s = locked(shared)?;
+    let index = find(&s, name_or_path)?;
+    if s.registry.workspaces[index].paused != paused {
+        commit(&mut s, |r| r.workspaces[index].paused = paused)?;
+    }
+    let workspace = s.registry.workspaces[index].clone();
+    let command = if paused {
+        MonitorCommand::Pause
+    } else {
+        MonitorCommand::Resume
+    };
+    let sent = s.supervisor.send(&workspace.name, command);
+    if !paused && !sent {
+        s.ensure_monitor(&workspace, shared);
+    }
+    tracing::info!(workspace = %workspace.name, paused, "workspace {}", if paused { "paused" } else { "resumed" });
+    Ok(Response::Workspace { workspace })
+}
+
+fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
+    let (name, old, grace) = {
+        let mut s = locked(shared)?;
+        let index = find(&s, name_or_path)?;
+        let name = s.registry.workspaces[index].name.clone();
+        let old = s.supervisor.take(&name);
+        s.supervisor.reset(&name);
+        (name, old, s.supervisor.stop_grace)
+    };
+    if let Some(monitor) = old {
+        let exit = monitor.stop(grace);
+        tracing::info!(workspace = %name, "monitor stopped for restart ({exit})");
+    }
+    let mut s = locked(shared)?;
+    let index = find(&s, &name)?;
+    let workspace = s.registry.workspaces[index].clone();
+    s.ensure_monitor(&workspace, shared);
+    let message = if workspace.remotes.is_empty() {
+        format!(
+            "workspace {name:?} has no remotes, so no monitor runs; attach one with `wsync attach`"
+        )
+    } else if workspace.paused {
+        format!("cleared the state of {name:?}; it is paused, run `wsync resume {name}` to start syncing")
+    } else if should_run(&workspace) {
+        let (status, _) = s.supervisor.status(&workspace);
+        match status.pid {
+            Some(pid) => format!("restarted the monitor of {name:?} (pid {pid})"),
+            None => format!(
+                "could not start the monitor of {name:?} ({}); see `wsync status {name}`",
+                status.last_exit.unwrap_or_default()
+            ),
+        }
+    } else {
+        format!("cleared the state of {name:?}")
+    };
+    tracing::info!(workspace = %name, "restart requested: {message}");
+    Ok(Response::Done { message })
+}
+
+async fn flush(shared: &SharedState, name_or_path: &str, timeout_ms: Option<u64>) -> Reply {
+    let timeout = timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_FLUSH_TIMEOUT);
+    let (name, start) = {
+        let mut s = locked(shared)?;
+        let index = find(&s, name_or_path)?;
+        let workspace = s.registry.workspaces[index].clone();
+        let start = s
+            .supervisor
+            .begin_flush(&workspace, timeout.as_millis() as u64);
+        (workspace.name, start)
+    };
+    let (id, rx) = match start {
+        FlushStart::Nothing => {
+            return Ok(Response::Flushed {
+                workspace: name,
+                lagging: Vec::new(),
+            })
+        }
+        FlushStart::NotRunning(why) => {
+            return Err(invalid(format!("cannot flush workspace {name:?}: {why}")))
+        }
+        FlushStart::Waiting(id, rx) => (id, rx),
+    };
+    match tokio::time::timeout(timeout + FLUSH_SLACK, rx).await {
+        Ok(Ok(lagging)) => Ok(Response::Flushed {
+            workspace: name,
+            lagging,
+        }),
+        Ok(Err(_)) => Err(error(
+            ErrorCode::Internal,
+            format!("the monitor of {name:?} exited before the flush completed; it is restarted automatically — run the flush again"),
+        )),
+        Err(_) => {
+            if let Ok(mut s) = lock(shared) {
+                s.supervisor.cancel_flush(id);
+            }
+            Err(error(
+                ErrorCode::Timeout,
+                format!(
+                    "the monitor of {name:?} did not answer the flush within {:?}; see `wsync status {name}`",
+                    timeout + FLUSH_SLACK
+                ),
+            ))
+        }
+    }
+}
+
+fn locked(shared: &SharedState) -> Result<std::sync::MutexGuard<'_, DaemonState>, Response> {
+    lock(shared).map_err(|e| error(ErrorCode::Internal, e.to_string()))
+}
+
+/// The index of a workspace given by name or path, or a NotFound response.
+fn find(state: &DaemonState, name_or_path: &str) -> Result<usize, Response> {
+    state.registry.index_of(name_or_path).ok_or_else(|| {
+        error(
+            ErrorCode::NotFound,
+            format!("no workspace named {name_or_path:?}; see `wsync list`"),
+        )
+    })
+}
+
+/// Saves a changed copy of the registry, then adopts it; on a failed save nothing changes.
+fn commit(state: &mut DaemonState, change: impl FnOnce(&mut Registry)) -> Result<(), Response> {
+    let mut next = state.registry.clone();
+    change(&mut next);
+    if let Err(e) = next.save(&state.config.workspace_config_file_path) {
+        tracing::error!("{}", chain(&e));
+        return Err(error(
+            ErrorCode::Internal,
+            format!("{}; nothing was changed", chain(&e)),
+        ));
+    }
+    state.registry = next;
+    Ok(())
+}
+
+fn invalid(message: String) -> Response {
+    error(ErrorCode::Invalid, message)
+}
+
+/// An error response.
+pub fn error(code: ErrorCode, message: String) -> Response {
+    Response::Error { code, message }
+}
+
+/// An error and its causes on one line: "a: b: c".
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

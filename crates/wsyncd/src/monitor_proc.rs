@@ -1,0 +1,352 @@
+//! One `wsync-monitor` child process: how it is spawned, talked to and stopped.
+//!
+//! # Spawn contract (the monitor implements the other side)
+//! - argv: `wsync-monitor --log-dir <LogDirectory> --runtime-dir <directory of the socket>`;
+//!   the environment is inherited (so is `WSYNC_CONFIG_PATH`).
+//! - The executable: `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
+//!   executable, else `wsync-monitor` on `PATH`.
+//! - It runs in its own process group (pgid = its pid), so stopping it reaches its rsync/ssh
+//!   children and a terminal's Ctrl-C does not.
+//! - stdin: [`MonitorCommand`] JSON lines (core framing). The first is always `Start{workspace,
+//!   tunables}`; then `Attach`, `Detach`, `Pause`, `Resume`, `Flush{id,timeout_ms}`, `Resync`,
+//!   `Shutdown`. EOF on stdin means the daemon is gone: the monitor exits (it also sets
+//!   `PR_SET_PDEATHSIG`), so a `kill -9` of wsyncd leaves no monitor behind.
+//! - stdout: [`MonitorEvent`] JSON lines only: `Status` (the daemon keeps the latest per
+//!   workspace for `wsync status`) and `Flushed{id,lagging}` (answers a `Flush`).
+//! - stderr: free text; the daemon logs each line and keeps the last [`STDERR_TAIL_LINES`],
+//!   shown as `last_log_lines` when the workspace is marked failed.
+//! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
+//!   restarted monitor catches up with whatever changed while it was down.
+//!
+//! # Stopping
+//! `Shutdown` line and stdin closed → wait half the grace → SIGTERM to the group → wait the rest
+//! of the grace → SIGKILL to the group; survivors in the group are killed and the child is
+//! always reaped. Exits are observed with `waitid(WNOWAIT)` first, so the group is killed before
+//! the leader is reaped and its pgid cannot have been reused.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use wsync_core::framing::{self, FrameError};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
+use wsync_core::registry::Workspace;
+
+use crate::state::DaemonState;
+
+/// Lines of a monitor's stderr kept for `last_log_lines`.
+pub const STDERR_TAIL_LINES: usize = 20;
+
+/// The last lines a monitor wrote on stderr.
+pub type StderrTail = Arc<Mutex<VecDeque<String>>>;
+
+/// What every monitor is started with.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub executable: PathBuf,
+    pub log_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub tunables: MonitorTunables,
+}
+
+impl LaunchSpec {
+    /// `configured`, else `wsync-monitor` next to our executable, else `wsync-monitor` on PATH.
+    pub fn find_executable(configured: Option<&PathBuf>) -> PathBuf {
+        if let Some(path) = configured {
+            return path.clone();
+        }
+        if let Some(beside) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("wsync-monitor")))
+            .filter(|p| p.is_file())
+        {
+            return beside;
+        }
+        PathBuf::from("wsync-monitor")
+    }
+}
+
+/// A running monitor, owned by its workspace's slot (or by whoever is stopping it).
+#[derive(Debug)]
+pub struct RunningMonitor {
+    child: Child,
+    pub pid: u32,
+    pub generation: u64,
+    pub started: Instant,
+    commands: mpsc::Sender<MonitorCommand>,
+}
+
+impl RunningMonitor {
+    /// Spawns the monitor for `workspace` and sends it `Start`. Status events are delivered to
+    /// `state` tagged with `generation`, so a replaced monitor's late events are ignored.
+    pub fn spawn(
+        launch: &LaunchSpec,
+        workspace: &Workspace,
+        generation: u64,
+        state: Weak<Mutex<DaemonState>>,
+        tail: StderrTail,
+    ) -> Result<Self, String> {
+        let mut command = Command::new(&launch.executable);
+        command
+            .arg("--log-dir")
+            .arg(&launch.log_dir)
+            .arg("--runtime-dir")
+            .arg(&launch.runtime_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = spawn_on_lasting_thread(command).map_err(|e| {
+            format!(
+                "cannot start monitor {}: {e} (set MonitorExecutablePath in the config)",
+                launch.executable.display()
+            )
+        })?;
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        let start = MonitorCommand::Start {
+            workspace: workspace.clone(),
+            tunables: launch.tunables.clone(),
+        };
+        // The receiver is alive (it is in `rx`), so this cannot fail.
+        let _ = tx.send(start);
+        let name = workspace.name.clone();
+        let threads = (|| -> std::io::Result<()> {
+            let stdin = child.stdin.take().ok_or_else(missing_pipe)?;
+            let stdout = child.stdout.take().ok_or_else(missing_pipe)?;
+            let stderr = child.stderr.take().ok_or_else(missing_pipe)?;
+            std::thread::Builder::new()
+                .name(format!("mon-in-{name}"))
+                .spawn(move || write_commands(stdin, rx))?;
+            let (n, s) = (name.clone(), state);
+            std::thread::Builder::new()
+                .name(format!("mon-out-{name}"))
+                .spawn(move || read_events(stdout, &n, generation, s))?;
+            let n = name.clone();
+            std::thread::Builder::new()
+                .name(format!("mon-err-{name}"))
+                .spawn(move || read_stderr(stderr, &n, pid, tail))?;
+            Ok(())
+        })();
+        let mut monitor = Self {
+            child,
+            pid,
+            generation,
+            started: Instant::now(),
+            commands: tx,
+        };
+        if let Err(e) = threads {
+            monitor.kill_and_reap();
+            return Err(format!("cannot start threads for monitor of {name}: {e}"));
+        }
+        Ok(monitor)
+    }
+
+    /// Queues a command for the monitor's stdin; false when its stdin is already closed.
+    pub fn send(&self, command: MonitorCommand) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// `Some(description)` when the process has exited (then the group is killed and the
+    /// child reaped); `None` while it runs. Never blocks.
+    pub fn try_reap(&mut self) -> Option<String> {
+        if !has_exited(self.pid) {
+            return None;
+        }
+        Some(self.kill_and_reap())
+    }
+
+    /// Stops the monitor (see the module docs); blocks for at most about `grace`.
+    pub fn stop(mut self, grace: Duration) -> String {
+        let _ = self.commands.send(MonitorCommand::Shutdown);
+        // Closing our end of the channel makes the writer thread close stdin after `Shutdown`.
+        let (tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.commands, tx));
+        let half = grace / 2;
+        if !wait_exit(self.pid, half) {
+            let _ = killpg(self.pgid(), Signal::SIGTERM);
+            if !wait_exit(self.pid, grace.saturating_sub(half)) {
+                tracing::warn!(
+                    pid = self.pid,
+                    "monitor did not stop within {grace:?}; killing its process group"
+                );
+            }
+        }
+        self.kill_and_reap()
+    }
+
+    /// Kills the whole group now (any survivors) and reaps the leader.
+    fn kill_and_reap(&mut self) -> String {
+        let _ = killpg(self.pgid(), Signal::SIGKILL);
+        match self.child.wait() {
+            Ok(status) => describe_exit(status),
+            Err(e) => format!("unknown ({e})"),
+        }
+    }
+
+    fn pgid(&self) -> Pid {
+        Pid::from_raw(self.pid as i32)
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+static SPAWNER: OnceLock<Result<Mutex<mpsc::Sender<Job>>, String>> = OnceLock::new();
+
+/// Forks `command` from one thread that lives as long as the daemon. The monitor asks for
+/// `PR_SET_PDEATHSIG`, which fires when the *thread* that forked it exits, and handlers run on
+/// tokio's blocking pool, whose idle threads retire: a monitor forked there would be killed
+/// seconds later.
+fn spawn_on_lasting_thread(mut command: Command) -> std::io::Result<Child> {
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("monitor-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .map(|_| Mutex::new(tx))
+            .map_err(|e| format!("cannot start the monitor-spawner thread: {e}"))
+    });
+    let sender = spawner
+        .as_ref()
+        .map_err(|e| std::io::Error::other(e.clone()))?;
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move || {
+        let _ = reply_tx.send(command.spawn());
+    });
+    sender
+        .lock()
+        .map_err(|_| std::io::Error::other("monitor-spawner lock poisoned"))?
+        .send(job)
+        .map_err(|_| std::io::Error::other("monitor-spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("monitor-spawner thread is gone"))?
+}
+
+fn missing_pipe() -> std::io::Error {
+    std::io::Error::other("child pipe missing")
+}
+
+/// Whether process `pid` (our child) has exited, without reaping it.
+pub fn has_exited(pid: u32) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(Pid::from_raw(pid as i32)), flags) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        // ECHILD: already reaped (cannot happen for an owned child) — treat as gone.
+        Err(_) => true,
+    }
+}
+
+/// Polls until `pid` exits or `timeout` passes; checks at least once.
+fn wait_exit(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if has_exited(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// "exit status N" or "signal N (SIGNAME)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(sig) => match Signal::try_from(sig) {
+            Ok(name) => format!("signal {sig} ({name})"),
+            Err(_) => format!("signal {sig}"),
+        },
+        None => status.to_string(),
+    }
+}
+
+fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand>) {
+    for command in commands {
+        if let Err(e) = framing::write_frame(&mut stdin, &command) {
+            tracing::debug!("monitor stdin closed: {e}");
+            break;
+        }
+    }
+    // Dropping stdin here is the monitor's EOF.
+}
+
+fn read_events(
+    stdout: impl Read,
+    workspace: &str,
+    generation: u64,
+    state: Weak<Mutex<DaemonState>>,
+) {
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let event: MonitorEvent = match framing::read_frame(&mut reader) {
+            Ok(event) => event,
+            Err(FrameError::Undecodable(e)) => {
+                tracing::warn!(workspace, "ignoring undecodable line from monitor: {e}");
+                continue;
+            }
+            Err(FrameError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(workspace, "monitor status channel broken: {e}");
+                // Keep draining so the monitor never blocks on a full pipe.
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                return;
+            }
+        };
+        let Some(state) = state.upgrade() else { return };
+        let Ok(mut guard) = state.lock() else { return };
+        guard
+            .supervisor
+            .on_monitor_event(workspace, generation, event);
+    }
+}
+
+fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+        if line.is_empty() {
+            continue;
+        }
+        tracing::info!(target: "wsyncd::monitor_stderr", workspace, pid, "{line}");
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() >= STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    }
+}

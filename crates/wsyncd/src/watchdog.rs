@@ -1,0 +1,127 @@
+//! The watchdog: a dedicated OS thread (not a tokio task a stuck runtime could starve) that
+//! wakes every `WatchdogIntervalMs` and
+//! 1. exits the daemon when the state lock is poisoned (a thread panicked holding it): it logs
+//!    the panic, kills the monitors' process groups, removes socket and pidfile and exits with
+//!    [`exit_codes::STATE_POISONED`], so systemd (or the user) starts a clean daemon;
+//! 2. otherwise runs [`Supervisor::supervise`](crate::supervisor::Supervisor::supervise):
+//!    restarts crashed monitors with backoff, or marks them failed.
+//!
+//! Test-only trigger: when the daemon starts with `WSYNC_TEST_POISON=1` in its environment,
+//! SIGUSR1 makes a fresh thread panic while holding the state lock. Without the variable no
+//! handler is installed and the code is inert.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::exit_codes;
+use crate::logging;
+use crate::monitor_proc::has_exited;
+use crate::state::SharedState;
+
+/// Environment switch arming the test-only poison trigger.
+pub const TEST_POISON_ENV: &str = "WSYNC_TEST_POISON";
+
+/// Files the watchdog removes when it has to end the daemon itself.
+#[derive(Debug, Clone)]
+pub struct FatalCleanup {
+    pub socket: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+/// Starts the watchdog thread. It ends when the daemon begins shutting down.
+pub fn spawn(
+    shared: SharedState,
+    interval: Duration,
+    cleanup: FatalCleanup,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || run(shared, interval, cleanup))
+}
+
+fn run(shared: SharedState, interval: Duration, cleanup: FatalCleanup) {
+    loop {
+        std::thread::sleep(interval);
+        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| tick(&shared)));
+        match pass {
+            Ok(Tick::Continue) => {}
+            Ok(Tick::Stop) => return,
+            Ok(Tick::Poisoned(pids)) => fatal(&pids, &cleanup),
+            // The guard was dropped while unwinding, so the next pass sees the poison.
+            Err(_) => tracing::error!("watchdog pass panicked"),
+        }
+    }
+}
+
+enum Tick {
+    Continue,
+    Stop,
+    Poisoned(Vec<u32>),
+}
+
+fn tick(shared: &SharedState) -> Tick {
+    let mut guard = match shared.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => return Tick::Poisoned(poisoned.into_inner().supervisor.running_pids()),
+    };
+    if guard.shutting_down {
+        return Tick::Stop;
+    }
+    let state = &mut *guard;
+    state
+        .supervisor
+        .supervise(&state.registry.workspaces, Instant::now(), shared);
+    Tick::Continue
+}
+
+fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {
+    let cause = logging::last_panic().unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(
+        "the daemon's state lock is poisoned ({cause}); stopping {} monitor(s), removing the socket and pidfile and exiting with status {}",
+        pids.len(),
+        exit_codes::STATE_POISONED
+    );
+    for pid in pids {
+        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && !pids.iter().all(|p| has_exited(*p)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids {
+        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    for path in [&cleanup.socket, &cleanup.pidfile] {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+    eprintln!("error: wsyncd's internal state was corrupted ({cause}); exiting");
+    std::process::exit(i32::from(exit_codes::STATE_POISONED));
+}
+
+/// Arms the test-only poison trigger when `WSYNC_TEST_POISON=1` (see the module docs).
+pub fn arm_test_poison_trigger(shared: &SharedState) -> std::io::Result<()> {
+    if std::env::var_os(TEST_POISON_ENV).is_none_or(|v| v != "1") {
+        return Ok(());
+    }
+    tracing::warn!("{TEST_POISON_ENV}=1: SIGUSR1 will poison the state lock (test-only)");
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            let shared = shared.clone();
+            let _ = std::thread::Builder::new()
+                .name("poison-trigger".into())
+                .spawn(move || {
+                    let _guard = shared.lock();
+                    panic!("test-only poison trigger ({TEST_POISON_ENV}): panicking while holding the state lock");
+                });
+        }
+    });
+    Ok(())
+}
