@@ -10,6 +10,8 @@ pub mod paths;
 pub mod protocol;
 pub mod registry;
 pub mod remote;
+pub mod rsync;
+pub mod ssh;
 
 /// The wsync version every binary reports (all crates share the workspace version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

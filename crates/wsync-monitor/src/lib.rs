@@ -1,1 +1,231 @@
-//! placeholder
+//! wsync-monitor: watches one workspace and mirrors every change to each of its remotes with
+//! rsync. The daemon spawns one per workspace; it runs just as well on its own.
+//!
+//! # Command line
+//!
+//! `wsync-monitor [--log-dir DIR] [--runtime-dir DIR]`
+//!
+//! - `--log-dir DIR`: log to `DIR/monitor-<workspace>.log.<YYYY-MM-DD>` (daily rolling, no
+//!   colours). Without it, logs go to stderr. `WSYNC_LOG` sets the filter (e.g. `debug`,
+//!   `wsync_monitor=trace`). Nothing but the status channel is ever written to stdout.
+//! - `--runtime-dir DIR`: where the ssh ControlPath sockets go (created 0700). Default
+//!   `$XDG_RUNTIME_DIR/wsync`, else `/tmp/wsync-<uid>`; a directory whose path is too long for
+//!   a unix socket falls back to the latter.
+//!
+//! # The channel (daemon ↔ monitor)
+//!
+//! Newline-delimited compact JSON, framed by `wsync_core::framing`, types in
+//! `wsync_core::monitor_proto`.
+//!
+//! - **stdin, control** (`MonitorCommand`): the first line must be `start` with the workspace
+//!   (name, path, remotes, ...) and the tunables (`settle_ms`, `max_latency_ms`); then any of
+//!   `attach {remote}`, `detach {remote: name}`, `pause`, `resume` (also lifts a safety halt),
+//!   `flush {id, timeout_ms}`, `resync`, `shutdown`. Undecodable lines after `start` are logged
+//!   and skipped. **EOF on stdin means the daemon is gone**: running rsyncs are killed and the
+//!   monitor exits 0 at once. It also asks the kernel for SIGTERM when its parent dies and
+//!   checks its parent pid every second, so it never outlives the daemon.
+//! - **stdout, status** (`MonitorEvent`): `status {status}` whenever the status changes (at most
+//!   ten a second; the latest state is always sent, so the last line after a sync is current),
+//!   and `flushed {id, lagging}` answering each flush: sent when every remote holds every change
+//!   made before the flush, or at the deadline with the remotes still behind in `lagging`.
+//!
+//! A flush writes a cookie file `.wsync-cookie-<pid>-<id>` in the workspace root and waits for
+//! its inotify event, which proves every earlier event has been read; the cookie is removed at
+//! once and is never sent to (or deleted from) a remote.
+//!
+//! # Exit status
+//!
+//! 0 after `shutdown`, EOF on stdin, SIGTERM or SIGINT; 1 on a fatal runtime error; 2 when the
+//! first message is missing or is not a valid `start`; 3 when the test switch fires.
+//!
+//! # Test switch
+//!
+//! `WSYNC_TEST_MONITOR_CRASH_FILE=<path>`: if that file exists at startup, the monitor exits
+//! with status 3 before doing anything (the supervisor tests create it to simulate a crashing
+//! monitor).
+//!
+//! # Standalone use
+//!
+//! ```text
+//! printf '%s\n' \
+//!   '{"cmd":"start","workspace":{"name":"demo","path":"/home/me/demo","remotes":[{"name":"copy","target":{"kind":"local","path":"/srv/demo"}}]},"tunables":{"settle_ms":5,"max_latency_ms":100}}' \
+//!   '{"cmd":"flush","id":1,"timeout_ms":10000}' \
+//!   | wsync-monitor
+//! ```
+//!
+//! exits after the flush answer, because stdin ends; keep stdin open (e.g. `cat fifo |`) to keep
+//! it mirroring. An SSH remote's target is
+//! `{"kind":"ssh","user":"me","host":"box","port":22,"path":"/srv/demo","identity_file":"/home/me/.ssh/id_ed25519","ssh_options":[{"key":"StrictHostKeyChecking","value":"no"}]}`.
+
+pub mod channel;
+mod control;
+pub mod engine;
+pub mod logging;
+pub mod queue;
+mod status;
+pub mod watch;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+
+/// Exit statuses of `wsync-monitor`.
+pub mod exit_codes {
+    pub const OK: u8 = 0;
+    /// A fatal runtime error (cannot start the runtime or the watcher).
+    pub const FATAL: u8 = 1;
+    /// The first message on stdin was missing or not a valid `start`.
+    pub const BAD_START: u8 = 2;
+    /// `WSYNC_TEST_MONITOR_CRASH_FILE` named an existing file.
+    pub const TEST_CRASH: u8 = 3;
+}
+
+/// Command-line arguments.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "wsync-monitor",
+    version = wsync_core::VERSION,
+    about = "Watches one workspace and mirrors it to its remotes (spawned by wsyncd)",
+    after_help = "Reads JSON-line commands on stdin (the first must be start) and writes JSON-line \
+status on stdout.\nExit status: 0 shutdown/EOF, 1 fatal error, 2 bad start message, 3 test crash \
+switch (WSYNC_TEST_MONITOR_CRASH_FILE)."
+)]
+pub struct Args {
+    /// Log to DIR/monitor-<workspace>.log (daily rolling) instead of stderr.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Directory for ssh ControlPath sockets.
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+}
+
+/// Runs the monitor; returns the exit status.
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    if channel::crash_requested() {
+        eprintln!(
+            "wsync-monitor: {} exists; exiting with status 3 as asked",
+            channel::CRASH_FILE_ENV
+        );
+        return Ok(exit_codes::TEST_CRASH);
+    }
+    channel::die_with_parent();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run_async(args));
+    // The stdin reader may sit in a blocking read; do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+async fn run_async(args: Args) -> anyhow::Result<u8> {
+    let mut input = BufReader::new(tokio::io::stdin());
+    let (workspace, tunables) = match channel::read_start(&mut input).await {
+        Ok(start) => start,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(exit_codes::BAD_START);
+        }
+    };
+    if let Err(e) = wsync_core::names::validate_name("workspace", &workspace.name) {
+        eprintln!("error: bad start message: {e}");
+        return Ok(exit_codes::BAD_START);
+    }
+    if !workspace.path.is_absolute() {
+        eprintln!(
+            "error: bad start message: workspace path {} is not absolute",
+            workspace.path.display()
+        );
+        return Ok(exit_codes::BAD_START);
+    }
+    let _guard = logging::init(args.log_dir.as_deref(), &workspace.name);
+    tracing::info!(
+        workspace = %workspace.name,
+        path = %workspace.path.display(),
+        remotes = workspace.remotes.len(),
+        pid = std::process::id(),
+        "monitor starting"
+    );
+    let runtime_dir = runtime_dir(args.runtime_dir.as_deref());
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(channel::write_events(events_rx));
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    tokio::spawn(channel::read_commands(input, cmd_tx));
+
+    let mut engine = engine::Engine::new(
+        workspace.path.clone(),
+        workspace.name.clone(),
+        tunables,
+        runtime_dir,
+        events_tx,
+    );
+    engine.paused = workspace.paused;
+    // Watch first, then sync: the remotes' initial full syncs are queued only after every
+    // directory is watched, so nothing changed during them is missed.
+    let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+    let root = workspace.path.clone();
+    let watcher = tokio::task::spawn_blocking(move || watch::Watcher::start(&root, watch_tx))
+        .await
+        .context("starting the watcher")?
+        .context("initialising inotify")?;
+    engine.watcher = Some(watcher);
+    engine.root_id = engine::current_root_id(&workspace.path);
+    if engine.root_id.is_none() {
+        engine.halt(format!(
+            "workspace root {} is missing or not a directory; nothing is synced until it is back and `wsync resume` is run",
+            workspace.path.display()
+        ));
+    }
+    for remote in workspace.remotes {
+        engine.add_remote(remote);
+    }
+    let exit = engine.run(watch_rx, cmd_rx).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    tracing::info!(?exit, "monitor exiting");
+    Ok(exit_codes::OK)
+}
+
+/// The ssh socket directory, created 0700; falls back to `/tmp/wsync-<uid>` when the given one
+/// is too long for socket paths or cannot be created.
+fn runtime_dir(requested: Option<&Path>) -> PathBuf {
+    // ssh adds a ".XXXXXXXXXXXXXXXX" suffix while binding "cm-<16 hex>"; sun_path holds 107.
+    const MAX_DIR_LEN: usize = 107 - 1 - 19 - 17;
+    let fallback = PathBuf::from(format!("/tmp/wsync-{}", nix::unistd::getuid()));
+    let preferred = requested.map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join("wsync"))
+            .unwrap_or_else(|| fallback.clone())
+    });
+    for dir in [preferred, fallback] {
+        if dir.as_os_str().len() > MAX_DIR_LEN {
+            tracing::warn!(
+                "runtime directory {} is too long for ssh sockets",
+                dir.display()
+            );
+            continue;
+        }
+        match create_private_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) => tracing::warn!("cannot create runtime directory {}: {e}", dir.display()),
+        }
+    }
+    PathBuf::from("/tmp")
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The one rsync command builder: the argv for a full sync, an incremental sync of a path list
+//! (`--files-from=- --from0`), and a dry-run verify; the NUL-separated path list; parsing of
+//! `--stats`; and the classification of rsync's exit codes. The monitor and the CLI's `verify`
+//! both call these.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::remote::RemoteTarget;
+use crate::ssh::SshEndpoint;
+
+/// Files whose name starts with this, at the workspace root, are the monitor's flush cookies:
+/// never queued, never sent, never deleted on a remote.
+pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
+
+/// rsync's I/O timeout: a transfer with no data for this long fails (and is retried).
+pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
+
+/// What the rsync run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RsyncMode {
+    /// `rsync -a --delete root/ dest/`; `mkpath` creates the destination's missing parents
+    /// (used for the first sync after attach only).
+    Full { mkpath: bool },
+    /// Only the paths fed on stdin (NUL-separated, relative to the root; see [`files_from`]).
+    /// Directories in the list are sent recursively with `--delete` inside them; paths missing
+    /// from the source are deleted on the remote.
+    Paths,
+    /// A dry run of a full sync that itemizes every difference (for `wsync verify`).
+    Verify,
+}
+
+/// Everything one rsync invocation needs.
+#[derive(Debug, Clone)]
+pub struct RsyncRequest<'a> {
+    pub source_root: &'a Path,
+    pub target: &'a RemoteTarget,
+    /// The ssh ControlPath for SSH targets (see [`SshEndpoint::control_path`]).
+    pub control_path: Option<&'a Path>,
+    pub mode: RsyncMode,
+    pub timeout_secs: u32,
+    /// Extra `--exclude` patterns (rsync filter syntax), after the cookie exclude.
+    pub excludes: &'a [String],
+    /// `--max-delete` cap for full syncs.
+    pub max_delete: Option<u64>,
+}
+
+/// Builds the rsync argv, program first.
+pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into()];
+    match req.mode {
+        RsyncMode::Full { mkpath } => {
+            argv.push("--delete".into());
+            if mkpath {
+                argv.push("--mkpath".into());
+            }
+        }
+        RsyncMode::Paths => {
+            // --files-from turns recursion off even with -a; -r makes listed directories
+            // recurse (implied parent directories are still not recursed or pruned).
+            // --ignore-times: every listed path is known to have changed, and the quick check
+            // would miss a same-size rewrite within one timestamp tick.
+            for arg in [
+                "-r",
+                "--ignore-times",
+                "--delete",
+                "--delete-missing-args",
+                "--files-from=-",
+                "--from0",
+            ] {
+                argv.push(arg.into());
+            }
+        }
+        RsyncMode::Verify => {
+            for arg in ["--delete", "--dry-run", "--itemize-changes"] {
+                argv.push(arg.into());
+            }
+        }
+    }
+    if let (Some(max), RsyncMode::Full { .. } | RsyncMode::Verify) = (req.max_delete, req.mode) {
+        argv.push(format!("--max-delete={max}").into());
+    }
+    // Compare mtimes to the nanosecond (rsync's default is whole seconds, which misses a
+    // same-size rewrite within one second); needs a receiver of rsync 3.1.3 or later.
+    argv.push("--modify-window=-1".into());
+    argv.push(format!("--timeout={}", req.timeout_secs).into());
+    argv.push("--stats".into());
+    argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
+    for pattern in req.excludes {
+        argv.push(format!("--exclude={pattern}").into());
+    }
+    let mut source = req.source_root.as_os_str().to_owned();
+    if !source.as_bytes().ends_with(b"/") {
+        source.push("/");
+    }
+    match req.target {
+        RemoteTarget::Local { path } => {
+            argv.push("--".into());
+            argv.push(source);
+            argv.push(with_slash(path.as_os_str().to_owned()));
+        }
+        RemoteTarget::Ssh { path, .. } => {
+            let endpoint = SshEndpoint::from_target(req.target);
+            let control = req
+                .control_path
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("none"));
+            if let Some(endpoint) = endpoint {
+                argv.push("-e".into());
+                argv.push(endpoint.rsync_rsh(&control));
+                // Remote paths with spaces must reach the remote rsync as one argument.
+                argv.push("--protect-args".into());
+                argv.push("--".into());
+                argv.push(source);
+                let dest = format!("{}:{}", endpoint.user_host(true), path);
+                argv.push(with_slash(dest.into()));
+            }
+        }
+    }
+    argv
+}
+
+fn with_slash(mut path: OsString) -> OsString {
+    if !path.as_bytes().ends_with(b"/") {
+        path.push("/");
+    }
+    path
+}
+
+/// The stdin for [`RsyncMode::Paths`]: each relative path followed by a NUL.
+pub fn files_from(paths: &[PathBuf]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for path in paths {
+        out.extend_from_slice(path.as_os_str().as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Counters from rsync's `--stats` output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RsyncStats {
+    pub files_transferred: u64,
+    pub files_deleted: u64,
+    pub bytes_sent: u64,
+}
+
+/// Parses `--stats` output; unknown or missing lines leave zeros.
+pub fn parse_stats(stdout: &str) -> RsyncStats {
+    let mut stats = RsyncStats::default();
+    for line in stdout.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let number = || -> u64 {
+            let digits: String = value
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
+                .filter(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap_or(0)
+        };
+        match key.trim() {
+            "Number of regular files transferred" => stats.files_transferred = number(),
+            "Number of deleted files" => stats.files_deleted = number(),
+            "Total bytes sent" => stats.bytes_sent = number(),
+            _ => {}
+        }
+    }
+    stats
+}
+
+/// What an rsync exit status means for the sync engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitClass {
+    Success,
+    /// 24: files vanished during the transfer; their deletion arrives as its own event.
+    Vanished,
+    /// 23: some files were not transferred; the batch stays dirty and is retried.
+    Partial,
+    /// Cannot reach or talk to the remote (5, 10, 12, 30, 35, 255): back off and retry.
+    Connection,
+    /// A misconfiguration or usage error (1, 2, 4): reported as an error, retried slowly.
+    Fatal,
+    /// 25: `--max-delete` stopped deletions.
+    MaxDelete,
+    /// Killed by a signal (our own abandon, or OOM).
+    Killed,
+    /// Anything else (I/O errors on either side): back off and retry.
+    Other,
+}
+
+/// Classifies an exit code (`None` when rsync was killed by a signal).
+pub fn classify_exit(code: Option<i32>) -> ExitClass {
+    match code {
+        Some(0) => ExitClass::Success,
+        Some(24) => ExitClass::Vanished,
+        Some(23) => ExitClass::Partial,
+        Some(5 | 10 | 12 | 30 | 35 | 255) => ExitClass::Connection,
+        Some(1 | 2 | 4) => ExitClass::Fatal,
+        Some(25) => ExitClass::MaxDelete,
+        Some(20) | None => ExitClass::Killed,
+        Some(_) => ExitClass::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::SshOption;
+
+    fn words(argv: &[OsString]) -> Vec<String> {
+        argv.iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn full_sync_to_local_path() {
+        let target = RemoteTarget::Local {
+            path: "/srv/mirror dir".into(),
+        };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: Path::new("/home/me/ws"),
+            target: &target,
+            control_path: None,
+            mode: RsyncMode::Full { mkpath: false },
+            timeout_secs: 30,
+            excludes: &[],
+            max_delete: Some(100),
+        });
+        assert_eq!(
+            words(&argv),
+            [
+                "rsync",
+                "-a",
+                "--delete",
+                "--max-delete=100",
+                "--modify-window=-1",
+                "--timeout=30",
+                "--stats",
+                "--exclude=/.wsync-cookie-*",
+                "--",
+                "/home/me/ws/",
+                "/srv/mirror dir/"
+            ]
+        );
+    }
+
+    #[test]
+    fn incremental_sync_over_ssh() {
+        let target = RemoteTarget::Ssh {
+            user: Some("me".into()),
+            host: "box".into(),
+            port: Some(2222),
+            path: "/srv/my mirror".into(),
+            identity_file: Some("/k/id".into()),
+            ssh_options: vec![SshOption {
+                key: "StrictHostKeyChecking".into(),
+                value: "no".into(),
+            }],
+        };
+        let argv = words(&rsync_argv(&RsyncRequest {
+            source_root: Path::new("/ws/"),
+            target: &target,
+            control_path: Some(Path::new("/run/wsync/cm-1")),
+            mode: RsyncMode::Paths,
+            timeout_secs: 30,
+            excludes: &[],
+            max_delete: Some(5),
+        }));
+        assert_eq!(
+            &argv[..8],
+            [
+                "rsync",
+                "-a",
+                "-r",
+                "--ignore-times",
+                "--delete",
+                "--delete-missing-args",
+                "--files-from=-",
+                "--from0"
+            ]
+        );
+        assert!(!argv.iter().any(|w| w.starts_with("--max-delete")));
+        let e = argv.iter().position(|w| w == "-e").unwrap();
+        assert!(argv[e + 1].starts_with("ssh -p 2222 -i /k/id -o BatchMode=yes"));
+        assert!(argv[e + 1].ends_with("-o StrictHostKeyChecking=no"));
+        assert_eq!(
+            &argv[argv.len() - 3..],
+            ["--", "/ws/", "me@box:/srv/my mirror/"]
+        );
+        assert!(argv.contains(&"--protect-args".to_owned()));
+    }
+
+    #[test]
+    fn files_from_is_nul_separated_raw_bytes() {
+        use std::os::unix::ffi::OsStringExt;
+        let odd = PathBuf::from(OsString::from_vec(b"a\nb\xff".to_vec()));
+        let list = files_from(&["x y".into(), odd, "-dash".into()]);
+        assert_eq!(list, b"x y\0a\nb\xff\0-dash\0");
+    }
+
+    #[test]
+    fn parses_stats_with_thousands_separators() {
+        let out = "Number of files: 12,345 (reg: 12,000, dir: 345)\n\
+                   Number of regular files transferred: 1,234\n\
+                   Number of deleted files: 7 (reg: 7)\n\
+                   Total bytes sent: 52,430,001\n\
+                   Total bytes received: 35\n";
+        assert_eq!(
+            parse_stats(out),
+            RsyncStats {
+                files_transferred: 1234,
+                files_deleted: 7,
+                bytes_sent: 52_430_001
+            }
+        );
+        assert_eq!(parse_stats("garbage"), RsyncStats::default());
+    }
+
+    #[test]
+    fn classifies_exit_codes() {
+        assert_eq!(classify_exit(Some(0)), ExitClass::Success);
+        assert_eq!(classify_exit(Some(23)), ExitClass::Partial);
+        assert_eq!(classify_exit(Some(24)), ExitClass::Vanished);
+        for code in [5, 10, 12, 30, 35, 255] {
+            assert_eq!(classify_exit(Some(code)), ExitClass::Connection, "{code}");
+        }
+        for code in [1, 2, 4] {
+            assert_eq!(classify_exit(Some(code)), ExitClass::Fatal, "{code}");
+        }
+        assert_eq!(classify_exit(Some(25)), ExitClass::MaxDelete);
+        assert_eq!(classify_exit(None), ExitClass::Killed);
+        assert_eq!(classify_exit(Some(11)), ExitClass::Other);
+    }
+}

@@ -1,0 +1,38 @@
+//! Logging for the monitor: a daily-rolling file `DIR/monitor-<workspace>.log.<date>` (no
+//! ANSI) with `--log-dir`, stderr otherwise; never stdout, which carries the status channel.
+//! `WSYNC_LOG` overrides the filter (default `info`).
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber; keep the guard alive until exit so buffered lines are written.
+pub fn init(log_dir: Option<&Path>, workspace: &str) -> Option<WorkerGuard> {
+    let filter = EnvFilter::try_from_env("WSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Some(dir) = log_dir {
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {
+                let appender =
+                    tracing_appender::rolling::daily(dir, format!("monitor-{workspace}.log"));
+                let (writer, guard) = tracing_appender::non_blocking(appender);
+                let installed = tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .try_init();
+                return installed.is_ok().then_some(guard);
+            }
+            Err(e) => eprintln!(
+                "wsync-monitor: warning: cannot create log directory {}: {e}; logging to stderr",
+                dir.display()
+            ),
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    None
+}

@@ -1,0 +1,404 @@
+//! End-to-end: the supervisor tree — monitors started per workspace, control commands reaching a
+//! running monitor without restarting it, the watchdog restarting crashed monitors with backoff
+//! and marking crash loops failed, a poisoned state lock ending the daemon, and no monitor ever
+//! outliving the daemon. Real wsyncd, real wsync-monitor, real rsync; every wait has a deadline.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use wsync_core::protocol::{MonitorProcessState, Request, Response, WorkspaceStatus};
+use wsync_tests::env::{pid_alive, pids_mentioning, poll_until, wait_for, TestEnv};
+
+/// Fast supervision for tests: the watchdog wakes often and stopping is quick.
+const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A daemon this file starts itself, to give it extra environment variables.
+struct OwnDaemon {
+    child: Child,
+}
+
+impl OwnDaemon {
+    fn start(env: &TestEnv, vars: &[(&str, OsString)]) -> Self {
+        let mut cmd = env.command("wsyncd");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wsyncd");
+        let mut daemon = Self { child };
+        let up = poll_until(Duration::from_secs(15), || {
+            env.try_request(&Request::DaemonInfo).is_ok()
+                || matches!(daemon.child.try_wait(), Ok(Some(_)))
+        });
+        if !up || env.try_request(&Request::DaemonInfo).is_err() {
+            env.fail("wsyncd did not come up");
+        }
+        daemon
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_exit(&mut self, env: &TestEnv, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        if !poll_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        }) {
+            env.fail(&format!("wsyncd did not exit within {timeout:?}"));
+        }
+        status.expect("status")
+    }
+}
+
+impl Drop for OwnDaemon {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        if !poll_until(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn add(env: &TestEnv, path: &Path) -> String {
+    let req = Request::Add {
+        path: path.to_owned(),
+        name: None,
+        excludes: vec![],
+    };
+    match env.request(&req) {
+        Response::Workspace { workspace } => workspace.name,
+        other => env.fail(&format!("add failed: {other:?}")),
+    }
+}
+
+fn attach(env: &TestEnv, ws: &str, target: &Path) {
+    let req = Request::Attach {
+        workspace: ws.into(),
+        target: target.display().to_string(),
+        name: None,
+        port: None,
+        identity_file: None,
+        ssh_options: vec![],
+    };
+    match env.request(&req) {
+        Response::Workspace { .. } => {}
+        other => env.fail(&format!("attach failed: {other:?}")),
+    }
+}
+
+fn simple(env: &TestEnv, req: Request) {
+    match env.request(&req) {
+        Response::Workspace { .. } | Response::Done { .. } => {}
+        other => env.fail(&format!("{req:?} failed: {other:?}")),
+    }
+}
+
+fn status(env: &TestEnv, ws: &str) -> WorkspaceStatus {
+    match env.request(&Request::Status {
+        workspace: Some(ws.into()),
+    }) {
+        Response::Status { mut workspaces } if workspaces.len() == 1 => workspaces.remove(0),
+        other => env.fail(&format!("status failed: {other:?}")),
+    }
+}
+
+fn running_pid(env: &TestEnv, ws: &str) -> u32 {
+    let mut pid = None;
+    wait_for("the monitor to run", WAIT, || {
+        let s = status(env, ws);
+        pid = s
+            .monitor
+            .pid
+            .filter(|_| s.monitor.state == MonitorProcessState::Running);
+        pid.is_some()
+    });
+    pid.expect("pid")
+}
+
+fn flush(env: &TestEnv, ws: &str) {
+    let req = Request::Flush {
+        workspace: ws.into(),
+        timeout_ms: Some(20_000),
+    };
+    match env.request(&req) {
+        Response::Flushed { lagging, .. } if lagging.is_empty() => {}
+        other => env.fail(&format!("flush failed: {other:?}")),
+    }
+}
+
+fn assert_file(env: &TestEnv, path: &Path, content: &str) {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text == content => {}
+        other => env.fail(&format!(
+            "{} should hold {content:?}: {other:?}",
+            path.display()
+        )),
+    }
+}
+
+/// Writes `count` small files spread over a few directories.
+fn burst(dir: &Path, count: usize, tag: &str) {
+    for i in 0..count {
+        let sub = dir.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("{tag}-{i}.txt")), format!("{tag} {i}")).unwrap();
+    }
+}
+
+/// Every file below `root` with its content, by relative path.
+fn tree(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_owned();
+                out.insert(rel, std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+fn nothing_left_running(env: &TestEnv) {
+    if !poll_until(Duration::from_secs(10), || {
+        pids_mentioning(&env.root).is_empty()
+    }) {
+        env.fail(&format!(
+            "processes left running: {:?}",
+            pids_mentioning(&env.root)
+        ));
+    }
+}
+
+#[test]
+fn control_commands_reach_the_running_monitor_without_restarting_it() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    env.start_daemon();
+    let ws = add(&env, &src);
+    assert_eq!(status(&env, &ws).monitor.state, MonitorProcessState::Idle);
+    attach(&env, &ws, &env.root.join("m1"));
+    let pid = running_pid(&env, &ws);
+    std::fs::write(src.join("a.txt"), "one").unwrap();
+    flush(&env, &ws);
+    assert_file(&env, &env.root.join("m1/a.txt"), "one");
+
+    attach(&env, &ws, &env.root.join("m2"));
+    simple(
+        &env,
+        Request::Pause {
+            workspace: ws.clone(),
+        },
+    );
+    let paused = status(&env, &ws);
+    assert_eq!(paused.monitor.state, MonitorProcessState::Paused);
+    assert_eq!(paused.monitor.pid, Some(pid));
+    simple(
+        &env,
+        Request::Resume {
+            workspace: ws.clone(),
+        },
+    );
+    flush(&env, &ws);
+    assert_file(&env, &env.root.join("m2/a.txt"), "one");
+    simple(
+        &env,
+        Request::Detach {
+            workspace: ws.clone(),
+            remote: "m1".into(),
+        },
+    );
+    assert_eq!(running_pid(&env, &ws), pid, "the monitor was restarted");
+    assert_eq!(status(&env, &ws).monitor.restarts, 0);
+
+    // The last detach stops the monitor.
+    simple(
+        &env,
+        Request::Detach {
+            workspace: ws.clone(),
+            remote: "m2".into(),
+        },
+    );
+    let s = status(&env, &ws);
+    assert_eq!(
+        (s.monitor.state, s.monitor.pid),
+        (MonitorProcessState::Idle, None)
+    );
+    wait_for("the monitor to exit", WAIT, || !pid_alive(pid));
+}
+
+#[test]
+fn a_killed_monitor_is_restarted_and_catches_up() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    let mirror = env.root.join("mirror");
+    env.start_daemon();
+    let ws = add(&env, &src);
+    attach(&env, &ws, &mirror);
+    let old = running_pid(&env, &ws);
+    flush(&env, &ws);
+
+    // Killed in the middle of a burst; more changes arrive while it is down.
+    burst(&src, 5000, "burst");
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    std::fs::write(src.join("while-down.txt"), "missed").unwrap();
+    std::fs::remove_file(src.join("d3/burst-3.txt")).unwrap();
+    let mut new = 0;
+    wait_for("a new monitor", WAIT, || {
+        let s = status(&env, &ws);
+        new = s.monitor.pid.unwrap_or(old);
+        new != old && s.monitor.state == MonitorProcessState::Running
+    });
+    let s = status(&env, &ws);
+    assert_eq!(s.monitor.restarts, 1);
+    assert_eq!(s.monitor.last_exit.as_deref(), Some("signal 9 (SIGKILL)"));
+    flush(&env, &ws);
+    assert_file(&env, &mirror.join("while-down.txt"), "missed");
+    if tree(&src) != tree(&mirror) {
+        env.fail("the mirror did not converge to the source");
+    }
+    assert!(env.logs().contains("restart attempt 1"));
+}
+
+#[test]
+fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
+    let env = TestEnv::with_config(&format!("{FAST}MonitorRestartLimit=2\n"));
+    let src = env.mkdir("src/ws");
+    let mirror = env.root.join("mirror");
+    let crash_file = env.root.join("crash");
+    std::fs::write(&crash_file, "").unwrap();
+    let _daemon = OwnDaemon::start(
+        &env,
+        &[("WSYNC_TEST_MONITOR_CRASH_FILE", crash_file.clone().into())],
+    );
+    let ws = add(&env, &src);
+    let started = Instant::now();
+    attach(&env, &ws, &mirror);
+    let mut last = None;
+    wait_for("the workspace to be marked failed", WAIT, || {
+        let s = status(&env, &ws);
+        let failed = s.monitor.state == MonitorProcessState::Failed;
+        last = Some(s);
+        failed
+    });
+    let s = last.expect("status");
+    // Backoff 0.5 s then 1 s between the three attempts.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.monitor.restarts, 2);
+    assert_eq!(s.monitor.pid, None);
+    assert_eq!(s.monitor.last_exit.as_deref(), Some("exit status 3"));
+    assert!(
+        s.monitor
+            .last_log_lines
+            .iter()
+            .any(|l| l.contains("status 3")),
+        "{:?}",
+        s.monitor.last_log_lines
+    );
+    // Failed means no more restarts.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(status(&env, &ws).monitor.state, MonitorProcessState::Failed);
+
+    std::fs::remove_file(&crash_file).unwrap();
+    simple(
+        &env,
+        Request::Restart {
+            workspace: ws.clone(),
+        },
+    );
+    running_pid(&env, &ws);
+    let s = status(&env, &ws);
+    assert_eq!((s.monitor.restarts, s.monitor.last_exit), (0, None));
+    std::fs::write(src.join("back.txt"), "ok").unwrap();
+    flush(&env, &ws);
+    assert_file(&env, &mirror.join("back.txt"), "ok");
+}
+
+#[test]
+fn a_poisoned_state_lock_ends_the_daemon_and_its_monitors() {
+    let env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    let mut daemon = OwnDaemon::start(&env, &[("WSYNC_TEST_POISON", "1".into())]);
+    let ws = add(&env, &src);
+    attach(&env, &ws, &env.root.join("mirror"));
+    let monitor = running_pid(&env, &ws);
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGUSR1).unwrap();
+    let status = daemon.wait_exit(&env, WAIT);
+    assert_eq!(status.code(), Some(4), "{status}");
+    assert!(!env.socket.exists(), "socket left behind");
+    assert!(
+        !env.socket.with_extension("sock.pid").exists(),
+        "pidfile left behind"
+    );
+    wait_for("the monitor to die", WAIT, || !pid_alive(monitor));
+    nothing_left_running(&env);
+    assert!(env.logs().contains("poisoned"));
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_no_monitor_and_a_restart_respawns_it() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    let mirror = env.root.join("mirror");
+    env.start_daemon();
+    let ws = add(&env, &src);
+    attach(&env, &ws, &mirror);
+    let old = running_pid(&env, &ws);
+    flush(&env, &ws);
+    env.kill_daemon();
+    wait_for("the orphaned monitor to exit", WAIT, || !pid_alive(old));
+    nothing_left_running(&env);
+
+    std::fs::write(src.join("after.txt"), "later").unwrap();
+    env.start_daemon();
+    running_pid(&env, &ws);
+    flush(&env, &ws);
+    assert_file(&env, &mirror.join("after.txt"), "later");
+}
+
+#[test]
+fn sigterm_stops_the_daemon_and_its_monitors_within_the_grace() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    burst(&src, 5000, "big");
+    env.start_daemon();
+    let ws = add(&env, &src);
+    attach(&env, &ws, &env.root.join("mirror"));
+    let monitor = running_pid(&env, &ws);
+    let registry = std::fs::read(&env.registry).unwrap();
+    // Stop while the initial sync of 5,000 files runs.
+    let started = Instant::now();
+    let status = env.stop_daemon();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2000 + 1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!pid_alive(monitor));
+    nothing_left_running(&env);
+    assert!(!env.socket.exists());
+    assert_eq!(std::fs::read(&env.registry).unwrap(), registry);
+}

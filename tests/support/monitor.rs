@@ -1,0 +1,243 @@
+//! `MonitorProc`: drives the real `wsync-monitor` binary standalone over its stdin/stdout — sends
+//! commands, tracks the latest status and flush answers, waits on conditions with deadlines,
+//! and prints the monitor's log when a test fails.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wsync_core::framing::{read_frame, write_frame, FrameError};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables};
+use wsync_core::registry::{Remote, Workspace};
+use wsync_core::remote::RemoteTarget;
+
+use crate::env::{bin, poll_until};
+
+#[derive(Default)]
+struct Seen {
+    status: Option<MonitorStatus>,
+    statuses: u64,
+    flushed: HashMap<u64, Vec<String>>,
+    closed: bool,
+}
+
+/// A running monitor. Dropping it kills the process (and prints its log if the test failed).
+pub struct MonitorProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    seen: Arc<Mutex<Seen>>,
+    log_dir: PathBuf,
+    next_flush: u64,
+}
+
+/// A workspace description for `start`.
+pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
+    Workspace {
+        name: name.into(),
+        path: path.to_path_buf(),
+        remotes,
+        paused: false,
+        excludes: Vec::new(),
+        respect_gitignore: false,
+        max_delete: None,
+    }
+}
+
+/// A local remote.
+pub fn local_remote(name: &str, path: &Path) -> Remote {
+    Remote {
+        name: name.into(),
+        target: RemoteTarget::Local {
+            path: path.to_path_buf(),
+        },
+    }
+}
+
+impl MonitorProc {
+    /// Starts `wsync-monitor` with logs and sockets under `dir`, and sends `start`.
+    pub fn start(dir: &Path, workspace: Workspace) -> Self {
+        Self::start_with(dir, workspace, &[])
+    }
+
+    /// Like [`MonitorProc::start`] with extra environment variables.
+    pub fn start_with(dir: &Path, workspace: Workspace, envs: &[(&str, &str)]) -> Self {
+        let log_dir = dir.join("logs");
+        let runtime_dir = dir.join("run");
+        let stderr = std::fs::create_dir_all(&log_dir)
+            .and_then(|()| std::fs::File::create(log_dir.join("monitor.stderr")))
+            .expect("creating the monitor's stderr file");
+        let mut cmd = Command::new(bin("wsync-monitor"));
+        cmd.arg("--log-dir")
+            .arg(&log_dir)
+            .arg("--runtime-dir")
+            .arg(&runtime_dir)
+            .env("WSYNC_LOG", "wsync_monitor=debug,info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (key, value) in envs {
+            cmd.env(key, value);
+        }
+        let mut child = cmd.spawn().expect("spawning wsync-monitor");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let reader_seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let event = read_frame::<MonitorEvent>(&mut reader);
+                let mut seen = reader_seen.lock().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    Ok(MonitorEvent::Status { status }) => {
+                        seen.status = Some(status);
+                        seen.statuses += 1;
+                    }
+                    Ok(MonitorEvent::Flushed { id, lagging }) => {
+                        seen.flushed.insert(id, lagging);
+                    }
+                    Err(FrameError::Undecodable(e)) => panic!("monitor wrote a bad line: {e}"),
+                    Err(_) => {
+                        seen.closed = true;
+                        return;
+                    }
+                }
+            }
+        });
+        let mut monitor = Self {
+            stdin: child.stdin.take(),
+            child,
+            seen,
+            log_dir,
+            next_flush: 1,
+        };
+        monitor.send(&MonitorCommand::Start {
+            workspace,
+            tunables: MonitorTunables::default(),
+        });
+        monitor
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one command.
+    pub fn send(&mut self, cmd: &MonitorCommand) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        write_frame(stdin, cmd).expect("writing to the monitor");
+        stdin.flush().expect("flushing the monitor's stdin");
+    }
+
+    /// Flushes; returns the lagging remotes. Panics if no answer comes within `timeout` + 10 s.
+    pub fn flush(&mut self, timeout: Duration) -> Vec<String> {
+        let id = self.next_flush;
+        self.next_flush += 1;
+        self.send(&MonitorCommand::Flush {
+            id,
+            timeout_ms: timeout.as_millis() as u64,
+        });
+        let seen = self.seen.clone();
+        let answered = poll_until(timeout + Duration::from_secs(10), || {
+            seen.lock().unwrap().flushed.contains_key(&id)
+        });
+        if !answered {
+            self.fail(&format!("flush {id} was never answered"));
+        }
+        let lagging = self.seen.lock().unwrap().flushed.remove(&id);
+        lagging.unwrap_or_default()
+    }
+
+    /// Flushes and fails the test unless every remote caught up.
+    pub fn flush_ok(&mut self, timeout: Duration) {
+        let lagging = self.flush(timeout);
+        if !lagging.is_empty() {
+            self.fail(&format!(
+                "flush timed out with lagging remotes {lagging:?}; status {:?}",
+                self.status()
+            ));
+        }
+    }
+
+    /// The latest status line.
+    pub fn status(&self) -> Option<MonitorStatus> {
+        self.seen.lock().unwrap().status.clone()
+    }
+
+    /// Waits until the latest status satisfies `cond`; returns it.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&MonitorStatus) -> bool,
+    ) -> MonitorStatus {
+        let seen = self.seen.clone();
+        let ok = poll_until(timeout, || {
+            seen.lock().unwrap().status.as_ref().is_some_and(&mut cond)
+        });
+        if !ok {
+            self.fail(&format!(
+                "timed out after {timeout:?} waiting for status: {what}; last {:?}",
+                self.status()
+            ));
+        }
+        self.status().expect("status present")
+    }
+
+    /// Closes stdin and waits for the exit.
+    pub fn close_stdin_and_wait(&mut self, timeout: Duration) -> ExitStatus {
+        self.stdin = None;
+        self.wait_exit(timeout)
+    }
+
+    /// Sends `shutdown` and waits for the exit.
+    pub fn shutdown(&mut self, timeout: Duration) -> ExitStatus {
+        self.send(&MonitorCommand::Shutdown);
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut status = None;
+        let child = &mut self.child;
+        poll_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(status) => status,
+            None => self.fail(&format!("monitor did not exit within {timeout:?}")),
+        }
+    }
+
+    /// Everything the monitor logged.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.log_dir) {
+            let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths {
+                out.push_str(&format!("==> {} <==\n", path.display()));
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    /// Fails the test with `message` (the log is printed when the fixture drops).
+    pub fn fail(&self, message: &str) -> ! {
+        panic!("{message}");
+    }
+}
+
+impl Drop for MonitorProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- monitor logs ---\n{}", self.logs());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
