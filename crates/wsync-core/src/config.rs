@@ -22,6 +22,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is a symbolic link; point {env} at the real file instead", env = CONFIG_PATH_ENV)]
     Symlink { path: PathBuf },
+    #[error("config file {path} is not a regular file")]
+    NotAFile { path: PathBuf },
     #[error("config file {path} does not exist (named by {env}); create it or unset {env}", env = CONFIG_PATH_ENV)]
     Missing { path: PathBuf },
     #[error("{path}:{line}: {problem}")]
@@ -110,6 +112,12 @@ impl Config {
         match std::fs::symlink_metadata(file) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(ConfigError::Symlink {
+                    path: file.to_owned(),
+                })
+            }
+            // A FIFO or device would block the read forever.
+            Ok(meta) if !meta.is_file() => {
+                return Err(ConfigError::NotAFile {
                     path: file.to_owned(),
                 })
             }
@@ -336,6 +344,17 @@ mod tests {
         assert!(matches!(
             Config::load_from(&link, true),
             Err(ConfigError::Symlink { .. })
+        ));
+    }
+
+    #[test]
+    fn a_fifo_config_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cfg");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(
+            Config::load_from(&fifo, true),
+            Err(ConfigError::NotAFile { .. })
         ));
     }
 }

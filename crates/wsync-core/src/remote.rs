@@ -48,6 +48,9 @@ const FORBIDDEN_SSH_OPTIONS: &[&str] = &[
     "remotecommand",
     "controlpath",
     "controlmaster",
+    // These load and run a local shared library.
+    "pkcs11provider",
+    "securitykeyprovider",
 ];
 
 /// Characters refused in hosts, users and remote paths: the remote side may hand these to a shell.
@@ -217,6 +220,54 @@ pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Re-checks a stored target (e.g. from a hand-edited registry) with the rules `attach` applies,
+/// short of touching the filesystem: a remote that was never valid is never used.
+pub fn validate_target(target: &RemoteTarget) -> Result<(), String> {
+    match target {
+        RemoteTarget::Local { path } => {
+            let text = path.to_string_lossy();
+            reject_control_chars("remote path", &text)?;
+            if !path.is_absolute() {
+                return Err(format!("local remote {text:?} is not an absolute path"));
+            }
+            if text.split('/').any(|seg| seg == "..") {
+                return Err(format!("local remote {text:?} contains a '..' segment"));
+            }
+            Ok(())
+        }
+        RemoteTarget::Ssh {
+            user,
+            host,
+            port,
+            path,
+            identity_file,
+            ssh_options,
+        } => {
+            let spec = target.to_string();
+            reject_control_chars("remote", &spec)?;
+            if let Some(user) = user {
+                validate_word("user", user)?;
+            }
+            validate_host(host)?;
+            if *port == Some(0) {
+                return Err("port 0 is not a valid port".into());
+            }
+            validate_remote_path(&spec, path)?;
+            if let Some(file) = identity_file {
+                let text = file.to_string_lossy();
+                reject_control_chars("identity file", &text)?;
+                if !file.is_absolute() {
+                    return Err(format!("identity file {text:?} is not an absolute path"));
+                }
+            }
+            for option in ssh_options {
+                validate_ssh_option(&format!("{}={}", option.key, option.value))?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Checks a `KEY=VALUE` ssh option and splits it.
 pub fn validate_ssh_option(text: &str) -> Result<SshOption, String> {
     reject_control_chars("ssh option", text)?;
@@ -366,6 +417,26 @@ mod tests {
         ] {
             assert!(validate_ssh_option(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn stored_targets_are_revalidated() {
+        let ssh = |host: &str, path: &str, key: &str| RemoteTarget::Ssh {
+            user: None,
+            host: host.into(),
+            port: None,
+            path: path.into(),
+            identity_file: None,
+            ssh_options: vec![SshOption {
+                key: key.into(),
+                value: "x".into(),
+            }],
+        };
+        assert!(validate_target(&ssh("h", "/srv", "User")).is_ok());
+        assert!(validate_target(&ssh("h", "/srv", "ProxyCommand")).is_err());
+        assert!(validate_target(&ssh("-oProxyCommand=x", "/srv", "User")).is_err());
+        assert!(validate_target(&ssh("h", "$(id)", "User")).is_err());
+        assert!(validate_target(&RemoteTarget::Local { path: "rel".into() }).is_err());
     }
 
     #[test]

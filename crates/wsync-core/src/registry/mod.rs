@@ -85,6 +85,10 @@ pub enum RegistryError {
     TooNew { path: PathBuf, found: u32 },
     #[error("registry {path} is a symbolic link; set WorkspaceConfigFilePath to the real file")]
     Symlink { path: PathBuf },
+    #[error("registry {path} is not a regular file; set WorkspaceConfigFilePath to a JSON file")]
+    NotAFile { path: PathBuf },
+    #[error("registry {path}: {message}; fix the entry by hand (wsync never overwrites the file)")]
+    Invalid { path: PathBuf, message: String },
     #[error("cannot write registry {path}")]
     Write {
         path: PathBuf,
@@ -99,6 +103,10 @@ impl Registry {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(RegistryError::Symlink { path: path.into() })
+            }
+            // A FIFO or device would block the read forever.
+            Ok(meta) if !meta.is_file() => {
+                return Err(RegistryError::NotAFile { path: path.into() })
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
@@ -140,7 +148,53 @@ impl Registry {
             }
             registry
         };
+        registry
+            .validate()
+            .map_err(|message| RegistryError::Invalid {
+                path: path.into(),
+                message,
+            })?;
         Ok(registry)
+    }
+
+    /// Re-applies the `add`/`attach` rules that do not need the filesystem to every entry, so a
+    /// hand-edited registry can never smuggle in an option-like host or a command-running option.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for (i, ws) in self.workspaces.iter().enumerate() {
+            let context = |e: String| format!("workspace {:?}: {e}", ws.name);
+            validate_name("workspace", &ws.name).map_err(context)?;
+            if !names.insert(&ws.name) {
+                return Err(context("the name appears twice".into()));
+            }
+            let text = ws.path.to_string_lossy();
+            reject_control_chars("path", &text).map_err(context)?;
+            if !ws.path.is_absolute() {
+                return Err(context(format!("path {text:?} is not absolute")));
+            }
+            if let Some(other) = self.workspaces[..i]
+                .iter()
+                .find(|o| overlaps(&o.path, &ws.path))
+            {
+                return Err(context(format!("path overlaps workspace {:?}", other.name)));
+            }
+            let mut remote_names = std::collections::HashSet::new();
+            for remote in &ws.remotes {
+                let context =
+                    |e: String| format!("workspace {:?}, remote {:?}: {e}", ws.name, remote.name);
+                validate_name("remote", &remote.name).map_err(context)?;
+                if !remote_names.insert(&remote.name) {
+                    return Err(context("the name appears twice".into()));
+                }
+                crate::remote::validate_target(&remote.target).map_err(context)?;
+                if let RemoteTarget::Local { path } = &remote.target {
+                    if let Some(w) = self.workspaces.iter().find(|w| overlaps(&w.path, path)) {
+                        return Err(context(format!("overlaps workspace {:?}", w.name)));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the registry atomically: temp file in the same directory, fsync, rename, fsync dir.
@@ -318,6 +372,9 @@ impl Registry {
     /// Validates and builds a remote for workspace `ws_index` without attaching it.
     pub fn check_new_remote(&self, ws_index: usize, new: &NewRemote) -> Result<Remote, String> {
         let workspace = &self.workspaces[ws_index];
+        if new.port == Some(0) {
+            return Err("port 0 is not a number from 1 to 65535".into());
+        }
         let parsed = parse_spec(&new.spec)?;
         let (target, default_name) = match parsed {
             ParsedSpec::Local(raw) => {

@@ -291,3 +291,65 @@ fn symlinked_registry_is_refused() {
         Err(RegistryError::Symlink { .. })
     ));
 }
+
+#[test]
+fn hand_edited_entries_are_revalidated_on_load() {
+    let f = fixture();
+    let file = f.root.join("reg.json");
+    let entry = |remote: &str| {
+        format!(
+            r#"{{"version":1,"workspaces":[{{"name":"ws","path":"/srv/ws","remotes":[{{"name":"r","target":{remote}}}]}}]}}"#
+        )
+    };
+    let hostile = [
+        r#"{"kind":"ssh","host":"localhost","path":"/x","ssh_options":[{"key":"ProxyCommand","value":"touch /tmp/p"}]}"#,
+        r#"{"kind":"ssh","host":"-oProxyCommand=touch /tmp/p","path":"/x"}"#,
+        r#"{"kind":"ssh","host":"h","path":"$(touch /tmp/p)"}"#,
+        r#"{"kind":"ssh","host":"h","port":0,"path":"/x"}"#,
+        r#"{"kind":"local","path":"/srv/ws/inside"}"#,
+    ];
+    for remote in hostile {
+        std::fs::write(&file, entry(remote)).unwrap();
+        let err = Registry::load(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("workspace \"ws\", remote \"r\""),
+            "{remote}: {err}"
+        );
+    }
+    std::fs::write(&file, entry(r#"{"kind":"ssh","host":"h","path":"/x"}"#)).unwrap();
+    Registry::load(&file).unwrap();
+    std::fs::write(&file, r#"[{"name":"-x","path":"/a"}]"#).unwrap();
+    assert!(Registry::load(&file).is_err());
+}
+
+#[test]
+fn a_fifo_registry_is_refused_without_blocking() {
+    let f = fixture();
+    let fifo = f.root.join("reg.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    assert!(matches!(
+        Registry::load(&fifo),
+        Err(RegistryError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        Registry::load(&f.root),
+        Err(RegistryError::NotAFile { .. })
+    ));
+}
+
+#[test]
+fn port_zero_is_rejected() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let new = NewRemote {
+        spec: "host:/srv".into(),
+        port: Some(0),
+        ..Default::default()
+    };
+    assert!(f
+        .registry
+        .check_new_remote(ws, &new)
+        .unwrap_err()
+        .contains("port 0"));
+}
