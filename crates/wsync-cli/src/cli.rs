@@ -1,0 +1,288 @@
+//! The command line: clap derive definitions with help texts and examples for every command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit_codes;
+
+const LONG_ABOUT: &str = "\
+Mirror local directories (\"workspaces\") to local or SSH remotes in real time, with rsync.
+
+wsync talks to the daemon wsyncd over its command socket (DaemonCommandSocketPath in the config
+file: $WSYNC_CONFIG_PATH, else ~/.wsync/wsync.config). The daemon is not started automatically:
+run `wsync daemon start` (or use the systemd user service). WORKSPACE arguments are a workspace
+name or a path (the workspace's directory or any path inside it).";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  wsync daemon start
+  wsync add ~/src/project --exclude target/
+  wsync attach project /srv/mirror/project
+  wsync attach project alice@build-box:src/project --identity-file ~/.ssh/id_ed25519
+  wsync status
+  wsync flush project --timeout 60
+
+Environment:
+  WSYNC_CONFIG_PATH  config file to use instead of ~/.wsync/wsync.config
+  WSYNC_LOG          filter for wsync's own diagnostics on stderr (e.g. debug)
+  NO_COLOR           disables colours";
+
+fn main_after_help() -> String {
+    format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::HELP)
+}
+
+/// `wsync`: the command line client of wsyncd.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsync",
+    version = wsync_core::VERSION,
+    about = "Mirror local directories to local or SSH remotes in real time, with rsync.",
+    long_about = LONG_ABOUT,
+    after_help = main_after_help(),
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register a directory as a workspace.
+    #[command(after_help = "\
+The name defaults to the directory's base name. PATH is resolved against the current directory.
+A workspace must be an existing directory that neither contains nor sits inside another workspace.
+
+Examples:
+  wsync add .
+  wsync add ~/src/project --name proj
+  wsync add ~/src/site --exclude node_modules/ --exclude '*.log'")]
+    Add {
+        /// The directory to mirror.
+        path: PathBuf,
+        /// The workspace's name (letters, digits and . _ - + @).
+        #[arg(long)]
+        name: Option<String>,
+        /// A gitignore-style pattern to leave out (repeatable).
+        #[arg(long = "exclude", value_name = "PATTERN")]
+        excludes: Vec<String>,
+    },
+
+    /// Unregister a workspace and stop mirroring it (nothing is deleted anywhere).
+    #[command(after_help = "Examples:\n  wsync remove project\n  wsync remove ~/src/project")]
+    Remove {
+        /// Workspace name or path.
+        workspace: String,
+    },
+
+    /// Add a remote to a workspace.
+    #[command(after_help = "\
+REMOTE is an absolute local path (/srv/mirror), [user@]host:path or ssh://[user@]host[:port]/path;
+hosts may be aliases from ~/.ssh/config. The remote becomes an exact mirror: files missing from
+the workspace are deleted there. The name defaults to the directory name (local) or the host (SSH).
+attach waits for the initial sync (with progress on a terminal) unless --no-wait; if that sync
+fails, the remote stays attached and is retried, and attach exits non-zero with the error.
+
+Examples:
+  wsync attach project /srv/mirror/project
+  wsync attach project build-box:src/project
+  wsync attach project ssh://alice@10.0.0.5:2222/home/alice/project --name lab
+  wsync attach project alice@host:project --identity-file ~/.ssh/id_ed25519 \\
+      --ssh-option UserKnownHostsFile=~/.ssh/known_hosts_wsync")]
+    Attach {
+        /// Workspace name or path.
+        workspace: String,
+        /// Where to mirror to.
+        remote: String,
+        /// The remote's name within the workspace.
+        #[arg(long)]
+        name: Option<String>,
+        /// SSH port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// SSH private key to use.
+        #[arg(long, value_name = "FILE")]
+        identity_file: Option<PathBuf>,
+        /// An ssh `-o KEY=VALUE` option (repeatable).
+        #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+        ssh_options: Vec<String>,
+        /// Return once the daemon accepted the remote, without waiting for the initial sync.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the initial sync.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
+    },
+
+    /// Remove a remote from a workspace (the remote's files stay).
+    #[command(after_help = "Examples:\n  wsync detach project mirror\n  wsync detach . build-box")]
+    Detach {
+        /// Workspace name or path.
+        workspace: String,
+        /// The remote's name (see `wsync list`).
+        #[arg(value_name = "REMOTE-NAME")]
+        remote: String,
+    },
+
+    /// List workspaces and their remotes.
+    #[command(after_help = "\
+--json prints the registry's workspaces as a JSON array:
+  [{\"name\": \"project\", \"path\": \"/home/me/src/project\", \"paused\": false,
+    \"excludes\": [\"target/\"], \"respect_gitignore\": true,
+    \"remotes\": [{\"name\": \"mirror\", \"target\": {\"kind\": \"local\", \"path\": \"/srv/mirror\"}},
+                {\"name\": \"box\", \"target\": {\"kind\": \"ssh\", \"user\": \"alice\", \"host\": \"box\",
+                 \"port\": 2222, \"path\": \"src/project\", \"identity_file\": \"/home/me/.ssh/id\",
+                 \"ssh_options\": [{\"key\": \"UserKnownHostsFile\", \"value\": \"/x\"}]}}]}]
+Optional SSH fields are left out when unset. New fields may be added; none are removed.
+
+Examples:
+  wsync list
+  wsync list --json | jq -r '.[].name'")]
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show the sync state of every workspace and remote (problems first).
+    #[command(after_help = "\
+Columns: workspace, remote, state, last successful sync, pending changes, monitor restarts,
+monitor pid, last error. States: in-sync, syncing, initial-sync, paused, idle (no remotes),
+starting, and the problems error, halted, backoff, failed (see `wsync restart`), stopped.
+
+--json prints an array with one object per workspace:
+  [{\"workspace\": {...as in `wsync list --json`...},
+    \"monitor\": {\"state\": \"running\", \"pid\": 4242, \"restarts\": 0, \"last_exit\": null,
+                \"last_log_lines\": [], \"next_restart_unix_ms\": null},
+    \"report\": null or {\"workspace\": \"project\", \"watches\": 12, \"overflows\": 0, \"rescans\": 1,
+                \"watch_error\": null, \"halted\": null, \"paused\": false,
+                \"remotes\": [{\"name\": \"mirror\", \"state\": \"in-sync\",
+                              \"last_sync_unix_ms\": 1700000000000, \"files_sent\": 3,
+                              \"bytes_sent\": 1024, \"pending\": 0, \"consecutive_failures\": 0,
+                              \"last_error\": null, \"next_retry_unix_ms\": null}]}}]
+monitor.state is one of idle, paused, running, backing_off, failed, stopped; remote states are
+initial-sync, in-sync, syncing, backoff, halted, error, paused. New fields may be added.
+
+--watch redraws every second until Ctrl-C; when stdout is not a terminal it prints one snapshot
+(a table, or with --json one JSON array per line) each time something changes.
+
+Examples:
+  wsync status
+  wsync status project --json | jq '.[0].report.remotes'
+  wsync status --watch")]
+    Status {
+        /// Only this workspace (name or path).
+        workspace: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep refreshing until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+
+    /// Stop pushing changes for a workspace (persisted; changes are still collected).
+    #[command(after_help = "Examples:\n  wsync pause project")]
+    Pause {
+        /// Workspace name or path.
+        workspace: String,
+    },
+
+    /// Resume pushing changes; also lifts a safety halt.
+    #[command(after_help = "Examples:\n  wsync resume project")]
+    Resume {
+        /// Workspace name or path.
+        workspace: String,
+    },
+
+    /// Restart a workspace's monitor and clear a `failed` state.
+    #[command(after_help = "Examples:\n  wsync restart project")]
+    Restart {
+        /// Workspace name or path.
+        workspace: String,
+    },
+
+    /// Wait until every remote holds every change made before this command.
+    #[command(after_help = "\
+Fails with exit code 6 naming the remotes still lagging when the timeout passes.
+
+Examples:
+  wsync flush project
+  make && wsync flush . --timeout 120 && ssh build-box make -C src/project")]
+    Flush {
+        /// Workspace name or path.
+        workspace: String,
+        /// Seconds to wait.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout: u64,
+    },
+
+    /// Print or follow the daemon's log, or a workspace monitor's.
+    #[command(after_help = "\
+Reads the newest daily log file in LogDirectory: wsyncd.log.<date> for the daemon,
+monitor-<workspace>.log.<date> for a workspace's monitor. Works while the daemon is down.
+
+Examples:
+  wsync logs
+  wsync logs project -f
+  wsync logs project --lines 200")]
+    Logs {
+        /// Show this workspace's monitor log instead of the daemon's.
+        workspace: Option<String>,
+        /// Keep printing new lines (follows daily rotation) until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+        lines: usize,
+    },
+
+    /// Print a shell completion script.
+    #[command(after_help = "\
+Examples:
+  wsync completions bash > ~/.local/share/bash-completion/completions/wsync
+  wsync completions zsh > ~/.zfunc/_wsync
+  wsync completions fish > ~/.config/fish/completions/wsync.fish")]
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+
+    /// Start, stop or inspect the daemon wsyncd.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start wsyncd in the background; returns once it answers on its socket.
+    #[command(after_help = "\
+wsyncd is looked up next to the wsync executable, then on PATH. Its stderr is appended to
+wsyncd.stderr.log in LogDirectory. Starting a running daemon is not an error.
+
+Examples:
+  wsync daemon start")]
+    Start {
+        /// Seconds to wait for the daemon to answer.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Stop wsyncd gracefully and wait until it is gone.
+    #[command(
+        after_help = "Stopping a daemon that is not running is not an error.\n\nExamples:\n  wsync daemon stop"
+    )]
+    Stop {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not).
+    #[command(after_help = "Examples:\n  wsync daemon status")]
+    Status,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! Tests of the command-line definition: parsing, usage errors, help and completions.
+
+use super::*;
+use clap::CommandFactory;
+
+#[test]
+fn clap_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("wsync").chain(args.iter().copied()))
+}
+
+#[test]
+fn parses_attach_with_repeated_options() {
+    let cli = parse(&[
+        "attach",
+        "proj",
+        "alice@box:src",
+        "--port",
+        "2222",
+        "--ssh-option",
+        "A=1",
+        "--ssh-option",
+        "B=2",
+        "--identity-file",
+        "/k",
+    ])
+    .unwrap();
+    let Command::Attach {
+        workspace,
+        remote,
+        port,
+        ssh_options,
+        identity_file,
+        name,
+        no_wait,
+        timeout,
+    } = cli.command
+    else {
+        panic!("not attach");
+    };
+    assert_eq!(
+        (workspace.as_str(), remote.as_str()),
+        ("proj", "alice@box:src")
+    );
+    assert_eq!(port, Some(2222));
+    assert_eq!(ssh_options, ["A=1", "B=2"]);
+    assert_eq!(identity_file, Some(PathBuf::from("/k")));
+    assert_eq!(name, None);
+    assert!(!no_wait);
+    assert_eq!(timeout, 600);
+}
+
+#[test]
+fn parses_add_status_flush_and_daemon() {
+    let cli = parse(&[
+        "add",
+        ".",
+        "--exclude",
+        "a",
+        "--exclude",
+        "b",
+        "--name",
+        "n",
+    ])
+    .unwrap();
+    assert!(matches!(cli.command, Command::Add { ref excludes, .. } if excludes == &["a", "b"]));
+    let cli = parse(&["status", "--json", "--watch"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Status {
+            workspace: None,
+            json: true,
+            watch: true
+        }
+    ));
+    let cli = parse(&["flush", "p"]).unwrap();
+    assert!(matches!(cli.command, Command::Flush { timeout: 60, .. }));
+    let cli = parse(&["daemon", "stop", "--timeout", "3"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::Daemon(DaemonCommand::Stop { timeout: 3 })
+    ));
+}
+
+#[test]
+fn usage_errors_exit_with_the_usage_code() {
+    let err = parse(&["attach", "only-one"]).unwrap_err();
+    assert_eq!(err.exit_code(), exit_codes::USAGE);
+    let err = parse(&["attach", "p", "/r", "--port", "99999"]).unwrap_err();
+    assert_eq!(err.exit_code(), exit_codes::USAGE);
+    assert!(parse(&[]).is_err());
+}
+
+#[test]
+fn completions_are_generated_for_every_shell() {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "wsync", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("attach") && text.contains("daemon"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let help = Cli::command().render_long_help().to_string();
+    assert!(help.contains("Exit codes:"), "{help}");
+    assert!(help.contains("wsync daemon start"), "{help}");
+}

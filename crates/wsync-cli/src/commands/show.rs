@@ -1,0 +1,93 @@
+//! Read-only commands: `list` and `status` (table or JSON, once or `--watch`).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wsync_core::protocol::{Request, Response, WorkspaceStatus};
+
+use super::workspace::resolve;
+use super::Ctx;
+use crate::client::{unexpected, Client};
+use crate::exit_codes;
+use crate::output::{print, print_json};
+use crate::render;
+
+/// How often `status --watch` asks the daemon.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn list(ctx: &Ctx, json: bool) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspaces = match client.call(&Request::List)? {
+        Response::Workspaces { workspaces } => workspaces,
+        other => return Err(unexpected(&other)),
+    };
+    if json {
+        print_json(&workspaces)?;
+    } else {
+        print(&render::list_table(&workspaces))?;
+    }
+    Ok(exit_codes::OK)
+}
+
+fn fetch(client: &mut Client, workspace: Option<&str>) -> Result<Vec<WorkspaceStatus>> {
+    match client.call(&Request::Status {
+        workspace: workspace.map(str::to_owned),
+    })? {
+        Response::Status { workspaces } => Ok(workspaces),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn snapshot(statuses: &[WorkspaceStatus], json: bool, pretty: bool) -> Result<String> {
+    if !json {
+        return Ok(render::status_table(
+            statuses,
+            render::now_unix_ms(),
+            render::use_colour(),
+        ));
+    }
+    let text = if pretty {
+        serde_json::to_string_pretty(statuses)
+    } else {
+        serde_json::to_string(statuses)
+    };
+    Ok(text.context("encoding JSON")? + "\n")
+}
+
+pub fn status(ctx: &Ctx, workspace: Option<&str>, json: bool, watch: bool) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = match workspace {
+        Some(w) => Some(resolve(&mut client, w)?),
+        None => None,
+    };
+    let workspace = workspace.as_deref();
+    if !watch {
+        let statuses = fetch(&mut client, workspace)?;
+        if json {
+            print_json(&statuses)?;
+        } else {
+            print(&snapshot(&statuses, false, true)?)?;
+        }
+        return Ok(exit_codes::OK);
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut last: Option<Vec<WorkspaceStatus>> = None;
+    loop {
+        let statuses = fetch(&mut client, workspace)?;
+        if terminal {
+            // Home the cursor and clear the screen, then redraw (relative times change anyway).
+            let body = snapshot(&statuses, json, true)?;
+            print(&format!(
+                "\x1b[H\x1b[2J{body}\nrefreshing every {} s; Ctrl-C to stop\n",
+                WATCH_INTERVAL.as_secs()
+            ))?;
+        } else if last.as_ref() != Some(&statuses) {
+            // One compact JSON document per line, or one table per change separated by a blank line.
+            let body = snapshot(&statuses, json, false)?;
+            print(&if json { body } else { format!("{body}\n") })?;
+        }
+        last = Some(statuses);
+        std::thread::sleep(WATCH_INTERVAL);
+    }
+}

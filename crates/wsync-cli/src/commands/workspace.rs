@@ -1,0 +1,283 @@
+//! Commands that change one workspace: add, remove, attach, detach, pause/resume, restart, flush;
+//! and the resolution of a WORKSPACE argument (a name, or a path in or of a workspace).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wsync_core::paths;
+use wsync_core::protocol::{Request, Response};
+use wsync_core::registry::Workspace;
+
+use super::{wait, Ctx};
+use crate::client::{unexpected, Client};
+use crate::error::CliError;
+use crate::exit_codes;
+use crate::output::println;
+use crate::progress::Progress;
+
+/// Makes `path` absolute against the current directory, without touching the filesystem.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("resolving {} against the current directory", path.display()))?;
+    Ok(paths::normalize_lexically(&abs))
+}
+
+fn list_workspaces(client: &mut Client) -> Result<Vec<Workspace>> {
+    match client.call(&Request::List)? {
+        Response::Workspaces { workspaces } => Ok(workspaces),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The workspace whose directory holds `path` (the innermost, should several).
+pub fn containing<'a>(workspaces: &'a [Workspace], path: &Path) -> Option<&'a Workspace> {
+    workspaces
+        .iter()
+        .filter(|w| path.starts_with(&w.path))
+        .max_by_key(|w| w.path.components().count())
+}
+
+/// Turns a WORKSPACE argument into what the daemon understands. A workspace name is sent as is;
+/// a path (anything with a `/`, `.`/`..`, or an existing entry that is not a workspace name)
+/// becomes the name of the workspace containing it, else its canonical absolute form.
+pub fn resolve(client: &mut Client, arg: &str) -> Result<String> {
+    let looks_like_path = arg.contains('/') || arg == "." || arg == "..";
+    if !looks_like_path && !Path::new(arg).exists() {
+        return Ok(arg.to_owned());
+    }
+    let workspaces = list_workspaces(client)?;
+    if !looks_like_path && workspaces.iter().any(|w| w.name == arg) {
+        return Ok(arg.to_owned());
+    }
+    let path = match Path::new(arg).canonicalize() {
+        Ok(p) => p,
+        Err(_) => absolute(Path::new(arg))?,
+    };
+    Ok(match containing(&workspaces, &path) {
+        Some(w) => w.name.clone(),
+        None => path.to_string_lossy().into_owned(),
+    })
+}
+
+fn expect_workspace(response: Response) -> Result<Workspace> {
+    match response {
+        Response::Workspace { workspace } => Ok(workspace),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn add(ctx: &Ctx, path: &Path, name: Option<String>, excludes: Vec<String>) -> Result<i32> {
+    let path = absolute(path)?;
+    let mut client = ctx.connect()?;
+    let ws = expect_workspace(client.call(&Request::Add {
+        path,
+        name,
+        excludes,
+    })?)?;
+    println(&format!(
+        "added workspace {} ({})\nnext: wsync attach {} <REMOTE>",
+        ws.name,
+        ws.path.display(),
+        ws.name
+    ))?;
+    Ok(exit_codes::OK)
+}
+
+pub fn remove(ctx: &Ctx, workspace: &str) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    match client.call(&Request::Remove {
+        workspace: workspace.clone(),
+    })? {
+        Response::Done { .. } => {
+            println(&format!(
+                "removed workspace {workspace} (no files were deleted)"
+            ))?;
+            Ok(exit_codes::OK)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `attach`'s options besides the workspace.
+pub struct AttachArgs {
+    pub remote: String,
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub ssh_options: Vec<String>,
+    /// How long to wait for the initial sync; `None` returns once the daemon accepted the remote.
+    pub wait: Option<Duration>,
+}
+
+/// `./dir` and `../dir` are clearly local: make them absolute (the daemon wants absolute paths).
+fn remote_spec(spec: &str) -> Result<String> {
+    let relative = spec == "." || spec == ".." || spec.starts_with("./") || spec.starts_with("../");
+    if relative {
+        return Ok(absolute(Path::new(spec))?.to_string_lossy().into_owned());
+    }
+    Ok(spec.to_owned())
+}
+
+pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
+    let identity_file = match args.identity_file {
+        Some(f) => Some(absolute(&paths::expand_home(&f.to_string_lossy()))?),
+        None => None,
+    };
+    let target = remote_spec(&args.remote)?;
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    let ws = expect_workspace(client.call(&Request::Attach {
+        workspace,
+        target,
+        name: args.name,
+        port: args.port,
+        identity_file,
+        ssh_options: args.ssh_options,
+    })?)?;
+    let Some(remote) = ws.remotes.last() else {
+        return Err(anyhow::anyhow!(
+            "wsyncd accepted the remote but lists none for workspace {}",
+            ws.name
+        ));
+    };
+    println(&format!(
+        "attached remote {} ({}) to workspace {}",
+        remote.name, remote.target, ws.name
+    ))?;
+    if let Some(timeout) = args.wait {
+        match wait::initial_sync(&mut client, &ws.name, &remote.name, timeout)? {
+            wait::InitialSync::Paused => println(&format!(
+                "workspace {0} is paused; {1} syncs after `wsync resume {0}`",
+                ws.name, remote.name
+            ))?,
+            _ => println(&format!("{} is in sync", remote.name))?,
+        }
+    }
+    Ok(exit_codes::OK)
+}
+
+pub fn detach(ctx: &Ctx, workspace: &str, remote: &str) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    let ws = expect_workspace(client.call(&Request::Detach {
+        workspace,
+        remote: remote.to_owned(),
+    })?)?;
+    println(&format!(
+        "detached remote {remote} from workspace {} (its files stay)",
+        ws.name
+    ))?;
+    Ok(exit_codes::OK)
+}
+
+pub fn pause(ctx: &Ctx, workspace: &str, pause: bool) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    let request = if pause {
+        Request::Pause { workspace }
+    } else {
+        Request::Resume { workspace }
+    };
+    let ws = expect_workspace(client.call(&request)?)?;
+    if pause {
+        println(&format!(
+            "paused workspace {0}; changes are collected and pushed after `wsync resume {0}`",
+            ws.name
+        ))?;
+    } else {
+        println(&format!("resumed workspace {}", ws.name))?;
+    }
+    Ok(exit_codes::OK)
+}
+
+pub fn restart(ctx: &Ctx, workspace: &str) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    match client.call(&Request::Restart {
+        workspace: workspace.clone(),
+    })? {
+        Response::Done { .. } => {
+            println(&format!("restarted the monitor of workspace {workspace}"))?;
+            Ok(exit_codes::OK)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Extra time the CLI grants the daemon beyond the flush timeout before giving up on it.
+const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
+
+pub fn flush(ctx: &Ctx, workspace: &str, timeout_secs: u64) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let workspace = resolve(&mut client, workspace)?;
+    client.set_timeout(Duration::from_secs(timeout_secs) + FLUSH_ANSWER_MARGIN)?;
+    let progress = Progress::spinner(format!("waiting for every remote of {workspace}"));
+    let response = client.call(&Request::Flush {
+        workspace: workspace.clone(),
+        timeout_ms: Some(timeout_secs.saturating_mul(1000)),
+    })?;
+    drop(progress);
+    match response {
+        Response::Flushed { workspace, lagging } if lagging.is_empty() => {
+            println(&format!("workspace {workspace}: every remote is in sync"))?;
+            Ok(exit_codes::OK)
+        }
+        Response::Flushed { workspace, lagging } => Err(CliError::new(
+            exit_codes::TIMEOUT,
+            format!(
+                "workspace {workspace}: {} still lagging after {timeout_secs} s: {}",
+                if lagging.len() == 1 {
+                    "remote"
+                } else {
+                    "remotes"
+                },
+                lagging.join(", ")
+            ),
+        )
+        .with_hint(format!(
+            "see `wsync status {workspace}` for the state and last error of each remote"
+        ))
+        .into()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(name: &str, path: &str) -> Workspace {
+        Workspace {
+            name: name.into(),
+            path: path.into(),
+            remotes: vec![],
+            paused: false,
+            excludes: vec![],
+            respect_gitignore: true,
+            max_delete: None,
+        }
+    }
+
+    #[test]
+    fn a_path_inside_a_workspace_finds_it() {
+        let all = [ws("a", "/src/a"), ws("ab", "/src/ab")];
+        let found = |p: &str| containing(&all, Path::new(p)).map(|w| w.name.as_str());
+        assert_eq!(found("/src/a"), Some("a"));
+        assert_eq!(found("/src/a/deep/file"), Some("a"));
+        assert_eq!(found("/src/ab/x"), Some("ab"));
+        assert_eq!(found("/src"), None);
+    }
+
+    #[test]
+    fn relative_local_remotes_become_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            remote_spec("./mirror").unwrap(),
+            cwd.join("mirror").to_string_lossy()
+        );
+        assert_eq!(remote_spec("host:dir").unwrap(), "host:dir");
+        assert_eq!(remote_spec("/srv/m").unwrap(), "/srv/m");
+    }
+}

@@ -1,0 +1,281 @@
+//! Human output: aligned tables for `list` and `status` (problems first, state coloured on
+//! terminals), and relative times such as "3 s ago".
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wsync_core::monitor_proto::{RemoteState, RemoteStatus};
+use wsync_core::protocol::{MonitorProcessState, WorkspaceStatus};
+use wsync_core::registry::Workspace;
+
+/// Longest "last error" shown in the table; `--json` has the full text.
+const MAX_ERROR_CHARS: usize = 80;
+
+/// Now, in Unix milliseconds.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// "3 s ago", "2 min ago", "5 h ago", "4 d ago"; "never" for `None`, "just now" under a second
+/// (and for times in the future, which clock adjustments can produce).
+pub fn ago(now_ms: u64, then_ms: Option<u64>) -> String {
+    let Some(then) = then_ms else {
+        return "never".into();
+    };
+    let secs = now_ms.saturating_sub(then) / 1000;
+    match secs {
+        0 => "just now".into(),
+        1..=59 => format!("{secs} s ago"),
+        60..=3599 => format!("{} min ago", secs / 60),
+        3600..=86_399 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+/// A duration in the two largest units: "45 s", "2 min 5 s", "3 h 4 min", "2 d 3 h".
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
+/// One line of the status table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub workspace: String,
+    pub remote: String,
+    pub state: &'static str,
+    pub last_sync_unix_ms: Option<u64>,
+    pub pending: Option<u64>,
+    pub restarts: u32,
+    pub pid: Option<u32>,
+    pub last_error: Option<String>,
+}
+
+/// Sort key: problems first, the worst first; everything else keeps the daemon's order.
+fn severity(state: &str) -> u8 {
+    match state {
+        "failed" => 0,
+        "halted" => 1,
+        "error" => 2,
+        "backoff" => 3,
+        _ => 10,
+    }
+}
+
+fn remote_state_name(state: RemoteState) -> &'static str {
+    match state {
+        RemoteState::InitialSync => "initial-sync",
+        RemoteState::InSync => "in-sync",
+        RemoteState::Syncing => "syncing",
+        RemoteState::Backoff => "backoff",
+        RemoteState::Halted => "halted",
+        RemoteState::Error => "error",
+        RemoteState::Paused => "paused",
+    }
+}
+
+fn row_state(ws: &WorkspaceStatus, remote: Option<&RemoteStatus>) -> &'static str {
+    match ws.monitor.state {
+        MonitorProcessState::Failed => "failed",
+        MonitorProcessState::BackingOff => "backoff",
+        MonitorProcessState::Stopped => "stopped",
+        MonitorProcessState::Idle => "idle",
+        MonitorProcessState::Paused => "paused",
+        MonitorProcessState::Running if ws.workspace.paused => "paused",
+        MonitorProcessState::Running => match (&ws.report, remote) {
+            (Some(report), _) if report.halted.is_some() => "halted",
+            (_, Some(r)) => remote_state_name(r.state),
+            _ => "starting",
+        },
+    }
+}
+
+fn row_error(ws: &WorkspaceStatus, remote: Option<&RemoteStatus>, state: &str) -> Option<String> {
+    let report = ws.report.as_ref();
+    let text = remote
+        .and_then(|r| r.last_error.clone())
+        .or_else(|| report.and_then(|r| r.halted.clone()))
+        .or_else(|| match state {
+            "failed" | "backoff" => ws
+                .monitor
+                .last_exit
+                .as_ref()
+                .map(|e| format!("monitor ended: {e}")),
+            _ => None,
+        })
+        .or_else(|| report.and_then(|r| r.watch_error.clone()))?;
+    Some(one_line(&text, MAX_ERROR_CHARS))
+}
+
+fn one_line(text: &str, max_chars: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max_chars {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max_chars - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// One row per remote (one row for a workspace without remotes), problems first.
+pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
+    let mut rows = Vec::new();
+    for ws in statuses {
+        let reported = |name: &str| {
+            ws.report
+                .as_ref()
+                .and_then(|r| r.remotes.iter().find(|s| s.name == name))
+        };
+        let names: Vec<Option<&str>> = if ws.workspace.remotes.is_empty() {
+            vec![None]
+        } else {
+            ws.workspace
+                .remotes
+                .iter()
+                .map(|r| Some(r.name.as_str()))
+                .collect()
+        };
+        for name in names {
+            let remote = name.and_then(reported);
+            let state = row_state(ws, remote);
+            rows.push(StatusRow {
+                workspace: ws.workspace.name.clone(),
+                remote: name.unwrap_or("-").to_owned(),
+                state,
+                last_sync_unix_ms: remote.and_then(|r| r.last_sync_unix_ms),
+                pending: remote.map(|r| r.pending),
+                restarts: ws.monitor.restarts,
+                pid: ws.monitor.pid,
+                last_error: row_error(ws, remote, state),
+            });
+        }
+    }
+    rows.sort_by_key(|r| severity(r.state));
+    rows
+}
+
+fn colour_code(state: &str) -> Option<&'static str> {
+    match state {
+        "failed" | "halted" | "error" => Some("1;31"),
+        "backoff" | "stopped" => Some("33"),
+        "syncing" | "initial-sync" | "starting" => Some("36"),
+        "in-sync" => Some("32"),
+        "paused" => Some("2"),
+        _ => None,
+    }
+}
+
+/// Aligns cells into columns; `paint` optionally wraps a cell (after padding is computed).
+fn table(header: &[&str], rows: &[Vec<String>], paint: impl Fn(usize, &str) -> String) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for (index, row) in std::iter::once(&header_row).chain(rows).enumerate() {
+        let mut line = String::new();
+        for (col, cell) in row.iter().enumerate() {
+            let pad = widths[col].saturating_sub(cell.chars().count());
+            let text = if index == 0 {
+                cell.clone()
+            } else {
+                paint(col, cell)
+            };
+            line.push_str(&text);
+            if col + 1 < row.len() {
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The `wsync status` table.
+pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> String {
+    if statuses.is_empty() {
+        return "no workspaces; add one with `wsync add <PATH>`\n".into();
+    }
+    let rows: Vec<Vec<String>> = status_rows(statuses)
+        .into_iter()
+        .map(|r| {
+            let last_sync = if r.remote == "-" {
+                "-".into()
+            } else {
+                ago(now_ms, r.last_sync_unix_ms)
+            };
+            vec![
+                r.workspace,
+                r.remote,
+                r.state.to_owned(),
+                last_sync,
+                r.pending.map_or("-".into(), |p| p.to_string()),
+                r.restarts.to_string(),
+                r.pid.map_or("-".into(), |p| p.to_string()),
+                r.last_error.unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = [
+        "WORKSPACE",
+        "REMOTE",
+        "STATE",
+        "LAST SYNC",
+        "PENDING",
+        "RESTARTS",
+        "PID",
+        "LAST ERROR",
+    ];
+    table(&header, &rows, |col, cell| match colour_code(cell) {
+        Some(code) if colour && col == 2 => format!("\x1b[{code}m{cell}\x1b[0m"),
+        _ => cell.to_owned(),
+    })
+}
+
+/// The `wsync list` table.
+pub fn list_table(workspaces: &[Workspace]) -> String {
+    if workspaces.is_empty() {
+        return "no workspaces; add one with `wsync add <PATH>`\n".into();
+    }
+    let rows: Vec<Vec<String>> = workspaces
+        .iter()
+        .map(|w| {
+            let remotes = if w.remotes.is_empty() {
+                "-".to_owned()
+            } else {
+                w.remotes
+                    .iter()
+                    .map(|r| format!("{}={}", r.name, r.target))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                w.name.clone(),
+                w.path.display().to_string(),
+                remotes,
+                if w.paused { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "PATH", "REMOTES", "PAUSED"], &rows, |_, c| {
+        c.to_owned()
+    })
+}
+
+/// Whether to colour output: stdout is a terminal and `NO_COLOR` is unset or empty.
+pub fn use_colour() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests;
