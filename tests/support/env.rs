@@ -146,7 +146,7 @@ impl TestEnv {
         let home = root.join("home");
         std::fs::create_dir_all(&home).expect("home dir");
         let config_path = root.join("wsync.config");
-        let socket = root.join("run/wsyncd.sock");
+        let socket = root.join("wsync/wsyncd.sock");
         let registry = root.join("registry.json");
         let log_dir = root.join("log");
         let config = format!(

@@ -24,6 +24,8 @@ pub enum SocketError {
     },
     #[error("socket directory {path} is owned by uid {owner}, not by us (uid {me}); choose another DaemonCommandSocketPath")]
     NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error("socket directory {path} is shared (mode {mode:o}); others could replace the socket there. Set DaemonCommandSocketPath to a file in a private directory, e.g. ~/.wsync/wsyncd.sock")]
+    SharedDir { path: PathBuf, mode: u32 },
     #[error(
         "{0} exists and is not a socket; move it away or choose another DaemonCommandSocketPath"
     )]
@@ -60,6 +62,7 @@ pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
         path: dir.clone(),
         source,
     };
+    let existed = dir.is_dir();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -74,9 +77,25 @@ pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
             me,
         });
     }
-    if meta.mode() & 0o777 != 0o700 {
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o777 == 0o700 {
+        return Ok(dir);
+    }
+    // Only a directory wsync made, or one dedicated to it by name (~/.wsync,
+    // $XDG_RUNTIME_DIR/wsync), is ours to tighten; chmodding /tmp or /run would break the system.
+    let dedicated = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("wsync"));
+    if !existed || dedicated {
         tracing::info!("setting mode 0700 on socket directory {}", dir.display());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?;
+    } else if mode & 0o1022 != 0 {
+        return Err(SocketError::SharedDir { path: dir, mode });
+    } else {
+        tracing::warn!(
+            "socket directory {} has mode {mode:o}, not 0700; the socket itself is 0600 and peers are checked by uid",
+            dir.display()
+        );
     }
     Ok(dir)
 }
