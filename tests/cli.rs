@@ -52,7 +52,7 @@ struct BackgroundDaemon<'a> {
 
 impl BackgroundDaemon<'_> {
     fn pid(&self) -> Option<u32> {
-        match self.env.try_request(&Request::DaemonInfo) {
+        match self.env.try_request(&Request::DaemonInfo {}) {
             Ok(Response::DaemonInfo { pid, .. }) => Some(pid),
             _ => None,
         }

@@ -38,7 +38,7 @@ fn run_wsyncd_expecting_exit(env: &TestEnv) -> Output {
 }
 
 fn daemon_pid_over_socket(env: &TestEnv) -> u32 {
-    match env.request(&Request::DaemonInfo) {
+    match env.request(&Request::DaemonInfo {}) {
         Response::DaemonInfo { pid, .. } => pid,
         other => env.fail(&format!("unexpected reply {other:?}")),
     }
@@ -119,7 +119,7 @@ fn sigint_takes_the_same_path() {
 fn a_shutdown_request_takes_the_same_path() {
     let mut env = TestEnv::new();
     env.start_daemon();
-    match env.request(&Request::Shutdown) {
+    match env.request(&Request::Shutdown {}) {
         Response::Done { .. } => {}
         other => env.fail(&format!("unexpected reply {other:?}")),
     }
@@ -196,7 +196,7 @@ fn the_registry_survives_a_daemon_restart() {
         workspace: other.display().to_string(),
     };
     assert!(matches!(env.request(&pause), Response::Workspace { .. }));
-    let list = |env: &TestEnv| match env.request(&Request::List) {
+    let list = |env: &TestEnv| match env.request(&Request::List {}) {
         Response::Workspaces { workspaces } => workspaces,
         other => env.fail(&format!("list failed: {other:?}")),
     };

@@ -66,7 +66,7 @@ fn expect_error(reply: Response, code: ErrorCode, needle: &str) -> String {
 
 fn still_serves(env: &TestEnv) {
     assert!(matches!(
-        env.request(&Request::DaemonInfo),
+        env.request(&Request::DaemonInfo {}),
         Response::DaemonInfo { .. }
     ));
 }
@@ -96,7 +96,7 @@ fn garbage_and_wrong_shape_frames_get_bad_request_and_the_connection_goes_on() {
         expect_error(raw.recv(), ErrorCode::BadRequest, "not a valid request");
     }
     assert!(matches!(
-        raw.request(&Request::List),
+        raw.request(&Request::List {}),
         Response::Workspaces { .. }
     ));
     still_serves(&env);
@@ -134,7 +134,7 @@ fn the_first_frame_must_be_hello_with_the_same_protocol() {
     env.start_daemon();
     let mut raw = Raw::connect(&env);
     expect_error(
-        raw.request(&Request::List),
+        raw.request(&Request::List {}),
         ErrorCode::BadRequest,
         "must be hello",
     );
@@ -280,7 +280,7 @@ fn a_failed_registry_save_replies_internal_and_changes_nothing() {
         excludes: vec![],
     });
     expect_error(reply, ErrorCode::Internal, "nothing was changed");
-    match raw.request(&Request::List) {
+    match raw.request(&Request::List {}) {
         Response::Workspaces { workspaces } => assert!(workspaces.is_empty()),
         other => panic!("{other:?}"),
     }

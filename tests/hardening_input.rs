@@ -717,7 +717,7 @@ fn a_second_wsyncd_exits_clearly_while_the_first_keeps_serving() {
         );
     }
     assert!(env.daemon_exit_status().is_none(), "the first daemon died");
-    match env.request(&Request::DaemonInfo) {
+    match env.request(&Request::DaemonInfo {}) {
         Response::DaemonInfo { pid, .. } => assert_eq!(pid, first),
         other => env.fail(&format!("{other:?}")),
     }
@@ -754,7 +754,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
             }
         }
         codes.iter().filter(|c| c.is_some()).count() == children.len() - 1
-            && env.try_request(&Request::DaemonInfo).is_ok()
+            && env.try_request(&Request::DaemonInfo {}).is_ok()
     });
     let survivors: Vec<u32> = children
         .iter()
@@ -762,7 +762,7 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
         .filter(|(_, c)| c.is_none())
         .map(|(child, _)| child.id())
         .collect();
-    let answer = env.try_request(&Request::DaemonInfo);
+    let answer = env.try_request(&Request::DaemonInfo {});
     for child in &mut children {
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
     }

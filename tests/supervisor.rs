@@ -36,10 +36,10 @@ impl OwnDaemon {
             .expect("spawn wsyncd");
         let mut daemon = Self { child };
         let up = poll_until(Duration::from_secs(15), || {
-            env.try_request(&Request::DaemonInfo).is_ok()
+            env.try_request(&Request::DaemonInfo {}).is_ok()
                 || matches!(daemon.child.try_wait(), Ok(Some(_)))
         });
-        if !up || env.try_request(&Request::DaemonInfo).is_err() {
+        if !up || env.try_request(&Request::DaemonInfo {}).is_err() {
             env.fail("wsyncd did not come up");
         }
         daemon

@@ -204,7 +204,7 @@ impl TestEnv {
             if let Some(status) = self.daemon_exit_status() {
                 self.fail(&format!("wsyncd exited during startup with {status}"));
             }
-            self.try_request(&Request::DaemonInfo).is_ok()
+            self.try_request(&Request::DaemonInfo {}).is_ok()
         });
         if !answered {
             self.fail("wsyncd did not answer on its socket in time");

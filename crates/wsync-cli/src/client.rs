@@ -262,7 +262,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(client.daemon.pid, 77);
-        let err = client.call(&Request::List).unwrap_err();
+        let err = client.call(&Request::List {}).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), exit_codes::NOT_FOUND);
         assert_eq!(err.to_string(), "no workspace named \"x\"");
     }
@@ -281,7 +281,7 @@ mod tests {
             },
         };
         client.set_timeout(Duration::from_millis(50)).unwrap();
-        let err = client.call(&Request::List).unwrap_err();
+        let err = client.call(&Request::List {}).unwrap_err();
         assert_eq!(crate::error::exit_code(&err), exit_codes::TIMEOUT);
     }
 

@@ -20,9 +20,11 @@ pub enum Request {
     /// Opens a connection; answered by [`Response::Hello`].
     Hello { protocol: u32, version: String },
     /// Answered by [`Response::DaemonInfo`].
-    DaemonInfo,
+    // Empty struct variants, not unit variants: serde applies `deny_unknown_fields` only to
+    // these, so `{"type":"shutdown","dry_run":true}` is refused instead of stopping the daemon.
+    DaemonInfo {},
     /// Answered by [`Response::Workspaces`].
-    List,
+    List {},
     /// Answered by [`Response::Status`]; `None` means every workspace.
     Status {
         #[serde(default)]
@@ -66,7 +68,7 @@ pub enum Request {
     /// Restarts the workspace's monitor and clears a `failed` state; answered by [`Response::Done`].
     Restart { workspace: String },
     /// Stops the daemon gracefully; answered by [`Response::Done`] before it exits.
-    Shutdown,
+    Shutdown {},
 }
 
 /// The daemon's reply to one request.

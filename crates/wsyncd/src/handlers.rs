@@ -31,7 +31,7 @@ type Reply = Result<Response, Response>;
 /// Answers one request (after the handshake).
 pub async fn handle(request: Request, shared: &SharedState) -> (Response, After) {
     match request {
-        Request::Shutdown => (
+        Request::Shutdown {} => (
             Response::Done {
                 message: "wsyncd is shutting down".into(),
             },
@@ -65,7 +65,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             version: wsync_core::VERSION.into(),
             pid: std::process::id(),
         }),
-        Request::DaemonInfo => {
+        Request::DaemonInfo {} => {
             let s = locked(shared)?;
             Ok(Response::DaemonInfo {
                 protocol: PROTOCOL_VERSION,
@@ -76,7 +76,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 registry: s.config.workspace_config_file_path.clone(),
             })
         }
-        Request::List => Ok(Response::Workspaces {
+        Request::List {} => Ok(Response::Workspaces {
             workspaces: locked(shared)?.registry.workspaces.clone(),
         }),
         Request::Status { workspace } => {
@@ -119,7 +119,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
         Request::Resume { workspace } => set_paused(shared, &workspace, false),
         Request::Restart { workspace } => restart(shared, &workspace),
-        Request::Flush { .. } | Request::Shutdown => Err(error(
+        Request::Flush { .. } | Request::Shutdown {} => Err(error(
             ErrorCode::Internal,
             "request routed to the wrong handler".into(),
         )),

@@ -1,4 +1,4 @@
-//! The one shutdown path: SIGINT, SIGTERM and `Request::Shutdown` all [`Shutdown::trigger`] the
+//! The one shutdown path: SIGINT, SIGTERM and `Request::Shutdown {}` all [`Shutdown::trigger`] the
 //! same event, which the accept loop waits on.
 
 use std::sync::Arc;

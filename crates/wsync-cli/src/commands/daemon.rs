@@ -180,7 +180,7 @@ pub fn stop(ctx: &Ctx, timeout_secs: u64) -> Result<i32> {
         return Ok(exit_codes::OK);
     };
     let pid = client.daemon.pid;
-    match client.call(&Request::Shutdown) {
+    match client.call(&Request::Shutdown {}) {
         Ok(Response::Done { .. }) => {}
         Ok(other) => return Err(unexpected(&other)),
         // It may close the connection before answering; the wait below tells.
@@ -215,7 +215,7 @@ pub fn status(ctx: &Ctx) -> Result<i32> {
     let Some(mut client) = Client::probe(socket)? else {
         return Err(not_running(socket).into());
     };
-    match client.call(&Request::DaemonInfo)? {
+    match client.call(&Request::DaemonInfo {})? {
         Response::DaemonInfo {
             protocol,
             version,

@@ -18,7 +18,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn list(ctx: &Ctx, json: bool) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspaces = match client.call(&Request::List)? {
+    let workspaces = match client.call(&Request::List {})? {
         Response::Workspaces { workspaces } => workspaces,
         other => return Err(unexpected(&other)),
     };

@@ -24,7 +24,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 fn list_workspaces(client: &mut Client) -> Result<Vec<Workspace>> {
-    match client.call(&Request::List)? {
+    match client.call(&Request::List {})? {
         Response::Workspaces { workspaces } => Ok(workspaces),
         other => Err(unexpected(&other)),
     }

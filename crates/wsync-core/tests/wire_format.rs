@@ -1,0 +1,256 @@
+//! Golden tests pinning the wire format of the daemon socket and the monitor channel: each
+//! value encodes to exactly the pinned line, and the pinned line decodes back to the value.
+//! A change here is a protocol change: bump `PROTOCOL_VERSION` and update docs/ARCHITECTURE.md.
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wsync_core::framing::{decode, encode};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
+use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::registry::{Remote, Workspace};
+use wsync_core::remote::{RemoteTarget, SshOption};
+
+fn pin<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, golden: &str) {
+    let line = encode(&value);
+    assert_eq!(
+        std::str::from_utf8(&line).unwrap(),
+        format!("{golden}\n"),
+        "encoding of {value:?}"
+    );
+    let back: T = decode(golden.as_bytes()).unwrap();
+    assert_eq!(back, value, "decoding of {golden}");
+}
+
+fn workspace() -> Workspace {
+    Workspace {
+        name: "proj".into(),
+        path: "/home/u/proj".into(),
+        remotes: vec![
+            Remote {
+                name: "mirror".into(),
+                target: RemoteTarget::Local {
+                    path: "/srv/m".into(),
+                },
+            },
+            Remote {
+                name: "box".into(),
+                target: RemoteTarget::Ssh {
+                    user: Some("u".into()),
+                    host: "box".into(),
+                    port: Some(2222),
+                    path: "/srv/p".into(),
+                    identity_file: Some("/home/u/.ssh/id".into()),
+                    ssh_options: vec![SshOption {
+                        key: "UserKnownHostsFile".into(),
+                        value: "/k".into(),
+                    }],
+                },
+            },
+        ],
+        paused: false,
+        excludes: vec!["target/".into()],
+        respect_gitignore: true,
+        max_delete: None,
+    }
+}
+
+const WORKSPACE_JSON: &str = r#"{"name":"proj","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]}}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
+
+#[test]
+fn protocol_version_is_pinned() {
+    assert_eq!(PROTOCOL_VERSION, 1);
+}
+
+#[test]
+fn requests() {
+    pin(
+        Request::Hello {
+            protocol: 1,
+            version: "0.1.0".into(),
+        },
+        r#"{"type":"hello","protocol":1,"version":"0.1.0"}"#,
+    );
+    pin(Request::DaemonInfo {}, r#"{"type":"daemon_info"}"#);
+    pin(Request::List {}, r#"{"type":"list"}"#);
+    pin(
+        Request::Status { workspace: None },
+        r#"{"type":"status","workspace":null}"#,
+    );
+    pin(
+        Request::Add {
+            path: "/p".into(),
+            name: Some("n".into()),
+            excludes: vec!["*.o".into()],
+        },
+        r#"{"type":"add","path":"/p","name":"n","excludes":["*.o"]}"#,
+    );
+    pin(
+        Request::Remove {
+            workspace: "w".into(),
+        },
+        r#"{"type":"remove","workspace":"w"}"#,
+    );
+    pin(
+        Request::Attach {
+            workspace: "w".into(),
+            target: "h:/srv".into(),
+            name: None,
+            port: Some(22),
+            identity_file: Some(PathBuf::from("/id")),
+            ssh_options: vec!["A=b".into()],
+        },
+        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
+    );
+    pin(
+        Request::Detach {
+            workspace: "w".into(),
+            remote: "r".into(),
+        },
+        r#"{"type":"detach","workspace":"w","remote":"r"}"#,
+    );
+    pin(
+        Request::Pause {
+            workspace: "w".into(),
+        },
+        r#"{"type":"pause","workspace":"w"}"#,
+    );
+    pin(
+        Request::Resume {
+            workspace: "w".into(),
+        },
+        r#"{"type":"resume","workspace":"w"}"#,
+    );
+    pin(
+        Request::Flush {
+            workspace: "w".into(),
+            timeout_ms: Some(5),
+        },
+        r#"{"type":"flush","workspace":"w","timeout_ms":5}"#,
+    );
+    pin(
+        Request::Restart {
+            workspace: "w".into(),
+        },
+        r#"{"type":"restart","workspace":"w"}"#,
+    );
+    pin(Request::Shutdown {}, r#"{"type":"shutdown"}"#);
+}
+
+#[test]
+fn optional_request_fields_may_be_omitted() {
+    let r: Request = decode(br#"{"type":"status"}"#).unwrap();
+    assert_eq!(r, Request::Status { workspace: None });
+    let r: Request = decode(br#"{"type":"add","path":"/p"}"#).unwrap();
+    assert_eq!(
+        r,
+        Request::Add {
+            path: "/p".into(),
+            name: None,
+            excludes: vec![]
+        }
+    );
+}
+
+#[test]
+fn unknown_fields_and_types_are_refused() {
+    for bad in [
+        r#"{"type":"shutdown","dry_run":true}"#,
+        r#"{"type":"list","x":1}"#,
+        r#"{"type":"remove","workspace":"w","force":true}"#,
+        r#"{"type":"format_disk"}"#,
+        r#"{"workspace":"w"}"#,
+    ] {
+        assert!(decode::<Request>(bad.as_bytes()).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn responses() {
+    pin(
+        Response::Hello {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+        },
+        r#"{"type":"hello","protocol":1,"version":"0.1.0","pid":42}"#,
+    );
+    pin(
+        Response::Workspace {
+            workspace: workspace(),
+        },
+        &format!(r#"{{"type":"workspace","workspace":{WORKSPACE_JSON}}}"#),
+    );
+    pin(
+        Response::Workspaces { workspaces: vec![] },
+        r#"{"type":"workspaces","workspaces":[]}"#,
+    );
+    pin(
+        Response::Flushed {
+            workspace: "w".into(),
+            lagging: vec!["r".into()],
+        },
+        r#"{"type":"flushed","workspace":"w","lagging":["r"]}"#,
+    );
+    pin(
+        Response::Done {
+            message: "ok".into(),
+        },
+        r#"{"type":"done","message":"ok"}"#,
+    );
+    pin(
+        Response::Error {
+            code: ErrorCode::NotFound,
+            message: "no workspace named \"x\"".into(),
+        },
+        r#"{"type":"error","code":"not_found","message":"no workspace named \"x\""}"#,
+    );
+    for (code, text) in [
+        (ErrorCode::BadRequest, "bad_request"),
+        (ErrorCode::ProtocolMismatch, "protocol_mismatch"),
+        (ErrorCode::Invalid, "invalid"),
+        (ErrorCode::Timeout, "timeout"),
+        (ErrorCode::Internal, "internal"),
+    ] {
+        assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
+    }
+}
+
+#[test]
+fn monitor_channel() {
+    pin(
+        MonitorCommand::Start {
+            workspace: workspace(),
+            tunables: MonitorTunables {
+                settle_ms: 5,
+                max_latency_ms: 100,
+            },
+        },
+        &format!(
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}}}}"#
+        ),
+    );
+    pin(
+        MonitorCommand::Detach { remote: "r".into() },
+        r#"{"cmd":"detach","remote":"r"}"#,
+    );
+    pin(MonitorCommand::Pause, r#"{"cmd":"pause"}"#);
+    pin(MonitorCommand::Resume, r#"{"cmd":"resume"}"#);
+    pin(
+        MonitorCommand::Flush {
+            id: 7,
+            timeout_ms: 1000,
+        },
+        r#"{"cmd":"flush","id":7,"timeout_ms":1000}"#,
+    );
+    pin(MonitorCommand::Resync, r#"{"cmd":"resync"}"#);
+    pin(MonitorCommand::Shutdown, r#"{"cmd":"shutdown"}"#);
+    pin(
+        MonitorEvent::Flushed {
+            id: 7,
+            lagging: vec![],
+        },
+        r#"{"event":"flushed","id":7,"lagging":[]}"#,
+    );
+}
