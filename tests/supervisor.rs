@@ -3,9 +3,8 @@
 //! and marking crash loops failed, a poisoned state lock ending the daemon, and no monitor ever
 //! outliving the daemon. Real wsyncd, real wsync-monitor, real rsync; every wait has a deadline.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -16,62 +15,6 @@ use wsync_tests::env::{pid_alive, pids_mentioning, poll_until, wait_for, TestEnv
 /// Fast supervision for tests: the watchdog wakes often and stopping is quick.
 const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A daemon this file starts itself, to give it extra environment variables.
-struct OwnDaemon {
-    child: Child,
-}
-
-impl OwnDaemon {
-    fn start(env: &TestEnv, vars: &[(&str, OsString)]) -> Self {
-        let mut cmd = env.command("wsyncd");
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn wsyncd");
-        let mut daemon = Self { child };
-        let up = poll_until(Duration::from_secs(15), || {
-            env.try_request(&Request::DaemonInfo {}).is_ok()
-                || matches!(daemon.child.try_wait(), Ok(Some(_)))
-        });
-        if !up || env.try_request(&Request::DaemonInfo {}).is_err() {
-            env.fail("wsyncd did not come up");
-        }
-        daemon
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn wait_exit(&mut self, env: &TestEnv, timeout: Duration) -> std::process::ExitStatus {
-        let mut status = None;
-        if !poll_until(timeout, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        }) {
-            env.fail(&format!("wsyncd did not exit within {timeout:?}"));
-        }
-        status.expect("status")
-    }
-}
-
-impl Drop for OwnDaemon {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        if !poll_until(Duration::from_secs(10), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        }) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn add(env: &TestEnv, path: &Path) -> String {
     let req = Request::Add {
@@ -280,15 +223,12 @@ fn a_killed_monitor_is_restarted_and_catches_up() {
 
 #[test]
 fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
-    let env = TestEnv::with_config(&format!("{FAST}MonitorRestartLimit=2\n"));
+    let mut env = TestEnv::with_config(&format!("{FAST}MonitorRestartLimit=2\n"));
     let src = env.mkdir("src/ws");
     let mirror = env.root.join("mirror");
     let crash_file = env.root.join("crash");
     std::fs::write(&crash_file, "").unwrap();
-    let _daemon = OwnDaemon::start(
-        &env,
-        &[("WSYNC_TEST_MONITOR_CRASH_FILE", crash_file.clone().into())],
-    );
+    env.start_daemon_with_env(&[("WSYNC_TEST_MONITOR_CRASH_FILE", crash_file.as_os_str())]);
     let ws = add(&env, &src);
     let started = Instant::now();
     attach(&env, &ws, &mirror);
@@ -338,14 +278,14 @@ fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
 
 #[test]
 fn a_poisoned_state_lock_ends_the_daemon_and_its_monitors() {
-    let env = TestEnv::with_config(FAST);
+    let mut env = TestEnv::with_config(FAST);
     let src = env.mkdir("src/ws");
-    let mut daemon = OwnDaemon::start(&env, &[("WSYNC_TEST_POISON", "1".into())]);
+    let daemon = env.start_daemon_with_env(&[("WSYNC_TEST_POISON", OsStr::new("1"))]);
     let ws = add(&env, &src);
     attach(&env, &ws, &env.root.join("mirror"));
     let monitor = running_pid(&env, &ws);
-    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGUSR1).unwrap();
-    let status = daemon.wait_exit(&env, WAIT);
+    kill(Pid::from_raw(daemon as i32), Signal::SIGUSR1).unwrap();
+    let status = env.wait_daemon_exit(WAIT);
     assert_eq!(status.code(), Some(4), "{status}");
     assert!(!env.socket.exists(), "socket left behind");
     assert!(
@@ -401,4 +341,68 @@ fn sigterm_stops_the_daemon_and_its_monitors_within_the_grace() {
     nothing_left_running(&env);
     assert!(!env.socket.exists());
     assert_eq!(std::fs::read(&env.registry).unwrap(), registry);
+}
+
+fn files_sent(env: &TestEnv, ws: &str, remote: &str) -> u64 {
+    status(env, ws)
+        .report
+        .and_then(|r| r.remotes.into_iter().find(|r| r.name == remote))
+        .map_or(0, |r| r.files_sent)
+}
+
+#[test]
+fn attaching_a_second_remote_mid_churn_leaves_the_first_alone() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src/ws");
+    let (first, second) = (env.root.join("first"), env.root.join("second"));
+    burst(&src, 2000, "base");
+    env.start_daemon();
+    let ws = add(&env, &src);
+    attach(&env, &ws, &first);
+    let pid = running_pid(&env, &ws);
+    flush(&env, &ws);
+    // Only a full resync of `first` (rsync --delete over the whole tree) would remove this.
+    let marker = first.join("marker-only-on-first");
+    std::fs::write(&marker, "x").unwrap();
+    // Status reports are rate-limited: wait until the initial sync's count has been reported.
+    let mut before = 0;
+    wait_for("the initial sync to be reported", WAIT, || {
+        before = files_sent(&env, &ws, "first");
+        before >= 2000
+    });
+
+    // Keep the first remote busy with incremental batches while the second is attached.
+    let writer = {
+        let src = src.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                std::fs::write(src.join(format!("churn-{i}.txt")), format!("{i}")).unwrap();
+                std::thread::sleep(Duration::from_millis(1)); // pacing, not synchronisation
+            }
+        })
+    };
+    attach(&env, &ws, &second);
+    writer.join().unwrap();
+    flush(&env, &ws);
+
+    assert_eq!(running_pid(&env, &ws), pid, "attach restarted the monitor");
+    assert!(marker.exists(), "the first remote was fully resynced");
+    let mut sent = 0;
+    wait_for("the first remote to report the churn", WAIT, || {
+        sent = files_sent(&env, &ws, "first") - before;
+        sent >= 300
+    });
+    assert!(
+        sent < 1000,
+        "the first remote re-sent {sent} files for 300 changes"
+    );
+    std::fs::remove_file(&marker).unwrap();
+    assert!(
+        tree(&first) == tree(&src),
+        "first remote differs from the source"
+    );
+    assert!(
+        tree(&second) == tree(&src),
+        "second remote differs from the source"
+    );
 }

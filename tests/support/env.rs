@@ -2,6 +2,7 @@
 //! (`WSYNC_CONFIG_PATH`), `HOME`, socket, registry and log directory — plus the real binaries,
 //! deadline-bounded waits, and a log dump when the test fails.
 
+use std::ffi::OsStr;
 use std::io::{BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -190,9 +191,17 @@ impl TestEnv {
 
     /// Starts `wsyncd` in the foreground and waits until it answers on its socket.
     pub fn start_daemon(&mut self) -> u32 {
+        self.start_daemon_with_env(&[])
+    }
+
+    /// [`TestEnv::start_daemon`] with extra environment variables (the test-only switches).
+    pub fn start_daemon_with_env(&mut self, vars: &[(&str, &OsStr)]) -> u32 {
         assert!(self.daemon.is_none(), "daemon already started by this test");
-        let child = self
-            .command("wsyncd")
+        let mut cmd = self.command("wsyncd");
+        for (key, value) in vars {
+            cmd.env(key, value);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -240,6 +249,19 @@ impl TestEnv {
                 "wsyncd did not exit within {timeout:?} after {signal}"
             ));
         }
+        status.expect("exit status")
+    }
+
+    /// Waits (bounded) for the daemon to exit on its own; returns its status.
+    pub fn wait_daemon_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut status = None;
+        if !poll_until(timeout, || {
+            status = self.daemon_exit_status();
+            status.is_some()
+        }) {
+            self.fail(&format!("wsyncd did not exit within {timeout:?}"));
+        }
+        self.daemon = None;
         status.expect("exit status")
     }
 
