@@ -230,8 +230,8 @@ command -v ssh >/dev/null 2>&1 || warn "ssh not found: local remotes work, SSH r
 if [ -n "$prebuilt" ]; then
   src_dir=$(absolute "$prebuilt")
 else
-  say "building release binaries (cargo build --release --locked --bins)"
-  (cd "$repo" && cargo build --release --locked --bins)
+  say "building release binaries (cargo build --release --locked --workspace --bins)"
+  (cd "$repo" && cargo build --release --locked --workspace --bins)
   target_dir=${CARGO_TARGET_DIR:-target}
   case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
   src_dir=$target_dir/release
