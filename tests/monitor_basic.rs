@@ -186,13 +186,11 @@ fn every_kind_of_change_is_mirrored_and_flush_waits_for_it() {
         m.flush_ok(FLUSH);
         assert_same(&m, &src, &dst, name);
     }
-    let status = m.status().unwrap();
+    // The counters follow the flush answer as soon as the last rsync has exited.
+    let status = m.wait_status("counters", FLUSH, |s| s.remotes[0].files_sent > 10);
     let remote = &status.remotes[0];
     assert_eq!(remote.state, RemoteState::InSync, "{status:?}");
-    assert!(
-        remote.files_sent > 10 && remote.bytes_sent > 0,
-        "{status:?}"
-    );
+    assert!(remote.bytes_sent > 0, "{status:?}");
     assert!(remote.last_sync_unix_ms.is_some());
     assert_eq!((remote.pending, remote.consecutive_failures), (0, 0));
     assert!(status.watches >= 5, "{status:?}");
@@ -225,11 +223,9 @@ fn a_50_mb_file_arrives_whole() {
     drop(file);
     m.flush_ok(Duration::from_secs(60));
     assert_same(&m, &src, &dst, "writing 50 MB");
-    let status = m.status().unwrap();
-    assert!(
-        status.remotes[0].bytes_sent >= 50 * 1024 * 1024,
-        "{status:?}"
-    );
+    m.wait_status("50 MB counted", FLUSH, |s| {
+        s.remotes[0].bytes_sent >= 50 * 1024 * 1024
+    });
 }
 
 #[test]
@@ -244,6 +240,8 @@ fn pause_holds_changes_and_resume_delivers_them() {
     );
     m.flush_ok(FLUSH);
     m.send(&MonitorCommand::Pause);
+    // A change racing the command may legitimately go first: wait until the pause is in effect.
+    m.wait_status("pause applied", FLUSH, |s| s.paused);
     write(&src.join("while-paused"), "x");
     assert_eq!(m.flush(Duration::from_millis(300)), ["d"]);
     let status = m.wait_status("paused", FLUSH, |s| s.paused && s.remotes[0].pending == 1);
@@ -271,7 +269,10 @@ fn attach_and_detach_do_not_resync_other_remotes() {
     m.flush_ok(FLUSH);
     // A full resync of a would delete this; incremental syncs leave it alone.
     std::fs::write(a.join("marker-only-on-a"), "x").unwrap();
-    let before = m.status().unwrap();
+    // Flush answers once the data is there; the counters follow when rsync exits.
+    let before = m.wait_status("initial syncs counted", FLUSH, |s| {
+        s.remotes.iter().all(|r| r.files_sent == 1)
+    });
     let c = tmp.path().join("c");
     m.send(&MonitorCommand::Attach {
         remote: local_remote("c", &c),
@@ -284,7 +285,9 @@ fn attach_and_detach_do_not_resync_other_remotes() {
     m.send(&MonitorCommand::Detach { remote: "c".into() });
     write(&src.join("h"), "3");
     m.flush_ok(FLUSH);
-    let after = m.wait_status("c gone", FLUSH, |s| s.remotes.len() == 2);
+    let after = m.wait_status("c gone, h counted", FLUSH, |s| {
+        s.remotes.len() == 2 && s.remotes.iter().all(|r| r.files_sent >= 3)
+    });
     assert!(a.join("marker-only-on-a").exists(), "remote a was resynced");
     assert!(!c.join("h").exists(), "a detached remote got a change");
     assert!(b.join("h").exists());

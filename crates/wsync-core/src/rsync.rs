@@ -14,6 +14,11 @@ use crate::ssh::SshEndpoint;
 /// never queued, never sent, never deleted on a remote.
 pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
 
+/// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
+/// on stdout as soon as the transfer is complete, before it idles in its exit handshake
+/// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
+pub const TRANSFER_DONE_PREFIX: &str = "client_run waiting on ";
+
 /// rsync's I/O timeout: a transfer with no data for this long fails (and is retried).
 pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
 
@@ -26,7 +31,12 @@ pub enum RsyncMode {
     /// Only the paths fed on stdin (NUL-separated, relative to the root; see [`files_from`]).
     /// Directories in the list are sent recursively with `--delete` inside them; paths missing
     /// from the source are deleted on the remote.
-    Paths,
+    Paths {
+        /// `--ignore-times`: transfer listed files even when size and mtime match (a same-size
+        /// rewrite within one timestamp tick). Costly on listed directories, whose unchanged
+        /// contents would all be re-sent, so the caller sets it only for lists of files.
+        ignore_times: bool,
+    },
     /// A dry run of a full sync that itemizes every difference (for `wsync verify`).
     Verify,
 }
@@ -44,6 +54,10 @@ pub struct RsyncRequest<'a> {
     pub excludes: &'a [String],
     /// `--max-delete` cap for full syncs.
     pub max_delete: Option<u64>,
+    /// A file of rsync filter rules (`--exclude-from`), after the inline excludes.
+    pub exclude_from: Option<&'a Path>,
+    /// Print [`TRANSFER_DONE_PREFIX`] when the transfer is complete (`--debug=EXIT2`).
+    pub report_transfer_done: bool,
 }
 
 /// Builds the rsync argv, program first.
@@ -56,14 +70,14 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 argv.push("--mkpath".into());
             }
         }
-        RsyncMode::Paths => {
+        RsyncMode::Paths { ignore_times } => {
             // --files-from turns recursion off even with -a; -r makes listed directories
             // recurse (implied parent directories are still not recursed or pruned).
-            // --ignore-times: every listed path is known to have changed, and the quick check
-            // would miss a same-size rewrite within one timestamp tick.
+            argv.push("-r".into());
+            if ignore_times {
+                argv.push("--ignore-times".into());
+            }
             for arg in [
-                "-r",
-                "--ignore-times",
                 "--delete",
                 "--delete-missing-args",
                 "--files-from=-",
@@ -86,9 +100,17 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     argv.push("--modify-window=-1".into());
     argv.push(format!("--timeout={}", req.timeout_secs).into());
     argv.push("--stats".into());
+    if req.report_transfer_done {
+        argv.push("--debug=EXIT2".into());
+    }
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
+    }
+    if let Some(file) = req.exclude_from {
+        let mut arg = OsString::from("--exclude-from=");
+        arg.push(file.as_os_str());
+        argv.push(arg);
     }
     let mut source = req.source_root.as_os_str().to_owned();
     if !source.as_bytes().ends_with(b"/") {
@@ -230,6 +252,8 @@ mod tests {
             timeout_secs: 30,
             excludes: &[],
             max_delete: Some(100),
+            exclude_from: None,
+            report_transfer_done: false,
         });
         assert_eq!(
             words(&argv),
@@ -266,10 +290,12 @@ mod tests {
             source_root: Path::new("/ws/"),
             target: &target,
             control_path: Some(Path::new("/run/wsync/cm-1")),
-            mode: RsyncMode::Paths,
+            mode: RsyncMode::Paths { ignore_times: true },
             timeout_secs: 30,
             excludes: &[],
             max_delete: Some(5),
+            exclude_from: Some(Path::new("/run/x/excludes")),
+            report_transfer_done: true,
         }));
         assert_eq!(
             &argv[..8],
@@ -284,6 +310,8 @@ mod tests {
                 "--from0"
             ]
         );
+        assert!(argv.contains(&"--debug=EXIT2".to_owned()));
+        assert!(argv.contains(&"--exclude-from=/run/x/excludes".to_owned()));
         assert!(!argv.iter().any(|w| w.starts_with("--max-delete")));
         let e = argv.iter().position(|w| w == "-e").unwrap();
         assert!(argv[e + 1].starts_with("ssh -p 2222 -i /k/id -o BatchMode=yes"));

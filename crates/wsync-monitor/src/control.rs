@@ -45,9 +45,7 @@ impl Engine {
             return;
         };
         let (_, mut slot) = self.slots.remove(index);
-        if let Some(flight) = slot.in_flight.take() {
-            flight.handle.abort();
-        }
+        slot.abort_all();
         tracing::info!(remote = name, "remote detached");
         let dest = slot.dest.clone();
         tokio::spawn(async move { dest.close_connection().await });

@@ -3,6 +3,7 @@
 //! each outcome (success, retry with backoff, full resync). Control commands are in
 //! `control.rs`, status and flush bookkeeping in `status.rs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,8 +15,11 @@ use wsync_core::rsync::ExitClass;
 
 use crate::queue::{Batch, DirtySet};
 use crate::status::PendingFlush;
-use crate::watch::{WatchMsg, Watcher};
+use crate::watch::{Change, ChangeKind, WatchMsg, Watcher};
 use crate::worker::{backoff_delay, Destination, Outcome};
+
+/// How long a newly created directory counts as still filling (see `Engine::fresh_dirs`).
+pub const FRESH_DIR_WINDOW: Duration = Duration::from_secs(1);
 
 /// How often a workspace without working watches runs a full sync instead.
 pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -25,7 +29,12 @@ pub(crate) struct Slot {
     pub dest: std::sync::Arc<Destination>,
     pub generation: u64,
     pub dirty: DirtySet,
+    /// The rsync whose transfer is running (at most one per remote).
     pub in_flight: Option<InFlight>,
+    /// rsyncs whose transfer is complete, still in their exit handshake; the next batch does not
+    /// wait for them, their exit status confirms (or, rarely, retracts) the sync.
+    pub finishing: Vec<InFlight>,
+    next_flight: u64,
     pub initial_done: bool,
     /// Every change with a sequence number up to this one is on the remote.
     pub synced_seq: u64,
@@ -40,9 +49,25 @@ pub(crate) struct Slot {
 }
 
 pub(crate) struct InFlight {
+    pub id: u64,
     pub seq: u64,
+    /// `synced_seq` before this batch, restored if it fails after reporting its transfer done.
+    pub prev_synced: u64,
     pub len: usize,
+    pub full: bool,
     pub handle: JoinHandle<()>,
+}
+
+impl Slot {
+    /// Abandons every running rsync (they are killed).
+    pub fn abort_all(&mut self) {
+        if let Some(flight) = self.in_flight.take() {
+            flight.handle.abort();
+        }
+        for flight in self.finishing.drain(..) {
+            flight.handle.abort();
+        }
+    }
 }
 
 impl Slot {
@@ -60,8 +85,20 @@ impl Slot {
 pub(crate) struct Done {
     pub name: String,
     pub generation: u64,
+    pub flight: u64,
     pub batch: Batch,
     pub outcome: Outcome,
+}
+
+/// Messages from batch tasks to the loop.
+pub(crate) enum WorkerMsg {
+    /// The transfer is complete (rsync is in its exit handshake).
+    Transferred {
+        name: String,
+        generation: u64,
+        flight: u64,
+    },
+    Done(Done),
 }
 
 /// Why the loop ended.
@@ -94,8 +131,11 @@ pub struct Engine {
     /// Device and inode of the root the watches were set up on.
     pub(crate) root_id: Option<(u64, u64)>,
     next_generation: u64,
-    done_tx: UnboundedSender<Done>,
-    done_rx: Option<UnboundedReceiver<Done>>,
+    /// Directories created in the last [`FRESH_DIR_WINDOW`]: changes below them queue the
+    /// directory itself (one recursive entry instead of thousands of paths while it fills).
+    fresh_dirs: HashMap<PathBuf, Instant>,
+    done_tx: UnboundedSender<WorkerMsg>,
+    done_rx: Option<UnboundedReceiver<WorkerMsg>>,
     parent: nix::unistd::Pid,
 }
 
@@ -134,6 +174,7 @@ impl Engine {
             next_degraded_sync: None,
             root_id: None,
             next_generation: 0,
+            fresh_dirs: HashMap::new(),
             done_tx,
             done_rx: Some(done_rx),
             parent: nix::unistd::getppid(),
@@ -164,6 +205,8 @@ impl Engine {
                 generation: self.next_generation,
                 dirty,
                 in_flight: None,
+                finishing: Vec::new(),
+                next_flight: 0,
                 initial_done: false,
                 synced_seq: 0,
                 failures: 0,
@@ -214,6 +257,27 @@ impl Engine {
             }
             let wake = self.next_wake(now);
             tokio::select! {
+                // Commands first: a pause sent before a change should apply before it.
+                biased;
+                cmd = commands.recv() => match cmd {
+                    Some(MonitorCommand::Shutdown) => {
+                        tracing::info!("shutdown requested");
+                        break Exit::Clean;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    None => {
+                        tracing::info!("control channel closed (EOF); exiting");
+                        break Exit::Clean;
+                    }
+                },
+                Some(()) = recv_signal(&mut terminate) => break Exit::Clean,
+                Some(()) = recv_signal(&mut interrupt) => break Exit::Clean,
+                Some(msg) = done_rx.recv() => match msg {
+                    WorkerMsg::Transferred { name, generation, flight } => {
+                        self.on_transferred(&name, generation, flight);
+                    }
+                    WorkerMsg::Done(done) => self.on_done(done),
+                },
                 msg = watch_rx.recv() => match msg {
                     Some(msg) => {
                         self.on_watch(msg);
@@ -226,21 +290,7 @@ impl Engine {
                         watch_rx = mpsc::unbounded_channel().1;
                     }
                 },
-                cmd = commands.recv() => match cmd {
-                    Some(MonitorCommand::Shutdown) => {
-                        tracing::info!("shutdown requested");
-                        break Exit::Clean;
-                    }
-                    Some(cmd) => self.on_command(cmd),
-                    None => {
-                        tracing::info!("control channel closed (EOF); exiting");
-                        break Exit::Clean;
-                    }
-                },
-                Some(done) = done_rx.recv() => self.on_done(done),
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                Some(()) = recv_signal(&mut terminate) => break Exit::Clean,
-                Some(()) = recv_signal(&mut interrupt) => break Exit::Clean,
             }
         };
         self.shutdown().await;
@@ -249,9 +299,7 @@ impl Engine {
 
     async fn shutdown(&mut self) {
         for (_, slot) in &mut self.slots {
-            if let Some(flight) = slot.in_flight.take() {
-                flight.handle.abort();
-            }
+            slot.abort_all();
         }
         let flushes = std::mem::take(&mut self.flushes);
         for flush in flushes {
@@ -332,8 +380,8 @@ impl Engine {
         self.halted = Some(reason);
         let now = Instant::now();
         for (_, slot) in &mut self.slots {
-            if let Some(flight) = slot.in_flight.take() {
-                flight.handle.abort();
+            if slot.in_flight.is_some() || !slot.finishing.is_empty() {
+                slot.abort_all();
                 slot.dirty.mark_full(now);
             }
         }
@@ -369,32 +417,88 @@ impl Engine {
             let first = !slot.initial_done;
             let (dest, root, tx) = (slot.dest.clone(), self.root.clone(), self.done_tx.clone());
             let (name, generation) = (name.clone(), slot.generation);
+            slot.next_flight += 1;
+            let flight = slot.next_flight;
             let len = batch.path_count();
+            let batch_full = batch == Batch::Full;
             let handle = tokio::spawn(async move {
-                let outcome = dest.sync(&root, &batch, first).await;
-                let _ = tx.send(Done {
+                let early = (tx.clone(), name.clone());
+                let transferred = move || {
+                    let (tx, name) = early;
+                    let _ = tx.send(WorkerMsg::Transferred {
+                        name,
+                        generation,
+                        flight,
+                    });
+                };
+                let outcome = dest.sync(&root, &batch, first, transferred).await;
+                let _ = tx.send(WorkerMsg::Done(Done {
                     name,
                     generation,
+                    flight,
                     batch,
                     outcome,
-                });
+                }));
             });
-            slot.in_flight = Some(InFlight { seq, len, handle });
+            slot.in_flight = Some(InFlight {
+                id: flight,
+                seq,
+                prev_synced: slot.synced_seq,
+                len,
+                full: batch_full,
+                handle,
+            });
         }
+    }
+
+    fn slot_mut(&mut self, name: &str, generation: u64) -> Option<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|(n, s)| n == name && s.generation == generation)
+            .map(|(_, slot)| slot)
+    }
+
+    /// The transfer of a batch is complete: count it as synced (its exit status confirms
+    /// later) and let the next batch start without waiting for rsync's exit handshake.
+    fn on_transferred(&mut self, name: &str, generation: u64, flight: u64) {
+        tracing::trace!(remote = name, flight, "transfer complete");
+        let Some(slot) = self.slot_mut(name, generation) else {
+            return;
+        };
+        if slot.in_flight.as_ref().is_none_or(|f| f.id != flight) {
+            return;
+        }
+        let Some(flight) = slot.in_flight.take() else {
+            return;
+        };
+        slot.synced_seq = slot.synced_seq.max(flight.seq);
+        slot.initial_done |= flight.full;
+        slot.failures = 0;
+        slot.retry_at = None;
+        slot.retry_unix_ms = None;
+        slot.last_error = None;
+        slot.last_class = Some(ExitClass::Success);
+        slot.last_sync_unix_ms = Some(unix_ms(SystemTime::now()));
+        slot.finishing.push(flight);
     }
 
     fn on_done(&mut self, done: Done) {
         let now = Instant::now();
-        let Some((_, slot)) = self
-            .slots
-            .iter_mut()
-            .find(|(name, s)| *name == done.name && s.generation == done.generation)
-        else {
+        let Some(slot) = self.slot_mut(&done.name, done.generation) else {
             return;
         };
-        let Some(flight) = slot.in_flight.take() else {
+        let flight = if slot.in_flight.as_ref().is_some_and(|f| f.id == done.flight) {
+            slot.in_flight.take()
+        } else {
+            slot.finishing
+                .iter()
+                .position(|f| f.id == done.flight)
+                .map(|i| slot.finishing.remove(i))
+        };
+        let Some(flight) = flight else {
             return;
         };
+        tracing::trace!(remote = %done.name, flight = flight.id, "rsync exited");
         let Outcome {
             class,
             stats,
@@ -405,7 +509,7 @@ impl Engine {
         let full = done.batch == Batch::Full;
         match class {
             ExitClass::Success | ExitClass::Vanished => {
-                slot.synced_seq = flight.seq;
+                slot.synced_seq = slot.synced_seq.max(flight.seq);
                 slot.failures = 0;
                 slot.retry_at = None;
                 slot.retry_unix_ms = None;
@@ -426,6 +530,7 @@ impl Engine {
                 );
             }
             _ => {
+                slot.synced_seq = slot.synced_seq.min(flight.prev_synced);
                 slot.dirty.restore(done.batch, now);
                 slot.failures += 1;
                 let delay = backoff_delay(slot.failures);
@@ -448,10 +553,25 @@ impl Engine {
         let now = Instant::now();
         match msg {
             WatchMsg::Changes(changes) => {
+                tracing::trace!(changes = changes.len(), "changes");
                 for change in changes {
                     self.seq += 1;
+                    let queued = self.queue_path(&change, now);
+                    let open = match change.kind {
+                        ChangeKind::Created => Some(!change.is_dir),
+                        ChangeKind::Modified => Some(true),
+                        ChangeKind::Deleted
+                        | ChangeKind::MovedFrom { .. }
+                        | ChangeKind::MovedTo { .. } => Some(false),
+                        ChangeKind::Closed | ChangeKind::Attrib => None,
+                    };
                     for (_, slot) in &mut self.slots {
-                        slot.dirty.add(&change.path, now);
+                        slot.dirty.add(&queued, now);
+                        if change.kind == ChangeKind::Closed {
+                            slot.dirty.note_closed(&change.path);
+                        } else if let Some(open) = open {
+                            slot.dirty.note_write(&change.path, open);
+                        }
                     }
                 }
             }
@@ -478,6 +598,40 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The path to queue for a change: the change's own, or the newly created directory above
+    /// it that is still filling (synced recursively, so one entry covers the whole burst).
+    fn queue_path(&mut self, change: &Change, now: Instant) -> PathBuf {
+        if self.fresh_dirs.len() > 1024 {
+            self.fresh_dirs
+                .retain(|_, at| now.duration_since(*at) < FRESH_DIR_WINDOW);
+        }
+        let fresh = |p: &Path, fresh_dirs: &HashMap<PathBuf, Instant>| {
+            fresh_dirs
+                .get(p)
+                .is_some_and(|at| now.duration_since(*at) < FRESH_DIR_WINDOW)
+        };
+        let path = &change.path;
+        // The topmost fresh ancestor wins (ancestors() runs bottom-up).
+        if let Some(dir) = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty() && fresh(a, &self.fresh_dirs))
+            .last()
+        {
+            return dir.to_path_buf();
+        }
+        match change.kind {
+            ChangeKind::Created if change.is_dir => {
+                self.fresh_dirs.insert(path.clone(), now);
+            }
+            ChangeKind::Deleted | ChangeKind::MovedFrom { .. } if change.is_dir => {
+                self.fresh_dirs.remove(path);
+            }
+            _ => {}
+        }
+        path.clone()
     }
 
     /// The workspace root (for cookies).

@@ -29,6 +29,22 @@
 //!   and `flushed {id, lagging}` answering each flush: sent when every remote holds every change
 //!   made before the flush, or at the deadline with the remotes still behind in `lagging`.
 //!
+//! # Timing
+//!
+//! A batch goes out at once when the latest event was a close-write and no other file is
+//! mid-write (an isolated save waits for nothing); after any other event (delete, rename,
+//! mkdir, a file still being written) it waits `settle_ms` of quiet, capped by
+//! `max_latency_ms` under continuous churn. While a remote's rsync runs, new changes collect
+//! into its next batch, which starts as soon as rsync reports the transfer complete
+//! (`--debug=EXIT2`), not after its 20–40 ms exit handshake. Files created inside a directory
+//! made in the last second queue that directory (one recursive entry for a whole burst), and
+//! mass deletions in a small directory list the directory. Batches of files only use
+//! `--ignore-times`; batches with directories rely on nanosecond mtimes (`--modify-window=-1`).
+//!
+//! A flush is answered, and a remote counts as in sync, once the transfer is complete; the
+//! file and byte counters in status follow when rsync exits a few tens of milliseconds later
+//! (a failure reported only at exit puts the batch back and retries it).
+//!
 //! A flush writes a cookie file `.wsync-cookie-<pid>-<id>` in the workspace root and waits for
 //! its inotify event, which proves every earlier event has been read; the cookie is removed at
 //! once and is never sent to (or deleted from) a remote.

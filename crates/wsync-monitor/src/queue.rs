@@ -1,6 +1,9 @@
 //! A remote's dirty set and its coalescing: paths collapse by identity and under an ancestor
 //! already queued (every listed directory is synced recursively), a huge set collapses into
-//! "full sync needed", and the settle / max-latency timing says when the next batch is due.
+//! "full sync needed", and the timing says when the next batch is due: at once when the latest
+//! event was a close-write and no other file is mid-write (close-write ends a file's burst),
+//! otherwise a short settle after the last event (deletions and renames come in bursts, and a
+//! rename's two halves are paired), capped by the max latency under continuous churn.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,10 @@ impl Batch {
 pub struct DirtySet {
     paths: BTreeSet<PathBuf>,
     full: bool,
+    /// Files created or modified whose close-write has not arrived yet (still being written).
+    open: BTreeSet<PathBuf>,
+    /// The latest event was a close-write.
+    burst_ended: bool,
     /// When the oldest / newest change still waiting arrived.
     first_at: Option<Instant>,
     last_at: Option<Instant>,
@@ -62,6 +69,7 @@ impl DirtySet {
     /// Records a changed path (relative to the root; empty means the root: a full sync).
     pub fn add(&mut self, path: &Path, now: Instant) {
         self.touch(now);
+        self.burst_ended = false;
         if self.full {
             return;
         }
@@ -90,6 +98,24 @@ impl DirtySet {
         }
     }
 
+    /// Notes that a file is being written (`open`: created or modified) or is not any more
+    /// (`!open`: delete, rename). Only affects when the batch is due.
+    pub fn note_write(&mut self, path: &Path, open: bool) {
+        if open {
+            if self.open.len() < FULL_SYNC_THRESHOLD {
+                self.open.insert(path.to_path_buf());
+            }
+        } else if !self.open.is_empty() {
+            self.open.remove(path);
+        }
+    }
+
+    /// Notes a close-write of `path` (call after [`DirtySet::add`]): its burst is over.
+    pub fn note_closed(&mut self, path: &Path) {
+        self.note_write(path, false);
+        self.burst_ended = true;
+    }
+
     /// Replaces everything with one full sync.
     pub fn mark_full(&mut self, now: Instant) {
         self.touch(now);
@@ -97,13 +123,18 @@ impl DirtySet {
         self.paths.clear();
     }
 
-    /// When the next batch is due: `settle` after the last change, but no later than
-    /// `max_latency` after the first one. `None` when nothing is pending.
+    /// When the next batch is due: right away when no file is mid-write (close-write ends a
+    /// file's burst, so an isolated change waits for nothing); otherwise `settle` after the last
+    /// change, but no later than `max_latency` after the first one. `None` when nothing is
+    /// pending.
     pub fn due_at(&self, settle: Duration, max_latency: Duration) -> Option<Instant> {
         if self.is_empty() {
             return None;
         }
         let (first, last) = (self.first_at?, self.last_at?);
+        if self.burst_ended && self.open.is_empty() {
+            return Some(last);
+        }
         Some((last + settle).min(first + max_latency))
     }
 
@@ -114,6 +145,8 @@ impl DirtySet {
         }
         self.first_at = None;
         self.last_at = None;
+        // A file still being written shows up again with its next modify or close-write.
+        self.open.clear();
         if std::mem::take(&mut self.full) {
             self.paths.clear();
             return Some(Batch::Full);
@@ -134,6 +167,70 @@ impl DirtySet {
             }
         }
     }
+}
+
+/// Below this many deletions in one directory, they stay individual paths.
+pub const DELETION_GROUP_MIN: usize = 16;
+
+/// Prepares a batch's path list for rsync: a directory whose deleted entries outnumber what is
+/// left in it (files only) is listed itself instead — one recursive `--delete` of a small
+/// directory is far cheaper than hundreds of missing arguments, and never costs more than the
+/// list it replaces. Returns the list and whether it holds a directory (see `ignore_times`).
+pub fn transfer_list(root: &Path, paths: &[PathBuf]) -> (Vec<PathBuf>, bool) {
+    use std::collections::BTreeMap;
+    let mut missing: BTreeMap<&Path, usize> = BTreeMap::new();
+    let mut has_dir = false;
+    for path in paths {
+        match std::fs::symlink_metadata(root.join(path)) {
+            Ok(meta) => has_dir |= meta.is_dir(),
+            Err(_) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    *missing.entry(parent).or_default() += 1;
+                }
+            }
+        }
+    }
+    let groups: Vec<&Path> = missing
+        .into_iter()
+        .filter(|&(dir, deleted)| {
+            deleted >= DELETION_GROUP_MIN && small_flat_dir(&root.join(dir), deleted)
+        })
+        .map(|(dir, _)| dir)
+        .collect();
+    if groups.is_empty() {
+        return (paths.to_vec(), has_dir);
+    }
+    let mut set = DirtySet::default();
+    let now = Instant::now();
+    for dir in &groups {
+        set.add(dir, now);
+    }
+    for path in paths {
+        set.add(path, now);
+    }
+    let list = match set.take() {
+        Some(Batch::Paths(list)) => list,
+        _ => paths.to_vec(),
+    };
+    (list, true)
+}
+
+/// True when `dir` is a directory holding at most `limit` entries, none of them a directory.
+fn small_flat_dir(dir: &Path, limit: usize) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut count = 0;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return false;
+        };
+        count += 1;
+        if count > limit || entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -193,16 +290,87 @@ mod tests {
         let mut set = DirtySet::default();
         assert_eq!(set.due_at(settle, cap), None);
         set.add(Path::new("a"), t0);
+        set.note_write(Path::new("a"), true);
         assert_eq!(set.due_at(settle, cap), Some(t0 + settle));
-        // Continuous churn keeps pushing the settle point, but the cap holds.
+        // Continuous writing keeps pushing the settle point, but the cap holds.
         for ms in 1..300 {
             set.add(Path::new("a"), t0 + Duration::from_millis(ms));
+            set.note_write(Path::new("a"), true);
         }
         assert_eq!(set.due_at(settle, cap), Some(t0 + cap));
         set.take();
         let t1 = t0 + Duration::from_secs(1);
         set.add(Path::new("b"), t1);
+        set.note_write(Path::new("b"), true);
         assert_eq!(set.due_at(settle, cap), Some(t1 + settle));
+    }
+
+    #[test]
+    fn due_at_once_unless_a_file_is_mid_write() {
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(5);
+        let cap = Duration::from_millis(100);
+        let mut set = DirtySet::default();
+        set.add(Path::new("f"), t0);
+        set.note_write(Path::new("f"), true);
+        assert_eq!(set.due_at(settle, cap), Some(t0 + settle));
+        let t1 = t0 + Duration::from_millis(1);
+        set.add(Path::new("f"), t1);
+        set.note_closed(Path::new("f"));
+        assert_eq!(set.due_at(settle, cap), Some(t1));
+        // A deletion (or anything but a close-write) settles: more usually follow.
+        set.add(Path::new("h"), t1);
+        assert_eq!(set.due_at(settle, cap), Some(t1 + settle));
+        set.add(Path::new("g"), t1);
+        set.note_write(Path::new("g"), true);
+        set.add(Path::new("f"), t1);
+        set.note_closed(Path::new("f"));
+        assert_eq!(set.due_at(settle, cap), Some(t1 + settle), "g is mid-write");
+        set.take();
+        // Taking the batch forgets writers.
+        set.add(Path::new("f"), t1);
+        set.note_closed(Path::new("f"));
+        assert_eq!(set.due_at(settle, cap), Some(t1));
+    }
+
+    #[test]
+    fn mass_deletions_in_a_small_directory_list_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for d in ["emptied", "big", "nested"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("emptied/left"), "").unwrap();
+        std::fs::create_dir(root.join("nested/sub")).unwrap();
+        for i in 0..(DELETION_GROUP_MIN + 2) {
+            std::fs::write(root.join(format!("big/keep{i}")), "").unwrap();
+        }
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for d in ["emptied", "big", "nested"] {
+            for i in 0..DELETION_GROUP_MIN {
+                paths.push(format!("{d}/gone{i}").into());
+            }
+        }
+        paths.push("emptied/left".into());
+        paths.push("top-gone".into());
+        paths.sort();
+        let (list, has_dir) = transfer_list(root, &paths);
+        assert!(has_dir);
+        assert!(list.contains(&PathBuf::from("emptied")));
+        let under = |p: &PathBuf, d: &str| p.starts_with(d) && p != Path::new(d);
+        assert!(!list.iter().any(|p| under(p, "emptied")), "{list:?}");
+        // More left than deleted, or a subdirectory: keep the individual paths.
+        assert_eq!(
+            list.iter().filter(|p| under(p, "big")).count(),
+            DELETION_GROUP_MIN
+        );
+        assert_eq!(
+            list.iter().filter(|p| under(p, "nested")).count(),
+            DELETION_GROUP_MIN
+        );
+        assert!(list.contains(&PathBuf::from("top-gone")));
+        let few = vec![PathBuf::from("emptied/gone1")];
+        assert_eq!(transfer_list(root, &few), (few.clone(), false));
     }
 
     #[test]

@@ -19,10 +19,16 @@ use wsync_core::rsync::COOKIE_PREFIX;
 pub enum ChangeKind {
     Created,
     Modified,
+    /// A file opened for writing was closed: its burst of writes is over.
+    Closed,
     Attrib,
     Deleted,
-    MovedFrom { cookie: u32 },
-    MovedTo { cookie: u32 },
+    MovedFrom {
+        cookie: u32,
+    },
+    MovedTo {
+        cookie: u32,
+    },
 }
 
 /// One change below the root; `path` is relative to it (empty for the root itself).
@@ -279,6 +285,8 @@ impl WatchTable {
             ChangeKind::MovedTo { cookie }
         } else if mask.contains(EventMask::ATTRIB) {
             ChangeKind::Attrib
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
+            ChangeKind::Closed
         } else {
             ChangeKind::Modified
         };

@@ -7,17 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
     classify_exit, files_from, parse_stats, rsync_argv, ExitClass, RsyncMode, RsyncRequest,
-    RsyncStats, DEFAULT_TIMEOUT_SECS,
+    RsyncStats, DEFAULT_TIMEOUT_SECS, TRANSFER_DONE_PREFIX,
 };
 use wsync_core::ssh::SshEndpoint;
 
-use crate::queue::Batch;
+use crate::queue::{transfer_list, Batch};
 
 /// First retry delay after a failure, doubled per consecutive failure up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -56,11 +56,26 @@ impl Destination {
         }
     }
 
-    /// Runs one batch to this destination.
-    pub async fn sync(&self, root: &Path, batch: &Batch, first: bool) -> Outcome {
-        let mode = match batch {
-            Batch::Full => RsyncMode::Full { mkpath: first },
-            Batch::Paths(_) => RsyncMode::Paths,
+    /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
+    /// the transfer complete without any message (before its slow exit handshake).
+    pub async fn sync(
+        &self,
+        root: &Path,
+        batch: &Batch,
+        first: bool,
+        transferred: impl FnOnce() + Send,
+    ) -> Outcome {
+        let (mode, list) = match batch {
+            Batch::Full => (RsyncMode::Full { mkpath: first }, None),
+            Batch::Paths(paths) => {
+                let (list, has_dir) = transfer_list(root, paths);
+                // Listed directories go recursively: re-sending all their files (-I) would make
+                // a directory chmod or a refilled new directory cost its whole size.
+                let mode = RsyncMode::Paths {
+                    ignore_times: !has_dir,
+                };
+                (mode, Some(list))
+            }
         };
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
@@ -70,13 +85,12 @@ impl Destination {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
             max_delete: None,
+            exclude_from: None,
+            report_transfer_done: true,
         });
-        let stdin = match batch {
-            Batch::Paths(paths) => Some(files_from(paths)),
-            Batch::Full => None,
-        };
+        let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
-        run(argv, stdin).await
+        run(argv, stdin, transferred).await
     }
 
     /// Asks the ssh multiplexing master (if any) to exit; used on detach and shutdown.
@@ -111,13 +125,31 @@ impl Destination {
     }
 }
 
-async fn run(argv: Vec<OsString>, stdin: Option<Vec<u8>>) -> Outcome {
+async fn run(
+    argv: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    transferred: impl FnOnce() + Send,
+) -> Outcome {
     let started = Instant::now();
     let failed = |error: String| Outcome {
         class: ExitClass::Fatal,
         stats: RsyncStats::default(),
         error: Some(error),
         elapsed: started.elapsed(),
+    };
+    // stdout and stderr share one pipe, so an error message always arrives before the
+    // transfer-done line that follows it: the line counts only when nothing came first.
+    let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(pair) => pair,
+        Err(e) => return failed(format!("cannot create a pipe for rsync: {e}")),
+    };
+    let writer2 = match writer.try_clone() {
+        Ok(fd) => fd,
+        Err(e) => return failed(format!("cannot create a pipe for rsync: {e}")),
+    };
+    let mut output = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
+        Ok(pipe) => BufReader::new(pipe),
+        Err(e) => return failed(format!("cannot create a pipe for rsync: {e}")),
     };
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -126,10 +158,13 @@ async fn run(argv: Vec<OsString>, stdin: Option<Vec<u8>>) -> Outcome {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    // Our copies of the write end must go, or the pipe never reaches EOF.
+    drop(cmd);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => return failed(format!("cannot run rsync: {e} (is rsync installed?)")),
     };
@@ -141,32 +176,38 @@ async fn run(argv: Vec<OsString>, stdin: Option<Vec<u8>>) -> Outcome {
             let _ = pipe.shutdown().await;
         }
     };
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
     let read_out = async {
-        let mut buf = Vec::new();
-        if let Some(pipe) = out.as_mut() {
-            let _ = pipe.read_to_end(&mut buf).await;
+        let mut transferred = Some(transferred);
+        let mut text = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match output.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.starts_with(TRANSFER_DONE_PREFIX.as_bytes()) {
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    if let Some(notify) = transferred.take() {
+                        notify();
+                    }
+                }
+                continue;
+            }
+            text.extend_from_slice(&line);
         }
-        buf
+        text
     };
-    let read_err = async {
-        let mut buf = Vec::new();
-        if let Some(pipe) = err.as_mut() {
-            let _ = pipe.read_to_end(&mut buf).await;
-        }
-        buf
-    };
-    let (_, stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
+    let (_, text, status) = tokio::join!(feed, read_out, child.wait());
     let status = match status {
         Ok(status) => status,
         Err(e) => return failed(format!("waiting for rsync: {e}")),
     };
     let class = classify_exit(status.code());
-    let stats = parse_stats(&String::from_utf8_lossy(&stdout));
+    let text = String::from_utf8_lossy(&text);
+    let stats = parse_stats(&text);
     let error = (class != ExitClass::Success).then(|| {
-        let text = String::from_utf8_lossy(&stderr);
-        let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail: Vec<&str> = text.lines().filter(|l| is_message(l)).collect();
         let tail = tail[tail.len().saturating_sub(3)..].join("; ");
         format!("rsync exited with {status}: {tail}")
     });
@@ -177,6 +218,31 @@ async fn run(argv: Vec<OsString>, stdin: Option<Vec<u8>>) -> Outcome {
         elapsed: started.elapsed(),
     }
 }
+
+/// True for rsync output lines worth showing as an error (not stats or exit debugging).
+fn is_message(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty()
+        && !line.contains("_exit_cleanup(")
+        && !line.starts_with("sent ")
+        && !line.starts_with("total size is ")
+        && !STATS_KEYS.iter().any(|k| line.starts_with(k))
+}
+
+const STATS_KEYS: [&str; 12] = [
+    "Number of ",
+    "Total file size",
+    "Total transferred file size",
+    "Literal data",
+    "Matched data",
+    "File list ",
+    "Total bytes ",
+    "client_run",
+    "rsync[",
+    "[sender]",
+    "[receiver]",
+    "[generator]",
+];
 
 #[cfg(test)]
 mod tests {
