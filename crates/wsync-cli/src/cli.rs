@@ -22,11 +22,17 @@ Examples:
   wsync attach project alice@build-box:src/project --identity-file ~/.ssh/id_ed25519
   wsync status
   wsync flush project --timeout 60
+  wsync verify project
 
 Environment:
   WSYNC_CONFIG_PATH  config file to use instead of ~/.wsync/wsync.config
-  WSYNC_LOG          filter for wsync's own diagnostics on stderr (e.g. debug)
-  NO_COLOR           disables colours";
+  WSYNC_LOG          log filter (e.g. debug, or wsyncd=debug): for wsync's own diagnostics on
+                     stderr, and, in wsyncd's environment, for the daemon's and monitors' logs
+  NO_COLOR           disables colours (any non-empty value)
+
+Files: the config file (keys in the README and config-examples/wsync.config, including
+HookCommand, a program run when a remote enters error or halted), the registry, and the logs
+in LogDirectory (`wsync logs`).";
 
 fn main_after_help() -> String {
     format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::HELP)
@@ -240,6 +246,43 @@ Examples:
         lines: usize,
     },
 
+    /// Compare a workspace with its remotes by content and list any drift (changes nothing).
+    #[command(after_help = "\
+Runs `rsync --checksum --dry-run --itemize-changes --delete` from the workspace to each remote
+(or only REMOTE-NAME), with the workspace's excludes, and lists what differs:
+  missing  in the workspace, not on the remote
+  differs  on both, with different content (or symlink target)
+  extra    on the remote only (rsync would delete it)
+Files with the same content but other times or permissions are counted separately and listed
+with --attributes; they are not drift. Nothing is changed anywhere, so changes still in flight
+show up too: run `wsync flush` first for a settled answer.
+
+Exit code 0 when every remote matches, 8 when any differs, 1 when a comparison failed (e.g.
+an unreachable SSH remote).
+
+--json prints an array with one object per remote:
+  [{\"remote\": \"mirror\", \"target\": \"/srv/mirror\", \"in_sync\": false,
+    \"missing\": [\"new.txt\"], \"differs\": [], \"extra\": [\"old/\"], \"attributes\": [],
+    \"error\": null}]
+
+Examples:
+  wsync verify project
+  wsync flush project && wsync verify project mirror
+  wsync verify . --json | jq -r '.[] | select(.in_sync | not) | .remote'")]
+    Verify {
+        /// Workspace name or path.
+        workspace: String,
+        /// Only this remote (see `wsync list`).
+        #[arg(value_name = "REMOTE-NAME")]
+        remote: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also list entries whose content matches but whose times or permissions differ.
+        #[arg(long)]
+        attributes: bool,
+    },
+
     /// Print a shell completion script.
     #[command(after_help = "\
 Examples:
@@ -254,6 +297,20 @@ Examples:
     /// Start, stop or inspect the daemon wsyncd.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+
+    /// Write the completion scripts and man pages into DIR/completions and DIR/man.
+    #[command(
+        hide = true,
+        after_help = "\
+Used by scripts/gen-docs.sh to refresh the committed files; a test fails when they are stale.
+
+Examples:
+  wsync generate-docs ."
+    )]
+    GenerateDocs {
+        /// The directory to write into (usually the repository root).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -46,11 +46,15 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The outermost [`CliError`] of an error: its context (`.context(CliError ...)`) or in its chain.
+fn cli_error(err: &anyhow::Error) -> Option<&CliError> {
+    err.downcast_ref::<CliError>()
+        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<CliError>()))
+}
+
 /// The exit code an error maps to: the first [`CliError`] in its chain, else [`exit_codes::FAILURE`].
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<CliError>())
-        .map_or(exit_codes::FAILURE, |e| e.code)
+    cli_error(err).map_or(exit_codes::FAILURE, |e| e.code)
 }
 
 /// Formats an error as `error: ...`, one `caused by: ...` line per source, then any hint.
@@ -59,11 +63,7 @@ pub fn render(err: &anyhow::Error) -> String {
     for cause in err.chain().skip(1) {
         out.push_str(&format!("caused by: {cause}\n"));
     }
-    if let Some(hint) = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<CliError>())
-        .and_then(|e| e.hint.as_deref())
-    {
+    if let Some(hint) = cli_error(err).and_then(|e| e.hint.as_deref()) {
         out.push_str(&format!("hint: {hint}\n"));
     }
     out
@@ -95,6 +95,17 @@ mod tests {
         assert_eq!(
             render(&err),
             "error: listing workspaces\ncaused by: wsyncd is not running\nhint: start it with `wsync daemon start`\n"
+        );
+    }
+
+    #[test]
+    fn a_cli_error_used_as_context_keeps_its_hint_and_code() {
+        let err = anyhow::Error::new(std::io::Error::other("line 3: bad key"))
+            .context(CliError::new(exit_codes::INVALID, "loading the config").with_hint("fix it"));
+        assert_eq!(exit_code(&err), exit_codes::INVALID);
+        assert_eq!(
+            render(&err),
+            "error: loading the config\ncaused by: line 3: bad key\nhint: fix it\n"
         );
     }
 

@@ -19,6 +19,8 @@ pub const INVALID: i32 = 5;
 pub const TIMEOUT: i32 = 6;
 /// wsync and wsyncd speak different protocol versions.
 pub const PROTOCOL_MISMATCH: i32 = 7;
+/// `verify` found differences between a workspace and a remote.
+pub const DRIFT: i32 = 8;
 
 /// The exit code for a daemon error response.
 pub fn for_error_code(code: ErrorCode) -> i32 {
@@ -41,7 +43,8 @@ Exit codes:
   4  no such workspace or remote
   5  invalid request (bad path, duplicate name, overlapping workspaces, ...)
   6  timed out, or `flush` found remotes still lagging
-  7  protocol mismatch between wsync and wsyncd (restart the daemon)";
+  7  protocol mismatch between wsync and wsyncd (restart the daemon)
+  8  `verify` found differences between the workspace and a remote";
 
 #[cfg(test)]
 mod tests {
@@ -71,6 +74,7 @@ mod tests {
             INVALID,
             TIMEOUT,
             PROTOCOL_MISMATCH,
+            DRIFT,
         ] {
             assert!(
                 HELP.contains(&format!("\n  {code}  ")),

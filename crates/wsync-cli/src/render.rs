@@ -274,7 +274,16 @@ pub fn list_table(workspaces: &[Workspace]) -> String {
 /// Whether to colour output: stdout is a terminal and `NO_COLOR` is unset or empty.
 pub fn use_colour() -> bool {
     use std::io::IsTerminal;
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    colour_allowed(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    )
+}
+
+/// The `NO_COLOR` convention (no-color.org): colour only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value.
+pub fn colour_allowed(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub struct Config {
     pub daemon_command_socket_path: PathBuf,
     /// `LogDirectory` (default `~/.wsync/log`).
     pub log_directory: PathBuf,
+    /// `HookCommand`: an executable run (directly, no shell) when a remote enters `error` or
+    /// `halted` or a workspace is marked `failed` (default: none).
+    pub hook_command: Option<PathBuf>,
     pub tuning: Tuning,
 }
 
@@ -89,6 +92,7 @@ impl Config {
             monitor_executable_path: None,
             daemon_command_socket_path: paths::default_runtime_dir().join("wsyncd.sock"),
             log_directory: paths::wsync_home().join("log"),
+            hook_command: None,
             tuning: Tuning::default(),
         }
     }
@@ -180,6 +184,7 @@ impl Config {
             "MonitorExecutablePath" => self.monitor_executable_path = Some(absolute(key, value)?),
             "DaemonCommandSocketPath" => self.daemon_command_socket_path = absolute(key, value)?,
             "LogDirectory" => self.log_directory = absolute(key, value)?,
+            "HookCommand" => self.hook_command = Some(absolute(key, value)?),
             "WatchdogIntervalMs" => self.tuning.watchdog_interval = millis(key, value, 10, 60_000)?,
             "MonitorRestartLimit" => {
                 self.tuning.monitor_restart_limit = number(key, value, 0, 1000)? as u32
@@ -217,6 +222,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MonitorExecutablePath",
     "DaemonCommandSocketPath",
     "LogDirectory",
+    "HookCommand",
     "WatchdogIntervalMs",
     "MonitorRestartLimit",
     "MonitorRestartWindowSecs",
@@ -305,6 +311,15 @@ mod tests {
         assert!(e.contains("whole number"), "{e}");
         let e = parse("WatchdogIntervalMs=1\n").unwrap_err().to_string();
         assert!(e.contains("between 10 and 60000"), "{e}");
+    }
+
+    #[test]
+    fn hook_command_is_optional_and_absolute() {
+        assert_eq!(parse("").unwrap().hook_command, None);
+        let c = parse("HookCommand=/usr/local/bin/notify\n").unwrap();
+        assert_eq!(c.hook_command, Some(PathBuf::from("/usr/local/bin/notify")));
+        let e = parse("HookCommand=notify-send\n").unwrap_err().to_string();
+        assert!(e.contains("HookCommand must be an absolute path"), "{e}");
     }
 
     #[test]

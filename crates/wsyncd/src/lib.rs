@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod exit_codes;
 pub mod handlers;
+pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
 pub mod pidfile;

@@ -17,6 +17,7 @@ use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, Mon
 use wsync_core::protocol::{MonitorProcessState, SupervisorStatus};
 use wsync_core::registry::Workspace;
 
+use crate::hooks::Hooks;
 use crate::monitor_proc::{LaunchSpec, RunningMonitor, StderrTail};
 use crate::restart_policy::{CrashHistory, RestartPolicy, Verdict};
 use crate::state::DaemonState;
@@ -54,6 +55,8 @@ pub struct Supervisor {
     next_generation: u64,
     next_flush_id: u64,
     flushes: HashMap<u64, PendingFlush>,
+    /// The notification hook (`HookCommand`), fired on state transitions.
+    pub hooks: Hooks,
 }
 
 /// Why a flush cannot be started.
@@ -85,6 +88,7 @@ impl Supervisor {
             next_generation: 0,
             next_flush_id: 0,
             flushes: HashMap::new(),
+            hooks: Hooks::new(config.hook_command.clone()),
         }
     }
 
@@ -150,6 +154,7 @@ impl Supervisor {
     pub fn remove(&mut self, workspace: &str) -> Option<RunningMonitor> {
         let monitor = self.take(workspace);
         self.slots.remove(workspace);
+        self.hooks.forget(workspace);
         monitor
     }
 
@@ -230,6 +235,7 @@ impl Supervisor {
                         .as_ref()
                         .is_some_and(|m| m.generation == generation)
                     {
+                        self.hooks.on_status(workspace, &status);
                         slot.report = Some(status);
                     }
                 }
@@ -373,6 +379,7 @@ impl Supervisor {
                 );
                 slot.failed = true;
                 slot.next_restart = None;
+                self.hooks.on_failed(workspace, &exit);
             }
         }
         slot.last_exit = Some(exit);

@@ -117,3 +117,33 @@ fn help_documents_exit_codes() {
     assert!(help.contains("Exit codes:"), "{help}");
     assert!(help.contains("wsync daemon start"), "{help}");
 }
+
+#[test]
+fn every_command_has_examples_in_its_help() {
+    fn check(cmd: &clap::Command, path: &str) {
+        for sub in cmd.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.has_subcommands() {
+                check(sub, &path);
+                continue;
+            }
+            let after = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.contains("Examples:\n  wsync "),
+                "`{path} --help` has no examples"
+            );
+        }
+    }
+    check(&Cli::command(), "wsync");
+}
+
+#[test]
+fn help_documents_the_environment() {
+    let help = Cli::command().render_long_help().to_string();
+    for var in ["WSYNC_CONFIG_PATH", "WSYNC_LOG", "NO_COLOR"] {
+        assert!(help.contains(var), "{var} missing from --help");
+    }
+}

@@ -1,17 +1,21 @@
 //! One function per command; [`dispatch`] loads the config and routes a parsed command line.
 
 mod daemon;
+pub mod docs;
 mod logs;
 mod show;
+pub mod verify;
 mod wait;
 mod workspace;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::CommandFactory;
-use wsync_core::config::Config;
+use wsync_core::config::{Config, ConfigError};
 
 use crate::cli::{Cli, Command, DaemonCommand};
 use crate::client::Client;
+use crate::error::CliError;
+use crate::exit_codes;
 
 /// What every command needs: the resolved configuration.
 pub struct Ctx {
@@ -27,10 +31,22 @@ impl Ctx {
 
 /// Runs one command; returns the exit code for outcomes that are not errors.
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    if let Command::Completions { shell } = cli.command {
-        return completions(shell);
+    match &cli.command {
+        Command::Completions { shell } => return completions(*shell),
+        Command::GenerateDocs { dir } => return docs::generate(dir),
+        _ => {}
     }
-    let config = Config::load().context("loading the wsync config file")?;
+    let config = Config::load().map_err(|e| {
+        let hint = match &e {
+            ConfigError::Missing { .. } | ConfigError::Symlink { .. } => {
+                "see config-examples/wsync.config for a commented example"
+            }
+            _ => "fix that line; every key, its default and its range are documented in config-examples/wsync.config and the README",
+        };
+        anyhow::Error::new(e).context(
+            CliError::new(exit_codes::FAILURE, "loading the wsync config file").with_hint(hint),
+        )
+    })?;
     tracing::debug!(file = %config.file.display(), socket = %config.daemon_command_socket_path.display(), "config loaded");
     let ctx = Ctx { config };
     match cli.command {
@@ -77,7 +93,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             follow,
             lines,
         } => logs::logs(&ctx, workspace.as_deref(), follow, lines),
+        Command::Verify {
+            workspace,
+            remote,
+            json,
+            attributes,
+        } => verify::verify(&ctx, &workspace, remote.as_deref(), json, attributes),
         Command::Completions { shell } => completions(shell),
+        Command::GenerateDocs { dir } => docs::generate(&dir),
         Command::Daemon(DaemonCommand::Start { timeout }) => daemon::start(&ctx, timeout),
         Command::Daemon(DaemonCommand::Stop { timeout }) => daemon::stop(&ctx, timeout),
         Command::Daemon(DaemonCommand::Status) => daemon::status(&ctx),

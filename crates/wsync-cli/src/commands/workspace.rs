@@ -23,7 +23,8 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(paths::normalize_lexically(&abs))
 }
 
-fn list_workspaces(client: &mut Client) -> Result<Vec<Workspace>> {
+/// The registry's workspaces, from the daemon.
+pub fn list_workspaces(client: &mut Client) -> Result<Vec<Workspace>> {
     match client.call(&Request::List {})? {
         Response::Workspaces { workspaces } => Ok(workspaces),
         other => Err(unexpected(&other)),

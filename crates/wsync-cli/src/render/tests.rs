@@ -199,3 +199,12 @@ fn long_errors_are_cut_to_one_line() {
     assert_eq!(cut.chars().count(), 10);
     assert!(cut.ends_with('…'));
 }
+
+#[test]
+fn no_color_turns_colour_off_only_when_non_empty() {
+    use std::ffi::OsStr;
+    assert!(colour_allowed(None, true));
+    assert!(colour_allowed(Some(OsStr::new("")), true));
+    assert!(!colour_allowed(Some(OsStr::new("1")), true));
+    assert!(!colour_allowed(None, false));
+}

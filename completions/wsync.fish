@@ -1,0 +1,125 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_wsync_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_wsync_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_wsync_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_wsync_using_subcommand
+    set -l cmd (__fish_wsync_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c wsync -n "__fish_wsync_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c wsync -n "__fish_wsync_needs_command" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "add" -d 'Register a directory as a workspace'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "remove" -d 'Unregister a workspace and stop mirroring it (nothing is deleted anywhere)'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "attach" -d 'Add a remote to a workspace'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "detach" -d 'Remove a remote from a workspace (the remote\'s files stay)'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "list" -d 'List workspaces and their remotes'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "status" -d 'Show the sync state of every workspace and remote (problems first)'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "pause" -d 'Stop pushing changes for a workspace (persisted; changes are still collected)'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "resume" -d 'Resume pushing changes; also lifts a safety halt'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "restart" -d 'Restart a workspace\'s monitor and clear a `failed` state'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "flush" -d 'Wait until every remote holds every change made before this command'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "logs" -d 'Print or follow the daemon\'s log, or a workspace monitor\'s'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "verify" -d 'Compare a workspace with its remotes by content and list any drift (changes nothing)'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "daemon" -d 'Start, stop or inspect the daemon wsyncd'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "generate-docs" -d 'Write the completion scripts and man pages into DIR/completions and DIR/man'
+complete -c wsync -n "__fish_wsync_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wsync -n "__fish_wsync_using_subcommand add" -l name -d 'The workspace\'s name (letters, digits and . _ - + @)' -r
+complete -c wsync -n "__fish_wsync_using_subcommand add" -l exclude -d 'A gitignore-style pattern to leave out (repeatable)' -r
+complete -c wsync -n "__fish_wsync_using_subcommand add" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand add" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand remove" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand remove" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l name -d 'The remote\'s name within the workspace' -r
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l port -d 'SSH port' -r
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l identity-file -d 'SSH private key to use' -r -F
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l ssh-option -d 'An ssh `-o KEY=VALUE` option (repeatable)' -r
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l timeout -d 'Seconds to wait for the initial sync' -r
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l no-wait -d 'Return once the daemon accepted the remote, without waiting for the initial sync'
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand detach" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand detach" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand list" -l json -d 'Print JSON instead of a table'
+complete -c wsync -n "__fish_wsync_using_subcommand list" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand list" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand status" -l json -d 'Print JSON instead of a table'
+complete -c wsync -n "__fish_wsync_using_subcommand status" -l watch -d 'Keep refreshing until interrupted'
+complete -c wsync -n "__fish_wsync_using_subcommand status" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand status" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand pause" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand pause" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand resume" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand resume" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand restart" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand flush" -l timeout -d 'Seconds to wait' -r
+complete -c wsync -n "__fish_wsync_using_subcommand flush" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand flush" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand logs" -s n -l lines -d 'How many of the last lines to print first' -r
+complete -c wsync -n "__fish_wsync_using_subcommand logs" -s f -l follow -d 'Keep printing new lines (follows daily rotation) until Ctrl-C'
+complete -c wsync -n "__fish_wsync_using_subcommand logs" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand logs" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -l json -d 'Print JSON instead of text'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -l attributes -d 'Also list entries whose content matches but whose times or permissions differ'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -f -a "start" -d 'Start wsyncd in the background; returns once it answers on its socket'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -f -a "stop" -d 'Stop wsyncd gracefully and wait until it is gone'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -f -a "status" -d 'Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not)'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer' -r
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds to wait for the daemon to exit' -r
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start wsyncd in the background; returns once it answers on its socket'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop wsyncd gracefully and wait until it is gone'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not)'
+complete -c wsync -n "__fish_wsync_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wsync -n "__fish_wsync_using_subcommand generate-docs" -s h -l help -d 'Print help'
+complete -c wsync -n "__fish_wsync_using_subcommand generate-docs" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "add" -d 'Register a directory as a workspace'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "remove" -d 'Unregister a workspace and stop mirroring it (nothing is deleted anywhere)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "attach" -d 'Add a remote to a workspace'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "detach" -d 'Remove a remote from a workspace (the remote\'s files stay)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "list" -d 'List workspaces and their remotes'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "status" -d 'Show the sync state of every workspace and remote (problems first)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "pause" -d 'Stop pushing changes for a workspace (persisted; changes are still collected)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "resume" -d 'Resume pushing changes; also lifts a safety halt'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "restart" -d 'Restart a workspace\'s monitor and clear a `failed` state'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "flush" -d 'Wait until every remote holds every change made before this command'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "logs" -d 'Print or follow the daemon\'s log, or a workspace monitor\'s'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "verify" -d 'Compare a workspace with its remotes by content and list any drift (changes nothing)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "daemon" -d 'Start, stop or inspect the daemon wsyncd'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "generate-docs" -d 'Write the completion scripts and man pages into DIR/completions and DIR/man'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and not __fish_seen_subcommand_from add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start wsyncd in the background; returns once it answers on its socket'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop wsyncd gracefully and wait until it is gone'
+complete -c wsync -n "__fish_wsync_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not)'

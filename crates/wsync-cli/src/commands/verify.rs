@@ -1,0 +1,446 @@
+//! `wsync verify WORKSPACE [REMOTE-NAME]`: compare a workspace with its remotes by content and
+//! list the drift, changing nothing.
+//!
+//! For each remote the CLI itself runs rsync in its dry-run verify mode (the argv comes from
+//! the one builder, `wsync_core::rsync`, plus `--checksum` so contents are compared, not sizes
+//! and times), as an argv vector without a shell, and classifies rsync's `--itemize-changes`
+//! lines: missing on the remote, different content, extra on the remote, or attributes only.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::Result;
+use serde::Serialize;
+use wsync_core::registry::{Remote, Workspace};
+use wsync_core::remote::RemoteTarget;
+use wsync_core::rsync::{
+    classify_exit, rsync_argv, ExitClass, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
+};
+
+use super::workspace::{list_workspaces, resolve};
+use super::Ctx;
+use crate::error::CliError;
+use crate::exit_codes;
+use crate::output::{print, print_json};
+use crate::progress::Progress;
+
+/// How one remote differs from its workspace. Paths are relative to the workspace root, as
+/// rsync prints them (directories end with `/`, unusual bytes are escaped as `\#ooo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// In the workspace, not on the remote.
+    pub missing: Vec<String>,
+    /// On both, with different content (or a different symlink target or file type).
+    pub differs: Vec<String>,
+    /// On the remote only.
+    pub extra: Vec<String>,
+    /// Same content, different times, permissions or ownership (not counted as drift).
+    pub attributes: Vec<String>,
+}
+
+impl Drift {
+    /// True when no content differs (attribute-only differences do not count).
+    pub fn in_sync(&self) -> bool {
+        self.missing.is_empty() && self.differs.is_empty() && self.extra.is_empty()
+    }
+
+    fn count(&self) -> usize {
+        self.missing.len() + self.differs.len() + self.extra.len()
+    }
+}
+
+/// Sorts rsync `--itemize-changes` lines (`YXcstpoguax path`, `*deleting   path`) into a
+/// [`Drift`]; other output (`--stats`, "created directory", messages) is ignored.
+pub fn parse_itemized(output: &str) -> Drift {
+    let mut drift = Drift::default();
+    for line in output.lines() {
+        // The 11-character change summary, a space, the path.
+        let (Some(summary), Some(path)) = (line.get(..11), line.get(12..)) else {
+            continue;
+        };
+        if line.as_bytes()[11] != b' ' || path.is_empty() {
+            continue;
+        }
+        let path = path.to_owned();
+        if summary.trim_end() == "*deleting" {
+            drift.extra.push(path);
+            continue;
+        }
+        let mut chars = summary.chars();
+        let (Some(update), Some(kind)) = (chars.next(), chars.next()) else {
+            continue;
+        };
+        if !"<>ch.".contains(update) || !"fdLDS".contains(kind) {
+            continue;
+        }
+        let flags = &summary[2..];
+        if flags.chars().all(|c| c == '+') {
+            drift.missing.push(path);
+        } else if matches!(update, '<' | '>' | 'h') || (update == 'c' && kind != 'd') {
+            // A transfer (contents differ by checksum), a hard link, or a changed symlink.
+            drift.differs.push(path);
+        } else if flags.chars().any(|c| c != '.' && c != ' ') {
+            drift.attributes.push(path);
+        }
+    }
+    drift
+}
+
+/// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
+/// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
+pub fn verify_argv(workspace: &Workspace, target: &RemoteTarget) -> Vec<OsString> {
+    let mut argv = rsync_argv(&RsyncRequest {
+        source_root: &workspace.path,
+        target,
+        // No multiplexing master for a one-off run: ControlPath=none.
+        control_path: None,
+        mode: RsyncMode::Verify,
+        timeout_secs: DEFAULT_TIMEOUT_SECS,
+        excludes: &workspace.excludes,
+        max_delete: None,
+        exclude_from: None,
+        report_transfer_done: false,
+    });
+    let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
+    argv.insert(at, "--checksum".into());
+    argv
+}
+
+/// One remote's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteReport {
+    pub remote: String,
+    pub target: String,
+    pub in_sync: bool,
+    #[serde(flatten)]
+    pub drift: Drift,
+    /// Set when the comparison itself failed (then the lists may be incomplete).
+    pub error: Option<String>,
+    /// What to do about `error`.
+    #[serde(skip)]
+    pub hint: Option<String>,
+}
+
+fn compare(workspace: &Workspace, remote: &Remote) -> RemoteReport {
+    let mut report = RemoteReport {
+        remote: remote.name.clone(),
+        target: remote.target.to_string(),
+        in_sync: false,
+        drift: Drift::default(),
+        error: None,
+        hint: None,
+    };
+    let argv = verify_argv(workspace, &remote.target);
+    tracing::debug!(?argv, "running rsync");
+    let output = match Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => {
+            report.error = Some(format!("cannot run rsync: {e}"));
+            report.hint = Some("install rsync (e.g. `sudo apt-get install rsync`)".into());
+            return report;
+        }
+    };
+    report.drift = parse_itemized(&String::from_utf8_lossy(&output.stdout));
+    let class = classify_exit(output.status.code());
+    if matches!(class, ExitClass::Success | ExitClass::Vanished) {
+        report.in_sync = report.drift.in_sync();
+        return report;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    report.error = Some(format!(
+        "rsync exited with {}: {}",
+        output.status,
+        lines[lines.len().saturating_sub(3)..].join("; ")
+    ));
+    report.hint = Some(match (&remote.target, class) {
+        (RemoteTarget::Ssh { .. }, ExitClass::Connection) => format!(
+            "check that `ssh -o BatchMode=yes {}` logs in without a prompt (wsync never prompts)",
+            ssh_destination(&remote.target)
+        ),
+        _ => format!(
+            "see `wsync status {}` for the state of its remotes",
+            workspace.name
+        ),
+    });
+    report
+}
+
+fn ssh_destination(target: &RemoteTarget) -> String {
+    match target {
+        RemoteTarget::Ssh {
+            user, host, port, ..
+        } => {
+            let user = user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+            let port = port.map(|p| format!("-p {p} ")).unwrap_or_default();
+            format!("{port}{user}{host} true")
+        }
+        RemoteTarget::Local { path } => path.display().to_string(),
+    }
+}
+
+/// The human-readable report of one remote.
+pub fn render(report: &RemoteReport, attributes: bool) -> String {
+    let d = &report.drift;
+    let verdict = match (&report.error, report.in_sync) {
+        (Some(_), _) => "could not compare".to_owned(),
+        (None, true) => "in sync".to_owned(),
+        (None, false) => match d.count() {
+            1 => "1 difference".to_owned(),
+            n => format!("{n} differences"),
+        },
+    };
+    let mut out = format!("{} ({}): {verdict}\n", report.remote, report.target);
+    for (label, paths) in [
+        ("missing ", &d.missing),
+        ("differs ", &d.differs),
+        ("extra   ", &d.extra),
+    ] {
+        for path in paths {
+            out.push_str(&format!("  {label} {path}\n"));
+        }
+    }
+    if attributes {
+        for path in &d.attributes {
+            out.push_str(&format!("  attrs    {path}\n"));
+        }
+    } else if !d.attributes.is_empty() {
+        out.push_str(&format!(
+            "  ({} with the same content but other times or permissions; --attributes lists them)\n",
+            d.attributes.len()
+        ));
+    }
+    if let Some(error) = &report.error {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    out
+}
+
+fn find<'a>(workspaces: &'a [Workspace], name_or_path: &str) -> Option<&'a Workspace> {
+    workspaces
+        .iter()
+        .find(|w| w.name == name_or_path || w.path == Path::new(name_or_path))
+}
+
+pub fn verify(
+    ctx: &Ctx,
+    workspace: &str,
+    remote: Option<&str>,
+    json: bool,
+    attributes: bool,
+) -> Result<i32> {
+    let mut client = ctx.connect()?;
+    let name = resolve(&mut client, workspace)?;
+    let workspaces = list_workspaces(&mut client)?;
+    drop(client);
+    let Some(ws) = find(&workspaces, &name) else {
+        return Err(CliError::new(
+            exit_codes::NOT_FOUND,
+            format!("no workspace named or containing {workspace:?}"),
+        )
+        .with_hint("`wsync list` shows the workspaces")
+        .into());
+    };
+    let remotes: Vec<&Remote> = ws
+        .remotes
+        .iter()
+        .filter(|r| remote.is_none_or(|name| r.name == name))
+        .collect();
+    if remotes.is_empty() {
+        let names: Vec<&str> = ws.remotes.iter().map(|r| r.name.as_str()).collect();
+        let (message, hint) = match remote {
+            Some(r) => (
+                format!("workspace {} has no remote named {r:?}", ws.name),
+                format!("its remotes: {}", names.join(", ")),
+            ),
+            None => (
+                format!("workspace {} has no remotes", ws.name),
+                format!("attach one with `wsync attach {} <REMOTE>`", ws.name),
+            ),
+        };
+        return Err(CliError::new(exit_codes::NOT_FOUND, message)
+            .with_hint(hint)
+            .into());
+    }
+    if !ws.path.is_dir() {
+        return Err(CliError::new(
+            exit_codes::FAILURE,
+            format!(
+                "the directory of workspace {} ({}) is missing",
+                ws.name,
+                ws.path.display()
+            ),
+        )
+        .with_hint("restore it (syncing is halted meanwhile), or `wsync remove` the workspace")
+        .into());
+    }
+    let mut reports = Vec::new();
+    for r in remotes {
+        let progress =
+            Progress::spinner(format!("comparing {} with {} by checksum", ws.name, r.name));
+        let report = compare(ws, r);
+        drop(progress);
+        if !json {
+            print(&render(&report, attributes))?;
+        }
+        reports.push(report);
+    }
+    if json {
+        print_json(&reports)?;
+    }
+    outcome(&ws.name, &reports)
+}
+
+/// The exit: a failed comparison beats drift, which beats success.
+fn outcome(workspace: &str, reports: &[RemoteReport]) -> Result<i32> {
+    if let Some(failed) = reports.iter().find(|r| r.error.is_some()) {
+        let mut err = CliError::new(
+            exit_codes::FAILURE,
+            format!(
+                "could not compare workspace {workspace} with remote {}: {}",
+                failed.remote,
+                failed.error.as_deref().unwrap_or_default()
+            ),
+        );
+        if let Some(hint) = &failed.hint {
+            err = err.with_hint(hint.clone());
+        }
+        return Err(err.into());
+    }
+    let drifted: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.in_sync)
+        .map(|r| r.remote.as_str())
+        .collect();
+    if drifted.is_empty() {
+        return Ok(exit_codes::OK);
+    }
+    Err(CliError::new(
+        exit_codes::DRIFT,
+        format!(
+            "workspace {workspace} differs from {}: {}",
+            if drifted.len() == 1 { "remote" } else { "remotes" },
+            drifted.join(", ")
+        ),
+    )
+    .with_hint(format!(
+        "changes still in flight show up too: run `wsync flush {workspace}` first; if the drift stays, `wsync restart {workspace}` makes the monitor do a full sync"
+    ))
+    .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_itemized_changes() {
+        let out = "\
+created directory /srv/m
+.d..t...... ./
+>f+++++++++ new.txt
+cd+++++++++ newdir/
+cL+++++++++ link -> target
+>fc.t...... changed.txt
+>f.st...... grown.txt
+cLc.t...... moved-link -> elsewhere
+.f...p..... mode-only.sh
+.f..t...... touched.txt
+*deleting   old.log
+*deleting   gone/
+.f          unchanged-with-itemize-all
+Number of files: 12 (reg: 9, dir: 3)
+Total bytes sent: 1,234
+sent 1,234 bytes  received 56 bytes
+";
+        let d = parse_itemized(out);
+        assert_eq!(d.missing, ["new.txt", "newdir/", "link -> target"]);
+        assert_eq!(
+            d.differs,
+            ["changed.txt", "grown.txt", "moved-link -> elsewhere"]
+        );
+        assert_eq!(d.extra, ["old.log", "gone/"]);
+        assert_eq!(d.attributes, ["./", "mode-only.sh", "touched.txt"]);
+        assert!(!d.in_sync());
+        let only_attrs = parse_itemized(".d..t...... ./\n.f...p..... x\n");
+        assert!(only_attrs.in_sync());
+        assert!(parse_itemized("").in_sync());
+    }
+
+    #[test]
+    fn argv_compares_by_checksum_in_a_dry_run_without_a_shell() {
+        let ws = Workspace {
+            name: "w".into(),
+            path: "/src/w".into(),
+            remotes: vec![],
+            paused: false,
+            excludes: vec!["target/".into()],
+            respect_gitignore: true,
+            max_delete: Some(3),
+        };
+        let target = RemoteTarget::Local {
+            path: "/srv/m".into(),
+        };
+        let argv: Vec<String> = verify_argv(&ws, &target)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&argv[..3], ["rsync", "-a", "--checksum"]);
+        for flag in [
+            "--dry-run",
+            "--itemize-changes",
+            "--delete",
+            "--exclude=target/",
+        ] {
+            assert!(argv.contains(&flag.to_owned()), "{flag} in {argv:?}");
+        }
+        assert!(!argv.iter().any(|a| a.starts_with("--max-delete")));
+        assert_eq!(&argv[argv.len() - 3..], ["--", "/src/w/", "/srv/m/"]);
+    }
+
+    fn report(drift: Drift, error: Option<&str>) -> RemoteReport {
+        RemoteReport {
+            remote: "m".into(),
+            target: "/srv/m".into(),
+            in_sync: error.is_none() && drift.in_sync(),
+            drift,
+            error: error.map(str::to_owned),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn renders_and_exits_by_verdict() {
+        let clean = report(Drift::default(), None);
+        assert_eq!(render(&clean, false), "m (/srv/m): in sync\n");
+        assert_eq!(
+            outcome("w", std::slice::from_ref(&clean)).unwrap(),
+            exit_codes::OK
+        );
+        let drift = report(
+            Drift {
+                missing: vec!["a".into()],
+                extra: vec!["b".into()],
+                attributes: vec!["c".into()],
+                ..Drift::default()
+            },
+            None,
+        );
+        let text = render(&drift, false);
+        assert!(text.starts_with("m (/srv/m): 2 differences\n  missing  a\n  extra    b\n"));
+        assert!(text.contains("--attributes lists them"), "{text}");
+        assert!(render(&drift, true).contains("  attrs    c\n"));
+        let err = outcome("w", &[clean.clone(), drift]).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), exit_codes::DRIFT);
+        assert!(err.to_string().contains("differs from remote: m"), "{err}");
+        let broken = report(Drift::default(), Some("rsync exited with 255"));
+        assert!(render(&broken, false).contains("could not compare"));
+        let err = outcome("w", &[broken]).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), exit_codes::FAILURE);
+    }
+}

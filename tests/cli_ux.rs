@@ -1,0 +1,367 @@
+//! End-to-end tests of the user-facing extras: `wsync verify` (local and SSH remotes), the
+//! notification hook (`HookCommand`), and the committed completions and man pages being current.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wsync_core::monitor_proto::RemoteState;
+use wsync_core::protocol::{Request, Response, WorkspaceStatus};
+use wsync_tests::env::{bin, poll_until, wait_for, TestEnv};
+use wsync_tests::sshd::{current_user, Sshd};
+
+/// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs), repeated on purpose.
+const FAILURE: i32 = 1;
+const DAEMON_NOT_RUNNING: i32 = 3;
+const NOT_FOUND: i32 = 4;
+const DRIFT: i32 = 8;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 test path")
+}
+
+fn expect_code(env: &TestEnv, args: &[&str], code: i32) -> (String, String) {
+    let out = env.wsync(args);
+    if out.code() != Some(code) {
+        env.fail(&format!(
+            "`wsync {}`: expected exit code {code}, got {}\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            out.stdout,
+            out.stderr
+        ));
+    }
+    (out.stdout, out.stderr)
+}
+
+fn status(env: &TestEnv, workspace: &str) -> WorkspaceStatus {
+    match env.request(&Request::Status {
+        workspace: Some(workspace.into()),
+    }) {
+        Response::Status { mut workspaces } if workspaces.len() == 1 => workspaces.remove(0),
+        other => env.fail(&format!("unexpected status answer: {other:?}")),
+    }
+}
+
+fn remote_state(env: &TestEnv, workspace: &str, remote: &str) -> Option<RemoteState> {
+    status(env, workspace)
+        .report?
+        .remotes
+        .into_iter()
+        .find(|r| r.name == remote)
+        .map(|r| r.state)
+}
+
+#[test]
+fn verify_lists_drift_against_a_local_remote_and_changes_nothing() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("src");
+    write(&src.join("keep.txt"), "same");
+    write(&src.join("edit.txt"), "original");
+    write(&src.join("gone.txt"), "x");
+    write(&src.join("sub/deep.txt"), "deep");
+    let mirror = env.root.join("mirror");
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["attach", "src", s(&mirror)]);
+    let out = env.wsync_ok(&["verify", "src"]);
+    assert!(
+        out.contains("mirror (") && out.contains("): in sync"),
+        "{out}"
+    );
+
+    // Drift behind wsync's back (the monitor watches the workspace, not the remote): same size
+    // and mtime with other content, which only a checksum comparison notices; a deleted file;
+    // a stray one.
+    let edited = mirror.join("edit.txt");
+    let mtime = std::fs::metadata(src.join("edit.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    write(&edited, "ORIGINAL");
+    std::fs::File::options()
+        .write(true)
+        .open(&edited)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::remove_file(mirror.join("gone.txt")).unwrap();
+    write(&mirror.join("extra.log"), "stray");
+
+    let (out, err) = expect_code(&env, &["verify", "src"], DRIFT);
+    assert!(out.contains("): 3 differences\n"), "{out}");
+    for line in [
+        "  missing  gone.txt\n",
+        "  differs  edit.txt\n",
+        "  extra    extra.log\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    assert!(
+        !out.contains("keep.txt") && !out.contains("deep.txt"),
+        "{out}"
+    );
+    assert!(
+        err.starts_with("error: workspace src differs from remote: mirror"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: ") && err.contains("wsync flush src"),
+        "{err}"
+    );
+
+    // Nothing was changed.
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "ORIGINAL");
+    assert!(mirror.join("extra.log").exists() && !mirror.join("gone.txt").exists());
+
+    // A path inside the workspace works as WORKSPACE; --json for scripts.
+    let (out, _) = expect_code(
+        &env,
+        &["verify", s(&src.join("sub")), "mirror", "--json"],
+        DRIFT,
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| env.fail(&format!("{e}\n{out}")));
+    assert_eq!(json[0]["remote"], "mirror");
+    assert_eq!(json[0]["in_sync"], false);
+    assert_eq!(json[0]["missing"], serde_json::json!(["gone.txt"]));
+    assert_eq!(json[0]["differs"], serde_json::json!(["edit.txt"]));
+    assert_eq!(json[0]["extra"], serde_json::json!(["extra.log"]));
+
+    let (_, err) = expect_code(&env, &["verify", "src", "nope"], NOT_FOUND);
+    assert!(
+        err.contains("no remote named \"nope\"") && err.contains("mirror"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_over_ssh_and_a_clear_failure_for_an_unreachable_remote() {
+    let mut env = TestEnv::new();
+    let sshd = Sshd::start(&env.root);
+    env.start_daemon();
+    let src = env.mkdir("src");
+    write(&src.join("a/b.txt"), "over ssh");
+    let remote_dir = env.root.join("ssh mirror");
+    env.wsync_ok(&["add", s(&src)]);
+    let spec = format!("{}@127.0.0.1:{}", current_user(), s(&remote_dir));
+    let port = sshd.port().to_string();
+    env.wsync_ok(&[
+        "attach",
+        "src",
+        &spec,
+        "--name",
+        "box",
+        "--port",
+        &port,
+        "--identity-file",
+        s(sshd.identity_file()),
+        "--ssh-option",
+        "UserKnownHostsFile=/dev/null",
+        "--ssh-option",
+        "StrictHostKeyChecking=no",
+        "--ssh-option",
+        "LogLevel=ERROR",
+    ]);
+    let out = env.wsync_ok(&["verify", "src", "box"]);
+    assert!(out.contains("box (") && out.contains("): in sync"), "{out}");
+    write(&remote_dir.join("stray"), "x");
+    let (out, _) = expect_code(&env, &["verify", "src", "box"], DRIFT);
+    assert!(out.contains("  extra    stray\n"), "{out}");
+
+    // Nothing listens on port 1: ssh fails at once, and the error says what to check.
+    env.wsync_ok(&[
+        "attach",
+        "src",
+        "ssh://127.0.0.1:1/srv/x",
+        "--name",
+        "closed",
+        "--no-wait",
+    ]);
+    let (out, err) = expect_code(&env, &["verify", "src", "closed"], FAILURE);
+    assert!(
+        out.contains("closed (") && out.contains("could not compare"),
+        "{out}"
+    );
+    assert!(
+        err.starts_with("error: could not compare workspace src with remote closed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: check that `ssh -o BatchMode=yes -p 1 127.0.0.1 true`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn verify_without_a_daemon_says_how_to_start_it() {
+    let env = TestEnv::new();
+    let (_, err) = expect_code(&env, &["verify", "src"], DAEMON_NOT_RUNNING);
+    assert!(err.contains("wsync daemon start"), "{err}");
+}
+
+#[test]
+fn a_broken_config_names_the_line_and_the_fix() {
+    let env = TestEnv::new();
+    let mut config = std::fs::File::options()
+        .append(true)
+        .open(&env.config_path)
+        .unwrap();
+    writeln!(config, "HookCommand=notify-send").unwrap();
+    let (_, err) = expect_code(&env, &["list"], FAILURE);
+    assert!(
+        err.starts_with("error: loading the wsync config file\ncaused by: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("HookCommand must be an absolute path"),
+        "{err}"
+    );
+    assert!(err.contains("hint: fix that line"), "{err}");
+}
+
+/// Writes an executable hook that appends its environment as one `|`-separated line to
+/// `hook.log` in the test root, and points `HookCommand` at it.
+fn install_hook(env: &TestEnv) -> PathBuf {
+    let log = env.root.join("hook.log");
+    let hook = env.root.join("hook");
+    write(
+        &hook,
+        &format!(
+            "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" \"$WSYNC_ERROR\" >> '{}'\n",
+            log.display()
+        ),
+    );
+    let mut perms = std::fs::metadata(&hook).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&hook, perms).unwrap();
+    let mut config = std::fs::File::options()
+        .append(true)
+        .open(&env.config_path)
+        .unwrap();
+    writeln!(config, "HookCommand={}", hook.display()).unwrap();
+    log
+}
+
+fn hook_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_hook_runs_once_when_a_remote_halts() {
+    let mut env = TestEnv::new();
+    let log = install_hook(&env);
+    env.start_daemon();
+    let src = env.mkdir("src");
+    write(&src.join("f"), "x");
+    let mirror = env.root.join("mirror");
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["attach", "src", s(&mirror)]);
+    assert!(
+        hook_lines(&log).is_empty(),
+        "the hook ran for a healthy remote"
+    );
+
+    // The workspace root disappears: the monitor halts instead of deleting the mirror.
+    std::fs::remove_dir_all(&src).unwrap();
+    wait_for("the remote to halt", WAIT, || {
+        remote_state(&env, "src", "mirror") == Some(RemoteState::Halted)
+    });
+    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+        env.fail("the hook did not run after the remote halted");
+    }
+    let lines = hook_lines(&log);
+    let fields: Vec<&str> = lines[0].splitn(4, '|').collect();
+    assert_eq!(fields[..3], ["src", "mirror", "halted"], "{lines:?}");
+    assert!(
+        fields[3].contains(s(&src)),
+        "WSYNC_ERROR names the root: {lines:?}"
+    );
+    assert!(mirror.join("f").exists(), "the mirror was not touched");
+
+    // The state persists (the root comes back, new status reports arrive, still halted):
+    // no second notification.
+    std::fs::create_dir(&src).unwrap();
+    let again = poll_until(Duration::from_millis(1500), || hook_lines(&log).len() > 1);
+    assert!(!again, "the hook ran again: {:?}", hook_lines(&log));
+    assert_eq!(
+        remote_state(&env, "src", "mirror"),
+        Some(RemoteState::Halted)
+    );
+}
+
+#[test]
+fn the_hook_runs_when_a_workspace_is_marked_failed() {
+    // A monitor that exits at once, and no restarts allowed: the first crash marks it failed.
+    let mut env = TestEnv::with_config("MonitorExecutablePath=/bin/false\nMonitorRestartLimit=0");
+    let log = install_hook(&env);
+    env.start_daemon();
+    let src = env.mkdir("src");
+    env.wsync_ok(&["add", s(&src)]);
+    let mirror = env.root.join("mirror");
+    env.wsync_ok(&["attach", "src", s(&mirror), "--no-wait"]);
+    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+        env.fail("the hook did not run after the workspace failed");
+    }
+    let lines = hook_lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("src||failed|"), "{lines:?}");
+    assert!(lines[0].contains("wsync restart src"), "{lines:?}");
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn committed_completions_and_man_pages_are_current() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fresh = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("wsync"))
+        .arg("generate-docs")
+        .arg(fresh.path())
+        .output()
+        .expect("running wsync generate-docs");
+    assert!(
+        out.status.success(),
+        "wsync generate-docs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for sub in ["completions", "man"] {
+        let (committed, generated) = (repo.join(sub), fresh.path().join(sub));
+        assert_eq!(
+            files(&committed),
+            files(&generated),
+            "{sub}/ does not hold exactly the generated files; run scripts/gen-docs.sh and commit the result"
+        );
+        for name in files(&generated) {
+            let want = std::fs::read(generated.join(&name)).unwrap();
+            let have = std::fs::read(committed.join(&name)).unwrap_or_default();
+            assert!(
+                want == have,
+                "{sub}/{name} is stale (the CLI's commands or help changed); run scripts/gen-docs.sh and commit the result"
+            );
+        }
+    }
+}
