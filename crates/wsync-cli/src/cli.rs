@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 
 use crate::exit_codes;
 
+/// Longest accepted --timeout (a week): larger values would overflow deadline arithmetic.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 const LONG_ABOUT: &str = "\
 Mirror local directories (\"workspaces\") to local or SSH remotes in real time, with rsync.
 
@@ -119,7 +122,7 @@ Examples:
         #[arg(long)]
         no_wait: bool,
         /// Seconds to wait for the initial sync.
-        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         timeout: u64,
     },
 
@@ -222,7 +225,7 @@ Examples:
         /// Workspace name or path.
         workspace: String,
         /// Seconds to wait.
-        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         timeout: u64,
     },
 
@@ -324,7 +327,7 @@ Examples:
   wsync daemon start")]
     Start {
         /// Seconds to wait for the daemon to answer.
-        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         timeout: u64,
     },
     /// Stop wsyncd gracefully and wait until it is gone.
@@ -333,7 +336,7 @@ Examples:
     )]
     Stop {
         /// Seconds to wait for the daemon to exit.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
         timeout: u64,
     },
     /// Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not).

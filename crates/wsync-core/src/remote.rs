@@ -51,6 +51,8 @@ const FORBIDDEN_SSH_OPTIONS: &[&str] = &[
     // These load and run a local shared library.
     "pkcs11provider",
     "securitykeyprovider",
+    // Run through a shell by ssh when X11 forwarding is on.
+    "xauthlocation",
 ];
 
 /// Characters refused in hosts, users and remote paths: the remote side may hand these to a shell.
@@ -198,10 +200,18 @@ fn validate_host(host: &str) -> Result<(), String> {
 
 /// Checks the path part of an SSH remote.
 pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), String> {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() || matches!(trimmed, "~" | ".") {
+    // `/.`, `~/.`, `//` and `~user` all name the remote's root or a home directory: a full sync
+    // with --delete there would empty it. Look at the meaningful segments, not the spelling.
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let names_a_home = segments.len() == 1 && segments[0].starts_with('~');
+    if segments.iter().all(|s| *s == ".") || names_a_home {
         return Err(format!(
             "remote {spec:?} points at the remote's root or home directory; name a directory inside it (host:/srv/mirror)"
+        ));
+    }
+    if segments.contains(&".") {
+        return Err(format!(
+            "remote path {path:?} contains a '.' segment; write the path without it"
         ));
     }
     if path.starts_with('-') {
@@ -387,6 +397,13 @@ mod tests {
             "host:",
             "host:/",
             "host:~",
+            "host:/.",
+            "host:~/.",
+            "host:./.",
+            "host://",
+            "host:~root",
+            "host:~root/",
+            "host:/srv/./m",
             "ho st:/x",
             "host:/a/../b",
             "relative/dir",

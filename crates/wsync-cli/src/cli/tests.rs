@@ -147,3 +147,15 @@ fn help_documents_the_environment() {
         assert!(help.contains(var), "{var} missing from --help");
     }
 }
+
+#[test]
+fn absurd_timeouts_are_usage_errors_not_panics() {
+    for args in [
+        &["wsync", "flush", "ws", "--timeout", "18446744073709551615"][..],
+        &["wsync", "attach", "ws", "/m", "--timeout", "0"][..],
+        &["wsync", "daemon", "start", "--timeout", "99999999999"][..],
+    ] {
+        assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
+    }
+    assert!(Cli::try_parse_from(["wsync", "flush", "ws", "--timeout", "604800"]).is_ok());
+}

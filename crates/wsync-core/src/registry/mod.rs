@@ -191,6 +191,19 @@ impl Registry {
                     if let Some(w) = self.workspaces.iter().find(|w| overlaps(&w.path, path)) {
                         return Err(context(format!("overlaps workspace {:?}", w.name)));
                     }
+                    let others = self
+                        .workspaces
+                        .iter()
+                        .flat_map(|w| local_remotes(w).map(move |r| (w, r)));
+                    if let Some((w, (r, _))) = others
+                        .filter(|(_, (r, _))| !std::ptr::eq(*r, remote))
+                        .find(|(_, (_, p))| overlaps(p, path))
+                    {
+                        return Err(context(format!(
+                            "overlaps remote {:?} of workspace {:?}",
+                            r.name, w.name
+                        )));
+                    }
                 }
             }
         }
@@ -209,7 +222,10 @@ impl Registry {
         path: &Path,
         before_rename: impl FnOnce() -> std::io::Result<()>,
     ) -> Result<(), RegistryError> {
-        let mut json = serde_json::to_vec_pretty(self).expect("registry serializes");
+        let mut json = serde_json::to_vec_pretty(self).map_err(|e| RegistryError::Write {
+            path: path.into(),
+            source: std::io::Error::other(e),
+        })?;
         json.push(b'\n');
         write_atomic(path, &json, before_rename).map_err(|source| RegistryError::Write {
             path: path.into(),
@@ -232,6 +248,14 @@ impl Registry {
             .unwrap_or_else(|_| as_path.to_owned());
         self.workspaces.iter().position(|w| w.path == canonical)
     }
+}
+
+/// The local remotes of a workspace, with their paths.
+fn local_remotes(ws: &Workspace) -> impl Iterator<Item = (&Remote, &Path)> {
+    ws.remotes.iter().filter_map(|r| match &r.target {
+        RemoteTarget::Local { path } => Some((r, path.as_path())),
+        RemoteTarget::Ssh { .. } => None,
+    })
 }
 
 fn strip_position(message: &str) -> String {
@@ -395,7 +419,11 @@ impl Registry {
                 }
                 let path = paths::canonicalize_lenient(&raw)
                     .map_err(|e| format!("cannot resolve {}: {e}", raw.display()))?;
-                if path == Path::new("/") || path == paths::home_dir() {
+                if path.to_str().is_none() {
+                    return Err(format!("remote path {} is not valid UTF-8", path.display()));
+                }
+                let home = paths::home_dir();
+                if path == Path::new("/") || home.starts_with(&path) {
                     return Err(format!(
                         "{} cannot be a remote: mirroring deletes what the workspace lacks; pick a dedicated directory",
                         path.display()
@@ -411,6 +439,14 @@ impl Registry {
                             path.display(),
                             ws.name,
                             ws.path.display()
+                        ));
+                    }
+                    if let Some((remote, _)) = local_remotes(ws).find(|(_, p)| overlaps(&path, p)) {
+                        return Err(format!(
+                            "remote {} overlaps remote {:?} of workspace {:?}; each mirror needs a directory of its own, or one sync would delete the other's files",
+                            path.display(),
+                            remote.name,
+                            ws.name
                         ));
                     }
                 }
@@ -435,7 +471,14 @@ impl Registry {
                         if !file.is_file() {
                             return Err(format!("identity file {} does not exist", file.display()));
                         }
-                        Some(file.canonicalize().map_err(|e| e.to_string())?)
+                        let file = file.canonicalize().map_err(|e| e.to_string())?;
+                        if file.to_str().is_none() {
+                            return Err(format!(
+                                "identity file {} is not valid UTF-8",
+                                file.display()
+                            ));
+                        }
+                        Some(file)
                     }
                     None => None,
                 };

@@ -353,3 +353,52 @@ fn port_zero_is_rejected() {
         .unwrap_err()
         .contains("port 0"));
 }
+
+#[test]
+fn local_remotes_of_different_workspaces_may_not_overlap() {
+    let mut f = fixture();
+    f.mkdir("a");
+    f.mkdir("b");
+    let a = f.add("a", None).unwrap();
+    let b = f.add("b", None).unwrap();
+    let root = f.root.display().to_string();
+    f.attach(a, &format!("{root}/mirror")).unwrap();
+    for spec in [
+        format!("{root}/mirror"),
+        format!("{root}/mirror/b"),
+        root.clone() + "/mirror/../mirror",
+    ] {
+        assert!(f.attach(b, &spec).is_err(), "{spec} accepted");
+    }
+    assert!(f
+        .attach(a, &format!("{root}/mirror/inner"))
+        .unwrap_err()
+        .contains("overlaps remote"));
+    f.attach(b, &format!("{root}/mirror-b")).unwrap();
+    // A hand-edited registry with shared mirrors is refused at load.
+    let mut reg = f.registry.clone();
+    reg.workspaces[b].remotes[0].target = RemoteTarget::Local {
+        path: f.root.join("mirror/sub"),
+    };
+    assert!(reg.validate().unwrap_err().contains("overlaps remote"));
+}
+
+#[test]
+fn ancestors_of_home_and_non_utf8_paths_are_refused_as_remotes() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    if let Some(parent) = paths::home_dir().parent().filter(|p| *p != Path::new("/")) {
+        assert!(f
+            .attach(ws, &parent.display().to_string())
+            .unwrap_err()
+            .contains("cannot be a remote"));
+    }
+    let target = f.root.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::create_dir(&target).unwrap();
+    let link = f.root.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = f.attach(ws, &link.display().to_string()).unwrap_err();
+    assert!(err.contains("not valid UTF-8"), "{err}");
+}
