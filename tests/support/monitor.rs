@@ -14,7 +14,22 @@ use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, Mon
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 
-use crate::env::{bin, poll_until};
+use crate::env::bin;
+
+/// Polls `cond` every millisecond until it holds or `timeout` passes (flush answers and status
+/// lines arrive within milliseconds; a coarse poll would dominate the tests' run time).
+fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 #[derive(Default)]
 struct Seen {

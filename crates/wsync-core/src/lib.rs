@@ -3,6 +3,7 @@
 //! channel. One home per concept; the binaries call these and never re-implement them.
 
 pub mod config;
+pub mod excludes;
 pub mod framing;
 pub mod monitor_proto;
 pub mod names;

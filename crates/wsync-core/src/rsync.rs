@@ -4,7 +4,7 @@
 //! both call these.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::remote::RemoteTarget;
@@ -18,6 +18,13 @@ pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
 /// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
 pub const TRANSFER_DONE_PREFIX: &str = "client_run waiting on ";
+
+/// The `--max-delete` cap on full syncs when the workspace sets none.
+pub const DEFAULT_MAX_DELETE: u64 = 1000;
+
+/// Printed on stderr by the remote side (see [`RsyncRequest::requires_target_dir`]) when the
+/// target directory is gone; rsync then fails to connect.
+pub const TARGET_MISSING_MARKER: &str = "wsync: target directory is missing";
 
 /// rsync's I/O timeout: a transfer with no data for this long fails (and is retried).
 pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
@@ -58,6 +65,19 @@ pub struct RsyncRequest<'a> {
     pub exclude_from: Option<&'a Path>,
     /// Print [`TRANSFER_DONE_PREFIX`] when the transfer is complete (`--debug=EXIT2`).
     pub report_transfer_done: bool,
+}
+
+impl RsyncRequest<'_> {
+    /// Whether the run must fail instead of creating a missing target directory: every sync
+    /// but the first (`Full { mkpath: true }`), so a remote disk that went away is never
+    /// re-created under its mount point. For SSH targets the remote command checks it first
+    /// and prints [`TARGET_MISSING_MARKER`]; local targets are checked by the caller.
+    pub fn requires_target_dir(&self) -> bool {
+        matches!(
+            self.mode,
+            RsyncMode::Full { mkpath: false } | RsyncMode::Paths { .. }
+        )
+    }
 }
 
 /// Builds the rsync argv, program first.
@@ -108,6 +128,11 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
         argv.push(format!("--exclude={pattern}").into());
     }
     if let Some(file) = req.exclude_from {
+        // The rules file is NUL-separated (any file name can be a rule); rsync reads it while
+        // parsing the options, so --from0 must come first.
+        if !matches!(req.mode, RsyncMode::Paths { .. }) {
+            argv.push("--from0".into());
+        }
         let mut arg = OsString::from("--exclude-from=");
         arg.push(file.as_os_str());
         argv.push(arg);
@@ -131,6 +156,19 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
             if let Some(endpoint) = endpoint {
                 argv.push("-e".into());
                 argv.push(endpoint.rsync_rsh(&control));
+                if req.requires_target_dir() {
+                    // rsync appends its own `--server ...` arguments to this prefix. The check
+                    // runs in `sh` whatever the login shell is; the path is its argument,
+                    // quoted by the one POSIX quoting function.
+                    let mut guard = format!(
+                        "sh -c 'd=$1; shift; test -d \"$d\" || {{ echo \"{TARGET_MISSING_MARKER}\" >&2; exit 97; }}; exec rsync \"$@\"' wsync-guard "
+                    )
+                    .into_bytes();
+                    guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
+                    let mut arg = OsString::from("--rsync-path=");
+                    arg.push(OsString::from_vec(guard));
+                    argv.push(arg);
+                }
                 // Remote paths with spaces must reach the remote rsync as one argument.
                 argv.push("--protect-args".into());
                 argv.push("--".into());
@@ -156,6 +194,55 @@ pub fn files_from(paths: &[PathBuf]) -> Vec<u8> {
     for path in paths {
         out.extend_from_slice(path.as_os_str().as_bytes());
         out.push(0);
+    }
+    out
+}
+
+/// The number of deletions rsync skipped at its `--max-delete` cap, if it hit it.
+pub fn max_delete_skipped(output: &str) -> Option<u64> {
+    let rest = output
+        .lines()
+        .find_map(|l| l.split_once("Deletions stopped due to --max-delete limit ("))?
+        .1;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The files rsync reported as vanished during the transfer (exit 24), relative to
+/// `source_root`; `None` when a report cannot be mapped back (the caller then retries all).
+pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> {
+    let root = source_root.as_os_str().as_bytes();
+    let root = root.strip_suffix(b"/").unwrap_or(root);
+    let mut out = Vec::new();
+    for line in output.lines() {
+        let Some(quoted) = line.trim_end().strip_prefix("file has vanished: \"") else {
+            continue;
+        };
+        let raw = unescape_rsync(quoted.strip_suffix('"')?.as_bytes());
+        let rel = raw.strip_prefix(root)?.strip_prefix(b"/")?;
+        out.push(PathBuf::from(OsString::from_vec(rel.to_vec())));
+    }
+    Some(out)
+}
+
+/// Undoes rsync's `\#ooo` escaping of unprintable bytes in names it prints.
+fn unescape_rsync(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'#') {
+            let digits = &bytes[i + 2..(i + 5).min(bytes.len())];
+            if digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                if let Ok(byte) = u8::try_from(value) {
+                    out.push(byte);
+                    i += 5;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
     }
     out
 }
@@ -321,6 +408,10 @@ mod tests {
             ["--", "/ws/", "me@box:/srv/my mirror/"]
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
+        assert!(argv.contains(
+            &"--rsync-path=sh -c 'd=$1; shift; test -d \"$d\" || { echo \"wsync: target directory is missing\" >&2; exit 97; }; exec rsync \"$@\"' wsync-guard '/srv/my mirror'"
+                .to_owned()
+        ));
     }
 
     #[test]
@@ -347,6 +438,29 @@ mod tests {
             }
         );
         assert_eq!(parse_stats("garbage"), RsyncStats::default());
+    }
+
+    #[test]
+    fn finds_the_max_delete_count() {
+        let out = "Deletions stopped due to --max-delete limit (15 skipped)\nNumber of files: 1\n";
+        assert_eq!(max_delete_skipped(out), Some(15));
+        assert_eq!(max_delete_skipped("Number of files: 1\n"), None);
+    }
+
+    #[test]
+    fn maps_vanished_files_back_to_relative_paths() {
+        let out = "file has vanished: \"/ws/src/d/f 1\"\n\
+                   file has vanished: \"/ws/src/ctl\\#001x\"\n\
+                   Number of files: 3\n";
+        assert_eq!(
+            vanished_paths(out, Path::new("/ws/src/")),
+            Some(vec![PathBuf::from("d/f 1"), PathBuf::from("ctl\u{1}x")])
+        );
+        assert_eq!(
+            vanished_paths("file has vanished: \"/elsewhere/x\"", Path::new("/ws")),
+            None
+        );
+        assert_eq!(vanished_paths("", Path::new("/ws")), Some(vec![]));
     }
 
     #[test]

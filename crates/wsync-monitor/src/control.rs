@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::MonitorCommand;
 
-use crate::engine::{current_root_id, Engine};
+use crate::engine::Engine;
 use crate::status::PendingFlush;
 
 impl Engine {
@@ -58,34 +58,6 @@ impl Engine {
                 slot.retry_at = Some(Instant::now());
             }
         }
-    }
-
-    /// Lifts a safety halt when the root is a directory again: re-watch the tree (the root may
-    /// be a new inode) and resync everything.
-    fn lift_halt(&mut self) {
-        let Some(reason) = self.halted.clone() else {
-            return;
-        };
-        let Some(id) = current_root_id(self.root()) else {
-            tracing::warn!("still halted: {reason}");
-            return;
-        };
-        if let Some(watcher) = &self.watcher {
-            // A different directory now: drop every old watch before watching it afresh.
-            let result = if self.root_id == Some(id) {
-                watcher.rescan()
-            } else {
-                watcher.rewatch()
-            };
-            if let Err(message) = result {
-                self.watch_error.get_or_insert(message);
-            }
-        }
-        self.root_id = Some(id);
-        tracing::info!("halt lifted; running a full sync");
-        self.halted = None;
-        self.rescans += 1;
-        self.mark_all_full();
     }
 
     fn start_flush(&mut self, id: u64, timeout_ms: u64) {

@@ -45,6 +45,48 @@
 //! file and byte counters in status follow when rsync exits a few tens of milliseconds later
 //! (a failure reported only at exit puts the batch back and retries it).
 //!
+//! # Renames
+//!
+//! A MOVED_FROM paired by cookie with the MOVED_TO right after it is a rename inside the
+//! workspace: the watcher keeps the directory's watches (same inodes, paths remapped) and the
+//! engine queues a rename instead of a delete plus a re-upload; pending changes below the old
+//! name move along. Before a batch's rsync, its renames are replayed in order on each remote —
+//! `rename(2)` for a local target, one `sh -s` script of guarded `mv` lines over the shared ssh
+//! connection — each only if the remote matches (source present with the same type, target
+//! absent or a regular file replaced by a file). The first that does not match, and all after
+//! it, fall back to rsync of both ends; so do renames inside a still-filling new directory,
+//! renames of paths already queued, and renames touching a batch whose transfer is running. A
+//! lone half (a move into or out of the workspace) is a plain create or delete. A batch of
+//! nothing but replayed renames runs no rsync at all. Files rsync reports as vanished (exit 24)
+//! are queued again, since they may have been renamed rather than deleted.
+//!
+//! # Excludes
+//!
+//! Patterns in gitignore syntax from `.wsyncignore` at the root, the workspace's registry
+//! `excludes` and (when `respect_gitignore`) every `.gitignore`, matched by
+//! `wsync_core::excludes` (the `ignore` crate). An excluded directory is never watched or
+//! descended into; events about excluded entries are dropped; and the excluded entries met are
+//! written as anchored, wildcard-escaped rules (`/path`, NUL-separated) to
+//! `<runtime-dir>/excludes-<workspace>-<pid>`, passed to every rsync with `--exclude-from`, so
+//! rsync never transfers them and, without `--delete-excluded`, never deletes their remote
+//! copies. Editing `.wsyncignore` or a `.gitignore` reloads the patterns at once: watches follow
+//! and newly included paths are synced. VCS directories are synced unless excluded. Known
+//! limit: an excluded file created inside a directory while that directory is being
+//! transferred recursively may be copied once (the running rsync read the rules before it
+//! existed); it is then left alone like any excluded remote path.
+//!
+//! # Safety rails
+//!
+//! The workspace halts (state `halted`, the reason in status, nothing synced or deleted) when
+//! the root is missing or replaced (device/inode changed), or is empty while a remote is not.
+//! `resume` (or `resync`) lifts the halt once the root is a directory again; lifting an
+//! emptied-root or `--max-delete` halt is the user's confirmation, so the next full sync
+//! propagates the deletions without the cap. Full syncs pass `--max-delete` (the workspace's
+//! `max_delete`, default `wsync_core::rsync::DEFAULT_MAX_DELETE`); rsync deletes up to the cap
+//! and the workspace halts with the number skipped. A remote's target directory is created at
+//! attach (the first sync); if it disappears later, syncs fail with an error (`error` state)
+//! instead of re-creating it (for SSH, a `test -d` guard in `--rsync-path`).
+//!
 //! A flush writes a cookie file `.wsync-cookie-<pid>-<id>` in the workspace root and waits for
 //! its inotify event, which proves every earlier event has been read; the cookie is removed at
 //! once and is never sent to (or deleted from) a remote.
@@ -76,10 +118,15 @@
 pub mod channel;
 mod control;
 pub mod engine;
+mod flights;
+mod intake;
 pub mod logging;
 pub mod queue;
+mod renames;
+mod safety;
 mod status;
 pub mod watch;
+mod watch_excludes;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -110,7 +157,7 @@ status on stdout.\nExit status: 0 shutdown/EOF, 1 fatal error, 2 bad start messa
 switch (WSYNC_TEST_MONITOR_CRASH_FILE)."
 )]
 pub struct Args {
-    /// Log to DIR/monitor-<workspace>.log (daily rolling) instead of stderr.
+    /// Log to `DIR/monitor-<workspace>.log` (daily rolling) instead of stderr.
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// Directory for ssh ControlPath sockets.
@@ -180,16 +227,30 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
         events_tx,
     );
     engine.paused = workspace.paused;
+    engine.max_delete = workspace
+        .max_delete
+        .unwrap_or(wsync_core::rsync::DEFAULT_MAX_DELETE);
     // Watch first, then sync: the remotes' initial full syncs are queued only after every
     // directory is watched, so nothing changed during them is missed.
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
     let root = workspace.path.clone();
-    let watcher = tokio::task::spawn_blocking(move || watch::Watcher::start(&root, watch_tx))
-        .await
-        .context("starting the watcher")?
-        .context("initialising inotify")?;
+    let exclude_config = watch::ExcludeConfig {
+        registry: workspace.excludes.clone(),
+        respect_gitignore: workspace.respect_gitignore,
+        rules_file: engine.runtime_dir.join(format!(
+            "excludes-{}-{}",
+            workspace.name,
+            std::process::id()
+        )),
+    };
+    let watcher =
+        tokio::task::spawn_blocking(move || watch::Watcher::start(&root, exclude_config, watch_tx))
+            .await
+            .context("starting the watcher")?
+            .context("initialising inotify")?;
+    engine.rules_file = Some(watcher.rules_file());
     engine.watcher = Some(watcher);
-    engine.root_id = engine::current_root_id(&workspace.path);
+    engine.root_id = safety::current_root_id(&workspace.path);
     if engine.root_id.is_none() {
         engine.halt(format!(
             "workspace root {} is missing or not a directory; nothing is synced until it is back and `wsync resume` is run",

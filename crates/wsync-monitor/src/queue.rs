@@ -12,19 +12,31 @@ use std::time::{Duration, Instant};
 /// Past this many paths a batch becomes a full sync (a full rsync is cheaper than a huge list).
 pub const FULL_SYNC_THRESHOLD: usize = 10_000;
 
+/// A rename inside the workspace, replayed on the remote before the batch's rsync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rename {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub is_dir: bool,
+}
+
 /// One rsync's worth of work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Batch {
     Full,
-    Paths(Vec<PathBuf>),
+    /// Renames to replay in order, then the paths to rsync.
+    Paths {
+        renames: Vec<Rename>,
+        paths: Vec<PathBuf>,
+    },
 }
 
 impl Batch {
-    /// Paths in the batch (a full sync counts as one).
+    /// Paths and renames in the batch (a full sync counts as one).
     pub fn path_count(&self) -> usize {
         match self {
             Batch::Full => 1,
-            Batch::Paths(paths) => paths.len(),
+            Batch::Paths { renames, paths } => renames.len() + paths.len(),
         }
     }
 }
@@ -33,6 +45,8 @@ impl Batch {
 #[derive(Debug, Default)]
 pub struct DirtySet {
     paths: BTreeSet<PathBuf>,
+    /// Renames to replay before the paths are synced, in order.
+    renames: Vec<Rename>,
     full: bool,
     /// Files created or modified whose close-write has not arrived yet (still being written).
     open: BTreeSet<PathBuf>,
@@ -45,7 +59,7 @@ pub struct DirtySet {
 
 impl DirtySet {
     pub fn is_empty(&self) -> bool {
-        !self.full && self.paths.is_empty()
+        !self.full && self.paths.is_empty() && self.renames.is_empty()
     }
 
     /// Pending paths for status (a pending full sync counts as 1 when nothing else is known).
@@ -53,7 +67,7 @@ impl DirtySet {
         if self.full {
             self.paths.len().max(1) as u64
         } else {
-            self.paths.len() as u64
+            (self.paths.len() + self.renames.len()) as u64
         }
     }
 
@@ -116,11 +130,57 @@ impl DirtySet {
         self.burst_ended = true;
     }
 
+    /// Records a rename `from` → `to` inside the workspace, to be replayed on the remote (a
+    /// `mv` instead of a delete plus a re-upload). Pending changes below `from` move along.
+    /// When something at or above either end is already queued (a new directory, a changed
+    /// file), the rename is not worth replaying: both ends are queued as plain paths instead.
+    pub fn add_rename(&mut self, rename: Rename, now: Instant) {
+        if self.full {
+            self.touch(now);
+            return;
+        }
+        let covered =
+            |p: &Path, paths: &BTreeSet<PathBuf>| p.ancestors().any(|a| paths.contains(a));
+        if covered(&rename.from, &self.paths)
+            || rename
+                .to
+                .ancestors()
+                .skip(1)
+                .any(|a| self.paths.contains(a))
+        {
+            self.add(&rename.from, now);
+            self.add(&rename.to, now);
+            return;
+        }
+        self.touch(now);
+        self.burst_ended = false;
+        let below: Vec<PathBuf> = self
+            .paths
+            .range::<Path, _>((
+                std::ops::Bound::Excluded(rename.from.as_path()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|p| p.starts_with(&rename.from))
+            .cloned()
+            .collect();
+        for path in below {
+            self.paths.remove(&path);
+            if let Ok(rest) = path.strip_prefix(&rename.from) {
+                self.paths.insert(rename.to.join(rest));
+            }
+        }
+        self.renames.push(rename);
+        if self.renames.len() + self.paths.len() > FULL_SYNC_THRESHOLD {
+            self.mark_full(now);
+        }
+    }
+
     /// Replaces everything with one full sync.
     pub fn mark_full(&mut self, now: Instant) {
         self.touch(now);
         self.full = true;
         self.paths.clear();
+        self.renames.clear();
     }
 
     /// When the next batch is due: right away when no file is mid-write (close-write ends a
@@ -149,23 +209,44 @@ impl DirtySet {
         self.open.clear();
         if std::mem::take(&mut self.full) {
             self.paths.clear();
+            self.renames.clear();
             return Some(Batch::Full);
         }
-        Some(Batch::Paths(
-            std::mem::take(&mut self.paths).into_iter().collect(),
-        ))
+        Some(Batch::Paths {
+            renames: std::mem::take(&mut self.renames),
+            paths: std::mem::take(&mut self.paths).into_iter().collect(),
+        })
     }
 
-    /// Puts a failed batch back (merged with whatever arrived meanwhile).
+    /// Puts a failed batch back (merged with whatever arrived meanwhile). Its renames may or
+    /// may not have happened on the remote: both ends become plain paths, which rsync fixes
+    /// either way.
     pub fn restore(&mut self, batch: Batch, now: Instant) {
         match batch {
             Batch::Full => self.mark_full(now),
-            Batch::Paths(paths) => {
+            Batch::Paths { renames, paths } => {
+                for rename in renames {
+                    self.add(&rename.from, now);
+                    self.add(&rename.to, now);
+                }
                 for path in paths {
                     self.add(&path, now);
                 }
             }
         }
+    }
+}
+
+/// Sorted paths with duplicates and paths below a listed directory dropped.
+pub fn collapse<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+    let mut set = DirtySet::default();
+    let now = Instant::now();
+    for path in paths {
+        set.add(path, now);
+    }
+    match set.take() {
+        Some(Batch::Paths { paths, .. }) => paths,
+        _ => Vec::new(),
     }
 }
 
@@ -209,7 +290,7 @@ pub fn transfer_list(root: &Path, paths: &[PathBuf]) -> (Vec<PathBuf>, bool) {
         set.add(path, now);
     }
     let list = match set.take() {
-        Some(Batch::Paths(list)) => list,
+        Some(Batch::Paths { paths: list, .. }) => list,
         _ => paths.to_vec(),
     };
     (list, true)
@@ -239,9 +320,63 @@ mod tests {
 
     fn paths(set: &mut DirtySet) -> Vec<String> {
         match set.take() {
-            Some(Batch::Paths(p)) => p.iter().map(|p| p.display().to_string()).collect(),
+            Some(Batch::Paths { renames, paths }) if renames.is_empty() => {
+                paths.iter().map(|p| p.display().to_string()).collect()
+            }
             other => panic!("expected paths, got {other:?}"),
         }
+    }
+
+    fn rename(from: &str, to: &str) -> Rename {
+        Rename {
+            from: from.into(),
+            to: to.into(),
+            is_dir: false,
+        }
+    }
+
+    #[test]
+    fn renames_keep_order_and_carry_pending_changes_along() {
+        let now = Instant::now();
+        let mut set = DirtySet::default();
+        set.add(Path::new("d/changed"), now);
+        set.add_rename(rename("d", "e"), now);
+        set.add_rename(rename("a", "tmp"), now);
+        set.add_rename(rename("b", "a"), now);
+        set.add_rename(rename("tmp", "b"), now);
+        assert_eq!(set.pending(), 5);
+        match set.take() {
+            Some(Batch::Paths { renames, paths }) => {
+                let pairs: Vec<(&str, &str)> = renames
+                    .iter()
+                    .map(|r| (r.from.to_str().unwrap(), r.to.to_str().unwrap()))
+                    .collect();
+                assert_eq!(pairs, [("d", "e"), ("a", "tmp"), ("b", "a"), ("tmp", "b")]);
+                assert_eq!(paths, [PathBuf::from("e/changed")]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn renames_of_queued_paths_become_plain_paths() {
+        let now = Instant::now();
+        let mut set = DirtySet::default();
+        set.add(Path::new("new-dir"), now);
+        set.add_rename(rename("new-dir/x", "new-dir/y"), now);
+        set.add(Path::new("edited"), now);
+        set.add_rename(rename("edited", "moved"), now);
+        set.add_rename(rename("f", "new-dir/f"), now);
+        assert_eq!(paths(&mut set), ["edited", "f", "moved", "new-dir"]);
+        // A failed batch with renames comes back as plain paths.
+        set.add_rename(rename("p", "q"), now);
+        let batch = set.take().unwrap();
+        set.restore(batch, now);
+        assert_eq!(paths(&mut set), ["p", "q"]);
+        // A full sync drops the renames.
+        set.add_rename(rename("p", "q"), now);
+        set.mark_full(now);
+        assert_eq!(set.take(), Some(Batch::Full));
     }
 
     #[test]

@@ -120,6 +120,20 @@ impl Engine {
         }
     }
 
+    /// The event queue overflowed: a cookie created before it may never be reported. Flushes
+    /// still waiting for theirs wait for the full sync the overflow queued instead.
+    pub(crate) fn cookies_lost(&mut self) {
+        let seq = self.seq;
+        let root = self.root.clone();
+        for flush in &mut self.flushes {
+            if flush.cookie.is_some() && flush.target.is_none() {
+                flush.remove_cookie(&root);
+                flush.cookie = None;
+                flush.target = Some(seq);
+            }
+        }
+    }
+
     /// Answers flushes whose remotes all caught up, and those past their deadline.
     pub(crate) fn check_flushes(&mut self, now: Instant) {
         if self.flushes.is_empty() {

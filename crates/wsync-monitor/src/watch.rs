@@ -1,9 +1,10 @@
 //! The watcher: one inotify instance with a watch on every directory of the workspace, read by
 //! a dedicated thread that keeps the watch table current (new directories are watched before
 //! their change is reported, so their contents are never missed) and turns raw events into
-//! [`WatchMsg`]s for the engine.
+//! [`WatchMsg`]s for the engine. Excluded entries are never watched nor reported; their
+//! bookkeeping (rsync rules, reloading changed ignore files) is in `watch_excludes.rs`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -13,6 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::rsync::COOKIE_PREFIX;
+
+pub use crate::watch_excludes::ExcludeConfig;
+use crate::watch_excludes::ExcludeState;
 
 /// What a change event was; kept (not just the path) so rename pairing can use the cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,11 +72,14 @@ const MASK: WatchMask = WatchMask::CREATE
 
 /// The watch descriptor → directory table, shared by the reader thread and rescans.
 pub struct WatchTable {
-    root: PathBuf,
-    watches: Watches,
-    by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
+    pub(crate) root: PathBuf,
+    pub(crate) watches: Watches,
+    pub(crate) by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
     /// Set once a watch could not be added for a reason other than the directory vanishing.
     pub error: Option<String>,
+    pub(crate) filter: ExcludeState,
+    /// A watched directory just moved away (cookie, path), until its MOVED_TO shows up.
+    pub(crate) moved_dir: Option<(u32, PathBuf)>,
 }
 
 /// Handle the engine keeps: the table (for counts and rescans).
@@ -84,19 +91,31 @@ pub struct Watcher {
 impl Watcher {
     /// Creates the inotify instance, watches the whole tree (before any sync runs), and starts
     /// the reader thread that sends [`WatchMsg`]s to `tx`.
-    pub fn start(root: &Path, tx: UnboundedSender<WatchMsg>) -> io::Result<Self> {
+    pub fn start(
+        root: &Path,
+        config: ExcludeConfig,
+        tx: UnboundedSender<WatchMsg>,
+    ) -> io::Result<Self> {
         let inotify = Inotify::init()?;
         let mut table = WatchTable {
             root: root.to_path_buf(),
             watches: inotify.watches(),
             by_wd: HashMap::new(),
             error: None,
+            filter: ExcludeState::new(root, config),
+            moved_dir: None,
         };
         if let Err(message) = table.add_tree(Path::new("")) {
             tracing::error!("{message}");
             let _ = tx.send(WatchMsg::Error(message));
         }
-        tracing::info!(watches = table.by_wd.len(), "watching {}", root.display());
+        table.flush_rules();
+        tracing::info!(
+            watches = table.by_wd.len(),
+            excluded = table.filter.excluded.len(),
+            "watching {}",
+            root.display()
+        );
         let table = Arc::new(Mutex::new(table));
         let watcher = Self { table };
         let reader = watcher.clone();
@@ -116,17 +135,34 @@ impl Watcher {
         self.lock().by_wd.len() as u64
     }
 
+    /// The rsync rules file for the excluded entries (always written, possibly empty).
+    pub fn rules_file(&self) -> PathBuf {
+        self.lock().filter.rules_file.clone()
+    }
+
     /// Re-walks the tree and adds any missing watch (after an overflow, or when a halted root
     /// came back). Returns the error message when watching is degraded.
     pub fn rescan(&self) -> Result<(), String> {
-        self.lock().add_tree(Path::new(""))
+        let mut table = self.lock();
+        let result = table.add_tree(Path::new(""));
+        table.flush_rules();
+        result
     }
 
     /// Drops every watch and watches the tree afresh (the root is a different directory now).
     pub fn rewatch(&self) -> Result<(), String> {
         let mut table = self.lock();
         table.remove_tree(Path::new(""));
-        table.add_tree(Path::new(""))
+        let root = table.root.clone();
+        table.filter.reload_patterns(&root);
+        let result = table.add_tree(Path::new(""));
+        table.flush_rules();
+        result
+    }
+
+    /// Removes the rules file (at exit).
+    pub fn remove_rules_file(&self) {
+        let _ = std::fs::remove_file(self.lock().filter.rules_file.clone());
     }
 
     fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>) {
@@ -154,6 +190,16 @@ impl Watcher {
                         &mut changes,
                     );
                 }
+                table.settle_moved_dir();
+                if std::mem::take(&mut table.filter.reload_needed) {
+                    let (included, result) = table.reload();
+                    if let Err(message) = result {
+                        out.push(WatchMsg::Error(message));
+                    }
+                    changes.extend(included);
+                }
+                // Before the changes go out: a batch may only run with the rules current.
+                table.flush_rules();
             }
             if !changes.is_empty() {
                 out.insert(0, WatchMsg::Changes(changes));
@@ -168,9 +214,19 @@ impl Watcher {
 }
 
 impl WatchTable {
-    /// Adds watches on `rel` and every directory below it (watch first, then list, so nothing
-    /// created in between is missed). Vanished directories are skipped.
-    fn add_tree(&mut self, rel: &Path) -> Result<(), String> {
+    /// Adds watches on `rel` and every included directory below it (watch first, then list,
+    /// so nothing created in between is missed), recording the excluded entries found.
+    /// Vanished directories are skipped.
+    pub(crate) fn add_tree(&mut self, rel: &Path) -> Result<(), String> {
+        self.walk(rel, None)
+    }
+
+    /// [`WatchTable::add_tree`], also collecting every directory reached in `visited`.
+    pub(crate) fn walk(
+        &mut self,
+        rel: &Path,
+        mut visited: Option<&mut HashSet<PathBuf>>,
+    ) -> Result<(), String> {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let full = self.root.join(&dir);
@@ -198,13 +254,22 @@ impl WatchTable {
                     }
                 }
             }
+            if let Some(visited) = visited.as_deref_mut() {
+                visited.insert(dir.clone());
+            }
+            self.filter.excludes.load_dir(&dir);
             let entries = match std::fs::read_dir(&full) {
                 Ok(entries) => entries,
                 Err(_) => continue,
             };
             for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(dir.join(entry.file_name()));
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let child = dir.join(entry.file_name());
+                if self.filter.exclude_if_matched(&child, is_dir) {
+                    continue;
+                }
+                if is_dir {
+                    stack.push(child);
                 }
             }
         }
@@ -212,7 +277,8 @@ impl WatchTable {
     }
 
     /// Drops the watches on `rel` and below (a directory moved away).
-    fn remove_tree(&mut self, rel: &Path) {
+    pub(crate) fn remove_tree(&mut self, rel: &Path) {
+        self.filter.forget_below(rel);
         let gone: Vec<i32> = self
             .by_wd
             .iter()
@@ -242,6 +308,9 @@ impl WatchTable {
             }
             out.push(WatchMsg::Overflow);
             return;
+        }
+        if self.moved_dir.is_some() && !mask.contains(EventMask::MOVED_TO) {
+            self.settle_moved_dir();
         }
         let id = wd.get_watch_descriptor_id();
         if mask.contains(EventMask::IGNORED) {
@@ -275,6 +344,9 @@ impl WatchTable {
             return;
         }
         let path = dir.join(name);
+        if self.filter.excludes.is_pattern_file(&path) && !mask.contains(EventMask::MODIFY) {
+            self.filter.reload_needed = true;
+        }
         let kind = if mask.contains(EventMask::CREATE) {
             ChangeKind::Created
         } else if mask.contains(EventMask::DELETE) {
@@ -290,17 +362,55 @@ impl WatchTable {
         } else {
             ChangeKind::Modified
         };
+        if self.filter.on_event(&path, kind, is_dir) {
+            return;
+        }
         if is_dir {
             match kind {
+                ChangeKind::MovedTo { cookie }
+                    if self.moved_dir.as_ref().is_some_and(|(c, _)| *c == cookie) =>
+                {
+                    if let Some((_, from)) = self.moved_dir.take() {
+                        if let Err(message) = self.rename_tree(&from, &path) {
+                            out.push(WatchMsg::Error(message));
+                        }
+                    }
+                }
                 ChangeKind::Created | ChangeKind::MovedTo { .. } => {
                     if let Err(message) = self.add_tree(&path) {
                         out.push(WatchMsg::Error(message));
                     }
                 }
-                ChangeKind::MovedFrom { .. } => self.remove_tree(&path),
+                ChangeKind::MovedFrom { cookie } => {
+                    self.settle_moved_dir();
+                    // Its watches stay until we know whether it moved within the workspace.
+                    self.moved_dir = Some((cookie, path.clone()));
+                }
                 _ => {}
             }
         }
         changes.push(Change { path, kind, is_dir });
+    }
+
+    /// A directory moved away without a matching MOVED_TO left the workspace: drop its
+    /// watches. Called before any other event and at the end of each read.
+    pub(crate) fn settle_moved_dir(&mut self) {
+        if let Some((_, from)) = self.moved_dir.take() {
+            self.remove_tree(&from);
+        }
+    }
+
+    /// A watched directory was renamed within the workspace: its watches (same inodes) keep
+    /// working, only their paths change — no event queued in between is lost to a re-watch.
+    /// The subtree is then walked again: a directory renamed before its own creation event was
+    /// handled has no watch yet, and exclude decisions can depend on the location.
+    fn rename_tree(&mut self, from: &Path, to: &Path) -> Result<(), String> {
+        for (_, path) in self.by_wd.values_mut() {
+            if let Ok(rest) = path.strip_prefix(from) {
+                *path = to.join(rest);
+            }
+        }
+        self.filter.forget_below(from);
+        self.add_tree(to)
     }
 }

@@ -12,12 +12,13 @@ use tokio::process::Command;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    classify_exit, files_from, parse_stats, rsync_argv, ExitClass, RsyncMode, RsyncRequest,
-    RsyncStats, DEFAULT_TIMEOUT_SECS, TRANSFER_DONE_PREFIX,
+    classify_exit, files_from, max_delete_skipped, parse_stats, rsync_argv, vanished_paths,
+    ExitClass, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
+    TARGET_MISSING_MARKER, TRANSFER_DONE_PREFIX,
 };
-use wsync_core::ssh::SshEndpoint;
+use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 
-use crate::queue::{transfer_list, Batch};
+use crate::queue::{collapse, transfer_list, Batch};
 
 /// First retry delay after a failure, doubled per consecutive failure up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -37,6 +38,37 @@ pub struct Outcome {
     /// The tail of rsync's stderr (or why it could not start), for status.
     pub error: Option<String>,
     pub elapsed: Duration,
+    /// Set when a safety rail stopped the batch: the workspace must halt with this reason.
+    pub halt: Option<String>,
+    /// On exit 24: the files that vanished mid-transfer (`None`: unknown, retry the batch).
+    pub vanished: Option<Vec<PathBuf>>,
+}
+
+impl Outcome {
+    fn failed(class: ExitClass, error: String, started: Instant) -> Self {
+        Self {
+            class,
+            stats: RsyncStats::default(),
+            error: Some(error),
+            elapsed: started.elapsed(),
+            halt: None,
+            vanished: None,
+        }
+    }
+}
+
+/// How one batch is to be run, decided by the engine.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// The first sync since attach: it may create the target directory.
+    pub first: bool,
+    /// The user confirmed (with resume) what a safety rail stopped: no `--max-delete` cap, and
+    /// an empty root may empty the remote.
+    pub confirmed: bool,
+    /// `--max-delete` for full syncs.
+    pub max_delete: u64,
+    /// rsync filter rules for the excludes.
+    pub exclude_from: Option<PathBuf>,
 }
 
 /// Where a remote's rsyncs go and with what connection settings.
@@ -62,13 +94,78 @@ impl Destination {
         &self,
         root: &Path,
         batch: &Batch,
-        first: bool,
+        opts: &SyncOptions,
         transferred: impl FnOnce() + Send,
     ) -> Outcome {
+        let started = Instant::now();
+        if !opts.first {
+            if let RemoteTarget::Local { path } = &self.remote.target {
+                if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                    let error = missing_target(&self.remote.target);
+                    return Outcome::failed(ExitClass::Fatal, error, started);
+                }
+            }
+        }
+        if !opts.confirmed && root_is_empty(root) {
+            match self.target_is_empty().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut outcome = Outcome::failed(
+                        ExitClass::Fatal,
+                        "workspace root is empty but the remote is not".into(),
+                        started,
+                    );
+                    outcome.halt = Some(format!(
+                        "workspace root {} is empty but remote {} is not (a mount went away, or everything was deleted); nothing is deleted until `wsync resume` confirms it",
+                        root.display(),
+                        self.remote.name
+                    ));
+                    return outcome;
+                }
+                Err(e) => {
+                    return Outcome::failed(
+                        ExitClass::Connection,
+                        format!(
+                            "the workspace root is empty and the remote cannot be checked: {e}"
+                        ),
+                        started,
+                    )
+                }
+            }
+        }
         let (mode, list) = match batch {
-            Batch::Full => (RsyncMode::Full { mkpath: first }, None),
-            Batch::Paths(paths) => {
-                let (list, has_dir) = transfer_list(root, paths);
+            Batch::Full => (RsyncMode::Full { mkpath: opts.first }, None),
+            Batch::Paths { renames, paths } => {
+                let replayed = crate::renames::replay(self, renames).await;
+                if replayed.target_missing {
+                    let error = missing_target(&self.remote.target);
+                    return Outcome::failed(ExitClass::Fatal, error, started);
+                }
+                if let Some(why) = &replayed.stopped {
+                    tracing::info!(
+                        remote = %self.remote.name,
+                        replayed = replayed.done,
+                        "renames fall back to rsync: {why}"
+                    );
+                }
+                if replayed.done > 0 {
+                    tracing::debug!(remote = %self.remote.name, renames = replayed.done, "renames replayed");
+                }
+                let fallback = crate::renames::fallback_paths(&renames[replayed.done..]);
+                let all = collapse(paths.iter().chain(fallback));
+                if all.is_empty() {
+                    // Everything was a replayed rename: nothing for rsync to do.
+                    transferred();
+                    return Outcome {
+                        class: ExitClass::Success,
+                        stats: RsyncStats::default(),
+                        error: None,
+                        elapsed: started.elapsed(),
+                        halt: None,
+                        vanished: None,
+                    };
+                }
+                let (list, has_dir) = transfer_list(root, &all);
                 // Listed directories go recursively: re-sending all their files (-I) would make
                 // a directory chmod or a refilled new directory cost its whole size.
                 let mode = RsyncMode::Paths {
@@ -84,13 +181,98 @@ impl Destination {
             mode,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
-            max_delete: None,
-            exclude_from: None,
+            max_delete: (!opts.confirmed).then_some(opts.max_delete),
+            exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: true,
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
-        run(argv, stdin, transferred).await
+        let (mut outcome, output) = run(argv, stdin, transferred).await;
+        if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
+            outcome.class = ExitClass::Fatal;
+            outcome.error = Some(missing_target(&self.remote.target));
+        }
+        if outcome.class == ExitClass::Vanished {
+            outcome.vanished = vanished_paths(&output, root);
+        }
+        if outcome.class == ExitClass::MaxDelete {
+            outcome.halt = Some(format!(
+                "a full sync to remote {} stopped at the --max-delete cap of {} deletions ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+                self.remote.name,
+                opts.max_delete,
+                max_delete_skipped(&output).map_or("some".into(), |n| n.to_string()),
+            ));
+        }
+        outcome
+    }
+
+    /// Whether the target directory holds nothing (missing counts as empty).
+    pub async fn target_is_empty(&self) -> std::io::Result<bool> {
+        match &self.remote.target {
+            RemoteTarget::Local { path } => match std::fs::read_dir(path) {
+                Ok(mut entries) => Ok(entries.next().is_none()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(e),
+            },
+            RemoteTarget::Ssh { path, .. } => {
+                // Run by `sh -s` whatever the login shell is.
+                let mut script = b"test ! -d ".to_vec();
+                let quoted = quote_posix_sh(path.as_bytes());
+                script.extend_from_slice(&quoted);
+                script.extend_from_slice(b" || ls -A -- ");
+                script.extend_from_slice(&quoted);
+                script.push(b'\n');
+                let output = self.remote_command(b"sh -s", Some(script)).await?;
+                Ok(output.iter().all(u8::is_ascii_whitespace))
+            }
+        }
+    }
+
+    /// Runs a POSIX shell command (already quoted) on an SSH remote over the shared
+    /// connection; returns its stdout, or an error with its stderr when it fails.
+    pub async fn remote_command(
+        &self,
+        script: &[u8],
+        stdin: Option<Vec<u8>>,
+    ) -> std::io::Result<Vec<u8>> {
+        let (Some(endpoint), Some(control)) = (
+            SshEndpoint::from_target(&self.remote.target),
+            self.control_path.as_deref(),
+        ) else {
+            return Err(std::io::Error::other("not an ssh remote"));
+        };
+        let script = String::from_utf8_lossy(script).into_owned();
+        let argv = endpoint.command_argv(control, &script);
+        tracing::debug!(remote = %self.remote.name, ?argv, "running ssh");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+            let _ = pipe.write_all(&bytes).await;
+        }
+        let output = tokio::time::timeout(
+            Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS)),
+            child.wait_with_output(),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("ssh command timed out"))??;
+        if !output.status.success() {
+            let text = String::from_utf8_lossy(&output.stderr);
+            return Err(std::io::Error::other(format!(
+                "ssh command failed ({}): {}",
+                output.status,
+                text.trim()
+            )));
+        }
+        Ok(output.stdout)
     }
 
     /// Asks the ssh multiplexing master (if any) to exit; used on detach and shutdown.
@@ -125,17 +307,36 @@ impl Destination {
     }
 }
 
+fn missing_target(target: &RemoteTarget) -> String {
+    format!(
+        "remote target directory {target} is missing (an unmounted disk?); it is not re-created: bring it back, or detach and attach the remote again"
+    )
+}
+
+/// True when the root holds nothing but flush cookies (or cannot be listed: rsync decides).
+pub fn root_is_empty(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
+    !entries.flatten().any(|e| {
+        !e.file_name()
+            .as_encoded_bytes()
+            .starts_with(COOKIE_PREFIX.as_bytes())
+    })
+}
+
+/// Runs rsync; returns the outcome and everything it printed.
 async fn run(
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
-) -> Outcome {
+) -> (Outcome, String) {
     let started = Instant::now();
-    let failed = |error: String| Outcome {
-        class: ExitClass::Fatal,
-        stats: RsyncStats::default(),
-        error: Some(error),
-        elapsed: started.elapsed(),
+    let failed = |error: String| {
+        (
+            Outcome::failed(ExitClass::Fatal, error, started),
+            String::new(),
+        )
     };
     // stdout and stderr share one pipe, so an error message always arrives before the
     // transfer-done line that follows it: the line counts only when nothing came first.
@@ -211,12 +412,15 @@ async fn run(
         let tail = tail[tail.len().saturating_sub(3)..].join("; ");
         format!("rsync exited with {status}: {tail}")
     });
-    Outcome {
+    let outcome = Outcome {
         class,
         stats,
         error,
         elapsed: started.elapsed(),
-    }
+        halt: None,
+        vanished: None,
+    };
+    (outcome, text.into_owned())
 }
 
 /// True for rsync output lines worth showing as an error (not stats or exit debugging).

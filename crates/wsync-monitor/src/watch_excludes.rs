@@ -1,0 +1,164 @@
+//! The watcher's side of the excludes: the matcher (`wsync_core::excludes`), the set of
+//! excluded entries met while walking or heard about in events, the rsync rules file written
+//! from exactly that set (anchored `/path` rules, so rsync never transfers what the watcher
+//! skips, and never deletes it remotely either), and the reload when `.wsyncignore` or a
+//! `.gitignore` changes: watches follow the new patterns and newly included paths are reported
+//! as created so they get synced.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use wsync_core::excludes::{write_rules, Excludes};
+
+use crate::watch::{Change, ChangeKind, WatchTable};
+
+/// What the watcher needs to know about a workspace's excludes.
+#[derive(Debug, Clone)]
+pub struct ExcludeConfig {
+    /// The registry's gitignore-syntax patterns.
+    pub registry: Vec<String>,
+    pub respect_gitignore: bool,
+    /// Where the rsync rules go (NUL-separated, read with `--exclude-from --from0`).
+    pub rules_file: PathBuf,
+}
+
+pub(crate) struct ExcludeState {
+    config: ExcludeConfig,
+    pub excludes: Excludes,
+    /// Excluded entries (relative paths) found so far; nothing below them is looked at.
+    pub excluded: BTreeSet<PathBuf>,
+    pub rules_file: PathBuf,
+    rules_dirty: bool,
+    /// An ignore file changed: reload the patterns after this batch of events.
+    pub reload_needed: bool,
+}
+
+impl ExcludeState {
+    pub fn new(root: &Path, config: ExcludeConfig) -> Self {
+        let excludes = load(root, &config);
+        Self {
+            rules_file: config.rules_file.clone(),
+            config,
+            excludes,
+            excluded: BTreeSet::new(),
+            rules_dirty: true,
+            reload_needed: false,
+        }
+    }
+
+    pub fn reload_patterns(&mut self, root: &Path) {
+        self.excludes = load(root, &self.config);
+        self.excluded.clear();
+        self.rules_dirty = true;
+    }
+
+    /// Records `rel` as excluded if the patterns say so; true when it is.
+    pub fn exclude_if_matched(&mut self, rel: &Path, is_dir: bool) -> bool {
+        if !self.excludes.is_excluded(rel, is_dir) {
+            return false;
+        }
+        if self.excluded.insert(rel.to_path_buf()) {
+            self.rules_dirty = true;
+        }
+        true
+    }
+
+    /// Forgets excluded entries at or below `rel` (that subtree went away).
+    pub fn forget_below(&mut self, rel: &Path) {
+        let before = self.excluded.len();
+        self.excluded.retain(|p| !p.starts_with(rel));
+        self.rules_dirty |= self.excluded.len() != before;
+    }
+
+    /// Keeps the excluded set current for one event; true when the event is about an excluded
+    /// entry and must be dropped.
+    pub fn on_event(&mut self, path: &Path, kind: ChangeKind, is_dir: bool) -> bool {
+        if self.excludes.is_empty() && self.excluded.is_empty() {
+            return false;
+        }
+        match kind {
+            ChangeKind::Created | ChangeKind::MovedTo { .. } => {
+                self.exclude_if_matched(path, is_dir)
+            }
+            ChangeKind::Deleted | ChangeKind::MovedFrom { .. } => {
+                if self.excluded.remove(path) {
+                    self.rules_dirty = true;
+                    return true;
+                }
+                self.excludes.is_excluded(path, is_dir)
+            }
+            ChangeKind::Modified | ChangeKind::Closed | ChangeKind::Attrib => {
+                self.excluded.contains(path) || self.excludes.is_excluded(path, is_dir)
+            }
+        }
+    }
+}
+
+fn load(root: &Path, config: &ExcludeConfig) -> Excludes {
+    let excludes = Excludes::new(root, &config.registry, config.respect_gitignore);
+    for warning in excludes.warnings() {
+        tracing::warn!("excludes: {warning}");
+    }
+    excludes
+}
+
+impl WatchTable {
+    /// Writes the rules file if the excluded set changed.
+    pub(crate) fn flush_rules(&mut self) {
+        let filter = &mut self.filter;
+        if !std::mem::take(&mut filter.rules_dirty) {
+            return;
+        }
+        if let Err(e) = write_rules(&filter.rules_file, &filter.excluded) {
+            tracing::error!(
+                "cannot write the rsync exclude rules to {}: {e}",
+                filter.rules_file.display()
+            );
+            filter.rules_dirty = true;
+        }
+    }
+
+    /// Re-reads the patterns and reconciles the watches with them: directories newly excluded
+    /// lose their watches (their remote copies are left alone), newly included ones are
+    /// watched and returned as created, so they get synced.
+    pub(crate) fn reload(&mut self) -> (Vec<Change>, Result<(), String>) {
+        let old = std::mem::take(&mut self.filter.excluded);
+        let root = self.root.clone();
+        self.filter.reload_patterns(&root);
+        let mut visited = HashSet::new();
+        let result = self.walk(Path::new(""), Some(&mut visited));
+        if result.is_ok() {
+            let stale: Vec<i32> = self
+                .by_wd
+                .iter()
+                .filter(|(_, (_, path))| !visited.contains(path))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in stale {
+                if let Some((wd, _)) = self.by_wd.remove(&id) {
+                    let _ = self.watches.remove(wd);
+                }
+            }
+        }
+        let included: Vec<Change> = old
+            .into_iter()
+            .filter(|p| !self.filter.excluded.contains(p))
+            .filter(|p| p.parent().is_some_and(|parent| visited.contains(parent)))
+            .filter_map(|path| {
+                let meta = std::fs::symlink_metadata(self.root.join(&path)).ok()?;
+                Some(Change {
+                    path,
+                    kind: ChangeKind::Created,
+                    is_dir: meta.is_dir(),
+                })
+            })
+            .collect();
+        tracing::info!(
+            watches = self.by_wd.len(),
+            excluded = self.filter.excluded.len(),
+            newly_included = included.len(),
+            "ignore patterns changed; watches and rsync rules follow"
+        );
+        (included, result)
+    }
+}
