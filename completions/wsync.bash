@@ -22,6 +22,9 @@ _wsync() {
             wsync,attach)
                 cmd="wsync__subcmd__attach"
                 ;;
+            wsync,check-ignore)
+                cmd="wsync__subcmd__check__subcmd__ignore"
+                ;;
             wsync,completions)
                 cmd="wsync__subcmd__completions"
                 ;;
@@ -94,6 +97,9 @@ _wsync() {
             wsync__subcmd__help,attach)
                 cmd="wsync__subcmd__help__subcmd__attach"
                 ;;
+            wsync__subcmd__help,check-ignore)
+                cmd="wsync__subcmd__help__subcmd__check__subcmd__ignore"
+                ;;
             wsync__subcmd__help,completions)
                 cmd="wsync__subcmd__help__subcmd__completions"
                 ;;
@@ -152,7 +158,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify check-ignore completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -214,6 +220,20 @@ _wsync() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__check__subcmd__ignore)
+            opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -416,7 +436,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status pause resume restart flush logs verify completions daemon generate-docs help"
+            opts="add remove attach detach list status pause resume restart flush logs verify check-ignore completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,6 +464,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__check__subcmd__ignore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -365,3 +365,62 @@ fn committed_completions_and_man_pages_are_current() {
         }
     }
 }
+
+#[test]
+fn check_ignore_names_the_deciding_rule_from_every_source() {
+    const NOT_EXCLUDED: i32 = 9;
+    let mut env = TestEnv::new();
+    let ws = env.mkdir("src/ws");
+    write(
+        &ws.join(".wsyncignore"),
+        "# build output\ntarget/\n*.log\n!keep.log\n",
+    );
+    write(&ws.join(".gitignore"), "secret.txt\n");
+    env.start_daemon();
+    env.wsync_ok(&["add", s(&ws), "--exclude", "build/"]);
+
+    let (out, _) = expect_code(&env, &["check-ignore", s(&ws.join("target/debug/x.o"))], 0);
+    assert!(
+        out.contains("excluded (its directory target matches")
+            && out.contains(".wsyncignore:2: target/"),
+        "{out}"
+    );
+    let (out, _) = expect_code(&env, &["check-ignore", s(&ws.join("debug.log"))], 0);
+    assert!(
+        out.contains("excluded by") && out.contains(".wsyncignore:3: *.log"),
+        "{out}"
+    );
+    let (out, _) = expect_code(
+        &env,
+        &["check-ignore", s(&ws.join("keep.log"))],
+        NOT_EXCLUDED,
+    );
+    assert!(
+        out.contains("synced (re-included by") && out.contains("!keep.log"),
+        "{out}"
+    );
+    let (out, _) = expect_code(&env, &["check-ignore", s(&ws.join("secret.txt"))], 0);
+    assert!(out.contains(".gitignore:1: secret.txt"), "{out}");
+    std::fs::create_dir_all(ws.join("build")).unwrap();
+    let (out, _) = expect_code(&env, &["check-ignore", s(&ws.join("build"))], 0);
+    assert!(out.contains("registry excludes"), "{out}");
+    let (out, _) = expect_code(
+        &env,
+        &["check-ignore", s(&ws.join("src/main.rs"))],
+        NOT_EXCLUDED,
+    );
+    assert!(out.contains("synced (no rule matches)"), "{out}");
+
+    let out = env.wsync_ok(&[
+        "check-ignore",
+        "--json",
+        s(&ws.join("x.log")),
+        s(&ws.join("y.rs")),
+    ]);
+    let verdicts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(verdicts[0]["excluded"], true, "{out}");
+    assert_eq!(verdicts[1]["excluded"], false, "{out}");
+
+    let (_, err) = expect_code(&env, &["check-ignore", s(&env.root)], NOT_FOUND);
+    assert!(err.contains("not inside any workspace"), "{err}");
+}

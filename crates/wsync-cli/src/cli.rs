@@ -286,6 +286,26 @@ Examples:
         attributes: bool,
     },
 
+    /// Say whether paths are excluded from syncing, and by which rule.
+    #[command(after_help = "\
+Uses the same rules the monitor uses: the workspace's .wsyncignore, its registry excludes
+(`wsync add --exclude`) and, unless switched off, its .gitignore files. A path inside an
+excluded directory is excluded through that directory.
+
+Exit code 0 when at least one PATH is excluded, 9 when none is (like `git check-ignore`).
+
+Examples:
+  wsync check-ignore node_modules/left-pad/index.js
+  wsync check-ignore --json target build/out.o src/main.rs")]
+    CheckIgnore {
+        /// Paths inside a workspace (they need not exist).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Print a shell completion script.
     #[command(after_help = "\
 Examples:

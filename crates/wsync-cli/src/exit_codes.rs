@@ -21,6 +21,8 @@ pub const TIMEOUT: i32 = 6;
 pub const PROTOCOL_MISMATCH: i32 = 7;
 /// `verify` found differences between a workspace and a remote.
 pub const DRIFT: i32 = 8;
+/// `check-ignore`: none of the given paths is excluded.
+pub const NOT_EXCLUDED: i32 = 9;
 
 /// The exit code for a daemon error response.
 pub fn for_error_code(code: ErrorCode) -> i32 {
@@ -44,7 +46,8 @@ Exit codes:
   5  invalid request (bad path, duplicate name, overlapping workspaces, ...)
   6  timed out, or `flush` found remotes still lagging
   7  protocol mismatch between wsync and wsyncd (restart the daemon)
-  8  `verify` found differences between the workspace and a remote";
+  8  `verify` found differences between the workspace and a remote
+  9  `check-ignore`: none of the given paths is excluded";
 
 #[cfg(test)]
 mod tests {

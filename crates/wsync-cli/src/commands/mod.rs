@@ -1,5 +1,6 @@
 //! One function per command; [`dispatch`] loads the config and routes a parsed command line.
 
+pub mod check_ignore;
 mod daemon;
 pub mod docs;
 mod logs;
@@ -99,6 +100,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             json,
             attributes,
         } => verify::verify(&ctx, &workspace, remote.as_deref(), json, attributes),
+        Command::CheckIgnore { paths, json } => check_ignore::check_ignore(&ctx, &paths, json),
         Command::Completions { shell } => completions(shell),
         Command::GenerateDocs { dir } => docs::generate(&dir),
         Command::Daemon(DaemonCommand::Start { timeout }) => daemon::start(&ctx, timeout),
