@@ -2,6 +2,7 @@
 //! binaries, an sshd on 127.0.0.1, and tree comparison.
 
 pub mod env;
+pub mod faults;
 pub mod monitor;
 pub mod sshd;
 pub mod tree;
