@@ -14,6 +14,9 @@ use crate::names::{reject_control_chars, validate_name};
 use crate::paths::{self, overlaps};
 use crate::remote::{parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget};
 
+/// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
+pub const MAX_DELETE_LIMIT: u64 = i32::MAX as u64;
+
 /// The registry schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -171,6 +174,11 @@ impl Registry {
             reject_control_chars("path", &text).map_err(context)?;
             if !ws.path.is_absolute() {
                 return Err(context(format!("path {text:?} is not absolute")));
+            }
+            if ws.max_delete.is_some_and(|n| n > MAX_DELETE_LIMIT) {
+                return Err(context(format!(
+                    "max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)"
+                )));
             }
             if let Some(other) = self.workspaces[..i]
                 .iter()

@@ -402,3 +402,16 @@ fn ancestors_of_home_and_non_utf8_paths_are_refused_as_remotes() {
     let err = f.attach(ws, &link.display().to_string()).unwrap_err();
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
+
+#[test]
+fn max_delete_beyond_rsyncs_limit_is_refused() {
+    let text = |n: u64| {
+        format!(r#"{{"version":1,"workspaces":[{{"name":"w","path":"/srv/w","max_delete":{n}}}]}}"#)
+    };
+    let path = Path::new("/x/reg.json");
+    assert!(Registry::parse(path, &text(MAX_DELETE_LIMIT)).is_ok());
+    let err = Registry::parse(path, &text(MAX_DELETE_LIMIT + 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_delete must be at most"), "{err}");
+}
