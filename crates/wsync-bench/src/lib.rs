@@ -1,0 +1,67 @@
+//! wsync-bench: the issue-3 benchmark (each scenario runs wsync-monitor and plain `rsync -a` on
+//! the same data in the same run, locally and over SSH, and reports medians, their ratio and the
+//! issue's targets as a markdown table) and the issue-6 soak run (`wsync-bench soak`).
+
+mod area;
+mod data;
+mod monitor;
+mod procfs;
+mod report;
+mod scenarios;
+mod soak;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+pub use report::Row;
+
+/// Benchmark options: `--dir DIR` (a tmpfs; default /dev/shm), `--quick` (fewer repetitions,
+/// 5 s idle instead of 20 s), `--no-ssh` (local rows only), `--ssh-login-rc` (let the remote
+/// bash read ~/.bashrc, as sshd normally makes it do).
+pub struct Options {
+    pub dir: PathBuf,
+    pub quick: bool,
+    pub ssh: bool,
+    pub ssh_login_rc: bool,
+}
+
+const USAGE: &str =
+    "usage: wsync-bench [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+                     wsync-bench soak [--help | options]";
+
+pub fn run(args: Vec<String>) -> Result<()> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("soak") {
+        args.next();
+        return match soak::SoakOptions::parse(args)? {
+            Some(opts) => soak::run(&opts),
+            None => Ok(()),
+        };
+    }
+    let mut opts = Options {
+        dir: PathBuf::from("/dev/shm"),
+        quick: false,
+        ssh: true,
+        ssh_login_rc: false,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => opts.dir = args.next().context("--dir needs a value")?.into(),
+            "--quick" => opts.quick = true,
+            "--no-ssh" => opts.ssh = false,
+            "--ssh-login-rc" => opts.ssh_login_rc = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    let (rows, notes) = scenarios::all(&opts)?;
+    println!("{}", report::markdown(&rows));
+    for note in notes {
+        println!("{note}\n");
+    }
+    Ok(())
+}

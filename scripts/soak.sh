@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Soak/load run of issue 6 against one real wsyncd (not part of the test suite): 50 workspaces
+# with a local remote each under concurrent churn (all must converge; the daemon's CPU and
+# memory are recorded), then a 200,000-file workspace (initial sync, single-edit latency).
+# Usage: scripts/soak.sh [--quick] [wsync-bench soak options, see --help]
+# Progress on stderr, a markdown summary on stdout. Bounded: the run stops itself after
+# --max-secs (540 by default) and this script kills it at 10 minutes in any case. As root it
+# mounts a private tmpfs (8 GiB max); otherwise it works in a directory on /dev/shm. See docs/BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v rsync >/dev/null || { echo "error: rsync is required (apt-get install rsync)" >&2; exit 1; }
+cargo build --release --locked --bins -p wsyncd -p wsync-monitor -p wsync-bench >&2
+
+mounted=""
+keep=""
+case " $* " in *" --keep "*) keep=1 ;; esac
+if [ "$(id -u)" -eq 0 ]; then
+  dir=$(mktemp -d /tmp/wsync-soak.XXXXXX)
+  mount -t tmpfs -o size=8g tmpfs "$dir"
+  mounted=1
+else
+  dir=$(mktemp -d /dev/shm/wsync-soak.XXXXXX)
+fi
+cleanup() {
+  # If the run was killed, stop its daemon (the monitors exit with it).
+  for pidfile in "$dir"/wsync-soak-*/wsyncd.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    grep -qa wsyncd "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null || true
+  done
+  if [ -n "$keep" ]; then
+    echo "soak: kept $dir${mounted:+ (a tmpfs: umount it when done)}" >&2
+    return
+  fi
+  if [ -n "$mounted" ]; then
+    sleep 1
+    umount "$dir" 2>/dev/null || umount -l "$dir" 2>/dev/null || true
+  fi
+  rm -rf "$dir" 2>/dev/null || true
+}
+trap cleanup EXIT
+echo "soak: running on $(stat -f -c %T "$dir") at $dir, rsync $(rsync --version | head -1 | awk '{print $3}'), $(nproc) cores, inotify max_user_watches $(cat /proc/sys/fs/inotify/max_user_watches)" >&2
+timeout --kill-after=10 600 target/release/wsync-bench soak --dir "$dir" "$@"
