@@ -266,7 +266,6 @@ fn kill_9_of_monitors_and_the_daemon_during_churn_loses_nothing() {
 // inotify watch limit
 
 #[test]
-#[ignore = "needs WSYNC_TEST_MAX_WATCHES in wsync-monitor"]
 fn past_the_watch_limit_status_names_the_sysctl_and_full_syncs_keep_converging() {
     const CAP: u64 = 20;
     let mut env = TestEnv::with_config(FAST);
@@ -451,9 +450,6 @@ fn an_emptied_source_root_halts_and_deletes_nothing_remotely() {
 }
 
 #[test]
-#[ignore = "BUG: after the root's filesystem is unmounted the monitor loses every watch silently: \
-            status stays in-sync (watches 0, no halt, no watch_error), new files are never synced \
-            and flush lags with no error"]
 fn an_unmounted_source_root_halts_and_deletes_nothing_remotely() {
     // The workspace lives on a filesystem mounted at its root; the mount goes away and leaves
     // the empty mount point (Syncthing's remount case).
@@ -503,18 +499,17 @@ fn slow_rm_rf(root: &Path) {
     }
 }
 
-#[test]
-#[ignore = "BUG: `rm -rf` of a large workspace root propagates its deletions before the root \
-            itself disappears: batches cut by the 100 ms latency cap delete files remotely, and \
-            only then does the workspace halt"]
-fn a_large_source_root_deleted_with_rm_rf_deletes_nothing_remotely() {
-    let case = root_case(|src| {
-        for d in 0..30 {
-            for f in 0..100 {
-                write(&src.join(format!("big{d:02}/f{f}.txt")), "x");
-            }
+fn large_tree(src: &Path) {
+    for d in 0..30 {
+        for f in 0..100 {
+            write(&src.join(format!("big{d:02}/f{f}.txt")), "x");
         }
-    });
+    }
+}
+
+#[test]
+fn a_large_source_root_deleted_with_rm_rf_deletes_nothing_remotely() {
+    let case = root_case(large_tree);
     let started = Instant::now();
     slow_rm_rf(&case.src);
     let took = started.elapsed();
@@ -536,5 +531,40 @@ fn a_large_source_root_deleted_with_rm_rf_deletes_nothing_remotely() {
         count_entries(&case.before),
         "deleted past the --max-delete cap without confirmation"
     );
+    resume_converges(&case);
+}
+
+/// `rm -rf root/*` of a big tree, paced like [`slow_rm_rf`]: the root stays, so no root event
+/// ever comes; the deletion storm is held until it ends, and then the root is empty.
+#[test]
+fn a_large_source_root_emptied_with_rm_rf_star_deletes_nothing_remotely() {
+    let case = root_case(large_tree);
+    let started = Instant::now();
+    for entry in std::fs::read_dir(&case.src).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            slow_rm_rf(&path);
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let took = started.elapsed();
+    let reason = halts_and_deletes_nothing(&case, "empty");
+    eprintln!("rm -rf root/* took {took:?}; halted: {reason}");
+    // Resume confirms: the remote is emptied too.
+    resume_converges(&case);
+    assert_eq!(count_entries(&case.dst), 0);
+}
+
+/// Most of a big tree deleted while the root keeps something: more deletions than the
+/// workspace's max_delete (1,000 by default) halt with nothing deleted; resume confirms.
+#[test]
+fn a_mass_deletion_past_max_delete_halts_until_resume_confirms() {
+    let case = root_case(large_tree);
+    for d in 0..30 {
+        slow_rm_rf(&case.src.join(format!("big{d:02}")));
+    }
+    let reason = halts_and_deletes_nothing(&case, "mass deletion");
+    assert!(reason.contains("max_delete"), "{reason}");
     resume_converges(&case);
 }

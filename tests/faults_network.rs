@@ -239,18 +239,23 @@ fn a_hanging_ssh_remote_times_out_retries_and_flush_reports_it() {
         other => env.fail(&format!("box should be behind: {other:?}")),
     }
 
-    // The hung rsync times out and is retried. Measured 29-40 s: the multiplexed master drops
-    // the frozen server after its ServerAlive probes (5 s x 3, ~20 s), then ssh falls back to a
-    // direct connection that hits ConnectTimeout (10 s) in the banner exchange; rsync's own
-    // --timeout=30 is the backstop.
+    // The hung rsync times out and is retried. Measured ~12 s (was 29-40 s with 5 s x 3
+    // probes and a 10 s connect timeout): the multiplexed master drops the frozen server after
+    // its ServerAlive probes (2 s x 3, ~6-8 s), then ssh falls back to a direct connection that
+    // hits ConnectTimeout (5 s) in the banner exchange; rsync's own --timeout=15 is the
+    // backstop.
     let s = wait_status(
         &env,
         WS,
         "the hung sync to time out",
-        Duration::from_secs(60),
+        Duration::from_secs(25),
         |s| remote(s, "box").is_some_and(|r| r.consecutive_failures >= 1),
     );
     let timed_out = stopped.elapsed();
+    assert!(
+        timed_out < Duration::from_secs(20),
+        "the hung remote took {timed_out:?} to time out"
+    );
     let error = remote(&s, "box").and_then(|r| r.last_error.clone());
     if !error
         .as_deref()

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wsync_core::framing::{read_frame, write_frame, FrameError};
-use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables};
+use wsync_core::monitor_proto::{
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress,
+};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 
@@ -35,6 +37,8 @@ fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 struct Seen {
     status: Option<MonitorStatus>,
     statuses: u64,
+    /// Every full-sync progress report, in order: (remote, progress).
+    progress: Vec<(String, SyncProgress)>,
     flushed: HashMap<u64, Vec<String>>,
     closed: bool,
 }
@@ -107,6 +111,11 @@ impl MonitorProc {
                 let mut seen = reader_seen.lock().unwrap_or_else(|e| e.into_inner());
                 match event {
                     Ok(MonitorEvent::Status { status }) => {
+                        let reports = status
+                            .remotes
+                            .iter()
+                            .filter_map(|r| Some((r.name.clone(), r.progress?)));
+                        seen.progress.extend(reports);
                         seen.status = Some(status);
                         seen.statuses += 1;
                     }
@@ -179,6 +188,11 @@ impl MonitorProc {
     /// The latest status line.
     pub fn status(&self) -> Option<MonitorStatus> {
         self.seen.lock().unwrap().status.clone()
+    }
+
+    /// Every progress report seen in status lines so far, in order: (remote, progress).
+    pub fn progress_reports(&self) -> Vec<(String, SyncProgress)> {
+        self.seen.lock().unwrap().progress.clone()
     }
 
     /// Waits until the latest status satisfies `cond`; returns it.

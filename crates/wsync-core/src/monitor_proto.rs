@@ -102,6 +102,25 @@ pub struct RemoteStatus {
     pub last_error: Option<String>,
     /// Unix milliseconds of the next retry while in backoff.
     pub next_retry_unix_ms: Option<u64>,
+    /// How far the running full sync (initial sync or resync) is, from rsync's progress
+    /// output; absent between full syncs and during incremental batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<SyncProgress>,
+}
+
+/// Progress of a full sync, from rsync's `--info=progress2`. Totals are `None` until known:
+/// rsync builds its file list incrementally, so the total grows while it is still scanning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncProgress {
+    /// Bytes of file data done (sent, or found already up to date).
+    pub bytes_done: u64,
+    /// Total bytes of file data, once the file list is complete (estimated from rsync's
+    /// whole-percent figure until 100 %).
+    pub bytes_total: Option<u64>,
+    /// Files and directories checked.
+    pub files_done: u64,
+    /// Files and directories in the transfer, once the file list is complete.
+    pub files_total: Option<u64>,
 }
 
 /// Where a remote is in its life.

@@ -26,8 +26,12 @@ pub const DEFAULT_MAX_DELETE: u64 = 1000;
 /// target directory is gone; rsync then fails to connect.
 pub const TARGET_MISSING_MARKER: &str = "wsync: target directory is missing";
 
-/// rsync's I/O timeout: a transfer with no data for this long fails (and is retried).
-pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
+/// rsync's I/O timeout: a transfer with no data for this long fails (and is retried). It
+/// counts inactivity only — a large file in flight keeps I/O going, and with `--timeout` set
+/// rsync sends keep-alive messages while one side is busy (file lists, deletions) — so a slow
+/// but live link is not cut. A hung remote is usually caught sooner by ssh's ServerAlive
+/// probes (`crate::ssh`: 2 s × 3); this is the backstop.
+pub const DEFAULT_TIMEOUT_SECS: u32 = 15;
 
 /// What the rsync run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,10 @@ pub struct RsyncRequest<'a> {
     pub exclude_from: Option<&'a Path>,
     /// Print [`TRANSFER_DONE_PREFIX`] when the transfer is complete (`--debug=EXIT2`).
     pub report_transfer_done: bool,
+    /// Print whole-transfer progress (`--info=progress2`): `\r`-terminated lines, one per
+    /// file and about one a second within a large file. For full syncs only (it costs a line
+    /// per file); ignored in the other modes.
+    pub progress: bool,
 }
 
 impl RsyncRequest<'_> {
@@ -122,6 +130,9 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     argv.push("--stats".into());
     if req.report_transfer_done {
         argv.push("--debug=EXIT2".into());
+    }
+    if req.progress && matches!(req.mode, RsyncMode::Full { .. }) {
+        argv.push("--info=progress2".into());
     }
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     for pattern in req.excludes {
@@ -341,6 +352,7 @@ mod tests {
             max_delete: Some(100),
             exclude_from: None,
             report_transfer_done: false,
+            progress: false,
         });
         assert_eq!(
             words(&argv),
@@ -383,6 +395,7 @@ mod tests {
             max_delete: Some(5),
             exclude_from: Some(Path::new("/run/x/excludes")),
             report_transfer_done: true,
+            progress: true,
         }));
         assert_eq!(
             &argv[..8],
@@ -398,6 +411,8 @@ mod tests {
             ]
         );
         assert!(argv.contains(&"--debug=EXIT2".to_owned()));
+        // Progress is for full syncs only.
+        assert!(!argv.iter().any(|w| w.starts_with("--info")));
         assert!(argv.contains(&"--exclude-from=/run/x/excludes".to_owned()));
         assert!(!argv.iter().any(|w| w.starts_with("--max-delete")));
         let e = argv.iter().position(|w| w == "-e").unwrap();
@@ -412,6 +427,25 @@ mod tests {
             &"--rsync-path=sh -c 'd=$1; shift; test -d \"$d\" || { echo \"wsync: target directory is missing\" >&2; exit 97; }; exec rsync \"$@\"' wsync-guard '/srv/my mirror'"
                 .to_owned()
         ));
+    }
+
+    #[test]
+    fn full_sync_with_progress() {
+        let target = RemoteTarget::Local { path: "/m".into() };
+        let argv = words(&rsync_argv(&RsyncRequest {
+            source_root: Path::new("/ws"),
+            target: &target,
+            control_path: None,
+            mode: RsyncMode::Full { mkpath: true },
+            timeout_secs: 30,
+            excludes: &[],
+            max_delete: None,
+            exclude_from: None,
+            report_transfer_done: true,
+            progress: true,
+        }));
+        let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
+        assert_eq!(argv[debug + 1], "--info=progress2");
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wsync_core::framing::{decode, encode};
-use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
+use wsync_core::monitor_proto::{
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
+    SyncProgress,
+};
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
@@ -252,5 +255,47 @@ fn monitor_channel() {
             lagging: vec![],
         },
         r#"{"event":"flushed","id":7,"lagging":[]}"#,
+    );
+}
+
+fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
+    RemoteStatus {
+        name: "m".into(),
+        state: RemoteState::InitialSync,
+        last_sync_unix_ms: None,
+        files_sent: 0,
+        bytes_sent: 0,
+        pending: 1,
+        consecutive_failures: 0,
+        last_error: None,
+        next_retry_unix_ms: None,
+        progress,
+    }
+}
+
+const STATUS_JSON: &str = r#"{"event":"status","status":{"workspace":"w","watches":3,"overflows":0,"rescans":0,"watch_error":null,"halted":null,"paused":false,"remotes":[{"name":"m","state":"initial-sync","last_sync_unix_ms":null,"files_sent":0,"bytes_sent":0,"pending":1,"consecutive_failures":0,"last_error":null,"next_retry_unix_ms":null"#;
+
+#[test]
+fn monitor_status_with_and_without_progress() {
+    let status = |progress| MonitorEvent::Status {
+        status: MonitorStatus {
+            workspace: "w".into(),
+            watches: 3,
+            remotes: vec![remote_status(progress)],
+            ..MonitorStatus::default()
+        },
+    };
+    // Without progress the line is what it was before the field existed.
+    pin(status(None), &format!("{STATUS_JSON}}}]}}}}"));
+    pin(
+        status(Some(SyncProgress {
+            bytes_done: 1_234_567,
+            bytes_total: Some(2_743_482),
+            files_done: 66,
+            files_total: None,
+        })),
+        &format!(
+            r#"{STATUS_JSON},"progress":{{"bytes_done":1234567,"bytes_total":2743482,"files_done":66,"files_total":null}}}}]}}}}"#
+        ),
     );
 }

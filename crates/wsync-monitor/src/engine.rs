@@ -39,6 +39,12 @@ pub(crate) struct Slot {
     pub initial_done: bool,
     /// The user confirmed a safety halt (resume): the next full sync may delete without cap.
     pub confirmed: bool,
+    /// The lowest sequence number of a change in `dirty` (`None` when it is empty): a flush
+    /// target at or above it is not reached whatever `synced_seq` says.
+    pub dirty_floor: Option<u64>,
+    /// A halt for a missing or replaced root was lifted: the next full sync is dry-run first
+    /// and halts, deleting nothing, past the `--max-delete` cap.
+    pub precheck: bool,
     /// Every change with a sequence number up to this one is on the remote.
     pub synced_seq: u64,
     pub failures: u32,
@@ -52,20 +58,39 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    /// Abandons every running rsync (they are killed).
+    /// Abandons every running rsync (they are killed); their changes count as dirty again.
     pub fn abort_all(&mut self) {
-        if let Some(flight) = self.in_flight.take() {
+        let flights = self
+            .in_flight
+            .take()
+            .into_iter()
+            .chain(self.finishing.drain(..));
+        let mut floor = self.dirty_floor;
+        for flight in flights {
             flight.handle.abort();
+            floor = Some(floor.map_or(flight.floor, |f| f.min(flight.floor)));
         }
-        for flight in self.finishing.drain(..) {
-            flight.handle.abort();
-        }
+        self.dirty_floor = floor;
+    }
+
+    /// Changes down to `floor` are back in the dirty set (a failed or abandoned batch).
+    pub fn lower_floor(&mut self, floor: u64) {
+        self.dirty_floor = Some(self.dirty_floor.map_or(floor, |f| f.min(floor)));
     }
 }
 
 impl Slot {
     /// True when the remote holds every change numbered `seq` or lower.
     pub fn caught_up(&self, seq: u64) -> bool {
+        // Nothing numbered `seq` or lower may still wait in the queue or in a running
+        // transfer (a batch that failed after reporting its transfer done is back in the
+        // queue, while a later batch may have raised `synced_seq` past it).
+        let waiting = self.dirty_floor.is_some_and(|f| f <= seq)
+            || self.in_flight.as_ref().is_some_and(|f| f.floor <= seq);
+        !waiting && self.caught_up_by_seq(seq)
+    }
+
+    fn caught_up_by_seq(&self, seq: u64) -> bool {
         self.synced_seq >= seq
             || (self.initial_done
                 && self.dirty.is_empty()
@@ -109,6 +134,8 @@ pub struct Engine {
     pub(crate) next_degraded_sync: Option<Instant>,
     /// Device and inode of the root the watches were set up on.
     pub(crate) root_id: Option<(u64, u64)>,
+    /// `seq` when the dirty floors were last noted (see `Engine::note_floors`).
+    pub(crate) floor_seq: u64,
     next_generation: u64,
     /// Directories created in the last [`FRESH_DIR_WINDOW`]: changes below them queue the
     /// directory itself (one recursive entry instead of thousands of paths while it fills).
@@ -157,6 +184,7 @@ impl Engine {
             last_emit: None,
             next_degraded_sync: None,
             root_id: None,
+            floor_seq: 0,
             next_generation: 0,
             fresh_dirs: HashMap::new(),
             pending_move: None,
@@ -172,7 +200,7 @@ impl Engine {
             tracing::warn!(remote = %remote.name, "attach ignored: a remote of that name is attached");
             return;
         }
-        let dest = Destination::new(remote, &self.runtime_dir);
+        let dest = Destination::new(remote, &self.runtime_dir, &self.workspace);
         let mut last_error = None;
         if let Err(e) = dest.prepare() {
             tracing::warn!(remote = %dest.remote.name, "cannot create target directory: {e}");
@@ -194,6 +222,8 @@ impl Engine {
                 next_flight: 0,
                 initial_done: false,
                 confirmed: false,
+                dirty_floor: None,
+                precheck: false,
                 synced_seq: 0,
                 failures: 0,
                 retry_at: None,
@@ -205,6 +235,20 @@ impl Engine {
                 bytes_sent: 0,
             },
         ));
+    }
+
+    /// Gives each newly non-empty dirty set its floor: every change added since the last call
+    /// is numbered above `floor_seq` then (a conservative bound: at worst a flush waits for a
+    /// change made just after it). Called before every dispatch.
+    pub(crate) fn note_floors(&mut self) {
+        for (_, slot) in &mut self.slots {
+            if slot.dirty.is_empty() {
+                slot.dirty_floor = None;
+            } else if slot.dirty_floor.is_none() {
+                slot.dirty_floor = Some(self.floor_seq + 1);
+            }
+        }
+        self.floor_seq = self.seq;
     }
 
     /// Marks every remote for a full sync.
@@ -233,6 +277,7 @@ impl Engine {
                 break Exit::Orphaned;
             }
             let now = Instant::now();
+            self.note_floors();
             self.periodic(now);
             self.dispatch(now);
             self.check_flushes(now);
@@ -263,6 +308,9 @@ impl Engine {
                         self.on_transferred(&name, generation, flight);
                     }
                     WorkerMsg::Done(done) => self.on_done(done),
+                    WorkerMsg::Progress { name, generation, flight, progress } => {
+                        self.on_progress(&name, generation, flight, progress);
+                    }
                 },
                 msg = watch_rx.recv() => match msg {
                     Some(msg) => {
@@ -361,6 +409,22 @@ impl Engine {
                     "workspace root {} was deleted or moved away; nothing is synced or deleted until it is back and `wsync resume` is run",
                     self.root.display()
                 ));
+            }
+            // Already halted (the root was deleted): its watch going is no news.
+            WatchMsg::RootUnwatched if self.halted.is_some() => {}
+            WatchMsg::RootUnwatched => {
+                // Halts unless the root is still the same directory (then watch it again).
+                if self.root_ok() {
+                    tracing::warn!("the root's watch was dropped; watching the tree again");
+                    if let Some(watcher) = &self.watcher {
+                        if let Err(message) = watcher.rescan() {
+                            self.on_watch(WatchMsg::Error(message));
+                        }
+                    }
+                    self.rescans += 1;
+                    self.mark_all_full();
+                    self.cookies_lost();
+                }
             }
             WatchMsg::Error(message) => {
                 if self.watch_error.is_none() {

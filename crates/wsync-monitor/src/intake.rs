@@ -81,8 +81,15 @@ impl Engine {
             }
             ChangeKind::Closed | ChangeKind::Attrib => None,
         };
+        let deletion = matches!(
+            change.kind,
+            ChangeKind::Deleted | ChangeKind::MovedFrom { .. }
+        );
         for (_, slot) in &mut self.slots {
             slot.dirty.add(&queued, now);
+            if deletion {
+                slot.dirty.note_delete(now);
+            }
             if change.kind == ChangeKind::Closed {
                 slot.dirty.note_closed(&change.path);
             } else if let Some(open) = open {

@@ -10,7 +10,10 @@
 //!   `wsync_monitor=trace`). Nothing but the status channel is ever written to stdout.
 //! - `--runtime-dir DIR`: where the ssh ControlPath sockets go (created 0700). Default
 //!   `$XDG_RUNTIME_DIR/wsync`, else `/tmp/wsync-<uid>`; a directory whose path is too long for
-//!   a unix socket falls back to the latter.
+//!   a unix socket, or that is not ours (owner, a symlink) or is writable by others, falls back
+//!   to the latter, then to a fresh `mkdtemp` directory. Each workspace's remote has its own
+//!   ssh master (`cm-<hash of workspace, remote and connection settings>`), so detaching one
+//!   never cuts another's transfers.
 //!
 //! # The channel (daemon ↔ monitor)
 //!
@@ -96,11 +99,17 @@
 //! 0 after `shutdown`, EOF on stdin, SIGTERM or SIGINT; 1 on a fatal runtime error; 2 when the
 //! first message is missing or is not a valid `start`; 3 when the test switch fires.
 //!
-//! # Test switch
+//! # Test switches
 //!
 //! `WSYNC_TEST_MONITOR_CRASH_FILE=<path>`: if that file exists at startup, the monitor exits
 //! with status 3 before doing anything (the supervisor tests create it to simulate a crashing
 //! monitor).
+//!
+//! `WSYNC_TEST_MAX_WATCHES=<N>`: the watcher refuses to add more than N inotify watches and
+//! behaves exactly as when the kernel's `fs.inotify.max_user_watches` is reached (ENOSPC): the
+//! `watch_error` in status names the sysctl, and the workspace falls back to a full sync every
+//! `DEGRADED_FULL_SYNC_INTERVAL` (and on every flush). For the fault tests, which must not
+//! change machine-wide settings.
 //!
 //! # Standalone use
 //!
@@ -121,6 +130,7 @@ pub mod engine;
 mod flights;
 mod intake;
 pub mod logging;
+pub mod progress;
 pub mod queue;
 mod renames;
 mod safety;
@@ -266,8 +276,10 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     Ok(exit_codes::OK)
 }
 
-/// The ssh socket directory, created 0700; falls back to `/tmp/wsync-<uid>` when the given one
-/// is too long for socket paths or cannot be created.
+/// The ssh socket directory: ours (owner checked) and 0700. Falls back to `/tmp/wsync-<uid>`
+/// when the given one is too long for socket paths or is not safe, and last to a fresh
+/// `mkdtemp` directory; never a directory another user could have prepared (a ControlPath
+/// socket planted there would see every transfer).
 fn runtime_dir(requested: Option<&Path>) -> PathBuf {
     // ssh adds a ".XXXXXXXXXXXXXXXX" suffix while binding "cm-<16 hex>"; sun_path holds 107.
     const MAX_DIR_LEN: usize = 107 - 1 - 19 - 17;
@@ -288,21 +300,81 @@ fn runtime_dir(requested: Option<&Path>) -> PathBuf {
         }
         match create_private_dir(&dir) {
             Ok(()) => return dir,
-            Err(e) => tracing::warn!("cannot create runtime directory {}: {e}", dir.display()),
+            Err(e) => tracing::warn!("cannot use runtime directory {}: {e}", dir.display()),
         }
     }
-    PathBuf::from("/tmp")
+    match nix::unistd::mkdtemp("/tmp/wsync-XXXXXX") {
+        Ok(dir) => {
+            tracing::warn!("using a fresh runtime directory {}", dir.display());
+            dir
+        }
+        Err(e) => {
+            // Nothing safe: ssh sockets will fail to bind and SSH syncs report the error.
+            tracing::error!("cannot create any private runtime directory: {e}");
+            PathBuf::from("/nonexistent/wsync-runtime")
+        }
+    }
 }
 
+/// Creates `dir` 0700 (with parents) and checks it is a real directory owned by us that no one
+/// else can write to; read/search bits for others are removed.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let meta = std::fs::metadata(dir)?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("not a directory (a symlink?)"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "owned by uid {}, not by uid {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(std::io::Error::other(format!(
+            "writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_dirs_must_be_private_and_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("a/wsync");
+        create_private_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(create_private_dir(&open).is_err(), "world-writable");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(create_private_dir(&link).is_err(), "a symlink");
+        let readable = tmp.path().join("readable");
+        std::fs::create_dir(&readable).unwrap();
+        std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&readable).unwrap();
+        let mode = std::fs::metadata(&readable).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Whatever happens, the chosen directory is private and never /tmp itself.
+        let chosen = runtime_dir(Some(&open));
+        assert_ne!(chosen, open);
+        assert_ne!(chosen, Path::new("/tmp"));
+    }
 }

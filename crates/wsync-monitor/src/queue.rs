@@ -12,6 +12,24 @@ use std::time::{Duration, Instant};
 /// Past this many paths a batch becomes a full sync (a full rsync is cheaper than a huge list).
 pub const FULL_SYNC_THRESHOLD: usize = 10_000;
 
+/// A batch that is mostly deletions (more than half its events), or has at least this many,
+/// waits for [`DELETE_SETTLE`] of quiet after the last one (not the short settle, not the
+/// latency cap): `rm -rf` pauses now and then, and its first deletions must not go out before
+/// the rest shows what it is. (An editor's save that deletes a backup file is not mostly
+/// deletions and stays fast.)
+pub const DELETE_BURST_MIN: u64 = 16;
+/// Quiet needed after the last deletion of a deletion-dominated batch.
+pub const DELETE_SETTLE: Duration = Duration::from_millis(50);
+/// A batch with at least this many deletions is a deletion storm: held until
+/// [`STORM_QUIET`] passes without a deletion (then the root is checked again: a deleted,
+/// replaced or emptied root halts with nothing sent), at most [`STORM_CAP`].
+pub const STORM_MIN: u64 = 256;
+pub const STORM_QUIET: Duration = Duration::from_millis(250);
+/// The longest a deletion storm is held; past it, more than `max_delete` deletions halt.
+pub const STORM_CAP: Duration = Duration::from_secs(10);
+/// Burst deletions are held at most this long.
+pub const DELETE_BURST_CAP: Duration = Duration::from_secs(1);
+
 /// A rename inside the workspace, replayed on the remote before the batch's rsync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rename {
@@ -55,6 +73,13 @@ pub struct DirtySet {
     /// When the oldest / newest change still waiting arrived.
     first_at: Option<Instant>,
     last_at: Option<Instant>,
+    /// Deletion events (deletes, moves out of the workspace) since the last batch was taken,
+    /// and when the first and the latest of them arrived.
+    deletions: u64,
+    /// Change events of any kind since the last batch was taken.
+    events: u64,
+    first_delete_at: Option<Instant>,
+    last_delete_at: Option<Instant>,
 }
 
 impl DirtySet {
@@ -75,7 +100,32 @@ impl DirtySet {
         self.full
     }
 
+    /// Notes a deletion event (call with [`DirtySet::add`]); they decide the deletion timing.
+    pub fn note_delete(&mut self, now: Instant) {
+        self.deletions += 1;
+        self.first_delete_at.get_or_insert(now);
+        self.last_delete_at = Some(now);
+    }
+
+    /// Deletion events waiting, and how long they have been coming in.
+    pub fn deletions(&self) -> (u64, Duration) {
+        let span = match (self.first_delete_at, self.last_delete_at) {
+            (Some(first), Some(last)) => last.duration_since(first),
+            _ => Duration::ZERO,
+        };
+        (self.deletions, span)
+    }
+
+    /// Forgets the deletion count (the user confirmed, or a halt was lifted).
+    pub fn reset_deletions(&mut self) {
+        self.deletions = 0;
+        self.events = 0;
+        self.first_delete_at = None;
+        self.last_delete_at = None;
+    }
+
     fn touch(&mut self, now: Instant) {
+        self.events += 1;
         self.first_at.get_or_insert(now);
         self.last_at = Some(now);
     }
@@ -192,6 +242,19 @@ impl DirtySet {
             return None;
         }
         let (first, last) = (self.first_at?, self.last_at?);
+        if let (Some(first_del), Some(last_del)) = (self.first_delete_at, self.last_delete_at) {
+            let (quiet, cap) = if self.deletions >= STORM_MIN {
+                (STORM_QUIET, STORM_CAP)
+            } else if self.deletions >= DELETE_BURST_MIN || self.deletions * 2 > self.events {
+                (DELETE_SETTLE, DELETE_BURST_CAP)
+            } else {
+                (Duration::ZERO, Duration::ZERO)
+            };
+            if !quiet.is_zero() {
+                let due = (last + settle).max(last_del + quiet);
+                return Some(due.min(first.min(first_del) + cap.max(max_latency)));
+            }
+        }
         if self.burst_ended && self.open.is_empty() {
             return Some(last);
         }
@@ -205,6 +268,7 @@ impl DirtySet {
         }
         self.first_at = None;
         self.last_at = None;
+        self.reset_deletions();
         // A file still being written shows up again with its next modify or close-write.
         self.open.clear();
         if std::mem::take(&mut self.full) {
@@ -438,6 +502,59 @@ mod tests {
         set.add(Path::new("b"), t1);
         set.note_write(Path::new("b"), true);
         assert_eq!(set.due_at(settle, cap), Some(t1 + settle));
+    }
+
+    #[test]
+    fn deletion_bursts_and_storms_wait_for_quiet_past_the_latency_cap() {
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(5);
+        let cap = Duration::from_millis(100);
+        let ms = Duration::from_millis;
+        let mut set = DirtySet::default();
+        // An editor's save deleting its backup file: the ordinary settle.
+        set.add(Path::new("f"), t0);
+        set.add(Path::new("f~"), t0);
+        set.note_delete(t0);
+        set.add(Path::new("f"), t0);
+        assert_eq!(set.due_at(settle, cap), Some(t0 + settle));
+        set.take();
+        // Mostly deletions (even one): DELETE_SETTLE of quiet.
+        set.add(Path::new("gone"), t0);
+        set.note_delete(t0);
+        assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
+        set.take();
+        // Many deletions among many other changes: a burst all the same.
+        for i in 0..DELETE_BURST_MIN {
+            for j in 0..3 {
+                set.add(Path::new(&format!("new{i}-{j}")), t0);
+            }
+            set.add(Path::new(&format!("f{i}")), t0);
+            set.note_delete(t0);
+        }
+        assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
+        // A storm lasting past the latency cap is held until STORM_QUIET after its last one.
+        for i in 0..STORM_MIN * 2 {
+            let at = t0 + ms(i);
+            set.add(Path::new(&format!("s{i}")), at);
+            set.note_delete(at);
+        }
+        let last = t0 + ms(STORM_MIN * 2 - 1);
+        assert_eq!(set.due_at(settle, cap), Some(last + STORM_QUIET));
+        assert_eq!(
+            set.deletions(),
+            (STORM_MIN * 2 + DELETE_BURST_MIN, last - t0)
+        );
+        // ... but not forever.
+        let late = t0 + STORM_CAP + ms(1);
+        set.add(Path::new("late"), late);
+        set.note_delete(late);
+        assert_eq!(set.due_at(settle, cap), Some(t0 + STORM_CAP));
+        set.take();
+        assert_eq!(set.deletions(), (0, Duration::ZERO));
+        set.add(Path::new("one"), late);
+        set.add(Path::new("one~"), late);
+        set.note_delete(late);
+        assert_eq!(set.due_at(settle, cap), Some(late + settle));
     }
 
     #[test]

@@ -86,9 +86,18 @@ impl Engine {
                 slot.confirmed = true;
             }
         } else {
-            tracing::info!("halt lifted; running a full sync");
+            tracing::info!(
+                "halt lifted; running a full sync (dry-run first against the --max-delete cap)"
+            );
+            for (_, slot) in &mut self.slots {
+                slot.precheck = true;
+            }
         }
         self.halted = None;
+        // Deletions seen before the halt were judged by it; the full sync re-judges the tree.
+        for (_, slot) in &mut self.slots {
+            slot.dirty.reset_deletions();
+        }
         self.rescans += 1;
         self.mark_all_full();
     }

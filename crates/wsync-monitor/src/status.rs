@@ -83,6 +83,7 @@ impl Engine {
                     } else {
                         None
                     },
+                    progress: slot.in_flight.as_ref().and_then(|f| f.progress),
                 })
                 .collect(),
         }

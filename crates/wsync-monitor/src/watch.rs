@@ -53,6 +53,9 @@ pub enum WatchMsg {
     Overflow,
     /// The workspace root was deleted or moved away.
     RootGone,
+    /// The kernel dropped the root's watch (IN_IGNORED: its filesystem was unmounted, or it
+    /// was deleted): nothing below it is watched any more.
+    RootUnwatched,
     /// Adding a watch failed for good (e.g. the inotify watch limit).
     Error(String),
 }
@@ -80,6 +83,26 @@ pub struct WatchTable {
     pub(crate) filter: ExcludeState,
     /// A watched directory just moved away (cookie, path), until its MOVED_TO shows up.
     pub(crate) moved_dir: Option<(u32, PathBuf)>,
+    /// [`MAX_WATCHES_ENV`]: refuse watches past this many, as the kernel's limit would.
+    pub(crate) max_watches: Option<usize>,
+}
+
+/// Test switch: `WSYNC_TEST_MAX_WATCHES=N` makes the watcher refuse more than N watches, exactly
+/// as if inotify_add_watch failed with ENOSPC (`fs.inotify.max_user_watches` reached).
+pub const MAX_WATCHES_ENV: &str = "WSYNC_TEST_MAX_WATCHES";
+
+fn max_watches_from_env() -> Option<usize> {
+    let value = std::env::var(MAX_WATCHES_ENV).ok()?;
+    match value.trim().parse() {
+        Ok(n) => {
+            tracing::warn!("{MAX_WATCHES_ENV}={n}: at most {n} inotify watches (test switch)");
+            Some(n)
+        }
+        Err(_) => {
+            tracing::warn!("ignoring {MAX_WATCHES_ENV}={value:?}: not a number");
+            None
+        }
+    }
 }
 
 /// Handle the engine keeps: the table (for counts and rescans).
@@ -104,6 +127,7 @@ impl Watcher {
             error: None,
             filter: ExcludeState::new(root, config),
             moved_dir: None,
+            max_watches: max_watches_from_env(),
         };
         if let Err(message) = table.add_tree(Path::new("")) {
             tracing::error!("{message}");
@@ -230,7 +254,12 @@ impl WatchTable {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let full = self.root.join(&dir);
-            match self.watches.add(&full, MASK) {
+            let added = if self.at_watch_cap(&dir) {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            } else {
+                self.watches.add(&full, MASK)
+            };
+            match added {
                 Ok(wd) => {
                     self.by_wd
                         .insert(wd.get_watch_descriptor_id(), (wd, dir.clone()));
@@ -276,6 +305,13 @@ impl WatchTable {
         Ok(())
     }
 
+    /// True when the test cap ([`MAX_WATCHES_ENV`]) forbids a new watch on `dir`.
+    fn at_watch_cap(&self, dir: &Path) -> bool {
+        self.max_watches.is_some_and(|cap| {
+            self.by_wd.len() >= cap && !self.by_wd.values().any(|(_, path)| path == dir)
+        })
+    }
+
     /// Drops the watches on `rel` and below (a directory moved away).
     pub(crate) fn remove_tree(&mut self, rel: &Path) {
         self.filter.forget_below(rel);
@@ -314,7 +350,17 @@ impl WatchTable {
         }
         let id = wd.get_watch_descriptor_id();
         if mask.contains(EventMask::IGNORED) {
-            self.by_wd.remove(&id);
+            // Our own removals take the entry out first, so this is the kernel's doing.
+            if let Some((_, path)) = self.by_wd.remove(&id) {
+                if path.as_os_str().is_empty() {
+                    out.push(WatchMsg::RootUnwatched);
+                }
+            }
+            return;
+        }
+        if mask.contains(EventMask::UNMOUNT) {
+            // IN_IGNORED follows for every watch on that filesystem.
+            tracing::warn!("a watched filesystem was unmounted");
             return;
         }
         let Some((_, dir)) = self.by_wd.get(&id) else {

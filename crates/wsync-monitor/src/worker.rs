@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
@@ -67,6 +67,9 @@ pub struct SyncOptions {
     pub confirmed: bool,
     /// `--max-delete` for full syncs.
     pub max_delete: u64,
+    /// Dry-run a full sync first and halt, deleting nothing, if it would pass `max_delete`
+    /// (after a halt for a missing or replaced root: rsync itself deletes up to the cap).
+    pub precheck: bool,
     /// rsync filter rules for the excludes.
     pub exclude_from: Option<PathBuf>,
 }
@@ -79,9 +82,12 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn new(remote: Remote, runtime_dir: &Path) -> Self {
-        let control_path =
-            SshEndpoint::from_target(&remote.target).map(|ep| ep.control_path(runtime_dir));
+    /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
+    /// must not cut other workspaces' transfers to the same host.
+    pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str) -> Self {
+        let owner = format!("{workspace}\0{}", remote.name);
+        let control_path = SshEndpoint::from_target(&remote.target)
+            .map(|ep| ep.control_path_for(runtime_dir, owner.as_bytes()));
         Self {
             remote,
             control_path,
@@ -89,13 +95,15 @@ impl Destination {
     }
 
     /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
-    /// the transfer complete without any message (before its slow exit handshake).
+    /// the transfer complete without any message (before its slow exit handshake), and
+    /// `progress` with a full sync's progress (see `crate::progress`).
     pub async fn sync(
         &self,
         root: &Path,
         batch: &Batch,
         opts: &SyncOptions,
         transferred: impl FnOnce() + Send,
+        mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
     ) -> Outcome {
         let started = Instant::now();
         if !opts.first {
@@ -131,6 +139,11 @@ impl Destination {
                         started,
                     )
                 }
+            }
+        }
+        if opts.precheck && !opts.confirmed && *batch == Batch::Full {
+            if let Some(outcome) = self.precheck_deletions(root, opts, started).await {
+                return outcome;
             }
         }
         let (mode, list) = match batch {
@@ -184,10 +197,13 @@ impl Destination {
             max_delete: (!opts.confirmed).then_some(opts.max_delete),
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: true,
+            progress: matches!(mode, RsyncMode::Full { .. }),
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
-        let (mut outcome, output) = run(argv, stdin, transferred).await;
+        let reporter = matches!(mode, RsyncMode::Full { .. })
+            .then(|| crate::progress::Reporter::new(&mut progress));
+        let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
         if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(missing_target(&self.remote.target));
@@ -196,14 +212,53 @@ impl Destination {
             outcome.vanished = vanished_paths(&output, root);
         }
         if outcome.class == ExitClass::MaxDelete {
-            outcome.halt = Some(format!(
-                "a full sync to remote {} stopped at the --max-delete cap of {} deletions ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
-                self.remote.name,
-                opts.max_delete,
-                max_delete_skipped(&output).map_or("some".into(), |n| n.to_string()),
-            ));
+            outcome.halt = Some(self.max_delete_reason(opts, &output));
         }
         outcome
+    }
+
+    /// A dry run of the full sync with the `--max-delete` cap: `Some` (a halt, or the failure)
+    /// when the real one must not run.
+    async fn precheck_deletions(
+        &self,
+        root: &Path,
+        opts: &SyncOptions,
+        started: Instant,
+    ) -> Option<Outcome> {
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Verify,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            max_delete: Some(opts.max_delete),
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+        });
+        tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
+        let (mut outcome, output) = run(argv, None, || {}).await;
+        match outcome.class {
+            ExitClass::Success | ExitClass::Vanished => None,
+            ExitClass::MaxDelete => {
+                outcome.halt = Some(self.max_delete_reason(opts, &output));
+                Some(outcome)
+            }
+            _ => {
+                outcome.elapsed = started.elapsed();
+                Some(outcome)
+            }
+        }
+    }
+
+    fn max_delete_reason(&self, opts: &SyncOptions, output: &str) -> String {
+        format!(
+            "a full sync to remote {} stopped at the --max-delete cap of {} deletions ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            self.remote.name,
+            opts.max_delete,
+            max_delete_skipped(output).map_or("some".into(), |n| n.to_string()),
+        )
     }
 
     /// Whether the target directory holds nothing (missing counts as empty).
@@ -331,6 +386,16 @@ async fn run(
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
 ) -> (Outcome, String) {
+    run_reporting(argv, stdin, transferred, None).await
+}
+
+/// [`run`], passing rsync's progress lines (left out of the returned output) to `progress`.
+async fn run_reporting(
+    argv: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    transferred: impl FnOnce() + Send,
+    mut progress: Option<crate::progress::Reporter<'_>>,
+) -> (Outcome, String) {
     let started = Instant::now();
     let failed = |error: String| {
         (
@@ -383,7 +448,7 @@ async fn run(
         let mut line = Vec::new();
         loop {
             line.clear();
-            match output.read_until(b'\n', &mut line).await {
+            match crate::progress::read_segment(&mut output, &mut line).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -393,6 +458,9 @@ async fn run(
                         notify();
                     }
                 }
+                continue;
+            }
+            if progress.as_mut().is_some_and(|p| p.feed(&line)) {
                 continue;
             }
             text.extend_from_slice(&line);

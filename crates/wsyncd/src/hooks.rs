@@ -271,6 +271,7 @@ mod tests {
                     consecutive_failures: 1,
                     last_error: Some(format!("{name} broke")),
                     next_retry_unix_ms: None,
+                    progress: None,
                 })
                 .collect(),
             ..MonitorStatus::default()

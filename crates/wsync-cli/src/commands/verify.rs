@@ -101,6 +101,7 @@ pub fn verify_argv(workspace: &Workspace, target: &RemoteTarget) -> Vec<OsString
         max_delete: None,
         exclude_from: None,
         report_transfer_done: false,
+        progress: false,
     });
     let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
     argv.insert(at, "--checksum".into());

@@ -1,11 +1,13 @@
-//! Waiting for a newly attached remote's initial sync: poll the daemon's status, show progress,
-//! and stop at in-sync, at a failure (with its error), or at the deadline.
+//! Waiting for a newly attached remote's initial sync: poll the daemon's status, show progress
+//! (a bar while the monitor reports rsync's progress), and stop at in-sync, at a failure (with
+//! its error), or at the deadline. Also the progress poller `flush` runs beside its request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use indicatif::HumanBytes;
-use wsync_core::monitor_proto::RemoteState;
+use wsync_core::monitor_proto::{RemoteState, SyncProgress};
 use wsync_core::protocol::{MonitorProcessState, Request, Response, WorkspaceStatus};
 
 use crate::client::{unexpected, Client};
@@ -70,6 +72,54 @@ pub fn judge(status: &WorkspaceStatus, remote: &str) -> InitialSync {
     }
 }
 
+/// The progress of `remote`'s running full sync, if the monitor reports one.
+pub fn remote_progress(status: &WorkspaceStatus, remote: &str) -> Option<SyncProgress> {
+    status
+        .report
+        .as_ref()?
+        .remotes
+        .iter()
+        .find(|r| r.name == remote)?
+        .progress
+}
+
+fn workspace_status(client: &mut Client, workspace: &str) -> Result<Option<WorkspaceStatus>> {
+    match client.call(&Request::Status {
+        workspace: Some(workspace.to_owned()),
+    })? {
+        Response::Status { workspaces } => Ok(workspaces.into_iter().next()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Shows the progress of any full sync of `workspace` on `progress` until `stop` is set
+/// (`flush` runs it on its own connection while its request waits). Errors end the polling
+/// quietly: the flush answer is what counts.
+pub fn show_full_syncs(
+    mut client: Client,
+    workspace: &str,
+    progress: &mut Progress,
+    message: &str,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(status)) = workspace_status(&mut client, workspace) else {
+            return;
+        };
+        let syncing = status.report.as_ref().and_then(|report| {
+            report
+                .remotes
+                .iter()
+                .find_map(|r| Some((r.name.clone(), r.progress?)))
+        });
+        match syncing {
+            Some((remote, p)) => progress.update(&format!("full sync to {remote}"), Some(&p)),
+            None => progress.update(message, None),
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Polls until `remote` of `workspace` is in sync; errors name the cause and the way out.
 pub fn initial_sync(
     client: &mut Client,
@@ -77,22 +127,19 @@ pub fn initial_sync(
     remote: &str,
     timeout: Duration,
 ) -> Result<InitialSync> {
-    let progress = Progress::spinner(format!("initial sync to {remote}"));
+    let mut progress = Progress::spinner(format!("initial sync to {remote}"));
     let deadline = Instant::now() + timeout;
     loop {
-        let status = match client.call(&Request::Status {
-            workspace: Some(workspace.to_owned()),
-        })? {
-            Response::Status { workspaces } => workspaces.into_iter().next(),
-            other => return Err(unexpected(&other)),
-        };
-        let Some(status) = status else {
+        let Some(status) = workspace_status(client, workspace)? else {
             return Err(anyhow::anyhow!(
                 "workspace {workspace} vanished while syncing"
             ));
         };
         match judge(&status, remote) {
-            InitialSync::Waiting(text) => progress.set_message(text),
+            InitialSync::Waiting(text) => match remote_progress(&status, remote) {
+                Some(p) => progress.update(&format!("initial sync to {remote}"), Some(&p)),
+                None => progress.update(&text, None),
+            },
             InitialSync::Failed(why) => {
                 return Err(CliError::new(
                     exit_codes::FAILURE,
@@ -159,6 +206,7 @@ mod tests {
                         consecutive_failures: 0,
                         last_error: Some("rsync: connection refused".into()),
                         next_retry_unix_ms: None,
+                        progress: None,
                     })
                     .collect(),
                 ..MonitorStatus::default()

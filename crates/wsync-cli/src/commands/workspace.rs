@@ -2,6 +2,7 @@
 //! and the resolution of a WORKSPACE argument (a name, or a path in or of a workspace).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -214,10 +215,25 @@ pub fn flush(ctx: &Ctx, workspace: &str, timeout_secs: u64) -> Result<i32> {
     let mut client = ctx.connect()?;
     let workspace = resolve(&mut client, workspace)?;
     client.set_timeout(Duration::from_secs(timeout_secs) + FLUSH_ANSWER_MARGIN)?;
-    let progress = Progress::spinner(format!("waiting for every remote of {workspace}"));
-    let response = client.call(&Request::Flush {
-        workspace: workspace.clone(),
-        timeout_ms: Some(timeout_secs.saturating_mul(1000)),
+    let message = format!("waiting for every remote of {workspace}");
+    let mut progress = Progress::spinner(message.clone());
+    // A second connection polls the status for the progress bar while this one waits.
+    let poller = progress.visible().then(|| ctx.connect().ok()).flatten();
+    let stop = AtomicBool::new(false);
+    let response = std::thread::scope(|scope| {
+        if let Some(poller) = poller {
+            let (progress, stop, workspace) = (&mut progress, &stop, &workspace);
+            let message = &message;
+            scope.spawn(move || {
+                wait::show_full_syncs(poller, workspace, progress, message, stop);
+            });
+        }
+        let response = client.call(&Request::Flush {
+            workspace: workspace.clone(),
+            timeout_ms: Some(timeout_secs.saturating_mul(1000)),
+        });
+        stop.store(true, Ordering::Relaxed);
+        response
     })?;
     drop(progress);
     match response {

@@ -78,6 +78,7 @@ fn remote(
         consecutive_failures: 0,
         last_error: err.map(Into::into),
         next_retry_unix_ms: None,
+        progress: None,
     }
 }
 

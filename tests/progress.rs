@@ -1,0 +1,121 @@
+//! Full-sync progress (issue 7): the monitor reports rsync's progress in status during an
+//! initial sync (and not for incremental batches), and `wsync attach` without a terminal
+//! prints no progress noise but still waits for the initial sync.
+
+use std::path::Path;
+use std::time::Duration;
+
+use wsync_core::monitor_proto::RemoteState;
+use wsync_tests::env::TestEnv;
+use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::tree::{diff_trees, scratch_dir};
+
+const FLUSH: Duration = Duration::from_secs(60);
+
+/// Writes `count` files of `mib` MiB each (distinct contents) into `dir`; returns the bytes.
+fn big_files(dir: &Path, count: u8, mib: usize) -> u64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let block: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    for n in 0..count {
+        let mut data = Vec::with_capacity(mib * block.len());
+        for i in 0..mib {
+            let mut chunk = block.clone();
+            chunk[..2].copy_from_slice(&[n, i as u8]);
+            data.extend_from_slice(&chunk);
+        }
+        std::fs::write(dir.join(format!("big-{n:02}.bin")), data).unwrap();
+    }
+    u64::from(count) * (mib * block.len()) as u64
+}
+
+#[test]
+fn an_initial_sync_reports_progress_and_incremental_batches_do_not() {
+    let tmp = scratch_dir();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    // Large enough that the transfer outlasts a few status intervals (100 ms) even on a fast
+    // machine, small enough to take well under a second or two on tmpfs.
+    let total = big_files(&src, 24, 10);
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("prog", &src, vec![local_remote("copy", &dst)]),
+    );
+    m.flush_ok(FLUSH);
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        m.fail(&format!("after the initial sync: {diffs:?}"));
+    }
+    let reports = m.progress_reports();
+    if reports.is_empty() {
+        m.fail("no progress was reported during a 240 MiB initial sync");
+    }
+    let mut last = None;
+    for (remote, p) in &reports {
+        assert_eq!(remote, "copy");
+        assert!(p.bytes_done <= total, "{p:?}");
+        if let Some(files) = p.files_total {
+            // 24 files and the root directory.
+            assert_eq!(files, 25, "{p:?}");
+            assert!(p.files_done <= files, "{p:?}");
+        }
+        if let Some(bytes) = p.bytes_total {
+            // Estimated from rsync's whole-number percentage.
+            assert!(bytes >= p.bytes_done, "{p:?}");
+            assert!(bytes > total / 3 * 2 && bytes < total / 3 * 4, "{p:?}");
+        }
+        if let Some(prev) = last.replace(*p) {
+            assert!(p.bytes_done >= prev.bytes_done, "{prev:?} then {p:?}");
+            assert!(p.files_done >= prev.files_done, "{prev:?} then {p:?}");
+        }
+    }
+    eprintln!("{} progress reports; last {last:?}", reports.len());
+    let status = m.wait_status("in sync without progress", FLUSH, |s| {
+        s.remotes[0].state == RemoteState::InSync && s.remotes[0].progress.is_none()
+    });
+    assert!(status.remotes[0].bytes_sent >= total, "{status:?}");
+
+    // An incremental batch (one large file) runs without --info=progress2.
+    std::fs::write(src.join("big-00.bin"), vec![1u8; 20 * 1024 * 1024]).unwrap();
+    m.flush_ok(FLUSH);
+    assert_eq!(m.progress_reports().len(), reports.len());
+    if !m.logs().contains("running rsync") || m.logs().matches("--info=progress2").count() != 1 {
+        m.fail("expected exactly one rsync run with --info=progress2 (the initial sync)");
+    }
+}
+
+#[test]
+fn attach_without_a_terminal_prints_no_progress_and_waits_for_the_initial_sync() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("w");
+    let total = big_files(&src.join("data"), 8, 4);
+    env.wsync_ok(&["add", src.to_str().unwrap()]);
+    let mirror = env.root.join("m");
+    let out = env.wsync(&["attach", "w", mirror.to_str().unwrap()]);
+    if !out.success() {
+        env.fail(&format!("attach failed: {}\n{}", out.stdout, out.stderr));
+    }
+    // Returned only once the remote holds everything.
+    let diffs = diff_trees(&src, &mirror);
+    assert!(
+        diffs.is_empty(),
+        "attach returned before the sync: {diffs:?}"
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines[0].starts_with("attached remote m ("),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[1], "m is in sync");
+    // No bar, spinner or carriage return anywhere.
+    assert!(out.stderr.is_empty(), "stderr: {:?}", out.stderr);
+    assert!(!out.stdout.contains('\r'), "{:?}", out.stdout);
+    assert!(total > 0);
+
+    let out = env.wsync(&["flush", "w", "--timeout", "30"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "workspace w: every remote is in sync\n");
+    assert!(out.stderr.is_empty(), "stderr: {:?}", out.stderr);
+}
