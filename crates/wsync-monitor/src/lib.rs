@@ -31,6 +31,9 @@
 //!   ten a second; the latest state is always sent, so the last line after a sync is current),
 //!   and `flushed {id, lagging}` answering each flush: sent when every remote holds every change
 //!   made before the flush, or at the deadline with the remotes still behind in `lagging`.
+//!   While a full sync (initial sync or resync) runs, a remote's status carries `progress`
+//!   (bytes and files done, totals once rsync's file list is complete), parsed from rsync's
+//!   `--info=progress2`; incremental batches run without it.
 //!
 //! # Timing
 //!
