@@ -424,3 +424,34 @@ fn check_ignore_names_the_deciding_rule_from_every_source() {
     let (_, err) = expect_code(&env, &["check-ignore", s(&env.root)], NOT_FOUND);
     assert!(err.contains("not inside any workspace"), "{err}");
 }
+
+#[test]
+fn verify_uses_the_same_excludes_as_syncing() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("ex");
+    write(&src.join(".wsyncignore"), "*.log\nbuild/\n");
+    write(&src.join(".gitignore"), "secret.txt\n");
+    write(&src.join("a.txt"), "a");
+    write(&src.join("debug.log"), "noise");
+    write(&src.join("build/out.o"), "obj");
+    write(&src.join("secret.txt"), "s");
+    let mirror = env.root.join("ex-mirror");
+    env.wsync_ok(&["add", s(&src), "--exclude", "*.tmp"]);
+    env.wsync_ok(&["attach", "ex", s(&mirror)]);
+    assert!(!mirror.join("debug.log").exists() && !mirror.join("build").exists());
+    // Excluded files are not drift: syncing never sends them, and never deletes a remote-only
+    // path an exclude matches.
+    write(&src.join("scratch.tmp"), "t");
+    write(&mirror.join("remote-only.log"), "kept on the remote");
+    let out = env.wsync_ok(&["verify", "ex"]);
+    assert!(out.contains("): in sync"), "{out}");
+    // A file that is synced still counts.
+    std::fs::remove_file(mirror.join("a.txt")).unwrap();
+    let (out, _) = expect_code(&env, &["verify", "ex"], DRIFT);
+    assert!(out.contains("a.txt"), "{out}");
+    assert!(
+        !out.contains("debug.log") && !out.contains("secret.txt"),
+        "{out}"
+    );
+}

@@ -190,6 +190,7 @@ fn the_registry_survives_a_daemon_restart() {
         port: None,
         identity_file: None,
         ssh_options: vec![],
+        wait: false,
     };
     assert!(matches!(env.request(&attach), Response::Workspace { .. }));
     let pause = Request::Pause {

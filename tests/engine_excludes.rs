@@ -193,3 +193,56 @@ fn editing_wsyncignore_at_runtime_takes_effect() {
     // The node_modules dirs were never excluded here: they are on the remote.
     assert!(dst.join("node_modules/c/f.js").exists());
 }
+
+/// What a remote holds that the workspace never had — a `node_modules/` or `target/` built on
+/// the remote — must survive full syncs when an exclude matches it, as lsyncd and Mutagen users
+/// expect; a remote-only path no rule matches is still removed by the mirror.
+#[test]
+fn remote_only_paths_matching_an_exclude_survive_full_syncs() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join(".wsyncignore"), "*.log\n");
+    write(&src.join(".gitignore"), "target/\n");
+    write(&src.join("a.txt"), "a");
+    let built_on_the_remote = [
+        "node_modules/dep/index.js",
+        "target/debug/app",
+        "server.log",
+        "sub/deep.log",
+    ];
+    for p in built_on_the_remote {
+        write(&dst.join(p), "remote");
+    }
+    write(
+        &dst.join("stale.txt"),
+        "no rule matches: the mirror removes it",
+    );
+    let mut ws = workspace("prot", &src, vec![local_remote("d", &dst)]);
+    ws.excludes = vec!["node_modules/".into()];
+    ws.respect_gitignore = true;
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    let check = |m: &MonitorProc, stale: &str| {
+        for p in built_on_the_remote {
+            if !dst.join(p).exists() {
+                m.fail(&format!("remote-only excluded {p} was deleted"));
+            }
+        }
+        if dst.join(stale).exists() {
+            m.fail(&format!(
+                "{stale} should have been removed by the full sync"
+            ));
+        }
+    };
+    check(&m, "stale.txt");
+    assert!(dst.join("a.txt").exists());
+
+    // A directory new in the workspace goes recursively with --delete; a resync is a full sync.
+    write(&src.join("sub/new.txt"), "n");
+    m.flush_ok(FLUSH);
+    assert!(dst.join("sub/new.txt").exists());
+    write(&dst.join("stale2.txt"), "x");
+    m.send(&wsync_core::monitor_proto::MonitorCommand::Resync);
+    m.flush_ok(FLUSH);
+    check(&m, "stale2.txt");
+}

@@ -276,6 +276,7 @@ fn attach_and_detach_do_not_resync_other_remotes() {
     let c = tmp.path().join("c");
     m.send(&MonitorCommand::Attach {
         remote: local_remote("c", &c),
+        progress: false,
     });
     write(&src.join("g"), "2");
     m.flush_ok(FLUSH);

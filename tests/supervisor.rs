@@ -36,6 +36,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         port: None,
         identity_file: None,
         ssh_options: vec![],
+        wait: false,
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}

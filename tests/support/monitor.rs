@@ -83,6 +83,21 @@ impl MonitorProc {
 
     /// Like [`MonitorProc::start`] with extra environment variables.
     pub fn start_with(dir: &Path, workspace: Workspace, envs: &[(&str, &str)]) -> Self {
+        Self::launch(dir, workspace, envs, Vec::new())
+    }
+
+    /// Like [`MonitorProc::start`], asking for progress during the initial sync of the remotes
+    /// named in `progress` (as the daemon does when `wsync attach` waits).
+    pub fn start_reporting(dir: &Path, workspace: Workspace, progress: Vec<String>) -> Self {
+        Self::launch(dir, workspace, &[], progress)
+    }
+
+    fn launch(
+        dir: &Path,
+        workspace: Workspace,
+        envs: &[(&str, &str)],
+        progress: Vec<String>,
+    ) -> Self {
         let log_dir = dir.join("logs");
         let runtime_dir = dir.join("run");
         let stderr = std::fs::create_dir_all(&log_dir)
@@ -140,6 +155,7 @@ impl MonitorProc {
         monitor.send(&MonitorCommand::Start {
             workspace,
             tunables: MonitorTunables::default(),
+            progress,
         });
         monitor
     }

@@ -59,6 +59,7 @@ impl MonitorProc {
         monitor.send(&MonitorCommand::Start {
             workspace,
             tunables: MonitorTunables::default(),
+            progress: Vec::new(),
         })?;
         Ok(monitor)
     }

@@ -299,6 +299,71 @@ pub fn rsync_rule(rel: &Path) -> Vec<u8> {
     rule
 }
 
+/// Patterns to protect from deletion on the receiver (rsync `--filter=P pattern`): the registry's
+/// and the root `.wsyncignore`'s (and the root `.gitignore`'s, when respected) exclusions.
+///
+/// The anchored rules from [`write_rules`] only name excluded entries that exist in the
+/// workspace; a remote-only path matching an exclusion (a `node_modules/` or `target/` built on
+/// the remote) would otherwise be deleted by the next full sync. Protect rules only ever stop a
+/// deletion, so where rsync's pattern syntax reads a gitignore pattern more broadly, the error
+/// is on the side of keeping files. `!` re-inclusions and nested `.gitignore` files are not
+/// translated: their paths are simply not protected beyond what the anchored rules cover.
+pub fn protect_patterns(root: &Path, registry: &[String], respect_gitignore: bool) -> Vec<String> {
+    let mut files = vec![root.join(WSYNCIGNORE)];
+    if respect_gitignore {
+        files.push(root.join(GITIGNORE));
+    }
+    let from_files = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>());
+    registry
+        .iter()
+        .cloned()
+        .chain(from_files)
+        .filter_map(|line| {
+            let line = line.trim_end();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                return None;
+            }
+            // gitignore escapes a leading '#' or '!' with a backslash; rsync needs no escape.
+            let line = line
+                .strip_prefix("\\#")
+                .map(|rest| format!("#{rest}"))
+                .or_else(|| line.strip_prefix("\\!").map(|rest| format!("!{rest}")))
+                .unwrap_or_else(|| line.to_owned());
+            Some(line)
+        })
+        .collect()
+}
+
+/// Walks the tree below `root` as the watcher does and returns the top-most excluded entries
+/// (an excluded directory prunes its subtree), relative to the root and sorted. For one-shot
+/// users such as `wsync verify`; the monitor keeps its own set, updated from events.
+pub fn excluded_entries(root: &Path, excludes: &mut Excludes) -> std::io::Result<Vec<PathBuf>> {
+    let mut excluded = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        excludes.load_dir(&rel);
+        let entries = match std::fs::read_dir(root.join(&rel)) {
+            Ok(entries) => entries,
+            Err(e) if rel.as_os_str().is_empty() => return Err(e),
+            Err(_) => continue, // vanished or unreadable below the root: rsync will say so
+        };
+        for entry in entries.flatten() {
+            let child = rel.join(entry.file_name());
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if excludes.is_excluded(&child, is_dir) {
+                excluded.push(child);
+            } else if is_dir {
+                dirs.push(child);
+            }
+        }
+    }
+    excluded.sort();
+    Ok(excluded)
+}
+
 /// Writes the rules for `excluded` to `file`, NUL-terminated (rsync reads it with `--from0`,
 /// so any name works), atomically: a running rsync sees the old or the new list, whole.
 pub fn write_rules<'a>(
@@ -327,6 +392,39 @@ mod tests {
             std::fs::write(path, text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn protect_patterns_come_from_the_registry_and_the_root_ignore_files() {
+        let dir = tree(&[
+            (".wsyncignore", "# comment\n*.log\n!keep.log\n\n\\#hash\n"),
+            (".gitignore", "target/  \n"),
+            ("sub/.gitignore", "nested-only\n"),
+        ]);
+        let got = protect_patterns(dir.path(), &["node_modules/".into()], true);
+        assert_eq!(got, ["node_modules/", "*.log", "#hash", "target/"]);
+        let got = protect_patterns(dir.path(), &[], false);
+        assert_eq!(got, ["*.log", "#hash"]);
+    }
+
+    #[test]
+    fn excluded_entries_prunes_excluded_directories() {
+        let dir = tree(&[
+            (".wsyncignore", "target/\n*.log\n"),
+            ("target/debug/x", ""),
+            ("src/a.rs", ""),
+            ("src/b.log", ""),
+            ("sub/.gitignore", "local.tmp\n"),
+            ("sub/local.tmp", ""),
+            ("sub/keep", ""),
+        ]);
+        let mut ex = Excludes::new(dir.path(), &[], true);
+        let got = excluded_entries(dir.path(), &mut ex).unwrap();
+        let want: Vec<PathBuf> = ["src/b.log", "sub/local.tmp", "target"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -16,9 +16,18 @@ pub enum MonitorCommand {
     Start {
         workspace: Workspace,
         tunables: MonitorTunables,
+        /// Names of remotes whose initial sync reports rsync's progress (someone waits for it);
+        /// every other full sync runs without `--info=progress2`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        progress: Vec<String>,
     },
-    /// Adds a remote without disturbing the others (it gets its own initial sync).
-    Attach { remote: Remote },
+    /// Adds a remote without disturbing the others (it gets its own initial sync, which
+    /// reports rsync's progress when `progress` is set).
+    Attach {
+        remote: Remote,
+        #[serde(default)]
+        progress: bool,
+    },
     /// Removes a remote; its in-flight rsync is abandoned.
     Detach { remote: String },
     /// Stops pushing; changes keep being collected.

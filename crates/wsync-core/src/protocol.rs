@@ -52,6 +52,10 @@ pub enum Request {
         identity_file: Option<PathBuf>,
         #[serde(default)]
         ssh_options: Vec<String>,
+        /// The CLI waits for the initial sync (a person is watching): the monitor reports
+        /// rsync's progress during that sync only. Absent in old clients: `false`.
+        #[serde(default)]
+        wait: bool,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

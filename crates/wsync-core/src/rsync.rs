@@ -63,6 +63,9 @@ pub struct RsyncRequest<'a> {
     pub timeout_secs: u32,
     /// Extra `--exclude` patterns (rsync filter syntax), after the cookie exclude.
     pub excludes: &'a [String],
+    /// Patterns protected from deletion on the receiver (`--filter=P pattern`), from
+    /// `wsync_core::excludes::protect_patterns`.
+    pub protect: &'a [String],
     /// `--max-delete` cap for full syncs.
     pub max_delete: Option<u64>,
     /// A file of rsync filter rules (`--exclude-from`), after the inline excludes.
@@ -137,6 +140,9 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
+    }
+    for pattern in req.protect {
+        argv.push(format!("--filter=P {pattern}").into());
     }
     if let Some(file) = req.exclude_from {
         // The rules file is NUL-separated (any file name can be a rule); rsync reads it while
@@ -349,6 +355,7 @@ mod tests {
             mode: RsyncMode::Full { mkpath: false },
             timeout_secs: 30,
             excludes: &[],
+            protect: &[],
             max_delete: Some(100),
             exclude_from: None,
             report_transfer_done: false,
@@ -392,6 +399,7 @@ mod tests {
             mode: RsyncMode::Paths { ignore_times: true },
             timeout_secs: 30,
             excludes: &[],
+            protect: &["node_modules/".to_owned()],
             max_delete: Some(5),
             exclude_from: Some(Path::new("/run/x/excludes")),
             report_transfer_done: true,
@@ -414,6 +422,7 @@ mod tests {
         // Progress is for full syncs only.
         assert!(!argv.iter().any(|w| w.starts_with("--info")));
         assert!(argv.contains(&"--exclude-from=/run/x/excludes".to_owned()));
+        assert!(argv.contains(&"--filter=P node_modules/".to_owned()));
         assert!(!argv.iter().any(|w| w.starts_with("--max-delete")));
         let e = argv.iter().position(|w| w == "-e").unwrap();
         assert!(argv[e + 1].starts_with("ssh -p 2222 -i /k/id -o BatchMode=yes"));
@@ -439,6 +448,7 @@ mod tests {
             mode: RsyncMode::Full { mkpath: true },
             timeout_secs: 30,
             excludes: &[],
+            protect: &[],
             max_delete: None,
             exclude_from: None,
             report_transfer_done: true,

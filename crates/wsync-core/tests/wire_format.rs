@@ -103,9 +103,16 @@ fn requests() {
             port: Some(22),
             identity_file: Some(PathBuf::from("/id")),
             ssh_options: vec!["A=b".into()],
+            wait: true,
         },
-        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
+        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true}"#,
     );
+    // An old client's attach (no `wait`) still decodes, as not waiting.
+    let old: Request = decode(
+        br#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
+    )
+    .unwrap();
+    assert!(matches!(old, Request::Attach { wait: false, .. }));
     pin(
         Request::Detach {
             workspace: "w".into(),
@@ -229,11 +236,43 @@ fn monitor_channel() {
                 settle_ms: 5,
                 max_latency_ms: 100,
             },
+            progress: vec![],
         },
         &format!(
             r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}}}}"#
         ),
     );
+    pin(
+        MonitorCommand::Start {
+            workspace: workspace(),
+            tunables: MonitorTunables {
+                settle_ms: 5,
+                max_latency_ms: 100,
+            },
+            progress: vec!["mirror".into()],
+        },
+        &format!(
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}},"progress":["mirror"]}}"#
+        ),
+    );
+    pin(
+        MonitorCommand::Attach {
+            remote: workspace().remotes[0].clone(),
+            progress: true,
+        },
+        r#"{"cmd":"attach","remote":{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},"progress":true}"#,
+    );
+    let old: MonitorCommand = decode(
+        br#"{"cmd":"attach","remote":{"name":"mirror","target":{"kind":"local","path":"/srv/m"}}}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        old,
+        MonitorCommand::Attach {
+            progress: false,
+            ..
+        }
+    ));
     pin(
         MonitorCommand::Detach { remote: "r".into() },
         r#"{"cmd":"detach","remote":"r"}"#,

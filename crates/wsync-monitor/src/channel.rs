@@ -30,13 +30,18 @@ pub fn die_with_parent() {
 
 pub type Input = BufReader<Stdin>;
 
+/// The `start` message: the workspace, the tunables, and the remotes whose initial sync
+/// reports progress.
+pub type Start = (Workspace, MonitorTunables, Vec<String>);
+
 /// Reads the first message, which must be `start`.
-pub async fn read_start(input: &mut Input) -> Result<(Workspace, MonitorTunables), String> {
+pub async fn read_start(input: &mut Input) -> Result<Start, String> {
     match asynchronous::read_frame::<MonitorCommand, _>(input).await {
         Ok(MonitorCommand::Start {
             workspace,
             tunables,
-        }) => Ok((workspace, tunables)),
+            progress,
+        }) => Ok((workspace, tunables, progress)),
         Ok(other) => Err(format!("the first message must be start, got {other:?}")),
         Err(FrameError::Closed) => Err("stdin closed before the start message".into()),
         Err(e) => Err(format!("bad start message: {e}")),

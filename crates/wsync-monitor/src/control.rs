@@ -15,7 +15,7 @@ impl Engine {
             MonitorCommand::Start { .. } => {
                 tracing::warn!("ignoring a second start message");
             }
-            MonitorCommand::Attach { remote } => self.add_remote(remote),
+            MonitorCommand::Attach { remote, progress } => self.add_remote(remote, progress),
             MonitorCommand::Detach { remote } => self.detach(&remote),
             MonitorCommand::Pause => {
                 tracing::info!("paused");

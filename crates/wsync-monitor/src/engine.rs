@@ -55,6 +55,9 @@ pub(crate) struct Slot {
     pub last_sync_unix_ms: Option<u64>,
     pub files_sent: u64,
     pub bytes_sent: u64,
+    /// Report rsync's progress on the next full sync (someone waits for the initial sync);
+    /// cleared when that full sync ends.
+    pub report_progress: bool,
 }
 
 impl Slot {
@@ -121,6 +124,9 @@ pub struct Engine {
     pub max_delete: u64,
     /// The rsync rules for the excluded entries (kept by the watcher).
     pub(crate) rules_file: Option<PathBuf>,
+    /// The workspace's registry patterns and gitignore switch, for the protect rules that keep
+    /// remote-only excluded paths from being deleted (`excludes::protect_patterns`).
+    pub(crate) protect_source: (Vec<String>, bool),
     /// Whether lifting the current halt confirms the deletions it stopped.
     pub(crate) halt_confirms: bool,
     pub(crate) overflows: u64,
@@ -174,6 +180,7 @@ impl Engine {
             max_delete: wsync_core::rsync::DEFAULT_MAX_DELETE,
             halt_confirms: false,
             rules_file: None,
+            protect_source: (Vec::new(), true),
             overflows: 0,
             rescans: 0,
             watch_error: None,
@@ -194,8 +201,9 @@ impl Engine {
         }
     }
 
-    /// Adds a remote; its first batch is a full sync (which creates the target directory).
-    pub(crate) fn add_remote(&mut self, remote: Remote) {
+    /// Adds a remote; its first batch is a full sync (which creates the target directory),
+    /// reporting rsync's progress when `progress` is set.
+    pub(crate) fn add_remote(&mut self, remote: Remote, progress: bool) {
         if self.slots.iter().any(|(name, _)| *name == remote.name) {
             tracing::warn!(remote = %remote.name, "attach ignored: a remote of that name is attached");
             return;
@@ -233,6 +241,7 @@ impl Engine {
                 last_sync_unix_ms: None,
                 files_sent: 0,
                 bytes_sent: 0,
+                report_progress: progress,
             },
         ));
     }

@@ -104,6 +104,13 @@ impl Engine {
                 precheck: slot.precheck,
                 max_delete: self.max_delete,
                 exclude_from: self.rules_file.clone(),
+                // Read at dispatch, so an edited .wsyncignore protects at once.
+                protect: wsync_core::excludes::protect_patterns(
+                    &self.root,
+                    &self.protect_source.0,
+                    self.protect_source.1,
+                ),
+                progress: slot.report_progress && batch == Batch::Full,
             };
             let (dest, root, tx) = (slot.dest.clone(), self.root.clone(), self.done_tx.clone());
             let (name, generation) = (name.clone(), slot.generation);
@@ -213,6 +220,8 @@ impl Engine {
         };
         slot.synced_seq = slot.synced_seq.max(flight.seq);
         slot.initial_done |= flight.full;
+        // A watched full sync is over once transferred: a resync queued now runs quietly.
+        slot.report_progress &= !flight.full;
         slot.failures = 0;
         slot.retry_at = None;
         slot.retry_unix_ms = None;
@@ -249,6 +258,10 @@ impl Engine {
         } = done.outcome;
         slot.last_class = Some(class);
         let full = done.batch == Batch::Full;
+        if full {
+            // The watched full sync is over (whatever its outcome): later ones run quietly.
+            slot.report_progress = false;
+        }
         match class {
             ExitClass::Success | ExitClass::Vanished => {
                 if class == ExitClass::Vanished && !full {
@@ -398,12 +411,15 @@ mod tests {
             max_latency_ms: 100,
         };
         let mut engine = Engine::new(root, "ws".into(), tunables, tmp.path().into(), events);
-        engine.add_remote(Remote {
-            name: "dst".into(),
-            target: RemoteTarget::Local {
-                path: tmp.path().join("dst"),
+        engine.add_remote(
+            Remote {
+                name: "dst".into(),
+                target: RemoteTarget::Local {
+                    path: tmp.path().join("dst"),
+                },
             },
-        });
+            false,
+        );
         let (initial, batch) = dispatch_one(&mut engine);
         transferred(&mut engine, initial);
         done(&mut engine, initial, batch, ExitClass::Success);

@@ -31,9 +31,11 @@
 //!   ten a second; the latest state is always sent, so the last line after a sync is current),
 //!   and `flushed {id, lagging}` answering each flush: sent when every remote holds every change
 //!   made before the flush, or at the deadline with the remotes still behind in `lagging`.
-//!   While a full sync (initial sync or resync) runs, a remote's status carries `progress`
+//!   While a watched initial sync runs (its remote is named in `start.progress`, or attached
+//!   with `attach.progress`: a CLI waits for it), the remote's status carries `progress`
 //!   (bytes and files done, totals once rsync's file list is complete), parsed from rsync's
-//!   `--info=progress2`; incremental batches run without it.
+//!   `--info=progress2`. Every other sync (resyncs, restarts, incremental batches) runs
+//!   without it: it costs ~10% on many small files.
 //!
 //! # Timing
 //!
@@ -200,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 async fn run_async(args: Args) -> anyhow::Result<u8> {
     let mut input = BufReader::new(tokio::io::stdin());
-    let (workspace, tunables) = match channel::read_start(&mut input).await {
+    let (workspace, tunables, progress) = match channel::read_start(&mut input).await {
         Ok(start) => start,
         Err(message) => {
             eprintln!("error: {message}");
@@ -262,6 +264,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             .context("starting the watcher")?
             .context("initialising inotify")?;
     engine.rules_file = Some(watcher.rules_file());
+    engine.protect_source = (workspace.excludes.clone(), workspace.respect_gitignore);
     engine.watcher = Some(watcher);
     engine.root_id = safety::current_root_id(&workspace.path);
     if engine.root_id.is_none() {
@@ -271,7 +274,8 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
         ));
     }
     for remote in workspace.remotes {
-        engine.add_remote(remote);
+        let watched = progress.contains(&remote.name);
+        engine.add_remote(remote, watched);
     }
     let exit = engine.run(watch_rx, cmd_rx).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;

@@ -72,6 +72,11 @@ pub struct SyncOptions {
     pub precheck: bool,
     /// rsync filter rules for the excludes.
     pub exclude_from: Option<PathBuf>,
+    /// Patterns protected from deletion on the remote (`--filter=P`).
+    pub protect: Vec<String>,
+    /// Report a full sync's progress (`--info=progress2`); someone waits for it. Costs ~10%
+    /// on many small files, so every other sync runs without it.
+    pub progress: bool,
 }
 
 /// Where a remote's rsyncs go and with what connection settings.
@@ -194,14 +199,15 @@ impl Destination {
             mode,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
+            protect: &opts.protect,
             max_delete: (!opts.confirmed).then_some(opts.max_delete),
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: true,
-            progress: matches!(mode, RsyncMode::Full { .. }),
+            progress: opts.progress && matches!(mode, RsyncMode::Full { .. }),
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
-        let reporter = matches!(mode, RsyncMode::Full { .. })
+        let reporter = (opts.progress && matches!(mode, RsyncMode::Full { .. }))
             .then(|| crate::progress::Reporter::new(&mut progress));
         let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
         if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
@@ -232,6 +238,7 @@ impl Destination {
             mode: RsyncMode::Verify,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
+            protect: &opts.protect,
             max_delete: Some(opts.max_delete),
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: false,

@@ -105,6 +105,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             port,
             identity_file,
             ssh_options,
+            wait,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -113,7 +114,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 identity_file,
                 ssh_options,
             };
-            attach(shared, &workspace, &new)
+            attach(shared, &workspace, &new, wait)
         }
         Request::Detach { workspace, remote } => detach(shared, &workspace, &remote),
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
@@ -169,16 +170,26 @@ fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
     })
 }
 
-fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote) -> Reply {
+/// With `wait` (the CLI waits for the initial sync), the new remote's initial sync reports
+/// rsync's progress; otherwise it runs without `--info=progress2`.
+fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote, wait: bool) -> Reply {
     let mut s = locked(shared)?;
     let index = find(&s, name_or_path)?;
     let remote = s.registry.check_new_remote(index, new).map_err(invalid)?;
     commit(&mut s, |r| r.workspaces[index].remotes.push(remote.clone()))?;
     let workspace = s.registry.workspaces[index].clone();
     tracing::info!(workspace = %workspace.name, remote = %remote.name, target = %remote.target, "remote attached");
-    let command = MonitorCommand::Attach { remote };
+    let progress = if wait {
+        vec![remote.name.clone()]
+    } else {
+        Vec::new()
+    };
+    let command = MonitorCommand::Attach {
+        remote,
+        progress: wait,
+    };
     if !s.supervisor.send(&workspace.name, command) {
-        s.ensure_monitor(&workspace, shared);
+        s.ensure_monitor_reporting(&workspace, shared, progress);
     }
     Ok(Response::Workspace { workspace })
 }

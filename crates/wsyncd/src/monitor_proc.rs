@@ -86,9 +86,11 @@ pub struct RunningMonitor {
 impl RunningMonitor {
     /// Spawns the monitor for `workspace` and sends it `Start`. Status events are delivered to
     /// `state` tagged with `generation`, so a replaced monitor's late events are ignored.
+    /// `progress` names the remotes whose initial sync reports rsync's progress.
     pub fn spawn(
         launch: &LaunchSpec,
         workspace: &Workspace,
+        progress: Vec<String>,
         generation: u64,
         state: Weak<Mutex<DaemonState>>,
         tail: StderrTail,
@@ -114,6 +116,7 @@ impl RunningMonitor {
         let start = MonitorCommand::Start {
             workspace: workspace.clone(),
             tunables: launch.tunables.clone(),
+            progress,
         };
         // The receiver is alive (it is in `rx`), so this cannot fail.
         let _ = tx.send(start);

@@ -51,8 +51,19 @@ impl DaemonState {
 
     /// Starts the monitor of `workspace` if it should run (and we are not shutting down).
     pub fn ensure_monitor(&mut self, workspace: &Workspace, shared: &SharedState) {
+        self.ensure_monitor_reporting(workspace, shared, Vec::new());
+    }
+
+    /// [`Self::ensure_monitor`], where a monitor started now reports rsync's progress during
+    /// the initial sync of the remotes named in `progress` (someone waits for them).
+    pub fn ensure_monitor_reporting(
+        &mut self,
+        workspace: &Workspace,
+        shared: &SharedState,
+        progress: Vec<String>,
+    ) {
         if !self.shutting_down {
-            self.supervisor.ensure_running(workspace, shared);
+            self.supervisor.ensure_running(workspace, shared, progress);
         }
     }
 

@@ -94,7 +94,13 @@ impl Supervisor {
 
     /// Starts `workspace`'s monitor unless it runs, waits for a restart, is failed, or should
     /// not run. A failed spawn counts as a crash (so the watchdog retries with backoff).
-    pub fn ensure_running(&mut self, workspace: &Workspace, state: &Arc<Mutex<DaemonState>>) {
+    /// `progress` names the remotes whose initial sync reports rsync's progress.
+    pub fn ensure_running(
+        &mut self,
+        workspace: &Workspace,
+        state: &Arc<Mutex<DaemonState>>,
+        progress: Vec<String>,
+    ) {
         let slot = self.slots.entry(workspace.name.clone()).or_default();
         if slot.running.is_some()
             || slot.failed
@@ -103,7 +109,7 @@ impl Supervisor {
         {
             return;
         }
-        if let Err(e) = self.spawn(workspace, state) {
+        if let Err(e) = self.spawn(workspace, state, progress) {
             tracing::error!(workspace = %workspace.name, "{e}");
             self.record_crash(&workspace.name, e, Duration::ZERO, Instant::now());
         }
@@ -113,6 +119,7 @@ impl Supervisor {
         &mut self,
         workspace: &Workspace,
         state: &Arc<Mutex<DaemonState>>,
+        progress: Vec<String>,
     ) -> Result<u32, String> {
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -120,6 +127,7 @@ impl Supervisor {
         let monitor = RunningMonitor::spawn(
             &self.launch,
             workspace,
+            progress,
             generation,
             Arc::downgrade(state),
             tail.clone(),
@@ -333,7 +341,8 @@ impl Supervisor {
             }
             let attempt = slot.pending_attempt;
             let last_exit = slot.last_exit.clone().unwrap_or_default();
-            match self.spawn(workspace, state) {
+            // A watchdog restart: nobody waits for it, so no progress.
+            match self.spawn(workspace, state, Vec::new()) {
                 Ok(pid) => {
                     if let Some(slot) = self.slots.get_mut(&workspace.name) {
                         slot.restarts += 1;

@@ -62,6 +62,7 @@ pub fn run(
         port: None,
         identity_file: None,
         ssh_options: Vec::new(),
+        wait: false,
     })?;
     let mut monitor_pid = None;
     let mut watches = 0;

@@ -64,6 +64,7 @@ pub fn run(
             port: None,
             identity_file: None,
             ssh_options: Vec::new(),
+            wait: false,
         })?;
     }
     let registered = start.elapsed();

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 use serde::Serialize;
+use wsync_core::excludes::{excluded_entries, protect_patterns, write_rules, Excludes};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
@@ -89,7 +90,14 @@ pub fn parse_itemized(output: &str) -> Drift {
 
 /// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
 /// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
-pub fn verify_argv(workspace: &Workspace, target: &RemoteTarget) -> Vec<OsString> {
+///
+/// `rules` is an `--exclude-from` file written from the workspace's excludes by the same matcher
+/// the monitor uses, so verify compares exactly what syncing transfers.
+pub fn verify_argv(
+    workspace: &Workspace,
+    target: &RemoteTarget,
+    rules: Option<&Path>,
+) -> Vec<OsString> {
     let mut argv = rsync_argv(&RsyncRequest {
         source_root: &workspace.path,
         target,
@@ -97,9 +105,14 @@ pub fn verify_argv(workspace: &Workspace, target: &RemoteTarget) -> Vec<OsString
         control_path: None,
         mode: RsyncMode::Verify,
         timeout_secs: DEFAULT_TIMEOUT_SECS,
-        excludes: &workspace.excludes,
+        excludes: &[],
+        protect: &protect_patterns(
+            &workspace.path,
+            &workspace.excludes,
+            workspace.respect_gitignore,
+        ),
         max_delete: None,
-        exclude_from: None,
+        exclude_from: rules,
         report_transfer_done: false,
         progress: false,
     });
@@ -123,7 +136,7 @@ pub struct RemoteReport {
     pub hint: Option<String>,
 }
 
-fn compare(workspace: &Workspace, remote: &Remote) -> RemoteReport {
+fn compare(workspace: &Workspace, remote: &Remote, rules: &Path) -> RemoteReport {
     let mut report = RemoteReport {
         remote: remote.name.clone(),
         target: remote.target.to_string(),
@@ -132,7 +145,7 @@ fn compare(workspace: &Workspace, remote: &Remote) -> RemoteReport {
         error: None,
         hint: None,
     };
-    let argv = verify_argv(workspace, &remote.target);
+    let argv = verify_argv(workspace, &remote.target, Some(rules));
     tracing::debug!(?argv, "running rsync");
     let output = match Command::new(&argv[0])
         .args(&argv[1..])
@@ -280,11 +293,15 @@ pub fn verify(
         .with_hint("restore it (syncing is halted meanwhile), or `wsync remove` the workspace")
         .into());
     }
+    let rules_dir = tempfile::tempdir()?;
+    let rules = rules_dir.path().join("excludes");
+    let mut excludes = Excludes::new(&ws.path, &ws.excludes, ws.respect_gitignore);
+    write_rules(&rules, &excluded_entries(&ws.path, &mut excludes)?)?;
     let mut reports = Vec::new();
     for r in remotes {
         let progress =
             Progress::spinner(format!("comparing {} with {} by checksum", ws.name, r.name));
-        let report = compare(ws, r);
+        let report = compare(ws, r, &rules);
         drop(progress);
         if !json {
             print(&render(&report, attributes))?;
@@ -387,7 +404,7 @@ sent 1,234 bytes  received 56 bytes
         let target = RemoteTarget::Local {
             path: "/srv/m".into(),
         };
-        let argv: Vec<String> = verify_argv(&ws, &target)
+        let argv: Vec<String> = verify_argv(&ws, &target, Some(Path::new("/run/rules")))
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -396,7 +413,8 @@ sent 1,234 bytes  received 56 bytes
             "--dry-run",
             "--itemize-changes",
             "--delete",
-            "--exclude=target/",
+            "--from0",
+            "--exclude-from=/run/rules",
         ] {
             assert!(argv.contains(&flag.to_owned()), "{flag} in {argv:?}");
         }

@@ -137,6 +137,8 @@ pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
         port: args.port,
         identity_file,
         ssh_options: args.ssh_options,
+        // Waiting for the initial sync: the monitor reports its progress (for the bar).
+        wait: args.wait.is_some(),
     })?)?;
     let Some(remote) = ws.remotes.last() else {
         return Err(anyhow::anyhow!(
