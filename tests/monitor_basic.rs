@@ -412,3 +412,31 @@ fn process_contract_eof_shutdown_bad_start_and_crash_switch() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
+
+/// Issue 5: a graceful shutdown lets the transfer under way finish (the daemon's SIGTERM at the
+/// end of its grace period is what abandons one). rsync writes to a temporary file and renames
+/// it, so an abandoned transfer would leave no `big.bin` at all.
+#[test]
+fn shutdown_lets_the_transfer_under_way_finish() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("drain", &src, vec![local_remote("d", &dst)]),
+    );
+    m.flush_ok(FLUSH);
+    let size = 400u64 << 20;
+    std::fs::write(src.join("big.bin"), vec![7u8; size as usize]).unwrap();
+    let arrived = || std::fs::metadata(dst.join("big.bin")).is_ok_and(|m| m.len() == size);
+    // Status reports are rate-limited: a fast machine may finish before one says "syncing".
+    m.wait_status("the transfer to start", FLUSH, |s| {
+        s.remotes[0].state == RemoteState::Syncing || arrived()
+    });
+    m.send(&MonitorCommand::Shutdown);
+    let status = m.close_stdin_and_wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}");
+    if !arrived() {
+        m.fail("the transfer under way was abandoned by a graceful shutdown");
+    }
+}

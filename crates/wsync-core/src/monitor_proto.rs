@@ -39,7 +39,8 @@ pub enum MonitorCommand {
     Flush { id: u64, timeout_ms: u64 },
     /// Queues a full sync to every remote.
     Resync,
-    /// Finish or abandon the current rsyncs and exit 0.
+    /// Start no new batch, let the transfers under way finish, and exit 0 (SIGTERM abandons
+    /// them; EOF after `Shutdown` does not).
     Shutdown,
 }
 

@@ -280,6 +280,10 @@ impl Engine {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut interrupt =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        // After a Shutdown command: no new batches; exit once the transfers under way finish.
+        // The daemon sends SIGTERM when its grace period runs out, which abandons them.
+        let mut draining = false;
+        let mut commands_open = true;
         let exit = loop {
             if nix::unistd::getppid() != self.parent {
                 tracing::warn!("parent process is gone; exiting");
@@ -288,7 +292,14 @@ impl Engine {
             let now = Instant::now();
             self.note_floors();
             self.periodic(now);
-            self.dispatch(now);
+            if draining {
+                if self.slots.iter().all(|(_, slot)| slot.in_flight.is_none()) {
+                    tracing::info!("current transfers finished; exiting");
+                    break Exit::Clean;
+                }
+            } else {
+                self.dispatch(now);
+            }
             self.check_flushes(now);
             self.emit_status(now, false);
             if self.events.is_closed() {
@@ -299,12 +310,15 @@ impl Engine {
             tokio::select! {
                 // Commands first: a pause sent before a change should apply before it.
                 biased;
-                cmd = commands.recv() => match cmd {
+                cmd = commands.recv(), if commands_open => match cmd {
                     Some(MonitorCommand::Shutdown) => {
-                        tracing::info!("shutdown requested");
-                        break Exit::Clean;
+                        tracing::info!("shutdown requested: finishing the transfers under way");
+                        draining = true;
                     }
                     Some(cmd) => self.on_command(cmd),
+                    // EOF after a Shutdown is the daemon stopping us gracefully; EOF alone means
+                    // the daemon is gone.
+                    None if draining => commands_open = false,
                     None => {
                         tracing::info!("control channel closed (EOF); exiting");
                         break Exit::Clean;

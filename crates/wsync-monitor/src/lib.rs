@@ -23,9 +23,10 @@
 //! - **stdin, control** (`MonitorCommand`): the first line must be `start` with the workspace
 //!   (name, path, remotes, ...) and the tunables (`settle_ms`, `max_latency_ms`); then any of
 //!   `attach {remote}`, `detach {remote: name}`, `pause`, `resume` (also lifts a safety halt),
-//!   `flush {id, timeout_ms}`, `resync`, `shutdown`. Undecodable lines after `start` are logged
-//!   and skipped. **EOF on stdin means the daemon is gone**: running rsyncs are killed and the
-//!   monitor exits 0 at once. It also asks the kernel for SIGTERM when its parent dies and
+//!   `flush {id, timeout_ms}`, `resync`, `shutdown` (no new batch; the transfers under way
+//!   finish, then exit 0; SIGTERM abandons them). Undecodable lines after `start` are logged
+//!   and skipped. **EOF on stdin without a `shutdown` means the daemon is gone**: running
+//!   rsyncs are killed and the monitor exits 0 at once. It also asks the kernel for SIGTERM when its parent dies and
 //!   checks its parent pid every second, so it never outlives the daemon.
 //! - **stdout, status** (`MonitorEvent`): `status {status}` whenever the status changes (at most
 //!   ten a second; the latest state is always sent, so the last line after a sync is current),
