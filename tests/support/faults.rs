@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use wsync_core::monitor_proto::RemoteStatus;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
 
-use crate::env::{pids_mentioning, poll_until, TestEnv};
+use crate::env::{descendants, pids_mentioning, poll_until, TestEnv};
 use crate::sshd::{current_user, Sshd};
 
 /// `WSYNC_LONG_FAULTS=1` runs the full-length variants (30 s outages) instead of the CI ones.
@@ -142,44 +142,6 @@ pub fn assert_all_in_sync(env: &TestEnv, s: &WorkspaceStatus) {
     if !ok {
         env.fail(&format!("expected every remote in sync: {s:#?}"));
     }
-}
-
-/// All descendants of `pid` (from /proc), parents before children.
-pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((child, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(c, _)| *c),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
 }
 
 /// A frozen process tree (SIGSTOP); thawed (SIGCONT) by [`Frozen::thaw`] or on drop.
