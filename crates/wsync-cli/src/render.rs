@@ -1,7 +1,7 @@
 //! Human output: aligned tables for `list` and `status` (problems first, state coloured on
 //! terminals), and relative times such as "3 s ago".
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus};
 use wsync_core::protocol::{MonitorProcessState, WorkspaceStatus};
@@ -12,9 +12,7 @@ const MAX_ERROR_CHARS: usize = 80;
 
 /// Now, in Unix milliseconds.
 pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    wsync_core::unix_ms(SystemTime::now())
 }
 
 /// "3 s ago", "2 min ago", "5 h ago", "4 d ago"; "never" for `None`, "just now" under a second

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::paths;
+use crate::paths::{self, SettingsFile};
 
 /// Environment variable naming another config file.
 pub const CONFIG_PATH_ENV: &str = "WSYNC_CONFIG_PATH";
@@ -113,40 +113,15 @@ impl Config {
 
     /// Loads `file`; when it is missing, defaults apply unless `must_exist`.
     pub fn load_from(file: &Path, must_exist: bool) -> Result<Self, ConfigError> {
-        match std::fs::symlink_metadata(file) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(ConfigError::Symlink {
-                    path: file.to_owned(),
-                })
-            }
-            // A FIFO or device would block the read forever.
-            Ok(meta) if !meta.is_file() => {
-                return Err(ConfigError::NotAFile {
-                    path: file.to_owned(),
-                })
-            }
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return if must_exist {
-                    Err(ConfigError::Missing {
-                        path: file.to_owned(),
-                    })
-                } else {
-                    Ok(Self::defaults(file.to_owned()))
-                };
-            }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: file.to_owned(),
-                    source,
-                })
-            }
+        let path = file.to_owned();
+        match paths::read_settings_file(file) {
+            Ok(SettingsFile::Text(text)) => Self::parse(file, &text),
+            Ok(SettingsFile::Missing) if must_exist => Err(ConfigError::Missing { path }),
+            Ok(SettingsFile::Missing) => Ok(Self::defaults(path)),
+            Ok(SettingsFile::Symlink) => Err(ConfigError::Symlink { path }),
+            Ok(SettingsFile::NotAFile) => Err(ConfigError::NotAFile { path }),
+            Err(source) => Err(ConfigError::Read { path, source }),
         }
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            path: file.to_owned(),
-            source,
-        })?;
-        Self::parse(file, &text)
     }
 
     /// Parses config text; `file` is only used in error messages and `Config::file`.

@@ -14,5 +14,11 @@ pub mod remote;
 pub mod rsync;
 pub mod ssh;
 
+/// `at` in Unix milliseconds, the unit of every `*_unix_ms` field on the wire (0 before 1970).
+pub fn unix_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The wsync version every binary reports (all crates share the workspace version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -83,6 +83,28 @@ pub fn canonicalize_lenient(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// What reading a config or registry file found.
+#[derive(Debug)]
+pub enum SettingsFile {
+    Missing,
+    /// Refused: a link could point anywhere; the setting should name the real file.
+    Symlink,
+    /// Refused: a FIFO or device would block the read forever.
+    NotAFile,
+    Text(String),
+}
+
+/// Reads a config or registry file, refusing symlinks and non-regular files before any read.
+pub fn read_settings_file(path: &Path) -> std::io::Result<SettingsFile> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Ok(SettingsFile::Symlink),
+        Ok(meta) if !meta.is_file() => Ok(SettingsFile::NotAFile),
+        Ok(_) => std::fs::read_to_string(path).map(SettingsFile::Text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SettingsFile::Missing),
+        Err(e) => Err(e),
+    }
+}
+
 /// True when `a` and `b` are the same path or one lies inside the other (component-wise).
 pub fn overlaps(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 use wsync_core::config::Config;
@@ -396,8 +396,5 @@ impl Supervisor {
 }
 
 fn unix_ms_after(delay: Duration) -> u64 {
-    (SystemTime::now() + delay)
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    wsync_core::unix_ms(SystemTime::now() + delay)
 }

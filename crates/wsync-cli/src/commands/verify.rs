@@ -18,6 +18,7 @@ use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
     classify_exit, rsync_argv, ExitClass, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
 };
+use wsync_core::ssh::SshEndpoint;
 
 use super::workspace::{list_workspaces, resolve};
 use super::Ctx;
@@ -172,10 +173,11 @@ fn compare(workspace: &Workspace, remote: &Remote, rules: &Path) -> RemoteReport
         output.status,
         lines[lines.len().saturating_sub(3)..].join("; ")
     ));
-    report.hint = Some(match (&remote.target, class) {
-        (RemoteTarget::Ssh { .. }, ExitClass::Connection) => format!(
-            "check that `ssh -o BatchMode=yes {}` logs in without a prompt (wsync never prompts)",
-            ssh_destination(&remote.target)
+    report.hint = Some(match (SshEndpoint::from_target(&remote.target), class) {
+        (Some(ssh), ExitClass::Connection) => format!(
+            "check that `ssh -o BatchMode=yes {}{} true` logs in without a prompt (wsync never prompts)",
+            ssh.port.map(|p| format!("-p {p} ")).unwrap_or_default(),
+            ssh.user_host(false)
         ),
         _ => format!(
             "see `wsync status {}` for the state of its remotes",
@@ -183,19 +185,6 @@ fn compare(workspace: &Workspace, remote: &Remote, rules: &Path) -> RemoteReport
         ),
     });
     report
-}
-
-fn ssh_destination(target: &RemoteTarget) -> String {
-    match target {
-        RemoteTarget::Ssh {
-            user, host, port, ..
-        } => {
-            let user = user.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
-            let port = port.map(|p| format!("-p {p} ")).unwrap_or_default();
-            format!("{port}{user}{host} true")
-        }
-        RemoteTarget::Local { path } => path.display().to_string(),
-    }
 }
 
 /// The human-readable report of one remote.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{reject_control_chars, validate_name};
-use crate::paths::{self, overlaps};
+use crate::paths::{self, overlaps, SettingsFile};
 use crate::remote::{parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget};
 
 /// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
@@ -103,28 +103,17 @@ pub enum RegistryError {
 impl Registry {
     /// Loads the registry; a missing file is an empty registry.
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(RegistryError::Symlink { path: path.into() })
-            }
-            // A FIFO or device would block the read forever.
-            Ok(meta) if !meta.is_file() => {
-                return Err(RegistryError::NotAFile { path: path.into() })
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => {
-                return Err(RegistryError::Read {
-                    path: path.into(),
-                    source,
-                })
-            }
+        let owned = || path.to_owned();
+        match paths::read_settings_file(path) {
+            Ok(SettingsFile::Text(text)) => Self::parse(path, &text),
+            Ok(SettingsFile::Missing) => Ok(Self::default()),
+            Ok(SettingsFile::Symlink) => Err(RegistryError::Symlink { path: owned() }),
+            Ok(SettingsFile::NotAFile) => Err(RegistryError::NotAFile { path: owned() }),
+            Err(source) => Err(RegistryError::Read {
+                path: owned(),
+                source,
+            }),
         }
-        let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
-            path: path.into(),
-            source,
-        })?;
-        Self::parse(path, &text)
     }
 
     /// Parses registry text; `path` is for messages.
