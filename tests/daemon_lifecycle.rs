@@ -4,37 +4,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Registry;
-use wsync_tests::env::{pid_alive, poll_until, wait_for, TestEnv};
+use wsync_tests::env::{pid_alive, wait_for, TestEnv};
 
 fn pidfile(env: &TestEnv) -> PathBuf {
     let mut name = env.socket.clone().into_os_string();
     name.push(".pid");
     PathBuf::from(name)
-}
-
-/// Runs a `wsyncd` that is expected to exit by itself, with a deadline.
-fn run_wsyncd_expecting_exit(env: &TestEnv) -> Output {
-    let mut child = env
-        .command("wsyncd")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsyncd");
-    let exited = poll_until(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        env.fail("wsyncd was expected to exit at once but kept running");
-    }
-    child.wait_with_output().expect("wsyncd output")
 }
 
 fn daemon_pid_over_socket(env: &TestEnv) -> u32 {
@@ -51,7 +30,7 @@ fn a_second_daemon_is_refused_and_the_first_keeps_serving() {
     let pid_bytes = std::fs::read(pidfile(&env)).expect("pidfile");
     assert_eq!(String::from_utf8_lossy(&pid_bytes).trim(), pid.to_string());
 
-    let out = run_wsyncd_expecting_exit(&env);
+    let out = env.run_daemon_expecting_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
     let expected = format!(
@@ -86,7 +65,7 @@ fn a_socket_that_answers_is_never_removed() {
     )
     .unwrap();
     let _squatter = std::os::unix::net::UnixListener::bind(&env.socket).expect("bind squatter");
-    let out = run_wsyncd_expecting_exit(&env);
+    let out = env.run_daemon_expecting_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("already answers"), "stderr: {stderr}");
@@ -137,7 +116,7 @@ fn a_corrupt_registry_stops_startup_and_is_left_unchanged() {
     let env = TestEnv::new();
     let corrupt = b"{\n  \"version\": 1,\n  \"workspaces\": [\n    {\"name\": \"a\",, }\n  ]\n}\n";
     std::fs::write(&env.registry, corrupt).unwrap();
-    let out = run_wsyncd_expecting_exit(&env);
+    let out = env.run_daemon_expecting_exit();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(

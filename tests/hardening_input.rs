@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -374,25 +374,7 @@ fn shell_characters_in_paths_are_data_and_sync_correctly() {
 
 /// Runs a `wsyncd` that must refuse to start: it exits (within a deadline) with `code`.
 fn run_wsyncd_expecting_exit(env: &TestEnv, code: i32) -> String {
-    let mut child = env
-        .command("wsyncd")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wsyncd");
-    let exited = poll_until(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("wsyncd output");
-        env.fail(&format!(
-            "wsyncd was expected to refuse to start but still ran after 10 s\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let out: Output = child.wait_with_output().expect("wsyncd output");
+    let out = env.run_daemon_expecting_exit();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.code() != Some(code) {
         env.fail(&format!(

@@ -259,6 +259,29 @@ impl TestEnv {
         pid
     }
 
+    /// Runs a `wsyncd` that is expected to exit by itself (refusing to start), with a
+    /// deadline; returns its output.
+    pub fn run_daemon_expecting_exit(&self) -> std::process::Output {
+        let mut child = self
+            .command("wsyncd")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wsyncd");
+        if !poll_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        }) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wsyncd output");
+            self.fail(&format!(
+                "wsyncd was expected to exit at once but still ran after 10 s\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        child.wait_with_output().expect("wsyncd output")
+    }
+
     /// The daemon started by this test, if still tracked.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
