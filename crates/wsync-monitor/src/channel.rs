@@ -34,17 +34,30 @@ pub type Input = BufReader<Stdin>;
 /// reports progress.
 pub type Start = (Workspace, MonitorTunables, Vec<String>);
 
+/// Why the monitor cannot start (exit status [`crate::exit_codes::BAD_START`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the first message must be start, got {0}")]
+    NotStart(String),
+    #[error("stdin closed before the start message")]
+    Closed,
+    #[error("bad start message: {0}")]
+    Undecodable(FrameError),
+    #[error("bad start message: {0}")]
+    Invalid(String),
+}
+
 /// Reads the first message, which must be `start`.
-pub async fn read_start(input: &mut Input) -> Result<Start, String> {
+pub async fn read_start(input: &mut Input) -> Result<Start, StartError> {
     match asynchronous::read_frame::<MonitorCommand, _>(input).await {
         Ok(MonitorCommand::Start {
             workspace,
             tunables,
             progress,
         }) => Ok((workspace, tunables, progress)),
-        Ok(other) => Err(format!("the first message must be start, got {other:?}")),
-        Err(FrameError::Closed) => Err("stdin closed before the start message".into()),
-        Err(e) => Err(format!("bad start message: {e}")),
+        Ok(other) => Err(StartError::NotStart(format!("{other:?}"))),
+        Err(FrameError::Closed) => Err(StartError::Closed),
+        Err(e) => Err(StartError::Undecodable(e)),
     }
 }
 

@@ -17,26 +17,9 @@
 //!
 //! # The channel (daemon ↔ monitor)
 //!
-//! Newline-delimited compact JSON, framed by `wsync_core::framing`, types in
-//! `wsync_core::monitor_proto`.
-//!
-//! - **stdin, control** (`MonitorCommand`): the first line must be `start` with the workspace
-//!   (name, path, remotes, ...) and the tunables (`settle_ms`, `max_latency_ms`); then any of
-//!   `attach {remote}`, `detach {remote: name}`, `pause`, `resume` (also lifts a safety halt),
-//!   `flush {id, timeout_ms}`, `resync`, `shutdown` (no new batch; the transfers under way
-//!   finish, then exit 0; SIGTERM abandons them). Undecodable lines after `start` are logged
-//!   and skipped. **EOF on stdin without a `shutdown` means the daemon is gone**: running
-//!   rsyncs are killed and the monitor exits 0 at once. It also asks the kernel for SIGTERM when its parent dies and
-//!   checks its parent pid every second, so it never outlives the daemon.
-//! - **stdout, status** (`MonitorEvent`): `status {status}` whenever the status changes (at most
-//!   ten a second; the latest state is always sent, so the last line after a sync is current),
-//!   and `flushed {id, lagging}` answering each flush: sent when every remote holds every change
-//!   made before the flush, or at the deadline with the remotes still behind in `lagging`.
-//!   While a watched initial sync runs (its remote is named in `start.progress`, or attached
-//!   with `attach.progress`: a CLI waits for it), the remote's status carries `progress`
-//!   (bytes and files done, totals once rsync's file list is complete), parsed from rsync's
-//!   `--info=progress2`. Every other sync (resyncs, restarts, incremental batches) runs
-//!   without it: it costs ~10% on many small files.
+//! Control commands on stdin, status events on stdout: the contract (messages, ordering, EOF
+//! and exit rules) is documented once, in [`wsync_core::monitor_proto`]. The engine's own shape
+//! (inputs → `step()` → effects) is described in [`engine`].
 //!
 //! # Timing
 //!
@@ -130,20 +113,13 @@
 //! it mirroring. An SSH remote's target is
 //! `{"kind":"ssh","user":"me","host":"box","port":22,"path":"/srv/demo","identity_file":"/home/me/.ssh/id_ed25519","ssh_options":[{"key":"StrictHostKeyChecking","value":"no"}]}`.
 
+pub mod batch;
 pub mod channel;
-mod control;
 pub mod engine;
-mod flights;
-mod intake;
 pub mod logging;
-pub mod progress;
 pub mod queue;
-mod renames;
-mod safety;
-mod status;
 pub mod watch;
 mod watch_excludes;
-pub mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -205,8 +181,8 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     let mut input = BufReader::new(tokio::io::stdin());
     let (workspace, tunables, progress) = match channel::read_start(&mut input).await {
         Ok(start) => start,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            eprintln!("error: {error}");
             return Ok(exit_codes::BAD_START);
         }
     };
@@ -235,17 +211,6 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     tokio::spawn(channel::read_commands(input, cmd_tx));
 
-    let mut engine = engine::Engine::new(
-        workspace.path.clone(),
-        workspace.name.clone(),
-        tunables,
-        runtime_dir,
-        events_tx,
-    );
-    engine.paused = workspace.paused;
-    engine.max_delete = workspace
-        .max_delete
-        .unwrap_or(wsync_core::rsync::DEFAULT_MAX_DELETE);
     // Watch first, then sync: the remotes' initial full syncs are queued only after every
     // directory is watched, so nothing changed during them is missed.
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
@@ -253,7 +218,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     let exclude_config = watch::ExcludeConfig {
         registry: workspace.excludes.clone(),
         respect_gitignore: workspace.respect_gitignore,
-        rules_file: engine.runtime_dir.join(format!(
+        rules_file: runtime_dir.join(format!(
             "excludes-{}-{}",
             workspace.name,
             std::process::id()
@@ -264,21 +229,24 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             .await
             .context("starting the watcher")?
             .context("initialising inotify")?;
-    engine.rules_file = Some(watcher.rules_file());
-    engine.protect_source = (workspace.excludes.clone(), workspace.respect_gitignore);
-    engine.watcher = Some(watcher);
-    engine.root_id = safety::current_root_id(&workspace.path);
-    if engine.root_id.is_none() {
-        engine.halt(format!(
-            "workspace root {} is missing or not a directory; nothing is synced until it is back and `wsync resume` is run",
-            workspace.path.display()
-        ));
-    }
-    for remote in workspace.remotes {
-        let watched = progress.contains(&remote.name);
-        engine.add_remote(remote, watched);
-    }
-    let exit = engine.run(watch_rx, cmd_rx).await;
+    let root_id = engine::current_root_id(&workspace.path);
+    let (engine, initial) = engine::Engine::start(
+        engine::StartConfig {
+            workspace,
+            tunables,
+            progress,
+            runtime_dir,
+            rules_file: Some(watcher.rules_file()),
+            root_id,
+        },
+        std::time::Instant::now(),
+    );
+    let channels = engine::driver::Channels {
+        watch: watch_rx,
+        commands: cmd_rx,
+        events: events_tx,
+    };
+    let exit = engine::driver::run(engine, initial, watcher, channels).await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     tracing::info!(?exit, "monitor exiting");
     Ok(exit_codes::OK)

@@ -56,8 +56,23 @@ pub enum WatchMsg {
     /// The kernel dropped the root's watch (IN_IGNORED: its filesystem was unmounted, or it
     /// was deleted): nothing below it is watched any more.
     RootUnwatched,
-    /// Adding a watch failed for good (e.g. the inotify watch limit).
-    Error(String),
+    /// Watching is degraded for good (e.g. the inotify watch limit).
+    Error(WatchError),
+}
+
+/// Why watching is degraded: events can no longer be trusted to be complete, so the engine
+/// falls back to periodic full syncs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// `inotify_add_watch` failed with ENOSPC: `fs.inotify.max_user_watches` is reached.
+    #[error("inotify watch limit reached after {watches} watches while watching {}: raise it with `sysctl fs.inotify.max_user_watches=524288` (and fs.inotify.max_user_instances); falling back to periodic full syncs", .dir.display())]
+    WatchLimit { watches: usize, dir: PathBuf },
+    /// Reading the inotify descriptor failed.
+    #[error("reading inotify events: {0}")]
+    Read(String),
+    /// The watcher thread ended.
+    #[error("the watcher thread stopped")]
+    Stopped,
 }
 
 const MASK: WatchMask = WatchMask::CREATE
@@ -79,7 +94,7 @@ pub struct WatchTable {
     pub(crate) watches: Watches,
     pub(crate) by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
     /// Set once a watch could not be added for a reason other than the directory vanishing.
-    pub error: Option<String>,
+    pub error: Option<WatchError>,
     pub(crate) filter: ExcludeState,
     /// A watched directory just moved away (cookie, path), until its MOVED_TO shows up.
     pub(crate) moved_dir: Option<(u32, PathBuf)>,
@@ -165,8 +180,8 @@ impl Watcher {
     }
 
     /// Re-walks the tree and adds any missing watch (after an overflow, or when a halted root
-    /// came back). Returns the error message when watching is degraded.
-    pub fn rescan(&self) -> Result<(), String> {
+    /// came back). Returns the error when watching is degraded.
+    pub fn rescan(&self) -> Result<(), WatchError> {
         let mut table = self.lock();
         let result = table.add_tree(Path::new(""));
         table.flush_rules();
@@ -174,7 +189,7 @@ impl Watcher {
     }
 
     /// Drops every watch and watches the tree afresh (the root is a different directory now).
-    pub fn rewatch(&self) -> Result<(), String> {
+    pub fn rewatch(&self) -> Result<(), WatchError> {
         let mut table = self.lock();
         table.remove_tree(Path::new(""));
         let root = table.root.clone();
@@ -196,7 +211,7 @@ impl Watcher {
                 Ok(events) => events,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let _ = tx.send(WatchMsg::Error(format!("reading inotify events: {e}")));
+                    let _ = tx.send(WatchMsg::Error(WatchError::Read(e.to_string())));
                     return;
                 }
             };
@@ -241,7 +256,7 @@ impl WatchTable {
     /// Adds watches on `rel` and every included directory below it (watch first, then list,
     /// so nothing created in between is missed), recording the excluded entries found.
     /// Vanished directories are skipped.
-    pub(crate) fn add_tree(&mut self, rel: &Path) -> Result<(), String> {
+    pub(crate) fn add_tree(&mut self, rel: &Path) -> Result<(), WatchError> {
         self.walk(rel, None)
     }
 
@@ -250,7 +265,7 @@ impl WatchTable {
         &mut self,
         rel: &Path,
         mut visited: Option<&mut HashSet<PathBuf>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WatchError> {
         let mut stack = vec![rel.to_path_buf()];
         while let Some(dir) = stack.pop() {
             let full = self.root.join(&dir);
@@ -268,13 +283,12 @@ impl WatchTable {
                     match e.raw_os_error() {
                         Some(libc::ENOENT | libc::ENOTDIR) => continue,
                         Some(libc::ENOSPC) => {
-                            let message = format!(
-                            "inotify watch limit reached after {} watches while watching {}: raise it with `sysctl fs.inotify.max_user_watches=524288` (and fs.inotify.max_user_instances); falling back to periodic full syncs",
-                            self.by_wd.len(),
-                            full.display()
-                        );
-                            self.error = Some(message.clone());
-                            return Err(message);
+                            let error = WatchError::WatchLimit {
+                                watches: self.by_wd.len(),
+                                dir: full,
+                            };
+                            self.error = Some(error.clone());
+                            return Err(error);
                         }
                         _ => {
                             tracing::warn!("cannot watch {}: {e}; changes inside are synced only by full syncs", full.display());
@@ -450,7 +464,7 @@ impl WatchTable {
     /// working, only their paths change — no event queued in between is lost to a re-watch.
     /// The subtree is then walked again: a directory renamed before its own creation event was
     /// handled has no watch yet, and exclude decisions can depend on the location.
-    fn rename_tree(&mut self, from: &Path, to: &Path) -> Result<(), String> {
+    fn rename_tree(&mut self, from: &Path, to: &Path) -> Result<(), WatchError> {
         for (_, path) in self.by_wd.values_mut() {
             if let Ok(rest) = path.strip_prefix(from) {
                 *path = to.join(rest);

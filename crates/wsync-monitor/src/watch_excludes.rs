@@ -121,7 +121,7 @@ impl WatchTable {
     /// Re-reads the patterns and reconciles the watches with them: directories newly excluded
     /// lose their watches (their remote copies are left alone), newly included ones are
     /// watched and returned as created, so they get synced.
-    pub(crate) fn reload(&mut self) -> (Vec<Change>, Result<(), String>) {
+    pub(crate) fn reload(&mut self) -> (Vec<Change>, Result<(), crate::watch::WatchError>) {
         let old = std::mem::take(&mut self.filter.excluded);
         let root = self.root.clone();
         self.filter.reload_patterns(&root);

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use wsync_core::monitor_proto::SyncProgress;
 
-use crate::engine::Engine;
-use crate::status::STATUS_INTERVAL;
+use crate::engine::STATUS_INTERVAL;
 
 /// One parsed progress2 line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,29 +178,6 @@ pub async fn read_segment<R: AsyncBufRead + Unpin>(
         read += used;
         if done {
             return Ok(read);
-        }
-    }
-}
-
-impl Engine {
-    /// A running full sync reported progress: shown in status while that batch is in flight.
-    pub(crate) fn on_progress(
-        &mut self,
-        name: &str,
-        generation: u64,
-        flight: u64,
-        progress: SyncProgress,
-    ) {
-        let slot = self
-            .slots
-            .iter_mut()
-            .find(|(n, s)| n == name && s.generation == generation)
-            .map(|(_, slot)| slot);
-        if let Some(in_flight) = slot
-            .and_then(|s| s.in_flight.as_mut())
-            .filter(|f| f.id == flight)
-        {
-            in_flight.progress = Some(progress);
         }
     }
 }

@@ -12,8 +12,8 @@ use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::TARGET_MISSING_MARKER;
 use wsync_core::ssh::quote_posix_sh;
 
+use super::Destination;
 use crate::queue::Rename;
-use crate::worker::Destination;
 
 /// How far a replay got.
 #[derive(Debug, Default)]

@@ -1,0 +1,135 @@
+//! A remote's connection settings and the commands run on it besides rsync: the shared ssh
+//! master (`ControlPath` private to this workspace's remote), shell commands over it, and the
+//! local target directory's creation at attach.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use wsync_core::registry::Remote;
+use wsync_core::remote::RemoteTarget;
+use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
+use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
+
+/// Where a remote's rsyncs go and with what connection settings.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub remote: Remote,
+    pub control_path: Option<PathBuf>,
+}
+
+impl Destination {
+    /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
+    /// must not cut other workspaces' transfers to the same host.
+    pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str) -> Self {
+        let owner = format!("{workspace}\0{}", remote.name);
+        let control_path = SshEndpoint::from_target(&remote.target)
+            .map(|ep| ep.control_path_for(runtime_dir, owner.as_bytes()));
+        Self {
+            remote,
+            control_path,
+        }
+    }
+
+    /// Whether the target directory holds nothing (missing counts as empty).
+    pub async fn target_is_empty(&self) -> std::io::Result<bool> {
+        match &self.remote.target {
+            RemoteTarget::Local { path } => match std::fs::read_dir(path) {
+                Ok(mut entries) => Ok(entries.next().is_none()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(e),
+            },
+            RemoteTarget::Ssh { path, .. } => {
+                // Run by `sh -s` whatever the login shell is.
+                let mut script = b"test ! -d ".to_vec();
+                let quoted = quote_posix_sh(path.as_bytes());
+                script.extend_from_slice(&quoted);
+                script.extend_from_slice(b" || ls -A -- ");
+                script.extend_from_slice(&quoted);
+                script.push(b'\n');
+                let output = self.remote_command(b"sh -s", Some(script)).await?;
+                Ok(output.iter().all(u8::is_ascii_whitespace))
+            }
+        }
+    }
+
+    /// Runs a POSIX shell command (already quoted) on an SSH remote over the shared
+    /// connection; returns its stdout, or an error with its stderr when it fails.
+    pub async fn remote_command(
+        &self,
+        script: &[u8],
+        stdin: Option<Vec<u8>>,
+    ) -> std::io::Result<Vec<u8>> {
+        let (Some(endpoint), Some(control)) = (
+            SshEndpoint::from_target(&self.remote.target),
+            self.control_path.as_deref(),
+        ) else {
+            return Err(std::io::Error::other("not an ssh remote"));
+        };
+        let script = String::from_utf8_lossy(script).into_owned();
+        let argv = endpoint.command_argv(control, &script);
+        tracing::debug!(remote = %self.remote.name, ?argv, "running ssh");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+            let _ = pipe.write_all(&bytes).await;
+        }
+        let output = tokio::time::timeout(
+            Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS)),
+            child.wait_with_output(),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("ssh command timed out"))??;
+        if !output.status.success() {
+            let text = String::from_utf8_lossy(&output.stderr);
+            return Err(std::io::Error::other(format!(
+                "ssh command failed ({}): {}",
+                output.status,
+                text.trim()
+            )));
+        }
+        Ok(output.stdout)
+    }
+
+    /// Asks the ssh multiplexing master (if any) to exit; used on detach and shutdown.
+    pub async fn close_connection(&self) {
+        let (Some(endpoint), Some(control)) = (
+            SshEndpoint::from_target(&self.remote.target),
+            self.control_path.as_deref(),
+        ) else {
+            return;
+        };
+        if !control.exists() {
+            return;
+        }
+        let argv = endpoint.control_exit_argv(control);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Ok(mut child) = cmd.spawn() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        }
+    }
+
+    /// Creates a local target directory at attach time.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        if let RemoteTarget::Local { path } = &self.remote.target {
+            std::fs::create_dir_all(path)?;
+        }
+        Ok(())
+    }
+}

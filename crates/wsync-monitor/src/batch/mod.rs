@@ -1,0 +1,294 @@
+//! Running one batch for one remote, start to finish: the per-batch safety checks (a vanished
+//! local target, an empty root against a non-empty remote, the dry run against the
+//! `--max-delete` cap after a halt), replaying renames, then one rsync with the argv built by
+//! `wsync_core::rsync`. The engine decides what to run ([`BatchOptions`]); this module only
+//! carries it out and returns an [`Outcome`]. It never sees the engine's state.
+
+mod destination;
+pub mod progress;
+mod renames;
+mod rsync_run;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use wsync_core::remote::RemoteTarget;
+use wsync_core::rsync::{
+    files_from, max_delete_skipped, rsync_argv, vanished_paths, ExitClass, RsyncMode, RsyncRequest,
+    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS, TARGET_MISSING_MARKER,
+};
+
+pub use destination::Destination;
+pub use renames::fallback_paths;
+use rsync_run::{run, run_reporting};
+
+use crate::queue::{collapse, transfer_list, Batch};
+
+/// How a full sync may delete on the remote, decided by the engine's safety rails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletePolicy {
+    /// `--max-delete` caps full syncs (the workspace's `max_delete`).
+    #[default]
+    Capped,
+    /// A halt for a missing or replaced root was lifted: the next full sync is dry-run first
+    /// and halts, deleting nothing, past the cap.
+    DryRunFirst,
+    /// The user confirmed (with resume) the deletions a rail stopped: no cap, and an empty
+    /// root may empty the remote.
+    Confirmed,
+}
+
+/// Where the protect rules come from: they keep excluded remote paths from being deleted
+/// (`excludes::protect_patterns`), read when the batch runs so an edited `.wsyncignore`
+/// protects at once.
+#[derive(Debug, Clone, Default)]
+pub struct ProtectSource {
+    /// The workspace's registry exclude patterns.
+    pub registry: Vec<String>,
+    pub respect_gitignore: bool,
+}
+
+/// How one batch is to be run, decided by the engine.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// The first sync since attach: it may create the target directory.
+    pub first: bool,
+    pub delete_policy: DeletePolicy,
+    /// `--max-delete` for full syncs.
+    pub max_delete: u64,
+    /// rsync filter rules for the excludes.
+    pub exclude_from: Option<PathBuf>,
+    pub protect: ProtectSource,
+    /// Report a full sync's progress (`--info=progress2`); someone waits for it. Costs ~10%
+    /// on many small files, so every other sync runs without it.
+    pub progress: bool,
+}
+
+/// Result of one batch.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub class: ExitClass,
+    pub stats: RsyncStats,
+    /// The tail of rsync's stderr (or why it could not start), for status.
+    pub error: Option<String>,
+    pub elapsed: Duration,
+    /// Set when a safety rail stopped the batch: the workspace must halt with this reason.
+    pub halt: Option<String>,
+    /// On exit 24: the files that vanished mid-transfer (`None`: unknown, retry the batch).
+    pub vanished: Option<Vec<PathBuf>>,
+}
+
+impl Outcome {
+    /// A batch that did its work.
+    pub fn success(stats: RsyncStats, elapsed: Duration) -> Self {
+        Self {
+            class: ExitClass::Success,
+            stats,
+            error: None,
+            elapsed,
+            halt: None,
+            vanished: None,
+        }
+    }
+
+    pub fn failed(class: ExitClass, error: String, started: Instant) -> Self {
+        Self {
+            class,
+            stats: RsyncStats::default(),
+            error: Some(error),
+            elapsed: started.elapsed(),
+            halt: None,
+            vanished: None,
+        }
+    }
+}
+
+impl Destination {
+    /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
+    /// the transfer complete without any message (before its slow exit handshake), and
+    /// `progress` with a full sync's progress (see [`progress`]).
+    pub async fn sync(
+        &self,
+        root: &Path,
+        batch: &Batch,
+        opts: &BatchOptions,
+        transferred: impl FnOnce() + Send,
+        mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+    ) -> Outcome {
+        let started = Instant::now();
+        let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
+        // Read now, so an edited .wsyncignore protects at once.
+        let protect = wsync_core::excludes::protect_patterns(
+            root,
+            &opts.protect.registry,
+            opts.protect.respect_gitignore,
+        );
+        if !opts.first {
+            if let RemoteTarget::Local { path } = &self.remote.target {
+                if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+                    let error = missing_target(&self.remote.target);
+                    return Outcome::failed(ExitClass::Fatal, error, started);
+                }
+            }
+        }
+        if !confirmed && root_is_empty(root) {
+            match self.target_is_empty().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut outcome = Outcome::failed(
+                        ExitClass::Fatal,
+                        "workspace root is empty but the remote is not".into(),
+                        started,
+                    );
+                    outcome.halt = Some(format!(
+                        "workspace root {} is empty but remote {} is not (a mount went away, or everything was deleted); nothing is deleted until `wsync resume` confirms it",
+                        root.display(),
+                        self.remote.name
+                    ));
+                    return outcome;
+                }
+                Err(e) => {
+                    return Outcome::failed(
+                        ExitClass::Connection,
+                        format!(
+                            "the workspace root is empty and the remote cannot be checked: {e}"
+                        ),
+                        started,
+                    )
+                }
+            }
+        }
+        if opts.delete_policy == DeletePolicy::DryRunFirst && *batch == Batch::Full {
+            if let Some(outcome) = self.precheck_deletions(root, opts, &protect, started).await {
+                return outcome;
+            }
+        }
+        let (mode, list) = match batch {
+            Batch::Full => (RsyncMode::Full { mkpath: opts.first }, None),
+            Batch::Paths { renames, paths } => {
+                let replayed = renames::replay(self, renames).await;
+                if replayed.target_missing {
+                    let error = missing_target(&self.remote.target);
+                    return Outcome::failed(ExitClass::Fatal, error, started);
+                }
+                if let Some(why) = &replayed.stopped {
+                    tracing::info!(
+                        remote = %self.remote.name,
+                        replayed = replayed.done,
+                        "renames fall back to rsync: {why}"
+                    );
+                }
+                if replayed.done > 0 {
+                    tracing::debug!(remote = %self.remote.name, renames = replayed.done, "renames replayed");
+                }
+                let fallback = fallback_paths(&renames[replayed.done..]);
+                let all = collapse(paths.iter().chain(fallback));
+                if all.is_empty() {
+                    // Everything was a replayed rename: nothing for rsync to do.
+                    transferred();
+                    return Outcome::success(RsyncStats::default(), started.elapsed());
+                }
+                let (list, has_dir) = transfer_list(root, &all);
+                // Listed directories go recursively: re-sending all their files (-I) would make
+                // a directory chmod or a refilled new directory cost its whole size.
+                let mode = RsyncMode::Paths {
+                    ignore_times: !has_dir,
+                };
+                (mode, Some(list))
+            }
+        };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect: &protect,
+            max_delete: (!confirmed).then_some(opts.max_delete),
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: true,
+            progress: opts.progress && matches!(mode, RsyncMode::Full { .. }),
+        });
+        let stdin = list.map(|paths| files_from(&paths));
+        tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
+        let reporter = (opts.progress && matches!(mode, RsyncMode::Full { .. }))
+            .then(|| progress::Reporter::new(&mut progress));
+        let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
+        if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
+            outcome.class = ExitClass::Fatal;
+            outcome.error = Some(missing_target(&self.remote.target));
+        }
+        if outcome.class == ExitClass::Vanished {
+            outcome.vanished = vanished_paths(&output, root);
+        }
+        if outcome.class == ExitClass::MaxDelete {
+            outcome.halt = Some(self.max_delete_reason(opts, &output));
+        }
+        outcome
+    }
+
+    /// A dry run of the full sync with the `--max-delete` cap: `Some` (a halt, or the failure)
+    /// when the real one must not run.
+    async fn precheck_deletions(
+        &self,
+        root: &Path,
+        opts: &BatchOptions,
+        protect: &[String],
+        started: Instant,
+    ) -> Option<Outcome> {
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Verify,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: Some(opts.max_delete),
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+        });
+        tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
+        let (mut outcome, output) = run(argv, None, || {}).await;
+        match outcome.class {
+            ExitClass::Success | ExitClass::Vanished => None,
+            ExitClass::MaxDelete => {
+                outcome.halt = Some(self.max_delete_reason(opts, &output));
+                Some(outcome)
+            }
+            _ => {
+                outcome.elapsed = started.elapsed();
+                Some(outcome)
+            }
+        }
+    }
+
+    fn max_delete_reason(&self, opts: &BatchOptions, output: &str) -> String {
+        format!(
+            "a full sync to remote {} stopped at the --max-delete cap of {} deletions ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            self.remote.name,
+            opts.max_delete,
+            max_delete_skipped(output).map_or("some".into(), |n| n.to_string()),
+        )
+    }
+}
+
+fn missing_target(target: &RemoteTarget) -> String {
+    format!(
+        "remote target directory {target} is missing (an unmounted disk?); it is not re-created: bring it back, or detach and attach the remote again"
+    )
+}
+
+/// True when the root holds nothing but flush cookies (or cannot be listed: rsync decides).
+pub fn root_is_empty(root: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return false;
+    };
+    !entries.flatten().any(|e| {
+        !e.file_name()
+            .as_encoded_bytes()
+            .starts_with(COOKIE_PREFIX.as_bytes())
+    })
+}

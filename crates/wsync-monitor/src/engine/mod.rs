@@ -1,0 +1,855 @@
+//! The sync engine as a state machine. Everything the monitor reacts to arrives as an
+//! [`Input`] (watcher messages, control commands, batch results, probe answers, timers);
+//! [`Engine::step`] decides synchronously — no I/O, no runtime — and returns [`Effect`]s
+//! (start or abandon a batch, emit a status line, create or remove a cookie, probe the root,
+//! rescan, close an ssh master, exit), which the [`driver`] carries out, feeding any answer
+//! back as another input.
+//!
+//! State lives in private sub-structs that own their rules: each remote's [`slot`] (dirty set,
+//! batches in flight, health and backoff, delete policy, counters), the change [`intake`]
+//! (fresh directories, a pending move), the pending [`flushes`], and the [`halt`] with the
+//! delete policy lifting it grants. Change numbers ([`Seq`]) tie them together: a flush
+//! targets the newest change numbered when its cookie was seen, and a remote has caught up with
+//! it once nothing at or below it waits in its queue or its running transfer.
+
+pub mod driver;
+mod flushes;
+mod halt;
+mod intake;
+mod slot;
+mod status;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wsync_core::monitor_proto::{
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress,
+};
+use wsync_core::registry::{Remote, Workspace};
+
+pub use halt::{current_root_id, ProbePurpose, RootId, RootProbe};
+pub use intake::FRESH_DIR_WINDOW;
+pub use slot::RemoteKey;
+pub use status::STATUS_INTERVAL;
+
+use crate::batch::{BatchOptions, DeletePolicy, Destination, Outcome, ProtectSource};
+use crate::queue::Batch;
+use crate::watch::{Change, WatchMsg};
+use flushes::Flushes;
+use halt::{check_root, Halt};
+use intake::Intake;
+use slot::RemoteSlot;
+use status::StatusOutbox;
+
+/// How often a workspace without working watches runs a full sync instead.
+pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A change's number in the stream of changes the engine has seen (and the number of the
+/// newest one, as a watermark: "every change up to here").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seq(u64);
+
+impl Seq {
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+/// What the engine reacts to.
+#[derive(Debug)]
+pub enum Input {
+    /// Everything the watcher had ready, in order.
+    Watch(Vec<WatchMsg>),
+    Command(MonitorCommand),
+    /// stdin reached EOF.
+    CommandsClosed,
+    /// A batch's transfer is complete (rsync is in its exit handshake).
+    Transferred {
+        remote: RemoteKey,
+        flight: u64,
+    },
+    /// A watched full sync's progress.
+    Progress {
+        remote: RemoteKey,
+        flight: u64,
+        progress: SyncProgress,
+    },
+    /// A batch ended (its runner exited or gave up).
+    BatchDone {
+        remote: RemoteKey,
+        flight: u64,
+        batch: Batch,
+        outcome: Outcome,
+    },
+    /// The answer to [`Effect::ProbeRoot`].
+    RootProbed {
+        purpose: ProbePurpose,
+        probe: RootProbe,
+    },
+    /// The answer to [`Effect::PrepareTarget`]: `error` when it could not be created.
+    TargetPrepared {
+        remote: RemoteKey,
+        error: Option<String>,
+    },
+    /// The answer to [`Effect::CreateCookie`].
+    CookieCreated {
+        flush: u64,
+        error: Option<String>,
+    },
+    /// The number of inotify watches changed.
+    WatchCount(u64),
+    /// A timer fired (see [`Engine::next_wake`]).
+    Tick,
+    /// The monitor is exiting: abandon everything.
+    Stop,
+}
+
+/// What the engine asks the driver to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Look at the root (listing it when `list`), answered by [`Input::RootProbed`].
+    ProbeRoot {
+        purpose: ProbePurpose,
+        list: bool,
+    },
+    StartBatch(BatchStart),
+    /// Kill a batch's rsync; its result will not be wanted.
+    AbandonBatch {
+        remote: RemoteKey,
+        flight: u64,
+    },
+    Emit(MonitorEvent),
+    /// Create a flush cookie in the root (never following or reusing an existing name),
+    /// answered by [`Input::CookieCreated`].
+    CreateCookie {
+        flush: u64,
+        name: String,
+    },
+    RemoveCookie {
+        name: String,
+    },
+    /// Re-walk the tree and add any missing watch; a failure comes back as a watch error.
+    Rescan,
+    /// Drop every watch and watch the tree afresh (the root is a different directory).
+    Rewatch,
+    /// Create a local target directory at attach, answered by [`Input::TargetPrepared`].
+    PrepareTarget {
+        remote: RemoteKey,
+        dest: Arc<Destination>,
+    },
+    /// Ask a remote's ssh master to exit.
+    CloseConnection(Arc<Destination>),
+    RemoveRulesFile,
+    Exit(Exit),
+}
+
+/// A batch to run.
+#[derive(Debug)]
+pub struct BatchStart {
+    pub remote: RemoteKey,
+    pub flight: u64,
+    pub dest: Arc<Destination>,
+    pub batch: Batch,
+    pub options: BatchOptions,
+}
+
+/// Why the monitor ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Shutdown command, EOF on stdin, or a termination signal.
+    Clean,
+    /// The parent (daemon) went away.
+    Orphaned,
+}
+
+/// Everything the engine starts from: the `start` message and what the monitor set up.
+#[derive(Debug)]
+pub struct StartConfig {
+    pub workspace: Workspace,
+    pub tunables: MonitorTunables,
+    /// Remotes whose initial sync reports progress (someone waits for it).
+    pub progress: Vec<String>,
+    /// Where ssh ControlPath sockets go.
+    pub runtime_dir: PathBuf,
+    /// The rsync rules file for the excluded entries (kept by the watcher).
+    pub rules_file: Option<PathBuf>,
+    /// The root's identity when the watches were set up (`None`: it was missing).
+    pub root_id: Option<RootId>,
+}
+
+/// Watching's health, for status and the degraded mode.
+#[derive(Debug, Default)]
+struct Watching {
+    watches: u64,
+    overflows: u64,
+    rescans: u64,
+    error: Option<String>,
+    /// When watching is degraded: the next full sync that stands in for events.
+    next_degraded_sync: Option<Instant>,
+}
+
+pub struct Engine {
+    root: PathBuf,
+    workspace: String,
+    tunables: MonitorTunables,
+    runtime_dir: PathBuf,
+    /// The rsync rules for the excluded entries.
+    rules_file: Option<PathBuf>,
+    protect: ProtectSource,
+    /// `--max-delete` cap for full syncs.
+    max_delete: u64,
+    /// `.wsync-cookie-<pid>-`: this process's flush cookies.
+    cookie_prefix: String,
+    slots: Vec<RemoteSlot>,
+    next_generation: u64,
+    /// The newest change numbered.
+    newest: Seq,
+    /// `newest` when the dirty sets were last stamped (see `RemoteSlot::stamp_oldest_dirty`).
+    stamped_through: Seq,
+    paused: bool,
+    halt: Option<Halt>,
+    /// Device and inode of the root the watches were set up on.
+    root_id: Option<RootId>,
+    intake: Intake,
+    flushes: Flushes,
+    watching: Watching,
+    outbox: StatusOutbox,
+    /// Answers still to come for effects that always get one (probes, target, cookie): until
+    /// they are in, no flush is answered and no status sent, so neither shows a half-decided
+    /// state.
+    awaiting: usize,
+    /// A dispatch probe is out.
+    dispatch_probed: bool,
+    /// Shutdown asked: no new batches; exit once the transfers under way finish.
+    draining: bool,
+    exiting: bool,
+}
+
+impl Engine {
+    /// The engine for a `start` message, and the effects of attaching its remotes.
+    pub fn start(config: StartConfig, now: Instant) -> (Self, Vec<Effect>) {
+        let StartConfig {
+            workspace,
+            tunables,
+            progress,
+            runtime_dir,
+            rules_file,
+            root_id,
+        } = config;
+        let mut engine = Self {
+            root: workspace.path.clone(),
+            workspace: workspace.name.clone(),
+            tunables,
+            runtime_dir,
+            rules_file,
+            protect: ProtectSource {
+                registry: workspace.excludes.clone(),
+                respect_gitignore: workspace.respect_gitignore,
+            },
+            max_delete: workspace
+                .max_delete
+                .unwrap_or(wsync_core::rsync::DEFAULT_MAX_DELETE),
+            cookie_prefix: format!(
+                "{}{}-",
+                wsync_core::rsync::COOKIE_PREFIX,
+                std::process::id()
+            ),
+            slots: Vec::new(),
+            next_generation: 0,
+            newest: Seq::default(),
+            stamped_through: Seq::default(),
+            paused: workspace.paused,
+            halt: None,
+            root_id,
+            intake: Intake::default(),
+            flushes: Flushes::default(),
+            watching: Watching::default(),
+            outbox: StatusOutbox::default(),
+            awaiting: 0,
+            dispatch_probed: false,
+            draining: false,
+            exiting: false,
+        };
+        let mut fx = Vec::new();
+        if root_id.is_none() {
+            let halt = Halt::unconfirmed(format!(
+                "workspace root {} is missing or not a directory; nothing is synced until it is back and `wsync resume` is run",
+                engine.root.display()
+            ));
+            engine.halt(halt, now, &mut fx);
+        }
+        for remote in workspace.remotes {
+            let watched = progress.contains(&remote.name);
+            engine.attach(remote, watched, now, &mut fx);
+        }
+        (engine, fx)
+    }
+
+    /// Applies one input; returns what to do.
+    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Watch(messages) => {
+                for message in messages {
+                    self.on_watch(message, now, &mut fx);
+                }
+                // Both halves of a rename come in one read; a lone half is a move into or out
+                // of the workspace.
+                if let Some(queued) = self.intake.end_of_read(now) {
+                    for slot in &mut self.slots {
+                        slot.queue(&queued, now);
+                    }
+                }
+            }
+            Input::Command(cmd) => self.on_command(cmd, now, &mut fx),
+            Input::CommandsClosed if self.draining => {}
+            Input::CommandsClosed => {
+                tracing::info!("control channel closed (EOF); exiting");
+                self.exit(Exit::Clean, &mut fx);
+            }
+            Input::Transferred { remote, flight } => {
+                tracing::trace!(remote = remote.name, flight, "transfer complete");
+                if let Some(slot) = self.slot_mut(&remote) {
+                    slot.transferred(flight, wall_ms());
+                }
+            }
+            Input::Progress {
+                remote,
+                flight,
+                progress,
+            } => {
+                if let Some(slot) = self.slot_mut(&remote) {
+                    slot.set_progress(flight, progress);
+                }
+            }
+            Input::BatchDone {
+                remote,
+                flight,
+                batch,
+                outcome,
+            } => {
+                let finished = self
+                    .slot_mut(&remote)
+                    .and_then(|slot| slot.finished(flight, batch, outcome, now, wall_ms()));
+                if let Some(reason) = finished.and_then(|f| f.halt) {
+                    self.halt(Halt::deletions(reason), now, &mut fx);
+                }
+            }
+            Input::RootProbed { purpose, probe } => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                self.on_probe(purpose, probe, now, &mut fx);
+            }
+            Input::TargetPrepared { remote, error } => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                if let Some(error) = error {
+                    tracing::warn!(
+                        remote = remote.name,
+                        "cannot create target directory: {error}"
+                    );
+                    if let Some(slot) = self.slot_mut(&remote) {
+                        slot.target_unprepared(error);
+                    }
+                }
+            }
+            Input::CookieCreated { flush, error } => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                if let Some(error) = error {
+                    tracing::warn!("cannot create flush cookie in the workspace root: {error}; flushing what is known");
+                    self.flushes.cookie_failed(flush, self.newest);
+                }
+            }
+            Input::WatchCount(count) => self.watching.watches = count,
+            Input::Tick => {}
+            Input::Stop => {
+                self.stop(now, &mut fx);
+                return fx;
+            }
+        }
+        self.after_input(now, &mut fx);
+        fx
+    }
+
+    /// When the engine next needs a [`Input::Tick`] (a batch due, a retry, a flush deadline,
+    /// a held-back status, a degraded full sync), at most a second away.
+    pub fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + Duration::from_secs(1);
+        if self.active() {
+            let (settle, cap) = (self.tunables.settle(), self.tunables.max_latency());
+            for slot in &self.slots {
+                if let Some(due) = slot.due_at(now, settle, cap) {
+                    wake = wake.min(due);
+                }
+            }
+        }
+        if let Some(at) = self.flushes.next_deadline() {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.outbox.next_at(&self.status()) {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.watching.next_degraded_sync {
+            wake = wake.min(at);
+        }
+        wake.max(now)
+    }
+
+    fn active(&self) -> bool {
+        !self.paused && self.halt.is_none()
+    }
+
+    fn slot_mut(&mut self, key: &RemoteKey) -> Option<&mut RemoteSlot> {
+        self.slots.iter_mut().find(|s| s.key() == key)
+    }
+
+    fn exit(&mut self, exit: Exit, fx: &mut Vec<Effect>) {
+        if !self.exiting {
+            self.exiting = true;
+            fx.push(Effect::Exit(exit));
+        }
+    }
+
+    fn probe(&mut self, purpose: ProbePurpose, list: bool, fx: &mut Vec<Effect>) {
+        self.awaiting += 1;
+        fx.push(Effect::ProbeRoot { purpose, list });
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    fn on_watch(&mut self, message: WatchMsg, now: Instant, fx: &mut Vec<Effect>) {
+        match message {
+            WatchMsg::Changes(changes) => self.on_changes(changes, now),
+            WatchMsg::Cookie(name) => {
+                if let Some(cookie) = self.flushes.cookie_seen(&name, self.newest) {
+                    fx.push(Effect::RemoveCookie { name: cookie });
+                }
+            }
+            WatchMsg::Overflow => {
+                self.watching.overflows += 1;
+                self.watching.rescans += 1;
+                self.mark_all_full(now);
+                self.cookies_lost(fx);
+            }
+            WatchMsg::RootGone => self.probe(ProbePurpose::RootGone, false, fx),
+            // Already halted (the root was deleted): its watch going is no news.
+            WatchMsg::RootUnwatched if self.halt.is_some() => {}
+            WatchMsg::RootUnwatched => self.probe(ProbePurpose::RootUnwatched, false, fx),
+            WatchMsg::Error(error) => {
+                if self.watching.error.is_none() {
+                    tracing::error!("watching degraded: {error}");
+                    self.watching.error = Some(error.to_string());
+                    self.watching.next_degraded_sync = Some(now);
+                }
+            }
+        }
+    }
+
+    fn on_changes(&mut self, changes: Vec<Change>, now: Instant) {
+        tracing::trace!(changes = changes.len(), "changes");
+        for change in changes {
+            self.newest = self.newest.next();
+            for queued in self.intake.accept(change, now) {
+                for slot in &mut self.slots {
+                    slot.queue(&queued, now);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: MonitorCommand, now: Instant, fx: &mut Vec<Effect>) {
+        tracing::debug!(?cmd, "command");
+        match cmd {
+            MonitorCommand::Start { .. } => tracing::warn!("ignoring a second start message"),
+            MonitorCommand::Attach { remote, progress } => self.attach(remote, progress, now, fx),
+            MonitorCommand::Detach { remote } => self.detach(&remote, fx),
+            MonitorCommand::Pause => {
+                tracing::info!("paused");
+                self.paused = true;
+            }
+            MonitorCommand::Resume => {
+                tracing::info!("resumed");
+                self.paused = false;
+                self.request_lift(fx);
+                self.retry_now(now);
+            }
+            MonitorCommand::Resync => {
+                tracing::info!("full resync requested");
+                self.request_lift(fx);
+                self.mark_all_full(now);
+                self.watching.rescans += 1;
+                self.retry_now(now);
+            }
+            MonitorCommand::Flush { id, timeout_ms } => self.start_flush(id, timeout_ms, now, fx),
+            MonitorCommand::Shutdown => {
+                tracing::info!("shutdown requested: finishing the transfers under way");
+                self.draining = true;
+            }
+        }
+    }
+
+    fn on_probe(
+        &mut self,
+        purpose: ProbePurpose,
+        probe: RootProbe,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        match purpose {
+            ProbePurpose::Dispatch => {
+                self.dispatch_probed = false;
+                self.dispatch(&probe, now, fx);
+            }
+            // A root moved away and back again is the same directory: not a reason to halt.
+            ProbePurpose::RootGone if self.root_id.is_some() && probe.id == self.root_id => {}
+            ProbePurpose::RootGone => self.halt(Halt::root_gone(&self.root), now, fx),
+            ProbePurpose::RootUnwatched if self.halt.is_some() => {}
+            ProbePurpose::RootUnwatched => {
+                // Halts unless the root is still the same directory (then watch it again).
+                if let Some(halt) = check_root(&self.root, self.root_id, &probe) {
+                    self.halt(halt, now, fx);
+                    return;
+                }
+                tracing::warn!("the root's watch was dropped; watching the tree again");
+                fx.push(Effect::Rescan);
+                self.watching.rescans += 1;
+                self.mark_all_full(now);
+                self.cookies_lost(fx);
+            }
+            ProbePurpose::Lift => self.lift(&probe, now, fx),
+        }
+    }
+
+    // ---- remotes ------------------------------------------------------------------------
+
+    /// Adds a remote; its first batch is a full sync (which creates the target directory),
+    /// reporting rsync's progress when `progress` is set.
+    fn attach(&mut self, remote: Remote, progress: bool, now: Instant, fx: &mut Vec<Effect>) {
+        if self.slots.iter().any(|s| s.name() == remote.name) {
+            tracing::warn!(remote = %remote.name, "attach ignored: a remote of that name is attached");
+            return;
+        }
+        let dest = Arc::new(Destination::new(remote, &self.runtime_dir, &self.workspace));
+        self.next_generation += 1;
+        self.newest = self.newest.next();
+        let key = RemoteKey {
+            name: dest.remote.name.clone(),
+            generation: self.next_generation,
+        };
+        tracing::info!(remote = %dest.remote.name, target = %dest.remote.target, "remote attached");
+        self.awaiting += 1;
+        fx.push(Effect::PrepareTarget {
+            remote: key.clone(),
+            dest: dest.clone(),
+        });
+        self.slots.push(RemoteSlot::new(key, dest, progress, now));
+    }
+
+    fn detach(&mut self, name: &str, fx: &mut Vec<Effect>) {
+        let Some(index) = self.slots.iter().position(|s| s.name() == name) else {
+            tracing::warn!(remote = name, "detach ignored: no such remote");
+            return;
+        };
+        let mut slot = self.slots.remove(index);
+        for flight in slot.abandon_all() {
+            fx.push(Effect::AbandonBatch {
+                remote: slot.key().clone(),
+                flight,
+            });
+        }
+        tracing::info!(remote = name, "remote detached");
+        fx.push(Effect::CloseConnection(slot.dest().clone()));
+    }
+
+    /// Remotes in backoff retry at once (the user asked for action).
+    fn retry_now(&mut self, now: Instant) {
+        for slot in &mut self.slots {
+            slot.retry_now(now);
+        }
+    }
+
+    fn mark_all_full(&mut self, now: Instant) {
+        self.newest = self.newest.next();
+        for slot in &mut self.slots {
+            slot.mark_full(now);
+        }
+    }
+
+    // ---- flushes ------------------------------------------------------------------------
+
+    fn start_flush(&mut self, id: u64, timeout_ms: u64, now: Instant, fx: &mut Vec<Effect>) {
+        let deadline = now + Duration::from_millis(timeout_ms);
+        if self.watching.error.is_some() {
+            // Events cannot be trusted to be complete: only a full sync proves convergence.
+            self.mark_all_full(now);
+            self.flushes.await_target(id, deadline, self.newest);
+            return;
+        }
+        let name = format!("{}{id}", self.cookie_prefix);
+        self.flushes.await_cookie(id, deadline, name.clone());
+        self.awaiting += 1;
+        fx.push(Effect::CreateCookie { flush: id, name });
+    }
+
+    fn cookies_lost(&mut self, fx: &mut Vec<Effect>) {
+        for name in self.flushes.cookies_lost(self.newest) {
+            fx.push(Effect::RemoveCookie { name });
+        }
+    }
+
+    fn answer_flushes(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let all: Vec<String> = self.slots.iter().map(|s| s.name().to_owned()).collect();
+        let slots = &self.slots;
+        let lagging = |target: Seq| {
+            slots
+                .iter()
+                .filter(|s| !s.caught_up(target))
+                .map(|s| s.name().to_owned())
+                .collect()
+        };
+        let answers = self.flushes.answer(now, self.active(), &all, lagging);
+        if answers.is_empty() {
+            return;
+        }
+        self.emit_status(now, true, fx);
+        for answer in answers {
+            if let Some(name) = answer.cookie {
+                fx.push(Effect::RemoveCookie { name });
+            }
+            if !answer.lagging.is_empty() {
+                tracing::info!(id = answer.id, lagging = ?answer.lagging, "flush timed out");
+            }
+            fx.push(Effect::Emit(MonitorEvent::Flushed {
+                id: answer.id,
+                lagging: answer.lagging,
+            }));
+        }
+    }
+
+    // ---- safety rails -------------------------------------------------------------------
+
+    /// Halts: nothing is synced or deleted; running batches are abandoned.
+    fn halt(&mut self, halt: Halt, now: Instant, fx: &mut Vec<Effect>) {
+        if self.halt.as_ref().map(|h| h.reason.as_str()) != Some(halt.reason.as_str()) {
+            tracing::error!("halted: {}", halt.reason);
+        }
+        self.halt = Some(halt);
+        for slot in &mut self.slots {
+            for flight in slot.interrupt(now) {
+                fx.push(Effect::AbandonBatch {
+                    remote: slot.key().clone(),
+                    flight,
+                });
+            }
+        }
+    }
+
+    fn request_lift(&mut self, fx: &mut Vec<Effect>) {
+        if self.halt.is_some() {
+            self.probe(ProbePurpose::Lift, false, fx);
+        }
+    }
+
+    /// Lifts the halt when the root is a directory again: re-watch the tree (the root may be a
+    /// new inode) and resync everything.
+    fn lift(&mut self, probe: &RootProbe, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(halt) = self.halt.clone() else {
+            return;
+        };
+        let Some(id) = probe.id else {
+            tracing::warn!("still halted: {}", halt.reason);
+            return;
+        };
+        // A different directory now: drop every old watch before watching it afresh.
+        fx.push(if self.root_id == Some(id) {
+            Effect::Rescan
+        } else {
+            Effect::Rewatch
+        });
+        self.root_id = Some(id);
+        match halt.on_lift {
+            DeletePolicy::Confirmed => tracing::info!(
+                "halt lifted by the user's confirmation; running a full sync that may delete without cap"
+            ),
+            _ => tracing::info!(
+                "halt lifted; running a full sync (dry-run first against the --max-delete cap)"
+            ),
+        }
+        for slot in &mut self.slots {
+            slot.after_halt(halt.on_lift);
+        }
+        self.halt = None;
+        self.watching.rescans += 1;
+        self.mark_all_full(now);
+    }
+
+    // ---- after every input ----------------------------------------------------------------
+
+    fn after_input(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        self.stamp_dirty_sets();
+        if let Some(at) = self.watching.next_degraded_sync {
+            if now >= at {
+                self.mark_all_full(now);
+                self.watching.next_degraded_sync = Some(now + DEGRADED_FULL_SYNC_INTERVAL);
+            }
+        }
+        if self.draining {
+            if self.slots.iter().all(|s| !s.is_transferring()) {
+                if !self.exiting {
+                    tracing::info!("current transfers finished; exiting");
+                }
+                self.exit(Exit::Clean, fx);
+            }
+        } else {
+            self.request_dispatch(now, fx);
+        }
+        if self.awaiting > 0 {
+            return;
+        }
+        self.answer_flushes(now, fx);
+        self.emit_status(now, false, fx);
+    }
+
+    fn stamp_dirty_sets(&mut self) {
+        for slot in &mut self.slots {
+            slot.stamp_oldest_dirty(self.stamped_through);
+        }
+        self.stamped_through = self.newest;
+    }
+
+    fn ready(&self, now: Instant) -> Vec<usize> {
+        if !self.active() {
+            return Vec::new();
+        }
+        let (settle, cap) = (self.tunables.settle(), self.tunables.max_latency());
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].ready(now, settle, cap))
+            .collect()
+    }
+
+    /// The first remote about to propagate more deletions than `max_delete` (unconfirmed).
+    fn deletion_storm(&self, ready: &[usize]) -> Option<(u64, Duration)> {
+        ready.iter().find_map(|&i| {
+            let (count, span) = self.slots[i].unconfirmed_deletions();
+            (count > self.max_delete).then_some((count, span))
+        })
+    }
+
+    /// Batches are due: the root is probed first (listed when a deletion storm is pending).
+    fn request_dispatch(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.dispatch_probed {
+            return;
+        }
+        let ready = self.ready(now);
+        if ready.is_empty() {
+            return;
+        }
+        let list = self.deletion_storm(&ready).is_some();
+        self.dispatch_probed = true;
+        self.probe(ProbePurpose::Dispatch, list, fx);
+    }
+
+    /// Starts the due batches, at most one per remote, once the root proved to be ours.
+    fn dispatch(&mut self, probe: &RootProbe, now: Instant, fx: &mut Vec<Effect>) {
+        let ready = self.ready(now);
+        if ready.is_empty() {
+            return;
+        }
+        if let Some(halt) = check_root(&self.root, self.root_id, probe) {
+            self.halt(halt, now, fx);
+            return;
+        }
+        // A deletion storm that does not (yet) look like a vanished root halts, with nothing
+        // sent, until `resume` confirms. An emptied root is left to the batch's own check (its
+        // reason names the empty root).
+        if let Some((count, span)) = self.deletion_storm(&ready) {
+            if probe.empty != Some(true) {
+                let reason = format!(
+                    "mass deletion: {count} paths deleted in {:.1} s in workspace root {} (more than max_delete = {}); nothing is deleted remotely until `wsync resume` confirms it",
+                    span.as_secs_f64(),
+                    self.root.display(),
+                    self.max_delete
+                );
+                self.halt(Halt::deletions(reason), now, fx);
+                return;
+            }
+        }
+        self.stamp_dirty_sets();
+        for i in ready {
+            let newest = self.newest;
+            let slot = &mut self.slots[i];
+            let Some(started) = slot.start(newest) else {
+                continue;
+            };
+            fx.push(Effect::StartBatch(BatchStart {
+                remote: slot.key().clone(),
+                flight: started.flight,
+                dest: slot.dest().clone(),
+                batch: started.batch,
+                options: BatchOptions {
+                    first: started.first,
+                    delete_policy: started.delete_policy,
+                    max_delete: self.max_delete,
+                    exclude_from: self.rules_file.clone(),
+                    protect: self.protect.clone(),
+                    progress: started.progress,
+                },
+            }));
+        }
+    }
+
+    // ---- status and exit ----------------------------------------------------------------
+
+    fn status(&self) -> MonitorStatus {
+        let halted = self.halt.is_some();
+        MonitorStatus {
+            workspace: self.workspace.clone(),
+            watches: self.watching.watches,
+            overflows: self.watching.overflows,
+            rescans: self.watching.rescans,
+            watch_error: self.watching.error.clone(),
+            halted: self.halt.as_ref().map(|h| h.reason.clone()),
+            paused: self.paused,
+            remotes: self
+                .slots
+                .iter()
+                .map(|slot| slot.status(halted, self.paused))
+                .collect(),
+        }
+    }
+
+    fn emit_status(&mut self, now: Instant, force: bool, fx: &mut Vec<Effect>) {
+        if let Some(status) = self.outbox.offer(self.status(), now, force) {
+            fx.push(Effect::Emit(MonitorEvent::Status { status }));
+        }
+    }
+
+    /// Abandons every batch and flush, sends the last status, and lets go of the remotes.
+    fn stop(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        for slot in &mut self.slots {
+            for flight in slot.abandon_all() {
+                fx.push(Effect::AbandonBatch {
+                    remote: slot.key().clone(),
+                    flight,
+                });
+            }
+        }
+        for name in self.flushes.abandon() {
+            fx.push(Effect::RemoveCookie { name });
+        }
+        self.emit_status(now, true, fx);
+        fx.push(Effect::RemoveRulesFile);
+        for slot in &self.slots {
+            fx.push(Effect::CloseConnection(slot.dest().clone()));
+        }
+    }
+}
+
+/// Now in Unix milliseconds, for the `*_unix_ms` status fields.
+fn wall_ms() -> u64 {
+    wsync_core::unix_ms(SystemTime::now())
+}

@@ -1,0 +1,517 @@
+//! One remote's state: its dirty set, the batch whose transfer is running and those finishing
+//! their exit handshake, its health (failures, backoff, last error), its delete policy and its
+//! counters. The rules that touch only one remote live here; the engine combines slots.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wsync_core::backoff::Backoff;
+use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
+use wsync_core::rsync::ExitClass;
+
+use super::intake::Queued;
+use super::Seq;
+use crate::batch::{fallback_paths, DeletePolicy, Destination, Outcome};
+use crate::queue::{Batch, DirtySet, Rename};
+
+/// Which attachment of a remote a message is about: a remote detached and attached again is a
+/// new generation, so messages from the old one's batches are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteKey {
+    pub name: String,
+    pub generation: u64,
+}
+
+/// A batch whose transfer is running or finishing.
+#[derive(Debug)]
+struct Flight {
+    id: u64,
+    /// The newest change numbered when the batch started: on success, everything up to it
+    /// that was not left waiting is on the remote.
+    newest: Seq,
+    /// The oldest change in the batch.
+    oldest: Seq,
+    /// `synced_through` before this batch, restored if it fails after reporting its transfer
+    /// done.
+    synced_before: Seq,
+    len: usize,
+    full: bool,
+    /// The paths the batch touches (`None`: everything, a full sync).
+    scope: Option<Vec<PathBuf>>,
+    /// The latest progress of a watched full sync.
+    progress: Option<SyncProgress>,
+}
+
+impl Flight {
+    /// True when the batch touches `path`, something below it, or a directory above it.
+    fn touches(&self, path: &Path) -> bool {
+        self.scope.as_ref().is_none_or(|paths| {
+            paths
+                .iter()
+                .any(|q| q.starts_with(path) || path.starts_with(q))
+        })
+    }
+}
+
+/// Consecutive failures and the retry they lead to.
+#[derive(Debug, Default)]
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+    retry_unix_ms: Option<u64>,
+    last_class: Option<ExitClass>,
+    last_error: Option<String>,
+}
+
+impl Health {
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.retry_at = None;
+        self.retry_unix_ms = None;
+        self.last_error = None;
+    }
+
+    /// Counts a failure; returns the delay before the retry.
+    fn failed(&mut self, message: String, now: Instant, now_unix_ms: u64) -> Duration {
+        self.failures += 1;
+        let delay = Backoff::REMOTE_RETRY.delay(self.failures);
+        self.retry_at = Some(now + delay);
+        self.retry_unix_ms = Some(now_unix_ms + delay.as_millis() as u64);
+        self.last_error = Some(message);
+        delay
+    }
+}
+
+/// A batch the slot just started, for the engine to hand to the batch runner.
+pub(super) struct Started {
+    pub flight: u64,
+    pub batch: Batch,
+    pub first: bool,
+    pub delete_policy: DeletePolicy,
+    pub progress: bool,
+}
+
+/// What a finished batch means for the workspace.
+pub(super) struct Finished {
+    /// A safety rail stopped the batch: the workspace halts with this reason.
+    pub halt: Option<String>,
+}
+
+pub(super) struct RemoteSlot {
+    key: RemoteKey,
+    dest: Arc<Destination>,
+    dirty: DirtySet,
+    /// The oldest change in `dirty` (`None` when it is empty): a flush target at or above it
+    /// is not reached whatever `synced_through` says.
+    oldest_dirty: Option<Seq>,
+    /// The batch whose transfer is running (at most one per remote).
+    transferring: Option<Flight>,
+    /// Batches whose transfer is complete, still in rsync's exit handshake; the next batch does
+    /// not wait for them, their exit status confirms (or, rarely, retracts) the sync.
+    finishing: Vec<Flight>,
+    next_flight: u64,
+    initial_done: bool,
+    delete_policy: DeletePolicy,
+    /// Every change up to this one is on the remote (unless still waiting, see `caught_up`).
+    synced_through: Seq,
+    health: Health,
+    last_sync_unix_ms: Option<u64>,
+    files_sent: u64,
+    bytes_sent: u64,
+    /// Report rsync's progress on the next full sync (someone waits for the initial sync);
+    /// cleared when that full sync ends.
+    report_progress: bool,
+}
+
+impl RemoteSlot {
+    /// A newly attached remote: its first batch is a full sync.
+    pub fn new(
+        key: RemoteKey,
+        dest: Arc<Destination>,
+        report_progress: bool,
+        now: Instant,
+    ) -> Self {
+        let mut dirty = DirtySet::default();
+        dirty.mark_full(now);
+        Self {
+            key,
+            dest,
+            dirty,
+            oldest_dirty: None,
+            transferring: None,
+            finishing: Vec::new(),
+            next_flight: 0,
+            initial_done: false,
+            delete_policy: DeletePolicy::Capped,
+            synced_through: Seq::default(),
+            health: Health::default(),
+            last_sync_unix_ms: None,
+            files_sent: 0,
+            bytes_sent: 0,
+            report_progress,
+        }
+    }
+
+    pub fn key(&self) -> &RemoteKey {
+        &self.key
+    }
+
+    pub fn name(&self) -> &str {
+        &self.key.name
+    }
+
+    pub fn dest(&self) -> &Arc<Destination> {
+        &self.dest
+    }
+
+    pub fn is_transferring(&self) -> bool {
+        self.transferring.is_some()
+    }
+
+    /// The target directory could not be created at attach.
+    pub fn target_unprepared(&mut self, error: String) {
+        self.health.last_error = Some(format!("cannot create target directory: {error}"));
+    }
+
+    /// Queues one change from intake.
+    pub fn queue(&mut self, queued: &Queued, now: Instant) {
+        match queued {
+            Queued::Path {
+                queue,
+                changed,
+                write,
+                deletion,
+            } => {
+                self.dirty.add(queue, now);
+                if *deletion {
+                    self.dirty.note_delete(now);
+                }
+                match write {
+                    super::intake::Write::Closed => self.dirty.note_closed(changed),
+                    super::intake::Write::Open(open) => self.dirty.note_write(changed, *open),
+                    super::intake::Write::Unchanged => {}
+                }
+            }
+            Queued::Rename(rename) => self.queue_rename(rename, now),
+        }
+    }
+
+    fn queue_rename(&mut self, rename: &Rename, now: Instant) {
+        self.dirty.note_write(&rename.from, false);
+        // A running transfer over either end may have read or changed it half before, half
+        // after the rename: the remote cannot be trusted to match, so rsync both ends.
+        let racing = self
+            .transferring
+            .as_ref()
+            .is_some_and(|f| f.touches(&rename.from) || f.touches(&rename.to));
+        if racing {
+            self.dirty.add(&rename.from, now);
+            self.dirty.add(&rename.to, now);
+        } else {
+            self.dirty.add_rename(rename.clone(), now);
+        }
+    }
+
+    pub fn mark_full(&mut self, now: Instant) {
+        self.dirty.mark_full(now);
+    }
+
+    /// Gives a newly non-empty dirty set its oldest change: every change added since the
+    /// last call is numbered above `numbered_through` (a conservative bound: at worst a flush
+    /// waits for a change made just after it).
+    pub fn stamp_oldest_dirty(&mut self, numbered_through: Seq) {
+        if self.dirty.is_empty() {
+            self.oldest_dirty = None;
+        } else if self.oldest_dirty.is_none() {
+            self.oldest_dirty = Some(numbered_through.next());
+        }
+    }
+
+    /// When this remote's next batch is due, if one is waiting (a retry waits for its time).
+    pub fn due_at(&self, now: Instant, settle: Duration, max_latency: Duration) -> Option<Instant> {
+        if self.transferring.is_some() {
+            return None;
+        }
+        match self.health.retry_at {
+            Some(at) if at > now => Some(at),
+            _ => self.dirty.due_at(settle, max_latency),
+        }
+    }
+
+    /// True when a batch may start now.
+    pub fn ready(&self, now: Instant, settle: Duration, max_latency: Duration) -> bool {
+        let retrying = self.health.retry_at.is_some();
+        self.transferring.is_none()
+            && self.health.retry_at.is_none_or(|at| at <= now)
+            && self
+                .dirty
+                .due_at(settle, max_latency)
+                .is_some_and(|due| due <= now || retrying)
+    }
+
+    /// Deletions waiting (0 once the user confirmed them) and how long they came in.
+    pub fn unconfirmed_deletions(&self) -> (u64, Duration) {
+        if self.delete_policy == DeletePolicy::Confirmed {
+            return (0, Duration::ZERO);
+        }
+        self.dirty.deletions()
+    }
+
+    /// Takes the dirty set as the next batch. `newest` is the newest change numbered so far.
+    pub fn start(&mut self, newest: Seq) -> Option<Started> {
+        let batch = self.dirty.take()?;
+        let oldest = self.oldest_dirty.take().unwrap_or(newest);
+        self.health.retry_at = None;
+        self.next_flight += 1;
+        let full = batch == Batch::Full;
+        let scope = match &batch {
+            Batch::Full => None,
+            Batch::Paths { renames, paths } => Some(
+                paths
+                    .iter()
+                    .chain(fallback_paths(renames))
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        self.transferring = Some(Flight {
+            id: self.next_flight,
+            newest,
+            oldest,
+            synced_before: self.synced_through,
+            len: batch.path_count(),
+            full,
+            scope,
+            progress: None,
+        });
+        Some(Started {
+            flight: self.next_flight,
+            first: !self.initial_done,
+            delete_policy: self.delete_policy,
+            progress: self.report_progress && full,
+            batch,
+        })
+    }
+
+    pub fn set_progress(&mut self, flight: u64, progress: SyncProgress) {
+        if let Some(f) = self.transferring.as_mut().filter(|f| f.id == flight) {
+            f.progress = Some(progress);
+        }
+    }
+
+    /// The transfer of a batch is complete: count it as synced (its exit status confirms
+    /// later) and let the next batch start without waiting for rsync's exit handshake.
+    pub fn transferred(&mut self, flight: u64, now_unix_ms: u64) {
+        if self.transferring.as_ref().is_none_or(|f| f.id != flight) {
+            return;
+        }
+        let Some(flight) = self.transferring.take() else {
+            return;
+        };
+        self.synced_through = self.synced_through.max(flight.newest);
+        self.initial_done |= flight.full;
+        // A watched full sync is over once transferred: a resync queued now runs quietly.
+        self.report_progress &= !flight.full;
+        self.health.succeeded();
+        self.health.last_class = Some(ExitClass::Success);
+        self.last_sync_unix_ms = Some(now_unix_ms);
+        self.finishing.push(flight);
+    }
+
+    /// Applies a batch's exit: success, vanished files queued again, or a failure that puts
+    /// the batch back and backs off. `None` when the batch is not this slot's (abandoned).
+    pub fn finished(
+        &mut self,
+        flight: u64,
+        batch: Batch,
+        outcome: Outcome,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Option<Finished> {
+        let flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
+            self.transferring.take()
+        } else {
+            self.finishing
+                .iter()
+                .position(|f| f.id == flight)
+                .map(|i| self.finishing.remove(i))
+        }?;
+        let name = self.key.name.clone();
+        tracing::trace!(remote = %name, flight = flight.id, "rsync exited");
+        let Outcome {
+            class,
+            stats,
+            error,
+            elapsed,
+            halt,
+            vanished,
+        } = outcome;
+        self.health.last_class = Some(class);
+        let full = batch == Batch::Full;
+        if full {
+            // The watched full sync is over (whatever its outcome): later ones run quietly.
+            self.report_progress = false;
+        }
+        match class {
+            ExitClass::Success | ExitClass::Vanished => {
+                if class == ExitClass::Vanished && !full {
+                    // A file that vanished mid-transfer may have been renamed, not deleted:
+                    // sync it again (its delete or rename event follows the same path).
+                    self.synced_through = self.synced_through.min(flight.synced_before);
+                    self.put_back_from(flight.oldest);
+                    match vanished {
+                        Some(paths) => {
+                            for path in paths {
+                                self.dirty.add(&path, now);
+                            }
+                        }
+                        None => self.dirty.restore(batch, now),
+                    }
+                }
+                if class == ExitClass::Success || full {
+                    self.synced_through = self.synced_through.max(flight.newest);
+                }
+                self.health.succeeded();
+                self.initial_done |= full;
+                if full {
+                    self.delete_policy = DeletePolicy::Capped;
+                }
+                self.files_sent += stats.files_transferred;
+                self.bytes_sent += stats.bytes_sent;
+                self.last_sync_unix_ms = Some(now_unix_ms);
+                tracing::info!(
+                    remote = %name,
+                    full,
+                    paths = flight.len,
+                    files = stats.files_transferred,
+                    deleted = stats.files_deleted,
+                    bytes = stats.bytes_sent,
+                    ms = elapsed.as_millis() as u64,
+                    "synced"
+                );
+            }
+            _ => {
+                self.synced_through = self.synced_through.min(flight.synced_before);
+                self.dirty.restore(batch, now);
+                self.put_back_from(flight.oldest);
+                let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
+                let attempt = self.health.failures + 1;
+                let delay = self.health.failed(message.clone(), now, now_unix_ms);
+                tracing::warn!(
+                    remote = %name,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    ?class,
+                    "sync failed: {message}"
+                );
+            }
+        }
+        Some(Finished { halt })
+    }
+
+    /// Changes from `oldest` on are waiting again (a failed or abandoned batch).
+    fn put_back_from(&mut self, oldest: Seq) {
+        self.oldest_dirty = Some(self.oldest_dirty.map_or(oldest, |o| o.min(oldest)));
+    }
+
+    /// Abandons every batch (the runner kills them); their changes count as waiting again.
+    /// Returns the abandoned flights.
+    pub fn abandon_all(&mut self) -> Vec<u64> {
+        let flights: Vec<Flight> = self
+            .transferring
+            .take()
+            .into_iter()
+            .chain(self.finishing.drain(..))
+            .collect();
+        for flight in &flights {
+            self.put_back_from(flight.oldest);
+        }
+        flights.iter().map(|f| f.id).collect()
+    }
+
+    /// A halt: running batches are abandoned and the remote will need a full sync.
+    pub fn interrupt(&mut self, now: Instant) -> Vec<u64> {
+        if self.transferring.is_none() && self.finishing.is_empty() {
+            return Vec::new();
+        }
+        let abandoned = self.abandon_all();
+        self.dirty.mark_full(now);
+        abandoned
+    }
+
+    /// A halt was lifted: the next full sync deletes under `policy`, and the deletions seen
+    /// before the halt are forgotten (the full sync re-judges the tree). A confirmation is
+    /// never weakened by a later, unconfirming lift.
+    pub fn after_halt(&mut self, policy: DeletePolicy) {
+        if self.delete_policy != DeletePolicy::Confirmed {
+            self.delete_policy = policy;
+        }
+        self.dirty.reset_deletions();
+    }
+
+    /// A remote in backoff retries at once (the user asked for action).
+    pub fn retry_now(&mut self, now: Instant) {
+        if self.health.retry_at.is_some() {
+            self.health.retry_at = Some(now);
+        }
+    }
+
+    /// True when the remote holds every change numbered `seq` or lower.
+    pub fn caught_up(&self, seq: Seq) -> bool {
+        // Nothing numbered `seq` or lower may still wait in the queue or in a running
+        // transfer (a batch that failed after reporting its transfer done is back in the
+        // queue, while a later batch may have raised `synced_through` past it).
+        let waiting = self.oldest_dirty.is_some_and(|o| o <= seq)
+            || self.transferring.as_ref().is_some_and(|f| f.oldest <= seq);
+        !waiting
+            && (self.synced_through >= seq
+                || (self.initial_done
+                    && self.dirty.is_empty()
+                    && self.transferring.is_none()
+                    && self.health.failures == 0))
+    }
+
+    fn state(&self, halted: bool, paused: bool) -> RemoteState {
+        if halted {
+            RemoteState::Halted
+        } else if paused {
+            RemoteState::Paused
+        } else if self.transferring.is_some() {
+            if self.initial_done {
+                RemoteState::Syncing
+            } else {
+                RemoteState::InitialSync
+            }
+        } else if self.health.failures > 0 {
+            if self.health.last_class == Some(ExitClass::Fatal) {
+                RemoteState::Error
+            } else {
+                RemoteState::Backoff
+            }
+        } else if !self.initial_done {
+            RemoteState::InitialSync
+        } else {
+            RemoteState::InSync
+        }
+    }
+
+    pub fn status(&self, halted: bool, paused: bool) -> RemoteStatus {
+        RemoteStatus {
+            name: self.key.name.clone(),
+            state: self.state(halted, paused),
+            last_sync_unix_ms: self.last_sync_unix_ms,
+            files_sent: self.files_sent,
+            bytes_sent: self.bytes_sent,
+            pending: self.dirty.pending() + self.transferring.as_ref().map_or(0, |f| f.len as u64),
+            consecutive_failures: self.health.failures,
+            last_error: self.health.last_error.clone(),
+            next_retry_unix_ms: if self.health.failures > 0 {
+                self.health.retry_unix_ms
+            } else {
+                None
+            },
+            progress: self.transferring.as_ref().and_then(|f| f.progress),
+        }
+    }
+}

@@ -1,0 +1,804 @@
+//! The engine's rules, driven through `step()` alone: no runtime, no temp dir, no process.
+//! The harness plays the driver: it answers probes with the root it is told about, creates
+//! cookies and targets successfully, and records the batches started and the events sent.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wsync_core::monitor_proto::{
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState,
+};
+use wsync_core::registry::{Remote, Workspace};
+use wsync_core::remote::RemoteTarget;
+use wsync_core::rsync::{ExitClass, RsyncStats};
+
+use super::*;
+use crate::batch::DeletePolicy;
+use crate::queue::Rename;
+use crate::watch::{Change, ChangeKind, WatchError};
+
+const ROOT: RootId = (1, 100);
+const SETTLE: Duration = Duration::from_millis(5);
+
+struct Harness {
+    engine: Engine,
+    now: Instant,
+    /// What a root probe answers.
+    root: RootProbe,
+    /// Batches started and not yet finished by the test.
+    started: Vec<BatchStart>,
+    events: Vec<MonitorEvent>,
+    /// Every effect other than the answered ones, in order.
+    effects: Vec<Effect>,
+    exit: Option<Exit>,
+}
+
+fn remote(name: &str) -> Remote {
+    Remote {
+        name: name.into(),
+        target: RemoteTarget::Local {
+            path: PathBuf::from("/mirror").join(name),
+        },
+    }
+}
+
+impl Harness {
+    fn new(remotes: &[&str]) -> Self {
+        Self::with(remotes, |_| {})
+    }
+
+    fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
+        let mut workspace = Workspace {
+            name: "ws".into(),
+            path: "/ws".into(),
+            remotes: remotes.iter().map(|r| remote(r)).collect(),
+            paused: false,
+            excludes: Vec::new(),
+            respect_gitignore: true,
+            max_delete: Some(100),
+        };
+        edit(&mut workspace);
+        let now = Instant::now();
+        let (engine, initial) = Engine::start(
+            StartConfig {
+                workspace,
+                tunables: MonitorTunables {
+                    settle_ms: SETTLE.as_millis() as u64,
+                    max_latency_ms: 100,
+                },
+                progress: Vec::new(),
+                runtime_dir: "/run/wsync".into(),
+                rules_file: None,
+                root_id: Some(ROOT),
+            },
+            now,
+        );
+        let mut h = Self {
+            engine,
+            now,
+            root: RootProbe {
+                id: Some(ROOT),
+                empty: None,
+            },
+            started: Vec::new(),
+            events: Vec::new(),
+            effects: Vec::new(),
+            exit: None,
+        };
+        h.perform(initial);
+        h
+    }
+
+    /// Steps with `input` and every answer the effects call for, as the driver does.
+    fn step(&mut self, input: Input) {
+        let effects = self.engine.step(input, self.now);
+        self.perform(effects);
+    }
+
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            let answer = match effect {
+                Effect::ProbeRoot { purpose, list } => {
+                    let mut probe = self.root;
+                    probe.empty = if list {
+                        self.root.empty.or(Some(false))
+                    } else {
+                        None
+                    };
+                    Some(Input::RootProbed { purpose, probe })
+                }
+                Effect::PrepareTarget { remote, .. } => Some(Input::TargetPrepared {
+                    remote,
+                    error: None,
+                }),
+                Effect::CreateCookie { flush, .. } => {
+                    Some(Input::CookieCreated { flush, error: None })
+                }
+                Effect::StartBatch(start) => {
+                    self.started.push(start);
+                    None
+                }
+                Effect::Emit(event) => {
+                    self.events.push(event);
+                    None
+                }
+                Effect::Exit(exit) => {
+                    self.exit = Some(exit);
+                    None
+                }
+                other => {
+                    self.effects.push(other);
+                    None
+                }
+            };
+            if let Some(answer) = answer {
+                self.step(answer);
+            }
+        }
+    }
+
+    /// Moves the clock on and ticks.
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.step(Input::Tick);
+    }
+
+    fn changes(&mut self, changes: Vec<Change>) {
+        self.step(Input::Watch(vec![WatchMsg::Changes(changes)]));
+    }
+
+    fn closed(&mut self, path: &str) {
+        self.changes(vec![change(path, ChangeKind::Closed, false)]);
+    }
+
+    /// Runs the initial full syncs to completion.
+    fn initial_sync(&mut self) {
+        self.advance(SETTLE * 2);
+        let starts = std::mem::take(&mut self.started);
+        assert!(!starts.is_empty(), "the initial sync starts");
+        for start in starts {
+            assert_eq!(start.batch, Batch::Full);
+            self.succeed(start);
+        }
+    }
+
+    /// The only batch started since the last take.
+    fn take_one(&mut self) -> BatchStart {
+        assert_eq!(self.started.len(), 1, "exactly one batch started");
+        self.started.pop().unwrap()
+    }
+
+    fn transferred(&mut self, start: &BatchStart) {
+        self.step(Input::Transferred {
+            remote: start.remote.clone(),
+            flight: start.flight,
+        });
+    }
+
+    fn done(&mut self, start: BatchStart, outcome: Outcome) {
+        self.step(Input::BatchDone {
+            remote: start.remote,
+            flight: start.flight,
+            batch: start.batch,
+            outcome,
+        });
+    }
+
+    fn succeed(&mut self, start: BatchStart) {
+        self.transferred(&start);
+        self.done(
+            start,
+            Outcome::success(RsyncStats::default(), Duration::ZERO),
+        );
+    }
+
+    fn fail(&mut self, start: BatchStart, class: ExitClass) {
+        let outcome = Outcome::failed(class, "rsync failed".into(), self.now);
+        self.done(start, outcome);
+    }
+
+    fn flush(&mut self, id: u64, timeout: Duration) {
+        self.step(Input::Command(MonitorCommand::Flush {
+            id,
+            timeout_ms: timeout.as_millis() as u64,
+        }));
+    }
+
+    /// The cookie of flush `id` shows up in the event stream.
+    fn cookie(&mut self, id: u64) {
+        let name = format!("{}{id}", self.engine.cookie_prefix);
+        self.step(Input::Watch(vec![WatchMsg::Cookie(name)]));
+    }
+
+    fn flushed(&self) -> Vec<(u64, Vec<String>)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                MonitorEvent::Flushed { id, lagging } => Some((*id, lagging.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(&self) -> MonitorStatus {
+        self.engine.status()
+    }
+
+    fn state(&self) -> RemoteState {
+        self.status().remotes[0].state
+    }
+
+    fn abandoned(&self) -> usize {
+        self.effects
+            .iter()
+            .filter(|e| matches!(e, Effect::AbandonBatch { .. }))
+            .count()
+    }
+}
+
+fn change(path: &str, kind: ChangeKind, is_dir: bool) -> Change {
+    Change {
+        path: path.into(),
+        kind,
+        is_dir,
+    }
+}
+
+fn paths(batch: &Batch) -> (Vec<Rename>, Vec<String>) {
+    match batch {
+        Batch::Full => panic!("a full sync, not paths"),
+        Batch::Paths { renames, paths } => (
+            renames.clone(),
+            paths.iter().map(|p| p.display().to_string()).collect(),
+        ),
+    }
+}
+
+#[test]
+fn the_initial_full_sync_starts_only_after_the_root_probe() {
+    let mut h = Harness::new(&["a", "b"]);
+    assert!(h.started.is_empty(), "nothing before the settle time");
+    h.advance(SETTLE * 2);
+    assert_eq!(h.started.len(), 2, "one full sync per remote");
+    assert!(h
+        .started
+        .iter()
+        .all(|s| s.batch == Batch::Full && s.options.first));
+    assert_eq!(h.state(), RemoteState::InitialSync);
+    let starts = std::mem::take(&mut h.started);
+    for start in starts {
+        h.succeed(start);
+    }
+    h.advance(STATUS_INTERVAL);
+    assert!(h
+        .status()
+        .remotes
+        .iter()
+        .all(|r| r.state == RemoteState::InSync));
+}
+
+#[test]
+fn a_close_write_goes_out_at_once_but_a_file_mid_write_waits_for_quiet() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![
+        change("big", ChangeKind::Created, false),
+        change("big", ChangeKind::Modified, false),
+    ]);
+    assert!(
+        h.started.is_empty(),
+        "a file still being written is not sent yet"
+    );
+    h.closed("small");
+    assert!(
+        h.started.is_empty(),
+        "another file is still mid-write: wait for quiet"
+    );
+    h.advance(SETTLE * 2);
+    let (_, sent) = paths(&h.take_one().batch);
+    assert_eq!(sent, ["big", "small"]);
+
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("saved");
+    let (_, sent) = paths(&h.take_one().batch);
+    assert_eq!(sent, ["saved"], "an isolated save waits for nothing");
+}
+
+#[test]
+fn a_paired_move_is_one_rename_and_a_lone_half_a_plain_path() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![
+        change("old", ChangeKind::MovedFrom { cookie: 7 }, false),
+        change("new", ChangeKind::MovedTo { cookie: 7 }, false),
+    ]);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    let (renames, sent) = paths(&start.batch);
+    assert_eq!(
+        renames,
+        [Rename {
+            from: "old".into(),
+            to: "new".into(),
+            is_dir: false
+        }]
+    );
+    assert!(sent.is_empty());
+    h.succeed(start);
+
+    // A MOVED_FROM whose MOVED_TO is not in the same read left the workspace.
+    h.changes(vec![change(
+        "gone",
+        ChangeKind::MovedFrom { cookie: 8 },
+        true,
+    )]);
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "a batch of deletions waits for quiet");
+    h.advance(crate::queue::DELETE_SETTLE);
+    let (renames, sent) = paths(&h.take_one().batch);
+    assert!(renames.is_empty());
+    assert_eq!(sent, ["gone"]);
+}
+
+#[test]
+fn changes_in_a_fresh_directory_collapse_into_the_directory() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let mut burst = vec![change("d", ChangeKind::Created, true)];
+    for i in 0..50 {
+        burst.push(change(&format!("d/f{i}"), ChangeKind::Created, false));
+        burst.push(change(&format!("d/f{i}"), ChangeKind::Closed, false));
+    }
+    burst.push(change("d/sub", ChangeKind::Created, true));
+    burst.push(change("d/sub/x", ChangeKind::Closed, false));
+    h.changes(burst);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(
+        paths(&start.batch).1,
+        ["d"],
+        "one recursive entry for the whole burst"
+    );
+    h.succeed(start);
+
+    // Past the window the directory is old: its files go one by one.
+    h.now += FRESH_DIR_WINDOW;
+    h.closed("d/late");
+    assert_eq!(paths(&h.take_one().batch).1, ["d/late"]);
+}
+
+#[test]
+fn a_rename_racing_a_running_transfer_falls_back_to_both_ends() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("dir/file");
+    let running = h.take_one();
+    h.changes(vec![
+        change("dir", ChangeKind::MovedFrom { cookie: 1 }, true),
+        change("moved", ChangeKind::MovedTo { cookie: 1 }, true),
+    ]);
+    h.succeed(running);
+    h.advance(SETTLE * 2);
+    let (renames, sent) = paths(&h.take_one().batch);
+    assert!(
+        renames.is_empty(),
+        "not replayed while a transfer touched it"
+    );
+    assert_eq!(sent, ["dir", "moved"]);
+}
+
+#[test]
+fn a_flush_is_answered_once_its_cookie_is_seen_and_the_change_transferred() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![change("f", ChangeKind::Modified, false)]);
+    h.flush(1, Duration::from_secs(10));
+    h.advance(SETTLE * 2);
+    assert!(h.flushed().is_empty(), "the cookie was not seen yet");
+    let start = h.take_one();
+    h.cookie(1);
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { .. })),
+        "the cookie is removed once seen"
+    );
+    assert!(h.flushed().is_empty(), "the change is still being sent");
+    h.transferred(&start);
+    assert_eq!(
+        h.flushed(),
+        [(1, vec![])],
+        "answered at transfer-done, before the exit"
+    );
+    h.done(
+        start,
+        Outcome::success(RsyncStats::default(), Duration::ZERO),
+    );
+}
+
+/// Review finding: batch A reports its transfer done, B starts, A then fails (its paths go
+/// back to the queue), B succeeds and raises the synced watermark past A: A's changes are
+/// still not on the remote, so no flush may count them.
+#[test]
+fn a_late_failure_after_transfer_done_keeps_the_flush_waiting() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("a");
+    let a = h.take_one();
+    h.transferred(&a);
+    h.flush(1, Duration::from_secs(10));
+    h.cookie(1);
+    assert_eq!(h.flushed(), [(1, vec![])], "A's transfer is done");
+    h.closed("b");
+    let b = h.take_one();
+    h.flush(2, Duration::from_secs(10));
+    h.cookie(2);
+    h.fail(a, ExitClass::Partial);
+    h.succeed(b);
+    assert_eq!(
+        h.flushed().len(),
+        1,
+        "A's change is queued again: flush 2 waits"
+    );
+    // A's retry succeeds after its backoff: caught up.
+    h.advance(Duration::from_secs(1));
+    let retry = h.take_one();
+    assert_eq!(paths(&retry.batch).1, ["a"]);
+    h.succeed(retry);
+    assert_eq!(h.flushed(), [(1, vec![]), (2, vec![])]);
+}
+
+#[test]
+fn a_flush_during_backoff_times_out_naming_the_remote() {
+    let mut h = Harness::new(&["good", "bad"]);
+    h.initial_sync();
+    h.closed("f");
+    let starts = std::mem::take(&mut h.started);
+    for start in starts {
+        if start.remote.name == "bad" {
+            h.fail(start, ExitClass::Connection);
+        } else {
+            h.succeed(start);
+        }
+    }
+    let bad = h.status().remotes[1].clone();
+    assert_eq!(bad.state, RemoteState::Backoff);
+    assert_eq!(bad.consecutive_failures, 1);
+    assert!(bad.next_retry_unix_ms.is_some());
+    h.flush(1, Duration::from_millis(500));
+    h.cookie(1);
+    assert!(h.flushed().is_empty());
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.flushed(), [(1, vec!["bad".to_string()])]);
+}
+
+#[test]
+fn consecutive_failures_back_off_1_then_2_seconds() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let first = h.take_one();
+    h.fail(first, ExitClass::Other);
+    h.advance(Duration::from_millis(999));
+    assert!(h.started.is_empty(), "first retry after 1 s");
+    h.advance(Duration::from_millis(1));
+    let second = h.take_one();
+    h.fail(second, ExitClass::Other);
+    h.advance(Duration::from_millis(1999));
+    assert!(h.started.is_empty(), "second retry after 2 s");
+    h.advance(Duration::from_millis(1));
+    let retry = h.take_one();
+    assert_eq!(paths(&retry.batch).1, ["f"], "the failed batch is retried");
+    h.succeed(retry);
+    assert_eq!(h.status().remotes[0].consecutive_failures, 0);
+}
+
+#[test]
+fn a_paused_workspace_sends_nothing_and_flushes_time_out() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Pause));
+    h.closed("f");
+    h.flush(1, Duration::from_millis(200));
+    h.cookie(1);
+    h.advance(Duration::from_millis(200));
+    assert!(h.started.is_empty());
+    assert_eq!(h.flushed(), [(1, vec!["a".to_string()])]);
+    assert_eq!(h.state(), RemoteState::Paused);
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    assert_eq!(paths(&h.take_one().batch).1, ["f"]);
+}
+
+#[test]
+fn a_root_gone_halts_and_abandons_the_running_batch() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let _running = h.take_one();
+    h.root.id = None;
+    h.step(Input::Watch(vec![
+        WatchMsg::RootGone,
+        WatchMsg::RootUnwatched,
+    ]));
+    let halted = h.status().halted.expect("halted");
+    assert!(halted.contains("deleted or moved away"), "{halted}");
+    assert_eq!(h.abandoned(), 1);
+    assert_eq!(h.state(), RemoteState::Halted);
+    h.closed("g");
+    h.advance(Duration::from_secs(2));
+    assert!(h.started.is_empty(), "nothing is synced while halted");
+    // Resume while the root is still missing: still halted.
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert!(h.status().halted.is_some());
+}
+
+#[test]
+fn a_root_moved_away_and_back_is_not_a_halt() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.step(Input::Watch(vec![WatchMsg::RootGone]));
+    assert_eq!(h.status().halted, None);
+}
+
+#[test]
+fn a_replaced_root_halts_at_dispatch_and_resume_dry_runs_first() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.root.id = Some((1, 999));
+    h.closed("f");
+    assert!(h.started.is_empty(), "nothing sent from a replaced root");
+    let halted = h.status().halted.expect("halted");
+    assert!(halted.contains("replaced"), "{halted}");
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_eq!(h.status().halted, None);
+    assert!(
+        h.effects.iter().any(|e| matches!(e, Effect::Rewatch)),
+        "a new directory is watched afresh"
+    );
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert_eq!(start.options.delete_policy, DeletePolicy::DryRunFirst);
+    h.succeed(start);
+    // The next full sync is capped again.
+    h.step(Input::Command(MonitorCommand::Resync));
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().options.delete_policy, DeletePolicy::Capped);
+}
+
+#[test]
+fn a_mass_deletion_halts_with_nothing_sent_until_resume_confirms() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let deletions = (0..101)
+        .map(|i| change(&format!("f{i}"), ChangeKind::Deleted, false))
+        .collect();
+    h.changes(deletions);
+    h.advance(Duration::from_secs(1));
+    assert!(h.started.is_empty(), "nothing deleted remotely");
+    let halted = h.status().halted.expect("halted");
+    assert!(halted.starts_with("mass deletion: 101 paths"), "{halted}");
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert_eq!(start.options.delete_policy, DeletePolicy::Confirmed);
+}
+
+#[test]
+fn a_deletion_storm_in_an_emptied_root_is_left_to_the_batch_check() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.root.empty = Some(true);
+    let deletions = (0..101)
+        .map(|i| change(&format!("f{i}"), ChangeKind::Deleted, false))
+        .collect();
+    h.changes(deletions);
+    h.advance(Duration::from_secs(1));
+    let start = h.take_one();
+    assert_eq!(h.status().halted, None);
+    // The batch finds the root empty and the remote not: its halt confirms on resume.
+    let mut outcome = Outcome::failed(ExitClass::Fatal, "root empty".into(), h.now);
+    outcome.halt = Some("workspace root /ws is empty but remote a is not".into());
+    h.done(start, outcome);
+    assert!(h.status().halted.is_some());
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().options.delete_policy, DeletePolicy::Confirmed);
+}
+
+#[test]
+fn an_overflow_queues_one_full_sync_and_retargets_waiting_flushes() {
+    let mut h = Harness::new(&["a", "b"]);
+    h.initial_sync();
+    h.flush(1, Duration::from_secs(10));
+    h.step(Input::Watch(vec![WatchMsg::Overflow]));
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { .. })),
+        "the lost cookie is removed"
+    );
+    h.advance(SETTLE * 2);
+    assert_eq!(h.started.len(), 2);
+    assert!(h.started.iter().all(|s| s.batch == Batch::Full));
+    assert_eq!(h.status().overflows, 1);
+    let starts = std::mem::take(&mut h.started);
+    for start in starts {
+        h.succeed(start);
+    }
+    assert_eq!(h.flushed(), [(1, vec![])], "answered by the full sync");
+    h.advance(Duration::from_secs(5));
+    assert!(h.started.is_empty(), "one full sync, not a loop");
+}
+
+#[test]
+fn a_watch_error_degrades_to_periodic_full_syncs() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let error = WatchError::WatchLimit {
+        watches: 8,
+        dir: "/ws/deep".into(),
+    };
+    h.step(Input::Watch(vec![WatchMsg::Error(error)]));
+    let status = h.status();
+    assert!(status.watch_error.unwrap().contains("max_user_watches"));
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    h.succeed(start);
+    h.advance(DEGRADED_FULL_SYNC_INTERVAL);
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().batch, Batch::Full, "again after the interval");
+}
+
+#[test]
+fn detach_abandons_the_batch_and_ignores_its_late_result() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let running = h.take_one();
+    h.step(Input::Command(MonitorCommand::Detach {
+        remote: "a".into(),
+    }));
+    assert_eq!(h.abandoned(), 1);
+    assert!(h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::CloseConnection(_))));
+    assert!(h.status().remotes.is_empty());
+    // Attached again: a new generation, so the old batch's result is ignored.
+    h.step(Input::Command(MonitorCommand::Attach {
+        remote: remote("a"),
+        progress: false,
+    }));
+    h.succeed(running);
+    assert_eq!(h.state(), RemoteState::InitialSync);
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().batch, Batch::Full);
+}
+
+#[test]
+fn shutdown_lets_the_running_transfer_finish_then_exits() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let running = h.take_one();
+    h.step(Input::Command(MonitorCommand::Shutdown));
+    h.closed("g");
+    h.advance(Duration::from_secs(1));
+    assert!(h.started.is_empty(), "no new batch while draining");
+    assert_eq!(h.exit, None);
+    h.step(Input::CommandsClosed);
+    assert_eq!(
+        h.exit, None,
+        "EOF after a shutdown is the daemon waiting for us"
+    );
+    h.transferred(&running);
+    assert_eq!(h.exit, Some(Exit::Clean));
+
+    let mut h = Harness::new(&["a"]);
+    h.step(Input::CommandsClosed);
+    assert_eq!(h.exit, Some(Exit::Clean), "EOF alone: the daemon is gone");
+}
+
+#[test]
+fn a_vanished_file_is_queued_again_without_a_backoff() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("tmp");
+    let start = h.take_one();
+    let mut outcome = Outcome::failed(ExitClass::Vanished, "vanished".into(), h.now);
+    outcome.vanished = Some(vec!["tmp".into()]);
+    h.done(start, outcome);
+    assert_eq!(h.status().remotes[0].consecutive_failures, 0);
+    h.advance(SETTLE * 2);
+    assert_eq!(paths(&h.take_one().batch).1, ["tmp"]);
+}
+
+#[test]
+fn status_lines_are_rate_limited_and_the_latest_always_follows() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let before = h.events.len();
+    h.changes(vec![change("x", ChangeKind::Modified, false)]);
+    h.changes(vec![change("y", ChangeKind::Modified, false)]);
+    let sent = h.events.len() - before;
+    assert!(sent <= 1, "at most one status per interval, got {sent}");
+    let wake = h.engine.next_wake(h.now);
+    assert!(
+        wake <= h.now + STATUS_INTERVAL,
+        "the held-back status wakes the loop"
+    );
+    h.advance(STATUS_INTERVAL);
+    let last = h.events.iter().rev().find_map(|e| match e {
+        MonitorEvent::Status { status } => Some(status.clone()),
+        _ => None,
+    });
+    assert_eq!(last, Some(h.status()), "the latest state was sent");
+}
+
+#[test]
+fn a_target_that_cannot_be_created_is_reported_in_status() {
+    let mut h = Harness::new(&[]);
+    let effects = h.engine.step(
+        Input::Command(MonitorCommand::Attach {
+            remote: remote("a"),
+            progress: false,
+        }),
+        h.now,
+    );
+    let key = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::PrepareTarget { remote, .. } => Some(remote.clone()),
+            _ => None,
+        })
+        .expect("the target is prepared at attach");
+    h.step(Input::TargetPrepared {
+        remote: key,
+        error: Some("Permission denied".into()),
+    });
+    let error = h.status().remotes[0].last_error.clone().unwrap();
+    assert_eq!(error, "cannot create target directory: Permission denied");
+}
+
+#[test]
+fn a_missing_root_at_start_halts_until_it_is_back() {
+    let now = Instant::now();
+    let (mut engine, _) = Engine::start(
+        StartConfig {
+            workspace: Workspace {
+                name: "ws".into(),
+                path: "/ws".into(),
+                remotes: vec![remote("a")],
+                paused: false,
+                excludes: Vec::new(),
+                respect_gitignore: true,
+                max_delete: None,
+            },
+            tunables: MonitorTunables {
+                settle_ms: 5,
+                max_latency_ms: 100,
+            },
+            progress: vec!["a".into()],
+            runtime_dir: "/run".into(),
+            rules_file: None,
+            root_id: None,
+        },
+        now,
+    );
+    assert!(engine.status().halted.unwrap().contains("missing"));
+    let fx = engine.step(Input::Tick, now + Duration::from_secs(1));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::ProbeRoot { .. })));
+    let fx = engine.step(Input::Command(MonitorCommand::Resume), now);
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::ProbeRoot {
+            purpose: ProbePurpose::Lift,
+            ..
+        }
+    )));
+}
