@@ -76,7 +76,7 @@ impl Intake {
     }
 
     fn pair(&mut self, from: Change, to: Change, now: Instant, out: &mut Vec<Queued>) {
-        let (from_q, to_q) = (self.queue_path(&from, now), self.queue_path(&to, now));
+        let (from_q, to_q) = (self.path_to_queue(&from, now), self.path_to_queue(&to, now));
         if from_q != from.path || to_q != to.path {
             // Inside a directory that is still being filled: its recursive sync covers both.
             out.push(self.plain(&from, now));
@@ -102,7 +102,7 @@ impl Intake {
             ChangeKind::Attrib => Write::Unchanged,
         };
         Queued::Path {
-            queue: self.queue_path(change, now),
+            queue: self.path_to_queue(change, now),
             changed: change.path.clone(),
             write,
             deletion: matches!(
@@ -114,36 +114,43 @@ impl Intake {
 
     /// The path to queue for a change: the change's own, or the newly created directory above
     /// it that is still filling (synced recursively, so one entry covers the whole burst).
-    /// Records new directories as fresh and forgets deleted ones.
-    fn queue_path(&mut self, change: &Change, now: Instant) -> PathBuf {
+    fn path_to_queue(&mut self, change: &Change, now: Instant) -> PathBuf {
+        if let Some(dir) = self.fresh_ancestor(&change.path, now) {
+            return dir;
+        }
+        self.track_fresh_dir(change, now);
+        change.path.clone()
+    }
+
+    /// The topmost ancestor of `path` created within the window.
+    fn fresh_ancestor(&mut self, path: &Path, now: Instant) -> Option<PathBuf> {
         if self.fresh_dirs.len() > 1024 {
             self.fresh_dirs
                 .retain(|_, at| now.duration_since(*at) < FRESH_DIR_WINDOW);
         }
-        let fresh = |p: &Path, fresh_dirs: &HashMap<PathBuf, Instant>| {
-            fresh_dirs
+        let fresh = |p: &Path| {
+            self.fresh_dirs
                 .get(p)
                 .is_some_and(|at| now.duration_since(*at) < FRESH_DIR_WINDOW)
         };
-        let path = &change.path;
-        // The topmost fresh ancestor wins (ancestors() runs bottom-up).
-        if let Some(dir) = path
-            .ancestors()
+        // ancestors() runs bottom-up: the last match is the topmost.
+        path.ancestors()
             .skip(1)
-            .filter(|a| !a.as_os_str().is_empty() && fresh(a, &self.fresh_dirs))
+            .filter(|a| !a.as_os_str().is_empty() && fresh(a))
             .last()
-        {
-            return dir.to_path_buf();
-        }
+            .map(Path::to_path_buf)
+    }
+
+    /// A new directory starts its window; a deleted or moved-away one ends it.
+    fn track_fresh_dir(&mut self, change: &Change, now: Instant) {
         match change.kind {
             ChangeKind::Created if change.is_dir => {
-                self.fresh_dirs.insert(path.clone(), now);
+                self.fresh_dirs.insert(change.path.clone(), now);
             }
             ChangeKind::Deleted | ChangeKind::MovedFrom { .. } if change.is_dir => {
-                self.fresh_dirs.remove(path);
+                self.fresh_dirs.remove(&change.path);
             }
             _ => {}
         }
-        path.clone()
     }
 }
