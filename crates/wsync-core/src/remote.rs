@@ -6,7 +6,73 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::reject_control_chars;
+use crate::names::{reject_control_chars, ControlCharError};
+
+/// Why a remote spec (typed, or stored in the registry) was refused. Each variant is one rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(transparent)]
+    ControlChar(#[from] ControlCharError),
+    #[error("remote is empty; give /abs/path, [user@]host:path or ssh://[user@]host[:port]/path")]
+    Empty,
+    /// Neither an absolute local path nor `host:path`.
+    #[error("remote {spec:?} is neither an absolute local path nor [user@]host:path; local remotes must be absolute (e.g. /srv/mirror)")]
+    Unrecognized { spec: String },
+    /// The spec's syntax is broken; `problem` says where.
+    #[error("remote {spec:?} has {problem}")]
+    Malformed { spec: String, problem: &'static str },
+    /// `what` ("remote", "user", "host", "remote path") begins with `-`.
+    #[error("{what} {value:?} begins with '-' and would be read as an option")]
+    OptionLike { what: &'static str, value: String },
+    /// The user or host part is missing.
+    #[error("{what} is empty")]
+    MissingPart { what: &'static str },
+    /// A user or host with a character outside `[A-Za-z0-9._-]`.
+    #[error("{what} {value:?} contains {found:?}")]
+    BadChar {
+        what: &'static str,
+        value: String,
+        found: char,
+    },
+    #[error("host {host:?} is not a valid IPv6 address")]
+    BadIpv6 { host: String },
+    #[error("port {text:?} is not a number from 1 to 65535")]
+    BadPort { text: String },
+    /// A stored target with port 0.
+    #[error("port 0 is not a valid port")]
+    PortZero,
+    /// The path names the remote's root or a home directory, which a full sync would empty.
+    #[error("remote {spec:?} points at the remote's root or home directory; name a directory inside it (host:/srv/mirror)")]
+    RootOrHome { spec: String },
+    #[error("remote path {path:?} contains a '.' segment; write the path without it")]
+    DotSegment { path: String },
+    /// `what` is "remote path" or "local remote".
+    #[error("{what} {path:?} contains a '..' segment")]
+    ParentSegment { what: &'static str, path: String },
+    #[error("remote path {path:?} contains {found:?}, which a remote shell could interpret")]
+    ShellMeta { path: String, found: char },
+    /// `what` is "local remote" or "identity file".
+    #[error("{what} {path:?} is not an absolute path")]
+    NotAbsolute { what: &'static str, path: String },
+    #[error(transparent)]
+    SshOption(#[from] SshOptionError),
+}
+
+/// Why a `KEY=VALUE` ssh option was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SshOptionError {
+    #[error(transparent)]
+    ControlChar(#[from] ControlCharError),
+    #[error("ssh option {text:?} must be KEY=VALUE (e.g. UserKnownHostsFile=/path)")]
+    NotKeyValue { text: String },
+    #[error("ssh option key {key:?} must be letters and digits only")]
+    BadKey { key: String },
+    /// An option that runs commands or touches wsync's own connection sharing.
+    #[error("ssh option {key} is not allowed: it runs commands or controls wsync's own connection sharing")]
+    Forbidden { key: String },
+    #[error("ssh option {key} needs a value that does not begin with '-'")]
+    BadValue { key: String },
+}
 
 /// Where a remote lives. Stored in the registry; the rsync/ssh command builders consume it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,27 +139,21 @@ pub enum ParsedSpec {
 }
 
 /// Parses a remote spec as typed by the user. Local paths must be absolute.
-pub fn parse_spec(spec: &str) -> Result<ParsedSpec, String> {
+pub fn parse_spec(spec: &str) -> Result<ParsedSpec, SpecError> {
     reject_control_chars("remote", spec)?;
     if spec.is_empty() {
-        return Err(
-            "remote is empty; give /abs/path, [user@]host:path or ssh://[user@]host[:port]/path"
-                .into(),
-        );
+        return Err(SpecError::Empty);
     }
     if spec.starts_with('-') {
-        return Err(format!(
-            "remote {spec:?} begins with '-' and would be read as an option"
-        ));
+        return Err(SpecError::OptionLike {
+            what: "remote",
+            value: spec.to_owned(),
+        });
     }
     if let Some(rest) = spec.strip_prefix("ssh://") {
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
-            None => {
-                return Err(format!(
-                    "remote {spec:?} has no path after the host (ssh://host/path)"
-                ))
-            }
+            None => return Err(malformed(spec, "no path after the host (ssh://host/path)")),
         };
         let (user, hostport) = split_user(authority);
         let (host, port) = split_port(hostport, spec)?;
@@ -107,9 +167,16 @@ pub fn parse_spec(spec: &str) -> Result<ParsedSpec, String> {
             let (user, host) = split_user(authority);
             ssh_parts(spec, user, host, None, path)
         }
-        _ => Err(format!(
-            "remote {spec:?} is neither an absolute local path nor [user@]host:path; local remotes must be absolute (e.g. /srv/mirror)"
-        )),
+        _ => Err(SpecError::Unrecognized {
+            spec: spec.to_owned(),
+        }),
+    }
+}
+
+fn malformed(spec: &str, problem: &'static str) -> SpecError {
+    SpecError::Malformed {
+        spec: spec.to_owned(),
+        problem,
     }
 }
 
@@ -120,16 +187,16 @@ fn split_user(authority: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn split_port<'a>(hostport: &'a str, spec: &str) -> Result<(&'a str, Option<u16>), String> {
+fn split_port<'a>(hostport: &'a str, spec: &str) -> Result<(&'a str, Option<u16>), SpecError> {
     if let Some(rest) = hostport.strip_prefix('[') {
         // [ipv6]:port
         let Some((host, after)) = rest.split_once(']') else {
-            return Err(format!("remote {spec:?} has an unclosed '[' in its host"));
+            return Err(malformed(spec, "an unclosed '[' in its host"));
         };
         return match after.strip_prefix(':') {
             Some(port) => Ok((host, Some(parse_port(port)?))),
             None if after.is_empty() => Ok((host, None)),
-            None => Err(format!("remote {spec:?} has text after ']' in its host")),
+            None => Err(malformed(spec, "text after ']' in its host")),
         };
     }
     match hostport.rsplit_once(':') {
@@ -139,9 +206,11 @@ fn split_port<'a>(hostport: &'a str, spec: &str) -> Result<(&'a str, Option<u16>
 }
 
 /// Parses a TCP port, 1 to 65535.
-pub fn parse_port(text: &str) -> Result<u16, String> {
+pub fn parse_port(text: &str) -> Result<u16, SpecError> {
     match text.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("port {text:?} is not a number from 1 to 65535")),
+        Ok(0) | Err(_) => Err(SpecError::BadPort {
+            text: text.to_owned(),
+        }),
         Ok(p) => Ok(p),
     }
 }
@@ -152,7 +221,7 @@ fn ssh_parts(
     host: &str,
     port: Option<u16>,
     path: &str,
-) -> Result<ParsedSpec, String> {
+) -> Result<ParsedSpec, SpecError> {
     if let Some(user) = user {
         validate_word("user", user)?;
     }
@@ -166,25 +235,30 @@ fn ssh_parts(
     })
 }
 
-fn validate_word(what: &str, value: &str) -> Result<(), String> {
+fn validate_word(what: &'static str, value: &str) -> Result<(), SpecError> {
     if value.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(SpecError::MissingPart { what });
     }
     if value.starts_with('-') {
-        return Err(format!(
-            "{what} {value:?} begins with '-' and would be read as an option"
-        ));
+        return Err(SpecError::OptionLike {
+            what,
+            value: value.to_owned(),
+        });
     }
-    if let Some(c) = value
+    if let Some(found) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("{what} {value:?} contains {c:?}"));
+        return Err(SpecError::BadChar {
+            what,
+            value: value.to_owned(),
+            found,
+        });
     }
     Ok(())
 }
 
-fn validate_host(host: &str) -> Result<(), String> {
+fn validate_host(host: &str) -> Result<(), SpecError> {
     if host.contains(':') {
         // An IPv6 literal (from ssh://[..]); hex digits, colons and dots only.
         if host
@@ -193,55 +267,67 @@ fn validate_host(host: &str) -> Result<(), String> {
         {
             return Ok(());
         }
-        return Err(format!("host {host:?} is not a valid IPv6 address"));
+        return Err(SpecError::BadIpv6 {
+            host: host.to_owned(),
+        });
     }
     validate_word("host", host)
 }
 
 /// Checks the path part of an SSH remote.
-pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), String> {
+pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), SpecError> {
     // `/.`, `~/.`, `//` and `~user` all name the remote's root or a home directory: a full sync
     // with --delete there would empty it. Look at the meaningful segments, not the spelling.
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let names_a_home = segments.len() == 1 && segments[0].starts_with('~');
     if segments.iter().all(|s| *s == ".") || names_a_home {
-        return Err(format!(
-            "remote {spec:?} points at the remote's root or home directory; name a directory inside it (host:/srv/mirror)"
-        ));
+        return Err(SpecError::RootOrHome {
+            spec: spec.to_owned(),
+        });
     }
+    let owned = || path.to_owned();
     if segments.contains(&".") {
-        return Err(format!(
-            "remote path {path:?} contains a '.' segment; write the path without it"
-        ));
+        return Err(SpecError::DotSegment { path: owned() });
     }
     if path.starts_with('-') {
-        return Err(format!(
-            "remote path {path:?} begins with '-' and would be read as an option"
-        ));
+        return Err(SpecError::OptionLike {
+            what: "remote path",
+            value: owned(),
+        });
     }
-    if let Some(c) = path.chars().find(|c| SHELL_META.contains(c)) {
-        return Err(format!(
-            "remote path {path:?} contains {c:?}, which a remote shell could interpret"
-        ));
+    if let Some(found) = path.chars().find(|c| SHELL_META.contains(c)) {
+        return Err(SpecError::ShellMeta {
+            path: owned(),
+            found,
+        });
     }
     if path.split('/').any(|seg| seg == "..") {
-        return Err(format!("remote path {path:?} contains a '..' segment"));
+        return Err(SpecError::ParentSegment {
+            what: "remote path",
+            path: owned(),
+        });
     }
     Ok(())
 }
 
 /// Re-checks a stored target (e.g. from a hand-edited registry) with the rules `attach` applies,
 /// short of touching the filesystem: a remote that was never valid is never used.
-pub fn validate_target(target: &RemoteTarget) -> Result<(), String> {
+pub fn validate_target(target: &RemoteTarget) -> Result<(), SpecError> {
     match target {
         RemoteTarget::Local { path } => {
             let text = path.to_string_lossy();
             reject_control_chars("remote path", &text)?;
             if !path.is_absolute() {
-                return Err(format!("local remote {text:?} is not an absolute path"));
+                return Err(SpecError::NotAbsolute {
+                    what: "local remote",
+                    path: text.into_owned(),
+                });
             }
             if text.split('/').any(|seg| seg == "..") {
-                return Err(format!("local remote {text:?} contains a '..' segment"));
+                return Err(SpecError::ParentSegment {
+                    what: "local remote",
+                    path: text.into_owned(),
+                });
             }
             Ok(())
         }
@@ -260,14 +346,17 @@ pub fn validate_target(target: &RemoteTarget) -> Result<(), String> {
             }
             validate_host(host)?;
             if *port == Some(0) {
-                return Err("port 0 is not a valid port".into());
+                return Err(SpecError::PortZero);
             }
             validate_remote_path(&spec, path)?;
             if let Some(file) = identity_file {
                 let text = file.to_string_lossy();
                 reject_control_chars("identity file", &text)?;
                 if !file.is_absolute() {
-                    return Err(format!("identity file {text:?} is not an absolute path"));
+                    return Err(SpecError::NotAbsolute {
+                        what: "identity file",
+                        path: text.into_owned(),
+                    });
                 }
             }
             for option in ssh_options {
@@ -279,28 +368,23 @@ pub fn validate_target(target: &RemoteTarget) -> Result<(), String> {
 }
 
 /// Checks a `KEY=VALUE` ssh option and splits it.
-pub fn validate_ssh_option(text: &str) -> Result<SshOption, String> {
+pub fn validate_ssh_option(text: &str) -> Result<SshOption, SshOptionError> {
     reject_control_chars("ssh option", text)?;
     let Some((key, value)) = text.split_once('=') else {
-        return Err(format!(
-            "ssh option {text:?} must be KEY=VALUE (e.g. UserKnownHostsFile=/path)"
-        ));
+        return Err(SshOptionError::NotKeyValue {
+            text: text.to_owned(),
+        });
     };
     let (key, value) = (key.trim(), value.trim());
+    let key_owned = || key.to_owned();
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(format!(
-            "ssh option key {key:?} must be letters and digits only"
-        ));
+        return Err(SshOptionError::BadKey { key: key_owned() });
     }
     if FORBIDDEN_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "ssh option {key} is not allowed: it runs commands or controls wsync's own connection sharing"
-        ));
+        return Err(SshOptionError::Forbidden { key: key_owned() });
     }
     if value.is_empty() || value.starts_with('-') {
-        return Err(format!(
-            "ssh option {key} needs a value that does not begin with '-'"
-        ));
+        return Err(SshOptionError::BadValue { key: key_owned() });
     }
     Ok(SshOption {
         key: key.to_owned(),
@@ -418,6 +502,61 @@ mod tests {
     }
 
     #[test]
+    fn each_rule_has_its_variant() {
+        let e = |spec: &str| parse_spec(spec).unwrap_err();
+        assert!(matches!(e(""), SpecError::Empty));
+        assert!(matches!(e("a\nb:/x"), SpecError::ControlChar(_)));
+        assert!(matches!(
+            e("-oProxyCommand=x"),
+            SpecError::OptionLike { what: "remote", .. }
+        ));
+        assert!(matches!(
+            e("host:-x"),
+            SpecError::OptionLike {
+                what: "remote path",
+                ..
+            }
+        ));
+        assert!(matches!(e("relative/dir"), SpecError::Unrecognized { .. }));
+        assert!(matches!(e("ssh://host"), SpecError::Malformed { .. }));
+        assert!(matches!(e("ssh://[::1/x"), SpecError::Malformed { .. }));
+        assert!(matches!(e("ssh://host:0/x"), SpecError::BadPort { .. }));
+        assert!(matches!(e("host:~"), SpecError::RootOrHome { .. }));
+        assert!(matches!(e("host:/srv/./m"), SpecError::DotSegment { .. }));
+        assert!(matches!(e("host:/a/../b"), SpecError::ParentSegment { .. }));
+        assert!(matches!(
+            e("host:`id`"),
+            SpecError::ShellMeta { found: '`', .. }
+        ));
+        assert!(matches!(
+            e("ho st:/x"),
+            SpecError::BadChar { what: "host", .. }
+        ));
+        assert!(matches!(
+            e("@h:/x"),
+            SpecError::MissingPart { what: "user" }
+        ));
+        assert!(matches!(e("ssh://[::g]/x"), SpecError::BadIpv6 { .. }));
+        assert_eq!(
+            e("ssh://host").to_string(),
+            "remote \"ssh://host\" has no path after the host (ssh://host/path)"
+        );
+    }
+
+    #[test]
+    fn ssh_option_rules_have_their_variants() {
+        let e = |text: &str| validate_ssh_option(text).unwrap_err();
+        assert!(matches!(e("NoEquals"), SshOptionError::NotKeyValue { .. }));
+        assert!(matches!(e("K y=1"), SshOptionError::BadKey { .. }));
+        assert!(matches!(
+            e("proxycommand=nc"),
+            SshOptionError::Forbidden { .. }
+        ));
+        assert!(matches!(e("Key=-x"), SshOptionError::BadValue { .. }));
+        assert!(matches!(e("A=b\nc"), SshOptionError::ControlChar(_)));
+    }
+
+    #[test]
     fn ssh_options_are_validated() {
         let o = validate_ssh_option("UserKnownHostsFile=/tmp/kh").unwrap();
         assert_eq!(
@@ -454,6 +593,17 @@ mod tests {
         assert!(validate_target(&ssh("-oProxyCommand=x", "/srv", "User")).is_err());
         assert!(validate_target(&ssh("h", "$(id)", "User")).is_err());
         assert!(validate_target(&RemoteTarget::Local { path: "rel".into() }).is_err());
+        assert!(matches!(
+            validate_target(&ssh("h", "/srv", "ProxyCommand")),
+            Err(SpecError::SshOption(SshOptionError::Forbidden { .. }))
+        ));
+        assert!(matches!(
+            validate_target(&RemoteTarget::Local { path: "rel".into() }),
+            Err(SpecError::NotAbsolute {
+                what: "local remote",
+                ..
+            })
+        ));
     }
 
     #[test]

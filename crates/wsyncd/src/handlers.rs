@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{NewRemote, NewWorkspace, Registry};
+use wsync_core::registry::{AddError, AttachError, NewRemote, NewWorkspace, Registry};
 
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
@@ -140,7 +140,10 @@ fn add(shared: &SharedState, path: PathBuf, name: Option<String>, excludes: Vec<
         name,
         excludes,
     };
-    let workspace = s.registry.check_new_workspace(&new).map_err(invalid)?;
+    let workspace = s
+        .registry
+        .check_new_workspace(&new)
+        .map_err(|e| error(add_error_code(&e), chain(&e)))?;
     commit(&mut s, |r| r.workspaces.push(workspace.clone()))?;
     tracing::info!(workspace = %workspace.name, path = %workspace.path.display(), "workspace added");
     Ok(Response::Workspace { workspace })
@@ -175,7 +178,10 @@ fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
 fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote, wait: bool) -> Reply {
     let mut s = locked(shared)?;
     let index = find(&s, name_or_path)?;
-    let remote = s.registry.check_new_remote(index, new).map_err(invalid)?;
+    let remote = s
+        .registry
+        .check_new_remote(index, new)
+        .map_err(|e| error(attach_error_code(&e), chain(&e)))?;
     commit(&mut s, |r| r.workspaces[index].remotes.push(remote.clone()))?;
     let workspace = s.registry.workspaces[index].clone();
     tracing::info!(workspace = %workspace.name, remote = %remote.name, target = %remote.target, "remote attached");
@@ -368,6 +374,51 @@ fn commit(state: &mut DaemonState, change: impl FnOnce(&mut Registry)) -> Result
     Ok(())
 }
 
+/// The protocol code for a refused `add`. Every rule the user broke is `invalid` (exit 5): the
+/// protocol has no `conflict` code, and adding one would break clients of the same protocol
+/// version. Listed one by one so a new variant needs a decision here.
+fn add_error_code(e: &AddError) -> ErrorCode {
+    match e {
+        AddError::ControlChar(_)
+        | AddError::OptionLike { .. }
+        | AddError::Unusable { .. }
+        | AddError::NotADirectory { .. }
+        | AddError::Unresolvable { .. }
+        | AddError::NotUtf8 { .. }
+        | AddError::TooBroad { .. }
+        | AddError::Name(_)
+        | AddError::NameTaken { .. }
+        | AddError::OverlapsWorkspace { .. }
+        | AddError::OverlapsRemote { .. }
+        | AddError::EmptyExclude => ErrorCode::Invalid,
+    }
+}
+
+/// The protocol code for a refused `attach`: a workspace that is gone is `not_found`; every
+/// rule the user broke is `invalid` (see [`add_error_code`]).
+fn attach_error_code(e: &AttachError) -> ErrorCode {
+    match e {
+        AttachError::NoSuchWorkspace { .. } => ErrorCode::NotFound,
+        AttachError::Spec(_)
+        | AttachError::SshOption(_)
+        | AttachError::PortZero
+        | AttachError::PortMismatch
+        | AttachError::SshOnlyOption
+        | AttachError::ParentSegment { .. }
+        | AttachError::Unresolvable { .. }
+        | AttachError::NotUtf8 { .. }
+        | AttachError::TooBroad { .. }
+        | AttachError::NotADirectory { .. }
+        | AttachError::OverlapsWorkspace { .. }
+        | AttachError::OverlapsRemote { .. }
+        | AttachError::NoIdentityFile { .. }
+        | AttachError::IdentityFile(_)
+        | AttachError::Name(_)
+        | AttachError::NameTaken { .. }
+        | AttachError::AlreadyAttached { .. } => ErrorCode::Invalid,
+    }
+}
+
 fn invalid(message: String) -> Response {
     error(ErrorCode::Invalid, message)
 }
@@ -387,4 +438,51 @@ pub fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsync_core::names::NameError;
+    use wsync_core::remote::SpecError;
+
+    #[test]
+    fn a_missing_workspace_is_not_found_and_broken_rules_are_invalid() {
+        let gone = AttachError::NoSuchWorkspace { index: 7 };
+        assert_eq!(attach_error_code(&gone), ErrorCode::NotFound);
+        let taken = AttachError::NameTaken {
+            workspace: "w".into(),
+            name: "r".into(),
+        };
+        assert_eq!(attach_error_code(&taken), ErrorCode::Invalid);
+        assert_eq!(
+            attach_error_code(&AttachError::Spec(SpecError::Empty)),
+            ErrorCode::Invalid
+        );
+        let name = AddError::Name(NameError::Empty { what: "workspace" });
+        assert_eq!(add_error_code(&name), ErrorCode::Invalid);
+        assert_eq!(
+            add_error_code(&AddError::NameTaken { name: "w".into() }),
+            ErrorCode::Invalid
+        );
+    }
+
+    #[test]
+    fn refusals_keep_their_io_cause_in_the_message() {
+        let e = AddError::Unusable {
+            path: "/srv/missing".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        };
+        let Response::Error { code, message } = error(add_error_code(&e), chain(&e)) else {
+            unreachable!()
+        };
+        assert_eq!(code, ErrorCode::Invalid);
+        assert_eq!(
+            message,
+            format!(
+                "/srv/missing cannot be used as a workspace: {}",
+                std::io::Error::from_raw_os_error(2)
+            )
+        );
+    }
 }

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::names::{reject_control_chars, validate_name};
+use crate::names::{reject_control_chars, validate_name, ControlCharError, NameError};
 use crate::paths::{self, overlaps, SettingsFile};
-use crate::remote::{parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget};
+use crate::remote::{
+    parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget, SpecError, SshOptionError,
+};
 
 /// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
 pub const MAX_DELETE_LIMIT: u64 = i32::MAX as u64;
@@ -90,13 +92,166 @@ pub enum RegistryError {
     Symlink { path: PathBuf },
     #[error("registry {path} is not a regular file; set WorkspaceConfigFilePath to a JSON file")]
     NotAFile { path: PathBuf },
-    #[error("registry {path}: {message}; fix the entry by hand (wsync never overwrites the file)")]
-    Invalid { path: PathBuf, message: String },
+    #[error("registry {path}: {entry}; fix the entry by hand (wsync never overwrites the file)")]
+    Invalid {
+        path: PathBuf,
+        entry: Box<InvalidEntry>,
+    },
     #[error("cannot write registry {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// A registry entry that breaks a rule [`Registry::validate`] re-applies on load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("workspace {workspace:?}{}: {problem}", remote.as_ref().map(|r| format!(", remote {r:?}")).unwrap_or_default())]
+pub struct InvalidEntry {
+    pub workspace: String,
+    /// The remote at fault, when the problem is one of the workspace's remotes.
+    pub remote: Option<String>,
+    pub problem: EntryProblem,
+}
+
+/// What is wrong with a registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("the name appears twice")]
+    DuplicateName,
+    #[error(transparent)]
+    ControlChar(#[from] ControlCharError),
+    #[error("path {path:?} is not absolute")]
+    RelativePath { path: String },
+    #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
+    MaxDeleteTooLarge,
+    /// A workspace path overlapping an earlier workspace.
+    #[error("path overlaps workspace {other:?}")]
+    OverlapsWorkspace { other: String },
+    #[error(transparent)]
+    Target(#[from] SpecError),
+    /// A local remote inside, around or equal to a workspace.
+    #[error("overlaps workspace {workspace:?}")]
+    RemoteOverlapsWorkspace { workspace: String },
+    /// A local remote sharing a directory with another local remote.
+    #[error("overlaps remote {remote:?} of workspace {workspace:?}")]
+    RemoteOverlapsRemote { remote: String, workspace: String },
+}
+
+/// Why [`Registry::check_new_workspace`] refused a workspace.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// In the path (`what` = "path") or an exclude pattern.
+    #[error(transparent)]
+    ControlChar(#[from] ControlCharError),
+    #[error("path {path:?} begins with '-' and would be read as an option")]
+    OptionLike { path: String },
+    /// The path cannot be read (missing, permission denied, ...).
+    #[error("{} cannot be used as a workspace", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a directory; a workspace must be a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("cannot resolve {}", path.display())]
+    Unresolvable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("workspace path {} is not valid UTF-8", path.display())]
+    NotUtf8 { path: PathBuf },
+    /// `/` or the home directory.
+    #[error("{} cannot be a workspace: pick a project directory", path.display())]
+    TooBroad { path: PathBuf },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("a workspace named {name:?} already exists; pass --name to choose another")]
+    NameTaken { name: String },
+    /// The path equals, contains or sits inside another workspace.
+    #[error("{} overlaps workspace {other:?} ({}); workspaces may not contain each other", path.display(), other_path.display())]
+    OverlapsWorkspace {
+        path: PathBuf,
+        other: String,
+        other_path: PathBuf,
+    },
+    /// The path equals, contains or sits inside another workspace's local remote.
+    #[error("{} overlaps remote {remote:?} of workspace {workspace:?} ({})", path.display(), target.display())]
+    OverlapsRemote {
+        path: PathBuf,
+        remote: String,
+        workspace: String,
+        target: PathBuf,
+    },
+    #[error("exclude pattern is empty")]
+    EmptyExclude,
+}
+
+/// Why [`Registry::check_new_remote`] refused a remote.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The workspace index does not name a workspace.
+    #[error("no workspace number {index} in the registry")]
+    NoSuchWorkspace { index: usize },
+    /// The spec itself breaks a rule.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    SshOption(#[from] SshOptionError),
+    #[error("port 0 is not a number from 1 to 65535")]
+    PortZero,
+    #[error("the port in the ssh:// URL and --port disagree")]
+    PortMismatch,
+    #[error("--port, --identity-file and --ssh-option only apply to SSH remotes")]
+    SshOnlyOption,
+    #[error("remote path {} contains a '..' segment", path.display())]
+    ParentSegment { path: PathBuf },
+    #[error("cannot resolve {}", path.display())]
+    Unresolvable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `what` is "remote path" or "identity file".
+    #[error("{what} {} is not valid UTF-8", path.display())]
+    NotUtf8 { what: &'static str, path: PathBuf },
+    /// `/`, the home directory or one of its ancestors: a sync would delete what they hold.
+    #[error("{} cannot be a remote: mirroring deletes what the workspace lacks; pick a dedicated directory", path.display())]
+    TooBroad { path: PathBuf },
+    #[error("{} exists and is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    /// A local remote equal to, containing or inside a workspace.
+    #[error("remote {} overlaps workspace {workspace:?} ({}); a local remote may not equal, contain or sit inside a workspace", path.display(), workspace_path.display())]
+    OverlapsWorkspace {
+        path: PathBuf,
+        workspace: String,
+        workspace_path: PathBuf,
+    },
+    /// A local remote sharing a directory with another local remote.
+    #[error("remote {} overlaps remote {remote:?} of workspace {workspace:?}; each mirror needs a directory of its own, or one sync would delete the other's files", path.display())]
+    OverlapsRemote {
+        path: PathBuf,
+        remote: String,
+        workspace: String,
+    },
+    #[error("identity file {} does not exist", path.display())]
+    NoIdentityFile { path: PathBuf },
+    /// The identity file exists but cannot be resolved.
+    #[error(transparent)]
+    IdentityFile(std::io::Error),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("workspace {workspace:?} already has a remote named {name:?}; pass --name to choose another")]
+    NameTaken { workspace: String, name: String },
+    #[error("workspace {workspace:?} is already attached to {target}")]
+    AlreadyAttached {
+        workspace: String,
+        target: Box<RemoteTarget>,
     },
 }
 
@@ -142,51 +297,62 @@ impl Registry {
         };
         registry
             .validate()
-            .map_err(|message| RegistryError::Invalid {
+            .map_err(|entry| RegistryError::Invalid {
                 path: path.into(),
-                message,
+                entry: Box::new(entry),
             })?;
         Ok(registry)
     }
 
     /// Re-applies the `add`/`attach` rules that do not need the filesystem to every entry, so a
     /// hand-edited registry can never smuggle in an option-like host or a command-running option.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidEntry> {
         let mut names = std::collections::HashSet::new();
         for (i, ws) in self.workspaces.iter().enumerate() {
-            let context = |e: String| format!("workspace {:?}: {e}", ws.name);
-            validate_name("workspace", &ws.name).map_err(context)?;
+            let context = |problem: EntryProblem| InvalidEntry {
+                workspace: ws.name.clone(),
+                remote: None,
+                problem,
+            };
+            validate_name("workspace", &ws.name).map_err(|e| context(e.into()))?;
             if !names.insert(&ws.name) {
-                return Err(context("the name appears twice".into()));
+                return Err(context(EntryProblem::DuplicateName));
             }
             let text = ws.path.to_string_lossy();
-            reject_control_chars("path", &text).map_err(context)?;
+            reject_control_chars("path", &text).map_err(|e| context(e.into()))?;
             if !ws.path.is_absolute() {
-                return Err(context(format!("path {text:?} is not absolute")));
+                return Err(context(EntryProblem::RelativePath {
+                    path: text.into_owned(),
+                }));
             }
             if ws.max_delete.is_some_and(|n| n > MAX_DELETE_LIMIT) {
-                return Err(context(format!(
-                    "max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)"
-                )));
+                return Err(context(EntryProblem::MaxDeleteTooLarge));
             }
             if let Some(other) = self.workspaces[..i]
                 .iter()
                 .find(|o| overlaps(&o.path, &ws.path))
             {
-                return Err(context(format!("path overlaps workspace {:?}", other.name)));
+                return Err(context(EntryProblem::OverlapsWorkspace {
+                    other: other.name.clone(),
+                }));
             }
             let mut remote_names = std::collections::HashSet::new();
             for remote in &ws.remotes {
-                let context =
-                    |e: String| format!("workspace {:?}, remote {:?}: {e}", ws.name, remote.name);
-                validate_name("remote", &remote.name).map_err(context)?;
+                let context = |problem: EntryProblem| InvalidEntry {
+                    workspace: ws.name.clone(),
+                    remote: Some(remote.name.clone()),
+                    problem,
+                };
+                validate_name("remote", &remote.name).map_err(|e| context(e.into()))?;
                 if !remote_names.insert(&remote.name) {
-                    return Err(context("the name appears twice".into()));
+                    return Err(context(EntryProblem::DuplicateName));
                 }
-                crate::remote::validate_target(&remote.target).map_err(context)?;
+                crate::remote::validate_target(&remote.target).map_err(|e| context(e.into()))?;
                 if let RemoteTarget::Local { path } = &remote.target {
                     if let Some(w) = self.workspaces.iter().find(|w| overlaps(&w.path, path)) {
-                        return Err(context(format!("overlaps workspace {:?}", w.name)));
+                        return Err(context(EntryProblem::RemoteOverlapsWorkspace {
+                            workspace: w.name.clone(),
+                        }));
                     }
                     let others = self
                         .workspaces
@@ -196,10 +362,10 @@ impl Registry {
                         .filter(|(_, (r, _))| !std::ptr::eq(*r, remote))
                         .find(|(_, (_, p))| overlaps(p, path))
                     {
-                        return Err(context(format!(
-                            "overlaps remote {:?} of workspace {:?}",
-                            r.name, w.name
-                        )));
+                        return Err(context(EntryProblem::RemoteOverlapsRemote {
+                            remote: r.name.clone(),
+                            workspace: w.name.clone(),
+                        }));
                     }
                 }
             }
@@ -305,37 +471,35 @@ pub struct NewRemote {
 
 impl Registry {
     /// Validates and builds a workspace without adding it.
-    pub fn check_new_workspace(&self, new: &NewWorkspace) -> Result<Workspace, String> {
+    pub fn check_new_workspace(&self, new: &NewWorkspace) -> Result<Workspace, AddError> {
         let raw = new.path.to_string_lossy();
         reject_control_chars("path", &raw)?;
         if raw.starts_with('-') {
-            return Err(format!(
-                "path {raw:?} begins with '-' and would be read as an option"
-            ));
+            return Err(AddError::OptionLike {
+                path: raw.into_owned(),
+            });
         }
-        let meta = std::fs::metadata(&new.path)
-            .map_err(|e| format!("{} cannot be used as a workspace: {e}", new.path.display()))?;
+        let meta = std::fs::metadata(&new.path).map_err(|source| AddError::Unusable {
+            path: new.path.clone(),
+            source,
+        })?;
         if !meta.is_dir() {
-            return Err(format!(
-                "{} is not a directory; a workspace must be a directory",
-                new.path.display()
-            ));
+            return Err(AddError::NotADirectory {
+                path: new.path.clone(),
+            });
         }
         let path = new
             .path
             .canonicalize()
-            .map_err(|e| format!("cannot resolve {}: {e}", new.path.display()))?;
+            .map_err(|source| AddError::Unresolvable {
+                path: new.path.clone(),
+                source,
+            })?;
         if path.to_str().is_none() {
-            return Err(format!(
-                "workspace path {} is not valid UTF-8",
-                path.display()
-            ));
+            return Err(AddError::NotUtf8 { path });
         }
         if path == Path::new("/") || path == paths::home_dir() {
-            return Err(format!(
-                "{} cannot be a workspace: pick a project directory",
-                path.display()
-            ));
+            return Err(AddError::TooBroad { path });
         }
         let name = match &new.name {
             Some(n) => n.clone(),
@@ -346,37 +510,31 @@ impl Registry {
         };
         validate_name("workspace", &name)?;
         if self.workspaces.iter().any(|w| w.name == name) {
-            return Err(format!(
-                "a workspace named {name:?} already exists; pass --name to choose another"
-            ));
+            return Err(AddError::NameTaken { name });
         }
         for other in &self.workspaces {
             if overlaps(&path, &other.path) {
-                return Err(format!(
-                    "{} overlaps workspace {:?} ({}); workspaces may not contain each other",
-                    path.display(),
-                    other.name,
-                    other.path.display()
-                ));
+                return Err(AddError::OverlapsWorkspace {
+                    path,
+                    other: other.name.clone(),
+                    other_path: other.path.clone(),
+                });
             }
-            for remote in &other.remotes {
-                if let RemoteTarget::Local { path: target } = &remote.target {
-                    if overlaps(&path, target) {
-                        return Err(format!(
-                            "{} overlaps remote {:?} of workspace {:?} ({})",
-                            path.display(),
-                            remote.name,
-                            other.name,
-                            target.display()
-                        ));
-                    }
+            for (remote, target) in local_remotes(other) {
+                if overlaps(&path, target) {
+                    return Err(AddError::OverlapsRemote {
+                        path,
+                        remote: remote.name.clone(),
+                        workspace: other.name.clone(),
+                        target: target.to_owned(),
+                    });
                 }
             }
         }
         for pattern in &new.excludes {
             reject_control_chars("exclude pattern", pattern)?;
             if pattern.trim().is_empty() {
-                return Err("exclude pattern is empty".into());
+                return Err(AddError::EmptyExclude);
             }
         }
         Ok(Workspace {
@@ -391,60 +549,64 @@ impl Registry {
     }
 
     /// Validates and builds a remote for workspace `ws_index` without attaching it.
-    pub fn check_new_remote(&self, ws_index: usize, new: &NewRemote) -> Result<Remote, String> {
-        let workspace = &self.workspaces[ws_index];
+    pub fn check_new_remote(
+        &self,
+        ws_index: usize,
+        new: &NewRemote,
+    ) -> Result<Remote, AttachError> {
+        let workspace = self
+            .workspaces
+            .get(ws_index)
+            .ok_or(AttachError::NoSuchWorkspace { index: ws_index })?;
         if new.port == Some(0) {
-            return Err("port 0 is not a number from 1 to 65535".into());
+            return Err(AttachError::PortZero);
         }
         let parsed = parse_spec(&new.spec)?;
         let (target, default_name) = match parsed {
             ParsedSpec::Local(raw) => {
                 if new.port.is_some() || new.identity_file.is_some() || !new.ssh_options.is_empty()
                 {
-                    return Err(
-                        "--port, --identity-file and --ssh-option only apply to SSH remotes".into(),
-                    );
+                    return Err(AttachError::SshOnlyOption);
                 }
                 if raw
                     .to_str()
                     .is_some_and(|s| s.split('/').any(|seg| seg == ".."))
                 {
-                    return Err(format!(
-                        "remote path {} contains a '..' segment",
-                        raw.display()
-                    ));
+                    return Err(AttachError::ParentSegment { path: raw });
                 }
-                let path = paths::canonicalize_lenient(&raw)
-                    .map_err(|e| format!("cannot resolve {}: {e}", raw.display()))?;
+                let path = paths::canonicalize_lenient(&raw).map_err(|source| {
+                    AttachError::Unresolvable {
+                        path: raw.clone(),
+                        source,
+                    }
+                })?;
                 if path.to_str().is_none() {
-                    return Err(format!("remote path {} is not valid UTF-8", path.display()));
+                    return Err(AttachError::NotUtf8 {
+                        what: "remote path",
+                        path,
+                    });
                 }
                 let home = paths::home_dir();
                 if path == Path::new("/") || home.starts_with(&path) {
-                    return Err(format!(
-                        "{} cannot be a remote: mirroring deletes what the workspace lacks; pick a dedicated directory",
-                        path.display()
-                    ));
+                    return Err(AttachError::TooBroad { path });
                 }
                 if path.exists() && !path.is_dir() {
-                    return Err(format!("{} exists and is not a directory", path.display()));
+                    return Err(AttachError::NotADirectory { path });
                 }
                 for ws in &self.workspaces {
                     if overlaps(&path, &ws.path) {
-                        return Err(format!(
-                            "remote {} overlaps workspace {:?} ({}); a local remote may not equal, contain or sit inside a workspace",
-                            path.display(),
-                            ws.name,
-                            ws.path.display()
-                        ));
+                        return Err(AttachError::OverlapsWorkspace {
+                            path,
+                            workspace: ws.name.clone(),
+                            workspace_path: ws.path.clone(),
+                        });
                     }
                     if let Some((remote, _)) = local_remotes(ws).find(|(_, p)| overlaps(&path, p)) {
-                        return Err(format!(
-                            "remote {} overlaps remote {:?} of workspace {:?}; each mirror needs a directory of its own, or one sync would delete the other's files",
-                            path.display(),
-                            remote.name,
-                            ws.name
-                        ));
+                        return Err(AttachError::OverlapsRemote {
+                            path,
+                            remote: remote.name.clone(),
+                            workspace: ws.name.clone(),
+                        });
                     }
                 }
                 let name = path
@@ -460,20 +622,20 @@ impl Registry {
                 path,
             } => {
                 if port.is_some() && new.port.is_some() && port != new.port {
-                    return Err("the port in the ssh:// URL and --port disagree".into());
+                    return Err(AttachError::PortMismatch);
                 }
                 let identity_file = match &new.identity_file {
                     Some(file) => {
                         let file = paths::expand_home(&file.to_string_lossy());
                         if !file.is_file() {
-                            return Err(format!("identity file {} does not exist", file.display()));
+                            return Err(AttachError::NoIdentityFile { path: file });
                         }
-                        let file = file.canonicalize().map_err(|e| e.to_string())?;
+                        let file = file.canonicalize().map_err(AttachError::IdentityFile)?;
                         if file.to_str().is_none() {
-                            return Err(format!(
-                                "identity file {} is not valid UTF-8",
-                                file.display()
-                            ));
+                            return Err(AttachError::NotUtf8 {
+                                what: "identity file",
+                                path: file,
+                            });
                         }
                         Some(file)
                     }
@@ -501,16 +663,16 @@ impl Registry {
         let name = new.name.clone().unwrap_or(default_name);
         validate_name("remote", &name)?;
         if workspace.remotes.iter().any(|r| r.name == name) {
-            return Err(format!(
-                "workspace {:?} already has a remote named {name:?}; pass --name to choose another",
-                workspace.name
-            ));
+            return Err(AttachError::NameTaken {
+                workspace: workspace.name.clone(),
+                name,
+            });
         }
         if workspace.remotes.iter().any(|r| r.target == target) {
-            return Err(format!(
-                "workspace {:?} is already attached to {target}",
-                workspace.name
-            ));
+            return Err(AttachError::AlreadyAttached {
+                workspace: workspace.name.clone(),
+                target: Box::new(target),
+            });
         }
         Ok(Remote { name, target })
     }

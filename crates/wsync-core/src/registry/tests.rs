@@ -22,7 +22,7 @@ impl Fixture {
         std::fs::create_dir_all(&p).unwrap();
         p
     }
-    fn add(&mut self, rel: &str, name: Option<&str>) -> Result<usize, String> {
+    fn add(&mut self, rel: &str, name: Option<&str>) -> Result<usize, AddError> {
         let new = NewWorkspace {
             path: self.root.join(rel),
             name: name.map(str::to_owned),
@@ -32,7 +32,7 @@ impl Fixture {
         self.registry.workspaces.push(ws);
         Ok(self.registry.workspaces.len() - 1)
     }
-    fn attach(&mut self, ws: usize, spec: &str) -> Result<Remote, String> {
+    fn attach(&mut self, ws: usize, spec: &str) -> Result<Remote, AttachError> {
         let remote = self.registry.check_new_remote(
             ws,
             &NewRemote {
@@ -51,11 +51,13 @@ fn add_requires_an_existing_directory() {
     assert!(f
         .add("missing", None)
         .unwrap_err()
+        .to_string()
         .contains("cannot be used as a workspace"));
     std::fs::write(f.root.join("file"), "x").unwrap();
     assert!(f
         .add("file", None)
         .unwrap_err()
+        .to_string()
         .contains("is not a directory"));
 }
 
@@ -82,6 +84,7 @@ fn names_are_unique() {
     assert!(f
         .add("b/proj", None)
         .unwrap_err()
+        .to_string()
         .contains("already exists"));
     f.add("b/proj", Some("proj2")).unwrap();
 }
@@ -94,6 +97,7 @@ fn workspaces_may_not_nest() {
     assert!(f
         .add("outer", None)
         .unwrap_err()
+        .to_string()
         .contains("overlaps workspace"));
     let mut g = fixture();
     g.mkdir("outer/inner");
@@ -101,6 +105,7 @@ fn workspaces_may_not_nest() {
     assert!(g
         .add("outer/inner", None)
         .unwrap_err()
+        .to_string()
         .contains("overlaps workspace"));
 }
 
@@ -122,14 +127,17 @@ fn local_remote_may_not_equal_contain_or_sit_inside_a_workspace() {
     assert!(f
         .attach(ws, &format!("{root}/ws"))
         .unwrap_err()
+        .to_string()
         .contains("overlaps workspace"));
     assert!(f
         .attach(ws, &format!("{root}/ws/sub"))
         .unwrap_err()
+        .to_string()
         .contains("overlaps workspace"));
     assert!(f
         .attach(ws, &root)
         .unwrap_err()
+        .to_string()
         .contains("overlaps workspace"));
     let r = f.attach(ws, &format!("{root}/mirror")).unwrap();
     assert_eq!(r.name, "mirror");
@@ -143,6 +151,7 @@ fn local_remote_may_not_be_root_or_home() {
     assert!(f
         .attach(ws, "/")
         .unwrap_err()
+        .to_string()
         .contains("cannot be a remote"));
     let home = paths::home_dir().display().to_string();
     assert!(f.attach(ws, &home).is_err());
@@ -153,9 +162,13 @@ fn local_remote_must_be_absolute_and_free_of_dotdot() {
     let mut f = fixture();
     f.mkdir("ws");
     let ws = f.add("ws", None).unwrap();
-    assert!(f.attach(ws, "mirror").unwrap_err().contains("absolute"));
+    assert!(f
+        .attach(ws, "mirror")
+        .unwrap_err()
+        .to_string()
+        .contains("absolute"));
     let spec = format!("{}/x/../mirror", f.root.display());
-    assert!(f.attach(ws, &spec).unwrap_err().contains(".."));
+    assert!(f.attach(ws, &spec).unwrap_err().to_string().contains(".."));
 }
 
 #[test]
@@ -177,6 +190,7 @@ fn remote_specs_and_names_beginning_with_dash_are_rejected() {
     assert!(f
         .attach(ws, "-oProxyCommand=x")
         .unwrap_err()
+        .to_string()
         .contains("option"));
     let new = NewRemote {
         spec: "host:/srv".into(),
@@ -187,6 +201,7 @@ fn remote_specs_and_names_beginning_with_dash_are_rejected() {
         .registry
         .check_new_remote(ws, &new)
         .unwrap_err()
+        .to_string()
         .contains("option"));
     let new = NewRemote {
         spec: "host:/srv".into(),
@@ -205,6 +220,7 @@ fn remote_names_are_unique_per_workspace() {
     assert!(f
         .attach(ws, "a:/srv/two")
         .unwrap_err()
+        .to_string()
         .contains("already has a remote named"));
 }
 
@@ -222,6 +238,7 @@ fn ssh_only_options_are_refused_for_local_remotes() {
         .registry
         .check_new_remote(ws, &new)
         .unwrap_err()
+        .to_string()
         .contains("only apply to SSH"));
 }
 
@@ -351,6 +368,7 @@ fn port_zero_is_rejected() {
         .registry
         .check_new_remote(ws, &new)
         .unwrap_err()
+        .to_string()
         .contains("port 0"));
 }
 
@@ -373,6 +391,7 @@ fn local_remotes_of_different_workspaces_may_not_overlap() {
     assert!(f
         .attach(a, &format!("{root}/mirror/inner"))
         .unwrap_err()
+        .to_string()
         .contains("overlaps remote"));
     f.attach(b, &format!("{root}/mirror-b")).unwrap();
     // A hand-edited registry with shared mirrors is refused at load.
@@ -380,7 +399,11 @@ fn local_remotes_of_different_workspaces_may_not_overlap() {
     reg.workspaces[b].remotes[0].target = RemoteTarget::Local {
         path: f.root.join("mirror/sub"),
     };
-    assert!(reg.validate().unwrap_err().contains("overlaps remote"));
+    assert!(reg
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("overlaps remote"));
 }
 
 #[test]
@@ -393,13 +416,17 @@ fn ancestors_of_home_and_non_utf8_paths_are_refused_as_remotes() {
         assert!(f
             .attach(ws, &parent.display().to_string())
             .unwrap_err()
+            .to_string()
             .contains("cannot be a remote"));
     }
     let target = f.root.join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
     std::fs::create_dir(&target).unwrap();
     let link = f.root.join("link");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let err = f.attach(ws, &link.display().to_string()).unwrap_err();
+    let err = f
+        .attach(ws, &link.display().to_string())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
 
@@ -414,4 +441,162 @@ fn max_delete_beyond_rsyncs_limit_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_delete must be at most"), "{err}");
+}
+
+#[test]
+fn add_rules_have_their_variants() {
+    let mut f = fixture();
+    f.mkdir("a/proj");
+    f.mkdir("b/proj");
+    f.mkdir("a/proj/inner");
+    std::fs::write(f.root.join("file"), "x").unwrap();
+    assert!(matches!(
+        f.add("missing", None),
+        Err(AddError::Unusable { .. })
+    ));
+    assert!(matches!(
+        f.add("file", None),
+        Err(AddError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        f.add("a/proj", Some("-x")),
+        Err(AddError::Name(NameError::OptionLike { .. }))
+    ));
+    f.add("a/proj", None).unwrap();
+    let taken = f.add("b/proj", None).unwrap_err();
+    assert!(
+        matches!(&taken, AddError::NameTaken { name } if name == "proj"),
+        "{taken:?}"
+    );
+    assert_eq!(
+        taken.to_string(),
+        "a workspace named \"proj\" already exists; pass --name to choose another"
+    );
+    assert!(matches!(
+        f.add("a/proj/inner", None),
+        Err(AddError::OverlapsWorkspace { other, .. }) if other == "proj"
+    ));
+    let new = NewWorkspace {
+        path: f.root.join("b/proj"),
+        name: Some("p2".into()),
+        excludes: vec![" ".into()],
+    };
+    assert!(matches!(
+        f.registry.check_new_workspace(&new),
+        Err(AddError::EmptyExclude)
+    ));
+}
+
+#[test]
+fn an_io_cause_is_a_source_not_part_of_the_message() {
+    let mut f = fixture();
+    let err = f.add("missing", None).unwrap_err();
+    let path = f.root.join("missing");
+    assert_eq!(
+        err.to_string(),
+        format!("{} cannot be used as a workspace", path.display())
+    );
+    let source = std::error::Error::source(&err).expect("the io error is the source");
+    assert!(source.to_string().contains("No such file"), "{source}");
+}
+
+#[test]
+fn attach_rules_have_their_variants() {
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let root = f.root.display().to_string();
+    assert!(matches!(
+        f.attach(ws, &format!("{root}/ws/sub")),
+        Err(AttachError::OverlapsWorkspace { workspace, .. }) if workspace == "ws"
+    ));
+    assert!(matches!(
+        f.attach(ws, "/"),
+        Err(AttachError::TooBroad { .. })
+    ));
+    assert!(matches!(
+        f.attach(ws, "mirror"),
+        Err(AttachError::Spec(SpecError::Unrecognized { .. }))
+    ));
+    f.attach(ws, "a:/srv/one").unwrap();
+    assert!(matches!(
+        f.attach(ws, "a:/srv/two"),
+        Err(AttachError::NameTaken { name, .. }) if name == "a"
+    ));
+    let again = NewRemote {
+        spec: "a:/srv/one".into(),
+        name: Some("other".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &again),
+        Err(AttachError::AlreadyAttached { .. })
+    ));
+    let local_with_port = NewRemote {
+        spec: format!("{root}/m"),
+        port: Some(22),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &local_with_port),
+        Err(AttachError::SshOnlyOption)
+    ));
+    let forbidden = NewRemote {
+        spec: "b:/srv".into(),
+        ssh_options: vec!["ProxyCommand=nc".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &forbidden),
+        Err(AttachError::SshOption(SshOptionError::Forbidden { .. }))
+    ));
+    let mismatch = NewRemote {
+        spec: "ssh://b:2222/srv".into(),
+        port: Some(22),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &mismatch),
+        Err(AttachError::PortMismatch)
+    ));
+}
+
+#[test]
+fn attach_to_a_missing_workspace_is_an_error_not_a_panic() {
+    let f = fixture();
+    let new = NewRemote {
+        spec: "h:/srv".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(3, &new),
+        Err(AttachError::NoSuchWorkspace { index: 3 })
+    ));
+}
+
+#[test]
+fn invalid_entries_name_workspace_remote_and_problem() {
+    let path = Path::new("/x/reg.json");
+    let text = r#"{"version":1,"workspaces":[{"name":"ws","path":"/srv/ws","remotes":[{"name":"r","target":{"kind":"ssh","host":"h","port":0,"path":"/x"}}]}]}"#;
+    let err = Registry::parse(path, text).unwrap_err();
+    let RegistryError::Invalid { entry, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(entry.workspace, "ws");
+    assert_eq!(entry.remote.as_deref(), Some("r"));
+    assert!(matches!(
+        entry.problem,
+        EntryProblem::Target(SpecError::PortZero)
+    ));
+    assert_eq!(
+        err.to_string(),
+        "registry /x/reg.json: workspace \"ws\", remote \"r\": port 0 is not a valid port; fix the entry by hand (wsync never overwrites the file)"
+    );
+    let twice = r#"[{"name":"w","path":"/a"},{"name":"w","path":"/b"}]"#;
+    let Err(RegistryError::Invalid { entry, .. }) = Registry::parse(path, twice) else {
+        panic!("duplicate names accepted");
+    };
+    assert_eq!(entry.remote, None);
+    assert_eq!(entry.problem, EntryProblem::DuplicateName);
+    assert_eq!(entry.to_string(), "workspace \"w\": the name appears twice");
 }
