@@ -238,6 +238,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             runtime_dir,
             rules_file: Some(watcher.rules_file()),
             root_id,
+            watches: watcher.count(),
         },
         std::time::Instant::now(),
     );

@@ -64,8 +64,9 @@ pub async fn run(
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let mut commands_open = true;
-    let mut watches = u64::MAX;
-    driver.perform_all(&mut engine, initial);
+    let mut watch_open = true;
+    let mut watches = driver.watcher.count();
+    driver.carry_out(&mut engine, initial);
     driver.feed(&mut engine, Input::Tick);
     let exit = loop {
         if nix::unistd::getppid() != parent {
@@ -103,7 +104,7 @@ pub async fn run(
                 }
                 input
             }
-            msg = watch.recv() => match msg {
+            msg = watch.recv(), if watch_open => match msg {
                 Some(msg) => {
                     let mut messages = vec![msg];
                     while let Ok(msg) = watch.try_recv() {
@@ -112,7 +113,7 @@ pub async fn run(
                     Input::Watch(messages)
                 }
                 None => {
-                    watch = mpsc::unbounded_channel().1;
+                    watch_open = false;
                     Input::Watch(vec![WatchMsg::Error(WatchError::Stopped)])
                 }
             },
@@ -128,24 +129,27 @@ pub async fn run(
 }
 
 impl Driver {
-    /// Steps the engine with `input` and with every answer its effects produce, in order.
+    /// Steps the engine with `input`, then carries out the effects.
     fn feed(&mut self, engine: &mut Engine, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            let effects = engine.step(input, Instant::now());
-            for effect in effects {
-                if let Some(answer) = self.perform(effect) {
-                    inputs.push_back(answer);
-                }
-            }
-        }
+        let effects = engine.step(input, Instant::now());
+        self.carry_out(engine, effects);
     }
 
-    fn perform_all(&mut self, engine: &mut Engine, effects: Vec<Effect>) {
-        for effect in effects {
-            if let Some(answer) = self.perform(effect) {
-                self.feed(engine, answer);
+    /// Carries out `effects` in order, then steps the engine with each answer they produced
+    /// (first in, first out), and so on until nothing more is asked.
+    fn carry_out(&mut self, engine: &mut Engine, effects: Vec<Effect>) {
+        let mut answers = VecDeque::new();
+        let mut effects = effects;
+        loop {
+            for effect in effects {
+                if let Some(answer) = self.perform(effect) {
+                    answers.push_back(answer);
+                }
             }
+            let Some(answer) = answers.pop_front() else {
+                return;
+            };
+            effects = engine.step(answer, Instant::now());
         }
     }
 
@@ -173,14 +177,14 @@ impl Driver {
                 let _ = self.events.send(event);
                 None
             }
-            Effect::CreateCookie { flush, name } => {
+            Effect::CreateCookie { name } => {
                 // create_new: never follow or reuse something already at that name.
                 let created = std::fs::File::options()
                     .write(true)
                     .create_new(true)
                     .open(self.root.join(&name));
                 Some(Input::CookieCreated {
-                    flush,
+                    name,
                     error: created.err().map(|e| e.to_string()),
                 })
             }
@@ -195,6 +199,7 @@ impl Driver {
                 error: dest.prepare().err().map(|e| e.to_string()),
             }),
             Effect::CloseConnection(dest) => {
+                self.closing.retain(|handle| !handle.is_finished());
                 self.closing
                     .push(tokio::spawn(async move { dest.close_connection().await }));
                 None

@@ -52,11 +52,13 @@ impl Flushes {
         });
     }
 
-    /// The cookie of flush `id` could not be created: flush what is known.
-    pub fn cookie_failed(&mut self, id: u64, newest: Seq) {
-        for flush in self.pending.iter_mut().filter(|f| f.id == id) {
-            flush.cookie = None;
-            flush.target = Some(newest);
+    /// A cookie could not be created: its flush flushes what is known.
+    pub fn cookie_failed(&mut self, name: &str, newest: Seq) {
+        for flush in &mut self.pending {
+            if flush.cookie.as_deref() == Some(name) {
+                flush.cookie = None;
+                flush.target = Some(newest);
+            }
         }
     }
 

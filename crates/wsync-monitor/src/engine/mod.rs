@@ -96,7 +96,7 @@ pub enum Input {
     },
     /// The answer to [`Effect::CreateCookie`].
     CookieCreated {
-        flush: u64,
+        name: String,
         error: Option<String>,
     },
     /// The number of inotify watches changed.
@@ -125,7 +125,6 @@ pub enum Effect {
     /// Create a flush cookie in the root (never following or reusing an existing name),
     /// answered by [`Input::CookieCreated`].
     CreateCookie {
-        flush: u64,
         name: String,
     },
     RemoveCookie {
@@ -178,6 +177,8 @@ pub struct StartConfig {
     pub rules_file: Option<PathBuf>,
     /// The root's identity when the watches were set up (`None`: it was missing).
     pub root_id: Option<RootId>,
+    /// The inotify watches in place.
+    pub watches: u64,
 }
 
 /// Watching's health, for status and the degraded mode.
@@ -238,6 +239,7 @@ impl Engine {
             runtime_dir,
             rules_file,
             root_id,
+            watches,
         } = config;
         let mut engine = Self {
             root: workspace.path.clone(),
@@ -266,7 +268,10 @@ impl Engine {
             root_id,
             intake: Intake::default(),
             flushes: Flushes::default(),
-            watching: Watching::default(),
+            watching: Watching {
+                watches,
+                ..Watching::default()
+            },
             outbox: StatusOutbox::default(),
             awaiting: 0,
             dispatch_probed: false,
@@ -354,11 +359,11 @@ impl Engine {
                     }
                 }
             }
-            Input::CookieCreated { flush, error } => {
+            Input::CookieCreated { name, error } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
                 if let Some(error) = error {
                     tracing::warn!("cannot create flush cookie in the workspace root: {error}; flushing what is known");
-                    self.flushes.cookie_failed(flush, self.newest);
+                    self.flushes.cookie_failed(&name, self.newest);
                 }
             }
             Input::WatchCount(count) => self.watching.watches = count,
@@ -368,7 +373,10 @@ impl Engine {
                 return fx;
             }
         }
-        self.after_input(now, &mut fx);
+        // Exiting: nothing new starts and no flush is answered; `Stop` follows.
+        if !self.exiting {
+            self.after_input(now, &mut fx);
+        }
         fx
     }
 
@@ -589,7 +597,7 @@ impl Engine {
         let name = format!("{}{id}", self.cookie_prefix);
         self.flushes.await_cookie(id, deadline, name.clone());
         self.awaiting += 1;
-        fx.push(Effect::CreateCookie { flush: id, name });
+        fx.push(Effect::CreateCookie { name });
     }
 
     fn cookies_lost(&mut self, fx: &mut Vec<Effect>) {
@@ -699,10 +707,9 @@ impl Engine {
         }
         if self.draining {
             if self.slots.iter().all(|s| !s.is_transferring()) {
-                if !self.exiting {
-                    tracing::info!("current transfers finished; exiting");
-                }
+                tracing::info!("current transfers finished; exiting");
                 self.exit(Exit::Clean, fx);
+                return;
             }
         } else {
             self.request_dispatch(now, fx);

@@ -31,6 +31,8 @@ struct Harness {
     /// Every effect other than the answered ones, in order.
     effects: Vec<Effect>,
     exit: Option<Exit>,
+    /// Root probes answered.
+    probes: usize,
 }
 
 fn remote(name: &str) -> Remote {
@@ -70,6 +72,7 @@ impl Harness {
                 runtime_dir: "/run/wsync".into(),
                 rules_file: None,
                 root_id: Some(ROOT),
+                watches: 3,
             },
             now,
         );
@@ -84,55 +87,69 @@ impl Harness {
             events: Vec::new(),
             effects: Vec::new(),
             exit: None,
+            probes: 0,
         };
         h.perform(initial);
         h
     }
 
-    /// Steps with `input` and every answer the effects call for, as the driver does.
+    /// Steps with `input` and every answer the effects call for, in the driver's order:
+    /// all of a step's effects first, then the answers, first in, first out.
     fn step(&mut self, input: Input) {
         let effects = self.engine.step(input, self.now);
         self.perform(effects);
     }
 
     fn perform(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
-            let answer = match effect {
-                Effect::ProbeRoot { purpose, list } => {
-                    let mut probe = self.root;
-                    probe.empty = if list {
-                        self.root.empty.or(Some(false))
-                    } else {
-                        None
-                    };
-                    Some(Input::RootProbed { purpose, probe })
+        let mut answers = std::collections::VecDeque::new();
+        let mut effects = effects;
+        loop {
+            for effect in effects {
+                if let Some(answer) = self.answer(effect) {
+                    answers.push_back(answer);
                 }
-                Effect::PrepareTarget { remote, .. } => Some(Input::TargetPrepared {
-                    remote,
-                    error: None,
-                }),
-                Effect::CreateCookie { flush, .. } => {
-                    Some(Input::CookieCreated { flush, error: None })
-                }
-                Effect::StartBatch(start) => {
-                    self.started.push(start);
-                    None
-                }
-                Effect::Emit(event) => {
-                    self.events.push(event);
-                    None
-                }
-                Effect::Exit(exit) => {
-                    self.exit = Some(exit);
-                    None
-                }
-                other => {
-                    self.effects.push(other);
-                    None
-                }
+            }
+            let Some(answer) = answers.pop_front() else {
+                return;
             };
-            if let Some(answer) = answer {
-                self.step(answer);
+            effects = self.engine.step(answer, self.now);
+        }
+    }
+
+    /// Records one effect; returns the answer the driver would give.
+    fn answer(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::ProbeRoot { purpose, list } => {
+                self.probes += 1;
+                let mut probe = self.root;
+                probe.empty = if list {
+                    self.root.empty.or(Some(false))
+                } else {
+                    None
+                };
+                Some(Input::RootProbed { purpose, probe })
+            }
+            Effect::PrepareTarget { remote, .. } => Some(Input::TargetPrepared {
+                remote,
+                error: None,
+            }),
+            Effect::CreateCookie { name } => Some(Input::CookieCreated { name, error: None }),
+            Effect::StartBatch(start) => {
+                assert!(self.probes > 0, "a batch starts only after a root probe");
+                self.started.push(start);
+                None
+            }
+            Effect::Emit(event) => {
+                self.events.push(event);
+                None
+            }
+            Effect::Exit(exit) => {
+                self.exit = Some(exit);
+                None
+            }
+            other => {
+                self.effects.push(other);
+                None
             }
         }
     }
@@ -258,7 +275,34 @@ fn paths(batch: &Batch) -> (Vec<Rename>, Vec<String>) {
 fn the_initial_full_sync_starts_only_after_the_root_probe() {
     let mut h = Harness::new(&["a", "b"]);
     assert!(h.started.is_empty(), "nothing before the settle time");
-    h.advance(SETTLE * 2);
+    // Driven by hand: a due batch asks for a probe and starts nothing until it is answered.
+    let fx = h.engine.step(Input::Tick, h.now + SETTLE * 2);
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::ProbeRoot {
+                purpose: ProbePurpose::Dispatch,
+                ..
+            }
+        )),
+        "{fx:?}"
+    );
+    assert!(!fx.iter().any(|e| matches!(e, Effect::StartBatch(_))));
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::Emit(_))),
+        "no status while the answer is out"
+    );
+    let fx = h.engine.step(Input::Tick, h.now + SETTLE * 2);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::ProbeRoot { .. })),
+        "one probe at a time"
+    );
+    h.now += SETTLE * 2;
+    h.probes += 1;
+    h.step(Input::RootProbed {
+        purpose: ProbePurpose::Dispatch,
+        probe: h.root,
+    });
     assert_eq!(h.started.len(), 2, "one full sync per remote");
     assert!(h
         .started
@@ -659,7 +703,8 @@ fn detach_abandons_the_batch_and_ignores_its_late_result() {
     let mut h = Harness::new(&["a"]);
     h.initial_sync();
     h.closed("f");
-    let running = h.take_one();
+    let stale = h.take_one();
+    assert_eq!(stale.flight, 2);
     h.step(Input::Command(MonitorCommand::Detach {
         remote: "a".into(),
     }));
@@ -669,15 +714,28 @@ fn detach_abandons_the_batch_and_ignores_its_late_result() {
         .iter()
         .any(|e| matches!(e, Effect::CloseConnection(_))));
     assert!(h.status().remotes.is_empty());
-    // Attached again: a new generation, so the old batch's result is ignored.
+    // Attached again: a new generation whose flight 2 is running when the old flight 2's
+    // failure arrives; it must not touch the new one.
     h.step(Input::Command(MonitorCommand::Attach {
         remote: remote("a"),
         progress: false,
     }));
-    h.succeed(running);
-    assert_eq!(h.state(), RemoteState::InitialSync);
-    h.advance(SETTLE * 2);
-    assert_eq!(h.take_one().batch, Batch::Full);
+    h.initial_sync();
+    h.closed("g");
+    let current = h.take_one();
+    assert_eq!(current.flight, stale.flight, "the flight ids collide");
+    assert_ne!(current.remote, stale.remote);
+    h.fail(stale, ExitClass::Connection);
+    let status = h.status().remotes[0].clone();
+    assert_eq!(
+        status.state,
+        RemoteState::Syncing,
+        "the new flight still runs"
+    );
+    assert_eq!(status.consecutive_failures, 0);
+    h.succeed(current);
+    h.advance(STATUS_INTERVAL);
+    assert_eq!(h.state(), RemoteState::InSync);
 }
 
 #[test]
@@ -722,17 +780,38 @@ fn a_vanished_file_is_queued_again_without_a_backoff() {
 fn status_lines_are_rate_limited_and_the_latest_always_follows() {
     let mut h = Harness::new(&["a"]);
     h.initial_sync();
-    let before = h.events.len();
+    // The held-back status goes out, then an interval passes quietly.
+    h.advance(STATUS_INTERVAL);
+    h.advance(STATUS_INTERVAL);
+    let count = |h: &Harness| {
+        h.events
+            .iter()
+            .filter(|e| matches!(e, MonitorEvent::Status { .. }))
+            .count()
+    };
+    let before = count(&h);
     h.changes(vec![change("x", ChangeKind::Modified, false)]);
+    assert_eq!(
+        count(&h),
+        before + 1,
+        "a change after a quiet interval goes out at once"
+    );
     h.changes(vec![change("y", ChangeKind::Modified, false)]);
-    let sent = h.events.len() - before;
-    assert!(sent <= 1, "at most one status per interval, got {sent}");
+    assert_eq!(count(&h), before + 1, "the next waits for the interval");
+    let wake = h.engine.next_wake(h.now);
+    assert_eq!(
+        wake,
+        h.now + SETTLE,
+        "the batch is due before the held-back status"
+    );
+    h.now += Duration::from_millis(1);
     let wake = h.engine.next_wake(h.now);
     assert!(
         wake <= h.now + STATUS_INTERVAL,
         "the held-back status wakes the loop"
     );
     h.advance(STATUS_INTERVAL);
+    assert_eq!(count(&h), before + 2);
     let last = h.events.iter().rev().find_map(|e| match e {
         MonitorEvent::Status { status } => Some(status.clone()),
         _ => None,
@@ -767,8 +846,9 @@ fn a_target_that_cannot_be_created_is_reported_in_status() {
 
 #[test]
 fn a_missing_root_at_start_halts_until_it_is_back() {
-    let now = Instant::now();
-    let (mut engine, _) = Engine::start(
+    let mut h = Harness::new(&["a"]);
+    h.root.id = None;
+    let (engine, initial) = Engine::start(
         StartConfig {
             workspace: Workspace {
                 name: "ws".into(),
@@ -787,18 +867,66 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
             runtime_dir: "/run".into(),
             rules_file: None,
             root_id: None,
+            watches: 0,
         },
-        now,
+        h.now,
     );
-    assert!(engine.status().halted.unwrap().contains("missing"));
-    let fx = engine.step(Input::Tick, now + Duration::from_secs(1));
-    assert!(!fx.iter().any(|e| matches!(e, Effect::ProbeRoot { .. })));
-    let fx = engine.step(Input::Command(MonitorCommand::Resume), now);
-    assert!(fx.iter().any(|e| matches!(
-        e,
-        Effect::ProbeRoot {
-            purpose: ProbePurpose::Lift,
-            ..
-        }
-    )));
+    h.engine = engine;
+    h.perform(initial);
+    assert!(h.status().halted.unwrap().contains("missing"));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.probes, 0, "a halted workspace does not even probe");
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert!(h.status().halted.is_some(), "still missing");
+    // The root appears: resume adopts it and the initial sync runs, watched.
+    h.root.id = Some(ROOT);
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_eq!(h.status().halted, None);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert!(start.options.first && start.options.progress);
+}
+
+#[test]
+fn eof_exits_without_starting_or_answering_anything() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.flush(1, Duration::from_secs(10));
+    h.cookie(1);
+    h.changes(vec![change("late", ChangeKind::Modified, false)]);
+    let (started, flushed) = (h.started.len(), h.flushed().len());
+    h.now += SETTLE * 2;
+    h.step(Input::CommandsClosed);
+    assert_eq!(h.exit, Some(Exit::Clean));
+    assert_eq!(h.started.len(), started, "no batch starts on the way out");
+    assert_eq!(h.flushed().len(), flushed);
+    h.step(Input::Stop);
+    let last = h.events.iter().rev().find_map(|e| match e {
+        MonitorEvent::Status { status } => Some(status.clone()),
+        _ => None,
+    });
+    let last = last.expect("a last status");
+    assert_eq!(
+        last.remotes[0].pending, 1,
+        "the unsent change is still pending"
+    );
+    assert!(h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RemoveRulesFile)));
+}
+
+#[test]
+fn the_first_status_carries_the_watch_count() {
+    let mut h = Harness::new(&["a"]);
+    h.advance(Duration::from_millis(1));
+    let first = h.events.iter().find_map(|e| match e {
+        MonitorEvent::Status { status } => Some(status.clone()),
+        _ => None,
+    });
+    assert_eq!(first.expect("a first status").watches, 3);
+    h.step(Input::WatchCount(9));
+    h.advance(STATUS_INTERVAL);
+    assert_eq!(h.status().watches, 9);
 }
