@@ -38,7 +38,7 @@ HookCommand, a program run when a remote enters error or halted), the registry, 
 in LogDirectory (`wsync logs`).";
 
 fn main_after_help() -> String {
-    format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::HELP)
+    format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::help())
 }
 
 /// `wsync`: the command line client of wsyncd.

@@ -259,3 +259,13 @@ fn each_command_parses_into_its_own_args_struct() {
         Command::Daemon(DaemonCommand::Status)
     ));
 }
+
+#[test]
+fn help_lists_every_exit_code_in_the_table() {
+    let help = Cli::command().render_long_help().to_string();
+    let problems = wsync_core::exit_code::check_help(exit_codes::TABLE, &help);
+    assert!(problems.is_empty(), "{problems:#?}\n{help}");
+    let short = Cli::command().render_help().to_string();
+    let problems = wsync_core::exit_code::check_help(exit_codes::TABLE, &short);
+    assert!(problems.is_empty(), "{problems:#?}\n{short}");
+}
