@@ -209,6 +209,28 @@ Examples:
   wsync check-ignore --json target build/out.o src/main.rs")]
     CheckIgnore(CheckIgnoreArgs),
 
+    /// Show the paths the config in effect resolves: config file, registry, socket, logs, ...
+    #[command(after_help = "\
+The config file is $WSYNC_CONFIG_PATH, else ~/.wsync/wsync.config (when that is missing, every
+default applies). From it: the registry, the daemon's socket and pid file, the runtime directory
+holding them, the log directory, and the monitor executable and hook command when they are set.
+
+--json prints one object (unset paths are null):
+  {\"config_file\": \"/home/me/.wsync/wsync.config\",
+   \"registry\": \"/home/me/.wsync/wsync-ws-config.json\",
+   \"socket\": \"/run/user/1000/wsync/wsyncd.sock\",
+   \"pid_file\": \"/run/user/1000/wsync/wsyncd.sock.pid\",
+   \"runtime_directory\": \"/run/user/1000/wsync\", \"log_directory\": \"/home/me/.wsync/log\",
+   \"monitor_executable\": null, \"hook_command\": null}
+New fields may be added. --path NAME prints one of them alone on a line (nothing when unset),
+for scripts such as scripts/setup.sh.
+
+Examples:
+  wsync config --paths
+  wsync config --paths --json | jq -r .registry
+  wsync config --path log_directory")]
+    Config(ConfigArgs),
+
     /// Print a shell completion script.
     #[command(after_help = "\
 Examples:
@@ -379,6 +401,51 @@ pub struct CheckIgnoreArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The arguments of `wsync config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// List every resolved path.
+    #[arg(long, required_unless_present = "path")]
+    pub paths: bool,
+    /// Print only this path (nothing when it is unset).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["paths", "json"])]
+    pub path: Option<PathName>,
+    /// Print JSON instead of text (with --paths).
+    #[arg(long, requires = "paths")]
+    pub json: bool,
+}
+
+/// A path `wsync config` reports; its name is also its key in `--paths --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PathName {
+    /// The config file in use.
+    ConfigFile,
+    /// WorkspaceConfigFilePath: the registry of workspaces.
+    Registry,
+    /// DaemonCommandSocketPath: the daemon's command socket.
+    Socket,
+    /// The daemon's pid file (the socket path with .pid appended).
+    PidFile,
+    /// The directory holding the socket and pid file.
+    RuntimeDirectory,
+    /// LogDirectory: the daemon's and monitors' logs.
+    LogDirectory,
+    /// MonitorExecutablePath, when set.
+    MonitorExecutable,
+    /// HookCommand, when set.
+    HookCommand,
+}
+
+impl PathName {
+    /// The name on the command line and the key in JSON (`log_directory`).
+    pub fn key(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// The arguments of `wsync completions`.

@@ -1,6 +1,7 @@
 //! One function per command; [`dispatch`] loads the config and routes a parsed command line.
 
 pub mod check_ignore;
+mod config;
 mod daemon;
 pub mod docs;
 mod logs;
@@ -64,6 +65,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Logs(args) => logs::logs(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
         Command::CheckIgnore(args) => check_ignore::check_ignore(&ctx, args),
+        Command::Config(args) => config::show(&ctx, args),
         Command::Completions(args) => completions(args),
         Command::GenerateDocs(args) => docs::generate(args),
         Command::Daemon(DaemonCommand::Start(args)) => daemon::start(&ctx, args),
