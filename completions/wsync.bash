@@ -28,6 +28,9 @@ _wsync() {
             wsync,completions)
                 cmd="wsync__subcmd__completions"
                 ;;
+            wsync,config)
+                cmd="wsync__subcmd__config"
+                ;;
             wsync,daemon)
                 cmd="wsync__subcmd__daemon"
                 ;;
@@ -103,6 +106,9 @@ _wsync() {
             wsync__subcmd__help,completions)
                 cmd="wsync__subcmd__help__subcmd__completions"
                 ;;
+            wsync__subcmd__help,config)
+                cmd="wsync__subcmd__help__subcmd__config"
+                ;;
             wsync__subcmd__help,daemon)
                 cmd="wsync__subcmd__help__subcmd__daemon"
                 ;;
@@ -158,7 +164,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify check-ignore completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +254,24 @@ _wsync() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__config)
+            opts="-h -V --paths --path --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --path)
+                    COMPREPLY=($(compgen -W "config_file registry socket pid_file runtime_directory log_directory monitor_executable hook_command" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -436,7 +460,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status pause resume restart flush logs verify check-ignore completions daemon generate-docs help"
+            opts="add remove attach detach list status pause resume restart flush logs verify check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -492,6 +516,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__config)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

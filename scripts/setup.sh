@@ -8,6 +8,8 @@ set -euo pipefail
 readonly BINS=(wsync wsyncd wsync-monitor)
 readonly EMPTY_REGISTRY='{"version":1,"workspaces":[]}'
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target_dir=${CARGO_TARGET_DIR:-target}
+case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 
 usage() {
   cat <<'EOF'
@@ -101,26 +103,33 @@ for p in "$bin_dir" "$config_file"; do
   case "$p" in *$'\n'* | *'"'* | *\\*) die "path $p contains a newline, a double quote or a backslash; pick another" ;; esac
 done
 
-# The value of KEY in the config file (the last one wins, as in wsync), else DEFAULT; ~ expanded.
-config_value() {
-  local key=$1 default=$2 line value=""
-  if [ -f "$config_file" ]; then
-    while IFS= read -r line || [ -n "$line" ]; do
-      line=${line#"${line%%[![:space:]]*}"}
-      case "$line" in
-        "$key"*=*)
-          local k=${line%%=*}
-          k=${k%"${k##*[![:space:]]}"}
-          if [ "$k" = "$key" ]; then
-            value=${line#*=}
-            value=${value#"${value%%[![:space:]]*}"}
-            value=${value%"${value##*[![:space:]]}"}
-          fi
-          ;;
-      esac
-    done <"$config_file"
+# The path NAME (registry, log_directory, monitor_executable, ...) as wsync resolves it from the
+# config file: `wsync config --path NAME` (empty when unset), so that setup.sh never parses the
+# config itself. A config file that does not exist yet means every default, as on a fresh install.
+# Asks the installed wsync; when it is gone (--purge after --uninstall), one built in this
+# checkout, else one built now.
+config_path() {
+  local name=$1 empty rc=0 candidate
+  local -a cli=()
+  for candidate in "$bin_dir/wsync" "$target_dir/release/wsync" "$target_dir/debug/wsync"; do
+    if [ -x "$candidate" ]; then
+      cli=("$candidate")
+      break
+    fi
+  done
+  if [ ${#cli[@]} -eq 0 ]; then
+    command -v cargo >/dev/null 2>&1 ||
+      die "no wsync in $bin_dir or $target_dir and no cargo to build one: cannot resolve the config's paths"
+    cli=(cargo run --quiet --locked --manifest-path "$repo/Cargo.toml" -p wsync-cli --bin wsync --)
   fi
-  absolute "${value:-$default}"
+  if [ -e "$config_file" ] || [ -L "$config_file" ]; then
+    WSYNC_CONFIG_PATH=$config_file "${cli[@]}" config --path "$name" || rc=$?
+  else
+    empty=$(mktemp)
+    WSYNC_CONFIG_PATH=$empty "${cli[@]}" config --path "$name" || rc=$?
+    rm -f -- "$empty"
+  fi
+  [ "$rc" -eq 0 ] || die "could not read $name from $config_file (see the error above); fix the config and re-run"
 }
 
 systemd_user_works() {
@@ -182,6 +191,11 @@ if [ "$uninstall" -eq 1 ]; then
     say "removed $unit_file"
     if systemd_user_works; then systemctl --user daemon-reload || true; fi
   fi
+  if [ "$purge" -eq 1 ]; then
+    # Asked before the binaries go: the installed wsync answers.
+    registry=$(config_path registry)
+    log_dir=$(config_path log_directory)
+  fi
   for b in "${BINS[@]}"; do
     if [ -e "$bin_dir/$b" ]; then
       rm -f -- "$bin_dir/$b"
@@ -189,8 +203,6 @@ if [ "$uninstall" -eq 1 ]; then
     fi
   done
   if [ "$purge" -eq 1 ]; then
-    registry=$(config_value WorkspaceConfigFilePath "$HOME/.wsync/wsync-ws-config.json")
-    log_dir=$(config_value LogDirectory "$HOME/.wsync/log")
     for f in "$registry" "$config_file"; do
       if [ -e "$f" ] || [ -L "$f" ]; then rm -f -- "$f" && say "removed $f"; fi
     done
@@ -232,8 +244,6 @@ if [ -n "$prebuilt" ]; then
 else
   say "building release binaries (cargo build --release --locked --workspace --bins)"
   (cd "$repo" && cargo build --release --locked --workspace --bins)
-  target_dir=${CARGO_TARGET_DIR:-target}
-  case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
   src_dir=$target_dir/release
 fi
 for b in "${BINS[@]}"; do
@@ -294,18 +304,18 @@ if {
   say "wrote $config_file"
 else
   say "kept existing $config_file"
-  configured=$(config_value MonitorExecutablePath "$monitor")
-  [ "$configured" = "$monitor" ] ||
+  configured=$(config_path monitor_executable)
+  [ -z "$configured" ] || [ "$configured" = "$monitor" ] ||
     warn "$config_file sets MonitorExecutablePath=$configured, not the monitor just installed ($monitor)"
 fi
 
-registry=$(config_value WorkspaceConfigFilePath "$HOME/.wsync/wsync-ws-config.json")
+registry=$(config_path registry)
 if printf '%s\n' "$EMPTY_REGISTRY" | create_if_missing "$registry"; then
   say "wrote an empty registry $registry"
 else
   say "kept existing registry $registry"
 fi
-log_dir=$(config_value LogDirectory "$HOME/.wsync/log")
+log_dir=$(config_path log_directory)
 mkdir -p -- "$log_dir"
 
 # --- start the daemon ----------------------------------------------------------------------------

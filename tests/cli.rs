@@ -337,3 +337,69 @@ fn attach_waits_for_the_initial_sync_and_flush_names_lagging_remotes() {
         "second"
     );
 }
+
+#[test]
+fn config_paths_reports_what_the_config_resolves() {
+    let env = TestEnv::with_config("HookCommand=~/bin/notify\n");
+    let out = env.wsync_ok(&["config", "--paths", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| env.fail(&format!("config --paths --json: {e}\n{out}")));
+    let path = |p: &std::path::Path| serde_json::Value::from(p.to_str().expect("utf-8 test path"));
+    let runtime = env.socket.parent().expect("socket dir");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "config_file": path(&env.config_path),
+            "registry": path(&env.registry),
+            "socket": path(&env.socket),
+            "pid_file": format!("{}.pid", env.socket.display()),
+            "runtime_directory": path(runtime),
+            "log_directory": path(&env.log_dir),
+            "monitor_executable": path(&wsync_tests::env::bin_dir().join("wsync-monitor")),
+            "hook_command": path(&env.home.join("bin/notify")),
+        }),
+        "{out}"
+    );
+
+    // The text form names every path; --path prints one alone, nothing when it is unset.
+    let text = env.wsync_ok(&["config", "--paths"]);
+    for (label, p) in [
+        ("registry:", &env.registry),
+        ("socket:", &env.socket),
+        ("log directory:", &env.log_dir),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(label) && l.ends_with(p.to_str().unwrap())),
+            "{label} {}\n{text}",
+            p.display()
+        );
+    }
+    assert_eq!(
+        env.wsync_ok(&["config", "--path", "log_directory"]),
+        format!("{}\n", env.log_dir.display())
+    );
+    std::fs::write(
+        &env.config_path,
+        format!("LogDirectory={}\n", env.log_dir.display()),
+    )
+    .unwrap();
+    assert_eq!(env.wsync_ok(&["config", "--path", "hook_command"]), "");
+    assert_eq!(
+        env.wsync_ok(&["config", "--path", "registry"]),
+        format!(
+            "{}\n",
+            env.home.join(".wsync/wsync-ws-config.json").display()
+        )
+    );
+
+    // It needs no daemon, but a broken config is reported like for any command.
+    std::fs::write(&env.config_path, "Colour=blue\n").unwrap();
+    let out = expect_failure(&env, &["config", "--paths"], FAILURE);
+    assert!(out.stderr.contains("unknown key"), "{}", out.stderr);
+    assert_eq!(
+        env.wsync(&["config"]).code(),
+        Some(2),
+        "--paths or --path is required"
+    );
+}

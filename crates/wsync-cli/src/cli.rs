@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::exit_codes;
 
@@ -38,7 +38,7 @@ HookCommand, a program run when a remote enters error or halted), the registry, 
 in LogDirectory (`wsync logs`).";
 
 fn main_after_help() -> String {
-    format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::HELP)
+    format!("{MAIN_EXAMPLES}\n\n{}", exit_codes::help())
 }
 
 /// `wsync`: the command line client of wsyncd.
@@ -69,23 +69,11 @@ Examples:
   wsync add .
   wsync add ~/src/project --name proj
   wsync add ~/src/site --exclude node_modules/ --exclude '*.log'")]
-    Add {
-        /// The directory to mirror.
-        path: PathBuf,
-        /// The workspace's name (letters, digits and . _ - + @).
-        #[arg(long)]
-        name: Option<String>,
-        /// A gitignore-style pattern to leave out (repeatable).
-        #[arg(long = "exclude", value_name = "PATTERN")]
-        excludes: Vec<String>,
-    },
+    Add(AddArgs),
 
     /// Unregister a workspace and stop mirroring it (nothing is deleted anywhere).
     #[command(after_help = "Examples:\n  wsync remove project\n  wsync remove ~/src/project")]
-    Remove {
-        /// Workspace name or path.
-        workspace: String,
-    },
+    Remove(WorkspaceArgs),
 
     /// Add a remote to a workspace.
     #[command(after_help = "\
@@ -101,40 +89,11 @@ Examples:
   wsync attach project ssh://alice@10.0.0.5:2222/home/alice/project --name lab
   wsync attach project alice@host:project --identity-file ~/.ssh/id_ed25519 \\
       --ssh-option UserKnownHostsFile=~/.ssh/known_hosts_wsync")]
-    Attach {
-        /// Workspace name or path.
-        workspace: String,
-        /// Where to mirror to.
-        remote: String,
-        /// The remote's name within the workspace.
-        #[arg(long)]
-        name: Option<String>,
-        /// SSH port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// SSH private key to use.
-        #[arg(long, value_name = "FILE")]
-        identity_file: Option<PathBuf>,
-        /// An ssh `-o KEY=VALUE` option (repeatable).
-        #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
-        ssh_options: Vec<String>,
-        /// Return once the daemon accepted the remote, without waiting for the initial sync.
-        #[arg(long)]
-        no_wait: bool,
-        /// Seconds to wait for the initial sync.
-        #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
-        timeout: u64,
-    },
+    Attach(AttachArgs),
 
     /// Remove a remote from a workspace (the remote's files stay).
     #[command(after_help = "Examples:\n  wsync detach project mirror\n  wsync detach . build-box")]
-    Detach {
-        /// Workspace name or path.
-        workspace: String,
-        /// The remote's name (see `wsync list`).
-        #[arg(value_name = "REMOTE-NAME")]
-        remote: String,
-    },
+    Detach(DetachArgs),
 
     /// List workspaces and their remotes.
     #[command(after_help = "\
@@ -150,11 +109,7 @@ Optional SSH fields are left out when unset. New fields may be added; none are r
 Examples:
   wsync list
   wsync list --json | jq -r '.[].name'")]
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
 
     /// Show the sync state of every workspace and remote (problems first).
     #[command(after_help = "\
@@ -182,37 +137,19 @@ Examples:
   wsync status
   wsync status project --json | jq '.[0].report.remotes'
   wsync status --watch")]
-    Status {
-        /// Only this workspace (name or path).
-        workspace: Option<String>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Keep refreshing until interrupted.
-        #[arg(long)]
-        watch: bool,
-    },
+    Status(StatusArgs),
 
     /// Stop pushing changes for a workspace (persisted; changes are still collected).
     #[command(after_help = "Examples:\n  wsync pause project")]
-    Pause {
-        /// Workspace name or path.
-        workspace: String,
-    },
+    Pause(WorkspaceArgs),
 
     /// Resume pushing changes; also lifts a safety halt.
     #[command(after_help = "Examples:\n  wsync resume project")]
-    Resume {
-        /// Workspace name or path.
-        workspace: String,
-    },
+    Resume(WorkspaceArgs),
 
     /// Restart a workspace's monitor and clear a `failed` state.
     #[command(after_help = "Examples:\n  wsync restart project")]
-    Restart {
-        /// Workspace name or path.
-        workspace: String,
-    },
+    Restart(WorkspaceArgs),
 
     /// Wait until every remote holds every change made before this command.
     #[command(after_help = "\
@@ -221,13 +158,7 @@ Fails with exit code 6 naming the remotes still lagging when the timeout passes.
 Examples:
   wsync flush project
   make && wsync flush . --timeout 120 && ssh build-box make -C src/project")]
-    Flush {
-        /// Workspace name or path.
-        workspace: String,
-        /// Seconds to wait.
-        #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
-        timeout: u64,
-    },
+    Flush(FlushArgs),
 
     /// Print or follow the daemon's log, or a workspace monitor's.
     #[command(after_help = "\
@@ -238,16 +169,7 @@ Examples:
   wsync logs
   wsync logs project -f
   wsync logs project --lines 200")]
-    Logs {
-        /// Show this workspace's monitor log instead of the daemon's.
-        workspace: Option<String>,
-        /// Keep printing new lines (follows daily rotation) until Ctrl-C.
-        #[arg(short, long)]
-        follow: bool,
-        /// How many of the last lines to print first.
-        #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
-        lines: usize,
-    },
+    Logs(LogsArgs),
 
     /// Compare a workspace with its remotes by content and list any drift (changes nothing).
     #[command(after_help = "\
@@ -272,19 +194,7 @@ Examples:
   wsync verify project
   wsync flush project && wsync verify project mirror
   wsync verify . --json | jq -r '.[] | select(.in_sync | not) | .remote'")]
-    Verify {
-        /// Workspace name or path.
-        workspace: String,
-        /// Only this remote (see `wsync list`).
-        #[arg(value_name = "REMOTE-NAME")]
-        remote: Option<String>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Also list entries whose content matches but whose times or permissions differ.
-        #[arg(long)]
-        attributes: bool,
-    },
+    Verify(VerifyArgs),
 
     /// Say whether paths are excluded from syncing, and by which rule.
     #[command(after_help = "\
@@ -297,14 +207,29 @@ Exit code 0 when at least one PATH is excluded, 9 when none is (like `git check-
 Examples:
   wsync check-ignore node_modules/left-pad/index.js
   wsync check-ignore --json target build/out.o src/main.rs")]
-    CheckIgnore {
-        /// Paths inside a workspace (they need not exist).
-        #[arg(required = true, value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    CheckIgnore(CheckIgnoreArgs),
+
+    /// Show the paths the config in effect resolves: config file, registry, socket, logs, ...
+    #[command(after_help = "\
+The config file is $WSYNC_CONFIG_PATH, else ~/.wsync/wsync.config (when that is missing, every
+default applies). From it: the registry, the daemon's socket and pid file, the runtime directory
+holding them, the log directory, and the monitor executable and hook command when they are set.
+
+--json prints one object (unset paths are null):
+  {\"config_file\": \"/home/me/.wsync/wsync.config\",
+   \"registry\": \"/home/me/.wsync/wsync-ws-config.json\",
+   \"socket\": \"/run/user/1000/wsync/wsyncd.sock\",
+   \"pid_file\": \"/run/user/1000/wsync/wsyncd.sock.pid\",
+   \"runtime_directory\": \"/run/user/1000/wsync\", \"log_directory\": \"/home/me/.wsync/log\",
+   \"monitor_executable\": null, \"hook_command\": null}
+New fields may be added. --path NAME prints one of them alone on a line (nothing when unset),
+for scripts such as scripts/setup.sh.
+
+Examples:
+  wsync config --paths
+  wsync config --paths --json | jq -r .registry
+  wsync config --path log_directory")]
+    Config(ConfigArgs),
 
     /// Print a shell completion script.
     #[command(after_help = "\
@@ -312,10 +237,7 @@ Examples:
   wsync completions bash > ~/.local/share/bash-completion/completions/wsync
   wsync completions zsh > ~/.zfunc/_wsync
   wsync completions fish > ~/.config/fish/completions/wsync.fish")]
-    Completions {
-        /// The shell to complete for.
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
 
     /// Start, stop or inspect the daemon wsyncd.
     #[command(subcommand)]
@@ -330,10 +252,7 @@ Used by scripts/gen-docs.sh to refresh the committed files; a test fails when th
 Examples:
   wsync generate-docs ."
     )]
-    GenerateDocs {
-        /// The directory to write into (usually the repository root).
-        dir: PathBuf,
-    },
+    GenerateDocs(GenerateDocsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,23 +264,218 @@ wsyncd.stderr.log in LogDirectory. Starting a running daemon is not an error.
 
 Examples:
   wsync daemon start")]
-    Start {
-        /// Seconds to wait for the daemon to answer.
-        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
-        timeout: u64,
-    },
+    Start(DaemonStartArgs),
     /// Stop wsyncd gracefully and wait until it is gone.
     #[command(
         after_help = "Stopping a daemon that is not running is not an error.\n\nExamples:\n  wsync daemon stop"
     )]
-    Stop {
-        /// Seconds to wait for the daemon to exit.
-        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
-        timeout: u64,
-    },
+    Stop(DaemonStopArgs),
     /// Show whether wsyncd runs: pid, version, uptime, socket, registry (exit 3 if not).
     #[command(after_help = "Examples:\n  wsync daemon status")]
     Status,
+}
+
+/// The arguments of `wsync add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// The directory to mirror.
+    pub path: PathBuf,
+    /// The workspace's name (letters, digits and . _ - + @).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A gitignore-style pattern to leave out (repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+}
+
+/// The arguments of `wsync remove`, `pause`, `resume` and `restart` (a workspace and nothing else).
+#[derive(Debug, Args)]
+pub struct WorkspaceArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+}
+
+/// The arguments of `wsync attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// Where to mirror to.
+    pub remote: String,
+    /// The remote's name within the workspace.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// SSH port.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// SSH private key to use.
+    #[arg(long, value_name = "FILE")]
+    pub identity_file: Option<PathBuf>,
+    /// An ssh `-o KEY=VALUE` option (repeatable).
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// Return once the daemon accepted the remote, without waiting for the initial sync.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the initial sync.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+}
+
+/// The arguments of `wsync detach`.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// The remote's name (see `wsync list`).
+    #[arg(value_name = "REMOTE-NAME")]
+    pub remote: String,
+}
+
+/// The arguments of `wsync list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `wsync status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this workspace (name or path).
+    pub workspace: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep refreshing until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// The arguments of `wsync flush`.
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// Seconds to wait.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+}
+
+/// The arguments of `wsync logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Show this workspace's monitor log instead of the daemon's.
+    pub workspace: Option<String>,
+    /// Keep printing new lines (follows daily rotation) until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many of the last lines to print first.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+}
+
+/// The arguments of `wsync verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// Only this remote (see `wsync list`).
+    #[arg(value_name = "REMOTE-NAME")]
+    pub remote: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list entries whose content matches but whose times or permissions differ.
+    #[arg(long)]
+    pub attributes: bool,
+}
+
+/// The arguments of `wsync check-ignore`.
+#[derive(Debug, Args)]
+pub struct CheckIgnoreArgs {
+    /// Paths inside a workspace (they need not exist).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `wsync config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// List every resolved path.
+    #[arg(long, required_unless_present = "path")]
+    pub paths: bool,
+    /// Print only this path (nothing when it is unset).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["paths", "json"])]
+    pub path: Option<PathName>,
+    /// Print JSON instead of text (with --paths).
+    #[arg(long, requires = "paths")]
+    pub json: bool,
+}
+
+/// A path `wsync config` reports; its name is also its key in `--paths --json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum PathName {
+    /// The config file in use.
+    ConfigFile,
+    /// WorkspaceConfigFilePath: the registry of workspaces.
+    Registry,
+    /// DaemonCommandSocketPath: the daemon's command socket.
+    Socket,
+    /// The daemon's pid file (the socket path with .pid appended).
+    PidFile,
+    /// The directory holding the socket and pid file.
+    RuntimeDirectory,
+    /// LogDirectory: the daemon's and monitors' logs.
+    LogDirectory,
+    /// MonitorExecutablePath, when set.
+    MonitorExecutable,
+    /// HookCommand, when set.
+    HookCommand,
+}
+
+impl PathName {
+    /// The name on the command line and the key in JSON (`log_directory`).
+    pub fn key(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The arguments of `wsync completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
+}
+
+/// The arguments of `wsync generate-docs`.
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// The directory to write into (usually the repository root).
+    pub dir: PathBuf,
+}
+
+/// The arguments of `wsync daemon start`.
+#[derive(Debug, Args)]
+pub struct DaemonStartArgs {
+    /// Seconds to wait for the daemon to answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
+}
+
+/// The arguments of `wsync daemon stop`.
+#[derive(Debug, Args)]
+pub struct DaemonStopArgs {
+    /// Seconds to wait for the daemon to exit.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
 }
 
 #[cfg(test)]

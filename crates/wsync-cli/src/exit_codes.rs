@@ -1,6 +1,7 @@
 //! The exit codes of `wsync`: named constants, the mapping from daemon error codes, and the
-//! table shown in `wsync --help`.
+//! one [`TABLE`] that `wsync --help` is rendered from.
 
+use wsync_core::exit_code::{self, ExitCode};
 use wsync_core::protocol::ErrorCode;
 
 /// Success.
@@ -35,19 +36,52 @@ pub fn for_error_code(code: ErrorCode) -> i32 {
     }
 }
 
-/// The exit-code table appended to `wsync --help`.
-pub const HELP: &str = "\
-Exit codes:
-  0  success
-  1  failure (I/O error, internal daemon error)
-  2  usage error (bad command line)
-  3  wsyncd is not running (start it with `wsync daemon start`)
-  4  no such workspace or remote
-  5  invalid request (bad path, duplicate name, overlapping workspaces, ...)
-  6  timed out, or `flush` found remotes still lagging
-  7  protocol mismatch between wsync and wsyncd (restart the daemon)
-  8  `verify` found differences between the workspace and a remote
-  9  `check-ignore`: none of the given paths is excluded";
+/// Every exit code of `wsync`, once: `--help` lists them from here (see [`help`]).
+pub const TABLE: &[ExitCode] = &[
+    ExitCode::new(OK, "OK", "success"),
+    ExitCode::new(
+        FAILURE,
+        "FAILURE",
+        "failure (I/O error, internal daemon error)",
+    ),
+    ExitCode::new(USAGE, "USAGE", "usage error (bad command line)"),
+    ExitCode::new(
+        DAEMON_NOT_RUNNING,
+        "DAEMON_NOT_RUNNING",
+        "wsyncd is not running (start it with `wsync daemon start`)",
+    ),
+    ExitCode::new(NOT_FOUND, "NOT_FOUND", "no such workspace or remote"),
+    ExitCode::new(
+        INVALID,
+        "INVALID",
+        "invalid request (bad path, duplicate name, overlapping workspaces, ...)",
+    ),
+    ExitCode::new(
+        TIMEOUT,
+        "TIMEOUT",
+        "timed out, or `flush` found remotes still lagging",
+    ),
+    ExitCode::new(
+        PROTOCOL_MISMATCH,
+        "PROTOCOL_MISMATCH",
+        "protocol mismatch between wsync and wsyncd (restart the daemon)",
+    ),
+    ExitCode::new(
+        DRIFT,
+        "DRIFT",
+        "`verify` found differences between the workspace and a remote",
+    ),
+    ExitCode::new(
+        NOT_EXCLUDED,
+        "NOT_EXCLUDED",
+        "`check-ignore`: none of the given paths is excluded",
+    ),
+];
+
+/// The exit-code block appended to `wsync --help`, rendered from [`TABLE`].
+pub fn help() -> String {
+    exit_code::render_help(TABLE)
+}
 
 #[cfg(test)]
 mod tests {
@@ -68,6 +102,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_code() {
+        let help = help();
         for code in [
             OK,
             FAILURE,
@@ -78,11 +113,19 @@ mod tests {
             TIMEOUT,
             PROTOCOL_MISMATCH,
             DRIFT,
+            NOT_EXCLUDED,
         ] {
             assert!(
-                HELP.contains(&format!("\n  {code}  ")),
+                help.contains(&format!("\n  {code}  ")),
                 "code {code} missing"
             );
         }
+    }
+
+    #[test]
+    fn the_table_has_every_constant_once() {
+        let codes: Vec<i32> = TABLE.iter().map(|e| e.code).collect();
+        assert_eq!(codes, (OK..=NOT_EXCLUDED).collect::<Vec<_>>());
+        assert_eq!(exit_code::check_help(TABLE, &help()), Vec::<String>::new());
     }
 }

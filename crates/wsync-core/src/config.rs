@@ -183,6 +183,14 @@ impl Config {
         Ok(())
     }
 
+    /// The directory holding the socket and the pidfile, which wsyncd creates (mode 0700) and
+    /// hands to the monitors for their ssh control sockets: the socket's parent.
+    pub fn runtime_dir(&self) -> Option<&Path> {
+        self.daemon_command_socket_path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+    }
+
     /// The pidfile guarding one daemon per config: the socket path with `.pid` appended.
     pub fn pidfile_path(&self) -> PathBuf {
         let mut name = self.daemon_command_socket_path.clone().into_os_string();
@@ -250,6 +258,7 @@ mod tests {
         assert_eq!(c.monitor_executable_path, Some(PathBuf::from("/bin/mon")));
         assert_eq!(c.tuning.watchdog_interval, Duration::from_millis(250));
         assert_eq!(c.pidfile_path(), PathBuf::from("/a/s.sock.pid"));
+        assert_eq!(c.runtime_dir(), Some(Path::new("/a")));
     }
 
     #[test]

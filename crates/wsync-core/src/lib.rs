@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod config;
 pub mod excludes;
+pub mod exit_code;
 pub mod framing;
 pub mod monitor_proto;
 pub mod names;

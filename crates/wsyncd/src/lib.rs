@@ -32,7 +32,7 @@ pub use daemon::run;
     about = "The wsync daemon: keeps the workspace registry, serves the `wsync` CLI on a unix \
              socket and supervises one wsync-monitor per workspace.",
     long_about = None,
-    after_help = exit_codes::HELP,
+    after_help = exit_codes::help(),
 )]
 pub struct Args {}
 

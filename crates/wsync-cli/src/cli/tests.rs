@@ -28,7 +28,7 @@ fn parses_attach_with_repeated_options() {
         "/k",
     ])
     .unwrap();
-    let Command::Attach {
+    let Command::Attach(AttachArgs {
         workspace,
         remote,
         port,
@@ -37,7 +37,7 @@ fn parses_attach_with_repeated_options() {
         name,
         no_wait,
         timeout,
-    } = cli.command
+    }) = cli.command
     else {
         panic!("not attach");
     };
@@ -66,22 +66,27 @@ fn parses_add_status_flush_and_daemon() {
         "n",
     ])
     .unwrap();
-    assert!(matches!(cli.command, Command::Add { ref excludes, .. } if excludes == &["a", "b"]));
+    assert!(
+        matches!(cli.command, Command::Add(AddArgs { ref excludes, .. }) if excludes == &["a", "b"])
+    );
     let cli = parse(&["status", "--json", "--watch"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Status {
+        Command::Status(StatusArgs {
             workspace: None,
             json: true,
             watch: true
-        }
+        })
     ));
     let cli = parse(&["flush", "p"]).unwrap();
-    assert!(matches!(cli.command, Command::Flush { timeout: 60, .. }));
+    assert!(matches!(
+        cli.command,
+        Command::Flush(FlushArgs { timeout: 60, .. })
+    ));
     let cli = parse(&["daemon", "stop", "--timeout", "3"]).unwrap();
     assert!(matches!(
         cli.command,
-        Command::Daemon(DaemonCommand::Stop { timeout: 3 })
+        Command::Daemon(DaemonCommand::Stop(DaemonStopArgs { timeout: 3 }))
     ));
 }
 
@@ -158,4 +163,109 @@ fn absurd_timeouts_are_usage_errors_not_panics() {
         assert!(Cli::try_parse_from(args).is_err(), "{args:?} accepted");
     }
     assert!(Cli::try_parse_from(["wsync", "flush", "ws", "--timeout", "604800"]).is_ok());
+}
+
+#[test]
+fn each_command_parses_into_its_own_args_struct() {
+    let cmd = |args: &[&str]| parse(args).unwrap().command;
+    for (name, args) in [
+        ("remove", &["remove", "ws"][..]),
+        ("pause", &["pause", "ws"]),
+        ("resume", &["resume", "ws"]),
+        ("restart", &["restart", "ws"]),
+    ] {
+        let workspace = match cmd(args) {
+            Command::Remove(a) | Command::Pause(a) | Command::Resume(a) | Command::Restart(a) => {
+                a.workspace
+            }
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(workspace, "ws", "{name}");
+    }
+    assert!(matches!(
+        cmd(&["attach", "ws", "/m", "--no-wait", "--timeout", "5"]),
+        Command::Attach(AttachArgs {
+            no_wait: true,
+            timeout: 5,
+            ..
+        })
+    ));
+    let Command::Detach(DetachArgs { workspace, remote }) = cmd(&["detach", "ws", "mirror"]) else {
+        panic!("not detach");
+    };
+    assert_eq!((workspace.as_str(), remote.as_str()), ("ws", "mirror"));
+    assert!(matches!(
+        cmd(&["list"]),
+        Command::List(ListArgs { json: false })
+    ));
+    let Command::Logs(LogsArgs {
+        workspace,
+        follow,
+        lines,
+    }) = cmd(&["logs", "ws", "-f", "-n", "7"])
+    else {
+        panic!("not logs");
+    };
+    assert_eq!((workspace.as_deref(), follow, lines), (Some("ws"), true, 7));
+    assert!(matches!(
+        cmd(&["logs"]),
+        Command::Logs(LogsArgs {
+            workspace: None,
+            follow: false,
+            lines: 50
+        })
+    ));
+    let Command::Verify(VerifyArgs {
+        workspace,
+        remote,
+        json,
+        attributes,
+    }) = cmd(&["verify", "ws", "box", "--json", "--attributes"])
+    else {
+        panic!("not verify");
+    };
+    assert_eq!(
+        (workspace.as_str(), remote.as_deref(), json, attributes),
+        ("ws", Some("box"), true, true)
+    );
+    let Command::CheckIgnore(CheckIgnoreArgs { paths, json }) =
+        cmd(&["check-ignore", "a", "b/c", "--json"])
+    else {
+        panic!("not check-ignore");
+    };
+    assert_eq!(paths, [PathBuf::from("a"), PathBuf::from("b/c")]);
+    assert!(json);
+    assert!(parse(&["check-ignore"]).is_err(), "PATH is required");
+    assert!(matches!(
+        cmd(&["completions", "zsh"]),
+        Command::Completions(CompletionsArgs {
+            shell: clap_complete::Shell::Zsh
+        })
+    ));
+    assert!(matches!(
+        cmd(&["generate-docs", "out"]),
+        Command::GenerateDocs(GenerateDocsArgs { ref dir }) if dir == &PathBuf::from("out")
+    ));
+    assert!(matches!(
+        cmd(&["daemon", "start"]),
+        Command::Daemon(DaemonCommand::Start(DaemonStartArgs { timeout: 10 }))
+    ));
+    assert!(matches!(
+        cmd(&["daemon", "stop"]),
+        Command::Daemon(DaemonCommand::Stop(DaemonStopArgs { timeout: 30 }))
+    ));
+    assert!(matches!(
+        cmd(&["daemon", "status"]),
+        Command::Daemon(DaemonCommand::Status)
+    ));
+}
+
+#[test]
+fn help_lists_every_exit_code_in_the_table() {
+    let help = Cli::command().render_long_help().to_string();
+    let problems = wsync_core::exit_code::check_help(exit_codes::TABLE, &help);
+    assert!(problems.is_empty(), "{problems:#?}\n{help}");
+    let short = Cli::command().render_help().to_string();
+    let problems = wsync_core::exit_code::check_help(exit_codes::TABLE, &short);
+    assert!(problems.is_empty(), "{problems:#?}\n{short}");
 }

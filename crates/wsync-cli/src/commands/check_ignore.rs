@@ -10,6 +10,7 @@ use wsync_core::excludes::{ExcludeMatch, Excludes};
 
 use super::workspace::{containing, list_workspaces};
 use super::Ctx;
+use crate::cli::CheckIgnoreArgs;
 use crate::error::CliError;
 use crate::exit_codes;
 use crate::output::{print, print_json};
@@ -26,12 +27,13 @@ pub struct Verdict {
     pub via: Option<PathBuf>,
 }
 
-pub fn check_ignore(ctx: &Ctx, paths: &[PathBuf], json: bool) -> Result<i32> {
+pub fn check_ignore(ctx: &Ctx, args: CheckIgnoreArgs) -> Result<i32> {
+    let CheckIgnoreArgs { paths, json } = args;
     let mut client = ctx.connect()?;
     let workspaces = list_workspaces(&mut client)?;
     drop(client);
     let mut verdicts = Vec::new();
-    for arg in paths {
+    for arg in &paths {
         let path = resolve_path(arg)?;
         let Some(ws) = containing(&workspaces, &path) else {
             return Err(CliError::new(

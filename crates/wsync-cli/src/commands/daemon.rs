@@ -12,6 +12,7 @@ use wsync_core::config::CONFIG_PATH_ENV;
 use wsync_core::protocol::{Request, Response};
 
 use super::Ctx;
+use crate::cli::{DaemonStartArgs, DaemonStopArgs};
 use crate::client::{not_running, unexpected, Client};
 use crate::error::{self, CliError};
 use crate::exit_codes;
@@ -65,7 +66,8 @@ fn stderr_since(path: &Path, offset: u64) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-pub fn start(ctx: &Ctx, timeout_secs: u64) -> Result<i32> {
+pub fn start(ctx: &Ctx, args: DaemonStartArgs) -> Result<i32> {
+    let timeout_secs = args.timeout;
     let socket = &ctx.config.daemon_command_socket_path;
     if let Some(client) = Client::probe(socket)? {
         println(&format!(
@@ -170,7 +172,8 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-pub fn stop(ctx: &Ctx, timeout_secs: u64) -> Result<i32> {
+pub fn stop(ctx: &Ctx, args: DaemonStopArgs) -> Result<i32> {
+    let timeout_secs = args.timeout;
     let socket = &ctx.config.daemon_command_socket_path;
     let Some(mut client) = Client::probe(socket)? else {
         println(&format!(

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, GenerateDocsArgs};
 use crate::exit_codes;
 use crate::output::println;
 
@@ -115,8 +115,9 @@ pub fn after_help_roff(text: &str) -> String {
     out
 }
 
-pub fn generate(dir: &Path) -> Result<i32> {
-    for path in write_all(dir)? {
+/// `wsync generate-docs DIR`: writes everything and lists what it wrote.
+pub fn generate(args: GenerateDocsArgs) -> Result<i32> {
+    for path in write_all(&args.dir)? {
         println(&format!("wrote {}", path.display()))?;
     }
     Ok(exit_codes::OK)

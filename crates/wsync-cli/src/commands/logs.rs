@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 
 use super::workspace::resolve;
 use super::Ctx;
+use crate::cli::LogsArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::exit_codes;
@@ -63,8 +64,13 @@ fn workspace_name(ctx: &Ctx, arg: &str) -> Result<String> {
     }
 }
 
-pub fn logs(ctx: &Ctx, workspace: Option<&str>, follow: bool, lines: usize) -> Result<i32> {
-    let name = workspace.map(|w| workspace_name(ctx, w)).transpose()?;
+pub fn logs(ctx: &Ctx, args: LogsArgs) -> Result<i32> {
+    let LogsArgs {
+        workspace,
+        follow,
+        lines,
+    } = args;
+    let name = workspace.map(|w| workspace_name(ctx, &w)).transpose()?;
     let dir = &ctx.config.log_directory;
     let prefix = prefix(name.as_deref());
     let Some(mut path) = latest(dir, &prefix) else {

@@ -1,6 +1,7 @@
 //! One function per command; [`dispatch`] loads the config and routes a parsed command line.
 
 pub mod check_ignore;
+mod config;
 mod daemon;
 pub mod docs;
 mod logs;
@@ -13,7 +14,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 use wsync_core::config::{Config, ConfigError};
 
-use crate::cli::{Cli, Command, DaemonCommand};
+use crate::cli::{Cli, Command, CompletionsArgs, DaemonCommand};
 use crate::client::Client;
 use crate::error::CliError;
 use crate::exit_codes;
@@ -32,11 +33,11 @@ impl Ctx {
 
 /// Runs one command; returns the exit code for outcomes that are not errors.
 pub fn dispatch(cli: Cli) -> Result<i32> {
-    match &cli.command {
-        Command::Completions { shell } => return completions(*shell),
-        Command::GenerateDocs { dir } => return docs::generate(dir),
-        _ => {}
-    }
+    let command = match cli.command {
+        Command::Completions(args) => return completions(args),
+        Command::GenerateDocs(args) => return docs::generate(args),
+        command => command,
+    };
     let config = Config::load().map_err(|e| {
         let hint = match &e {
             ConfigError::Missing { .. } | ConfigError::Symlink { .. } => {
@@ -50,69 +51,33 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     })?;
     tracing::debug!(file = %config.file.display(), socket = %config.daemon_command_socket_path.display(), "config loaded");
     let ctx = Ctx { config };
-    match cli.command {
-        Command::Add {
-            path,
-            name,
-            excludes,
-        } => workspace::add(&ctx, &path, name, excludes),
-        Command::Remove { workspace } => workspace::remove(&ctx, &workspace),
-        Command::Attach {
-            workspace,
-            remote,
-            name,
-            port,
-            identity_file,
-            ssh_options,
-            no_wait,
-            timeout,
-        } => workspace::attach(
-            &ctx,
-            &workspace,
-            workspace::AttachArgs {
-                remote,
-                name,
-                port,
-                identity_file,
-                ssh_options,
-                wait: (!no_wait).then(|| std::time::Duration::from_secs(timeout)),
-            },
-        ),
-        Command::Detach { workspace, remote } => workspace::detach(&ctx, &workspace, &remote),
-        Command::Pause { workspace } => workspace::pause(&ctx, &workspace, true),
-        Command::Resume { workspace } => workspace::pause(&ctx, &workspace, false),
-        Command::Restart { workspace } => workspace::restart(&ctx, &workspace),
-        Command::Flush { workspace, timeout } => workspace::flush(&ctx, &workspace, timeout),
-        Command::List { json } => show::list(&ctx, json),
-        Command::Status {
-            workspace,
-            json,
-            watch,
-        } => show::status(&ctx, workspace.as_deref(), json, watch),
-        Command::Logs {
-            workspace,
-            follow,
-            lines,
-        } => logs::logs(&ctx, workspace.as_deref(), follow, lines),
-        Command::Verify {
-            workspace,
-            remote,
-            json,
-            attributes,
-        } => verify::verify(&ctx, &workspace, remote.as_deref(), json, attributes),
-        Command::CheckIgnore { paths, json } => check_ignore::check_ignore(&ctx, &paths, json),
-        Command::Completions { shell } => completions(shell),
-        Command::GenerateDocs { dir } => docs::generate(&dir),
-        Command::Daemon(DaemonCommand::Start { timeout }) => daemon::start(&ctx, timeout),
-        Command::Daemon(DaemonCommand::Stop { timeout }) => daemon::stop(&ctx, timeout),
+    match command {
+        Command::Add(args) => workspace::add(&ctx, args),
+        Command::Remove(args) => workspace::remove(&ctx, args),
+        Command::Attach(args) => workspace::attach(&ctx, args),
+        Command::Detach(args) => workspace::detach(&ctx, args),
+        Command::Pause(args) => workspace::pause(&ctx, args, true),
+        Command::Resume(args) => workspace::pause(&ctx, args, false),
+        Command::Restart(args) => workspace::restart(&ctx, args),
+        Command::Flush(args) => workspace::flush(&ctx, args),
+        Command::List(args) => show::list(&ctx, args),
+        Command::Status(args) => show::status(&ctx, args),
+        Command::Logs(args) => logs::logs(&ctx, args),
+        Command::Verify(args) => verify::verify(&ctx, args),
+        Command::CheckIgnore(args) => check_ignore::check_ignore(&ctx, args),
+        Command::Config(args) => config::show(&ctx, args),
+        Command::Completions(args) => completions(args),
+        Command::GenerateDocs(args) => docs::generate(args),
+        Command::Daemon(DaemonCommand::Start(args)) => daemon::start(&ctx, args),
+        Command::Daemon(DaemonCommand::Stop(args)) => daemon::stop(&ctx, args),
         Command::Daemon(DaemonCommand::Status) => daemon::status(&ctx),
     }
 }
 
 /// Writes the completion script for `shell` to stdout (needs no config and no daemon).
-fn completions(shell: clap_complete::Shell) -> Result<i32> {
+fn completions(args: CompletionsArgs) -> Result<i32> {
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "wsync", &mut script);
+    clap_complete::generate(args.shell, &mut Cli::command(), "wsync", &mut script);
     crate::output::print(&String::from_utf8_lossy(&script))?;
     Ok(crate::exit_codes::OK)
 }

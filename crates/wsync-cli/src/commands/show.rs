@@ -8,6 +8,7 @@ use wsync_core::protocol::{Request, Response, WorkspaceStatus};
 
 use super::workspace::resolve;
 use super::Ctx;
+use crate::cli::{ListArgs, StatusArgs};
 use crate::client::{unexpected, Client};
 use crate::exit_codes;
 use crate::output::{print, print_json};
@@ -16,13 +17,13 @@ use crate::render;
 /// How often `status --watch` asks the daemon.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn list(ctx: &Ctx, json: bool) -> Result<i32> {
+pub fn list(ctx: &Ctx, args: ListArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
     let workspaces = match client.call(&Request::List {})? {
         Response::Workspaces { workspaces } => workspaces,
         other => return Err(unexpected(&other)),
     };
-    if json {
+    if args.json {
         print_json(&workspaces)?;
     } else {
         print(&render::list_table(&workspaces))?;
@@ -55,10 +56,15 @@ fn snapshot(statuses: &[WorkspaceStatus], json: bool, pretty: bool) -> Result<St
     Ok(text.context("encoding JSON")? + "\n")
 }
 
-pub fn status(ctx: &Ctx, workspace: Option<&str>, json: bool, watch: bool) -> Result<i32> {
+pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<i32> {
+    let StatusArgs {
+        workspace,
+        json,
+        watch,
+    } = args;
     let mut client = ctx.connect()?;
     let workspace = match workspace {
-        Some(w) => Some(resolve(&mut client, w)?),
+        Some(w) => Some(resolve(&mut client, &w)?),
         None => None,
     };
     let workspace = workspace.as_deref();

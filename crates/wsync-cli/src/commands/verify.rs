@@ -22,6 +22,7 @@ use wsync_core::ssh::SshEndpoint;
 
 use super::workspace::{list_workspaces, resolve};
 use super::Ctx;
+use crate::cli::VerifyArgs;
 use crate::error::CliError;
 use crate::exit_codes;
 use crate::output::{print, print_json};
@@ -230,15 +231,16 @@ fn find<'a>(workspaces: &'a [Workspace], name_or_path: &str) -> Option<&'a Works
         .find(|w| w.name == name_or_path || w.path == Path::new(name_or_path))
 }
 
-pub fn verify(
-    ctx: &Ctx,
-    workspace: &str,
-    remote: Option<&str>,
-    json: bool,
-    attributes: bool,
-) -> Result<i32> {
+pub fn verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
+    let VerifyArgs {
+        workspace,
+        remote,
+        json,
+        attributes,
+    } = args;
+    let remote = remote.as_deref();
     let mut client = ctx.connect()?;
-    let name = resolve(&mut client, workspace)?;
+    let name = resolve(&mut client, &workspace)?;
     let workspaces = list_workspaces(&mut client)?;
     drop(client);
     let Some(ws) = find(&workspaces, &name) else {

@@ -11,6 +11,7 @@ use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Workspace;
 
 use super::{wait, Ctx};
+use crate::cli::{AddArgs, AttachArgs, DetachArgs, FlushArgs, WorkspaceArgs};
 use crate::client::{unexpected, Client};
 use crate::error::CliError;
 use crate::exit_codes;
@@ -69,13 +70,13 @@ fn expect_workspace(response: Response) -> Result<Workspace> {
     }
 }
 
-pub fn add(ctx: &Ctx, path: &Path, name: Option<String>, excludes: Vec<String>) -> Result<i32> {
-    let path = absolute(path)?;
+pub fn add(ctx: &Ctx, args: AddArgs) -> Result<i32> {
+    let path = absolute(&args.path)?;
     let mut client = ctx.connect()?;
     let ws = expect_workspace(client.call(&Request::Add {
         path,
-        name,
-        excludes,
+        name: args.name,
+        excludes: args.excludes,
     })?)?;
     println(&format!(
         "added workspace {} ({})\nnext: wsync attach {} <REMOTE>",
@@ -86,9 +87,9 @@ pub fn add(ctx: &Ctx, path: &Path, name: Option<String>, excludes: Vec<String>) 
     Ok(exit_codes::OK)
 }
 
-pub fn remove(ctx: &Ctx, workspace: &str) -> Result<i32> {
+pub fn remove(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &args.workspace)?;
     match client.call(&Request::Remove {
         workspace: workspace.clone(),
     })? {
@@ -102,17 +103,6 @@ pub fn remove(ctx: &Ctx, workspace: &str) -> Result<i32> {
     }
 }
 
-/// `attach`'s options besides the workspace.
-pub struct AttachArgs {
-    pub remote: String,
-    pub name: Option<String>,
-    pub port: Option<u16>,
-    pub identity_file: Option<PathBuf>,
-    pub ssh_options: Vec<String>,
-    /// How long to wait for the initial sync; `None` returns once the daemon accepted the remote.
-    pub wait: Option<Duration>,
-}
-
 /// `./dir` and `../dir` are clearly local: make them absolute (the daemon wants absolute paths).
 fn remote_spec(spec: &str) -> Result<String> {
     let relative = spec == "." || spec == ".." || spec.starts_with("./") || spec.starts_with("../");
@@ -122,14 +112,16 @@ fn remote_spec(spec: &str) -> Result<String> {
     Ok(spec.to_owned())
 }
 
-pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
+pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
+    // How long to wait for the initial sync; `None` returns once the daemon accepted the remote.
+    let wait = (!args.no_wait).then(|| Duration::from_secs(args.timeout));
     let identity_file = match args.identity_file {
         Some(f) => Some(absolute(&paths::expand_home(&f.to_string_lossy()))?),
         None => None,
     };
     let target = remote_spec(&args.remote)?;
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &args.workspace)?;
     let ws = expect_workspace(client.call(&Request::Attach {
         workspace,
         target,
@@ -138,7 +130,7 @@ pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
         identity_file,
         ssh_options: args.ssh_options,
         // Waiting for the initial sync: the monitor reports its progress (for the bar).
-        wait: args.wait.is_some(),
+        wait: wait.is_some(),
     })?)?;
     let Some(remote) = ws.remotes.last() else {
         return Err(anyhow::anyhow!(
@@ -150,7 +142,7 @@ pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
         "attached remote {} ({}) to workspace {}",
         remote.name, remote.target, ws.name
     ))?;
-    if let Some(timeout) = args.wait {
+    if let Some(timeout) = wait {
         match wait::initial_sync(&mut client, &ws.name, &remote.name, timeout)? {
             wait::InitialSync::Paused => println(&format!(
                 "workspace {0} is paused; {1} syncs after `wsync resume {0}`",
@@ -162,12 +154,13 @@ pub fn attach(ctx: &Ctx, workspace: &str, args: AttachArgs) -> Result<i32> {
     Ok(exit_codes::OK)
 }
 
-pub fn detach(ctx: &Ctx, workspace: &str, remote: &str) -> Result<i32> {
+pub fn detach(ctx: &Ctx, args: DetachArgs) -> Result<i32> {
+    let DetachArgs { workspace, remote } = args;
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &workspace)?;
     let ws = expect_workspace(client.call(&Request::Detach {
         workspace,
-        remote: remote.to_owned(),
+        remote: remote.clone(),
     })?)?;
     println(&format!(
         "detached remote {remote} from workspace {} (its files stay)",
@@ -176,9 +169,10 @@ pub fn detach(ctx: &Ctx, workspace: &str, remote: &str) -> Result<i32> {
     Ok(exit_codes::OK)
 }
 
-pub fn pause(ctx: &Ctx, workspace: &str, pause: bool) -> Result<i32> {
+/// `pause` (`pause == true`) and `resume`: the same request but for its variant.
+pub fn pause(ctx: &Ctx, args: WorkspaceArgs, pause: bool) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &args.workspace)?;
     let request = if pause {
         Request::Pause { workspace }
     } else {
@@ -196,9 +190,9 @@ pub fn pause(ctx: &Ctx, workspace: &str, pause: bool) -> Result<i32> {
     Ok(exit_codes::OK)
 }
 
-pub fn restart(ctx: &Ctx, workspace: &str) -> Result<i32> {
+pub fn restart(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &args.workspace)?;
     match client.call(&Request::Restart {
         workspace: workspace.clone(),
     })? {
@@ -213,9 +207,10 @@ pub fn restart(ctx: &Ctx, workspace: &str) -> Result<i32> {
 /// Extra time the CLI grants the daemon beyond the flush timeout before giving up on it.
 const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
 
-pub fn flush(ctx: &Ctx, workspace: &str, timeout_secs: u64) -> Result<i32> {
+pub fn flush(ctx: &Ctx, args: FlushArgs) -> Result<i32> {
+    let timeout_secs = args.timeout;
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, workspace)?;
+    let workspace = resolve(&mut client, &args.workspace)?;
     client.set_timeout(Duration::from_secs(timeout_secs) + FLUSH_ANSWER_MARGIN)?;
     let message = format!("waiting for every remote of {workspace}");
     let mut progress = Progress::spinner(message.clone());
