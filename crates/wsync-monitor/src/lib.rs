@@ -85,8 +85,7 @@
 //!
 //! # Exit status
 //!
-//! 0 after `shutdown`, EOF on stdin, SIGTERM or SIGINT; 1 on a fatal runtime error; 2 when the
-//! first message is missing or is not a valid `start`; 3 when the test switch fires.
+//! See [`exit_codes::TABLE`] (also printed by `--help`).
 //!
 //! # Test switches
 //!
@@ -116,6 +115,7 @@
 pub mod batch;
 pub mod channel;
 pub mod engine;
+pub mod exit_codes;
 pub mod logging;
 pub mod queue;
 pub mod watch;
@@ -127,26 +127,13 @@ use anyhow::Context;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
-/// Exit statuses of `wsync-monitor`.
-pub mod exit_codes {
-    pub const OK: u8 = 0;
-    /// A fatal runtime error (cannot start the runtime or the watcher).
-    pub const FATAL: u8 = 1;
-    /// The first message on stdin was missing or not a valid `start`.
-    pub const BAD_START: u8 = 2;
-    /// `WSYNC_TEST_MONITOR_CRASH_FILE` named an existing file.
-    pub const TEST_CRASH: u8 = 3;
-}
-
 /// Command-line arguments.
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "wsync-monitor",
     version = wsync_core::VERSION,
     about = "Watches one workspace and mirrors it to its remotes (spawned by wsyncd)",
-    after_help = "Reads JSON-line commands on stdin (the first must be start) and writes JSON-line \
-status on stdout.\nExit status: 0 shutdown/EOF, 1 fatal error, 2 bad start message, 3 test crash \
-switch (WSYNC_TEST_MONITOR_CRASH_FILE)."
+    after_help = exit_codes::help()
 )]
 pub struct Args {
     /// Log to `DIR/monitor-<workspace>.log` (daily rolling) instead of stderr.
