@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
 pub mod pidfile;
+pub mod process;
 pub mod restart_policy;
 pub mod server;
 pub mod shutdown;

@@ -26,19 +26,17 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use wsync_core::framing::{self, FrameError};
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
+use crate::process::{self, ExitDescription};
 use crate::state::DaemonState;
 
 /// Lines of a monitor's stderr kept for `last_log_lines`.
@@ -157,45 +155,39 @@ impl RunningMonitor {
         self.commands.send(command).is_ok()
     }
 
-    /// `Some(description)` when the process has exited (then the group is killed and the
+    /// `Some(how it ended)` when the process has exited (then the group is killed and the
     /// child reaped); `None` while it runs. Never blocks.
-    pub fn try_reap(&mut self) -> Option<String> {
-        if !has_exited(self.pid) {
+    pub fn try_reap(&mut self) -> Option<ExitDescription> {
+        if !process::has_exited(self.pid) {
             return None;
         }
         Some(self.kill_and_reap())
     }
 
     /// Stops the monitor (see the module docs); blocks for at most about `grace`.
-    pub fn stop(mut self, grace: Duration) -> String {
+    pub fn stop(mut self, grace: Duration) -> ExitDescription {
         let _ = self.commands.send(MonitorCommand::Shutdown);
         // Closing our end of the channel makes the writer thread close stdin after `Shutdown`.
         let (tx, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.commands, tx));
+        // Half the grace to finish on its own (it lets the transfers under way end), the rest
+        // after SIGTERM.
         let half = grace / 2;
-        if !wait_exit(self.pid, half) {
-            let _ = killpg(self.pgid(), Signal::SIGTERM);
-            if !wait_exit(self.pid, grace.saturating_sub(half)) {
-                tracing::warn!(
-                    pid = self.pid,
-                    "monitor did not stop within {grace:?}; killing its process group"
-                );
-            }
+        if !process::wait_exit(&[self.pid], half)
+            && !process::terminate_group(self.pid, grace.saturating_sub(half))
+        {
+            tracing::warn!(
+                pid = self.pid,
+                "monitor did not stop within {grace:?}; killed its process group"
+            );
         }
         self.kill_and_reap()
     }
 
     /// Kills the whole group now (any survivors) and reaps the leader.
-    fn kill_and_reap(&mut self) -> String {
-        let _ = killpg(self.pgid(), Signal::SIGKILL);
-        match self.child.wait() {
-            Ok(status) => describe_exit(status),
-            Err(e) => format!("unknown ({e})"),
-        }
-    }
-
-    fn pgid(&self) -> Pid {
-        Pid::from_raw(self.pid as i32)
+    fn kill_and_reap(&mut self) -> ExitDescription {
+        process::kill_group(self.pid);
+        self.child.wait().into()
     }
 }
 
@@ -239,45 +231,6 @@ fn spawn_on_lasting_thread(mut command: Command) -> std::io::Result<Child> {
 
 fn missing_pipe() -> std::io::Error {
     std::io::Error::other("child pipe missing")
-}
-
-/// Whether process `pid` (our child) has exited, without reaping it.
-pub fn has_exited(pid: u32) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    match waitid(Id::Pid(Pid::from_raw(pid as i32)), flags) {
-        Ok(WaitStatus::StillAlive) => false,
-        Ok(_) => true,
-        // ECHILD: already reaped (cannot happen for an owned child) — treat as gone.
-        Err(_) => true,
-    }
-}
-
-/// Polls until `pid` exits or `timeout` passes; checks at least once.
-fn wait_exit(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if has_exited(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// "exit status N" or "signal N (SIGNAME)".
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    match status.signal() {
-        Some(sig) => match Signal::try_from(sig) {
-            Ok(name) => format!("signal {sig} ({name})"),
-            Err(_) => format!("signal {sig}"),
-        },
-        None => status.to_string(),
-    }
 }
 
 fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand>) {
@@ -340,16 +293,5 @@ fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
             }
             tail.push_back(line);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_descriptions() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
     }
 }

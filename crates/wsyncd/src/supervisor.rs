@@ -325,7 +325,7 @@ impl Supervisor {
             let (generation, up_for) = (monitor.generation, now.duration_since(monitor.started));
             slot.running = None;
             self.drop_flushes(generation);
-            self.record_crash(name, exit, up_for, now);
+            self.record_crash(name, exit.to_string(), up_for, now);
         }
         for workspace in workspaces {
             let Some(slot) = self.slots.get_mut(&workspace.name) else {

@@ -14,16 +14,14 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
-use crate::exit_codes;
-use crate::logging;
-use crate::monitor_proc::has_exited;
 use crate::state::SharedState;
+use crate::{exit_codes, logging, process};
 
 /// Environment switch arming the test-only poison trigger.
 pub const TEST_POISON_ENV: &str = "WSYNC_TEST_POISON";
+
+/// How long the monitors get after SIGTERM when the daemon ends itself on a poisoned lock.
+const FATAL_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Files the watchdog removes when it has to end the daemon itself.
 #[derive(Debug, Clone)]
@@ -85,16 +83,9 @@ fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {
         pids.len(),
         exit_codes::STATE_POISONED
     );
-    for pid in pids {
-        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline && !pids.iter().all(|p| has_exited(*p)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for pid in pids {
-        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-    }
+    // Short and fixed: the state holding the configured grace cannot be trusted any more, and
+    // the process exits right after, so nobody reaps (init does).
+    process::terminate_groups(pids, FATAL_STOP_GRACE);
     for path in [&cleanup.socket, &cleanup.pidfile] {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("cannot remove {}: {e}", path.display());
