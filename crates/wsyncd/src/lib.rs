@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
+pub mod monitor_state;
 pub mod pidfile;
 pub mod process;
 pub mod restart_policy;

@@ -1,35 +1,20 @@
-//! One `wsync-monitor` child process: how it is spawned, talked to and stopped.
+//! One `wsync-monitor` child process: how it is spawned, talked to and stopped — the daemon's
+//! side of the contract in [`wsync_core::monitor_proto`] (argv, process group, the stdin and
+//! stdout channels, stderr, stopping), which is written down there once.
 //!
-//! # Spawn contract (the monitor implements the other side)
-//! - argv: `wsync-monitor --log-dir <LogDirectory> --runtime-dir <directory of the socket>`;
-//!   the environment is inherited (so is `WSYNC_CONFIG_PATH`).
-//! - The executable: `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
-//!   executable, else `wsync-monitor` on `PATH`.
-//! - It runs in its own process group (pgid = its pid), so stopping it reaches its rsync/ssh
-//!   children and a terminal's Ctrl-C does not.
-//! - stdin: [`MonitorCommand`] JSON lines (core framing). The first is always `Start{workspace,
-//!   tunables}`; then `Attach`, `Detach`, `Pause`, `Resume`, `Flush{id,timeout_ms}`, `Resync`,
-//!   `Shutdown`. EOF on stdin means the daemon is gone: the monitor exits (it also sets
-//!   `PR_SET_PDEATHSIG`), so a `kill -9` of wsyncd leaves no monitor behind.
-//! - stdout: [`MonitorEvent`] JSON lines only: `Status` (the daemon keeps the latest per
-//!   workspace for `wsync status`) and `Flushed{id,lagging}` (answers a `Flush`).
-//! - stderr: free text; the daemon logs each line and keeps the last [`STDERR_TAIL_LINES`],
-//!   shown as `last_log_lines` when the workspace is marked failed.
-//! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
-//!   restarted monitor catches up with whatever changed while it was down.
-//!
-//! # Stopping
-//! `Shutdown` line and stdin closed → wait half the grace → SIGTERM to the group → wait the rest
-//! of the grace → SIGKILL to the group; survivors in the group are killed and the child is
-//! always reaped. Exits are observed with `waitid(WNOWAIT)` first, so the group is killed before
-//! the leader is reaped and its pgid cannot have been reused.
+//! Here: the executable is `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
+//! executable, else `wsync-monitor` on `PATH`. Three threads per monitor: one writes queued
+//! [`MonitorCommand`]s to its stdin, one decodes its stdout into [`MonitorEvent`]s for the
+//! daemon's [`EventSink`], one logs its stderr and keeps the last [`STDERR_TAIL_LINES`] for
+//! `last_log_lines`. Stopping and reaping go through [`crate::process`], which never signals a
+//! group whose leader has been reaped.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wsync_core::framing::{self, FrameError};
@@ -37,7 +22,7 @@ use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
 use crate::process::{self, ExitDescription};
-use crate::state::DaemonState;
+use crate::state::{EventSink, MonitorMessage};
 
 /// Lines of a monitor's stderr kept for `last_log_lines`.
 pub const STDERR_TAIL_LINES: usize = 20;
@@ -71,6 +56,22 @@ impl LaunchSpec {
     }
 }
 
+/// Why a monitor could not be started. The message is what `wsync status` shows as
+/// `last_exit` (a failed start counts as a crash), so it carries the OS error itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start monitor {}: {source} (set MonitorExecutablePath in the config)", executable.display())]
+    Exec {
+        executable: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start threads for monitor of {workspace}: {source}")]
+    Threads {
+        workspace: String,
+        source: std::io::Error,
+    },
+}
+
 /// A running monitor, owned by its workspace's slot (or by whoever is stopping it).
 #[derive(Debug)]
 pub struct RunningMonitor {
@@ -82,17 +83,17 @@ pub struct RunningMonitor {
 }
 
 impl RunningMonitor {
-    /// Spawns the monitor for `workspace` and sends it `Start`. Status events are delivered to
-    /// `state` tagged with `generation`, so a replaced monitor's late events are ignored.
+    /// Spawns the monitor for `workspace` and sends it `Start`. Its stdout events go to
+    /// `events` tagged with `generation`, so a replaced monitor's late events are ignored.
     /// `progress` names the remotes whose initial sync reports rsync's progress.
     pub fn spawn(
         launch: &LaunchSpec,
         workspace: &Workspace,
         progress: Vec<String>,
         generation: u64,
-        state: Weak<Mutex<DaemonState>>,
+        events: EventSink,
         tail: StderrTail,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SpawnError> {
         let mut command = Command::new(&launch.executable);
         command
             .arg("--log-dir")
@@ -103,11 +104,9 @@ impl RunningMonitor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = spawn_on_lasting_thread(command).map_err(|e| {
-            format!(
-                "cannot start monitor {}: {e} (set MonitorExecutablePath in the config)",
-                launch.executable.display()
-            )
+        let mut child = spawn_on_lasting_thread(command).map_err(|source| SpawnError::Exec {
+            executable: launch.executable.clone(),
+            source,
         })?;
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
@@ -126,10 +125,10 @@ impl RunningMonitor {
             std::thread::Builder::new()
                 .name(format!("mon-in-{name}"))
                 .spawn(move || write_commands(stdin, rx))?;
-            let (n, s) = (name.clone(), state);
+            let n = name.clone();
             std::thread::Builder::new()
                 .name(format!("mon-out-{name}"))
-                .spawn(move || read_events(stdout, &n, generation, s))?;
+                .spawn(move || read_events(stdout, n, generation, &events))?;
             let n = name.clone();
             std::thread::Builder::new()
                 .name(format!("mon-err-{name}"))
@@ -143,9 +142,12 @@ impl RunningMonitor {
             started: Instant::now(),
             commands: tx,
         };
-        if let Err(e) = threads {
+        if let Err(source) = threads {
             monitor.kill_and_reap();
-            return Err(format!("cannot start threads for monitor of {name}: {e}"));
+            return Err(SpawnError::Threads {
+                workspace: name,
+                source,
+            });
         }
         Ok(monitor)
     }
@@ -243,12 +245,8 @@ fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand
     // Dropping stdin here is the monitor's EOF.
 }
 
-fn read_events(
-    stdout: impl Read,
-    workspace: &str,
-    generation: u64,
-    state: Weak<Mutex<DaemonState>>,
-) {
+/// Decodes the monitor's stdout and delivers each event to `events`, until EOF.
+fn read_events(stdout: impl Read, workspace: String, generation: u64, events: &EventSink) {
     let mut reader = BufReader::new(stdout);
     loop {
         let event: MonitorEvent = match framing::read_frame(&mut reader) {
@@ -260,17 +258,20 @@ fn read_events(
             Err(FrameError::Closed) => return,
             Err(e) => {
                 tracing::warn!(workspace, "monitor status channel broken: {e}");
-                // Keep draining so the monitor never blocks on a full pipe.
-                let _ = std::io::copy(&mut reader, &mut std::io::sink());
-                return;
+                break;
             }
         };
-        let Some(state) = state.upgrade() else { return };
-        let Ok(mut guard) = state.lock() else { return };
-        guard
-            .supervisor
-            .on_monitor_event(workspace, generation, event);
+        let message = MonitorMessage {
+            workspace: workspace.clone(),
+            generation,
+            event,
+        };
+        if !events.deliver(message) {
+            break;
+        }
     }
+    // Keep draining so the monitor never blocks on a full pipe.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
 }
 
 fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {

@@ -3,8 +3,9 @@
 //! 1. exits the daemon when the state lock is poisoned (a thread panicked holding it): it logs
 //!    the panic, kills the monitors' process groups, removes socket and pidfile and exits with
 //!    [`exit_codes::STATE_POISONED`], so systemd (or the user) starts a clean daemon;
-//! 2. otherwise runs [`Supervisor::supervise`](crate::supervisor::Supervisor::supervise):
-//!    restarts crashed monitors with backoff, or marks them failed.
+//! 2. otherwise runs [`Supervisor::watchdog_pass`](crate::supervisor::Supervisor::watchdog_pass):
+//!    restarts crashed monitors with backoff, or marks them failed, and counts the pass
+//!    (`watchdog_passes` in `DaemonInfo`).
 //!
 //! Test-only trigger: when the daemon starts with `WSYNC_TEST_POISON=1` in its environment,
 //! SIGUSR1 makes a fresh thread panic while holding the state lock. Without the variable no
@@ -12,8 +13,9 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::monitor_state::Now;
 use crate::state::SharedState;
 use crate::{exit_codes, logging, process};
 
@@ -72,7 +74,8 @@ fn tick(shared: &SharedState) -> Tick {
     let state = &mut *guard;
     state
         .supervisor
-        .supervise(&state.registry.workspaces, Instant::now(), shared);
+        .watchdog_pass(&state.registry.workspaces, Now::current());
+    state.watchdog_passes += 1;
     Tick::Continue
 }
 
