@@ -296,3 +296,46 @@ fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_events_reach_the_sink_tagged_and_bad_lines_are_skipped() {
+        let stdout = concat!(
+            r#"{"event":"flushed","id":1,"lagging":[]}"#,
+            "\n",
+            "not json\n",
+            r#"{"event":"flushed","id":2,"lagging":["box"]}"#,
+            "\n",
+        );
+        let (sink, inbox) = EventSink::channel();
+        read_events(stdout.as_bytes(), "proj".into(), 7, &sink);
+        let got: Vec<(String, u64, MonitorEvent)> = inbox
+            .try_iter()
+            .map(|m| (m.workspace, m.generation, m.event))
+            .collect();
+        let flushed = |id, lagging: &[&str]| MonitorEvent::Flushed {
+            id,
+            lagging: lagging.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(
+            got,
+            [
+                ("proj".to_owned(), 7, flushed(1, &[])),
+                ("proj".to_owned(), 7, flushed(2, &["box"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reader_whose_sink_is_gone_keeps_draining() {
+        let (sink, inbox) = EventSink::channel();
+        drop(inbox);
+        let line = format!("{}\n", r#"{"event":"flushed","id":1,"lagging":[]}"#);
+        let mut stdout = std::io::Cursor::new(line.repeat(1000).into_bytes());
+        read_events(&mut stdout, "proj".into(), 1, &sink);
+        assert_eq!(stdout.position() as usize, stdout.get_ref().len());
+    }
+}

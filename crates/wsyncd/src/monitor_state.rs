@@ -114,7 +114,6 @@ impl<M> Supervision<M> {
 
     /// Stopped → running, for a start on demand.
     pub fn started(&mut self, monitor: M) {
-        debug_assert!(self.may_start(), "started from {:?}", self.state_name());
         self.state = MonitorState::Running(monitor);
     }
 
@@ -215,15 +214,6 @@ impl<M> Supervision<M> {
 
     pub fn last_exit(&self) -> Option<&MonitorEnd> {
         self.last_exit.as_ref()
-    }
-
-    fn state_name(&self) -> &'static str {
-        match self.state {
-            MonitorState::Stopped => "stopped",
-            MonitorState::Running(_) => "running",
-            MonitorState::BackingOff { .. } => "backing off",
-            MonitorState::Failed => "failed",
-        }
     }
 }
 

@@ -65,6 +65,12 @@ pub struct MonitorMessage {
 pub struct EventSink(mpsc::Sender<MonitorMessage>);
 
 impl EventSink {
+    /// A sink and the receiving end its messages arrive on.
+    pub(crate) fn channel() -> (Self, mpsc::Receiver<MonitorMessage>) {
+        let (sender, inbox) = mpsc::channel();
+        (Self(sender), inbox)
+    }
+
     /// Queues `message` for the state; false when the state is gone (the daemon is ending).
     pub fn deliver(&self, message: MonitorMessage) -> bool {
         self.0.send(message).is_ok()
@@ -77,8 +83,8 @@ pub fn new_shared(
     registry: Registry,
     runtime_dir: PathBuf,
 ) -> std::io::Result<SharedState> {
-    let (sink, inbox) = mpsc::channel();
-    let supervisor = Supervisor::new(&config, runtime_dir, EventSink(sink));
+    let (sink, inbox) = EventSink::channel();
+    let supervisor = Supervisor::new(&config, runtime_dir, sink);
     let shared = Arc::new(Mutex::new(DaemonState {
         config,
         registry,

@@ -46,37 +46,40 @@ pub fn spawn(
 fn run(shared: SharedState, interval: Duration, cleanup: FatalCleanup) {
     loop {
         std::thread::sleep(interval);
-        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| tick(&shared)));
+        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| run_pass(&shared)));
         match pass {
-            Ok(Tick::Continue) => {}
-            Ok(Tick::Stop) => return,
-            Ok(Tick::Poisoned(pids)) => fatal(&pids, &cleanup),
+            Ok(PassOutcome::Continue) => {}
+            Ok(PassOutcome::Stop) => return,
+            Ok(PassOutcome::Poisoned(pids)) => fatal(&pids, &cleanup),
             // The guard was dropped while unwinding, so the next pass sees the poison.
             Err(_) => tracing::error!("watchdog pass panicked"),
         }
     }
 }
 
-enum Tick {
+/// What a watchdog pass found.
+enum PassOutcome {
     Continue,
     Stop,
     Poisoned(Vec<u32>),
 }
 
-fn tick(shared: &SharedState) -> Tick {
+fn run_pass(shared: &SharedState) -> PassOutcome {
     let mut guard = match shared.lock() {
         Ok(guard) => guard,
-        Err(poisoned) => return Tick::Poisoned(poisoned.into_inner().supervisor.running_pids()),
+        Err(poisoned) => {
+            return PassOutcome::Poisoned(poisoned.into_inner().supervisor.running_pids())
+        }
     };
     if guard.shutting_down {
-        return Tick::Stop;
+        return PassOutcome::Stop;
     }
     let state = &mut *guard;
     state
         .supervisor
         .watchdog_pass(&state.registry.workspaces, Now::current());
     state.watchdog_passes += 1;
-    Tick::Continue
+    PassOutcome::Continue
 }
 
 fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {
