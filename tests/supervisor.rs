@@ -60,6 +60,15 @@ fn status(env: &TestEnv, ws: &str) -> WorkspaceStatus {
     }
 }
 
+fn watchdog_passes(env: &TestEnv) -> u64 {
+    match env.request(&Request::DaemonInfo {}) {
+        Response::DaemonInfo {
+            watchdog_passes, ..
+        } => watchdog_passes,
+        other => env.fail(&format!("daemon_info failed: {other:?}")),
+    }
+}
+
 fn running_pid(env: &TestEnv, ws: &str) -> u32 {
     let mut pid = None;
     wait_for("the monitor to run", WAIT, || {
@@ -258,8 +267,12 @@ fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
         "{:?}",
         s.monitor.last_log_lines
     );
-    // Failed means no more restarts.
-    std::thread::sleep(Duration::from_millis(700));
+    // Failed means no more restarts: a restart would come from a watchdog pass, so let several
+    // pass.
+    let passes = watchdog_passes(&env);
+    wait_for("5 more watchdog passes", WAIT, || {
+        watchdog_passes(&env) >= passes + 5
+    });
     assert_eq!(status(&env, &ws).monitor.state, MonitorProcessState::Failed);
 
     std::fs::remove_file(&crash_file).unwrap();

@@ -1,6 +1,33 @@
-//! The monitor's channels: [`MonitorCommand`] lines on its stdin (control) and [`MonitorEvent`]
-//! lines on its stdout (status). Logs never go to stdout. EOF on stdin means the daemon is gone
-//! and the monitor must exit.
+//! The contract between `wsyncd` and each `wsync-monitor` it starts, written down once here:
+//! the daemon side implements it in `wsyncd`'s `monitor_proc`, the monitor side in
+//! `wsync-monitor`. The types below are its messages.
+//!
+//! # Process
+//! - argv: `wsync-monitor --log-dir <LogDirectory> --runtime-dir <directory of the daemon
+//!   socket>`; the environment is the daemon's (so `WSYNC_CONFIG_PATH` and `WSYNC_LOG` carry
+//!   over). The runtime directory holds the monitor's ssh ControlPath sockets.
+//! - It runs in its own process group (pgid = its pid), so stopping it reaches its rsync/ssh
+//!   children and a terminal's Ctrl-C does not.
+//! - It must not outlive the daemon: it sets `PR_SET_PDEATHSIG`, and EOF on stdin means the
+//!   daemon is gone, so a `kill -9` of `wsyncd` leaves no monitor behind.
+//!
+//! # Channels (the core framing: one compact JSON object per line)
+//! - stdin, control: [`MonitorCommand`]s. The first is always [`MonitorCommand::Start`]; then
+//!   any of the others. **EOF on stdin without a `Shutdown` first means the daemon is gone:
+//!   the monitor kills its rsyncs and exits at once.**
+//! - stdout, status: [`MonitorEvent`]s only — the latest `Status` per workspace is what
+//!   `wsync status` shows, and `Flushed` answers a `Flush`. Logs never go to stdout.
+//! - stderr: free text. The daemon copies each line into its log and keeps the last few, shown
+//!   as `last_log_lines` when the workspace is marked failed.
+//!
+//! # Lifecycle
+//! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
+//!   restarted monitor catches up with whatever changed while it was down.
+//! - Stopping: the daemon sends `Shutdown` and closes stdin, waits half of
+//!   `MonitorStopGraceMs`, then SIGTERMs the group (which abandons transfers under way), waits
+//!   the rest of the grace, then SIGKILLs the group and reaps the monitor. An exit the daemon
+//!   did not ask for is a crash: it is restarted with backoff, or the workspace is marked
+//!   failed after too many.
 
 use std::time::Duration;
 

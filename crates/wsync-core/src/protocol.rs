@@ -93,6 +93,10 @@ pub enum Response {
         uptime_secs: u64,
         socket: PathBuf,
         registry: PathBuf,
+        /// Watchdog passes since the daemon started: a client can wait for passes (e.g. to see
+        /// that a failed monitor stays failed) instead of sleeping. 0 from an older daemon.
+        #[serde(default)]
+        watchdog_passes: u64,
     },
     /// Answers [`Request::List`].
     Workspaces { workspaces: Vec<Workspace> },

@@ -164,6 +164,27 @@ fn optional_request_fields_may_be_omitted() {
 }
 
 #[test]
+fn a_daemon_info_without_watchdog_passes_still_decodes() {
+    // What a daemon from before `watchdog_passes` sends.
+    let r: Response = decode(
+        br#"{"type":"daemon_info","protocol":1,"version":"0.1.0","pid":42,"uptime_secs":7,"socket":"/s","registry":"/r"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        r,
+        Response::DaemonInfo {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+            uptime_secs: 7,
+            socket: "/s".into(),
+            registry: "/r".into(),
+            watchdog_passes: 0,
+        }
+    );
+}
+
+#[test]
 fn unknown_fields_and_types_are_refused() {
     for bad in [
         r#"{"type":"shutdown","dry_run":true}"#,
@@ -185,6 +206,18 @@ fn responses() {
             pid: 42,
         },
         r#"{"type":"hello","protocol":1,"version":"0.1.0","pid":42}"#,
+    );
+    pin(
+        Response::DaemonInfo {
+            protocol: 1,
+            version: "0.1.0".into(),
+            pid: 42,
+            uptime_secs: 7,
+            socket: "/run/wsync/wsyncd.sock".into(),
+            registry: "/home/u/.wsync/registry.json".into(),
+            watchdog_passes: 12,
+        },
+        r#"{"type":"daemon_info","protocol":1,"version":"0.1.0","pid":42,"uptime_secs":7,"socket":"/run/wsync/wsyncd.sock","registry":"/home/u/.wsync/registry.json","watchdog_passes":12}"#,
     );
     pin(
         Response::Workspace {

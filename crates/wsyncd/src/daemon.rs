@@ -1,7 +1,5 @@
 //! [`run`]: the daemon's startup sequence, its async main and its clean shutdown.
 
-use std::sync::{Arc, Mutex};
-
 use anyhow::Context;
 use wsync_core::config::Config;
 use wsync_core::registry::Registry;
@@ -9,7 +7,7 @@ use wsync_core::registry::Registry;
 use crate::pidfile::{PidfileError, PidfileGuard};
 use crate::shutdown::Shutdown;
 use crate::socket::{self, SocketGuard};
-use crate::state::{DaemonState, SharedState};
+use crate::state::{self, SharedState};
 use crate::{logging, server, watchdog, Args, Fatal};
 
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or a shutdown request.
@@ -53,7 +51,8 @@ fn start(config: Config) -> Result<(), Fatal> {
     tracing::info!(socket = %socket_path.display(), "listening");
 
     let interval = config.tuning.watchdog_interval;
-    let shared: SharedState = Arc::new(Mutex::new(DaemonState::new(config, registry, runtime_dir)));
+    let shared = state::new_shared(config, registry, runtime_dir)
+        .context("starting the monitor-events thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,7 +71,7 @@ fn start(config: Config) -> Result<(), Fatal> {
             .context("installing signal handlers")?;
         watchdog::arm_test_poison_trigger(&shared).context("installing the test trigger")?;
         if let Ok(mut state) = shared.lock() {
-            state.start_all(&shared);
+            state.start_all_monitors();
         }
         watchdog::spawn(shared.clone(), interval, cleanup).context("starting the watchdog")?;
         server::serve(listener, shared.clone(), shutdown).await;

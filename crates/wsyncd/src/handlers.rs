@@ -74,6 +74,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 uptime_secs: s.started.elapsed().as_secs(),
                 socket: s.config.daemon_command_socket_path.clone(),
                 registry: s.config.workspace_config_file_path.clone(),
+                watchdog_passes: s.watchdog_passes,
             })
         }
         Request::List {} => Ok(Response::Workspaces {
@@ -194,8 +195,8 @@ fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote, wait: bool)
         remote,
         progress: wait,
     };
-    if !s.supervisor.send(&workspace.name, command) {
-        s.ensure_monitor_reporting(&workspace, shared, progress);
+    if !s.supervisor.send_to_running(&workspace.name, command) {
+        s.start_monitor_if_stopped(&workspace, progress);
     }
     Ok(Response::Workspace { workspace })
 }
@@ -220,12 +221,12 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
         let workspace = s.registry.workspaces[index].clone();
         tracing::info!(workspace = %workspace.name, remote, "remote detached");
         let to_stop = if workspace.remotes.is_empty() {
-            s.supervisor.take(&workspace.name)
+            s.supervisor.take_running(&workspace.name)
         } else {
             let command = MonitorCommand::Detach {
                 remote: remote.to_owned(),
             };
-            s.supervisor.send(&workspace.name, command);
+            s.supervisor.send_to_running(&workspace.name, command);
             None
         };
         (workspace, to_stop, s.supervisor.stop_grace)
@@ -249,9 +250,9 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
     } else {
         MonitorCommand::Resume
     };
-    let sent = s.supervisor.send(&workspace.name, command);
+    let sent = s.supervisor.send_to_running(&workspace.name, command);
     if !paused && !sent {
-        s.ensure_monitor(&workspace, shared);
+        s.start_monitor_if_stopped(&workspace, Vec::new());
     }
     tracing::info!(workspace = %workspace.name, paused, "workspace {}", if paused { "paused" } else { "resumed" });
     Ok(Response::Workspace { workspace })
@@ -262,7 +263,7 @@ fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
         let mut s = locked(shared)?;
         let index = find(&s, name_or_path)?;
         let name = s.registry.workspaces[index].name.clone();
-        let old = s.supervisor.take(&name);
+        let old = s.supervisor.take_running(&name);
         s.supervisor.reset(&name);
         (name, old, s.supervisor.stop_grace)
     };
@@ -273,7 +274,7 @@ fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
     let mut s = locked(shared)?;
     let index = find(&s, &name)?;
     let workspace = s.registry.workspaces[index].clone();
-    s.ensure_monitor(&workspace, shared);
+    s.start_monitor_if_stopped(&workspace, Vec::new());
     let message = if workspace.remotes.is_empty() {
         format!(
             "workspace {name:?} has no remotes, so no monitor runs; attach one with `wsync attach`"

@@ -6,25 +6,25 @@
 //! re-arms a remote once it is `in-sync` again (a remote that flaps between `error` and
 //! `backoff` is reported once). The hook is executed directly — no shell, argv of one element —
 //! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed`),
-//! `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process group, and killed
-//! (the whole group) after [`HOOK_TIMEOUT`]. It runs on its own thread: the daemon never waits
-//! for it. Its output goes to the daemon's log.
+//! `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process group, and its whole
+//! group is terminated after [`HOOK_TIMEOUT`] (see [`process::terminate_group`]). It runs on its
+//! own thread: the daemon never waits for it. Its output goes to the daemon's log.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use wsync_core::monitor_proto::{MonitorStatus, RemoteState};
 
-use crate::monitor_proc::describe_exit;
+use crate::process::{self, ExitDescription};
 
 /// How long a hook may run before its process group is killed.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a hook past its timeout gets after SIGTERM before SIGKILL.
+const HOOK_STOP_GRACE: Duration = Duration::from_secs(1);
 /// Lines of hook output copied to the daemon's log, at most.
 const MAX_OUTPUT_LINES: usize = 20;
 
@@ -163,17 +163,50 @@ impl Hooks {
     }
 }
 
-/// Runs `command` for `event` and waits for it, at most `timeout` (then kills its process
-/// group); logs what happened. Returns a description of how it ended.
-pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> String {
+/// How the hook ended; `Display` is the text logged for it.
+#[derive(Debug)]
+pub enum HookOutcome {
+    /// It ended on its own.
+    Exited(ExitDescription),
+    /// It ran past the timeout and its group was terminated.
+    Killed {
+        after: Duration,
+        exit: ExitDescription,
+    },
+    /// It could not be started.
+    NotRun(HookError),
+}
+
+impl std::fmt::Display for HookOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookOutcome::Exited(exit) => write!(f, "{exit}"),
+            HookOutcome::Killed { after, exit } => write!(f, "killed after {after:?} ({exit})"),
+            HookOutcome::NotRun(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why the hook could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("cannot create a pipe: {0}")]
+    Pipe(#[source] std::io::Error),
+    #[error("cannot run it: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Runs `command` for `event` and waits for it, at most `timeout` (then terminates its process
+/// group); logs what happened and returns how it ended.
+pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome {
     let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(pair) => pair,
-        Err(e) => return log_failure(command, event, format!("cannot create a pipe: {e}")),
+        Err(e) => return log_failure(command, event, HookError::Pipe(e.into())),
     };
     let reader = std::fs::File::from(reader);
     let writer2 = match writer.try_clone() {
         Ok(w) => w,
-        Err(e) => return log_failure(command, event, format!("cannot create a pipe: {e}")),
+        Err(e) => return log_failure(command, event, HookError::Pipe(e)),
     };
     let mut cmd = Command::new(command);
     cmd.envs(event.env())
@@ -196,7 +229,7 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> String {
     drop(cmd);
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return log_failure(command, event, format!("cannot run it: {e}")),
+        Err(e) => return log_failure(command, event, HookError::Spawn(e)),
     };
     tracing::info!(
         hook = %command.display(),
@@ -219,36 +252,34 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> String {
                 tracing::info!(pid, "hook: {line}");
             }
         });
-    let deadline = Instant::now() + timeout;
-    let ended = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break describe_exit(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                let status = child.wait().map(describe_exit).unwrap_or_default();
-                break format!("killed after {timeout:?} ({status})");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break format!("unknown ({e})"),
+    let outcome = if process::wait_exit(&[pid], timeout) {
+        // Whatever the hook left running in its group goes too (before reaping, so the pgid
+        // is still ours).
+        process::kill_group(pid);
+        HookOutcome::Exited(child.wait().into())
+    } else {
+        process::terminate_group(pid, HOOK_STOP_GRACE);
+        HookOutcome::Killed {
+            after: timeout,
+            exit: child.wait().into(),
         }
     };
-    // Whatever the hook left running in its group goes too.
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    if ended == "exit status 0" {
-        tracing::info!(hook = %command.display(), pid, "hook finished");
-    } else {
-        tracing::warn!(hook = %command.display(), pid, "hook ended with {ended}");
+    match &outcome {
+        HookOutcome::Exited(exit) if exit.is_success() => {
+            tracing::info!(hook = %command.display(), pid, "hook finished");
+        }
+        _ => tracing::warn!(hook = %command.display(), pid, "hook ended with {outcome}"),
     }
-    ended
+    outcome
 }
 
-fn log_failure(command: &Path, event: &HookEvent, problem: String) -> String {
+fn log_failure(command: &Path, event: &HookEvent, problem: HookError) -> HookOutcome {
     tracing::warn!(
         hook = %command.display(),
         workspace = %event.workspace,
         "hook not run: {problem} (check HookCommand in the config file)"
     );
-    problem
+    HookOutcome::NotRun(problem)
 }
 
 #[cfg(test)]
@@ -347,7 +378,11 @@ mod tests {
         let mut perms = std::fs::metadata(&script).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&script, perms).unwrap();
-        assert_eq!(run(&script, &event(), HOOK_TIMEOUT), "exit status 0");
+        let ended = run(&script, &event(), HOOK_TIMEOUT);
+        assert!(
+            matches!(&ended, HookOutcome::Exited(exit) if exit.is_success()),
+            "{ended}"
+        );
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "proj|box|error|it's \"broken\"; $(rm -rf /)"
@@ -362,11 +397,16 @@ mod tests {
         let mut perms = std::fs::metadata(&script).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&script, perms).unwrap();
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let ended = run(&script, &event(), Duration::from_millis(300));
-        assert!(ended.starts_with("killed after"), "{ended}");
+        assert!(matches!(ended, HookOutcome::Killed { .. }), "{ended}");
+        assert!(ended.to_string().starts_with("killed after"), "{ended}");
         assert!(started.elapsed() < Duration::from_secs(10));
         let ended = run(&dir.path().join("nope"), &event(), HOOK_TIMEOUT);
-        assert!(ended.starts_with("cannot run it"), "{ended}");
+        assert!(
+            matches!(ended, HookOutcome::NotRun(HookError::Spawn(_))),
+            "{ended}"
+        );
+        assert!(ended.to_string().starts_with("cannot run it"), "{ended}");
     }
 }

@@ -3,7 +3,8 @@
 //! Startup order (each step refuses to go on when it fails, and touches nothing further):
 //! config → socket directory (0700) → locked pidfile → registry → stale-socket probe → bind the
 //! socket (0600) → monitors and watchdog → accept loop. SIGINT, SIGTERM and a `Shutdown` request
-//! all end in [`daemon::shutdown`]: stop accepting, stop the monitors, remove socket and pidfile.
+//! all end in the one shutdown path in [`daemon`]: stop accepting, stop the monitors, remove
+//! socket and pidfile.
 
 pub mod daemon;
 pub mod exit_codes;
@@ -11,7 +12,9 @@ pub mod handlers;
 pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
+pub mod monitor_state;
 pub mod pidfile;
+pub mod process;
 pub mod restart_policy;
 pub mod server;
 pub mod shutdown;

@@ -1,45 +1,28 @@
-//! One `wsync-monitor` child process: how it is spawned, talked to and stopped.
+//! One `wsync-monitor` child process: how it is spawned, talked to and stopped — the daemon's
+//! side of the contract in [`wsync_core::monitor_proto`] (argv, process group, the stdin and
+//! stdout channels, stderr, stopping), which is written down there once.
 //!
-//! # Spawn contract (the monitor implements the other side)
-//! - argv: `wsync-monitor --log-dir <LogDirectory> --runtime-dir <directory of the socket>`;
-//!   the environment is inherited (so is `WSYNC_CONFIG_PATH`).
-//! - The executable: `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
-//!   executable, else `wsync-monitor` on `PATH`.
-//! - It runs in its own process group (pgid = its pid), so stopping it reaches its rsync/ssh
-//!   children and a terminal's Ctrl-C does not.
-//! - stdin: [`MonitorCommand`] JSON lines (core framing). The first is always `Start{workspace,
-//!   tunables}`; then `Attach`, `Detach`, `Pause`, `Resume`, `Flush{id,timeout_ms}`, `Resync`,
-//!   `Shutdown`. EOF on stdin means the daemon is gone: the monitor exits (it also sets
-//!   `PR_SET_PDEATHSIG`), so a `kill -9` of wsyncd leaves no monitor behind.
-//! - stdout: [`MonitorEvent`] JSON lines only: `Status` (the daemon keeps the latest per
-//!   workspace for `wsync status`) and `Flushed{id,lagging}` (answers a `Flush`).
-//! - stderr: free text; the daemon logs each line and keeps the last [`STDERR_TAIL_LINES`],
-//!   shown as `last_log_lines` when the workspace is marked failed.
-//! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
-//!   restarted monitor catches up with whatever changed while it was down.
-//!
-//! # Stopping
-//! `Shutdown` line and stdin closed → wait half the grace → SIGTERM to the group → wait the rest
-//! of the grace → SIGKILL to the group; survivors in the group are killed and the child is
-//! always reaped. Exits are observed with `waitid(WNOWAIT)` first, so the group is killed before
-//! the leader is reaped and its pgid cannot have been reused.
+//! Here: the executable is `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
+//! executable, else `wsync-monitor` on `PATH`. Three threads per monitor: one writes queued
+//! [`MonitorCommand`]s to its stdin, one decodes its stdout into [`MonitorEvent`]s for the
+//! daemon's [`EventSink`], one logs its stderr and keeps the last [`STDERR_TAIL_LINES`] for
+//! `last_log_lines`. Stopping and reaping go through [`crate::process`], which never signals a
+//! group whose leader has been reaped.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use wsync_core::framing::{self, FrameError};
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
-use crate::state::DaemonState;
+use crate::process::{self, ExitDescription};
+use crate::state::{EventSink, MonitorMessage};
 
 /// Lines of a monitor's stderr kept for `last_log_lines`.
 pub const STDERR_TAIL_LINES: usize = 20;
@@ -73,6 +56,22 @@ impl LaunchSpec {
     }
 }
 
+/// Why a monitor could not be started. The message is what `wsync status` shows as
+/// `last_exit` (a failed start counts as a crash), so it carries the OS error itself.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start monitor {}: {source} (set MonitorExecutablePath in the config)", executable.display())]
+    Exec {
+        executable: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start threads for monitor of {workspace}: {source}")]
+    Threads {
+        workspace: String,
+        source: std::io::Error,
+    },
+}
+
 /// A running monitor, owned by its workspace's slot (or by whoever is stopping it).
 #[derive(Debug)]
 pub struct RunningMonitor {
@@ -84,17 +83,17 @@ pub struct RunningMonitor {
 }
 
 impl RunningMonitor {
-    /// Spawns the monitor for `workspace` and sends it `Start`. Status events are delivered to
-    /// `state` tagged with `generation`, so a replaced monitor's late events are ignored.
+    /// Spawns the monitor for `workspace` and sends it `Start`. Its stdout events go to
+    /// `events` tagged with `generation`, so a replaced monitor's late events are ignored.
     /// `progress` names the remotes whose initial sync reports rsync's progress.
     pub fn spawn(
         launch: &LaunchSpec,
         workspace: &Workspace,
         progress: Vec<String>,
         generation: u64,
-        state: Weak<Mutex<DaemonState>>,
+        events: EventSink,
         tail: StderrTail,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SpawnError> {
         let mut command = Command::new(&launch.executable);
         command
             .arg("--log-dir")
@@ -105,11 +104,9 @@ impl RunningMonitor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = spawn_on_lasting_thread(command).map_err(|e| {
-            format!(
-                "cannot start monitor {}: {e} (set MonitorExecutablePath in the config)",
-                launch.executable.display()
-            )
+        let mut child = spawn_on_lasting_thread(command).map_err(|source| SpawnError::Exec {
+            executable: launch.executable.clone(),
+            source,
         })?;
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
@@ -128,10 +125,10 @@ impl RunningMonitor {
             std::thread::Builder::new()
                 .name(format!("mon-in-{name}"))
                 .spawn(move || write_commands(stdin, rx))?;
-            let (n, s) = (name.clone(), state);
+            let n = name.clone();
             std::thread::Builder::new()
                 .name(format!("mon-out-{name}"))
-                .spawn(move || read_events(stdout, &n, generation, s))?;
+                .spawn(move || read_events(stdout, n, generation, &events))?;
             let n = name.clone();
             std::thread::Builder::new()
                 .name(format!("mon-err-{name}"))
@@ -145,9 +142,12 @@ impl RunningMonitor {
             started: Instant::now(),
             commands: tx,
         };
-        if let Err(e) = threads {
+        if let Err(source) = threads {
             monitor.kill_and_reap();
-            return Err(format!("cannot start threads for monitor of {name}: {e}"));
+            return Err(SpawnError::Threads {
+                workspace: name,
+                source,
+            });
         }
         Ok(monitor)
     }
@@ -157,45 +157,39 @@ impl RunningMonitor {
         self.commands.send(command).is_ok()
     }
 
-    /// `Some(description)` when the process has exited (then the group is killed and the
+    /// `Some(how it ended)` when the process has exited (then the group is killed and the
     /// child reaped); `None` while it runs. Never blocks.
-    pub fn try_reap(&mut self) -> Option<String> {
-        if !has_exited(self.pid) {
+    pub fn try_reap(&mut self) -> Option<ExitDescription> {
+        if !process::has_exited(self.pid) {
             return None;
         }
         Some(self.kill_and_reap())
     }
 
     /// Stops the monitor (see the module docs); blocks for at most about `grace`.
-    pub fn stop(mut self, grace: Duration) -> String {
+    pub fn stop(mut self, grace: Duration) -> ExitDescription {
         let _ = self.commands.send(MonitorCommand::Shutdown);
         // Closing our end of the channel makes the writer thread close stdin after `Shutdown`.
         let (tx, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.commands, tx));
+        // Half the grace to finish on its own (it lets the transfers under way end), the rest
+        // after SIGTERM.
         let half = grace / 2;
-        if !wait_exit(self.pid, half) {
-            let _ = killpg(self.pgid(), Signal::SIGTERM);
-            if !wait_exit(self.pid, grace.saturating_sub(half)) {
-                tracing::warn!(
-                    pid = self.pid,
-                    "monitor did not stop within {grace:?}; killing its process group"
-                );
-            }
+        if !process::wait_exit(&[self.pid], half)
+            && !process::terminate_group(self.pid, grace.saturating_sub(half))
+        {
+            tracing::warn!(
+                pid = self.pid,
+                "monitor did not stop within {grace:?}; killed its process group"
+            );
         }
         self.kill_and_reap()
     }
 
     /// Kills the whole group now (any survivors) and reaps the leader.
-    fn kill_and_reap(&mut self) -> String {
-        let _ = killpg(self.pgid(), Signal::SIGKILL);
-        match self.child.wait() {
-            Ok(status) => describe_exit(status),
-            Err(e) => format!("unknown ({e})"),
-        }
-    }
-
-    fn pgid(&self) -> Pid {
-        Pid::from_raw(self.pid as i32)
+    fn kill_and_reap(&mut self) -> ExitDescription {
+        process::kill_group(self.pid);
+        self.child.wait().into()
     }
 }
 
@@ -241,45 +235,6 @@ fn missing_pipe() -> std::io::Error {
     std::io::Error::other("child pipe missing")
 }
 
-/// Whether process `pid` (our child) has exited, without reaping it.
-pub fn has_exited(pid: u32) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    match waitid(Id::Pid(Pid::from_raw(pid as i32)), flags) {
-        Ok(WaitStatus::StillAlive) => false,
-        Ok(_) => true,
-        // ECHILD: already reaped (cannot happen for an owned child) — treat as gone.
-        Err(_) => true,
-    }
-}
-
-/// Polls until `pid` exits or `timeout` passes; checks at least once.
-fn wait_exit(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if has_exited(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// "exit status N" or "signal N (SIGNAME)".
-pub fn describe_exit(status: ExitStatus) -> String {
-    if let Some(code) = status.code() {
-        return format!("exit status {code}");
-    }
-    match status.signal() {
-        Some(sig) => match Signal::try_from(sig) {
-            Ok(name) => format!("signal {sig} ({name})"),
-            Err(_) => format!("signal {sig}"),
-        },
-        None => status.to_string(),
-    }
-}
-
 fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand>) {
     for command in commands {
         if let Err(e) = framing::write_frame(&mut stdin, &command) {
@@ -290,12 +245,8 @@ fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand
     // Dropping stdin here is the monitor's EOF.
 }
 
-fn read_events(
-    stdout: impl Read,
-    workspace: &str,
-    generation: u64,
-    state: Weak<Mutex<DaemonState>>,
-) {
+/// Decodes the monitor's stdout and delivers each event to `events`, until EOF.
+fn read_events(stdout: impl Read, workspace: String, generation: u64, events: &EventSink) {
     let mut reader = BufReader::new(stdout);
     loop {
         let event: MonitorEvent = match framing::read_frame(&mut reader) {
@@ -307,17 +258,20 @@ fn read_events(
             Err(FrameError::Closed) => return,
             Err(e) => {
                 tracing::warn!(workspace, "monitor status channel broken: {e}");
-                // Keep draining so the monitor never blocks on a full pipe.
-                let _ = std::io::copy(&mut reader, &mut std::io::sink());
-                return;
+                break;
             }
         };
-        let Some(state) = state.upgrade() else { return };
-        let Ok(mut guard) = state.lock() else { return };
-        guard
-            .supervisor
-            .on_monitor_event(workspace, generation, event);
+        let message = MonitorMessage {
+            workspace: workspace.clone(),
+            generation,
+            event,
+        };
+        if !events.deliver(message) {
+            break;
+        }
     }
+    // Keep draining so the monitor never blocks on a full pipe.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
 }
 
 fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
@@ -348,8 +302,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_descriptions() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit status 3");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    fn stdout_events_reach_the_sink_tagged_and_bad_lines_are_skipped() {
+        let stdout = concat!(
+            r#"{"event":"flushed","id":1,"lagging":[]}"#,
+            "\n",
+            "not json\n",
+            r#"{"event":"flushed","id":2,"lagging":["box"]}"#,
+            "\n",
+        );
+        let (sink, inbox) = EventSink::channel();
+        read_events(stdout.as_bytes(), "proj".into(), 7, &sink);
+        let got: Vec<(String, u64, MonitorEvent)> = inbox
+            .try_iter()
+            .map(|m| (m.workspace, m.generation, m.event))
+            .collect();
+        let flushed = |id, lagging: &[&str]| MonitorEvent::Flushed {
+            id,
+            lagging: lagging.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(
+            got,
+            [
+                ("proj".to_owned(), 7, flushed(1, &[])),
+                ("proj".to_owned(), 7, flushed(2, &["box"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reader_whose_sink_is_gone_keeps_draining() {
+        let (sink, inbox) = EventSink::channel();
+        drop(inbox);
+        let line = format!("{}\n", r#"{"event":"flushed","id":1,"lagging":[]}"#);
+        let mut stdout = std::io::Cursor::new(line.repeat(1000).into_bytes());
+        read_events(&mut stdout, "proj".into(), 1, &sink);
+        assert_eq!(stdout.position() as usize, stdout.get_ref().len());
     }
 }

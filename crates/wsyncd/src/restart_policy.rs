@@ -1,14 +1,11 @@
 //! The monitor restart policy as data: how many crashes within which window are tolerated, and
-//! the exponential backoff between restarts. Pure logic (time is passed in), unit-tested here.
+//! the backoff between restarts ([`Backoff::MONITOR_RESTART`]). Pure logic (time is passed in),
+//! unit-tested here.
 
 use std::time::{Duration, Instant};
 
+use wsync_core::backoff::Backoff;
 use wsync_core::config::Tuning;
-
-/// First backoff delay; doubles with each crash in the window.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Longest backoff delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// Limits for restarting a crashed monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +13,7 @@ pub struct RestartPolicy {
     /// Crashes tolerated within `window`; one more marks the workspace failed.
     pub limit: u32,
     pub window: Duration,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub backoff: Backoff,
 }
 
 impl RestartPolicy {
@@ -25,17 +21,13 @@ impl RestartPolicy {
         Self {
             limit: tuning.monitor_restart_limit,
             window: tuning.monitor_restart_window,
-            backoff_base: BACKOFF_BASE,
-            backoff_cap: BACKOFF_CAP,
+            backoff: Backoff::MONITOR_RESTART,
         }
     }
 
-    /// Delay before restart attempt `attempt` (1-based): base, 2×base, 4×base, ... capped.
+    /// Delay before restart attempt `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let shift = attempt.saturating_sub(1).min(20);
-        self.backoff_base
-            .saturating_mul(1u32 << shift)
-            .min(self.backoff_cap)
+        self.backoff.delay(attempt)
     }
 
     /// Records a crash at `now` of a monitor that had been up for `up_for`, and decides.
@@ -95,10 +87,12 @@ mod tests {
         RestartPolicy {
             limit,
             window: Duration::from_secs(window_secs),
-            backoff_base: BACKOFF_BASE,
-            backoff_cap: BACKOFF_CAP,
+            backoff: Backoff::MONITOR_RESTART,
         }
     }
+
+    const BACKOFF_BASE: Duration = Backoff::MONITOR_RESTART.base;
+    const BACKOFF_CAP: Duration = Backoff::MONITOR_RESTART.cap;
 
     #[test]
     fn backoff_doubles_from_half_a_second_and_is_capped() {

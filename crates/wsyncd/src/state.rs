@@ -1,18 +1,28 @@
-//! The daemon's shared state: config, registry and supervisor behind one `std::sync::Mutex`.
+//! The daemon's shared state: config, registry and supervisor behind one `std::sync::Mutex`,
+//! and the sink through which monitors' stdout events reach it.
 //!
 //! A std mutex on purpose: if a thread panics while holding it, the mutex is poisoned and the
 //! watchdog thread sees that and restarts the daemon cleanly. Never hold the guard across an
 //! `.await`, and never block (wait for a process, sleep) while holding it.
+//!
+//! Monitor events: each monitor's stdout reader only decodes lines and hands them to an
+//! [`EventSink`]; the state owns the receiving end, on a thread that applies whatever has
+//! queued up under one lock. So a reader never touches the state, and a burst of status lines
+//! costs one lock, not one per line.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use wsync_core::config::Config;
+use wsync_core::monitor_proto::MonitorEvent;
 use wsync_core::protocol::WorkspaceStatus;
 use wsync_core::registry::{Registry, Workspace};
 
 use crate::supervisor::Supervisor;
+
+/// Events applied under one lock at most, so a flood cannot keep the lock from others.
+const MAX_EVENTS_PER_LOCK: usize = 64;
 
 /// Everything the daemon knows, guarded by one lock.
 pub struct DaemonState {
@@ -22,6 +32,9 @@ pub struct DaemonState {
     pub started: Instant,
     /// Set once shutdown begins: nothing new is started after that.
     pub shutting_down: bool,
+    /// Watchdog passes completed (reported by `DaemonInfo`, so tests can wait for passes
+    /// instead of sleeping).
+    pub watchdog_passes: u64,
 }
 
 /// The state as every task and thread shares it.
@@ -37,41 +50,84 @@ pub fn lock(state: &SharedState) -> Result<MutexGuard<'_, DaemonState>, Poisoned
     state.lock().map_err(|_| Poisoned)
 }
 
+/// One event from a monitor's stdout, tagged with the monitor that sent it.
+#[derive(Debug)]
+pub struct MonitorMessage {
+    pub workspace: String,
+    /// Which spawn of the workspace's monitor sent it: a replaced monitor's late events are
+    /// ignored.
+    pub generation: u64,
+    pub event: MonitorEvent,
+}
+
+/// Where monitors' stdout readers deliver their events (see the module docs).
+#[derive(Debug, Clone)]
+pub struct EventSink(mpsc::Sender<MonitorMessage>);
+
+impl EventSink {
+    /// A sink and the receiving end its messages arrive on.
+    pub(crate) fn channel() -> (Self, mpsc::Receiver<MonitorMessage>) {
+        let (sender, inbox) = mpsc::channel();
+        (Self(sender), inbox)
+    }
+
+    /// Queues `message` for the state; false when the state is gone (the daemon is ending).
+    pub fn deliver(&self, message: MonitorMessage) -> bool {
+        self.0.send(message).is_ok()
+    }
+}
+
+/// Builds the daemon's state and starts the thread that applies monitor events to it.
+pub fn new_shared(
+    config: Config,
+    registry: Registry,
+    runtime_dir: PathBuf,
+) -> std::io::Result<SharedState> {
+    let (sink, inbox) = EventSink::channel();
+    let supervisor = Supervisor::new(&config, runtime_dir, sink);
+    let shared = Arc::new(Mutex::new(DaemonState {
+        config,
+        registry,
+        supervisor,
+        started: Instant::now(),
+        shutting_down: false,
+        watchdog_passes: 0,
+    }));
+    let weak = Arc::downgrade(&shared);
+    std::thread::Builder::new()
+        .name("monitor-events".into())
+        .spawn(move || apply_monitor_events(&weak, &inbox))?;
+    Ok(shared)
+}
+
+/// Ends when the state is dropped (its supervisor holds the sending end) or poisoned (the
+/// watchdog deals with that).
+fn apply_monitor_events(state: &Weak<Mutex<DaemonState>>, inbox: &mpsc::Receiver<MonitorMessage>) {
+    while let Ok(first) = inbox.recv() {
+        let Some(state) = state.upgrade() else { return };
+        let Ok(mut guard) = state.lock() else { return };
+        guard.supervisor.on_monitor_event(first);
+        for message in inbox.try_iter().take(MAX_EVENTS_PER_LOCK - 1) {
+            guard.supervisor.on_monitor_event(message);
+        }
+    }
+}
+
 impl DaemonState {
-    pub fn new(config: Config, registry: Registry, runtime_dir: PathBuf) -> Self {
-        let supervisor = Supervisor::new(&config, runtime_dir);
-        Self {
-            config,
-            registry,
-            supervisor,
-            started: Instant::now(),
-            shutting_down: false,
-        }
-    }
-
-    /// Starts the monitor of `workspace` if it should run (and we are not shutting down).
-    pub fn ensure_monitor(&mut self, workspace: &Workspace, shared: &SharedState) {
-        self.ensure_monitor_reporting(workspace, shared, Vec::new());
-    }
-
-    /// [`Self::ensure_monitor`], where a monitor started now reports rsync's progress during
-    /// the initial sync of the remotes named in `progress` (someone waits for them).
-    pub fn ensure_monitor_reporting(
-        &mut self,
-        workspace: &Workspace,
-        shared: &SharedState,
-        progress: Vec<String>,
-    ) {
+    /// Starts the monitor of `workspace` if it is stopped and should run, unless the daemon is
+    /// shutting down. A monitor started now reports rsync's progress during the initial sync of
+    /// the remotes named in `progress` (someone waits for them).
+    pub fn start_monitor_if_stopped(&mut self, workspace: &Workspace, progress: Vec<String>) {
         if !self.shutting_down {
-            self.supervisor.ensure_running(workspace, shared, progress);
+            self.supervisor.start_if_stopped(workspace, progress);
         }
     }
 
-    /// Starts a monitor for every workspace that should have one.
-    pub fn start_all(&mut self, shared: &SharedState) {
+    /// Starts a monitor for every workspace that should have one (daemon startup).
+    pub fn start_all_monitors(&mut self) {
         let workspaces = self.registry.workspaces.clone();
         for workspace in &workspaces {
-            self.ensure_monitor(workspace, shared);
+            self.start_monitor_if_stopped(workspace, Vec::new());
         }
     }
 

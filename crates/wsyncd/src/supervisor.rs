@@ -1,26 +1,28 @@
-//! The supervisor: one slot per workspace holding its monitor process (if any), crash history,
-//! latest status report and pending flushes. All methods run under the daemon's state lock and
-//! never block; stopping a monitor (which waits) happens outside the lock on the
-//! [`RunningMonitor`] these methods hand out. The watchdog thread calls [`Supervisor::supervise`].
+//! The supervisor: one slot per workspace holding its [`Supervision`] state machine (the monitor
+//! process, if any, and its crash history), latest status report and pending flushes. All
+//! methods run under the daemon's state lock and never block; stopping a monitor (which waits)
+//! happens outside the lock on the [`RunningMonitor`] these methods hand out. The watchdog
+//! thread calls [`Supervisor::watchdog_pass`]; monitors' stdout events arrive through
+//! [`Supervisor::on_monitor_event`].
 //!
 //! A monitor should run for a workspace that has at least one remote and is not paused. Pausing
 //! a workspace whose monitor runs keeps it running (it keeps collecting changes) and tells it
 //! `Pause`; a paused workspace gets no monitor at startup.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use wsync_core::config::Config;
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables};
-use wsync_core::protocol::{MonitorProcessState, SupervisorStatus};
+use wsync_core::protocol::SupervisorStatus;
 use wsync_core::registry::Workspace;
 
 use crate::hooks::Hooks;
-use crate::monitor_proc::{LaunchSpec, RunningMonitor, StderrTail};
-use crate::restart_policy::{CrashHistory, RestartPolicy, Verdict};
-use crate::state::DaemonState;
+use crate::monitor_proc::{LaunchSpec, RunningMonitor, SpawnError, StderrTail};
+use crate::monitor_state::{MonitorEnd, MonitorState, Now, Supervision};
+use crate::restart_policy::{RestartPolicy, Verdict};
+use crate::state::{EventSink, MonitorMessage};
 
 /// Whether `workspace` should have a monitor started for it.
 pub fn should_run(workspace: &Workspace) -> bool {
@@ -29,13 +31,8 @@ pub fn should_run(workspace: &Workspace) -> bool {
 
 #[derive(Debug, Default)]
 struct Slot {
-    running: Option<RunningMonitor>,
-    history: CrashHistory,
-    restarts: u32,
-    last_exit: Option<String>,
-    failed: bool,
-    next_restart: Option<(Instant, u64)>,
-    pending_attempt: u32,
+    supervision: Supervision<RunningMonitor>,
+    /// The latest report of the running monitor (cleared when a new one starts).
     report: Option<MonitorStatus>,
     tail: StderrTail,
 }
@@ -52,6 +49,8 @@ pub struct Supervisor {
     launch: LaunchSpec,
     pub policy: RestartPolicy,
     pub stop_grace: Duration,
+    /// Where each spawned monitor's stdout reader delivers its events.
+    events: EventSink,
     next_generation: u64,
     next_flush_id: u64,
     flushes: HashMap<u64, PendingFlush>,
@@ -71,7 +70,7 @@ pub enum FlushStart {
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, runtime_dir: std::path::PathBuf) -> Self {
+    pub fn new(config: &Config, runtime_dir: std::path::PathBuf, events: EventSink) -> Self {
         Self {
             slots: BTreeMap::new(),
             launch: LaunchSpec {
@@ -85,6 +84,7 @@ impl Supervisor {
             },
             policy: RestartPolicy::from_tuning(&config.tuning),
             stop_grace: config.tuning.monitor_stop_grace,
+            events,
             next_generation: 0,
             next_flush_id: 0,
             flushes: HashMap::new(),
@@ -92,35 +92,35 @@ impl Supervisor {
         }
     }
 
-    /// Starts `workspace`'s monitor unless it runs, waits for a restart, is failed, or should
-    /// not run. A failed spawn counts as a crash (so the watchdog retries with backoff).
-    /// `progress` names the remotes whose initial sync reports rsync's progress.
-    pub fn ensure_running(
-        &mut self,
-        workspace: &Workspace,
-        state: &Arc<Mutex<DaemonState>>,
-        progress: Vec<String>,
-    ) {
+    /// Starts `workspace`'s monitor if it is stopped (not running, not waiting for a restart,
+    /// not failed) and should run. A failed spawn counts as a crash (so the watchdog retries
+    /// with backoff). `progress` names the remotes whose initial sync reports rsync's progress.
+    pub fn start_if_stopped(&mut self, workspace: &Workspace, progress: Vec<String>) {
         let slot = self.slots.entry(workspace.name.clone()).or_default();
-        if slot.running.is_some()
-            || slot.failed
-            || slot.next_restart.is_some()
-            || !should_run(workspace)
-        {
+        if !slot.supervision.may_start() || !should_run(workspace) {
             return;
         }
-        if let Err(e) = self.spawn(workspace, state, progress) {
-            tracing::error!(workspace = %workspace.name, "{e}");
-            self.record_crash(&workspace.name, e, Duration::ZERO, Instant::now());
+        match self.spawn(workspace, progress) {
+            Ok(monitor) => self.slot(&workspace.name).supervision.started(monitor),
+            Err(e) => {
+                tracing::error!(workspace = %workspace.name, "{e}");
+                self.record_crash(
+                    &workspace.name,
+                    MonitorEnd::NotStarted(e),
+                    Duration::ZERO,
+                    Now::current(),
+                );
+            }
         }
     }
 
+    /// Spawns a monitor with a fresh generation and stderr tail; the caller records it in the
+    /// state machine.
     fn spawn(
         &mut self,
         workspace: &Workspace,
-        state: &Arc<Mutex<DaemonState>>,
         progress: Vec<String>,
-    ) -> Result<u32, String> {
+    ) -> Result<RunningMonitor, SpawnError> {
         self.next_generation += 1;
         let generation = self.next_generation;
         let tail = StderrTail::default();
@@ -129,38 +129,39 @@ impl Supervisor {
             workspace,
             progress,
             generation,
-            Arc::downgrade(state),
+            self.events.clone(),
             tail.clone(),
         )?;
-        let pid = monitor.pid;
-        tracing::info!(workspace = %workspace.name, pid, "monitor started");
-        let slot = self.slots.entry(workspace.name.clone()).or_default();
-        slot.running = Some(monitor);
+        tracing::info!(workspace = %workspace.name, pid = monitor.pid, "monitor started");
+        let slot = self.slot(&workspace.name);
         slot.tail = tail;
         slot.report = None;
-        Ok(pid)
+        Ok(monitor)
+    }
+
+    fn slot(&mut self, workspace: &str) -> &mut Slot {
+        self.slots.entry(workspace.to_owned()).or_default()
     }
 
     /// Sends `command` to the workspace's running monitor; false when none runs.
-    pub fn send(&self, workspace: &str, command: MonitorCommand) -> bool {
+    pub fn send_to_running(&self, workspace: &str, command: MonitorCommand) -> bool {
         self.slots
             .get(workspace)
-            .and_then(|s| s.running.as_ref())
+            .and_then(|s| s.supervision.running())
             .is_some_and(|m| m.send(command))
     }
 
-    /// Takes the running monitor out so the caller can stop it outside the lock.
-    pub fn take(&mut self, workspace: &str) -> Option<RunningMonitor> {
-        let slot = self.slots.get_mut(workspace)?;
-        slot.next_restart = None;
-        let monitor = slot.running.take()?;
+    /// Takes the running monitor out so the caller can stop it outside the lock; a scheduled
+    /// restart is cancelled.
+    pub fn take_running(&mut self, workspace: &str) -> Option<RunningMonitor> {
+        let monitor = self.slots.get_mut(workspace)?.supervision.take_running()?;
         self.drop_flushes(monitor.generation);
         Some(monitor)
     }
 
     /// Forgets a removed workspace; returns its monitor to stop.
     pub fn remove(&mut self, workspace: &str) -> Option<RunningMonitor> {
-        let monitor = self.take(workspace);
+        let monitor = self.take_running(workspace);
         self.slots.remove(workspace);
         self.hooks.forget(workspace);
         monitor
@@ -169,17 +170,13 @@ impl Supervisor {
     /// Takes every running monitor (daemon shutdown).
     pub fn take_all(&mut self) -> Vec<RunningMonitor> {
         let names: Vec<String> = self.slots.keys().cloned().collect();
-        names.iter().filter_map(|n| self.take(n)).collect()
+        names.iter().filter_map(|n| self.take_running(n)).collect()
     }
 
     /// Clears a failed state and the crash count (`wsync restart`).
     pub fn reset(&mut self, workspace: &str) {
         if let Some(slot) = self.slots.get_mut(workspace) {
-            slot.failed = false;
-            slot.history = CrashHistory::default();
-            slot.restarts = 0;
-            slot.last_exit = None;
-            slot.next_restart = None;
+            slot.supervision.reset();
         }
     }
 
@@ -187,7 +184,7 @@ impl Supervisor {
     pub fn running_pids(&self) -> Vec<u32> {
         self.slots
             .values()
-            .filter_map(|s| s.running.as_ref().map(|m| m.pid))
+            .filter_map(|s| s.supervision.running().map(|m| m.pid))
             .collect()
     }
 
@@ -199,19 +196,22 @@ impl Supervisor {
         let Some(slot) = self.slots.get(&workspace.name) else {
             return FlushStart::NotRunning("it has no monitor".into());
         };
-        let Some(monitor) = slot.running.as_ref() else {
-            let why = if slot.failed {
-                format!(
+        let Some(monitor) = slot.supervision.running() else {
+            let why = match slot.supervision.state() {
+                MonitorState::Failed => format!(
                     "its monitor failed ({}); fix the cause, then run `wsync restart {}`",
-                    slot.last_exit.as_deref().unwrap_or("unknown exit"),
+                    slot.supervision
+                        .last_exit()
+                        .map_or_else(|| "unknown exit".to_owned(), ToString::to_string),
                     workspace.name
-                )
-            } else if slot.next_restart.is_some() {
-                "its monitor crashed and is waiting to be restarted; try again shortly".into()
-            } else if workspace.paused {
-                format!("it is paused; run `wsync resume {}` first", workspace.name)
-            } else {
-                "its monitor is not running".into()
+                ),
+                MonitorState::BackingOff { .. } => {
+                    "its monitor crashed and is waiting to be restarted; try again shortly".into()
+                }
+                _ if workspace.paused => {
+                    format!("it is paused; run `wsync resume {}` first", workspace.name)
+                }
+                _ => "its monitor is not running".into(),
             };
             return FlushStart::NotRunning(why);
         };
@@ -233,17 +233,23 @@ impl Supervisor {
         FlushStart::Waiting(id, rx)
     }
 
-    /// Applies an event read from a monitor's stdout.
-    pub fn on_monitor_event(&mut self, workspace: &str, generation: u64, event: MonitorEvent) {
+    /// Applies an event read from a monitor's stdout. A status from a monitor that has been
+    /// replaced (an older generation) is ignored.
+    pub fn on_monitor_event(&mut self, message: MonitorMessage) {
+        let MonitorMessage {
+            workspace,
+            generation,
+            event,
+        } = message;
         match event {
             MonitorEvent::Status { status } => {
-                if let Some(slot) = self.slots.get_mut(workspace) {
+                if let Some(slot) = self.slots.get_mut(&workspace) {
                     if slot
-                        .running
-                        .as_ref()
+                        .supervision
+                        .running()
                         .is_some_and(|m| m.generation == generation)
                     {
-                        self.hooks.on_status(workspace, &status);
+                        self.hooks.on_status(&workspace, &status);
                         slot.report = Some(status);
                     }
                 }
@@ -271,20 +277,8 @@ impl Supervisor {
     pub fn status(&self, workspace: &Workspace) -> (SupervisorStatus, Option<MonitorStatus>) {
         let empty = Slot::default();
         let slot = self.slots.get(&workspace.name).unwrap_or(&empty);
-        let state = if slot.failed {
-            MonitorProcessState::Failed
-        } else if slot.next_restart.is_some() {
-            MonitorProcessState::BackingOff
-        } else if workspace.remotes.is_empty() {
-            MonitorProcessState::Idle
-        } else if workspace.paused {
-            MonitorProcessState::Paused
-        } else if slot.running.is_some() {
-            MonitorProcessState::Running
-        } else {
-            MonitorProcessState::Stopped
-        };
-        let last_log_lines = if slot.failed {
+        let supervision = &slot.supervision;
+        let last_log_lines = if supervision.is_failed() {
             slot.tail
                 .lock()
                 .map(|t| t.iter().cloned().collect())
@@ -293,60 +287,55 @@ impl Supervisor {
             Vec::new()
         };
         let status = SupervisorStatus {
-            state,
-            pid: slot.running.as_ref().map(|m| m.pid),
-            restarts: slot.restarts,
-            last_exit: slot.last_exit.clone(),
+            state: supervision.process_state(workspace),
+            pid: supervision.running().map(|m| m.pid),
+            restarts: supervision.restarts(),
+            last_exit: supervision.last_exit().map(ToString::to_string),
             last_log_lines,
-            next_restart_unix_ms: slot.next_restart.map(|(_, ms)| ms),
+            next_restart_unix_ms: supervision.next_restart_unix_ms(),
         };
         (status, slot.report.clone())
     }
 
     /// One watchdog pass: reap monitors that exited on their own, record the crash, and start
     /// those whose backoff has passed. `workspaces` is the registry's current list.
-    pub fn supervise(
-        &mut self,
-        workspaces: &[Workspace],
-        now: Instant,
-        state: &Arc<Mutex<DaemonState>>,
-    ) {
+    pub fn watchdog_pass(&mut self, workspaces: &[Workspace], now: Now) {
         let names: Vec<String> = self.slots.keys().cloned().collect();
         for name in &names {
             let Some(slot) = self.slots.get_mut(name) else {
                 continue;
             };
-            let Some(monitor) = slot.running.as_mut() else {
+            let Some(exit) = slot.supervision.running_mut().and_then(|m| m.try_reap()) else {
                 continue;
             };
-            let Some(exit) = monitor.try_reap() else {
+            let Some(monitor) = slot.supervision.take_running() else {
                 continue;
             };
-            let (generation, up_for) = (monitor.generation, now.duration_since(monitor.started));
-            slot.running = None;
-            self.drop_flushes(generation);
-            self.record_crash(name, exit, up_for, now);
+            let up_for = now.instant.saturating_duration_since(monitor.started);
+            self.drop_flushes(monitor.generation);
+            self.record_crash(name, MonitorEnd::Exited(exit), up_for, now);
         }
         for workspace in workspaces {
             let Some(slot) = self.slots.get_mut(&workspace.name) else {
                 continue;
             };
-            match slot.next_restart {
-                Some((at, _)) if at <= now => {}
-                _ => continue,
-            }
-            slot.next_restart = None;
-            if slot.running.is_some() || !should_run(workspace) {
+            let Some(attempt) = slot.supervision.take_due_restart(now.instant) else {
+                continue;
+            };
+            // Paused or emptied while backing off: it stays stopped.
+            if !should_run(workspace) {
                 continue;
             }
-            let attempt = slot.pending_attempt;
-            let last_exit = slot.last_exit.clone().unwrap_or_default();
+            let last_exit = slot
+                .supervision
+                .last_exit()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             // A watchdog restart: nobody waits for it, so no progress.
-            match self.spawn(workspace, state, Vec::new()) {
-                Ok(pid) => {
-                    if let Some(slot) = self.slots.get_mut(&workspace.name) {
-                        slot.restarts += 1;
-                    }
+            match self.spawn(workspace, Vec::new()) {
+                Ok(monitor) => {
+                    let pid = monitor.pid;
+                    self.slot(&workspace.name).supervision.restarted(monitor);
                     tracing::warn!(
                         workspace = %workspace.name,
                         attempt,
@@ -357,17 +346,23 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::error!(workspace = %workspace.name, "{e}");
-                    self.record_crash(&workspace.name, e, Duration::ZERO, now);
+                    self.record_crash(
+                        &workspace.name,
+                        MonitorEnd::NotStarted(e),
+                        Duration::ZERO,
+                        now,
+                    );
                 }
             }
         }
     }
 
     /// Applies the restart policy to a crash: schedule a restart or mark the workspace failed.
-    fn record_crash(&mut self, workspace: &str, exit: String, up_for: Duration, now: Instant) {
+    fn record_crash(&mut self, workspace: &str, end: MonitorEnd, up_for: Duration, now: Now) {
         let policy = self.policy;
+        let exit = end.to_string();
         let slot = self.slots.entry(workspace.to_owned()).or_default();
-        match policy.on_crash(&mut slot.history, now, up_for) {
+        match slot.supervision.crashed(end, up_for, now, &policy) {
             Verdict::Restart { attempt, delay } => {
                 tracing::warn!(
                     workspace,
@@ -376,8 +371,6 @@ impl Supervisor {
                     "monitor exited unexpectedly ({exit}) after {up_for:?}; restart attempt {attempt} of {} in {delay:?}",
                     policy.limit
                 );
-                slot.next_restart = Some((now + delay, unix_ms_after(delay)));
-                slot.pending_attempt = attempt;
             }
             Verdict::GiveUp { crashes } => {
                 tracing::error!(
@@ -386,15 +379,8 @@ impl Supervisor {
                     "monitor exited unexpectedly ({exit}); it crashed {crashes} times within {:?}, marking the workspace failed until `wsync restart {workspace}`",
                     policy.window
                 );
-                slot.failed = true;
-                slot.next_restart = None;
                 self.hooks.on_failed(workspace, &exit);
             }
         }
-        slot.last_exit = Some(exit);
     }
-}
-
-fn unix_ms_after(delay: Duration) -> u64 {
-    wsync_core::unix_ms(SystemTime::now() + delay)
 }

@@ -3,8 +3,9 @@
 //! 1. exits the daemon when the state lock is poisoned (a thread panicked holding it): it logs
 //!    the panic, kills the monitors' process groups, removes socket and pidfile and exits with
 //!    [`exit_codes::STATE_POISONED`], so systemd (or the user) starts a clean daemon;
-//! 2. otherwise runs [`Supervisor::supervise`](crate::supervisor::Supervisor::supervise):
-//!    restarts crashed monitors with backoff, or marks them failed.
+//! 2. otherwise runs [`Supervisor::watchdog_pass`](crate::supervisor::Supervisor::watchdog_pass):
+//!    restarts crashed monitors with backoff, or marks them failed, and counts the pass
+//!    (`watchdog_passes` in `DaemonInfo`).
 //!
 //! Test-only trigger: when the daemon starts with `WSYNC_TEST_POISON=1` in its environment,
 //! SIGUSR1 makes a fresh thread panic while holding the state lock. Without the variable no
@@ -12,18 +13,17 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-
-use crate::exit_codes;
-use crate::logging;
-use crate::monitor_proc::has_exited;
+use crate::monitor_state::Now;
 use crate::state::SharedState;
+use crate::{exit_codes, logging, process};
 
 /// Environment switch arming the test-only poison trigger.
 pub const TEST_POISON_ENV: &str = "WSYNC_TEST_POISON";
+
+/// How long the monitors get after SIGTERM when the daemon ends itself on a poisoned lock.
+const FATAL_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Files the watchdog removes when it has to end the daemon itself.
 #[derive(Debug, Clone)]
@@ -46,36 +46,40 @@ pub fn spawn(
 fn run(shared: SharedState, interval: Duration, cleanup: FatalCleanup) {
     loop {
         std::thread::sleep(interval);
-        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| tick(&shared)));
+        let pass = std::panic::catch_unwind(AssertUnwindSafe(|| run_pass(&shared)));
         match pass {
-            Ok(Tick::Continue) => {}
-            Ok(Tick::Stop) => return,
-            Ok(Tick::Poisoned(pids)) => fatal(&pids, &cleanup),
+            Ok(PassOutcome::Continue) => {}
+            Ok(PassOutcome::Stop) => return,
+            Ok(PassOutcome::Poisoned(pids)) => fatal(&pids, &cleanup),
             // The guard was dropped while unwinding, so the next pass sees the poison.
             Err(_) => tracing::error!("watchdog pass panicked"),
         }
     }
 }
 
-enum Tick {
+/// What a watchdog pass found.
+enum PassOutcome {
     Continue,
     Stop,
     Poisoned(Vec<u32>),
 }
 
-fn tick(shared: &SharedState) -> Tick {
+fn run_pass(shared: &SharedState) -> PassOutcome {
     let mut guard = match shared.lock() {
         Ok(guard) => guard,
-        Err(poisoned) => return Tick::Poisoned(poisoned.into_inner().supervisor.running_pids()),
+        Err(poisoned) => {
+            return PassOutcome::Poisoned(poisoned.into_inner().supervisor.running_pids())
+        }
     };
     if guard.shutting_down {
-        return Tick::Stop;
+        return PassOutcome::Stop;
     }
     let state = &mut *guard;
     state
         .supervisor
-        .supervise(&state.registry.workspaces, Instant::now(), shared);
-    Tick::Continue
+        .watchdog_pass(&state.registry.workspaces, Now::current());
+    state.watchdog_passes += 1;
+    PassOutcome::Continue
 }
 
 fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {
@@ -85,16 +89,9 @@ fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {
         pids.len(),
         exit_codes::STATE_POISONED
     );
-    for pid in pids {
-        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline && !pids.iter().all(|p| has_exited(*p)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for pid in pids {
-        let _ = killpg(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-    }
+    // Short and fixed: the state holding the configured grace cannot be trusted any more, and
+    // the process exits right after, so nobody reaps (init does).
+    process::terminate_groups(pids, FATAL_STOP_GRACE);
     for path in [&cleanup.socket, &cleanup.pidfile] {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("cannot remove {}: {e}", path.display());

@@ -226,6 +226,7 @@ pub fn status(ctx: &Ctx) -> Result<i32> {
             uptime_secs,
             socket,
             registry,
+            ..
         } => {
             println(&format!(
                 "wsyncd is running\n  pid:      {pid}\n  version:  {version} (protocol {protocol})\n  uptime:   {}\n  socket:   {}\n  registry: {}\n  config:   {}\n  logs:     {}",
