@@ -20,6 +20,23 @@
 //! - stderr: free text. The daemon copies each line into its log and keeps the last few, shown
 //!   as `last_log_lines` when the workspace is marked failed.
 //!
+//! # Messages
+//! - Control: `start` carries the workspace (name, path, remotes, ...) and the tunables
+//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `detach {remote: name}`,
+//!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
+//!   `shutdown` (no new batch; the transfers under way finish, then exit 0; SIGTERM abandons
+//!   them). Undecodable lines after `start` are logged and skipped. Besides EOF and the
+//!   parent-death signal, the monitor checks its parent pid every second.
+//! - Status: `status {status}` whenever the status changes, at most ten a second; the latest
+//!   state is always sent, so the last line after a sync is current. `flushed {id, lagging}`
+//!   answers each flush when every remote holds every change made before it, or at the
+//!   deadline with the remotes still behind in `lagging`.
+//! - Progress: while a watched initial sync runs (its remote is named in `start.progress`, or
+//!   attached with `attach.progress`: a CLI waits for it), the remote's status carries
+//!   `progress` (bytes and files done, totals once rsync's file list is complete), parsed from
+//!   rsync's `--info=progress2`. Every other sync runs without it (it costs ~10% on many small
+//!   files).
+//!
 //! # Lifecycle
 //! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
 //!   restarted monitor catches up with whatever changed while it was down.
