@@ -1,4 +1,4 @@
-//! Helpers for the fault-injection tests (`tests/faults*.rs`): workspace setup through the
+//! Helpers for the fault-injection tests (`tests/e2e/faults*.rs`): workspace setup through the
 //! `wsync` CLI, status polling (protocol) and `status --json` checks (CLI), freezing a process
 //! tree with SIGSTOP/SIGCONT, read-only bind mounts and immutable directories that undo
 //! themselves on drop, and a durable tree snapshot for "nothing was deleted" checks.
