@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::RemoteState;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
-use wsync_tests::env::{bin, poll_until, wait_for, TestEnv};
+use wsync_tests::env::{bin, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::sshd::{current_user, Sshd};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs), repeated on purpose.
@@ -277,10 +278,15 @@ fn the_hook_runs_once_when_a_remote_halts() {
 
     // The workspace root disappears: the monitor halts instead of deleting the mirror.
     std::fs::remove_dir_all(&src).unwrap();
-    wait_for("the remote to halt", WAIT, || {
+    poll_until("the remote to halt", WAIT, INTERVAL, || {
         remote_state(&env, "src", "mirror") == Some(RemoteState::Halted)
-    });
-    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+    })
+    .unwrap();
+    if poll_until("the hook to run", WAIT, INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    })
+    .is_err()
+    {
         env.fail("the hook did not run after the remote halted");
     }
     let lines = hook_lines(&log);
@@ -295,7 +301,13 @@ fn the_hook_runs_once_when_a_remote_halts() {
     // The state persists (the root comes back, new status reports arrive, still halted):
     // no second notification.
     std::fs::create_dir(&src).unwrap();
-    let again = poll_until(Duration::from_millis(1500), || hook_lines(&log).len() > 1);
+    let again = poll_until(
+        "a second hook run",
+        Duration::from_millis(1500),
+        INTERVAL,
+        || hook_lines(&log).len() > 1,
+    )
+    .is_ok();
     assert!(!again, "the hook ran again: {:?}", hook_lines(&log));
     assert_eq!(
         remote_state(&env, "src", "mirror"),
@@ -313,7 +325,11 @@ fn the_hook_runs_when_a_workspace_is_marked_failed() {
     env.wsync_ok(&["add", s(&src)]);
     let mirror = env.root.join("mirror");
     env.wsync_ok(&["attach", "src", s(&mirror), "--no-wait"]);
-    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+    if poll_until("the hook to run", WAIT, INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    })
+    .is_err()
+    {
         env.fail("the hook did not run after the workspace failed");
     }
     let lines = hook_lines(&log);

@@ -13,7 +13,8 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Workspace;
-use wsync_tests::env::{pid_alive, poll_until, wait_for, CliOutput, TestEnv};
+use wsync_tests::env::{pid_alive, CliOutput, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs).
 const USAGE: i32 = 2;
@@ -60,7 +61,11 @@ fn expect_refused(env: &TestEnv, args: &[&str], codes: &[i32], registry: &[u8]) 
 
 /// Nothing created the marker, now or shortly after (a spawned ssh would be asynchronous).
 fn assert_not_pwned(env: &TestEnv, marker: &Path) {
-    if poll_until(Duration::from_millis(500), || marker.exists()) {
+    if poll_until("the marker", Duration::from_millis(500), INTERVAL, || {
+        marker.exists()
+    })
+    .is_ok()
+    {
         env.fail(&format!(
             "{} was created: hostile input got executed",
             marker.display()
@@ -351,15 +356,17 @@ fn shell_characters_in_paths_are_data_and_sync_correctly() {
     for name in &names {
         std::fs::write(src.join(name), b"payload").unwrap();
     }
-    wait_for(
+    poll_until(
         "the hostile-named files at the remote",
         Duration::from_secs(20),
+        INTERVAL,
         || {
             names
                 .iter()
                 .all(|n| std::fs::read(dst.join(n)).is_ok_and(|b| b == b"payload"))
         },
-    );
+    )
+    .unwrap();
     for marker in &markers {
         assert_not_pwned(&env, marker);
     }
@@ -727,17 +734,23 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
         })
         .collect();
     let mut codes: Vec<Option<i32>> = vec![None; children.len()];
-    let settled = poll_until(Duration::from_secs(15), || {
-        for (child, code) in children.iter_mut().zip(codes.iter_mut()) {
-            if code.is_none() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    *code = Some(status.code().unwrap_or(-1));
+    let settled = poll_until(
+        "exactly one racing daemon to be left",
+        Duration::from_secs(15),
+        INTERVAL,
+        || {
+            for (child, code) in children.iter_mut().zip(codes.iter_mut()) {
+                if code.is_none() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        *code = Some(status.code().unwrap_or(-1));
+                    }
                 }
             }
-        }
-        codes.iter().filter(|c| c.is_some()).count() == children.len() - 1
-            && env.try_request(&Request::DaemonInfo {}).is_ok()
-    });
+            codes.iter().filter(|c| c.is_some()).count() == children.len() - 1
+                && env.try_request(&Request::DaemonInfo {}).is_ok()
+        },
+    )
+    .is_ok();
     let survivors: Vec<u32> = children
         .iter()
         .zip(&codes)
@@ -750,9 +763,14 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
     }
     for child in &mut children {
         let id = child.id();
-        if !poll_until(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        }) {
+        if poll_until(
+            "wsyncd to exit after SIGTERM",
+            Duration::from_secs(10),
+            INTERVAL,
+            || matches!(child.try_wait(), Ok(Some(_))),
+        )
+        .is_err()
+        {
             let _ = child.kill();
         }
         let _ = child.wait();

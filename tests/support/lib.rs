@@ -4,5 +4,6 @@
 pub mod env;
 pub mod faults;
 pub mod monitor;
+pub mod poll;
 pub mod sshd;
 pub mod tree;
