@@ -261,6 +261,24 @@ fn hook_lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Hooks the daemon has fired and not seen finish. Each runs on a thread named `hook`
+/// (wsyncd's hooks.rs) that lives until the hook process has exited, spawned by the reader of
+/// the monitor's status lines, `mon-out-<workspace>` (monitor_proc.rs); a clone that has not
+/// renamed itself yet still carries the reader's name, so it counts too.
+fn hooks_in_flight(daemon: u32, workspace: &str) -> usize {
+    let reader = format!("mon-out-{workspace}");
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|comm| comm.trim_end().to_owned())
+        .collect();
+    let hooks = names.iter().filter(|n| *n == "hook").count();
+    let readers = names.iter().filter(|n| **n == reader).count();
+    hooks + readers.saturating_sub(1)
+}
+
 #[test]
 fn the_hook_runs_once_when_a_remote_halts() {
     let mut env = TestEnv::new();
@@ -301,13 +319,24 @@ fn the_hook_runs_once_when_a_remote_halts() {
     // The state persists (the root comes back, new status reports arrive, still halted):
     // no second notification.
     std::fs::create_dir(&src).unwrap();
-    let again = poll_until(
-        "a second hook run",
-        Duration::from_millis(1500),
-        INTERVAL,
-        || hook_lines(&log).len() > 1,
-    )
-    .is_ok();
+    // Past the point instead of a fixed wait: a flush is answered on the monitor's status pipe
+    // after every status it sent before, so once the daemon relays the answer it has judged
+    // them all; and any hook those statuses fired has finished (and logged) once none is left
+    // in flight.
+    let daemon = env.daemon_pid().expect("the daemon's pid");
+    let flushed = env.request(&Request::Flush {
+        workspace: "src".into(),
+        timeout_ms: Some(0),
+    });
+    assert!(
+        matches!(&flushed, Response::Flushed { lagging, .. } if lagging == &["mirror"]),
+        "{flushed:?}"
+    );
+    poll_until("the hooks fired so far to finish", WAIT, INTERVAL, || {
+        hooks_in_flight(daemon, "src") == 0
+    })
+    .unwrap();
+    let again = hook_lines(&log).len() > 1;
     assert!(!again, "the hook ran again: {:?}", hook_lines(&log));
     assert_eq!(
         remote_state(&env, "src", "mirror"),

@@ -13,7 +13,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Workspace;
-use wsync_tests::env::{pid_alive, CliOutput, TestEnv};
+use wsync_tests::env::{descendants, pid_alive, pids_mentioning, CliOutput, TestEnv};
 use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs).
@@ -59,13 +59,33 @@ fn expect_refused(env: &TestEnv, args: &[&str], codes: &[i32], registry: &[u8]) 
     out
 }
 
-/// Nothing created the marker, now or shortly after (a spawned ssh would be asynchronous).
+/// Processes of this test other than the daemon and its monitors: the only places hostile
+/// input could run (ssh or a shell under a monitor, a hook, something they left behind).
+fn helper_processes(env: &TestEnv) -> Vec<u32> {
+    let mut pids = pids_mentioning(&env.root);
+    if let Some(daemon) = env.daemon_pid() {
+        pids.extend(descendants(daemon));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.retain(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        !matches!(comm.trim_end(), "wsyncd" | "wsync-monitor")
+    });
+    pids
+}
+
+/// Nothing created the marker. Instead of watching for it a while: once no helper process of
+/// this test is left, whatever could have run has finished, and the marker shows what it did.
 fn assert_not_pwned(env: &TestEnv, marker: &Path) {
-    if poll_until("the marker", Duration::from_millis(500), INTERVAL, || {
-        marker.exists()
-    })
-    .is_ok()
-    {
+    poll_until(
+        "every helper process of the test to finish",
+        Duration::from_secs(10),
+        INTERVAL,
+        || helper_processes(env).is_empty(),
+    )
+    .unwrap_or_else(|e| env.fail(&format!("{e}: {:?} still run", helper_processes(env))));
+    if marker.exists() {
         env.fail(&format!(
             "{} was created: hostile input got executed",
             marker.display()

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wsync_core::framing::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::Workspace;
-use wsync_tests::env::{pid_alive, TestEnv};
+use wsync_tests::env::{pid_alive, TestEnv, DAEMON_START_TIMEOUT};
 use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// Per-read deadline on every raw client: a missing answer fails the test instead of hanging it.
@@ -961,13 +961,18 @@ fn a_shared_socket_directory_is_refused_not_chmodded() {
         .spawn()
         .unwrap();
     // Either it refuses at once, or it starts; in both cases the directory must keep its mode.
-    let _ = poll_until(
+    // Checked once it has done either (its socket setup is behind it), not after a while.
+    let settled = poll_until(
         "wsyncd to bind or exit",
-        Duration::from_secs(3),
+        DAEMON_START_TIMEOUT,
         INTERVAL,
         || socket.exists() || matches!(child.try_wait(), Ok(Some(_))),
-    )
-    .is_ok();
+    );
+    if let Err(e) = settled {
+        let _ = child.kill();
+        let _ = child.wait();
+        env.fail(&e.to_string());
+    }
     let mode = std::fs::metadata(&shared).unwrap().mode() & 0o7777;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
