@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Renders images/architecture.dot to images/architecture.svg and images/architecture.png with
-# Graphviz `dot`. Run it after editing the .dot file and commit all three; tests/packaging.rs
+# Graphviz `dot`. Run it after editing the .dot file and commit all three; tests/e2e/packaging.rs
 # fails when the committed SVG or PNG no longer matches its source.
 #   scripts/diagram.sh            # write into images/
 #   scripts/diagram.sh OUT_DIR    # write into OUT_DIR instead (used by the staleness test)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the shell completions (completions/) and man pages (man/) from the CLI's clap
 # definition with the hidden `wsync generate-docs` command. Run it after changing any command,
-# option or help text, and commit the result; tests/cli_ux.rs fails when they are stale.
+# option or help text, and commit the result; tests/e2e/cli_ux.rs fails when they are stale.
 #   scripts/gen-docs.sh            # write into completions/ and man/
 #   scripts/gen-docs.sh OUT_DIR    # write into OUT_DIR/completions and OUT_DIR/man instead
 set -euo pipefail

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs wsync's whole test suite: formatting, lints, and every unit and end-to-end test.
 # Installs rsync, openssh-server and graphviz with apt when they are missing and this runs as root.
+# Arguments go to `cargo test`; the end-to-end tests are one binary, e2e, with tests named
+# <module>::<test>: e.g. scripts/test.sh --test e2e -- monitor_basic::
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

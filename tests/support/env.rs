@@ -7,12 +7,14 @@ use std::io::{BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wsync_core::framing::{read_frame, write_frame};
 use wsync_core::protocol::{Request, Response, PROTOCOL_VERSION};
+
+use crate::poll::{poll_until, INTERVAL};
 
 /// How long a test waits for the daemon to answer after starting it.
 pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,27 +40,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Polls `cond` every few milliseconds until it holds; panics naming `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    if !poll_until(timeout, &mut cond) {
-        panic!("timed out after {timeout:?} waiting for {what}");
-    }
-}
-
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
-pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Whether a process exists (a zombie counts).
@@ -247,14 +228,19 @@ impl TestEnv {
             .expect("spawn wsyncd");
         let pid = child.id();
         self.daemon = Some(child);
-        let answered = poll_until(DAEMON_START_TIMEOUT, || {
-            if let Some(status) = self.daemon_exit_status() {
-                self.fail(&format!("wsyncd exited during startup with {status}"));
-            }
-            self.try_request(&Request::DaemonInfo {}).is_ok()
-        });
-        if !answered {
-            self.fail("wsyncd did not answer on its socket in time");
+        let answered = poll_until(
+            "wsyncd to answer on its socket",
+            DAEMON_START_TIMEOUT,
+            INTERVAL,
+            || {
+                if let Some(status) = self.daemon_exit_status() {
+                    self.fail(&format!("wsyncd exited during startup with {status}"));
+                }
+                self.try_request(&Request::DaemonInfo {}).is_ok()
+            },
+        );
+        if let Err(e) = answered {
+            self.fail(&e.to_string());
         }
         pid
     }
@@ -269,9 +255,14 @@ impl TestEnv {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn wsyncd");
-        if !poll_until(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        }) {
+        if poll_until(
+            "wsyncd to exit by itself",
+            Duration::from_secs(10),
+            INTERVAL,
+            || matches!(child.try_wait(), Ok(Some(_))),
+        )
+        .is_err()
+        {
             let _ = child.kill();
             let out = child.wait_with_output().expect("wsyncd output");
             self.fail(&format!(
@@ -298,32 +289,26 @@ impl TestEnv {
     pub fn signal_daemon(&mut self, signal: Signal, timeout: Duration) -> ExitStatus {
         let mut child = self.daemon.take().expect("no daemon started");
         let _ = kill(Pid::from_raw(child.id() as i32), signal);
-        let mut status = None;
-        let exited = poll_until(timeout, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
+        let exited = poll_until("wsyncd to exit", timeout, INTERVAL, || {
+            child.try_wait().ok().flatten()
         });
-        if !exited {
+        exited.unwrap_or_else(|_| {
             let _ = child.kill();
             let _ = child.wait();
             self.fail(&format!(
                 "wsyncd did not exit within {timeout:?} after {signal}"
-            ));
-        }
-        status.expect("exit status")
+            ))
+        })
     }
 
     /// Waits (bounded) for the daemon to exit on its own; returns its status.
     pub fn wait_daemon_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut status = None;
-        if !poll_until(timeout, || {
-            status = self.daemon_exit_status();
-            status.is_some()
-        }) {
-            self.fail(&format!("wsyncd did not exit within {timeout:?}"));
-        }
+        let status = poll_until("wsyncd to exit", timeout, INTERVAL, || {
+            self.daemon_exit_status()
+        })
+        .unwrap_or_else(|e| self.fail(&e.to_string()));
         self.daemon = None;
-        status.expect("exit status")
+        status
     }
 
     /// SIGTERM, waiting for a clean exit.
@@ -363,20 +348,19 @@ impl TestEnv {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        let mut status = None;
-        if !poll_until(CLI_TIMEOUT, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        }) {
+        let finished = poll_until("wsync to finish", CLI_TIMEOUT, INTERVAL, || {
+            child.try_wait().ok().flatten()
+        });
+        let status = finished.unwrap_or_else(|_| {
             let _ = child.kill();
             let _ = child.wait();
             self.fail(&format!(
                 "`wsync {}` did not finish within {CLI_TIMEOUT:?}",
                 args.join(" ")
-            ));
-        }
+            ))
+        });
         CliOutput {
-            status: status.expect("status"),
+            status,
             stdout: out_reader.join().unwrap_or_default(),
             stderr: err_reader.join().unwrap_or_default(),
         }
@@ -464,9 +448,10 @@ impl Drop for TestEnv {
         }
         if let Some(mut child) = self.daemon.take() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            if !poll_until(Duration::from_secs(10), || {
+            let exited = poll_until("wsyncd to exit", Duration::from_secs(10), INTERVAL, || {
                 matches!(child.try_wait(), Ok(Some(_)))
-            }) {
+            });
+            if exited.is_err() {
                 let _ = child.kill();
                 let _ = child.wait();
             }

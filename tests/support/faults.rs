@@ -1,18 +1,19 @@
-//! Helpers for the fault-injection tests (`tests/faults*.rs`): workspace setup through the
+//! Helpers for the fault-injection tests (`tests/e2e/faults*.rs`): workspace setup through the
 //! `wsync` CLI, status polling (protocol) and `status --json` checks (CLI), freezing a process
 //! tree with SIGSTOP/SIGCONT, read-only bind mounts and immutable directories that undo
 //! themselves on drop, and a durable tree snapshot for "nothing was deleted" checks.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wsync_core::monitor_proto::RemoteStatus;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
 
-use crate::env::{descendants, pids_mentioning, poll_until, TestEnv};
+use crate::env::{descendants, pids_mentioning, TestEnv};
+use crate::poll::{poll_until, INTERVAL};
 use crate::sshd::{current_user, Sshd};
 
 /// `WSYNC_LONG_FAULTS=1` runs the full-length variants (30 s outages) instead of the CI ones.
@@ -104,19 +105,21 @@ pub fn wait_status(
     timeout: Duration,
     mut cond: impl FnMut(&WorkspaceStatus) -> bool,
 ) -> WorkspaceStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut last = None;
+    poll_until(what, timeout, Duration::from_millis(50), || {
         let s = status(env, ws);
-        if cond(&s) {
-            return s;
+        let held = cond(&s);
+        last = Some(s);
+        if held {
+            last.take()
+        } else {
+            None
         }
-        if Instant::now() >= deadline {
-            env.fail(&format!(
-                "timed out after {timeout:?} waiting for {what}; last status:\n{s:#?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
+    .unwrap_or_else(|e| {
+        let last = last.map_or_else(String::new, |s| format!("{s:#?}"));
+        env.fail(&format!("{e}; last status:\n{last}"))
+    })
 }
 
 /// `wsync flush WS --timeout SECS` must succeed.
@@ -335,9 +338,10 @@ pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("writing a test file");
 }
 
-/// Waits until `pid` is gone (or a zombie).
+/// Waits until `pid` is gone (or a zombie); returns whether it went.
 pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    poll_until(timeout, || {
+    let what = format!("process {pid} to go");
+    poll_until(&what, timeout, INTERVAL, || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         stat.is_empty()
             || stat
@@ -345,4 +349,5 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
                 .next()
                 .is_some_and(|s| s.trim_start().starts_with('Z'))
     })
+    .is_ok()
 }

@@ -1,8 +1,9 @@
-//! Shared fixtures for the end-to-end tests in `tests/`: isolated environments running the real
-//! binaries, an sshd on 127.0.0.1, and tree comparison.
+//! Shared fixtures for the end-to-end tests (`tests/e2e/`, one binary): isolated environments
+//! running the real binaries, an sshd on 127.0.0.1, and tree comparison.
 
 pub mod env;
 pub mod faults;
 pub mod monitor;
+pub mod poll;
 pub mod sshd;
 pub mod tree;

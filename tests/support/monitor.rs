@@ -17,21 +17,11 @@ use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 
 use crate::env::bin;
+use crate::poll::poll_until;
 
-/// Polls `cond` every millisecond until it holds or `timeout` passes (flush answers and status
-/// lines arrive within milliseconds; a coarse poll would dominate the tests' run time).
-fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+/// Flush answers and status lines arrive within milliseconds: a coarse poll would dominate the
+/// tests' run time.
+const POLL: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct Seen {
@@ -180,14 +170,11 @@ impl MonitorProc {
             timeout_ms: timeout.as_millis() as u64,
         });
         let seen = self.seen.clone();
-        let answered = poll_until(timeout + Duration::from_secs(10), || {
-            seen.lock().unwrap().flushed.contains_key(&id)
-        });
-        if !answered {
-            self.fail(&format!("flush {id} was never answered"));
-        }
-        let lagging = self.seen.lock().unwrap().flushed.remove(&id);
-        lagging.unwrap_or_default()
+        let what = format!("the answer to flush {id}");
+        poll_until(&what, timeout + Duration::from_secs(10), POLL, || {
+            seen.lock().unwrap().flushed.remove(&id)
+        })
+        .unwrap_or_else(|e| self.fail(&e.to_string()))
     }
 
     /// Flushes and fails the test unless every remote caught up.
@@ -219,16 +206,16 @@ impl MonitorProc {
         mut cond: impl FnMut(&MonitorStatus) -> bool,
     ) -> MonitorStatus {
         let seen = self.seen.clone();
-        let ok = poll_until(timeout, || {
-            seen.lock().unwrap().status.as_ref().is_some_and(&mut cond)
-        });
-        if !ok {
-            self.fail(&format!(
-                "timed out after {timeout:?} waiting for status: {what}; last {:?}",
-                self.status()
-            ));
-        }
-        self.status().expect("status present")
+        let what = format!("status: {what}");
+        poll_until(&what, timeout, POLL, || {
+            seen.lock()
+                .unwrap()
+                .status
+                .as_ref()
+                .filter(|s| cond(s))
+                .cloned()
+        })
+        .unwrap_or_else(|e| self.fail(&format!("{e}; last {:?}", self.status())))
     }
 
     /// Closes stdin and waits for the exit.
@@ -245,16 +232,11 @@ impl MonitorProc {
 
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut status = None;
         let child = &mut self.child;
-        poll_until(timeout, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        match status {
-            Some(status) => status,
-            None => self.fail(&format!("monitor did not exit within {timeout:?}")),
-        }
+        poll_until("the monitor to exit", timeout, POLL, || {
+            child.try_wait().ok().flatten()
+        })
+        .unwrap_or_else(|e| self.fail(&e.to_string()))
     }
 
     /// Everything the monitor logged.

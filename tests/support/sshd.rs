@@ -11,7 +11,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wsync_core::remote::{RemoteTarget, SshOption};
 
-use crate::env::{descendants, poll_until};
+use crate::env::descendants;
+use crate::poll::{poll_until, INTERVAL};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -119,10 +120,13 @@ impl Sshd {
             .expect("starting sshd");
         self.child = Some(child);
         let port = self.port;
-        let up = poll_until(Duration::from_secs(10), || {
+        let what = format!("sshd to listen on {port}");
+        let up = poll_until(&what, Duration::from_secs(10), INTERVAL, || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(up, "sshd did not listen on {port}:\n{}", self.log());
+        if let Err(e) = up {
+            panic!("{e}:\n{}", self.log());
+        }
     }
 
     /// Stops the server and every session it spawned (so existing connections break too).
@@ -137,10 +141,11 @@ impl Sshd {
         let _ = child.kill();
         let _ = child.wait();
         let port = self.port;
-        let down = poll_until(Duration::from_secs(5), || {
+        let what = format!("sshd to stop listening on {port}");
+        poll_until(&what, Duration::from_secs(5), INTERVAL, || {
             TcpStream::connect(("127.0.0.1", port)).is_err()
-        });
-        assert!(down, "sshd still listens on {port} after stop");
+        })
+        .unwrap();
     }
 
     pub fn port(&self) -> u16 {

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::poll::poll_until;
 
 const COOKIE_PREFIX: &str = wsync_core::rsync::COOKIE_PREFIX;
 
@@ -142,22 +144,20 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 /// Polls until the trees are equal; on timeout returns the last diff.
 pub fn wait_until_equal(src: &Path, dst: &Path, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let diffs = diff_trees(src, dst);
-        if diffs.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{} and {} still differ after {timeout:?}:\n  {}",
-                src.display(),
-                dst.display(),
-                diffs.join("\n  ")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut diffs = Vec::new();
+    let what = format!("{} and {} to be equal", src.display(), dst.display());
+    poll_until(&what, timeout, Duration::from_millis(20), || {
+        diffs = diff_trees(src, dst);
+        diffs.is_empty()
+    })
+    .map_err(|_| {
+        format!(
+            "{} and {} still differ after {timeout:?}:\n  {}",
+            src.display(),
+            dst.display(),
+            diffs.join("\n  ")
+        )
+    })
 }
 
 /// Number of entries below `root` (for tests that count).

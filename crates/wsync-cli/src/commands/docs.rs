@@ -1,6 +1,6 @@
 //! `wsync generate-docs DIR` (hidden): writes the shell completion scripts to DIR/completions
 //! and the man pages (`wsync.1` and one per subcommand) to DIR/man, all generated from the
-//! clap definition. scripts/gen-docs.sh runs it on the repository root; tests/cli_ux.rs fails
+//! clap definition. scripts/gen-docs.sh runs it on the repository root; tests/e2e/cli_ux.rs fails
 //! when the committed files differ from a fresh run.
 
 use std::path::{Path, PathBuf};

@@ -15,11 +15,12 @@ use nix::unistd::Pid;
 use wsync_core::monitor_proto::RemoteState;
 use wsync_core::protocol::{MonitorProcessState, Request, Response};
 use wsync_core::registry::Registry;
-use wsync_tests::env::{pids_mentioning, poll_until, TestEnv};
+use wsync_tests::env::{pids_mentioning, TestEnv};
 use wsync_tests::faults::{
     add_workspace, assert_all_in_sync, attach_local, attach_ssh, cli_status, flush_ok, remote,
     snapshot, status, wait_gone, wait_status, write, TmpfsMount, Unwritable,
 };
+use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::{churn, count_entries, diff_trees, wait_until_equal};
 
@@ -244,7 +245,14 @@ fn kill_9_of_monitors_and_the_daemon_during_churn_loses_nothing() {
     assert_eq!(registry.workspaces.len(), 1);
     assert_eq!(registry.workspaces[0].remotes.len(), 2);
     // No rsync of a killed monitor is left behind.
-    if !poll_until(WAIT, || processes_of(&env, "rsync").is_empty()) {
+    if poll_until(
+        "the rsyncs of killed monitors to go",
+        WAIT,
+        INTERVAL,
+        || processes_of(&env, "rsync").is_empty(),
+    )
+    .is_err()
+    {
         env.fail(&format!(
             "rsync processes left running: {:?}",
             processes_of(&env, "rsync")

@@ -13,7 +13,8 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Workspace;
-use wsync_tests::env::{pid_alive, poll_until, wait_for, CliOutput, TestEnv};
+use wsync_tests::env::{descendants, pid_alive, pids_mentioning, CliOutput, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs).
 const USAGE: i32 = 2;
@@ -58,9 +59,33 @@ fn expect_refused(env: &TestEnv, args: &[&str], codes: &[i32], registry: &[u8]) 
     out
 }
 
-/// Nothing created the marker, now or shortly after (a spawned ssh would be asynchronous).
+/// Processes of this test other than the daemon and its monitors: the only places hostile
+/// input could run (ssh or a shell under a monitor, a hook, something they left behind).
+fn helper_processes(env: &TestEnv) -> Vec<u32> {
+    let mut pids = pids_mentioning(&env.root);
+    if let Some(daemon) = env.daemon_pid() {
+        pids.extend(descendants(daemon));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids.retain(|pid| {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        !matches!(comm.trim_end(), "wsyncd" | "wsync-monitor")
+    });
+    pids
+}
+
+/// Nothing created the marker. Instead of watching for it a while: once no helper process of
+/// this test is left, whatever could have run has finished, and the marker shows what it did.
 fn assert_not_pwned(env: &TestEnv, marker: &Path) {
-    if poll_until(Duration::from_millis(500), || marker.exists()) {
+    poll_until(
+        "every helper process of the test to finish",
+        Duration::from_secs(10),
+        INTERVAL,
+        || helper_processes(env).is_empty(),
+    )
+    .unwrap_or_else(|e| env.fail(&format!("{e}: {:?} still run", helper_processes(env))));
+    if marker.exists() {
         env.fail(&format!(
             "{} was created: hostile input got executed",
             marker.display()
@@ -351,15 +376,17 @@ fn shell_characters_in_paths_are_data_and_sync_correctly() {
     for name in &names {
         std::fs::write(src.join(name), b"payload").unwrap();
     }
-    wait_for(
+    poll_until(
         "the hostile-named files at the remote",
         Duration::from_secs(20),
+        INTERVAL,
         || {
             names
                 .iter()
                 .all(|n| std::fs::read(dst.join(n)).is_ok_and(|b| b == b"payload"))
         },
-    );
+    )
+    .unwrap();
     for marker in &markers {
         assert_not_pwned(&env, marker);
     }
@@ -727,17 +754,23 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
         })
         .collect();
     let mut codes: Vec<Option<i32>> = vec![None; children.len()];
-    let settled = poll_until(Duration::from_secs(15), || {
-        for (child, code) in children.iter_mut().zip(codes.iter_mut()) {
-            if code.is_none() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    *code = Some(status.code().unwrap_or(-1));
+    let settled = poll_until(
+        "exactly one racing daemon to be left",
+        Duration::from_secs(15),
+        INTERVAL,
+        || {
+            for (child, code) in children.iter_mut().zip(codes.iter_mut()) {
+                if code.is_none() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        *code = Some(status.code().unwrap_or(-1));
+                    }
                 }
             }
-        }
-        codes.iter().filter(|c| c.is_some()).count() == children.len() - 1
-            && env.try_request(&Request::DaemonInfo {}).is_ok()
-    });
+            codes.iter().filter(|c| c.is_some()).count() == children.len() - 1
+                && env.try_request(&Request::DaemonInfo {}).is_ok()
+        },
+    )
+    .is_ok();
     let survivors: Vec<u32> = children
         .iter()
         .zip(&codes)
@@ -750,9 +783,14 @@ fn daemons_started_at_the_same_moment_leave_exactly_one_running() {
     }
     for child in &mut children {
         let id = child.id();
-        if !poll_until(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        }) {
+        if poll_until(
+            "wsyncd to exit after SIGTERM",
+            Duration::from_secs(10),
+            INTERVAL,
+            || matches!(child.try_wait(), Ok(Some(_))),
+        )
+        .is_err()
+        {
             let _ = child.kill();
         }
         let _ = child.wait();

@@ -11,7 +11,8 @@ use nix::unistd::Pid;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
 use wsync_core::registry::{Registry, Workspace};
 use wsync_core::remote::RemoteTarget;
-use wsync_tests::env::{pid_alive, poll_until, CliOutput, TestEnv};
+use wsync_tests::env::{pid_alive, CliOutput, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs), repeated here on purpose: scripts
 /// depend on the numbers, so a change must break this test.
@@ -64,7 +65,14 @@ impl Drop for BackgroundDaemon<'_> {
         let Some(pid) = self.pid() else { return };
         let pid_t = Pid::from_raw(pid as i32);
         let _ = kill(pid_t, Signal::SIGTERM);
-        if !poll_until(Duration::from_secs(10), || !pid_alive(pid)) {
+        if poll_until(
+            "the background wsyncd to exit",
+            Duration::from_secs(10),
+            INTERVAL,
+            || !pid_alive(pid),
+        )
+        .is_err()
+        {
             let _ = kill(pid_t, Signal::SIGKILL);
         }
     }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use wsync_core::framing::{read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::Workspace;
-use wsync_tests::env::{pid_alive, poll_until, TestEnv};
+use wsync_tests::env::{pid_alive, TestEnv, DAEMON_START_TIMEOUT};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// Per-read deadline on every raw client: a missing answer fails the test instead of hanging it.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,10 +148,17 @@ fn open_fds(pid: u32) -> usize {
 /// Waits (bounded) until the daemon's open descriptors fall back to `baseline` + `slack`.
 fn assert_fds_settle(env: &TestEnv, pid: u32, baseline: usize, slack: usize) {
     let mut now = 0;
-    if !poll_until(Duration::from_secs(5), || {
-        now = open_fds(pid);
-        now <= baseline + slack
-    }) {
+    if poll_until(
+        "wsyncd's descriptors to settle",
+        Duration::from_secs(5),
+        INTERVAL,
+        || {
+            now = open_fds(pid);
+            now <= baseline + slack
+        },
+    )
+    .is_err()
+    {
         env.fail(&format!(
             "wsyncd leaks descriptors: {baseline} before, {now} after all clients closed"
         ));
@@ -602,8 +610,11 @@ fn a_client_that_disconnects_mid_request_leaves_a_consistent_daemon() {
     }
     // The daemon answers, and what it says is what the file says.
     let mut listed = Vec::new();
-    let settled = poll_until(Duration::from_secs(5), || {
-        match env.try_request(&Request::List {}) {
+    let settled = poll_until(
+        "the registry file and the daemon to agree",
+        Duration::from_secs(5),
+        INTERVAL,
+        || match env.try_request(&Request::List {}) {
             Ok(Response::Workspaces { workspaces }) => {
                 listed = workspaces;
                 let on_disk = wsync_core::registry::Registry::load(&env.registry)
@@ -612,8 +623,9 @@ fn a_client_that_disconnects_mid_request_leaves_a_consistent_daemon() {
                 on_disk == listed
             }
             _ => false,
-        }
-    });
+        },
+    )
+    .is_ok();
     if !settled {
         env.fail(&format!(
             "registry file and daemon disagree after hang-ups; daemon lists {listed:?}"
@@ -949,17 +961,31 @@ fn a_shared_socket_directory_is_refused_not_chmodded() {
         .spawn()
         .unwrap();
     // Either it refuses at once, or it starts; in both cases the directory must keep its mode.
-    let _ = poll_until(Duration::from_secs(3), || {
-        socket.exists() || matches!(child.try_wait(), Ok(Some(_)))
-    });
+    // Checked once it has done either (its socket setup is behind it), not after a while.
+    let settled = poll_until(
+        "wsyncd to bind or exit",
+        DAEMON_START_TIMEOUT,
+        INTERVAL,
+        || socket.exists() || matches!(child.try_wait(), Ok(Some(_))),
+    );
+    if let Err(e) = settled {
+        let _ = child.kill();
+        let _ = child.wait();
+        env.fail(&e.to_string());
+    }
     let mode = std::fs::metadata(&shared).unwrap().mode() & 0o7777;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    if !poll_until(Duration::from_secs(10), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    }) {
+    if poll_until(
+        "wsyncd to exit after SIGTERM",
+        Duration::from_secs(10),
+        INTERVAL,
+        || matches!(child.try_wait(), Ok(Some(_))),
+    )
+    .is_err()
+    {
         let _ = child.kill();
     }
     let _ = child.wait();
@@ -1025,9 +1051,13 @@ print("DATA", data.decode("utf-8", "replace"))
         .stderr(Stdio::piped())
         .spawn()
         .ok()?;
-    let exited = poll_until(Duration::from_secs(20), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
+    let exited = poll_until(
+        "the uid-65534 client to exit",
+        Duration::from_secs(20),
+        INTERVAL,
+        || matches!(child.try_wait(), Ok(Some(_))),
+    )
+    .is_ok();
     if !exited {
         let _ = child.kill();
     }

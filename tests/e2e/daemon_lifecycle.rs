@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::Registry;
-use wsync_tests::env::{pid_alive, wait_for, TestEnv};
+use wsync_tests::env::{pid_alive, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 fn pidfile(env: &TestEnv) -> PathBuf {
     let mut name = env.socket.clone().into_os_string();
@@ -103,10 +104,11 @@ fn a_shutdown_request_takes_the_same_path() {
         other => env.fail(&format!("unexpected reply {other:?}")),
     }
     let mut status = None;
-    wait_for("wsyncd to exit", Duration::from_secs(20), || {
+    poll_until("wsyncd to exit", Duration::from_secs(20), INTERVAL, || {
         status = env.daemon_exit_status();
         status.is_some()
-    });
+    })
+    .unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     assert!(!env.socket.exists() && !pidfile(&env).exists());
 }

@@ -14,7 +14,8 @@ use wsync_core::framing::{read_frame, write_frame};
 use wsync_core::paths;
 use wsync_core::protocol::{Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::Registry;
-use wsync_tests::env::{bin_dir, pids_mentioning, poll_until};
+use wsync_tests::env::{bin_dir, pids_mentioning};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 const EMPTY_REGISTRY: &str = "{\"version\":1,\"workspaces\":[]}\n";
 const BINS: [&str; 3] = ["wsync", "wsyncd", "wsync-monitor"];
@@ -525,7 +526,13 @@ fn setup_starts_the_daemon_in_the_background_once_and_restarts_it_on_upgrade() {
     let new_pid = daemon_pid(&socket).expect("a daemon after the upgrade");
     assert_ne!(new_pid, pid, "the daemon still runs the old binaries");
     assert!(
-        poll_until(Duration::from_secs(10), || !running(pid)),
+        poll_until(
+            "the old wsyncd to exit",
+            Duration::from_secs(10),
+            INTERVAL,
+            || !running(pid)
+        )
+        .is_ok(),
         "the old wsyncd {pid} still runs"
     );
     let pid = new_pid;
@@ -537,7 +544,13 @@ fn setup_starts_the_daemon_in_the_background_once_and_restarts_it_on_upgrade() {
         &["--prefix", prefix.to_str().unwrap(), "--uninstall"],
     );
     assert!(
-        poll_until(Duration::from_secs(10), || !running(pid)),
+        poll_until(
+            "wsyncd to exit after --uninstall",
+            Duration::from_secs(10),
+            INTERVAL,
+            || !running(pid)
+        )
+        .is_ok(),
         "wsyncd {pid} still runs after --uninstall\n{}",
         logs()
     );

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use wsync_core::protocol::{MonitorProcessState, Request, Response, WorkspaceStatus};
-use wsync_tests::env::{pid_alive, pids_mentioning, poll_until, wait_for, TestEnv};
+use wsync_tests::env::{pid_alive, pids_mentioning, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 
 /// Fast supervision for tests: the watchdog wakes often and stopping is quick.
 const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
@@ -71,14 +72,15 @@ fn watchdog_passes(env: &TestEnv) -> u64 {
 
 fn running_pid(env: &TestEnv, ws: &str) -> u32 {
     let mut pid = None;
-    wait_for("the monitor to run", WAIT, || {
+    poll_until("the monitor to run", WAIT, INTERVAL, || {
         let s = status(env, ws);
         pid = s
             .monitor
             .pid
             .filter(|_| s.monitor.state == MonitorProcessState::Running);
         pid.is_some()
-    });
+    })
+    .unwrap();
     pid.expect("pid")
 }
 
@@ -131,9 +133,14 @@ fn tree(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> 
 }
 
 fn nothing_left_running(env: &TestEnv) {
-    if !poll_until(Duration::from_secs(10), || {
-        pids_mentioning(&env.root).is_empty()
-    }) {
+    if poll_until(
+        "every process of the test to exit",
+        Duration::from_secs(10),
+        INTERVAL,
+        || pids_mentioning(&env.root).is_empty(),
+    )
+    .is_err()
+    {
         env.fail(&format!(
             "processes left running: {:?}",
             pids_mentioning(&env.root)
@@ -195,7 +202,7 @@ fn control_commands_reach_the_running_monitor_without_restarting_it() {
         (s.monitor.state, s.monitor.pid),
         (MonitorProcessState::Idle, None)
     );
-    wait_for("the monitor to exit", WAIT, || !pid_alive(pid));
+    poll_until("the monitor to exit", WAIT, INTERVAL, || !pid_alive(pid)).unwrap();
 }
 
 #[test]
@@ -215,11 +222,12 @@ fn a_killed_monitor_is_restarted_and_catches_up() {
     std::fs::write(src.join("while-down.txt"), "missed").unwrap();
     std::fs::remove_file(src.join("d3/burst-3.txt")).unwrap();
     let mut new = 0;
-    wait_for("a new monitor", WAIT, || {
+    poll_until("a new monitor", WAIT, INTERVAL, || {
         let s = status(&env, &ws);
         new = s.monitor.pid.unwrap_or(old);
         new != old && s.monitor.state == MonitorProcessState::Running
-    });
+    })
+    .unwrap();
     let s = status(&env, &ws);
     assert_eq!(s.monitor.restarts, 1);
     assert_eq!(s.monitor.last_exit.as_deref(), Some("signal 9 (SIGKILL)"));
@@ -243,12 +251,13 @@ fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
     let started = Instant::now();
     attach(&env, &ws, &mirror);
     let mut last = None;
-    wait_for("the workspace to be marked failed", WAIT, || {
+    poll_until("the workspace to be marked failed", WAIT, INTERVAL, || {
         let s = status(&env, &ws);
         let failed = s.monitor.state == MonitorProcessState::Failed;
         last = Some(s);
         failed
-    });
+    })
+    .unwrap();
     let s = last.expect("status");
     // Backoff 0.5 s then 1 s between the three attempts.
     assert!(
@@ -306,7 +315,7 @@ fn a_poisoned_state_lock_ends_the_daemon_and_its_monitors() {
         !env.socket.with_extension("sock.pid").exists(),
         "pidfile left behind"
     );
-    wait_for("the monitor to die", WAIT, || !pid_alive(monitor));
+    poll_until("the monitor to die", WAIT, INTERVAL, || !pid_alive(monitor)).unwrap();
     nothing_left_running(&env);
     assert!(env.logs().contains("poisoned"));
 }
@@ -322,7 +331,10 @@ fn kill_9_of_the_daemon_leaves_no_monitor_and_a_restart_respawns_it() {
     let old = running_pid(&env, &ws);
     flush(&env, &ws);
     env.kill_daemon();
-    wait_for("the orphaned monitor to exit", WAIT, || !pid_alive(old));
+    poll_until("the orphaned monitor to exit", WAIT, INTERVAL, || {
+        !pid_alive(old)
+    })
+    .unwrap();
     nothing_left_running(&env);
 
     std::fs::write(src.join("after.txt"), "later").unwrap();
@@ -380,10 +392,11 @@ fn attaching_a_second_remote_mid_churn_leaves_the_first_alone() {
     std::fs::write(&marker, "x").unwrap();
     // Status reports are rate-limited: wait until the initial sync's count has been reported.
     let mut before = 0;
-    wait_for("the initial sync to be reported", WAIT, || {
+    poll_until("the initial sync to be reported", WAIT, INTERVAL, || {
         before = files_sent(&env, &ws, "first");
         before >= 2000
-    });
+    })
+    .unwrap();
 
     // Keep the first remote busy with incremental batches while the second is attached.
     let writer = {
@@ -402,10 +415,16 @@ fn attaching_a_second_remote_mid_churn_leaves_the_first_alone() {
     assert_eq!(running_pid(&env, &ws), pid, "attach restarted the monitor");
     assert!(marker.exists(), "the first remote was fully resynced");
     let mut sent = 0;
-    wait_for("the first remote to report the churn", WAIT, || {
-        sent = files_sent(&env, &ws, "first") - before;
-        sent >= 300
-    });
+    poll_until(
+        "the first remote to report the churn",
+        WAIT,
+        INTERVAL,
+        || {
+            sent = files_sent(&env, &ws, "first") - before;
+            sent >= 300
+        },
+    )
+    .unwrap();
     assert!(
         sent < 1000,
         "the first remote re-sent {sent} files for 300 changes"

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::RemoteState;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
-use wsync_tests::env::{bin, poll_until, wait_for, TestEnv};
+use wsync_tests::env::{bin, TestEnv};
+use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::sshd::{current_user, Sshd};
 
 /// The CLI's exit codes (crates/wsync-cli/src/exit_codes.rs), repeated on purpose.
@@ -260,6 +261,24 @@ fn hook_lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Hooks the daemon has fired and not seen finish. Each runs on a thread named `hook`
+/// (wsyncd's hooks.rs) that lives until the hook process has exited, spawned by the reader of
+/// the monitor's status lines, `mon-out-<workspace>` (monitor_proc.rs); a clone that has not
+/// renamed itself yet still carries the reader's name, so it counts too.
+fn hooks_in_flight(daemon: u32, workspace: &str) -> usize {
+    let reader = format!("mon-out-{workspace}");
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|comm| comm.trim_end().to_owned())
+        .collect();
+    let hooks = names.iter().filter(|n| *n == "hook").count();
+    let readers = names.iter().filter(|n| **n == reader).count();
+    hooks + readers.saturating_sub(1)
+}
+
 #[test]
 fn the_hook_runs_once_when_a_remote_halts() {
     let mut env = TestEnv::new();
@@ -277,10 +296,15 @@ fn the_hook_runs_once_when_a_remote_halts() {
 
     // The workspace root disappears: the monitor halts instead of deleting the mirror.
     std::fs::remove_dir_all(&src).unwrap();
-    wait_for("the remote to halt", WAIT, || {
+    poll_until("the remote to halt", WAIT, INTERVAL, || {
         remote_state(&env, "src", "mirror") == Some(RemoteState::Halted)
-    });
-    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+    })
+    .unwrap();
+    if poll_until("the hook to run", WAIT, INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    })
+    .is_err()
+    {
         env.fail("the hook did not run after the remote halted");
     }
     let lines = hook_lines(&log);
@@ -295,7 +319,24 @@ fn the_hook_runs_once_when_a_remote_halts() {
     // The state persists (the root comes back, new status reports arrive, still halted):
     // no second notification.
     std::fs::create_dir(&src).unwrap();
-    let again = poll_until(Duration::from_millis(1500), || hook_lines(&log).len() > 1);
+    // Past the point instead of a fixed wait: a flush is answered on the monitor's status pipe
+    // after every status it sent before, so once the daemon relays the answer it has judged
+    // them all; and any hook those statuses fired has finished (and logged) once none is left
+    // in flight.
+    let daemon = env.daemon_pid().expect("the daemon's pid");
+    let flushed = env.request(&Request::Flush {
+        workspace: "src".into(),
+        timeout_ms: Some(0),
+    });
+    assert!(
+        matches!(&flushed, Response::Flushed { lagging, .. } if lagging == &["mirror"]),
+        "{flushed:?}"
+    );
+    poll_until("the hooks fired so far to finish", WAIT, INTERVAL, || {
+        hooks_in_flight(daemon, "src") == 0
+    })
+    .unwrap();
+    let again = hook_lines(&log).len() > 1;
     assert!(!again, "the hook ran again: {:?}", hook_lines(&log));
     assert_eq!(
         remote_state(&env, "src", "mirror"),
@@ -313,7 +354,11 @@ fn the_hook_runs_when_a_workspace_is_marked_failed() {
     env.wsync_ok(&["add", s(&src)]);
     let mirror = env.root.join("mirror");
     env.wsync_ok(&["attach", "src", s(&mirror), "--no-wait"]);
-    if !poll_until(WAIT, || !hook_lines(&log).is_empty()) {
+    if poll_until("the hook to run", WAIT, INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    })
+    .is_err()
+    {
         env.fail("the hook did not run after the workspace failed");
     }
     let lines = hook_lines(&log);

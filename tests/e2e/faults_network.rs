@@ -12,6 +12,7 @@ use wsync_tests::faults::{
     add_workspace, assert_all_in_sync, attach_local, attach_ssh, cli_status, flush_ok, long_faults,
     now_unix_ms, remote, sshd_listener, wait_status, write, Frozen,
 };
+use wsync_tests::poll::poll_until;
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::{diff_trees, wait_until_equal};
 
@@ -177,16 +178,18 @@ fn an_ssh_outage_shows_backoff_keeps_the_local_remote_in_sync_and_catches_up() {
         env.fail(&format!("last_error should say why: {error:?}"));
     }
     // What a user sees through the CLI agrees (polled: a retry may be running at that moment).
-    let mut seen = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.is_none() && Instant::now() < deadline {
-        let s = cli_status(&env, WS);
-        seen = remote(&s, "box")
-            .filter(|r| r.state == RemoteState::Backoff && r.last_error.is_some())
-            .cloned();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if seen.is_none() {
+    let seen = poll_until(
+        "`wsync status --json` to show box in backoff",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let s = cli_status(&env, WS);
+            remote(&s, "box")
+                .filter(|r| r.state == RemoteState::Backoff && r.last_error.is_some())
+                .cloned()
+        },
+    );
+    if seen.is_err() {
         env.fail("`wsync status --json` never showed box in backoff");
     }
     flush_names_lagging(&env, 2, &["box"]);

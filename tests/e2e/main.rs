@@ -1,0 +1,28 @@
+//! The end-to-end tests: one test binary (so one build and one link), a module per component.
+//! Every test drives the real `wsyncd`, `wsync-monitor` and `wsync` binaries (built first:
+//! `cargo build --workspace --bins`), real rsync and, for SSH, a private sshd on 127.0.0.1;
+//! the fixtures live in `tests/support` (the `wsync_tests` library).
+//!
+//! Tests of every module run on parallel threads of this one process, so a test keeps all of
+//! its state in its own fixture (temp dir, config, sshd port): no `std::env::set_var`, no
+//! process-wide statics. Test names are `<module>::<test>`: run one module with
+//! `cargo test --test e2e -- monitor_basic::`, one test with
+//! `cargo test --test e2e -- supervisor::a_killed_monitor_is_restarted_and_catches_up --exact`.
+
+mod cli;
+mod cli_ux;
+mod daemon_lifecycle;
+mod daemon_protocol;
+mod engine_excludes;
+mod engine_renames;
+mod engine_safety;
+mod faults;
+mod faults_network;
+mod hardening_input;
+mod hardening_socket;
+mod monitor_basic;
+mod monitor_ssh;
+mod monitor_stress;
+mod packaging;
+mod progress;
+mod supervisor;
