@@ -279,9 +279,10 @@ fn a_crash_loop_ends_in_failed_and_restart_brings_it_back() {
     // Failed means no more restarts: a restart would come from a watchdog pass, so let several
     // pass.
     let passes = watchdog_passes(&env);
-    wait_for("5 more watchdog passes", WAIT, || {
+    poll_until("5 more watchdog passes", WAIT, INTERVAL, || {
         watchdog_passes(&env) >= passes + 5
-    });
+    })
+    .unwrap();
     assert_eq!(status(&env, &ws).monitor.state, MonitorProcessState::Failed);
 
     std::fs::remove_file(&crash_file).unwrap();
