@@ -13,6 +13,7 @@ mod cli;
 mod cli_ux;
 mod daemon_lifecycle;
 mod daemon_protocol;
+mod deletion_gate;
 mod engine_excludes;
 mod engine_renames;
 mod engine_safety;

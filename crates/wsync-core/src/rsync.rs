@@ -19,7 +19,8 @@ pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
 /// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
 pub const TRANSFER_DONE_PREFIX: &str = "client_run waiting on ";
 
-/// The `--max-delete` cap on full syncs when the workspace sets none.
+/// The deletion budget while a remote's tree size is not known yet (before its first full
+/// sync), when the workspace sets no `max_delete`.
 pub const DEFAULT_MAX_DELETE: u64 = 1000;
 
 /// Printed on stderr by the remote side (see [`RsyncRequest::requires_target_dir`]) when the
@@ -66,7 +67,7 @@ pub struct RsyncRequest<'a> {
     /// Patterns protected from deletion on the receiver (`--filter=P pattern`), from
     /// `wsync_core::excludes::protect_patterns`.
     pub protect: &'a [String],
-    /// `--max-delete` cap for full syncs.
+    /// `--max-delete`: the deletions this run may make (every mode).
     pub max_delete: Option<u64>,
     /// A file of rsync filter rules (`--exclude-from`), after the inline excludes.
     pub exclude_from: Option<&'a Path>,
@@ -123,7 +124,9 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
             }
         }
     }
-    if let (Some(max), RsyncMode::Full { .. } | RsyncMode::Verify) = (req.max_delete, req.mode) {
+    // Every mode: the deletion budget bounds incremental batches as well as full syncs (rsync
+    // counts `--delete-missing-args` deletions and those inside listed directories too).
+    if let Some(max) = req.max_delete {
         argv.push(format!("--max-delete={max}").into());
     }
     // Compare mtimes to the nanosecond (rsync's default is whole seconds, which misses a
@@ -270,6 +273,9 @@ pub struct RsyncStats {
     pub files_transferred: u64,
     pub files_deleted: u64,
     pub bytes_sent: u64,
+    /// `Number of files`: the entries in the transfer (for a full sync, the whole source tree,
+    /// directories included).
+    pub files_total: u64,
 }
 
 /// Parses `--stats` output; unknown or missing lines leave zeros.
@@ -291,6 +297,7 @@ pub fn parse_stats(stdout: &str) -> RsyncStats {
         match key.trim() {
             "Number of regular files transferred" => stats.files_transferred = number(),
             "Number of deleted files" => stats.files_deleted = number(),
+            "Number of files" => stats.files_total = number(),
             "Total bytes sent" => stats.bytes_sent = number(),
             _ => {}
         }
@@ -423,7 +430,8 @@ mod tests {
         assert!(!argv.iter().any(|w| w.starts_with("--info")));
         assert!(argv.contains(&"--exclude-from=/run/x/excludes".to_owned()));
         assert!(argv.contains(&"--filter=P node_modules/".to_owned()));
-        assert!(!argv.iter().any(|w| w.starts_with("--max-delete")));
+        // The deletion budget bounds incremental batches too (issue 11).
+        assert!(argv.contains(&"--max-delete=5".to_owned()));
         let e = argv.iter().position(|w| w == "-e").unwrap();
         assert!(argv[e + 1].starts_with("ssh -p 2222 -i /k/id -o BatchMode=yes"));
         assert!(argv[e + 1].ends_with("-o StrictHostKeyChecking=no"));
@@ -478,7 +486,8 @@ mod tests {
             RsyncStats {
                 files_transferred: 1234,
                 files_deleted: 7,
-                bytes_sent: 52_430_001
+                bytes_sent: 52_430_001,
+                files_total: 12_345,
             }
         );
         assert_eq!(parse_stats("garbage"), RsyncStats::default());

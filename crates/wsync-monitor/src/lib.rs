@@ -73,9 +73,10 @@
 //! the root is missing or replaced (device/inode changed), or is empty while a remote is not.
 //! `resume` (or `resync`) lifts the halt once the root is a directory again; lifting an
 //! emptied-root or `--max-delete` halt is the user's confirmation, so the next full sync
-//! propagates the deletions without the cap. Full syncs pass `--max-delete` (the workspace's
-//! `max_delete`, default `wsync_core::rsync::DEFAULT_MAX_DELETE`); rsync deletes up to the cap
-//! and the workspace halts with the number skipped. A remote's target directory is created at
+//! propagates the deletions without the cap. Every batch passes the deletion budget (see
+//! `engine::budget`): a batch whose known deletions pass what is left halts before it starts,
+//! and every rsync runs with `--max-delete` set to what is left; rsync deletes up to it and the
+//! workspace halts with the number skipped. A remote's target directory is created at
 //! attach (the first sync); if it disappears later, syncs fail with an error (`error` state)
 //! instead of re-creating it (for SSH, a `test -d` guard in `--rsync-path`).
 //!

@@ -73,9 +73,15 @@ pub struct DirtySet {
     /// When the oldest / newest change still waiting arrived.
     first_at: Option<Instant>,
     last_at: Option<Instant>,
-    /// Deletion events (deletes, moves out of the workspace) since the last batch was taken,
-    /// and when the first and the latest of them arrived.
-    deletions: u64,
+    /// Distinct paths deleted (or moved out of the workspace) since the last batch was taken
+    /// and not re-created since: a path unlinked and written again (`tar xf`, an editor's
+    /// atomic save, a SQLite journal) costs nothing. Past [`FULL_SYNC_THRESHOLD`] paths further
+    /// deletions are only counted, in `deleted_beyond`.
+    deleted: BTreeSet<PathBuf>,
+    deleted_beyond: u64,
+    /// A rename is queued as its two plain paths (not replayed): rsync deletes the old name's
+    /// whole subtree and re-creates it under the new one, which is a move, not a loss.
+    moves_as_paths: bool,
     /// Change events of any kind since the last batch was taken.
     events: u64,
     first_delete_at: Option<Instant>,
@@ -100,25 +106,72 @@ impl DirtySet {
         self.full
     }
 
-    /// Notes a deletion event (call with [`DirtySet::add`]); they decide the deletion timing.
-    pub fn note_delete(&mut self, now: Instant) {
-        self.deletions += 1;
+    /// Notes the deletion of `path` (call with [`DirtySet::add`]); deletions decide the timing
+    /// and the deletion budget.
+    pub fn note_delete(&mut self, path: &Path, now: Instant) {
+        if self.deleted.len() < FULL_SYNC_THRESHOLD {
+            self.deleted.insert(path.to_path_buf());
+        } else if !self.deleted.contains(path) {
+            self.deleted_beyond += 1;
+        }
         self.first_delete_at.get_or_insert(now);
         self.last_delete_at = Some(now);
     }
 
-    /// Deletion events waiting, and how long they have been coming in.
+    /// Notes that `path` exists again (created, or renamed into place): its deletion, and for a
+    /// directory the deletions below it, no longer count.
+    pub fn note_created(&mut self, path: &Path, is_dir: bool) {
+        if self.deleted.is_empty() {
+            return;
+        }
+        self.deleted.remove(path);
+        if is_dir {
+            let below: Vec<PathBuf> = self
+                .deleted
+                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+                .take_while(|p| p.starts_with(path))
+                .cloned()
+                .collect();
+            for p in below {
+                self.deleted.remove(&p);
+            }
+        }
+    }
+
+    /// Distinct paths deleted and not re-created, and how long the deletions have been coming
+    /// in.
     pub fn deletions(&self) -> (u64, Duration) {
         let span = match (self.first_delete_at, self.last_delete_at) {
             (Some(first), Some(last)) => last.duration_since(first),
             _ => Duration::ZERO,
         };
-        (self.deletions, span)
+        (self.deletion_count(), span)
     }
 
-    /// Forgets the deletion count (the user confirmed, or a halt was lifted).
+    /// Notes a rename queued as its two plain paths (see `moves_as_paths`).
+    pub fn note_move_as_paths(&mut self) {
+        self.moves_as_paths = true;
+    }
+
+    /// Whether the next batch may re-create a moved subtree through rsync, or replays renames
+    /// that may fall back to rsync.
+    pub fn has_moves(&self) -> bool {
+        self.moves_as_paths || !self.renames.is_empty()
+    }
+
+    /// The distinct deleted paths known (up to [`FULL_SYNC_THRESHOLD`]).
+    pub fn deleted_paths(&self) -> Vec<PathBuf> {
+        self.deleted.iter().cloned().collect()
+    }
+
+    fn deletion_count(&self) -> u64 {
+        self.deleted.len() as u64 + self.deleted_beyond
+    }
+
+    /// Forgets the deletions (the user confirmed, or a halt was lifted).
     pub fn reset_deletions(&mut self) {
-        self.deletions = 0;
+        self.deleted.clear();
+        self.deleted_beyond = 0;
         self.events = 0;
         self.first_delete_at = None;
         self.last_delete_at = None;
@@ -200,6 +253,7 @@ impl DirtySet {
         {
             self.add(&rename.from, now);
             self.add(&rename.to, now);
+            self.moves_as_paths = true;
             return;
         }
         self.touch(now);
@@ -243,9 +297,10 @@ impl DirtySet {
         }
         let (first, last) = (self.first_at?, self.last_at?);
         if let (Some(first_del), Some(last_del)) = (self.first_delete_at, self.last_delete_at) {
-            let (quiet, cap) = if self.deletions >= STORM_MIN {
+            let deletions = self.deletion_count();
+            let (quiet, cap) = if deletions >= STORM_MIN {
                 (STORM_QUIET, STORM_CAP)
-            } else if self.deletions >= DELETE_BURST_MIN || self.deletions * 2 > self.events {
+            } else if deletions >= DELETE_BURST_MIN || deletions * 2 > self.events {
                 (DELETE_SETTLE, DELETE_BURST_CAP)
             } else {
                 (Duration::ZERO, Duration::ZERO)
@@ -269,6 +324,7 @@ impl DirtySet {
         self.first_at = None;
         self.last_at = None;
         self.reset_deletions();
+        self.moves_as_paths = false;
         // A file still being written shows up again with its next modify or close-write.
         self.open.clear();
         if std::mem::take(&mut self.full) {
@@ -292,6 +348,7 @@ impl DirtySet {
                 for rename in renames {
                     self.add(&rename.from, now);
                     self.add(&rename.to, now);
+                    self.moves_as_paths = true;
                 }
                 for path in paths {
                     self.add(&path, now);
@@ -514,13 +571,13 @@ mod tests {
         // An editor's save deleting its backup file: the ordinary settle.
         set.add(Path::new("f"), t0);
         set.add(Path::new("f~"), t0);
-        set.note_delete(t0);
+        set.note_delete(Path::new("f~"), t0);
         set.add(Path::new("f"), t0);
         assert_eq!(set.due_at(settle, cap), Some(t0 + settle));
         set.take();
         // Mostly deletions (even one): DELETE_SETTLE of quiet.
         set.add(Path::new("gone"), t0);
-        set.note_delete(t0);
+        set.note_delete(Path::new("gone"), t0);
         assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
         set.take();
         // Many deletions among many other changes: a burst all the same.
@@ -529,14 +586,14 @@ mod tests {
                 set.add(Path::new(&format!("new{i}-{j}")), t0);
             }
             set.add(Path::new(&format!("f{i}")), t0);
-            set.note_delete(t0);
+            set.note_delete(Path::new(&format!("f{i}")), t0);
         }
         assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
         // A storm lasting past the latency cap is held until STORM_QUIET after its last one.
         for i in 0..STORM_MIN * 2 {
             let at = t0 + ms(i);
             set.add(Path::new(&format!("s{i}")), at);
-            set.note_delete(at);
+            set.note_delete(Path::new(&format!("s{i}")), at);
         }
         let last = t0 + ms(STORM_MIN * 2 - 1);
         assert_eq!(set.due_at(settle, cap), Some(last + STORM_QUIET));
@@ -547,13 +604,13 @@ mod tests {
         // ... but not forever.
         let late = t0 + STORM_CAP + ms(1);
         set.add(Path::new("late"), late);
-        set.note_delete(late);
+        set.note_delete(Path::new("late"), late);
         assert_eq!(set.due_at(settle, cap), Some(t0 + STORM_CAP));
         set.take();
         assert_eq!(set.deletions(), (0, Duration::ZERO));
         set.add(Path::new("one"), late);
         set.add(Path::new("one~"), late);
-        set.note_delete(late);
+        set.note_delete(Path::new("one~"), late);
         assert_eq!(set.due_at(settle, cap), Some(late + settle));
     }
 

@@ -54,8 +54,14 @@ pub struct BatchOptions {
     /// The first sync since attach: it may create the target directory.
     pub first: bool,
     pub delete_policy: DeletePolicy,
-    /// `--max-delete` for full syncs.
-    pub max_delete: u64,
+    /// `--max-delete` for the batch, whatever its kind: what is left of the remote's deletion
+    /// budget (`None`: the user confirmed, no cap).
+    pub max_delete: Option<u64>,
+    /// The batch holds renames, or renames queued as plain paths: when rsync (not a replayed
+    /// rename) moves a directory, it deletes the whole old subtree and re-creates it, which the
+    /// budget must not count as a loss, so such a batch runs without `--max-delete` (its known
+    /// deletions were already checked against the budget by the engine).
+    pub moves: bool,
     /// rsync filter rules for the excludes.
     pub exclude_from: Option<PathBuf>,
     pub protect: ProtectSource,
@@ -205,7 +211,11 @@ impl Destination {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
             protect: &protect,
-            max_delete: (!confirmed).then_some(opts.max_delete),
+            max_delete: if opts.moves && matches!(mode, RsyncMode::Paths { .. }) {
+                None
+            } else {
+                opts.max_delete
+            },
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: true,
             progress: opts.progress && matches!(mode, RsyncMode::Full { .. }),
@@ -223,7 +233,7 @@ impl Destination {
             outcome.vanished = vanished_paths(&output, root);
         }
         if outcome.class == ExitClass::MaxDelete {
-            outcome.halt = Some(self.max_delete_reason(opts, &output));
+            outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
         outcome
     }
@@ -245,7 +255,7 @@ impl Destination {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
             protect,
-            max_delete: Some(opts.max_delete),
+            max_delete: opts.max_delete,
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: false,
             progress: false,
@@ -255,7 +265,7 @@ impl Destination {
         match outcome.class {
             ExitClass::Success | ExitClass::Vanished => None,
             ExitClass::MaxDelete => {
-                outcome.halt = Some(self.max_delete_reason(opts, &output));
+                outcome.halt = Some(self.max_delete_reason(&Batch::Full, opts, &output));
                 Some(outcome)
             }
             _ => {
@@ -265,11 +275,12 @@ impl Destination {
         }
     }
 
-    fn max_delete_reason(&self, opts: &BatchOptions, output: &str) -> String {
+    fn max_delete_reason(&self, batch: &Batch, opts: &BatchOptions, output: &str) -> String {
         format!(
-            "a full sync to remote {} stopped at the --max-delete cap of {} deletions ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            "a {} to remote {} stopped at the --max-delete cap of {} deletions, what is left of its deletion budget ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            if *batch == Batch::Full { "full sync" } else { "sync" },
             self.remote.name,
-            opts.max_delete,
+            opts.max_delete.unwrap_or(0),
             max_delete_skipped(output).map_or("some".into(), |n| n.to_string()),
         )
     }

@@ -37,6 +37,9 @@ pub(super) enum Queued {
         write: Write,
         /// A delete or a move out of the workspace (they decide the deletion timing).
         deletion: bool,
+        /// A create or a move into the workspace: a deletion of this path no longer counts.
+        creation: bool,
+        is_dir: bool,
     },
     Rename(Rename),
 }
@@ -109,6 +112,11 @@ impl Intake {
                 change.kind,
                 ChangeKind::Deleted | ChangeKind::MovedFrom { .. }
             ),
+            creation: matches!(
+                change.kind,
+                ChangeKind::Created | ChangeKind::MovedTo { .. }
+            ),
+            is_dir: change.is_dir,
         }
     }
 

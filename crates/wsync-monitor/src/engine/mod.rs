@@ -12,6 +12,7 @@
 //! targets the newest change numbered when its cookie was seen, and a remote has caught up with
 //! it once nothing at or below it waits in its queue or its running transfer.
 
+mod budget;
 pub mod driver;
 mod flushes;
 mod halt;
@@ -41,7 +42,7 @@ use crate::watch::{Change, WatchMsg};
 use flushes::Flushes;
 use halt::{check_root, Halt};
 use intake::Intake;
-use slot::RemoteSlot;
+use slot::{OverBudget, RemoteSlot};
 use status::StatusOutbox;
 
 /// How often a workspace without working watches runs a full sync instead.
@@ -200,8 +201,9 @@ pub struct Engine {
     /// The rsync rules for the excluded entries.
     rules_file: Option<PathBuf>,
     protect: ProtectSource,
-    /// `--max-delete` cap for full syncs.
-    max_delete: u64,
+    /// The workspace's explicit deletion budget (`max_delete`); `None`: the default rule (see
+    /// `budget`).
+    max_delete: Option<u64>,
     /// `.wsync-cookie-<pid>-`: this process's flush cookies.
     cookie_prefix: String,
     slots: Vec<RemoteSlot>,
@@ -251,9 +253,7 @@ impl Engine {
                 registry: workspace.excludes.clone(),
                 respect_gitignore: workspace.respect_gitignore,
             },
-            max_delete: workspace
-                .max_delete
-                .unwrap_or(wsync_core::rsync::DEFAULT_MAX_DELETE),
+            max_delete: workspace.max_delete,
             cookie_prefix: format!(
                 "{}{}-",
                 wsync_core::rsync::COOKIE_PREFIX,
@@ -738,11 +738,12 @@ impl Engine {
             .collect()
     }
 
-    /// The first remote about to propagate more deletions than `max_delete` (unconfirmed).
-    fn deletion_storm(&self, ready: &[usize]) -> Option<(u64, Duration)> {
+    /// The first due remote about to delete more than its budget has left (unconfirmed).
+    fn deletion_storm(&self, ready: &[usize], now: Instant) -> Option<(String, OverBudget)> {
         ready.iter().find_map(|&i| {
-            let (count, span) = self.slots[i].unconfirmed_deletions();
-            (count > self.max_delete).then_some((count, span))
+            let slot = &self.slots[i];
+            slot.over_budget(now, self.max_delete)
+                .map(|over| (slot.name().to_owned(), over))
         })
     }
 
@@ -755,7 +756,7 @@ impl Engine {
         if ready.is_empty() {
             return;
         }
-        let list = self.deletion_storm(&ready).is_some();
+        let list = self.deletion_storm(&ready, now).is_some();
         self.dispatch_probed = true;
         self.probe(ProbePurpose::Dispatch, list, fx);
     }
@@ -773,13 +774,16 @@ impl Engine {
         // A deletion storm that does not (yet) look like a vanished root halts, with nothing
         // sent, until `resume` confirms. An emptied root is left to the batch's own check (its
         // reason names the empty root).
-        if let Some((count, span)) = self.deletion_storm(&ready) {
+        if let Some((remote, over)) = self.deletion_storm(&ready, now) {
             if probe.empty != Some(true) {
                 let reason = format!(
-                    "mass deletion: {count} paths deleted in {:.1} s in workspace root {} (more than max_delete = {}); nothing is deleted remotely until `wsync resume` confirms it",
-                    span.as_secs_f64(),
+                    "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s); nothing is deleted remotely until `wsync resume` confirms it",
+                    over.count,
+                    over.span.as_secs_f64(),
                     self.root.display(),
-                    self.max_delete
+                    over.limit,
+                    over.made,
+                    budget::DELETION_WINDOW.as_secs(),
                 );
                 self.halt(Halt::deletions(reason), now, fx);
                 return;
@@ -789,7 +793,7 @@ impl Engine {
         for i in ready {
             let newest = self.newest;
             let slot = &mut self.slots[i];
-            let Some(started) = slot.start(newest) else {
+            let Some(started) = slot.start(newest, now, self.max_delete) else {
                 continue;
             };
             fx.push(Effect::StartBatch(BatchStart {
@@ -800,7 +804,8 @@ impl Engine {
                 options: BatchOptions {
                     first: started.first,
                     delete_policy: started.delete_policy,
-                    max_delete: self.max_delete,
+                    max_delete: started.max_delete,
+                    moves: started.moves,
                     exclude_from: self.rules_file.clone(),
                     protect: self.protect.clone(),
                     progress: started.progress,

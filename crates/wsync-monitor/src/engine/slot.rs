@@ -10,6 +10,7 @@ use wsync_core::backoff::Backoff;
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
 use wsync_core::rsync::ExitClass;
 
+use super::budget::DeletionLedger;
 use super::intake::Queued;
 use super::Seq;
 use crate::batch::{fallback_paths, DeletePolicy, Destination, Outcome};
@@ -41,6 +42,14 @@ struct Flight {
     scope: Option<Vec<PathBuf>>,
     /// The latest progress of a watched full sync.
     progress: Option<SyncProgress>,
+    /// The deletions the batch is known to make, set aside from the budget until it ends.
+    reserved: u64,
+    /// The paths it is known to delete.
+    deletes: Vec<PathBuf>,
+    /// It may move a subtree through rsync: deletions beyond `deletes` are moves.
+    moves: bool,
+    /// The batch ran under the user's confirmation.
+    confirmed: bool,
 }
 
 impl Flight {
@@ -89,6 +98,10 @@ pub(super) struct Started {
     pub batch: Batch,
     pub first: bool,
     pub delete_policy: DeletePolicy,
+    /// `--max-delete` for the batch: what is left of the deletion budget (`None`: confirmed).
+    pub max_delete: Option<u64>,
+    /// The batch may move a subtree through rsync (see `DirtySet::has_moves`).
+    pub moves: bool,
     pub progress: bool,
 }
 
@@ -122,6 +135,19 @@ pub(super) struct RemoteSlot {
     /// Report rsync's progress on the next full sync (someone waits for the initial sync);
     /// cleared when that full sync ends.
     report_progress: bool,
+    deletions: DeletionLedger,
+}
+
+/// A batch about to delete more than the budget allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct OverBudget {
+    /// Distinct paths it would delete.
+    pub count: u64,
+    /// How long those deletions came in.
+    pub span: Duration,
+    pub limit: u64,
+    /// Deleted within the window already.
+    pub made: u64,
 }
 
 impl RemoteSlot {
@@ -150,6 +176,7 @@ impl RemoteSlot {
             files_sent: 0,
             bytes_sent: 0,
             report_progress,
+            deletions: DeletionLedger::default(),
         }
     }
 
@@ -182,10 +209,15 @@ impl RemoteSlot {
                 changed,
                 write,
                 deletion,
+                creation,
+                is_dir,
             } => {
                 self.dirty.add(queue, now);
                 if *deletion {
-                    self.dirty.note_delete(now);
+                    self.dirty.note_delete(changed, now);
+                } else if *creation {
+                    self.dirty.note_created(changed, *is_dir);
+                    self.deletions.recreated(changed, *is_dir);
                 }
                 match write {
                     super::intake::Write::Closed => self.dirty.note_closed(changed),
@@ -199,6 +231,8 @@ impl RemoteSlot {
 
     fn queue_rename(&mut self, rename: &Rename, now: Instant) {
         self.dirty.note_write(&rename.from, false);
+        self.dirty.note_created(&rename.to, rename.is_dir);
+        self.deletions.recreated(&rename.to, rename.is_dir);
         // A running transfer over either end may have read or changed it half before, half
         // after the rename: the remote cannot be trusted to match, so rsync both ends.
         let racing = self
@@ -208,6 +242,7 @@ impl RemoteSlot {
         if racing {
             self.dirty.add(&rename.from, now);
             self.dirty.add(&rename.to, now);
+            self.dirty.note_move_as_paths();
         } else {
             self.dirty.add_rename(rename.clone(), now);
         }
@@ -250,16 +285,39 @@ impl RemoteSlot {
                 .is_some_and(|due| due <= now || retrying)
     }
 
-    /// Deletions waiting (0 once the user confirmed them) and how long they came in.
-    pub fn unconfirmed_deletions(&self) -> (u64, Duration) {
-        if self.delete_policy == DeletePolicy::Confirmed {
-            return (0, Duration::ZERO);
-        }
-        self.dirty.deletions()
+    /// Deletions set aside for batches still running.
+    fn reserved(&self) -> u64 {
+        self.transferring
+            .iter()
+            .chain(&self.finishing)
+            .map(|f| f.reserved)
+            .sum()
     }
 
-    /// Takes the dirty set as the next batch. `newest` is the newest change numbered so far.
-    pub fn start(&mut self, newest: Seq) -> Option<Started> {
+    /// The waiting deletions when they exceed what is left of the budget (never once the user
+    /// confirmed them).
+    pub fn over_budget(&self, now: Instant, explicit: Option<u64>) -> Option<OverBudget> {
+        if self.delete_policy == DeletePolicy::Confirmed {
+            return None;
+        }
+        let (count, span) = self.dirty.deletions();
+        let left = self.deletions.left(now, explicit, self.reserved());
+        (count > left).then(|| OverBudget {
+            count,
+            span,
+            limit: self.deletions.limit(explicit),
+            made: self.deletions.made_within(now),
+        })
+    }
+
+    /// Takes the dirty set as the next batch. `newest` is the newest change numbered so far;
+    /// `explicit` is the workspace's `max_delete`.
+    pub fn start(&mut self, newest: Seq, now: Instant, explicit: Option<u64>) -> Option<Started> {
+        let (known_deletions, _) = self.dirty.deletions();
+        let deletes = self.dirty.deleted_paths();
+        let moves = self.dirty.has_moves();
+        let confirmed = self.delete_policy == DeletePolicy::Confirmed;
+        let max_delete = (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()));
         let batch = self.dirty.take()?;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
@@ -284,11 +342,17 @@ impl RemoteSlot {
             full,
             scope,
             progress: None,
+            reserved: known_deletions,
+            deletes,
+            moves,
+            confirmed,
         });
         Some(Started {
             flight: self.next_flight,
             first: !self.initial_done,
             delete_policy: self.delete_policy,
+            max_delete,
+            moves,
             progress: self.report_progress && full,
             batch,
         })
@@ -349,6 +413,18 @@ impl RemoteSlot {
         } = outcome;
         self.health.last_class = Some(class);
         let full = batch == Batch::Full;
+        // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
+        // deletions were the user's decision and clear the slate.
+        let deleted = if flight.moves {
+            // rsync moving a directory deletes the old subtree it re-creates: not a loss.
+            stats.files_deleted.min(flight.deletes.len() as u64)
+        } else {
+            stats.files_deleted
+        };
+        self.deletions.record(now, &flight.deletes, deleted);
+        if flight.confirmed {
+            self.deletions.forgive();
+        }
         if full {
             // The watched full sync is over (whatever its outcome): later ones run quietly.
             self.report_progress = false;
@@ -376,6 +452,7 @@ impl RemoteSlot {
                 self.initial_done |= full;
                 if full {
                     self.delete_policy = DeletePolicy::Capped;
+                    self.deletions.tree_seen(stats.files_total);
                 }
                 self.files_sent += stats.files_transferred;
                 self.bytes_sent += stats.bytes_sent;

@@ -930,3 +930,135 @@ fn the_first_status_carries_the_watch_count() {
     h.advance(STATUS_INTERVAL);
     assert_eq!(h.status().watches, 9);
 }
+
+#[test]
+fn a_path_deleted_and_recreated_again_and_again_costs_nothing() {
+    // A SQLite journal, `tar xf` over existing files, an editor's atomic save.
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let mut churn = Vec::new();
+    for _ in 0..500 {
+        churn.push(change("db-journal", ChangeKind::Created, false));
+        churn.push(change("db-journal", ChangeKind::Closed, false));
+        churn.push(change("db-journal", ChangeKind::Deleted, false));
+    }
+    for i in 0..150 {
+        let name = format!("tarred{i}");
+        churn.push(change(&name, ChangeKind::Deleted, false));
+        churn.push(change(&name, ChangeKind::Created, false));
+        churn.push(change(&name, ChangeKind::Closed, false));
+    }
+    h.changes(churn);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.status().halted,
+        None,
+        "1 distinct deletion, not 650 events"
+    );
+    assert_eq!(h.take_one().options.max_delete, Some(100));
+}
+
+#[test]
+fn deletions_in_chunks_halt_once_the_window_has_used_the_budget() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let mut deleted = 0;
+    for chunk in 0..3 {
+        let deletions = (0..40)
+            .map(|i| change(&format!("c{chunk}/f{i}"), ChangeKind::Deleted, false))
+            .collect();
+        h.changes(deletions);
+        h.advance(Duration::from_millis(300));
+        if h.status().halted.is_some() {
+            break;
+        }
+        let start = h.take_one();
+        let left = start.options.max_delete.expect("capped");
+        assert_eq!(left, 100 - deleted, "--max-delete carries what is left");
+        h.transferred(&start);
+        let stats = RsyncStats {
+            files_deleted: 40,
+            ..RsyncStats::default()
+        };
+        h.done(start, Outcome::success(stats, Duration::ZERO));
+        deleted += 40;
+    }
+    assert_eq!(deleted, 80, "the third chunk would pass the budget of 100");
+    let halted = h.status().halted.expect("halted");
+    assert!(halted.contains("80 deleted in the last 60 s"), "{halted}");
+    // Resume confirms: the full sync runs uncapped and the window starts afresh.
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    let full = h.take_one();
+    assert_eq!(full.options.max_delete, None);
+    h.succeed(full);
+    h.closed("x");
+    assert_eq!(h.take_one().options.max_delete, Some(100));
+}
+
+#[test]
+fn the_default_budget_is_half_the_tree_seen_by_the_last_full_sync() {
+    let mut h = Harness::with(&["a"], |ws| ws.max_delete = None);
+    h.advance(SETTLE * 2);
+    let initial = h.take_one();
+    assert_eq!(
+        initial.options.max_delete,
+        Some(wsync_core::rsync::DEFAULT_MAX_DELETE),
+        "before the tree's size is known"
+    );
+    h.transferred(&initial);
+    let stats = RsyncStats {
+        files_total: 3_000,
+        ..RsyncStats::default()
+    };
+    h.done(initial, Outcome::success(stats, Duration::ZERO));
+    // 1,400 of 3,000 go through...
+    let deletions = (0..1_400)
+        .map(|i| change(&format!("sub/f{i}"), ChangeKind::Deleted, false))
+        .collect();
+    h.changes(deletions);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.status().halted, None);
+    let start = h.take_one();
+    assert_eq!(start.options.max_delete, Some(1_500));
+    h.transferred(&start);
+    let stats = RsyncStats {
+        files_deleted: 1_400,
+        ..RsyncStats::default()
+    };
+    h.done(start, Outcome::success(stats, Duration::ZERO));
+    // ... and 200 more within the minute would pass half the tree.
+    let deletions = (0..200)
+        .map(|i| change(&format!("more/f{i}"), ChangeKind::Deleted, false))
+        .collect();
+    h.changes(deletions);
+    h.advance(Duration::from_secs(1));
+    assert!(h.status().halted.is_some());
+    assert!(h.started.is_empty());
+}
+
+#[test]
+fn a_sync_stopped_by_max_delete_halts_and_resume_confirms() {
+    // A directory moved out of the workspace: one event, thousands of remote deletions that
+    // only rsync can count; its --max-delete stops it and the workspace halts.
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![change(
+        "big-dir",
+        ChangeKind::MovedFrom { cookie: 3 },
+        true,
+    )]);
+    h.advance(Duration::from_secs(1));
+    let start = h.take_one();
+    assert_eq!(start.options.max_delete, Some(100));
+    let mut outcome = Outcome::failed(ExitClass::MaxDelete, "max-delete".into(), h.now);
+    outcome.stats.files_deleted = 100;
+    outcome.halt = Some("a sync to remote a stopped at the --max-delete cap".into());
+    h.done(start, outcome);
+    assert!(h.status().halted.unwrap().contains("--max-delete"));
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(Duration::from_secs(2));
+    let full = h.take_one();
+    assert_eq!(full.options.delete_policy, DeletePolicy::Confirmed);
+    assert_eq!(full.options.max_delete, None);
+}

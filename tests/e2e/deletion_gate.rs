@@ -1,0 +1,132 @@
+//! The deletion budget (issue 11): every batch kind passes one gate that counts distinct paths
+//! deleted on the remote over a sliding window. Each test drives a real wsync-monitor and real
+//! rsync against a local remote, the way a user's tools delete: `mv` out of the workspace,
+//! `rm -rf` in chunks with pauses, a SQLite journal, `tar xf` over existing files, and a
+//! deliberate subdirectory removal.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::tree::{count_entries, scratch_dir, wait_until_equal};
+
+const FLUSH: Duration = Duration::from_secs(30);
+
+fn tree(root: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:03}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f:03}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_directory_moved_out_of_the_workspace_is_bounded_by_max_delete() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src.join("big"), 30, 100);
+    std::fs::write(src.join("keep"), "k").unwrap();
+    let mut ws = workspace("moved", &src, vec![local_remote("d", &dst)]);
+    ws.max_delete = Some(1_000);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    let before = count_entries(&dst);
+    std::fs::rename(src.join("big"), tmp.path().join("big-elsewhere")).unwrap();
+    let status = m.wait_status("halted at the budget", FLUSH, |s| s.halted.is_some());
+    let reason = status.halted.unwrap();
+    assert!(reason.contains("--max-delete"), "{reason}");
+    let deleted = before - count_entries(&dst);
+    assert!(
+        deleted <= 1_000,
+        "{deleted} remote paths deleted past max_delete"
+    );
+    // Resume is the confirmation: the move propagates.
+    m.send(&wsync_core::monitor_proto::MonitorCommand::Resume);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}
+
+#[test]
+fn an_rm_rf_in_chunks_with_pauses_halts_with_at_least_half_the_remote_intact() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src, 30, 100);
+    let ws = workspace("chunks", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    let before = count_entries(&dst);
+    // One directory at a time, with the pauses of a slow or interrupted rm -rf.
+    for d in 0..30 {
+        std::fs::remove_dir_all(src.join(format!("d{d:03}"))).unwrap();
+        std::thread::sleep(Duration::from_millis(100 * (1 + d % 4))); // pacing, not synchronisation
+    }
+    let status = m.wait_status("halted", FLUSH, |s| s.halted.is_some());
+    let left = count_entries(&dst);
+    assert!(
+        left * 2 >= before,
+        "only {left} of {before} remote entries left; halted: {:?}",
+        status.halted
+    );
+}
+
+#[test]
+fn a_sqlite_journal_created_and_deleted_thousands_of_times_never_halts() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src, 2, 10);
+    let ws = workspace("sqlite", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    let (db, journal) = (src.join("dev.sqlite3"), src.join("dev.sqlite3-journal"));
+    for commit in 0..3_000 {
+        std::fs::write(&journal, format!("rollback {commit}")).unwrap();
+        std::fs::write(&db, format!("state {commit}")).unwrap();
+        std::fs::remove_file(&journal).unwrap();
+        if commit % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // pacing, not synchronisation
+        }
+    }
+    m.flush_ok(FLUSH);
+    assert_eq!(m.status().unwrap().halted, None);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}
+
+#[test]
+fn tar_xf_over_existing_files_never_halts() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src, 15, 100);
+    let archive = tmp.path().join("tree.tar");
+    let tar = |args: &[&str]| {
+        let status = Command::new("tar").args(args).current_dir(&src).status();
+        assert!(status.unwrap().success(), "tar {args:?}");
+    };
+    tar(&["cf", archive.to_str().unwrap(), "."]);
+    let ws = workspace("tar", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    // GNU tar removes each existing file before extracting it again: 1,500 deletions that
+    // delete nothing in the end.
+    tar(&["xf", archive.to_str().unwrap()]);
+    m.flush_ok(FLUSH);
+    assert_eq!(m.status().unwrap().halted, None);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}
+
+#[test]
+fn deleting_a_subdirectory_of_3000_files_from_a_big_tree_propagates() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src.join("keep"), 90, 100);
+    tree(&src.join("old-build"), 30, 100);
+    let ws = workspace("subdir", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    std::fs::remove_dir_all(src.join("old-build")).unwrap();
+    m.flush_ok(FLUSH);
+    assert_eq!(m.status().unwrap().halted, None);
+    assert!(!dst.join("old-build").exists());
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}
