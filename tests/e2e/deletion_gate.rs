@@ -130,3 +130,51 @@ fn deleting_a_subdirectory_of_3000_files_from_a_big_tree_propagates() {
     assert!(!dst.join("old-build").exists());
     wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
 }
+
+#[test]
+fn git_gc_never_halts() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src.join("code"), 10, 30);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "gc.auto=0",
+            ])
+            .args(args)
+            .current_dir(&src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(&["init", "-q"]);
+    // History: every file rewritten over 20 commits, all objects loose.
+    for commit in 0..20 {
+        for d in 0..10 {
+            std::fs::write(
+                src.join(format!("code/d{d:03}/f{:03}", commit % 30)),
+                format!("v{commit}"),
+            )
+            .unwrap();
+        }
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", &format!("c{commit}")]);
+    }
+    let ws = workspace("gc", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    let loose = count_entries(&src.join(".git/objects"));
+    git(&["gc", "-q", "--prune=now"]);
+    m.flush_ok(FLUSH);
+    assert_eq!(
+        m.status().unwrap().halted,
+        None,
+        "git gc packed {loose} loose object entries"
+    );
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}

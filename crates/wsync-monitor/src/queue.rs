@@ -27,6 +27,8 @@ pub const STORM_MIN: u64 = 256;
 pub const STORM_QUIET: Duration = Duration::from_millis(250);
 /// The longest a deletion storm is held; past it, more than `max_delete` deletions halt.
 pub const STORM_CAP: Duration = Duration::from_secs(10);
+/// Loose git objects deleted this close to a new pack file were packed into it.
+pub const REPACK_WINDOW: Duration = Duration::from_secs(60);
 /// Burst deletions are held at most this long.
 pub const DELETE_BURST_CAP: Duration = Duration::from_secs(1);
 
@@ -79,6 +81,10 @@ pub struct DirtySet {
     /// deletions are only counted, in `deleted_beyond`.
     deleted: BTreeSet<PathBuf>,
     deleted_beyond: u64,
+    /// When a git pack file last appeared: loose objects deleted within [`REPACK_WINDOW`] of it
+    /// were packed into it (`git gc`, `git repack`), not lost. Kept across batches: the pack
+    /// and the pruning of loose objects may go out in different ones.
+    repacked_at: Option<Instant>,
     /// A rename is queued as its two plain paths (not replayed): rsync deletes the old name's
     /// whole subtree and re-creates it under the new one, which is a move, not a loss.
     moves_as_paths: bool,
@@ -121,6 +127,9 @@ impl DirtySet {
     /// Notes that `path` exists again (created, or renamed into place): its deletion, and for a
     /// directory the deletions below it, no longer count.
     pub fn note_created(&mut self, path: &Path, is_dir: bool) {
+        if !is_dir && path.parent().is_some_and(is_git_pack_dir) {
+            self.repacked_at = self.last_at.or(self.repacked_at);
+        }
         if self.deleted.is_empty() {
             return;
         }
@@ -159,13 +168,39 @@ impl DirtySet {
         self.moves_as_paths || !self.renames.is_empty()
     }
 
-    /// The distinct deleted paths known (up to [`FULL_SYNC_THRESHOLD`]).
+    /// The distinct deleted paths known (up to [`FULL_SYNC_THRESHOLD`]) that count as
+    /// deletions (see [`DirtySet::packed_deletions`]).
     pub fn deleted_paths(&self) -> Vec<PathBuf> {
-        self.deleted.iter().cloned().collect()
+        self.deleted
+            .iter()
+            .filter(|p| !(self.repacked() && is_loose_git_object(p)))
+            .cloned()
+            .collect()
+    }
+
+    fn repacked(&self) -> bool {
+        match (self.repacked_at, self.last_delete_at) {
+            (Some(pack), Some(delete)) => {
+                delete.max(pack).duration_since(delete.min(pack)) < REPACK_WINDOW
+            }
+            _ => false,
+        }
     }
 
     fn deletion_count(&self) -> u64 {
-        self.deleted.len() as u64 + self.deleted_beyond
+        (self.deleted.len() as u64 + self.deleted_beyond).saturating_sub(self.packed_deletions())
+    }
+
+    /// Deleted loose git objects (and their emptied fan-out directories) when a pack file
+    /// appeared too: their content moved into the pack, so they do not count as deletions.
+    pub fn packed_deletions(&self) -> u64 {
+        if !self.repacked() {
+            return 0;
+        }
+        self.deleted
+            .iter()
+            .filter(|p| is_loose_git_object(p))
+            .count() as u64
     }
 
     /// Forgets the deletions (the user confirmed, or a halt was lifted).
@@ -354,6 +389,31 @@ impl DirtySet {
                     self.add(&path, now);
                 }
             }
+        }
+    }
+}
+
+/// `.git/objects/pack`, at any depth.
+fn is_git_pack_dir(dir: &Path) -> bool {
+    let mut tail = dir.components().rev();
+    tail.next().is_some_and(|c| c.as_os_str() == "pack")
+        && tail.next().is_some_and(|c| c.as_os_str() == "objects")
+        && tail.next().is_some_and(|c| c.as_os_str() == ".git")
+}
+
+/// A loose git object `.git/objects/ab/cdef…` or its fan-out directory `.git/objects/ab`, at
+/// any depth.
+fn is_loose_git_object(path: &Path) -> bool {
+    let fan_out = |name: &std::ffi::OsStr| {
+        name.len() == 2 && name.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit)
+    };
+    let names: Vec<&std::ffi::OsStr> = path.iter().collect();
+    let under_objects = |i: usize| i >= 2 && names[i - 1] == "objects" && names[i - 2] == ".git";
+    match names.len() {
+        0 => false,
+        n => {
+            (fan_out(names[n - 1]) && under_objects(n - 1))
+                || (n >= 2 && fan_out(names[n - 2]) && under_objects(n - 2))
         }
     }
 }
@@ -559,6 +619,38 @@ mod tests {
         set.add(Path::new("b"), t1);
         set.note_write(Path::new("b"), true);
         assert_eq!(set.due_at(settle, cap), Some(t1 + settle));
+    }
+
+    #[test]
+    fn loose_git_objects_packed_by_gc_are_not_deletions() {
+        let t0 = Instant::now();
+        let mut set = DirtySet::default();
+        for p in ["p/.git/objects/ab/cdef01", "p/.git/objects/ab", "src/gone"] {
+            set.add(Path::new(p), t0);
+            set.note_delete(Path::new(p), t0);
+        }
+        // A plain file named like an object elsewhere is a deletion like any other.
+        set.note_delete(Path::new("objects/ab/cd"), t0);
+        assert_eq!(set.deletions().0, 4, "no pack yet: all count");
+        set.note_created(Path::new("p/.git/objects/pack/pack-1.pack"), false);
+        assert_eq!(set.deletions().0, 2);
+        assert_eq!(set.packed_deletions(), 2);
+        assert_eq!(
+            set.deleted_paths(),
+            [PathBuf::from("objects/ab/cd"), PathBuf::from("src/gone")]
+        );
+        // The pack may go out in an earlier batch than the pruning.
+        set.take();
+        let later = t0 + Duration::from_secs(2);
+        set.add(Path::new("p/.git/objects/cd/0123"), later);
+        set.note_delete(Path::new("p/.git/objects/cd/0123"), later);
+        assert_eq!(set.packed_deletions(), 1);
+        // ... but not long after.
+        set.take();
+        let much_later = t0 + REPACK_WINDOW + Duration::from_secs(1);
+        set.add(Path::new("p/.git/objects/ef/0123"), much_later);
+        set.note_delete(Path::new("p/.git/objects/ef/0123"), much_later);
+        assert_eq!(set.packed_deletions(), 0);
     }
 
     #[test]

@@ -48,6 +48,8 @@ struct Flight {
     deletes: Vec<PathBuf>,
     /// It may move a subtree through rsync: deletions beyond `deletes` are moves.
     moves: bool,
+    /// Packed git objects it deletes, which are not charged.
+    packed: u64,
     /// The batch ran under the user's confirmation.
     confirmed: bool,
 }
@@ -316,8 +318,11 @@ impl RemoteSlot {
         let (known_deletions, _) = self.dirty.deletions();
         let deletes = self.dirty.deleted_paths();
         let moves = self.dirty.has_moves();
+        // Loose git objects packed by `git gc` are deleted by rsync but are not a loss.
+        let packed = self.dirty.packed_deletions();
         let confirmed = self.delete_policy == DeletePolicy::Confirmed;
-        let max_delete = (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()));
+        let max_delete =
+            (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
         let batch = self.dirty.take()?;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
@@ -345,6 +350,7 @@ impl RemoteSlot {
             reserved: known_deletions,
             deletes,
             moves,
+            packed,
             confirmed,
         });
         Some(Started {
@@ -415,11 +421,12 @@ impl RemoteSlot {
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
         // deletions were the user's decision and clear the slate.
+        let deleted = stats.files_deleted.saturating_sub(flight.packed);
         let deleted = if flight.moves {
             // rsync moving a directory deletes the old subtree it re-creates: not a loss.
-            stats.files_deleted.min(flight.deletes.len() as u64)
+            deleted.min(flight.deletes.len() as u64)
         } else {
-            stats.files_deleted
+            deleted
         };
         self.deletions.record(now, &flight.deletes, deleted);
         if flight.confirmed {
