@@ -178,3 +178,21 @@ fn git_gc_never_halts() {
     );
     wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
 }
+
+#[test]
+fn rm_rf_node_modules_then_a_reinstall_never_halts() {
+    let tmp = scratch_dir();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    tree(&src.join("app"), 5, 100);
+    tree(&src.join("node_modules"), 20, 100);
+    let ws = workspace("npm", &src, vec![local_remote("d", &dst)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    std::fs::remove_dir_all(src.join("node_modules")).unwrap();
+    // The package manager resolves for a while before it writes anything.
+    std::thread::sleep(Duration::from_millis(1_500)); // the user's pause, not synchronisation
+    tree(&src.join("node_modules"), 20, 100);
+    m.flush_ok(FLUSH);
+    assert_eq!(m.status().unwrap().halted, None);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}

@@ -45,6 +45,10 @@ use intake::Intake;
 use slot::{OverBudget, RemoteSlot};
 use status::StatusOutbox;
 
+/// How long deletions past the budget are held, nothing sent, before the workspace halts: a
+/// `node_modules` reinstall or a checkout that re-creates what it removed gets that long.
+pub const OVER_BUDGET_GRACE: Duration = Duration::from_secs(5);
+
 /// How often a workspace without working watches runs a full sync instead.
 pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -387,7 +391,7 @@ impl Engine {
         if self.active() {
             let (settle, cap) = (self.tunables.settle(), self.tunables.max_latency());
             for slot in &self.slots {
-                if let Some(due) = slot.due_at(now, settle, cap) {
+                if let Some(due) = slot.due_at(now, settle, cap, self.max_delete) {
                     wake = wake.min(due);
                 }
             }
@@ -734,7 +738,10 @@ impl Engine {
         }
         let (settle, cap) = (self.tunables.settle(), self.tunables.max_latency());
         (0..self.slots.len())
-            .filter(|&i| self.slots[i].ready(now, settle, cap))
+            .filter(|&i| {
+                let slot = &self.slots[i];
+                slot.ready(now, settle, cap) && !slot.held_for_budget(now, self.max_delete)
+            })
             .collect()
     }
 
@@ -775,6 +782,20 @@ impl Engine {
         // sent, until `resume` confirms. An emptied root is left to the batch's own check (its
         // reason names the empty root).
         if let Some((remote, over)) = self.deletion_storm(&ready, now) {
+            let held = self
+                .slots
+                .iter_mut()
+                .find(|s| s.name() == remote)
+                .is_some_and(|slot| slot.hold_over_budget(now, OVER_BUDGET_GRACE));
+            if held && probe.empty != Some(true) {
+                tracing::info!(
+                    remote,
+                    deletions = over.count,
+                    "deletions past the budget held for {} s in case they come back",
+                    OVER_BUDGET_GRACE.as_secs()
+                );
+                return;
+            }
             if probe.empty != Some(true) {
                 let reason = format!(
                     "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s); nothing is deleted remotely until `wsync resume` confirms it",

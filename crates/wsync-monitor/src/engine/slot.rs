@@ -138,6 +138,9 @@ pub(super) struct RemoteSlot {
     /// cleared when that full sync ends.
     report_progress: bool,
     deletions: DeletionLedger,
+    /// Deletions past the budget are held until then, in case the paths come back (a
+    /// `node_modules` reinstall) before the workspace halts.
+    over_budget_until: Option<Instant>,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -179,6 +182,7 @@ impl RemoteSlot {
             bytes_sent: 0,
             report_progress,
             deletions: DeletionLedger::default(),
+            over_budget_until: None,
         }
     }
 
@@ -266,14 +270,32 @@ impl RemoteSlot {
     }
 
     /// When this remote's next batch is due, if one is waiting (a retry waits for its time).
-    pub fn due_at(&self, now: Instant, settle: Duration, max_latency: Duration) -> Option<Instant> {
+    pub fn due_at(
+        &self,
+        now: Instant,
+        settle: Duration,
+        max_latency: Duration,
+        explicit: Option<u64>,
+    ) -> Option<Instant> {
         if self.transferring.is_some() {
             return None;
         }
-        match self.health.retry_at {
+        let due = match self.health.retry_at {
             Some(at) if at > now => Some(at),
             _ => self.dirty.due_at(settle, max_latency),
+        };
+        match self.over_budget_until {
+            Some(until) if until > now && self.over_budget(now, explicit).is_some() => {
+                due.map(|d| d.max(until))
+            }
+            _ => due,
         }
+    }
+
+    /// Deletions past the budget are being held (see `hold_over_budget`).
+    pub fn held_for_budget(&self, now: Instant, explicit: Option<u64>) -> bool {
+        self.over_budget_until.is_some_and(|until| until > now)
+            && self.over_budget(now, explicit).is_some()
     }
 
     /// True when a batch may start now.
@@ -312,6 +334,13 @@ impl RemoteSlot {
         })
     }
 
+    /// The waiting deletions pass the budget: true while they are still held (the first time,
+    /// the hold of `grace` starts), false once it is over and the workspace must halt.
+    pub fn hold_over_budget(&mut self, now: Instant, grace: Duration) -> bool {
+        let until = *self.over_budget_until.get_or_insert(now + grace);
+        now < until
+    }
+
     /// Takes the dirty set as the next batch. `newest` is the newest change numbered so far;
     /// `explicit` is the workspace's `max_delete`.
     pub fn start(&mut self, newest: Seq, now: Instant, explicit: Option<u64>) -> Option<Started> {
@@ -324,6 +353,7 @@ impl RemoteSlot {
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
         let batch = self.dirty.take()?;
+        self.over_budget_until = None;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;

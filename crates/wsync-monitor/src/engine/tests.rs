@@ -621,6 +621,9 @@ fn a_mass_deletion_halts_with_nothing_sent_until_resume_confirms() {
         .collect();
     h.changes(deletions);
     h.advance(Duration::from_secs(1));
+    assert!(h.started.is_empty(), "held: nothing deleted remotely");
+    assert_eq!(h.status().halted, None, "held for the grace first");
+    h.advance(OVER_BUDGET_GRACE);
     assert!(h.started.is_empty(), "nothing deleted remotely");
     let halted = h.status().halted.expect("halted");
     assert!(halted.starts_with("mass deletion: 101 paths"), "{halted}");
@@ -969,7 +972,8 @@ fn deletions_in_chunks_halt_once_the_window_has_used_the_budget() {
             .collect();
         h.changes(deletions);
         h.advance(Duration::from_millis(300));
-        if h.status().halted.is_some() {
+        if h.started.is_empty() {
+            h.advance(OVER_BUDGET_GRACE);
             break;
         }
         let start = h.take_one();
@@ -1033,8 +1037,41 @@ fn the_default_budget_is_half_the_tree_seen_by_the_last_full_sync() {
         .collect();
     h.changes(deletions);
     h.advance(Duration::from_secs(1));
+    h.advance(OVER_BUDGET_GRACE);
     assert!(h.status().halted.is_some());
     assert!(h.started.is_empty());
+}
+
+#[test]
+fn deletions_past_the_budget_that_come_back_within_the_grace_never_halt() {
+    // rm -rf node_modules, then a reinstall a few seconds later.
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    let files: Vec<String> = (0..300).map(|i| format!("node_modules/p{i}")).collect();
+    let mut removal: Vec<Change> = files
+        .iter()
+        .map(|f| change(f, ChangeKind::Deleted, false))
+        .collect();
+    removal.push(change("node_modules", ChangeKind::Deleted, true));
+    h.changes(removal);
+    h.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(2));
+    assert!(h.started.is_empty(), "held, not sent");
+    assert_eq!(h.status().halted, None);
+    assert!(
+        h.engine.next_wake(h.now) > h.now,
+        "a held batch does not spin the loop"
+    );
+    let mut reinstall = vec![change("node_modules", ChangeKind::Created, true)];
+    for f in &files {
+        reinstall.push(change(f, ChangeKind::Created, false));
+        reinstall.push(change(f, ChangeKind::Closed, false));
+    }
+    h.changes(reinstall);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.status().halted, None);
+    let start = h.take_one();
+    assert_eq!(paths(&start.batch).1, ["node_modules"]);
 }
 
 #[test]
