@@ -205,11 +205,24 @@ fn with_slash(mut path: OsString) -> OsString {
     path
 }
 
-/// The stdin for [`RsyncMode::Paths`]: each relative path followed by a NUL.
+/// The stdin for [`RsyncMode::Paths`]: each relative path as `./path` followed by a NUL.
+///
+/// rsync skips `--files-from` entries that begin with `#` or `;` as comments, even with
+/// `--from0`, so an Emacs autosave `#file#` at the root would never be sent or deleted; the
+/// `./` prefix makes every name a plain path (a leading `-` is harmless there, but gets the
+/// same prefix). rsync drops the `./` when it builds its file list, so the names it prints
+/// (vanished files, itemized changes, `*deleting`) are the plain relative paths, and a missing
+/// `./name` is still deleted by `--delete-missing-args`. An empty path (the root itself) is
+/// left out: rsync skipped it as a blank line before, while `./` would name the root.
 pub fn files_from(paths: &[PathBuf]) -> Vec<u8> {
     let mut out = Vec::new();
     for path in paths {
-        out.extend_from_slice(path.as_os_str().as_bytes());
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(b"./");
+        out.extend_from_slice(bytes);
         out.push(0);
     }
     out
@@ -236,7 +249,12 @@ pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> 
             continue;
         };
         let raw = unescape_rsync(quoted.strip_suffix('"')?.as_bytes());
-        let rel = raw.strip_prefix(root)?.strip_prefix(b"/")?;
+        let mut rel = raw.strip_prefix(root)?.strip_prefix(b"/")?;
+        // rsync prints the cleaned name, without the `./` of [`files_from`]; stay correct if
+        // a version keeps it.
+        while let Some(rest) = rel.strip_prefix(b"./") {
+            rel = rest;
+        }
         out.push(PathBuf::from(OsString::from_vec(rel.to_vec())));
     }
     Some(out)
@@ -463,7 +481,25 @@ mod tests {
         use std::os::unix::ffi::OsStringExt;
         let odd = PathBuf::from(OsString::from_vec(b"a\nb\xff".to_vec()));
         let list = files_from(&["x y".into(), odd, "-dash".into()]);
-        assert_eq!(list, b"x y\0a\nb\xff\0-dash\0");
+        assert_eq!(list, b"./x y\0./a\nb\xff\0./-dash\0");
+    }
+
+    #[test]
+    fn no_files_from_entry_reads_as_a_comment_or_an_option() {
+        let names = [
+            "#x", ";x", "-x", "#auto#", "d/#x", "d/;x", "d/-x", "--delete",
+        ];
+        let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        let list = files_from(&paths);
+        let entries: Vec<&[u8]> = list.split(|&b| b == 0).filter(|e| !e.is_empty()).collect();
+        assert_eq!(entries.len(), names.len());
+        for (entry, name) in entries.iter().zip(names) {
+            assert!(entry.starts_with(b"./"), "{name}");
+            assert!(!matches!(entry[0], b'#' | b';' | b'-'), "{name}");
+            assert_eq!(&entry[2..], name.as_bytes());
+        }
+        // The root itself is never listed (`./` alone would sync the whole root's entry).
+        assert_eq!(files_from(&[PathBuf::new()]), b"");
     }
 
     #[test]
@@ -505,6 +541,12 @@ mod tests {
             None
         );
         assert_eq!(vanished_paths("", Path::new("/ws")), Some(vec![]));
+        // rsync 3.5 with `./#v` in --files-from: the name is printed without the `./`.
+        let out = "file has vanished: \"/tmp/rt/s/#v\"\n";
+        assert_eq!(
+            vanished_paths(out, Path::new("/tmp/rt/s/")),
+            Some(vec![PathBuf::from("#v")])
+        );
     }
 
     #[test]
