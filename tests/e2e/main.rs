@@ -14,6 +14,7 @@ mod cli_ux;
 mod daemon_lifecycle;
 mod daemon_protocol;
 mod engine_excludes;
+mod engine_hardlinks;
 mod engine_names;
 mod engine_renames;
 mod engine_safety;

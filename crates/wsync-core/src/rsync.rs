@@ -36,7 +36,7 @@ pub const DEFAULT_TIMEOUT_SECS: u32 = 15;
 /// What the rsync run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsyncMode {
-    /// `rsync -a --delete root/ dest/`; `mkpath` creates the destination's missing parents
+    /// `rsync -a -H --delete root/ dest/`; `mkpath` creates the destination's missing parents
     /// (used for the first sync after attach only).
     Full { mkpath: bool },
     /// Only the paths fed on stdin (NUL-separated, relative to the root; see [`files_from`]).
@@ -93,7 +93,10 @@ impl RsyncRequest<'_> {
 
 /// Builds the rsync argv, program first.
 pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into()];
+    // -H in every mode: names of one inode are one file on the remote too. A full sync finds
+    // every link in the tree; an incremental batch links the names it lists, and the monitor
+    // lists a changed file's other names with it (inotify reports only the name written to).
+    let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into(), "-H".into()];
     match req.mode {
         RsyncMode::Full { mkpath } => {
             argv.push("--delete".into());
@@ -384,6 +387,7 @@ mod tests {
             [
                 "rsync",
                 "-a",
+                "-H",
                 "--delete",
                 "--max-delete=100",
                 "--modify-window=-1",
@@ -424,10 +428,11 @@ mod tests {
             progress: true,
         }));
         assert_eq!(
-            &argv[..8],
+            &argv[..9],
             [
                 "rsync",
                 "-a",
+                "-H",
                 "-r",
                 "--ignore-times",
                 "--delete",
