@@ -15,6 +15,8 @@ mod daemon_lifecycle;
 mod daemon_protocol;
 mod deletion_gate;
 mod engine_excludes;
+mod engine_hardlinks;
+mod engine_names;
 mod engine_renames;
 mod engine_safety;
 mod faults;

@@ -37,7 +37,7 @@ pub const DEFAULT_TIMEOUT_SECS: u32 = 15;
 /// What the rsync run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsyncMode {
-    /// `rsync -a --delete root/ dest/`; `mkpath` creates the destination's missing parents
+    /// `rsync -a -H --delete root/ dest/`; `mkpath` creates the destination's missing parents
     /// (used for the first sync after attach only).
     Full { mkpath: bool },
     /// Only the paths fed on stdin (NUL-separated, relative to the root; see [`files_from`]).
@@ -94,7 +94,10 @@ impl RsyncRequest<'_> {
 
 /// Builds the rsync argv, program first.
 pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into()];
+    // -H in every mode: names of one inode are one file on the remote too. A full sync finds
+    // every link in the tree; an incremental batch links the names it lists, and the monitor
+    // lists a changed file's other names with it (inotify reports only the name written to).
+    let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into(), "-H".into()];
     match req.mode {
         RsyncMode::Full { mkpath } => {
             argv.push("--delete".into());
@@ -208,11 +211,24 @@ fn with_slash(mut path: OsString) -> OsString {
     path
 }
 
-/// The stdin for [`RsyncMode::Paths`]: each relative path followed by a NUL.
+/// The stdin for [`RsyncMode::Paths`]: each relative path as `./path` followed by a NUL.
+///
+/// rsync skips `--files-from` entries that begin with `#` or `;` as comments, even with
+/// `--from0`, so an Emacs autosave `#file#` at the root would never be sent or deleted; the
+/// `./` prefix makes every name a plain path (a leading `-` is harmless there, but gets the
+/// same prefix). rsync drops the `./` when it builds its file list, so the names it prints
+/// (vanished files, itemized changes, `*deleting`) are the plain relative paths, and a missing
+/// `./name` is still deleted by `--delete-missing-args`. An empty path (the root itself) is
+/// left out: rsync skipped it as a blank line before, while `./` would name the root.
 pub fn files_from(paths: &[PathBuf]) -> Vec<u8> {
     let mut out = Vec::new();
     for path in paths {
-        out.extend_from_slice(path.as_os_str().as_bytes());
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(b"./");
+        out.extend_from_slice(bytes);
         out.push(0);
     }
     out
@@ -239,7 +255,12 @@ pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> 
             continue;
         };
         let raw = unescape_rsync(quoted.strip_suffix('"')?.as_bytes());
-        let rel = raw.strip_prefix(root)?.strip_prefix(b"/")?;
+        let mut rel = raw.strip_prefix(root)?.strip_prefix(b"/")?;
+        // rsync prints the cleaned name, without the `./` of [`files_from`]; stay correct if
+        // a version keeps it.
+        while let Some(rest) = rel.strip_prefix(b"./") {
+            rel = rest;
+        }
         out.push(PathBuf::from(OsString::from_vec(rel.to_vec())));
     }
     Some(out)
@@ -373,6 +394,7 @@ mod tests {
             [
                 "rsync",
                 "-a",
+                "-H",
                 "--delete",
                 "--max-delete=100",
                 "--modify-window=-1",
@@ -413,10 +435,11 @@ mod tests {
             progress: true,
         }));
         assert_eq!(
-            &argv[..8],
+            &argv[..9],
             [
                 "rsync",
                 "-a",
+                "-H",
                 "-r",
                 "--ignore-times",
                 "--delete",
@@ -471,7 +494,25 @@ mod tests {
         use std::os::unix::ffi::OsStringExt;
         let odd = PathBuf::from(OsString::from_vec(b"a\nb\xff".to_vec()));
         let list = files_from(&["x y".into(), odd, "-dash".into()]);
-        assert_eq!(list, b"x y\0a\nb\xff\0-dash\0");
+        assert_eq!(list, b"./x y\0./a\nb\xff\0./-dash\0");
+    }
+
+    #[test]
+    fn no_files_from_entry_reads_as_a_comment_or_an_option() {
+        let names = [
+            "#x", ";x", "-x", "#auto#", "d/#x", "d/;x", "d/-x", "--delete",
+        ];
+        let paths: Vec<PathBuf> = names.iter().map(PathBuf::from).collect();
+        let list = files_from(&paths);
+        let entries: Vec<&[u8]> = list.split(|&b| b == 0).filter(|e| !e.is_empty()).collect();
+        assert_eq!(entries.len(), names.len());
+        for (entry, name) in entries.iter().zip(names) {
+            assert!(entry.starts_with(b"./"), "{name}");
+            assert!(!matches!(entry[0], b'#' | b';' | b'-'), "{name}");
+            assert_eq!(&entry[2..], name.as_bytes());
+        }
+        // The root itself is never listed (`./` alone would sync the whole root's entry).
+        assert_eq!(files_from(&[PathBuf::new()]), b"");
     }
 
     #[test]
@@ -514,6 +555,12 @@ mod tests {
             None
         );
         assert_eq!(vanished_paths("", Path::new("/ws")), Some(vec![]));
+        // rsync 3.5 with `./#v` in --files-from: the name is printed without the `./`.
+        let out = "file has vanished: \"/tmp/rt/s/#v\"\n";
+        assert_eq!(
+            vanished_paths(out, Path::new("/tmp/rt/s/")),
+            Some(vec![PathBuf::from("#v")])
+        );
     }
 
     #[test]

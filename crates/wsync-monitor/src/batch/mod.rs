@@ -5,6 +5,7 @@
 //! carries it out and returns an [`Outcome`]. It never sees the engine's state.
 
 mod destination;
+mod hardlinks;
 pub mod progress;
 mod renames;
 mod rsync_run;
@@ -195,6 +196,7 @@ impl Destination {
                     return Outcome::success(RsyncStats::default(), started.elapsed());
                 }
                 let (list, has_dir) = transfer_list(root, &all);
+                let list = with_other_links(root, list).await;
                 // Listed directories go recursively: re-sending all their files (-I) would make
                 // a directory chmod or a refilled new directory cost its whole size.
                 let mode = RsyncMode::Paths {
@@ -283,6 +285,41 @@ impl Destination {
             opts.max_delete.unwrap_or(0),
             max_delete_skipped(output).map_or("some".into(), |n| n.to_string()),
         )
+    }
+}
+
+/// The longest the walk for hard-linked files' other names may take; past it the batch goes
+/// without them (they are stale on the remote until the next write or full sync).
+const LINK_WALK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// `list` plus the other names in the workspace of its multiply-linked files (see
+/// [`hardlinks`]), found off the event loop.
+async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
+    let linked = hardlinks::Linked::in_list(root, &list);
+    if linked.is_empty() {
+        return list;
+    }
+    let owned = root.to_path_buf();
+    let walk = tokio::task::spawn_blocking(move || linked.names(&owned));
+    match tokio::time::timeout(LINK_WALK_DEADLINE, walk).await {
+        Ok(Ok(names)) => {
+            tracing::debug!(
+                names = names.len(),
+                "hard-linked files go with their other names"
+            );
+            collapse(list.iter().chain(&names))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("looking for the other names of hard-linked files failed: {e}");
+            list
+        }
+        Err(_) => {
+            tracing::warn!(
+                "looking for the other names of hard-linked files took over {}s; sending without them",
+                LINK_WALK_DEADLINE.as_secs()
+            );
+            list
+        }
     }
 }
 
