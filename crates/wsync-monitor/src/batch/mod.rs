@@ -289,8 +289,10 @@ impl Destination {
 }
 
 /// The longest the walk for hard-linked files' other names may take; past it the batch goes
-/// without them (they are stale on the remote until the next write or full sync).
-const LINK_WALK_DEADLINE: Duration = Duration::from_secs(30);
+/// without them (they are stale on the remote until the next write or full sync). Short: a
+/// file whose other names are outside the workspace (a pnpm store) makes the walk reach the
+/// end of the tree, and the batch waits for it.
+const LINK_WALK_DEADLINE: Duration = Duration::from_secs(2);
 
 /// `list` plus the other names in the workspace of its multiply-linked files (see
 /// [`hardlinks`]), found off the event loop.
