@@ -340,9 +340,9 @@ impl Engine {
                 batch,
                 outcome,
             } => {
-                let finished = self
-                    .slot_mut(&remote)
-                    .and_then(|slot| slot.finished(flight, batch, outcome, now, wall_ms()));
+                let finished = self.slot_mut(&remote).and_then(|slot| {
+                    slot.finished(flight, batch, outcome, now, wall_ms(), OVER_BUDGET_GRACE)
+                });
                 if let Some(reason) = finished.and_then(|f| f.halt) {
                     self.halt(Halt::deletions(reason), now, &mut fx);
                 }

@@ -353,7 +353,6 @@ impl RemoteSlot {
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
         let batch = self.dirty.take()?;
-        self.over_budget_until = None;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;
@@ -428,6 +427,7 @@ impl RemoteSlot {
         outcome: Outcome,
         now: Instant,
         now_unix_ms: u64,
+        grace: Duration,
     ) -> Option<Finished> {
         let flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
             self.transferring.take()
@@ -486,6 +486,8 @@ impl RemoteSlot {
                     self.synced_through = self.synced_through.max(flight.newest);
                 }
                 self.health.succeeded();
+                // Whatever held deletions past the budget resolved itself.
+                self.over_budget_until = None;
                 self.initial_done |= full;
                 if full {
                     self.delete_policy = DeletePolicy::Capped;
@@ -521,6 +523,17 @@ impl RemoteSlot {
                 );
             }
         }
+        // An incremental batch stopped by --max-delete is held first, like deletions past the
+        // budget found before a batch: what rsync was deleting may be on its way back (a
+        // directory re-created a moment ago, still filling). The retry after the backoff
+        // halts once the hold is over.
+        let halt = match halt {
+            Some(reason) if class == ExitClass::MaxDelete && !full => {
+                let until = *self.over_budget_until.get_or_insert(now + grace);
+                (now >= until).then_some(reason)
+            }
+            other => other,
+        };
         Some(Finished { halt })
     }
 

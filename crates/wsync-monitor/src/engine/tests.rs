@@ -1088,10 +1088,31 @@ fn a_sync_stopped_by_max_delete_halts_and_resume_confirms() {
     h.advance(Duration::from_secs(1));
     let start = h.take_one();
     assert_eq!(start.options.max_delete, Some(100));
-    let mut outcome = Outcome::failed(ExitClass::MaxDelete, "max-delete".into(), h.now);
-    outcome.stats.files_deleted = 100;
-    outcome.halt = Some("a sync to remote a stopped at the --max-delete cap".into());
+    let stopped = |h: &Harness| {
+        let mut outcome = Outcome::failed(ExitClass::MaxDelete, "max-delete".into(), h.now);
+        outcome.stats.files_deleted = 100;
+        outcome.halt = Some("a sync to remote a stopped at the --max-delete cap".into());
+        outcome
+    };
+    let outcome = stopped(&h);
     h.done(start, outcome);
+    assert_eq!(
+        h.status().halted,
+        None,
+        "held first: it may be on its way back"
+    );
+    // The retries keep hitting the cap (--max-delete=0 now); past the hold, the halt.
+    let mut retries = 0;
+    while h.status().halted.is_none() {
+        h.advance(Duration::from_millis(500));
+        if let Some(retry) = h.started.pop() {
+            assert_eq!(retry.options.max_delete, Some(0));
+            let outcome = stopped(&h);
+            h.done(retry, outcome);
+            retries += 1;
+        }
+        assert!(retries < 10, "halts in the end");
+    }
     assert!(h.status().halted.unwrap().contains("--max-delete"));
     h.step(Input::Command(MonitorCommand::Resume));
     h.advance(Duration::from_secs(2));
