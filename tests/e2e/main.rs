@@ -14,6 +14,7 @@ mod cli_ux;
 mod daemon_lifecycle;
 mod daemon_protocol;
 mod engine_excludes;
+mod engine_protect;
 mod engine_renames;
 mod engine_safety;
 mod faults;
