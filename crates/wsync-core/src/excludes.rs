@@ -786,3 +786,68 @@ mod tests {
         assert_eq!(rsync_rule(Path::new("w*\\")), b"/w\\*\\\\");
     }
 }
+
+/// The cost figures in the README's "Excludes" section: `cargo test --release -p wsync-core
+/// -- --ignored protect_rules_cost --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn protect_rules_cost() {
+        for ignore_files in [20, 500] {
+            measure(ignore_files);
+        }
+    }
+
+    fn measure(ignore_files: usize) {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        // 50,000 files in 500 directories, `ignore_files` of them with a 5-line .gitignore.
+        for d in 0..500 {
+            let dir = src.path().join(format!("pkg{}/mod{}", d / 20, d % 20));
+            std::fs::create_dir_all(&dir).unwrap();
+            if d < ignore_files {
+                std::fs::write(
+                    dir.join(".gitignore"),
+                    "*.o\n/build/\n.env\n!keep.o\ngen/**/tmp\n",
+                )
+                .unwrap();
+            }
+            for f in 0..100 {
+                std::fs::write(dir.join(format!("f{f}.rs")), "x").unwrap();
+            }
+        }
+        let t = Instant::now();
+        let mut ex = Excludes::new(src.path(), &["node_modules/".into()], true);
+        let excluded = excluded_entries(src.path(), &mut ex).unwrap();
+        let walk = t.elapsed();
+        let t = Instant::now();
+        let rules = ex.protect_rules();
+        let translate = t.elapsed();
+        let file = dst.path().join("rules");
+        let rsync = |with_rules: bool| {
+            write_rules(&file, &excluded, if with_rules { &rules } else { &[] }).unwrap();
+            let t = Instant::now();
+            let out = std::process::Command::new("rsync")
+                .args(["-a", "--delete", "--from0"])
+                .arg(format!("--filter=merge {}", file.display()))
+                .arg(format!("{}/", src.path().display()))
+                .arg(format!("{}/", dst.path().join("m").display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            t.elapsed()
+        };
+        rsync(false);
+        let (without, with) = (rsync(false), rsync(true));
+        println!(
+            "50,000 files, {ignore_files} .gitignore: walk reading every ignore file {walk:?}; \
+             translating to {} rules {translate:?}; no-change full rsync {without:?} without \
+             them, {with:?} with them",
+            rules.len()
+        );
+    }
+}
