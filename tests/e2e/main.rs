@@ -17,6 +17,7 @@ mod deletion_gate;
 mod engine_excludes;
 mod engine_hardlinks;
 mod engine_names;
+mod engine_protect;
 mod engine_renames;
 mod engine_safety;
 mod faults;

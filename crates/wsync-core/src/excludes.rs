@@ -3,8 +3,12 @@
 //! `ignore` crate's gitignore matcher — never by hand. The monitor asks [`Excludes::decide`]
 //! for every entry it walks or hears about (an excluded directory is neither watched nor
 //! descended into) and turns the excluded entries into anchored rsync rules with
-//! [`rsync_rule`], so the watcher and rsync can never disagree. [`Excludes::explain`] says which
-//! pattern, file and line decided a path (for `wsync check-ignore`).
+//! [`rsync_rule`], so the watcher and rsync can never disagree. What a `--delete` keeps on the
+//! remote (remote-only paths the patterns exclude) comes from the same patterns:
+//! [`Excludes::protect_rules`] translates every loaded source into rsync `P`/`R` rules
+//! ([`crate::protect`]), written after the anchored rules by [`write_rules`].
+//! [`Excludes::explain`] says which pattern, file and line decided a path (for
+//! `wsync check-ignore`).
 //!
 //! Precedence: `.wsyncignore` first, then the registry's patterns, then `.gitignore` files from
 //! the deepest directory up; within one source the last matching line wins, and a `!pattern`
@@ -139,6 +143,15 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// This layer's lines as rsync receiver rules, last line first (see [`crate::protect`]).
+    fn push_protect_rules(&self, dir: &Path, rules: &mut Vec<Vec<u8>>) {
+        for (_, line) in self.lines.iter().rev() {
+            rules.extend(crate::protect::translate(dir, line));
+        }
+    }
+}
+
 /// The gitignore parser drops trailing whitespace unless escaped; keep the same text.
 fn trim_like_gitignore(line: &str) -> &str {
     if line.ends_with("\\ ") {
@@ -157,6 +170,8 @@ pub struct Excludes {
     /// `.gitignore` matchers by the directory (relative to the root) that holds them.
     gitignores: BTreeMap<PathBuf, Layer>,
     warnings: Vec<String>,
+    /// Bumped whenever a layer is read or dropped (see [`Excludes::generation`]).
+    generation: u64,
 }
 
 impl Excludes {
@@ -179,6 +194,7 @@ impl Excludes {
             registry,
             gitignores: BTreeMap::new(),
             warnings,
+            generation: 0,
         };
         excludes.load_dir(Path::new(""));
         excludes
@@ -193,11 +209,49 @@ impl Excludes {
         match Layer::read(&dir, &dir.join(GITIGNORE), &mut self.warnings) {
             Some(layer) => {
                 self.gitignores.insert(rel.to_path_buf(), layer);
+                self.generation += 1;
             }
             None => {
-                self.gitignores.remove(rel);
+                if self.gitignores.remove(rel).is_some() {
+                    self.generation += 1;
+                }
             }
         }
+    }
+
+    /// Drops the `.gitignore` patterns read at or below directory `rel` (that subtree left the
+    /// workspace; a walk that meets it again reads them again).
+    pub fn forget_below(&mut self, rel: &Path) {
+        let before = self.gitignores.len();
+        self.gitignores.retain(|dir, _| !dir.starts_with(rel));
+        if self.gitignores.len() != before {
+            self.generation += 1;
+        }
+    }
+
+    /// Changes whenever the set of patterns may have changed (a `.gitignore` read or dropped),
+    /// so a caller can cache what it derives from them, such as [`Excludes::protect_rules`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The rsync receiver-side rules (`P pattern` to protect, `R pattern` to re-include; see
+    /// [`crate::protect`]) that decide, as this matcher does, which remote paths a
+    /// `--delete` must keep: excluded ones (a remote-only `node_modules/`, an `app/.env` under
+    /// `app/.gitignore`) are kept, re-included ones (`!keep.log`) are not. Every source in the
+    /// matcher's precedence (`.wsyncignore`, the registry, `.gitignore` files from the deepest
+    /// directory up), each source's lines last first: rsync's first match is the matcher's
+    /// decision. Covers the `.gitignore` files read so far (see [`Excludes::load_dir`]; the
+    /// watcher's walk and [`excluded_entries`] read every one outside excluded directories).
+    pub fn protect_rules(&self) -> Vec<Vec<u8>> {
+        let mut rules = Vec::new();
+        for layer in [&self.wsyncignore, &self.registry].into_iter().flatten() {
+            layer.push_protect_rules(Path::new(""), &mut rules);
+        }
+        for (dir, layer) in self.gitignores.iter().rev() {
+            layer.push_protect_rules(dir, &mut rules);
+        }
+        rules
     }
 
     /// Problems found while reading patterns (bad globs, unreadable files).
@@ -299,42 +353,17 @@ pub fn rsync_rule(rel: &Path) -> Vec<u8> {
     rule
 }
 
-/// Patterns to protect from deletion on the receiver (rsync `--filter=P pattern`): the registry's
-/// and the root `.wsyncignore`'s (and the root `.gitignore`'s, when respected) exclusions.
-///
-/// The anchored rules from [`write_rules`] only name excluded entries that exist in the
-/// workspace; a remote-only path matching an exclusion (a `node_modules/` or `target/` built on
-/// the remote) would otherwise be deleted by the next full sync. Protect rules only ever stop a
-/// deletion, so where rsync's pattern syntax reads a gitignore pattern more broadly, the error
-/// is on the side of keeping files. `!` re-inclusions and nested `.gitignore` files are not
-/// translated: their paths are simply not protected beyond what the anchored rules cover.
-pub fn protect_patterns(root: &Path, registry: &[String], respect_gitignore: bool) -> Vec<String> {
-    let mut files = vec![root.join(WSYNCIGNORE)];
-    if respect_gitignore {
-        files.push(root.join(GITIGNORE));
-    }
-    let from_files = files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| text.lines().map(str::to_owned).collect::<Vec<_>>());
-    registry
-        .iter()
-        .cloned()
-        .chain(from_files)
-        .filter_map(|line| {
-            let line = line.trim_end();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                return None;
-            }
-            // gitignore escapes a leading '#' or '!' with a backslash; rsync needs no escape.
-            let line = line
-                .strip_prefix("\\#")
-                .map(|rest| format!("#{rest}"))
-                .or_else(|| line.strip_prefix("\\!").map(|rest| format!("!{rest}")))
-                .unwrap_or_else(|| line.to_owned());
-            Some(line)
-        })
-        .collect()
+/// [`Excludes::protect_rules`] for the tree below `root`, reading every ignore file once (a
+/// walk like [`excluded_entries`]). For one-shot callers; the monitor keeps its rules current
+/// from the watcher's walk instead.
+pub fn protect_rules_for_tree(
+    root: &Path,
+    registry: &[String],
+    respect_gitignore: bool,
+) -> Vec<Vec<u8>> {
+    let mut excludes = Excludes::new(root, registry, respect_gitignore);
+    let _ = excluded_entries(root, &mut excludes);
+    excludes.protect_rules()
 }
 
 /// Walks the tree below `root` as the watcher does and returns the top-most excluded entries
@@ -364,15 +393,23 @@ pub fn excluded_entries(root: &Path, excludes: &mut Excludes) -> std::io::Result
     Ok(excluded)
 }
 
-/// Writes the rules for `excluded` to `file`, NUL-terminated (rsync reads it with `--from0`,
-/// so any name works), atomically: a running rsync sees the old or the new list, whole.
+/// Writes the rsync filter rules file (read with `--filter=merge FILE` and `--from0`):
+/// `- /rel` for each entry of `excluded` (neither sent nor deleted), then the `protect` rules
+/// from [`Excludes::protect_rules`] (what else the receiver keeps). NUL-terminated, so any
+/// name works, and atomically: a running rsync sees the old or the new rules, whole.
 pub fn write_rules<'a>(
     file: &Path,
     excluded: impl IntoIterator<Item = &'a PathBuf>,
+    protect: &[Vec<u8>],
 ) -> std::io::Result<()> {
     let mut out = Vec::new();
     for rel in excluded {
+        out.extend_from_slice(b"- ");
         out.extend_from_slice(&rsync_rule(rel));
+        out.push(0);
+    }
+    for rule in protect {
+        out.extend_from_slice(rule);
         out.push(0);
     }
     let tmp = file.with_extension("tmp");
@@ -395,16 +432,247 @@ mod tests {
     }
 
     #[test]
-    fn protect_patterns_come_from_the_registry_and_the_root_ignore_files() {
+    fn protect_rules_cover_every_source_last_line_first() {
         let dir = tree(&[
             (".wsyncignore", "# comment\n*.log\n!keep.log\n\n\\#hash\n"),
             (".gitignore", "target/  \n"),
-            ("sub/.gitignore", "nested-only\n"),
+            ("sub/.gitignore", "nested-only\n!sub-keep\n"),
+            ("sub/deeper/.gitignore", "/x\n"),
         ]);
-        let got = protect_patterns(dir.path(), &["node_modules/".into()], true);
-        assert_eq!(got, ["node_modules/", "*.log", "#hash", "target/"]);
-        let got = protect_patterns(dir.path(), &[], false);
-        assert_eq!(got, ["*.log", "#hash"]);
+        let got: Vec<String> = protect_rules_for_tree(dir.path(), &["node_modules/".into()], true)
+            .into_iter()
+            .map(|r| String::from_utf8(r).unwrap())
+            .collect();
+        let want = [
+            "P #hash",
+            "R keep.log",
+            "P *.log",
+            "P node_modules/",
+            "P /sub/deeper/x",
+            "R /sub/sub-keep",
+            "R /sub/**/sub-keep",
+            "P /sub/nested-only",
+            "P /sub/**/nested-only",
+            "P target/",
+        ];
+        assert_eq!(got, want);
+        let got = protect_rules_for_tree(dir.path(), &[], false);
+        assert_eq!(got.len(), 3, "no .gitignore when not respected");
+    }
+
+    /// Syncs `local` over a copy of `remote` with a real `rsync -a --delete` and the rules file
+    /// the monitor writes; then, for every remote-only path, "kept" must equal "excluded by
+    /// the matcher" (itself or an ancestor; a directory is also kept when something kept is
+    /// inside it). Returns the mismatches.
+    fn rsync_disagreements(
+        local: &[(&str, &str)],
+        registry: &[&str],
+        remote: &[&str],
+    ) -> Vec<String> {
+        let src = tree(local);
+        let dst = tempfile::tempdir().unwrap();
+        for path in remote {
+            let full = dst.path().join(path.trim_end_matches('/'));
+            if path.ends_with('/') {
+                std::fs::create_dir_all(&full).unwrap();
+            } else {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, "remote").unwrap();
+            }
+        }
+        let registry: Vec<String> = registry.iter().map(|p| (*p).to_owned()).collect();
+        let mut ex = Excludes::new(src.path(), &registry, true);
+        assert!(ex.warnings().is_empty(), "{:?}", ex.warnings());
+        let excluded = excluded_entries(src.path(), &mut ex).unwrap();
+        let rules = ex.protect_rules();
+        let file = src.path().join("..").join(format!(
+            "rules-{}",
+            src.path().file_name().unwrap().to_string_lossy()
+        ));
+        write_rules(&file, &excluded, &rules).unwrap();
+        let out = std::process::Command::new("rsync")
+            .arg("-a")
+            .arg("--delete")
+            .arg("--from0")
+            .arg(format!("--filter=merge {}", file.display()))
+            .arg(format!("{}/", src.path().display()))
+            .arg(format!("{}/", dst.path().display()))
+            .output()
+            .expect("rsync runs");
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            out.status.success() || out.status.code() == Some(23) && !out.stderr.is_empty(),
+            "rsync: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let local_paths: Vec<&str> = local.iter().map(|(p, _)| *p).collect();
+        let remote_only: Vec<&str> = remote
+            .iter()
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| !local_paths.iter().any(|l| Path::new(l).starts_with(p)))
+            .collect();
+        let excluded_by_matcher = |rel: &str, is_dir: bool, ex: &mut Excludes| {
+            ex.explain(Path::new(rel), is_dir)
+                .is_some_and(|m| m.excluded)
+        };
+        let mut want_kept: Vec<&str> = Vec::new();
+        for rel in &remote_only {
+            let is_dir = remote.contains(&format!("{rel}/").as_str());
+            if excluded_by_matcher(rel, is_dir, &mut ex) {
+                want_kept.push(rel);
+            }
+        }
+        let mut wrong = Vec::new();
+        for rel in &remote_only {
+            let kept_inside = want_kept
+                .iter()
+                .any(|k| Path::new(k).starts_with(rel) && k != rel);
+            let want = want_kept.contains(rel) || kept_inside;
+            let got = dst.path().join(rel).symlink_metadata().is_ok();
+            if want != got {
+                wrong.push(format!(
+                    "{rel}: matcher says {}, rsync {}",
+                    if want { "keep" } else { "delete" },
+                    if got { "kept it" } else { "deleted it" },
+                ));
+            }
+        }
+        if !wrong.is_empty() {
+            let rules: Vec<String> = rules
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+            wrong.push(format!("rules: {rules:?}"));
+        }
+        wrong
+    }
+
+    #[test]
+    fn protect_rules_agree_with_the_matcher_under_real_rsync() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
+            // Nested ignore file: names at any depth below it, nothing outside.
+            (
+                &[("app/.gitignore", ".env\n")],
+                &[],
+                &["app/.env", "app/x/.env", ".env", "other/.env", "app/keep"],
+            ),
+            // Negation, in the root ignore file and from a deeper file.
+            (
+                &[
+                    (".wsyncignore", "*.log\n!keep.log\n"),
+                    (".gitignore", "secret*\n"),
+                    ("sub/.gitignore", "!secret-ok\n"),
+                ],
+                &[],
+                &[
+                    "a.log",
+                    "keep.log",
+                    "d/keep.log",
+                    "d/b.log",
+                    "sub/secret-ok",
+                    "sub/secret-x",
+                    "secret-ok",
+                    "sub/keep.log",
+                ],
+            ),
+            // Anchoring: a leading or inner slash anchors to the file's directory.
+            (
+                &[
+                    (".gitignore", "/build\na/b\n"),
+                    ("sub/.gitignore", "/x\ny/z\n"),
+                ],
+                &[],
+                &[
+                    "build",
+                    "sub/build",
+                    "a/b",
+                    "q/a/b",
+                    "sub/x",
+                    "sub/q/x",
+                    "sub/y/z",
+                    "sub/q/y/z",
+                    "y/z",
+                ],
+            ),
+            // Directory-only patterns.
+            (
+                &[(".gitignore", "cache/\n"), ("n/.gitignore", "tmp/\n")],
+                &[],
+                &[
+                    "cache/",
+                    "cache/f",
+                    "d/cache",
+                    "e/cache/",
+                    "n/tmp",
+                    "n/m/tmp/",
+                    "n/m/tmp/f",
+                    "tmp/",
+                ],
+            ),
+            // Escapes and trailing spaces.
+            (
+                &[(".gitignore", "\\#hash\n\\!bang\nsp\\ \ntrail   \nst\\*r\n")],
+                &[],
+                &[
+                    "#hash", "!bang", "sp ", "sp", "trail", "trail   ", "st*r", "stXr",
+                ],
+            ),
+            // `**` components, wildcards in directory names, classes, braces.
+            (
+                &[
+                    (
+                        ".gitignore",
+                        "a/**/z\nlogs/**\n[ab].o\nx[!0-9]\n{p,q}.tmp\nm**n\n",
+                    ),
+                    ("w*/.gitignore", "a?\n**/deep\n"),
+                    ("wx/keep", ""),
+                ],
+                &[],
+                &[
+                    "a/z",
+                    "a/m/n/z",
+                    "b/a/z",
+                    "logs/x",
+                    "logs/y/z",
+                    "a.o",
+                    "c.o",
+                    "d/b.o",
+                    "xa",
+                    "x1",
+                    "p.tmp",
+                    "q.tmp",
+                    "r.tmp",
+                    "mxn",
+                    "m/n",
+                    "w*/ab",
+                    "w*/d/ab",
+                    "wx/ab",
+                    "w*/deep",
+                    "w*/k/deep",
+                    "wx/deep",
+                ],
+            ),
+            // Nothing below an excluded directory can be re-included; registry patterns.
+            (
+                &[(".gitignore", "build/\n!build/keep\n*.bin\n")],
+                &["node_modules/", "!important.bin", "*.bin"],
+                &[
+                    "build/",
+                    "build/keep",
+                    "build/x",
+                    "n/node_modules/",
+                    "n/node_modules/f",
+                    "a.bin",
+                    "important.bin",
+                    "d/important.bin",
+                ],
+            ),
+        ];
+        for (local, registry, remote) in cases {
+            let wrong = rsync_disagreements(local, registry, remote);
+            assert!(wrong.is_empty(), "{local:?}:\n{}", wrong.join("\n"));
+        }
     }
 
     #[test]
@@ -516,5 +784,70 @@ mod tests {
         assert_eq!(rsync_rule(Path::new("x/*[1]?")), b"/x/\\*\\[1]\\?");
         assert_eq!(rsync_rule(Path::new("back\\slash")), b"/back\\slash");
         assert_eq!(rsync_rule(Path::new("w*\\")), b"/w\\*\\\\");
+    }
+}
+
+/// The cost figures in the README's "Excludes" section: `cargo test --release -p wsync-core
+/// -- --ignored protect_rules_cost --nocapture`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn protect_rules_cost() {
+        for ignore_files in [20, 500] {
+            measure(ignore_files);
+        }
+    }
+
+    fn measure(ignore_files: usize) {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        // 50,000 files in 500 directories, `ignore_files` of them with a 5-line .gitignore.
+        for d in 0..500 {
+            let dir = src.path().join(format!("pkg{}/mod{}", d / 20, d % 20));
+            std::fs::create_dir_all(&dir).unwrap();
+            if d < ignore_files {
+                std::fs::write(
+                    dir.join(".gitignore"),
+                    "*.o\n/build/\n.env\n!keep.o\ngen/**/tmp\n",
+                )
+                .unwrap();
+            }
+            for f in 0..100 {
+                std::fs::write(dir.join(format!("f{f}.rs")), "x").unwrap();
+            }
+        }
+        let t = Instant::now();
+        let mut ex = Excludes::new(src.path(), &["node_modules/".into()], true);
+        let excluded = excluded_entries(src.path(), &mut ex).unwrap();
+        let walk = t.elapsed();
+        let t = Instant::now();
+        let rules = ex.protect_rules();
+        let translate = t.elapsed();
+        let file = dst.path().join("rules");
+        let rsync = |with_rules: bool| {
+            write_rules(&file, &excluded, if with_rules { &rules } else { &[] }).unwrap();
+            let t = Instant::now();
+            let out = std::process::Command::new("rsync")
+                .args(["-a", "--delete", "--from0"])
+                .arg(format!("--filter=merge {}", file.display()))
+                .arg(format!("{}/", src.path().display()))
+                .arg(format!("{}/", dst.path().join("m").display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            t.elapsed()
+        };
+        rsync(false);
+        let (without, with) = (rsync(false), rsync(true));
+        println!(
+            "50,000 files, {ignore_files} .gitignore: walk reading every ignore file {walk:?}; \
+             translating to {} rules {translate:?}; no-change full rsync {without:?} without \
+             them, {with:?} with them",
+            rules.len()
+        );
     }
 }

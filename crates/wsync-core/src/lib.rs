@@ -10,6 +10,7 @@ pub mod framing;
 pub mod monitor_proto;
 pub mod names;
 pub mod paths;
+pub mod protect;
 pub mod protocol;
 pub mod registry;
 pub mod remote;

@@ -64,12 +64,14 @@ pub struct RsyncRequest<'a> {
     pub timeout_secs: u32,
     /// Extra `--exclude` patterns (rsync filter syntax), after the cookie exclude.
     pub excludes: &'a [String],
-    /// Patterns protected from deletion on the receiver (`--filter=P pattern`), from
-    /// `wsync_core::excludes::protect_patterns`.
-    pub protect: &'a [String],
+    /// Receiver-side filter rules (`P pattern`, `R pattern`) deciding which remote paths a
+    /// `--delete` keeps, from `wsync_core::excludes::Excludes::protect_rules`, after the rules
+    /// file. Empty when the rules file carries them (the monitor's and verify's do).
+    pub protect: &'a [Vec<u8>],
     /// `--max-delete`: the deletions this run may make (every mode).
     pub max_delete: Option<u64>,
-    /// A file of rsync filter rules (`--exclude-from`), after the inline excludes.
+    /// A file of rsync filter rules (`--filter=merge FILE`, NUL-separated; see
+    /// `wsync_core::excludes::write_rules`), after the inline excludes.
     pub exclude_from: Option<&'a Path>,
     /// Print [`TRANSFER_DONE_PREFIX`] when the transfer is complete (`--debug=EXIT2`).
     pub report_transfer_done: bool,
@@ -147,18 +149,21 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
     }
-    for pattern in req.protect {
-        argv.push(format!("--filter=P {pattern}").into());
-    }
     if let Some(file) = req.exclude_from {
         // The rules file is NUL-separated (any file name can be a rule); rsync reads it while
         // parsing the options, so --from0 must come first.
         if !matches!(req.mode, RsyncMode::Paths { .. }) {
             argv.push("--from0".into());
         }
-        let mut arg = OsString::from("--exclude-from=");
+        let mut arg = OsString::from("--filter=merge ");
         arg.push(file.as_os_str());
         argv.push(arg);
+    }
+    // After the rules file: its `- /path` rules for the excluded entries that exist come first.
+    for rule in req.protect {
+        let mut arg = b"--filter=".to_vec();
+        arg.extend_from_slice(rule);
+        argv.push(OsString::from_vec(arg));
     }
     let mut source = req.source_root.as_os_str().to_owned();
     if !source.as_bytes().ends_with(b"/") {
@@ -428,7 +433,7 @@ mod tests {
             mode: RsyncMode::Paths { ignore_times: true },
             timeout_secs: 30,
             excludes: &[],
-            protect: &["node_modules/".to_owned()],
+            protect: &[b"P node_modules/".to_vec()],
             max_delete: Some(5),
             exclude_from: Some(Path::new("/run/x/excludes")),
             report_transfer_done: true,
@@ -451,7 +456,7 @@ mod tests {
         assert!(argv.contains(&"--debug=EXIT2".to_owned()));
         // Progress is for full syncs only.
         assert!(!argv.iter().any(|w| w.starts_with("--info")));
-        assert!(argv.contains(&"--exclude-from=/run/x/excludes".to_owned()));
+        assert!(argv.contains(&"--filter=merge /run/x/excludes".to_owned()));
         assert!(argv.contains(&"--filter=P node_modules/".to_owned()));
         // The deletion budget bounds incremental batches too (issue 11).
         assert!(argv.contains(&"--max-delete=5".to_owned()));

@@ -58,10 +58,12 @@
 //! `excludes` and (when `respect_gitignore`) every `.gitignore`, matched by
 //! `wsync_core::excludes` (the `ignore` crate). An excluded directory is never watched or
 //! descended into; events about excluded entries are dropped; and the excluded entries met are
-//! written as anchored, wildcard-escaped rules (`/path`, NUL-separated) to
-//! `<runtime-dir>/excludes-<workspace>-<pid>`, passed to every rsync with `--exclude-from`, so
+//! written as anchored, wildcard-escaped rules (`- /path`, NUL-separated) to
+//! `<runtime-dir>/excludes-<workspace>-<pid>`, passed to every rsync with `--filter=merge`, so
 //! rsync never transfers them and, without `--delete-excluded`, never deletes their remote
-//! copies. Editing `.wsyncignore` or a `.gitignore` reloads the patterns at once: watches follow
+//! copies. After them come the protect rules of every ignore file the walk read
+//! (`Excludes::protect_rules`, rebuilt only when one is read again): remote-only paths the
+//! patterns exclude are kept, re-included ones are not. Editing `.wsyncignore` or a `.gitignore` reloads the patterns at once: watches follow
 //! and newly included paths are synced. VCS directories are synced unless excluded. Known
 //! limit: an excluded file created inside a directory while that directory is being
 //! transferred recursively may be copied once (the running rsync read the rules before it

@@ -18,7 +18,7 @@ pub struct ExcludeConfig {
     /// The registry's gitignore-syntax patterns.
     pub registry: Vec<String>,
     pub respect_gitignore: bool,
-    /// Where the rsync rules go (NUL-separated, read with `--exclude-from --from0`).
+    /// Where the rsync rules go (NUL-separated, read with `--filter=merge` and `--from0`).
     pub rules_file: PathBuf,
 }
 
@@ -29,6 +29,9 @@ pub(crate) struct ExcludeState {
     pub excluded: BTreeSet<PathBuf>,
     pub rules_file: PathBuf,
     rules_dirty: bool,
+    /// The protect rules written with the excluded entries, and the matcher generation they
+    /// were computed for (recomputed only when a pattern file was read or dropped).
+    protect: (Option<u64>, Vec<Vec<u8>>),
     /// An ignore file changed: reload the patterns after this batch of events.
     pub reload_needed: bool,
 }
@@ -42,6 +45,7 @@ impl ExcludeState {
             excludes,
             excluded: BTreeSet::new(),
             rules_dirty: true,
+            protect: (None, Vec::new()),
             reload_needed: false,
         }
     }
@@ -49,6 +53,7 @@ impl ExcludeState {
     pub fn reload_patterns(&mut self, root: &Path) {
         self.excludes = load(root, &self.config);
         self.excluded.clear();
+        self.protect.0 = None;
         self.rules_dirty = true;
     }
 
@@ -67,6 +72,7 @@ impl ExcludeState {
     pub fn forget_below(&mut self, rel: &Path) {
         let before = self.excluded.len();
         self.excluded.retain(|p| !p.starts_with(rel));
+        self.excludes.forget_below(rel);
         self.rules_dirty |= self.excluded.len() != before;
     }
 
@@ -103,13 +109,21 @@ fn load(root: &Path, config: &ExcludeConfig) -> Excludes {
 }
 
 impl WatchTable {
-    /// Writes the rules file if the excluded set changed.
+    /// Writes the rules file if the excluded set or the patterns changed: the anchored rules
+    /// for the excluded entries, then the protect rules of every ignore file the walk read
+    /// (`Excludes::protect_rules`), so a batch's rsync keeps exactly the remote paths the
+    /// matcher excludes without reading the tree's ignore files again.
     pub(crate) fn flush_rules(&mut self) {
         let filter = &mut self.filter;
+        let generation = filter.excludes.generation();
+        if filter.protect.0 != Some(generation) {
+            filter.protect = (Some(generation), filter.excludes.protect_rules());
+            filter.rules_dirty = true;
+        }
         if !std::mem::take(&mut filter.rules_dirty) {
             return;
         }
-        if let Err(e) = write_rules(&filter.rules_file, &filter.excluded) {
+        if let Err(e) = write_rules(&filter.rules_file, &filter.excluded, &filter.protect.1) {
             tracing::error!(
                 "cannot write the rsync exclude rules to {}: {e}",
                 filter.rules_file.display()

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 use serde::Serialize;
-use wsync_core::excludes::{excluded_entries, protect_patterns, write_rules, Excludes};
+use wsync_core::excludes::{excluded_entries, write_rules, Excludes};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
@@ -93,8 +93,10 @@ pub fn parse_itemized(output: &str) -> Drift {
 /// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
 /// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
 ///
-/// `rules` is an `--exclude-from` file written from the workspace's excludes by the same matcher
-/// the monitor uses, so verify compares exactly what syncing transfers.
+/// `rules` is the rules file written from the workspace's excludes by the same matcher the
+/// monitor uses (anchored excludes and protect rules), so verify compares exactly what syncing
+/// transfers and deletes: a remote path the excludes re-include (`!keep.log`) but the
+/// workspace no longer has is reported as extra.
 pub fn verify_argv(
     workspace: &Workspace,
     target: &RemoteTarget,
@@ -108,11 +110,8 @@ pub fn verify_argv(
         mode: RsyncMode::Verify,
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         excludes: &[],
-        protect: &protect_patterns(
-            &workspace.path,
-            &workspace.excludes,
-            workspace.respect_gitignore,
-        ),
+        // The rules file carries the protect rules too.
+        protect: &[],
         max_delete: None,
         exclude_from: rules,
         report_transfer_done: false,
@@ -287,7 +286,9 @@ pub fn verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
     let rules_dir = tempfile::tempdir()?;
     let rules = rules_dir.path().join("excludes");
     let mut excludes = Excludes::new(&ws.path, &ws.excludes, ws.respect_gitignore);
-    write_rules(&rules, &excluded_entries(&ws.path, &mut excludes)?)?;
+    // One walk reads every ignore file: the excluded entries, then what the remote keeps.
+    let excluded = excluded_entries(&ws.path, &mut excludes)?;
+    write_rules(&rules, &excluded, &excludes.protect_rules())?;
     let mut reports = Vec::new();
     for r in remotes {
         let progress =
@@ -405,7 +406,7 @@ sent 1,234 bytes  received 56 bytes
             "--itemize-changes",
             "--delete",
             "--from0",
-            "--exclude-from=/run/rules",
+            "--filter=merge /run/rules",
         ] {
             assert!(argv.contains(&flag.to_owned()), "{flag} in {argv:?}");
         }

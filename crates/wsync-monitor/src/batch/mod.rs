@@ -39,9 +39,8 @@ pub enum DeletePolicy {
     Confirmed,
 }
 
-/// Where the protect rules come from: they keep excluded remote paths from being deleted
-/// (`excludes::protect_patterns`), read when the batch runs so an edited `.wsyncignore`
-/// protects at once.
+/// Where the protect rules come from when the batch has no rules file (which carries them):
+/// they keep excluded remote paths from being deleted (`Excludes::protect_rules`).
 #[derive(Debug, Clone, Default)]
 pub struct ProtectSource {
     /// The workspace's registry exclude patterns.
@@ -124,12 +123,16 @@ impl Destination {
     ) -> Outcome {
         let started = Instant::now();
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
-        // Read now, so an edited .wsyncignore protects at once.
-        let protect = wsync_core::excludes::protect_patterns(
-            root,
-            &opts.protect.registry,
-            opts.protect.respect_gitignore,
-        );
+        // The watcher's rules file carries the protect rules, current before any batch runs;
+        // without one, read every ignore file now (slow on a big tree).
+        let protect = match opts.exclude_from {
+            Some(_) => Vec::new(),
+            None => wsync_core::excludes::protect_rules_for_tree(
+                root,
+                &opts.protect.registry,
+                opts.protect.respect_gitignore,
+            ),
+        };
         if !opts.first {
             if let RemoteTarget::Local { path } = &self.remote.target {
                 if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
@@ -246,7 +249,7 @@ impl Destination {
         &self,
         root: &Path,
         opts: &BatchOptions,
-        protect: &[String],
+        protect: &[Vec<u8>],
         started: Instant,
     ) -> Option<Outcome> {
         let argv = rsync_argv(&RsyncRequest {
