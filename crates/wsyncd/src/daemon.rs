@@ -38,8 +38,15 @@ fn start(config: Config) -> Result<(), Fatal> {
         Err(e) => return Err(anyhow::Error::new(e).into()),
     };
     let registry_path = &config.workspace_config_file_path;
-    let registry = Registry::load(registry_path)
+    let mut registry = Registry::load(registry_path)
         .with_context(|| format!("loading the registry {}", registry_path.display()))?;
+    if registry.backfill_ids() {
+        // Written once, so the ids (which targets' markers name) never change again.
+        registry
+            .save(registry_path)
+            .with_context(|| format!("saving workspace ids to {}", registry_path.display()))?;
+        tracing::info!("workspace ids added to the registry");
+    }
     tracing::info!(
         workspaces = registry.workspaces.len(),
         registry = %registry_path.display(),

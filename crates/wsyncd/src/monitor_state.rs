@@ -246,6 +246,7 @@ mod tests {
     fn workspace(remotes: usize, paused: bool) -> Workspace {
         Workspace {
             name: "w".into(),
+            id: String::new(),
             path: "/w".into(),
             remotes: (0..remotes)
                 .map(|i| Remote {

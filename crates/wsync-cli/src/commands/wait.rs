@@ -178,6 +178,7 @@ mod tests {
         WorkspaceStatus {
             workspace: Workspace {
                 name: "w".into(),
+                id: String::new(),
                 path: "/w".into(),
                 remotes: vec![],
                 paused: false,

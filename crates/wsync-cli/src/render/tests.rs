@@ -34,6 +34,7 @@ fn durations() {
 fn workspace(name: &str, remotes: &[&str]) -> Workspace {
     Workspace {
         name: name.into(),
+        id: String::new(),
         path: PathBuf::from(format!("/src/{name}")),
         remotes: remotes
             .iter()

@@ -42,6 +42,11 @@ impl Default for Registry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
     pub name: String,
+    /// A stable random id (hex), generated at add; what a target's `.wsync-target` marker
+    /// names (see [`crate::target`]). Registries written before it get one on the daemon's
+    /// first load ([`Registry::backfill_ids`]).
+    #[serde(default)]
+    pub id: String,
     /// Absolute, canonical.
     pub path: PathBuf,
     #[serde(default)]
@@ -126,6 +131,8 @@ pub enum EntryProblem {
     ControlChar(#[from] ControlCharError),
     #[error("path {path:?} is not absolute")]
     RelativePath { path: String },
+    #[error("id {id:?} is not 1 to 64 lowercase hex digits")]
+    BadId { id: String },
     #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
     MaxDeleteTooLarge,
     /// A workspace path overlapping an earlier workspace.
@@ -325,6 +332,9 @@ impl Registry {
                     path: text.into_owned(),
                 }));
             }
+            if !ws.id.is_empty() && !valid_id(&ws.id) {
+                return Err(context(EntryProblem::BadId { id: ws.id.clone() }));
+            }
             if ws.max_delete.is_some_and(|n| n > MAX_DELETE_LIMIT) {
                 return Err(context(EntryProblem::MaxDeleteTooLarge));
             }
@@ -396,6 +406,17 @@ impl Registry {
         })
     }
 
+    /// Gives every workspace without an id (a registry from before ids) a new one; true when
+    /// any changed, so the caller saves the registry (the id must not change again).
+    pub fn backfill_ids(&mut self) -> bool {
+        let mut changed = false;
+        for ws in self.workspaces.iter_mut().filter(|w| w.id.is_empty()) {
+            ws.id = new_workspace_id();
+            changed = true;
+        }
+        changed
+    }
+
     pub fn find(&self, name_or_path: &str) -> Option<&Workspace> {
         self.index_of(name_or_path).map(|i| &self.workspaces[i])
     }
@@ -411,6 +432,29 @@ impl Registry {
             .unwrap_or_else(|_| as_path.to_owned());
         self.workspaces.iter().position(|w| w.path == canonical)
     }
+}
+
+/// A new random workspace id: 16 bytes from the kernel's generator, in hex.
+pub fn new_workspace_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom (a strange chroot): time and pid still make a collision unlikely.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes[..8].copy_from_slice(&now.as_nanos().to_le_bytes()[..8]);
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The local remotes of a workspace, with their paths.
@@ -539,6 +583,7 @@ impl Registry {
         }
         Ok(Workspace {
             name,
+            id: new_workspace_id(),
             path,
             remotes: Vec::new(),
             paused: false,

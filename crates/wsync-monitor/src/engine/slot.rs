@@ -87,7 +87,6 @@ impl Health {
 pub(super) struct Started {
     pub flight: u64,
     pub batch: Batch,
-    pub first: bool,
     pub delete_policy: DeletePolicy,
     pub progress: bool,
 }
@@ -167,11 +166,6 @@ impl RemoteSlot {
 
     pub fn is_transferring(&self) -> bool {
         self.transferring.is_some()
-    }
-
-    /// The target directory could not be created at attach.
-    pub fn target_unprepared(&mut self, error: String) {
-        self.health.last_error = Some(format!("cannot create target directory: {error}"));
     }
 
     /// Queues one change from intake.
@@ -287,7 +281,6 @@ impl RemoteSlot {
         });
         Some(Started {
             flight: self.next_flight,
-            first: !self.initial_done,
             delete_policy: self.delete_policy,
             progress: self.report_progress && full,
             batch,

@@ -52,6 +52,7 @@ impl Harness {
     fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
         let mut workspace = Workspace {
             name: "ws".into(),
+            id: String::new(),
             path: "/ws".into(),
             remotes: remotes.iter().map(|r| remote(r)).collect(),
             paused: false,
@@ -129,10 +130,6 @@ impl Harness {
                 };
                 Some(Input::RootProbed { purpose, probe })
             }
-            Effect::PrepareTarget { remote, .. } => Some(Input::TargetPrepared {
-                remote,
-                error: None,
-            }),
             Effect::CreateCookie { name } => Some(Input::CookieCreated { name, error: None }),
             Effect::StartBatch(start) => {
                 assert!(self.probes > 0, "a batch starts only after a root probe");
@@ -304,10 +301,7 @@ fn the_initial_full_sync_starts_only_after_the_root_probe() {
         probe: h.root,
     });
     assert_eq!(h.started.len(), 2, "one full sync per remote");
-    assert!(h
-        .started
-        .iter()
-        .all(|s| s.batch == Batch::Full && s.options.first));
+    assert!(h.started.iter().all(|s| s.batch == Batch::Full));
     assert_eq!(h.state(), RemoteState::InitialSync);
     let starts = std::mem::take(&mut h.started);
     for start in starts {
@@ -820,31 +814,6 @@ fn status_lines_are_rate_limited_and_the_latest_always_follows() {
 }
 
 #[test]
-fn a_target_that_cannot_be_created_is_reported_in_status() {
-    let mut h = Harness::new(&[]);
-    let effects = h.engine.step(
-        Input::Command(MonitorCommand::Attach {
-            remote: remote("a"),
-            progress: false,
-        }),
-        h.now,
-    );
-    let key = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::PrepareTarget { remote, .. } => Some(remote.clone()),
-            _ => None,
-        })
-        .expect("the target is prepared at attach");
-    h.step(Input::TargetPrepared {
-        remote: key,
-        error: Some("Permission denied".into()),
-    });
-    let error = h.status().remotes[0].last_error.clone().unwrap();
-    assert_eq!(error, "cannot create target directory: Permission denied");
-}
-
-#[test]
 fn a_missing_root_at_start_halts_until_it_is_back() {
     let mut h = Harness::new(&["a"]);
     h.root.id = None;
@@ -852,6 +821,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
         StartConfig {
             workspace: Workspace {
                 name: "ws".into(),
+                id: String::new(),
                 path: "/ws".into(),
                 remotes: vec![remote("a")],
                 paused: false,
@@ -885,7 +855,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
     h.advance(SETTLE * 2);
     let start = h.take_one();
     assert_eq!(start.batch, Batch::Full);
-    assert!(start.options.first && start.options.progress);
+    assert!(start.options.progress);
 }
 
 #[test]
