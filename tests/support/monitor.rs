@@ -63,6 +63,7 @@ pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
         excludes: Vec::new(),
         respect_gitignore: false,
         max_delete: None,
+        root_id: None,
     }
 }
 

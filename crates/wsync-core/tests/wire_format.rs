@@ -12,7 +12,7 @@ use wsync_core::monitor_proto::{
     SyncProgress,
 };
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{Remote, Workspace};
+use wsync_core::registry::{Remote, RootIdentity, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
 
 fn pin<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, golden: &str) {
@@ -57,6 +57,7 @@ fn workspace() -> Workspace {
         excludes: vec!["target/".into()],
         respect_gitignore: true,
         max_delete: None,
+        root_id: None,
     }
 }
 
@@ -386,4 +387,17 @@ fn a_registry_entry_without_an_id_still_decodes() {
     let old = WORKSPACE_JSON.replace(r#""id":"0123abcd","#, "");
     let ws: Workspace = serde_json::from_str(&old).unwrap();
     assert_eq!(ws.id, "");
+    assert_eq!(ws.root_id, None);
+    // The root's identity, when recorded, follows max_delete.
+    let mut ws = workspace();
+    ws.root_id = Some(RootIdentity {
+        dev: 2049,
+        ino: 131,
+    });
+    let json = serde_json::to_string(&ws).unwrap();
+    assert!(
+        json.ends_with(r#""respect_gitignore":true,"root_id":{"dev":2049,"ino":131}}"#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Workspace>(&json).unwrap(), ws);
 }

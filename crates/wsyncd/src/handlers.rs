@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{AddError, AttachError, NewRemote, NewWorkspace, Registry};
+use wsync_core::registry::{
+    AddError, AttachError, NewRemote, NewWorkspace, Registry, RootIdentity,
+};
 
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
@@ -268,11 +270,30 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
     Ok(Response::Workspace { workspace })
 }
 
+/// Resume also confirms the workspace root as it is now (it lifts a replaced root's halt), so
+/// the registry records its identity: looked at with the state lock released.
 fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
+    let root_now = if paused {
+        None
+    } else {
+        let path = {
+            let s = locked(shared)?;
+            s.registry.workspaces[find(&s, name_or_path)?].path.clone()
+        };
+        RootIdentity::of(&path)
+    };
     let mut s = locked(shared)?;
     let index = find(&s, name_or_path)?;
-    if s.registry.workspaces[index].paused != paused {
-        commit(&mut s, |r| r.workspaces[index].paused = paused)?;
+    let entry = &s.registry.workspaces[index];
+    let new_root = root_now.filter(|now| entry.root_id != Some(*now));
+    if entry.paused != paused || new_root.is_some() {
+        commit(&mut s, |r| {
+            let entry = &mut r.workspaces[index];
+            entry.paused = paused;
+            if new_root.is_some() {
+                entry.root_id = new_root;
+            }
+        })?;
     }
     let workspace = s.registry.workspaces[index].clone();
     let command = if paused {

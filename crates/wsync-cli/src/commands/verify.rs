@@ -334,6 +334,7 @@ sent 1,234 bytes  received 56 bytes
             excludes: vec!["target/".into()],
             respect_gitignore: true,
             max_delete: Some(3),
+            root_id: None,
         };
         let target = RemoteTarget::Local {
             path: "/srv/m".into(),

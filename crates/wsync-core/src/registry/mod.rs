@@ -62,6 +62,32 @@ pub struct Workspace {
     /// Cap on deletions per full sync; `None` means the built-in default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete: Option<u64>,
+    /// The root directory's identity when it was added (or last confirmed with resume), so a
+    /// root swapped while no monitor ran is caught at start. `None` in older registries until
+    /// the daemon's load fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<RootIdentity>,
+}
+
+/// A directory's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl RootIdentity {
+    /// The identity of `path` when it is a directory (not followed if a symlink).
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| Self {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+    }
 }
 
 fn default_true() -> bool {
@@ -406,13 +432,19 @@ impl Registry {
         })
     }
 
-    /// Gives every workspace without an id (a registry from before ids) a new one; true when
-    /// any changed, so the caller saves the registry (the id must not change again).
+    /// Gives every workspace without an id (a registry from before ids) a new one, and records
+    /// the root identity where none is; true when any changed, so the caller saves the
+    /// registry (the id must not change again). Reads the filesystem (the roots).
     pub fn backfill_ids(&mut self) -> bool {
         let mut changed = false;
         for ws in self.workspaces.iter_mut().filter(|w| w.id.is_empty()) {
             ws.id = new_workspace_id();
             changed = true;
+        }
+        for ws in self.workspaces.iter_mut().filter(|w| w.root_id.is_none()) {
+            // A root that is missing now stays unknown (and is caught as missing).
+            ws.root_id = RootIdentity::of(&ws.path);
+            changed |= ws.root_id.is_some();
         }
         changed
     }
@@ -581,6 +613,7 @@ impl Registry {
                 return Err(AddError::EmptyExclude);
             }
         }
+        let root_id = RootIdentity::of(&path);
         Ok(Workspace {
             name,
             id: new_workspace_id(),
@@ -590,6 +623,7 @@ impl Registry {
             excludes: new.excludes.clone(),
             respect_gitignore: true,
             max_delete: None,
+            root_id,
         })
     }
 

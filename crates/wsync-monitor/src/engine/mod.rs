@@ -233,6 +233,9 @@ impl Engine {
             root_id,
             watches,
         } = config;
+        // The registry's record of the root (from add, or the last resume): a root swapped
+        // while no monitor ran is caught like one swapped under a running monitor.
+        let persisted = workspace.root_id.map(|r| (r.dev, r.ino));
         let mut engine = Self {
             root: workspace.path.clone(),
             workspace: workspace.name.clone(),
@@ -258,7 +261,7 @@ impl Engine {
             stamped_through: Seq::default(),
             paused: workspace.paused,
             halt: None,
-            root_id,
+            root_id: persisted.or(root_id),
             intake: Intake::default(),
             flushes: Flushes::default(),
             watching: Watching {
@@ -278,6 +281,9 @@ impl Engine {
                 engine.root.display()
             ));
             engine.halt(halt, now, &mut fx);
+        } else if persisted.is_some_and(|p| Some(p) != root_id) {
+            tracing::warn!("the workspace root is not the directory the registry recorded");
+            engine.halt(Halt::root_replaced(&engine.root), now, &mut fx);
         }
         for remote in workspace.remotes {
             let watched = progress.contains(&remote.name);

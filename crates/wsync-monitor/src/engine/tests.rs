@@ -59,6 +59,7 @@ impl Harness {
             excludes: Vec::new(),
             respect_gitignore: true,
             max_delete: Some(100),
+            root_id: None,
         };
         edit(&mut workspace);
         let now = Instant::now();
@@ -607,6 +608,34 @@ fn a_replaced_root_halts_at_dispatch_and_resume_dry_runs_first() {
 }
 
 #[test]
+fn a_root_swapped_while_no_monitor_ran_halts_at_start_until_resume() {
+    // The registry recorded another directory than the one the watches were set up on.
+    let mut h = Harness::with(&["a"], |w| {
+        w.root_id = Some(wsync_core::registry::RootIdentity { dev: 1, ino: 999 });
+    });
+    let halted = h.status().halted.expect("halted at start");
+    assert!(halted.contains("replaced"), "{halted}");
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "nothing sent from a swapped root");
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_eq!(h.status().halted, None);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert_eq!(start.options.delete_policy, DeletePolicy::DryRunFirst);
+    // The recorded root is the current one: no halt.
+    let mut h = Harness::with(&["a"], |w| {
+        w.root_id = Some(wsync_core::registry::RootIdentity {
+            dev: ROOT.0,
+            ino: ROOT.1,
+        });
+    });
+    assert_eq!(h.status().halted, None);
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().batch, Batch::Full);
+}
+
+#[test]
 fn a_mass_deletion_halts_with_nothing_sent_until_resume_confirms() {
     let mut h = Harness::new(&["a"]);
     h.initial_sync();
@@ -828,6 +857,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
                 excludes: Vec::new(),
                 respect_gitignore: true,
                 max_delete: None,
+                root_id: None,
             },
             tunables: MonitorTunables {
                 settle_ms: 5,
