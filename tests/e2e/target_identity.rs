@@ -307,3 +307,30 @@ fn a_root_swapped_while_the_daemon_was_down_halts_at_start_until_resume() {
     env.wsync_ok(&["flush", "src", "--timeout", "30"]);
     assert!(diff_trees(&src, &mirror).is_empty());
 }
+
+#[test]
+fn a_registry_from_before_markers_keeps_its_local_mirrors_syncing() {
+    let mut env = TestEnv::new();
+    let src = env.mkdir("src");
+    let mirror = env.mkdir("mirror");
+    for dir in [&src, &mirror] {
+        write(&dir.join("a.txt"), "synced by an older wsync");
+    }
+    // An older wsync's registry: no ids, no root identity, no marker in the mirror.
+    let registry = serde_json::json!({
+        "version": 1,
+        "workspaces": [{
+            "name": "src",
+            "path": src,
+            "remotes": [{"name": "mirror", "target": {"kind": "local", "path": mirror}}],
+        }],
+    });
+    std::fs::write(&env.registry, registry.to_string()).unwrap();
+    env.start_daemon();
+    write(&src.join("b.txt"), "after the upgrade");
+    env.wsync_ok(&["flush", "src", "--timeout", "30"]);
+    let ws = workspace(&env, "src");
+    assert_eq!(read_local(&mirror).map(|m| m.workspace_id), Some(ws.id));
+    assert!(ws.root_id.is_some());
+    assert!(diff_trees(&src, &mirror).is_empty());
+}

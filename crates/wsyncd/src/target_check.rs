@@ -254,6 +254,36 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u
     })
 }
 
+/// Upgrading from a registry written before markers (the workspace just got its id): its
+/// local targets that hold files but no marker were its mirrors, so they get the marker.
+/// An empty or missing one is left alone (it may be an empty mount point): its remote shows
+/// the missing-marker error and its fix. SSH targets are not contacted at startup; they
+/// need `wsync detach` and `wsync attach --overwrite`.
+pub fn adopt_pre_marker_targets(workspace: &Workspace) {
+    for remote in &workspace.remotes {
+        let RemoteTarget::Local { path } = &remote.target else {
+            tracing::warn!(workspace = %workspace.name, remote = %remote.name, "SSH target attached before markers: detach and attach it again with --overwrite");
+            continue;
+        };
+        match target::inspect_local(path) {
+            Ok(TargetState::Unmarked) => match target::write_local(path, &Marker::new(workspace)) {
+                Ok(()) => {
+                    tracing::info!(workspace = %workspace.name, remote = %remote.name, "target {} attached before markers: marker written", path.display())
+                }
+                Err(e) => {
+                    tracing::warn!(workspace = %workspace.name, remote = %remote.name, "cannot write the marker in {}: {e}", path.display())
+                }
+            },
+            Ok(state) => {
+                tracing::warn!(workspace = %workspace.name, remote = %remote.name, ?state, "target {} attached before markers left without one", path.display())
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %workspace.name, remote = %remote.name, "cannot look at target {}: {e}", path.display())
+            }
+        }
+    }
+}
+
 /// For log lines.
 pub fn describe(prepared: Prepared, target: &RemoteTarget) -> String {
     let what = match prepared {
