@@ -200,7 +200,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__attach)
-            opts="-h -V --name --port --identity-file --ssh-option --no-wait --timeout --help --version"
+            opts="-h -V --name --port --identity-file --ssh-option --no-wait --overwrite --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

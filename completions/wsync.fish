@@ -56,6 +56,7 @@ complete -c wsync -n "__fish_wsync_using_subcommand attach" -l identity-file -d 
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l ssh-option -d 'An ssh `-o KEY=VALUE` option (repeatable)' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l timeout -d 'Seconds to wait for the initial sync' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l no-wait -d 'Return once the daemon accepted the remote, without waiting for the initial sync'
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l overwrite -d 'Make a non-empty target that holds no `.wsync-target` marker the mirror anyway: what the workspace lacks is deleted there, what differs is overwritten (attach without it prints a preview first)'
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -s h -l help -d 'Print help'
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -s V -l version -d 'Print version'
 complete -c wsync -n "__fish_wsync_using_subcommand detach" -s h -l help -d 'Print help'

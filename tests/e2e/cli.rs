@@ -302,7 +302,8 @@ fn attach_waits_for_the_initial_sync_and_flush_names_lagging_remotes() {
         "second"
     );
 
-    // Nothing listens on port 1: the initial sync fails, the remote stays attached.
+    // Nothing listens on port 1: the target cannot be looked at, so nothing is attached
+    // (target identity: a target is written only once it is provably ours).
     let out = expect_failure(
         &env,
         &[
@@ -314,12 +315,17 @@ fn attach_waits_for_the_initial_sync_and_flush_names_lagging_remotes() {
         ],
         FAILURE,
     );
-    assert!(out.stderr.contains("initial sync failed"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("hint: the remote stays attached"),
+        out.stderr.contains("cannot look at target") && out.stderr.contains("nothing was attached"),
         "{}",
         out.stderr
     );
+    assert_eq!(list_json(&env)[0].remotes.len(), 1);
+    // A remote whose target went away lags, and flush names it.
+    let gone = env.root.join("gone");
+    env.wsync_ok(&["attach", "w", gone.to_str().unwrap(), "--name", "dead"]);
+    std::fs::rename(&gone, env.root.join("gone-away")).unwrap();
+    std::fs::write(src.join("c.txt"), "third").unwrap();
     assert_eq!(list_json(&env)[0].remotes.len(), 2);
     let out = expect_failure(&env, &["flush", "w", "--timeout", "1"], LAGGING);
     assert!(out.stderr.contains("still lagging"), "{}", out.stderr);

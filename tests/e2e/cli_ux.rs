@@ -179,26 +179,24 @@ fn verify_over_ssh_and_a_clear_failure_for_an_unreachable_remote() {
     let (out, _) = expect_code(&env, &["verify", "src", "box"], DRIFT);
     assert!(out.contains("  extra    stray\n"), "{out}");
 
-    // Nothing listens on port 1: ssh fails at once, and the error says what to check.
-    env.wsync_ok(&[
-        "attach",
-        "src",
-        "ssh://127.0.0.1:1/srv/x",
-        "--name",
-        "closed",
-        "--no-wait",
-    ]);
-    let (out, err) = expect_code(&env, &["verify", "src", "closed"], FAILURE);
+    // The sshd goes away: ssh fails at once, and the error says what to check. (Attaching to
+    // a port where nothing listens is refused now: attach must look at the target first.)
+    let mut sshd = sshd;
+    sshd.stop();
+    let (out, err) = expect_code(&env, &["verify", "src", "box"], FAILURE);
     assert!(
-        out.contains("closed (") && out.contains("could not compare"),
+        out.contains("box (") && out.contains("could not compare"),
         "{out}"
     );
     assert!(
-        err.starts_with("error: could not compare workspace src with remote closed"),
+        err.starts_with("error: could not compare workspace src with remote box"),
         "{err}"
     );
     assert!(
-        err.contains("hint: check that `ssh -o BatchMode=yes -p 1 127.0.0.1 true`"),
+        err.contains(&format!(
+            "hint: check that `ssh -o BatchMode=yes -p {port} {}@127.0.0.1 true`",
+            current_user()
+        )),
         "{err}"
     );
 }

@@ -172,6 +172,7 @@ fn the_registry_survives_a_daemon_restart() {
         identity_file: None,
         ssh_options: vec![],
         wait: false,
+        overwrite: false,
     };
     assert!(matches!(env.request(&attach), Response::Workspace { .. }));
     let pause = Request::Pause {

@@ -218,6 +218,7 @@ fn mutations_are_validated_and_saved_before_the_reply() {
         identity_file: None,
         ssh_options: vec![],
         wait: false,
+        overwrite: false,
     };
     expect_error(
         raw.request(&attach(ws.join("inside").display().to_string())),

@@ -31,3 +31,4 @@ mod monitor_stress;
 mod packaging;
 mod progress;
 mod supervisor;
+mod target_identity;

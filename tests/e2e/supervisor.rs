@@ -38,6 +38,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         identity_file: None,
         ssh_options: vec![],
         wait: false,
+        overwrite: false,
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}
@@ -115,12 +116,16 @@ fn burst(dir: &Path, count: usize, tag: &str) {
 }
 
 /// Every file below `root` with its content, by relative path.
+/// Every file's content by path, without a target's own `.wsync-target` marker.
 fn tree(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
+            if path == root.join(wsync_core::target::MARKER_FILE) {
+                continue;
+            }
             if path.is_dir() {
                 stack.push(path);
             } else {

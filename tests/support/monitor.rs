@@ -40,18 +40,30 @@ pub struct MonitorProc {
     seen: Arc<Mutex<Seen>>,
     log_dir: PathBuf,
     next_flush: u64,
+    /// What `start` carried: an `attach` marks its target for this workspace.
+    workspace: Workspace,
 }
 
 /// A workspace description for `start`.
 pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
+    // Stable for a name and path, so a test that restarts its monitor keeps its targets.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name
+        .bytes()
+        .chain(path.as_os_str().as_encoded_bytes().iter().copied())
+    {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
     Workspace {
         name: name.into(),
+        id: format!("{hash:016x}"),
         path: path.to_path_buf(),
         remotes,
         paused: false,
         excludes: Vec::new(),
         respect_gitignore: false,
         max_delete: None,
+        root_id: None,
     }
 }
 
@@ -65,6 +77,23 @@ pub fn local_remote(name: &str, path: &Path) -> Remote {
     }
 }
 
+/// Does what the daemon's attach does before a monitor sees a remote: creates its target (on
+/// this machine for the test sshd too) with the `.wsync-target` marker of `workspace`, unless
+/// it already holds one. A test's content already there is kept, as `attach --overwrite`
+/// would.
+pub fn mark_target(workspace: &Workspace, remote: &Remote) {
+    let path = match &remote.target {
+        RemoteTarget::Local { path } => path.clone(),
+        RemoteTarget::Ssh { path, .. } => PathBuf::from(path),
+    };
+    if path.exists() && wsync_core::target::read_local(&path).is_some() {
+        return;
+    }
+    // A test that makes a remote fail on purpose (a file where the directory should be) gets
+    // no marker: the monitor reports the failure as it would any unusable target.
+    let _ = wsync_core::target::write_local(&path, &wsync_core::target::Marker::new(workspace));
+}
+
 impl MonitorProc {
     /// Starts `wsync-monitor` with logs and sockets under `dir`, and sends `start`.
     pub fn start(dir: &Path, workspace: Workspace) -> Self {
@@ -76,6 +105,12 @@ impl MonitorProc {
         Self::launch(dir, workspace, envs, Vec::new())
     }
 
+    /// Starts a monitor without marking (or creating) any target first: a restart after the
+    /// target went away.
+    pub fn start_unprepared(dir: &Path, workspace: Workspace) -> Self {
+        Self::spawn(dir, workspace, &[], Vec::new())
+    }
+
     /// Like [`MonitorProc::start`], asking for progress during the initial sync of the remotes
     /// named in `progress` (as the daemon does when `wsync attach` waits).
     pub fn start_reporting(dir: &Path, workspace: Workspace, progress: Vec<String>) -> Self {
@@ -83,6 +118,18 @@ impl MonitorProc {
     }
 
     fn launch(
+        dir: &Path,
+        workspace: Workspace,
+        envs: &[(&str, &str)],
+        progress: Vec<String>,
+    ) -> Self {
+        for remote in &workspace.remotes {
+            mark_target(&workspace, remote);
+        }
+        Self::spawn(dir, workspace, envs, progress)
+    }
+
+    fn spawn(
         dir: &Path,
         workspace: Workspace,
         envs: &[(&str, &str)],
@@ -141,6 +188,7 @@ impl MonitorProc {
             seen,
             log_dir,
             next_flush: 1,
+            workspace: workspace.clone(),
         };
         monitor.send(&MonitorCommand::Start {
             workspace,
@@ -156,6 +204,9 @@ impl MonitorProc {
 
     /// Sends one command.
     pub fn send(&mut self, cmd: &MonitorCommand) {
+        if let MonitorCommand::Attach { remote, .. } = cmd {
+            mark_target(&self.workspace, remote);
+        }
         let stdin = self.stdin.as_mut().expect("stdin is open");
         write_frame(stdin, cmd).expect("writing to the monitor");
         stdin.flush().expect("flushing the monitor's stdin");

@@ -1,7 +1,8 @@
 //! Tree comparison for the sync tests: names (raw bytes, non-UTF-8 included), file types,
 //! contents, symlink targets, permission bits and file mtimes, reported as a readable diff;
 //! and `wait_until_equal` with a deadline. Flush cookies at the source root are ignored (they
-//! must never appear on a remote, so they are not ignored there).
+//! must never appear on a remote, so they are not ignored there); so is the `.wsync-target`
+//! marker at either root (a target's own, never synced: `engine_safety` checks it directly).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -35,6 +36,9 @@ fn scan(root: &Path, skip_cookies: bool) -> Result<BTreeMap<PathBuf, Entry>, Str
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = entry.file_name();
+            if rel.as_os_str().is_empty() && name == wsync_core::target::MARKER_FILE {
+                continue;
+            }
             if skip_cookies
                 && rel.as_os_str().is_empty()
                 && name

@@ -107,6 +107,9 @@ pub struct Area<'a> {
     logs: PathBuf,
     run: PathBuf,
     transport: Transport<'a>,
+    /// The workspace id `dst`'s `.wsync-target` marker names (the daemon writes it at
+    /// attach; a standalone monitor needs it there).
+    id: String,
 }
 
 impl<'a> Area<'a> {
@@ -121,11 +124,20 @@ impl<'a> Area<'a> {
             logs: root.join("logs"),
             run: root.join("run"),
             transport,
+            id: wsync_core::registry::new_workspace_id(),
         };
         for d in [&area.src, &area.dst, &area.plain, &area.logs, &area.run] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
+        area.mark()?;
         Ok(area)
+    }
+
+    /// Writes `dst`'s marker, as attach does.
+    fn mark(&self) -> Result<()> {
+        let marker = wsync_core::target::Marker::new(&self.workspace());
+        wsync_core::target::write_local(&self.dst, &marker)
+            .with_context(|| format!("marking {}", self.dst.display()))
     }
 
     /// Empties wsync's remote and plain rsync's destination, for another initial sync.
@@ -134,7 +146,7 @@ impl<'a> Area<'a> {
             std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        Ok(())
+        self.mark()
     }
 
     pub fn place(&self) -> Place {
@@ -151,6 +163,7 @@ impl<'a> Area<'a> {
         };
         Workspace {
             name: "bench".into(),
+            id: self.id.clone(),
             path: self.src.clone(),
             remotes: vec![Remote {
                 name: "dst".into(),
@@ -162,6 +175,7 @@ impl<'a> Area<'a> {
             // The delete scenario removes 1,000 files at once, on purpose. rsync's
             // --max-delete takes at most a C int.
             max_delete: Some(i32::MAX as u64),
+            root_id: None,
         }
     }
 

@@ -317,6 +317,11 @@ pub struct AttachArgs {
     /// Return once the daemon accepted the remote, without waiting for the initial sync.
     #[arg(long)]
     pub no_wait: bool,
+    /// Make a non-empty target that holds no `.wsync-target` marker the mirror anyway: what the
+    /// workspace lacks is deleted there, what differs is overwritten (attach without it prints
+    /// a preview first).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Seconds to wait for the initial sync.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,

@@ -56,6 +56,12 @@ pub enum Request {
         /// rsync's progress during that sync only. Absent in old clients: `false`.
         #[serde(default)]
         wait: bool,
+        /// The user confirmed (`wsync attach --overwrite`) that a non-empty target without a
+        /// `.wsync-target` marker becomes the mirror: what the workspace lacks is deleted
+        /// there. Without it such a target is refused with a preview. Absent in old clients:
+        /// `false`.
+        #[serde(default)]
+        overwrite: bool,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

@@ -1,11 +1,14 @@
 //! The one rsync command builder: the argv for a full sync, an incremental sync of a path list
 //! (`--files-from=- --from0`), and a dry-run verify; the NUL-separated path list; parsing of
-//! `--stats`; and the classification of rsync's exit codes. The monitor and the CLI's `verify`
-//! both call these.
+//! `--stats` and of `--itemize-changes` ([`parse_itemized`]); and the classification of
+//! rsync's exit codes. The monitor, the CLI's `verify` and the daemon's attach preview call
+//! these.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
 
 use crate::remote::RemoteTarget;
 use crate::ssh::SshEndpoint;
@@ -23,9 +26,9 @@ pub const TRANSFER_DONE_PREFIX: &str = "client_run waiting on ";
 /// sync), when the workspace sets no `max_delete`.
 pub const DEFAULT_MAX_DELETE: u64 = 1000;
 
-/// Printed on stderr by the remote side (see [`RsyncRequest::requires_target_dir`]) when the
-/// target directory is gone; rsync then fails to connect.
-pub const TARGET_MISSING_MARKER: &str = "wsync: target directory is missing";
+/// Printed on stderr by the remote side (see [`RsyncRequest::marker_id`]) when the target
+/// directory is gone or holds no marker of this workspace; rsync then fails to connect.
+pub const TARGET_NOT_OURS: &str = "wsync: target holds no marker of this workspace";
 
 /// rsync's I/O timeout: a transfer with no data for this long fails (and is retried). It
 /// counts inactivity only — a large file in flight keeps I/O going, and with `--timeout` set
@@ -37,9 +40,9 @@ pub const DEFAULT_TIMEOUT_SECS: u32 = 15;
 /// What the rsync run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RsyncMode {
-    /// `rsync -a -H --delete root/ dest/`; `mkpath` creates the destination's missing parents
-    /// (used for the first sync after attach only).
-    Full { mkpath: bool },
+    /// `rsync -a -H --delete root/ dest/`. The destination is never created: attach did that,
+    /// with its marker.
+    Full,
     /// Only the paths fed on stdin (NUL-separated, relative to the root; see [`files_from`]).
     /// Directories in the list are sent recursively with `--delete` inside them; paths missing
     /// from the source are deleted on the remote.
@@ -79,19 +82,11 @@ pub struct RsyncRequest<'a> {
     /// file and about one a second within a large file. For full syncs only (it costs a line
     /// per file); ignored in the other modes.
     pub progress: bool,
-}
-
-impl RsyncRequest<'_> {
-    /// Whether the run must fail instead of creating a missing target directory: every sync
-    /// but the first (`Full { mkpath: true }`), so a remote disk that went away is never
-    /// re-created under its mount point. For SSH targets the remote command checks it first
-    /// and prints [`TARGET_MISSING_MARKER`]; local targets are checked by the caller.
-    pub fn requires_target_dir(&self) -> bool {
-        matches!(
-            self.mode,
-            RsyncMode::Full { mkpath: false } | RsyncMode::Paths { .. }
-        )
-    }
+    /// The workspace id whose `.wsync-target` marker the target must hold
+    /// ([`crate::target`]). For SSH targets the remote command checks it before rsync starts
+    /// (the `--rsync-path` guard, no extra round trip) and prints [`TARGET_NOT_OURS`]; local
+    /// targets are checked by the caller. `None`: no check (attach's preview).
+    pub marker_id: Option<&'a str>,
 }
 
 /// Builds the rsync argv, program first.
@@ -101,12 +96,7 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     // lists a changed file's other names with it (inotify reports only the name written to).
     let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into(), "-H".into()];
     match req.mode {
-        RsyncMode::Full { mkpath } => {
-            argv.push("--delete".into());
-            if mkpath {
-                argv.push("--mkpath".into());
-            }
-        }
+        RsyncMode::Full => argv.push("--delete".into()),
         RsyncMode::Paths { ignore_times } => {
             // --files-from turns recursion off even with -a; -r makes listed directories
             // recurse (implied parent directories are still not recursed or pruned).
@@ -142,10 +132,12 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if req.report_transfer_done {
         argv.push("--debug=EXIT2".into());
     }
-    if req.progress && matches!(req.mode, RsyncMode::Full { .. }) {
+    if req.progress && matches!(req.mode, RsyncMode::Full) {
         argv.push("--info=progress2".into());
     }
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
+    // Never sent from a source that has one, never deleted on the target.
+    argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
     }
@@ -184,15 +176,18 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
             if let Some(endpoint) = endpoint {
                 argv.push("-e".into());
                 argv.push(endpoint.rsync_rsh(&control));
-                if req.requires_target_dir() {
+                if let Some(id) = req.marker_id {
                     // rsync appends its own `--server ...` arguments to this prefix. The check
-                    // runs in `sh` whatever the login shell is; the path is its argument,
-                    // quoted by the one POSIX quoting function.
+                    // runs in `sh` whatever the login shell is; the path and the id are its
+                    // arguments, quoted by the one POSIX quoting function.
+                    let marker = crate::target::MARKER_FILE;
                     let mut guard = format!(
-                        "sh -c 'd=$1; shift; test -d \"$d\" || {{ echo \"{TARGET_MISSING_MARKER}\" >&2; exit 97; }}; exec rsync \"$@\"' wsync-guard "
+                        "sh -c 'd=$1; id=$2; shift 2; grep -qF -- \"$id\" \"$d/{marker}\" 2>/dev/null || {{ echo \"{TARGET_NOT_OURS}\" >&2; exit 97; }}; exec rsync \"$@\"' wsync-guard "
                     )
                     .into_bytes();
                     guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
+                    guard.push(b' ');
+                    guard.extend_from_slice(&crate::ssh::quote_posix_sh(id.as_bytes()));
                     let mut arg = OsString::from("--rsync-path=");
                     arg.push(OsString::from_vec(guard));
                     argv.push(arg);
@@ -293,6 +288,69 @@ fn unescape_rsync(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How one remote differs from its workspace. Paths are relative to the workspace root, as
+/// rsync prints them (directories end with `/`, unusual bytes are escaped as `\#ooo`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// In the workspace, not on the remote.
+    pub missing: Vec<String>,
+    /// On both, with different content (or a different symlink target or file type).
+    pub differs: Vec<String>,
+    /// On the remote only.
+    pub extra: Vec<String>,
+    /// Same content, different times, permissions or ownership (not counted as drift).
+    pub attributes: Vec<String>,
+}
+
+impl Drift {
+    /// True when no content differs (attribute-only differences do not count).
+    pub fn in_sync(&self) -> bool {
+        self.missing.is_empty() && self.differs.is_empty() && self.extra.is_empty()
+    }
+
+    /// How many paths differ in content.
+    pub fn count(&self) -> usize {
+        self.missing.len() + self.differs.len() + self.extra.len()
+    }
+}
+
+/// Sorts rsync `--itemize-changes` lines (`YXcstpoguax path`, `*deleting   path`) into a
+/// [`Drift`]; other output (`--stats`, "created directory", messages) is ignored.
+pub fn parse_itemized(output: &str) -> Drift {
+    let mut drift = Drift::default();
+    for line in output.lines() {
+        // The 11-character change summary, a space, the path.
+        let (Some(summary), Some(path)) = (line.get(..11), line.get(12..)) else {
+            continue;
+        };
+        if line.as_bytes()[11] != b' ' || path.is_empty() {
+            continue;
+        }
+        let path = path.to_owned();
+        if summary.trim_end() == "*deleting" {
+            drift.extra.push(path);
+            continue;
+        }
+        let mut chars = summary.chars();
+        let (Some(update), Some(kind)) = (chars.next(), chars.next()) else {
+            continue;
+        };
+        if !"<>ch.".contains(update) || !"fdLDS".contains(kind) {
+            continue;
+        }
+        let flags = &summary[2..];
+        if flags.chars().all(|c| c == '+') {
+            drift.missing.push(path);
+        } else if matches!(update, '<' | '>' | 'h') || (update == 'c' && kind != 'd') {
+            // A transfer (contents differ by checksum), a hard link, or a changed symlink.
+            drift.differs.push(path);
+        } else if flags.chars().any(|c| c != '.' && c != ' ') {
+            drift.attributes.push(path);
+        }
+    }
+    drift
+}
+
 /// Counters from rsync's `--stats` output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RsyncStats {
@@ -385,7 +443,7 @@ mod tests {
             source_root: Path::new("/home/me/ws"),
             target: &target,
             control_path: None,
-            mode: RsyncMode::Full { mkpath: false },
+            mode: RsyncMode::Full,
             timeout_secs: 30,
             excludes: &[],
             protect: &[],
@@ -393,6 +451,7 @@ mod tests {
             exclude_from: None,
             report_transfer_done: false,
             progress: false,
+            marker_id: None,
         });
         assert_eq!(
             words(&argv),
@@ -406,6 +465,7 @@ mod tests {
                 "--timeout=30",
                 "--stats",
                 "--exclude=/.wsync-cookie-*",
+                "--exclude=/.wsync-target",
                 "--",
                 "/home/me/ws/",
                 "/srv/mirror dir/"
@@ -438,6 +498,7 @@ mod tests {
             exclude_from: Some(Path::new("/run/x/excludes")),
             report_transfer_done: true,
             progress: true,
+            marker_id: Some("00ff"),
         }));
         assert_eq!(
             &argv[..9],
@@ -469,7 +530,7 @@ mod tests {
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; shift; test -d \"$d\" || { echo \"wsync: target directory is missing\" >&2; exit 97; }; exec rsync \"$@\"' wsync-guard '/srv/my mirror'"
+            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; grep -qF -- \"$id\" \"$d/.wsync-target\" 2>/dev/null || { echo \"wsync: target holds no marker of this workspace\" >&2; exit 97; }; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
                 .to_owned()
         ));
     }
@@ -481,7 +542,7 @@ mod tests {
             source_root: Path::new("/ws"),
             target: &target,
             control_path: None,
-            mode: RsyncMode::Full { mkpath: true },
+            mode: RsyncMode::Full,
             timeout_secs: 30,
             excludes: &[],
             protect: &[],
@@ -489,6 +550,7 @@ mod tests {
             exclude_from: None,
             report_transfer_done: true,
             progress: true,
+            marker_id: Some("00ff"),
         }));
         let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
         assert_eq!(argv[debug + 1], "--info=progress2");

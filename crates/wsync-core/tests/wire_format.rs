@@ -12,7 +12,7 @@ use wsync_core::monitor_proto::{
     SyncProgress,
 };
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{Remote, Workspace};
+use wsync_core::registry::{Remote, RootIdentity, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
 
 fn pin<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, golden: &str) {
@@ -29,6 +29,7 @@ fn pin<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: T, 
 fn workspace() -> Workspace {
     Workspace {
         name: "proj".into(),
+        id: "0123abcd".into(),
         path: "/home/u/proj".into(),
         remotes: vec![
             Remote {
@@ -56,10 +57,11 @@ fn workspace() -> Workspace {
         excludes: vec!["target/".into()],
         respect_gitignore: true,
         max_delete: None,
+        root_id: None,
     }
 }
 
-const WORKSPACE_JSON: &str = r#"{"name":"proj","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]}}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
+const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]}}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
 
 #[test]
 fn protocol_version_is_pinned() {
@@ -104,15 +106,23 @@ fn requests() {
             identity_file: Some(PathBuf::from("/id")),
             ssh_options: vec!["A=b".into()],
             wait: true,
+            overwrite: true,
         },
-        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true}"#,
+        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true}"#,
     );
-    // An old client's attach (no `wait`) still decodes, as not waiting.
+    // An old client's attach (no `wait`, no `overwrite`) still decodes, as neither.
     let old: Request = decode(
         br#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
     )
     .unwrap();
-    assert!(matches!(old, Request::Attach { wait: false, .. }));
+    assert!(matches!(
+        old,
+        Request::Attach {
+            wait: false,
+            overwrite: false,
+            ..
+        }
+    ));
     pin(
         Request::Detach {
             workspace: "w".into(),
@@ -370,4 +380,24 @@ fn monitor_status_with_and_without_progress() {
             r#"{STATUS_JSON},"progress":{{"bytes_done":1234567,"bytes_total":2743482,"files_done":66,"files_total":null}}}}]}}}}"#
         ),
     );
+}
+
+#[test]
+fn a_registry_entry_without_an_id_still_decodes() {
+    let old = WORKSPACE_JSON.replace(r#""id":"0123abcd","#, "");
+    let ws: Workspace = serde_json::from_str(&old).unwrap();
+    assert_eq!(ws.id, "");
+    assert_eq!(ws.root_id, None);
+    // The root's identity, when recorded, follows max_delete.
+    let mut ws = workspace();
+    ws.root_id = Some(RootIdentity {
+        dev: 2049,
+        ino: 131,
+    });
+    let json = serde_json::to_string(&ws).unwrap();
+    assert!(
+        json.ends_with(r#""respect_gitignore":true,"root_id":{"dev":2049,"ino":131}}"#),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_str::<Workspace>(&json).unwrap(), ws);
 }

@@ -78,9 +78,10 @@
 //! propagates the deletions without the cap. Every batch passes the deletion budget (see
 //! `engine::budget`): a batch whose known deletions pass what is left halts before it starts,
 //! and every rsync runs with `--max-delete` set to what is left; rsync deletes up to it and the
-//! workspace halts with the number skipped. A remote's target directory is created at
-//! attach (the first sync); if it disappears later, syncs fail with an error (`error` state)
-//! instead of re-creating it (for SSH, a `test -d` guard in `--rsync-path`).
+//! workspace halts with the number skipped. A remote's target directory is created or
+//! marked by the daemon at attach (`.wsync-target`, `wsync_core::target`), never here: before
+//! every batch its marker must name this workspace, or the batch fails with an error (`error`
+//! state) and writes nothing (for SSH, a guard in `--rsync-path` and in the rename script).
 //!
 //! A flush writes a cookie file `.wsync-cookie-<pid>-<id>` in the workspace root and waits for
 //! its inotify event, which proves every earlier event has been read; the cookie is removed at

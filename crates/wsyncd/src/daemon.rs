@@ -38,8 +38,28 @@ fn start(config: Config) -> Result<(), Fatal> {
         Err(e) => return Err(anyhow::Error::new(e).into()),
     };
     let registry_path = &config.workspace_config_file_path;
-    let registry = Registry::load(registry_path)
+    let mut registry = Registry::load(registry_path)
         .with_context(|| format!("loading the registry {}", registry_path.display()))?;
+    let before_markers: Vec<String> = registry
+        .workspaces
+        .iter()
+        .filter(|w| w.id.is_empty())
+        .map(|w| w.name.clone())
+        .collect();
+    if registry.backfill_ids() {
+        // Written once, so the ids (which targets' markers name) never change again.
+        registry
+            .save(registry_path)
+            .with_context(|| format!("saving workspace ids to {}", registry_path.display()))?;
+        tracing::info!("workspace ids added to the registry");
+    }
+    for ws in registry
+        .workspaces
+        .iter()
+        .filter(|w| before_markers.contains(&w.name))
+    {
+        crate::target_check::adopt_pre_marker_targets(ws);
+    }
     tracing::info!(
         workspaces = registry.workspaces.len(),
         registry = %registry_path.display(),

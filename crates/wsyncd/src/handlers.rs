@@ -2,16 +2,20 @@
 //! protocol names. Mutations validate with the registry's checks, save the registry atomically
 //! and only then change the in-memory state and reply; a failed save leaves everything as it was.
 //! Waiting (stopping a monitor, a flush) always happens with the state lock released.
+#![allow(clippy::result_large_err)]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{AddError, AttachError, NewRemote, NewWorkspace, Registry};
+use wsync_core::registry::{
+    AddError, AttachError, NewRemote, NewWorkspace, Registry, RootIdentity,
+};
 
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
+use crate::target_check::{self, TargetError};
 
 /// Flush timeout when the request gives none.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,6 +30,8 @@ pub enum After {
     Shutdown,
 }
 
+/// Both sides are a `Response` (an error is an answer too), so boxing the error would not make
+/// a `Reply` smaller: `clippy::result_large_err` is allowed on the functions returning it.
 type Reply = Result<Response, Response>;
 
 /// Answers one request (after the handshake).
@@ -107,6 +113,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             identity_file,
             ssh_options,
             wait,
+            overwrite,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -115,7 +122,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 identity_file,
                 ssh_options,
             };
-            attach(shared, &workspace, &new, wait)
+            attach(shared, &workspace, &new, wait, overwrite)
         }
         Request::Detach { workspace, remote } => detach(shared, &workspace, &remote),
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
@@ -175,10 +182,35 @@ fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
 }
 
 /// With `wait` (the CLI waits for the initial sync), the new remote's initial sync reports
-/// rsync's progress; otherwise it runs without `--info=progress2`.
-fn attach(shared: &SharedState, name_or_path: &str, new: &NewRemote, wait: bool) -> Reply {
+/// rsync's progress; otherwise it runs without `--info=progress2`. The target is looked at
+/// (and created or marked, see [`target_check`]) with the state lock released, then the
+/// remote is validated again and committed.
+fn attach(
+    shared: &SharedState,
+    name_or_path: &str,
+    new: &NewRemote,
+    wait: bool,
+    overwrite: bool,
+) -> Reply {
+    let (workspace, remote) = {
+        let s = locked(shared)?;
+        let index = find(&s, name_or_path)?;
+        let remote = s
+            .registry
+            .check_new_remote(index, new)
+            .map_err(|e| error(attach_error_code(&e), chain(&e)))?;
+        (s.registry.workspaces[index].clone(), remote)
+    };
+    let prepared = target_check::prepare(&workspace, &remote, overwrite)
+        .map_err(|e| error(target_error_code(&e), chain(&e)))?;
+    tracing::info!(workspace = %workspace.name, "{}", target_check::describe(prepared, &remote.target));
     let mut s = locked(shared)?;
     let index = find(&s, name_or_path)?;
+    if s.registry.workspaces[index].id != workspace.id {
+        return Err(invalid(format!(
+            "workspace {name_or_path:?} was replaced while its target was checked; attach again"
+        )));
+    }
     let remote = s
         .registry
         .check_new_remote(index, new)
@@ -238,11 +270,30 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
     Ok(Response::Workspace { workspace })
 }
 
+/// Resume also confirms the workspace root as it is now (it lifts a replaced root's halt), so
+/// the registry records its identity: looked at with the state lock released.
 fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
+    let root_now = if paused {
+        None
+    } else {
+        let path = {
+            let s = locked(shared)?;
+            s.registry.workspaces[find(&s, name_or_path)?].path.clone()
+        };
+        RootIdentity::of(&path)
+    };
     let mut s = locked(shared)?;
     let index = find(&s, name_or_path)?;
-    if s.registry.workspaces[index].paused != paused {
-        commit(&mut s, |r| r.workspaces[index].paused = paused)?;
+    let entry = &s.registry.workspaces[index];
+    let new_root = root_now.filter(|now| entry.root_id != Some(*now));
+    if entry.paused != paused || new_root.is_some() {
+        commit(&mut s, |r| {
+            let entry = &mut r.workspaces[index];
+            entry.paused = paused;
+            if new_root.is_some() {
+                entry.root_id = new_root;
+            }
+        })?;
     }
     let workspace = s.registry.workspaces[index].clone();
     let command = if paused {
@@ -417,6 +468,17 @@ fn attach_error_code(e: &AttachError) -> ErrorCode {
         | AttachError::Name(_)
         | AttachError::NameTaken { .. }
         | AttachError::AlreadyAttached { .. } => ErrorCode::Invalid,
+    }
+}
+
+/// The protocol code for a target attach refused: what the user can change is `invalid`; a
+/// target that could not be looked at or written is `internal` (an I/O failure, not a rule).
+fn target_error_code(e: &TargetError) -> ErrorCode {
+    match e {
+        TargetError::NotADirectory { .. }
+        | TargetError::OtherWorkspace { .. }
+        | TargetError::Unmarked { .. } => ErrorCode::Invalid,
+        TargetError::Inspect { .. } | TargetError::Mark { .. } => ErrorCode::Internal,
     }
 }
 

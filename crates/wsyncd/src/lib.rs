@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod state;
 pub mod supervisor;
+mod target_check;
 pub mod watchdog;
 
 use clap::Parser;

@@ -246,6 +246,7 @@ mod tests {
     fn workspace(remotes: usize, paused: bool) -> Workspace {
         Workspace {
             name: "w".into(),
+            id: String::new(),
             path: "/w".into(),
             remotes: (0..remotes)
                 .map(|i| Remote {
@@ -259,6 +260,7 @@ mod tests {
             excludes: vec![],
             respect_gitignore: true,
             max_delete: None,
+            root_id: None,
         }
     }
 

@@ -63,6 +63,7 @@ pub fn run(
         identity_file: None,
         ssh_options: Vec::new(),
         wait: false,
+        overwrite: false,
     })?;
     let mut monitor_pid = None;
     let mut watches = 0;

@@ -65,6 +65,7 @@ pub fn run(
             identity_file: None,
             ssh_options: Vec::new(),
             wait: false,
+            overwrite: false,
         })?;
     }
     let registered = start.elapsed();

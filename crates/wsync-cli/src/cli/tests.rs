@@ -36,6 +36,7 @@ fn parses_attach_with_repeated_options() {
         identity_file,
         name,
         no_wait,
+        overwrite,
         timeout,
     }) = cli.command
     else {
@@ -49,7 +50,7 @@ fn parses_attach_with_repeated_options() {
     assert_eq!(ssh_options, ["A=1", "B=2"]);
     assert_eq!(identity_file, Some(PathBuf::from("/k")));
     assert_eq!(name, None);
-    assert!(!no_wait);
+    assert!(!no_wait && !overwrite);
     assert_eq!(timeout, 600);
 }
 

@@ -28,67 +28,7 @@ use crate::exit_codes;
 use crate::output::{print, print_json};
 use crate::progress::Progress;
 
-/// How one remote differs from its workspace. Paths are relative to the workspace root, as
-/// rsync prints them (directories end with `/`, unusual bytes are escaped as `\#ooo`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Drift {
-    /// In the workspace, not on the remote.
-    pub missing: Vec<String>,
-    /// On both, with different content (or a different symlink target or file type).
-    pub differs: Vec<String>,
-    /// On the remote only.
-    pub extra: Vec<String>,
-    /// Same content, different times, permissions or ownership (not counted as drift).
-    pub attributes: Vec<String>,
-}
-
-impl Drift {
-    /// True when no content differs (attribute-only differences do not count).
-    pub fn in_sync(&self) -> bool {
-        self.missing.is_empty() && self.differs.is_empty() && self.extra.is_empty()
-    }
-
-    fn count(&self) -> usize {
-        self.missing.len() + self.differs.len() + self.extra.len()
-    }
-}
-
-/// Sorts rsync `--itemize-changes` lines (`YXcstpoguax path`, `*deleting   path`) into a
-/// [`Drift`]; other output (`--stats`, "created directory", messages) is ignored.
-pub fn parse_itemized(output: &str) -> Drift {
-    let mut drift = Drift::default();
-    for line in output.lines() {
-        // The 11-character change summary, a space, the path.
-        let (Some(summary), Some(path)) = (line.get(..11), line.get(12..)) else {
-            continue;
-        };
-        if line.as_bytes()[11] != b' ' || path.is_empty() {
-            continue;
-        }
-        let path = path.to_owned();
-        if summary.trim_end() == "*deleting" {
-            drift.extra.push(path);
-            continue;
-        }
-        let mut chars = summary.chars();
-        let (Some(update), Some(kind)) = (chars.next(), chars.next()) else {
-            continue;
-        };
-        if !"<>ch.".contains(update) || !"fdLDS".contains(kind) {
-            continue;
-        }
-        let flags = &summary[2..];
-        if flags.chars().all(|c| c == '+') {
-            drift.missing.push(path);
-        } else if matches!(update, '<' | '>' | 'h') || (update == 'c' && kind != 'd') {
-            // A transfer (contents differ by checksum), a hard link, or a changed symlink.
-            drift.differs.push(path);
-        } else if flags.chars().any(|c| c != '.' && c != ' ') {
-            drift.attributes.push(path);
-        }
-    }
-    drift
-}
+pub use wsync_core::rsync::{parse_itemized, Drift};
 
 /// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
 /// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
@@ -116,6 +56,8 @@ pub fn verify_argv(
         exclude_from: rules,
         report_transfer_done: false,
         progress: false,
+        // Compares whatever is there; a missing marker is the monitor's business.
+        marker_id: None,
     });
     let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
     argv.insert(at, "--checksum".into());
@@ -386,12 +328,14 @@ sent 1,234 bytes  received 56 bytes
     fn argv_compares_by_checksum_in_a_dry_run_without_a_shell() {
         let ws = Workspace {
             name: "w".into(),
+            id: String::new(),
             path: "/src/w".into(),
             remotes: vec![],
             paused: false,
             excludes: vec!["target/".into()],
             respect_gitignore: true,
             max_delete: Some(3),
+            root_id: None,
         };
         let target = RemoteTarget::Local {
             path: "/srv/m".into(),

@@ -178,12 +178,14 @@ mod tests {
         WorkspaceStatus {
             workspace: Workspace {
                 name: "w".into(),
+                id: String::new(),
                 path: "/w".into(),
                 remotes: vec![],
                 paused: false,
                 excludes: vec![],
                 respect_gitignore: true,
                 max_delete: None,
+                root_id: None,
             },
             monitor: SupervisorStatus {
                 state: MonitorProcessState::Running,

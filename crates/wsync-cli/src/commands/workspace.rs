@@ -131,6 +131,7 @@ pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
         ssh_options: args.ssh_options,
         // Waiting for the initial sync: the monitor reports its progress (for the bar).
         wait: wait.is_some(),
+        overwrite: args.overwrite,
     })?)?;
     let Some(remote) = ws.remotes.last() else {
         return Err(anyhow::anyhow!(
@@ -265,12 +266,14 @@ mod tests {
     fn ws(name: &str, path: &str) -> Workspace {
         Workspace {
             name: name.into(),
+            id: String::new(),
             path: path.into(),
             remotes: vec![],
             paused: false,
             excludes: vec![],
             respect_gitignore: true,
             max_delete: None,
+            root_id: None,
         }
     }
 

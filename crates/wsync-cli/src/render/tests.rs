@@ -34,6 +34,7 @@ fn durations() {
 fn workspace(name: &str, remotes: &[&str]) -> Workspace {
     Workspace {
         name: name.into(),
+        id: String::new(),
         path: PathBuf::from(format!("/src/{name}")),
         remotes: remotes
             .iter()
@@ -48,6 +49,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
         excludes: vec![],
         respect_gitignore: true,
         max_delete: None,
+        root_id: None,
     }
 }
 

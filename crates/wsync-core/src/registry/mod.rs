@@ -42,6 +42,11 @@ impl Default for Registry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
     pub name: String,
+    /// A stable random id (hex), generated at add; what a target's `.wsync-target` marker
+    /// names (see [`crate::target`]). Registries written before it get one on the daemon's
+    /// first load ([`Registry::backfill_ids`]).
+    #[serde(default)]
+    pub id: String,
     /// Absolute, canonical.
     pub path: PathBuf,
     #[serde(default)]
@@ -57,6 +62,32 @@ pub struct Workspace {
     /// Cap on deletions per full sync; `None` means the built-in default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete: Option<u64>,
+    /// The root directory's identity when it was added (or last confirmed with resume), so a
+    /// root swapped while no monitor ran is caught at start. `None` in older registries until
+    /// the daemon's load fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<RootIdentity>,
+}
+
+/// A directory's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl RootIdentity {
+    /// The identity of `path` when it is a directory (not followed if a symlink).
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| Self {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+    }
 }
 
 fn default_true() -> bool {
@@ -126,6 +157,8 @@ pub enum EntryProblem {
     ControlChar(#[from] ControlCharError),
     #[error("path {path:?} is not absolute")]
     RelativePath { path: String },
+    #[error("id {id:?} is not 1 to 64 lowercase hex digits")]
+    BadId { id: String },
     #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
     MaxDeleteTooLarge,
     /// A workspace path overlapping an earlier workspace.
@@ -325,6 +358,9 @@ impl Registry {
                     path: text.into_owned(),
                 }));
             }
+            if !ws.id.is_empty() && !valid_id(&ws.id) {
+                return Err(context(EntryProblem::BadId { id: ws.id.clone() }));
+            }
             if ws.max_delete.is_some_and(|n| n > MAX_DELETE_LIMIT) {
                 return Err(context(EntryProblem::MaxDeleteTooLarge));
             }
@@ -396,6 +432,23 @@ impl Registry {
         })
     }
 
+    /// Gives every workspace without an id (a registry from before ids) a new one, and records
+    /// the root identity where none is; true when any changed, so the caller saves the
+    /// registry (the id must not change again). Reads the filesystem (the roots).
+    pub fn backfill_ids(&mut self) -> bool {
+        let mut changed = false;
+        for ws in self.workspaces.iter_mut().filter(|w| w.id.is_empty()) {
+            ws.id = new_workspace_id();
+            changed = true;
+        }
+        for ws in self.workspaces.iter_mut().filter(|w| w.root_id.is_none()) {
+            // A root that is missing now stays unknown (and is caught as missing).
+            ws.root_id = RootIdentity::of(&ws.path);
+            changed |= ws.root_id.is_some();
+        }
+        changed
+    }
+
     pub fn find(&self, name_or_path: &str) -> Option<&Workspace> {
         self.index_of(name_or_path).map(|i| &self.workspaces[i])
     }
@@ -411,6 +464,29 @@ impl Registry {
             .unwrap_or_else(|_| as_path.to_owned());
         self.workspaces.iter().position(|w| w.path == canonical)
     }
+}
+
+/// A new random workspace id: 16 bytes from the kernel's generator, in hex.
+pub fn new_workspace_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom (a strange chroot): time and pid still make a collision unlikely.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes[..8].copy_from_slice(&now.as_nanos().to_le_bytes()[..8]);
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The local remotes of a workspace, with their paths.
@@ -537,14 +613,17 @@ impl Registry {
                 return Err(AddError::EmptyExclude);
             }
         }
+        let root_id = RootIdentity::of(&path);
         Ok(Workspace {
             name,
+            id: new_workspace_id(),
             path,
             remotes: Vec::new(),
             paused: false,
             excludes: new.excludes.clone(),
             respect_gitignore: true,
             max_delete: None,
+            root_id,
         })
     }
 

@@ -600,3 +600,37 @@ fn invalid_entries_name_workspace_remote_and_problem() {
     assert_eq!(entry.problem, EntryProblem::DuplicateName);
     assert_eq!(entry.to_string(), "workspace \"w\": the name appears twice");
 }
+
+#[test]
+fn add_gives_an_id_and_the_root_identity_and_old_entries_are_backfilled_once() {
+    let mut f = fixture();
+    let path = f.mkdir("proj");
+    let i = f.add("proj", None).unwrap();
+    let ws = &f.registry.workspaces[i];
+    assert_eq!(ws.id.len(), 32);
+    assert!(ws.id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(ws.root_id, RootIdentity::of(&path));
+    assert!(ws.root_id.is_some());
+    let other = f.add_other_id();
+    assert_ne!(other, f.registry.workspaces[i].id, "random");
+    // An entry from before ids: filled in once, then stable.
+    let text = format!(r#"{{"version":1,"workspaces":[{{"name":"old","path":{path:?}}}]}}"#);
+    let mut old = Registry::parse(Path::new("r.json"), &text).unwrap();
+    assert!(old.workspaces[0].id.is_empty() && old.workspaces[0].root_id.is_none());
+    assert!(old.backfill_ids());
+    let id = old.workspaces[0].id.clone();
+    assert_eq!(old.workspaces[0].root_id, RootIdentity::of(&path));
+    assert!(!old.backfill_ids());
+    assert_eq!(old.workspaces[0].id, id);
+    // A hand-edited id that is not hex is refused.
+    let bad = text.replace(r#""name":"old""#, r#""name":"old","id":"a b""#);
+    assert!(Registry::parse(Path::new("r.json"), &bad).is_err());
+}
+
+impl Fixture {
+    fn add_other_id(&mut self) -> String {
+        self.mkdir("proj2");
+        let i = self.add("proj2", None).unwrap();
+        self.registry.workspaces[i].id.clone()
+    }
+}

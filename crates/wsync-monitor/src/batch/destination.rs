@@ -1,6 +1,7 @@
 //! A remote's connection settings and the commands run on it besides rsync: the shared ssh
 //! master (`ControlPath` private to this workspace's remote), shell commands over it, and the
-//! local target directory's creation at attach.
+//! check of a local target's `.wsync-target` marker. Nothing here creates a target: attach
+//! does, with its marker (`wsync_core::target`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,26 +19,41 @@ use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 pub struct Destination {
     pub remote: Remote,
     pub control_path: Option<PathBuf>,
+    /// The workspace id the target's marker must name.
+    pub workspace_id: String,
 }
 
 impl Destination {
     /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
     /// must not cut other workspaces' transfers to the same host.
-    pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str) -> Self {
+    pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str, workspace_id: &str) -> Self {
         let owner = format!("{workspace}\0{}", remote.name);
         let control_path = SshEndpoint::from_target(&remote.target)
             .map(|ep| ep.control_path_for(runtime_dir, owner.as_bytes()));
         Self {
             remote,
             control_path,
+            workspace_id: workspace_id.to_owned(),
         }
     }
 
-    /// Whether the target directory holds nothing (missing counts as empty).
+    /// For a local target: whether it holds this workspace's marker (one small file read;
+    /// SSH targets are checked by the remote guard of each command instead).
+    pub fn local_target_is_ours(&self) -> bool {
+        match &self.remote.target {
+            RemoteTarget::Local { path } => {
+                wsync_core::target::is_ours_local(path, &self.workspace_id)
+            }
+            RemoteTarget::Ssh { .. } => true,
+        }
+    }
+
+    /// Whether the target directory holds nothing but its marker (missing counts as empty).
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
+        let marker = wsync_core::target::MARKER_FILE;
         match &self.remote.target {
             RemoteTarget::Local { path } => match std::fs::read_dir(path) {
-                Ok(mut entries) => Ok(entries.next().is_none()),
+                Ok(entries) => Ok(!entries.flatten().any(|e| e.file_name() != marker)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
                 Err(e) => Err(e),
             },
@@ -50,7 +66,9 @@ impl Destination {
                 script.extend_from_slice(&quoted);
                 script.push(b'\n');
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
-                Ok(output.iter().all(u8::is_ascii_whitespace))
+                Ok(output
+                    .split(|b| *b == b'\n')
+                    .all(|name| name.trim_ascii().is_empty() || name == marker.as_bytes()))
             }
         }
     }
@@ -123,13 +141,5 @@ impl Destination {
         if let Ok(mut child) = cmd.spawn() {
             let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
         }
-    }
-
-    /// Creates a local target directory at attach time.
-    pub fn prepare(&self) -> std::io::Result<()> {
-        if let RemoteTarget::Local { path } = &self.remote.target {
-            std::fs::create_dir_all(path)?;
-        }
-        Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! Running one batch for one remote, start to finish: the per-batch safety checks (a vanished
-//! local target, an empty root against a non-empty remote, the dry run against the
+//! Running one batch for one remote, start to finish: the per-batch safety checks (a local
+//! target without this workspace's `.wsync-target` marker, an empty root against a non-empty remote, the dry run against the
 //! `--max-delete` cap after a halt), replaying renames, then one rsync with the argv built by
 //! `wsync_core::rsync`. The engine decides what to run ([`BatchOptions`]); this module only
 //! carries it out and returns an [`Outcome`]. It never sees the engine's state.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
     files_from, max_delete_skipped, rsync_argv, vanished_paths, ExitClass, RsyncMode, RsyncRequest,
-    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS, TARGET_MISSING_MARKER,
+    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS, TARGET_NOT_OURS,
 };
 
 pub use destination::Destination;
@@ -51,8 +51,6 @@ pub struct ProtectSource {
 /// How one batch is to be run, decided by the engine.
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
-    /// The first sync since attach: it may create the target directory.
-    pub first: bool,
     pub delete_policy: DeletePolicy,
     /// `--max-delete` for the batch, whatever its kind: what is left of the remote's deletion
     /// budget (`None`: the user confirmed, no cap).
@@ -133,13 +131,11 @@ impl Destination {
                 opts.protect.respect_gitignore,
             ),
         };
-        if !opts.first {
-            if let RemoteTarget::Local { path } = &self.remote.target {
-                if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-                    let error = missing_target(&self.remote.target);
-                    return Outcome::failed(ExitClass::Fatal, error, started);
-                }
-            }
+        // Before every transfer: nothing is written to a target that is not provably ours
+        // (SSH targets: the guard in rsync's --rsync-path and in the rename script).
+        if !self.local_target_is_ours() {
+            let error = not_ours(&self.remote.target);
+            return Outcome::failed(ExitClass::Fatal, error, started);
         }
         if !confirmed && root_is_empty(root) {
             match self.target_is_empty().await {
@@ -175,11 +171,11 @@ impl Destination {
         }
         let mut files_pass: Option<RsyncStats> = None;
         let (mode, list) = match batch {
-            Batch::Full => (RsyncMode::Full { mkpath: opts.first }, None),
+            Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
                 let replayed = renames::replay(self, renames).await;
                 if replayed.target_missing {
-                    let error = missing_target(&self.remote.target);
+                    let error = not_ours(&self.remote.target);
                     return Outcome::failed(ExitClass::Fatal, error, started);
                 }
                 if let Some(why) = &replayed.stopped {
@@ -242,20 +238,21 @@ impl Destination {
             },
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: true,
-            progress: opts.progress && matches!(mode, RsyncMode::Full { .. }),
+            progress: opts.progress && matches!(mode, RsyncMode::Full),
+            marker_id: Some(&self.workspace_id),
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
-        let reporter = (opts.progress && matches!(mode, RsyncMode::Full { .. }))
+        let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
         let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
         if let Some(first) = files_pass {
             outcome.stats.files_transferred += first.files_transferred;
             outcome.stats.bytes_sent += first.bytes_sent;
         }
-        if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
+        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(missing_target(&self.remote.target));
+            outcome.error = Some(not_ours(&self.remote.target));
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
@@ -287,12 +284,13 @@ impl Destination {
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: false,
             progress: false,
+            marker_id: Some(&self.workspace_id),
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
-        if outcome.class != ExitClass::Success && output.contains(TARGET_MISSING_MARKER) {
+        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(missing_target(&self.remote.target));
+            outcome.error = Some(not_ours(&self.remote.target));
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
@@ -321,6 +319,7 @@ impl Destination {
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: false,
             progress: false,
+            marker_id: Some(&self.workspace_id),
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;
@@ -392,10 +391,8 @@ fn split_files(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) 
         .partition(|path| std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| !m.is_dir()))
 }
 
-fn missing_target(target: &RemoteTarget) -> String {
-    format!(
-        "remote target directory {target} is missing (an unmounted disk?); it is not re-created: bring it back, or detach and attach the remote again"
-    )
+fn not_ours(target: &RemoteTarget) -> String {
+    wsync_core::target::not_ours_message(target)
 }
 
 /// True when the root holds nothing but flush cookies (or cannot be listed: rsync decides).

@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use wsync_core::remote::RemoteTarget;
-use wsync_core::rsync::TARGET_MISSING_MARKER;
+use wsync_core::rsync::TARGET_NOT_OURS;
 use wsync_core::ssh::quote_posix_sh;
+use wsync_core::target::MARKER_FILE;
 
 use super::Destination;
 use crate::queue::Rename;
@@ -32,9 +33,9 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
         return Replayed::default();
     }
     match &dest.remote.target {
-        RemoteTarget::Local { path } => replay_local(path, renames),
+        RemoteTarget::Local { path } => replay_local(path, &dest.workspace_id, renames),
         RemoteTarget::Ssh { path, .. } => {
-            let script = ssh_script(path.as_bytes(), renames);
+            let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
             match dest.remote_command(b"sh -s", Some(script)).await {
                 Ok(out) => {
                     let text = String::from_utf8_lossy(&out);
@@ -50,7 +51,7 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
                 }
                 Err(e) => Replayed {
                     done: 0,
-                    target_missing: e.to_string().contains(TARGET_MISSING_MARKER),
+                    target_missing: e.to_string().contains(TARGET_NOT_OURS),
                     stopped: Some(e.to_string()),
                 },
             }
@@ -58,11 +59,11 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
     }
 }
 
-fn replay_local(target: &Path, renames: &[Rename]) -> Replayed {
-    if !std::fs::metadata(target).is_ok_and(|m| m.is_dir()) {
+fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replayed {
+    if !wsync_core::target::is_ours_local(target, workspace_id) {
         return Replayed {
             done: 0,
-            stopped: Some("the target directory is missing".into()),
+            stopped: Some("the target holds no marker of this workspace".into()),
             target_missing: true,
         };
     }
@@ -97,15 +98,19 @@ fn replay_local(target: &Path, renames: &[Rename]) -> Replayed {
     }
 }
 
-/// The script run by `sh -s` on the remote: `cd` to the target (or report it missing), one
+/// The script run by `sh -s` on the remote: `cd` to the target and check its marker names
+/// `workspace_id` (or report it is not ours), one
 /// guarded `mv` per rename, and the number applied on stdout. Relative paths get a `./` prefix
 /// so no name can look like an option or a test operator.
-pub fn ssh_script(target: &[u8], renames: &[Rename]) -> Vec<u8> {
+pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend_from_slice(b"cd -- ");
     s.extend_from_slice(&quote_posix_sh(target));
+    s.extend_from_slice(b" && grep -qF -- ");
+    s.extend_from_slice(&quote_posix_sh(workspace_id.as_bytes()));
     s.extend_from_slice(
-        format!(" || {{ echo '{TARGET_MISSING_MARKER}' >&2; exit 97; }}\n").as_bytes(),
+        format!(" {MARKER_FILE} 2>/dev/null || {{ echo '{TARGET_NOT_OURS}' >&2; exit 97; }}\n")
+            .as_bytes(),
     );
     s.extend_from_slice(
         b"n=0\n\
@@ -152,6 +157,11 @@ mod tests {
         }
     }
 
+    /// Marks `t` as the target of workspace `00ff`.
+    fn mark(t: &Path) {
+        std::fs::write(t.join(MARKER_FILE), r#"{"workspace_id":"00ff"}"#).unwrap();
+    }
+
     fn run_script(script: &[u8]) -> (String, String) {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
@@ -178,6 +188,7 @@ mod tests {
         std::fs::write(t.join("b"), "B").unwrap();
         std::fs::write(t.join("-n"), "N").unwrap();
         std::fs::write(t.join("it's $x"), "Q").unwrap();
+        mark(&t);
         let ops = [
             rename("a", "tmp", false),
             rename("b", "a", false),
@@ -189,7 +200,7 @@ mod tests {
             rename("missing", "x", false),
             rename("e", "f", true),
         ];
-        let script = ssh_script(t.as_os_str().as_encoded_bytes(), &ops);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops);
         let (out, err) = run_script(&script);
         assert_eq!(out, "6", "{err}");
         assert_eq!(std::fs::read_to_string(t.join("a")).unwrap(), "B");
@@ -200,12 +211,21 @@ mod tests {
         std::fs::create_dir(t.join("g")).unwrap();
         let (out, _) = run_script(&ssh_script(
             t.as_os_str().as_encoded_bytes(),
+            "00ff",
             &[rename("e", "g", true)],
         ));
         assert_eq!(out, "0");
         assert!(t.join("e/q").exists());
-        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", &ops));
-        assert!(err.contains(TARGET_MISSING_MARKER), "{err}");
+        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops));
+        assert!(err.contains(TARGET_NOT_OURS), "{err}");
+        // Another workspace's marker, or none: nothing moves.
+        let (out, err) = run_script(&ssh_script(
+            t.as_os_str().as_encoded_bytes(),
+            "00fe",
+            &[rename("b", "c", false)],
+        ));
+        assert!(err.contains(TARGET_NOT_OURS) && out.is_empty(), "{err}");
+        assert!(t.join("b").exists());
     }
 
     #[test]
@@ -215,8 +235,10 @@ mod tests {
         std::fs::create_dir(t.join("dir")).unwrap();
         std::fs::write(t.join("f"), "F").unwrap();
         std::fs::write(t.join("g"), "G").unwrap();
+        mark(t);
         let r = replay_local(
             t,
+            "00ff",
             &[
                 rename("f", "g", false),
                 rename("dir", "g", true),
@@ -226,6 +248,8 @@ mod tests {
         assert_eq!(r.done, 1, "{r:?}");
         assert_eq!(std::fs::read_to_string(t.join("g")).unwrap(), "F");
         assert!(t.join("dir").is_dir());
-        assert!(replay_local(&t.join("gone"), &[rename("a", "b", false)]).target_missing);
+        assert!(replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)]).target_missing);
+        assert!(replay_local(t, "00fe", &[rename("g", "h", false)]).target_missing);
+        assert!(t.join("g").exists());
     }
 }

@@ -194,10 +194,6 @@ impl Driver {
             }
             Effect::Rescan => self.watcher.rescan().err().map(watch_failed),
             Effect::Rewatch => self.watcher.rewatch().err().map(watch_failed),
-            Effect::PrepareTarget { remote, dest } => Some(Input::TargetPrepared {
-                remote,
-                error: dest.prepare().err().map(|e| e.to_string()),
-            }),
             Effect::CloseConnection(dest) => {
                 self.closing.retain(|handle| !handle.is_finished());
                 self.closing

@@ -94,11 +94,6 @@ pub enum Input {
         purpose: ProbePurpose,
         probe: RootProbe,
     },
-    /// The answer to [`Effect::PrepareTarget`]: `error` when it could not be created.
-    TargetPrepared {
-        remote: RemoteKey,
-        error: Option<String>,
-    },
     /// The answer to [`Effect::CreateCookie`].
     CookieCreated {
         name: String,
@@ -139,11 +134,6 @@ pub enum Effect {
     Rescan,
     /// Drop every watch and watch the tree afresh (the root is a different directory).
     Rewatch,
-    /// Create a local target directory at attach, answered by [`Input::TargetPrepared`].
-    PrepareTarget {
-        remote: RemoteKey,
-        dest: Arc<Destination>,
-    },
     /// Ask a remote's ssh master to exit.
     CloseConnection(Arc<Destination>),
     RemoveRulesFile,
@@ -200,6 +190,8 @@ struct Watching {
 pub struct Engine {
     root: PathBuf,
     workspace: String,
+    /// The registry id a target's `.wsync-target` marker must name.
+    workspace_id: String,
     tunables: MonitorTunables,
     runtime_dir: PathBuf,
     /// The rsync rules for the excluded entries.
@@ -224,7 +216,7 @@ pub struct Engine {
     flushes: Flushes,
     watching: Watching,
     outbox: StatusOutbox,
-    /// Answers still to come for effects that always get one (probes, target, cookie): until
+    /// Answers still to come for effects that always get one (probes, cookie): until
     /// they are in, no flush is answered and no status sent, so neither shows a half-decided
     /// state.
     awaiting: usize,
@@ -247,9 +239,13 @@ impl Engine {
             root_id,
             watches,
         } = config;
+        // The registry's record of the root (from add, or the last resume): a root swapped
+        // while no monitor ran is caught like one swapped under a running monitor.
+        let persisted = workspace.root_id.map(|r| (r.dev, r.ino));
         let mut engine = Self {
             root: workspace.path.clone(),
             workspace: workspace.name.clone(),
+            workspace_id: workspace.id.clone(),
             tunables,
             runtime_dir,
             rules_file,
@@ -269,7 +265,7 @@ impl Engine {
             stamped_through: Seq::default(),
             paused: workspace.paused,
             halt: None,
-            root_id,
+            root_id: persisted.or(root_id),
             intake: Intake::default(),
             flushes: Flushes::default(),
             watching: Watching {
@@ -289,10 +285,13 @@ impl Engine {
                 engine.root.display()
             ));
             engine.halt(halt, now, &mut fx);
+        } else if persisted.is_some_and(|p| Some(p) != root_id) {
+            tracing::warn!("the workspace root is not the directory the registry recorded");
+            engine.halt(Halt::root_replaced(&engine.root), now, &mut fx);
         }
         for remote in workspace.remotes {
             let watched = progress.contains(&remote.name);
-            engine.attach(remote, watched, now, &mut fx);
+            engine.attach(remote, watched, now);
         }
         (engine, fx)
     }
@@ -350,18 +349,6 @@ impl Engine {
             Input::RootProbed { purpose, probe } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
                 self.on_probe(purpose, probe, now, &mut fx);
-            }
-            Input::TargetPrepared { remote, error } => {
-                self.awaiting = self.awaiting.saturating_sub(1);
-                if let Some(error) = error {
-                    tracing::warn!(
-                        remote = remote.name,
-                        "cannot create target directory: {error}"
-                    );
-                    if let Some(slot) = self.slot_mut(&remote) {
-                        slot.target_unprepared(error);
-                    }
-                }
             }
             Input::CookieCreated { name, error } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
@@ -474,7 +461,7 @@ impl Engine {
         tracing::debug!(?cmd, "command");
         match cmd {
             MonitorCommand::Start { .. } => tracing::warn!("ignoring a second start message"),
-            MonitorCommand::Attach { remote, progress } => self.attach(remote, progress, now, fx),
+            MonitorCommand::Attach { remote, progress } => self.attach(remote, progress, now),
             MonitorCommand::Detach { remote } => self.detach(&remote, fx),
             MonitorCommand::Pause => {
                 tracing::info!("paused");
@@ -535,14 +522,20 @@ impl Engine {
 
     // ---- remotes ------------------------------------------------------------------------
 
-    /// Adds a remote; its first batch is a full sync (which creates the target directory),
-    /// reporting rsync's progress when `progress` is set.
-    fn attach(&mut self, remote: Remote, progress: bool, now: Instant, fx: &mut Vec<Effect>) {
+    /// Adds a remote; its first batch is a full sync, reporting rsync's progress when
+    /// `progress` is set. The target is not created here: attach did that, with its marker,
+    /// and every batch checks the marker first.
+    fn attach(&mut self, remote: Remote, progress: bool, now: Instant) {
         if self.slots.iter().any(|s| s.name() == remote.name) {
             tracing::warn!(remote = %remote.name, "attach ignored: a remote of that name is attached");
             return;
         }
-        let dest = Arc::new(Destination::new(remote, &self.runtime_dir, &self.workspace));
+        let dest = Arc::new(Destination::new(
+            remote,
+            &self.runtime_dir,
+            &self.workspace,
+            &self.workspace_id,
+        ));
         self.next_generation += 1;
         self.newest = self.newest.next();
         let key = RemoteKey {
@@ -550,11 +543,6 @@ impl Engine {
             generation: self.next_generation,
         };
         tracing::info!(remote = %dest.remote.name, target = %dest.remote.target, "remote attached");
-        self.awaiting += 1;
-        fx.push(Effect::PrepareTarget {
-            remote: key.clone(),
-            dest: dest.clone(),
-        });
         self.slots.push(RemoteSlot::new(key, dest, progress, now));
     }
 
@@ -823,7 +811,6 @@ impl Engine {
                 dest: slot.dest().clone(),
                 batch: started.batch,
                 options: BatchOptions {
-                    first: started.first,
                     delete_policy: started.delete_policy,
                     max_delete: started.max_delete,
                     moves: started.moves,

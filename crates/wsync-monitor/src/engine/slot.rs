@@ -98,7 +98,6 @@ impl Health {
 pub(super) struct Started {
     pub flight: u64,
     pub batch: Batch,
-    pub first: bool,
     pub delete_policy: DeletePolicy,
     /// `--max-delete` for the batch: what is left of the deletion budget (`None`: confirmed).
     pub max_delete: Option<u64>,
@@ -200,11 +199,6 @@ impl RemoteSlot {
 
     pub fn is_transferring(&self) -> bool {
         self.transferring.is_some()
-    }
-
-    /// The target directory could not be created at attach.
-    pub fn target_unprepared(&mut self, error: String) {
-        self.health.last_error = Some(format!("cannot create target directory: {error}"));
     }
 
     /// Queues one change from intake.
@@ -384,7 +378,6 @@ impl RemoteSlot {
         });
         Some(Started {
             flight: self.next_flight,
-            first: !self.initial_done,
             delete_policy: self.delete_policy,
             max_delete,
             moves,

@@ -52,12 +52,14 @@ impl Harness {
     fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
         let mut workspace = Workspace {
             name: "ws".into(),
+            id: String::new(),
             path: "/ws".into(),
             remotes: remotes.iter().map(|r| remote(r)).collect(),
             paused: false,
             excludes: Vec::new(),
             respect_gitignore: true,
             max_delete: Some(100),
+            root_id: None,
         };
         edit(&mut workspace);
         let now = Instant::now();
@@ -129,10 +131,6 @@ impl Harness {
                 };
                 Some(Input::RootProbed { purpose, probe })
             }
-            Effect::PrepareTarget { remote, .. } => Some(Input::TargetPrepared {
-                remote,
-                error: None,
-            }),
             Effect::CreateCookie { name } => Some(Input::CookieCreated { name, error: None }),
             Effect::StartBatch(start) => {
                 assert!(self.probes > 0, "a batch starts only after a root probe");
@@ -304,10 +302,7 @@ fn the_initial_full_sync_starts_only_after_the_root_probe() {
         probe: h.root,
     });
     assert_eq!(h.started.len(), 2, "one full sync per remote");
-    assert!(h
-        .started
-        .iter()
-        .all(|s| s.batch == Batch::Full && s.options.first));
+    assert!(h.started.iter().all(|s| s.batch == Batch::Full));
     assert_eq!(h.state(), RemoteState::InitialSync);
     let starts = std::mem::take(&mut h.started);
     for start in starts {
@@ -613,6 +608,34 @@ fn a_replaced_root_halts_at_dispatch_and_resume_dry_runs_first() {
 }
 
 #[test]
+fn a_root_swapped_while_no_monitor_ran_halts_at_start_until_resume() {
+    // The registry recorded another directory than the one the watches were set up on.
+    let mut h = Harness::with(&["a"], |w| {
+        w.root_id = Some(wsync_core::registry::RootIdentity { dev: 1, ino: 999 });
+    });
+    let halted = h.status().halted.expect("halted at start");
+    assert!(halted.contains("replaced"), "{halted}");
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "nothing sent from a swapped root");
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_eq!(h.status().halted, None);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert_eq!(start.options.delete_policy, DeletePolicy::DryRunFirst);
+    // The recorded root is the current one: no halt.
+    let mut h = Harness::with(&["a"], |w| {
+        w.root_id = Some(wsync_core::registry::RootIdentity {
+            dev: ROOT.0,
+            ino: ROOT.1,
+        });
+    });
+    assert_eq!(h.status().halted, None);
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().batch, Batch::Full);
+}
+
+#[test]
 fn a_mass_deletion_halts_with_nothing_sent_until_resume_confirms() {
     let mut h = Harness::new(&["a"]);
     h.initial_sync();
@@ -823,31 +846,6 @@ fn status_lines_are_rate_limited_and_the_latest_always_follows() {
 }
 
 #[test]
-fn a_target_that_cannot_be_created_is_reported_in_status() {
-    let mut h = Harness::new(&[]);
-    let effects = h.engine.step(
-        Input::Command(MonitorCommand::Attach {
-            remote: remote("a"),
-            progress: false,
-        }),
-        h.now,
-    );
-    let key = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::PrepareTarget { remote, .. } => Some(remote.clone()),
-            _ => None,
-        })
-        .expect("the target is prepared at attach");
-    h.step(Input::TargetPrepared {
-        remote: key,
-        error: Some("Permission denied".into()),
-    });
-    let error = h.status().remotes[0].last_error.clone().unwrap();
-    assert_eq!(error, "cannot create target directory: Permission denied");
-}
-
-#[test]
 fn a_missing_root_at_start_halts_until_it_is_back() {
     let mut h = Harness::new(&["a"]);
     h.root.id = None;
@@ -855,12 +853,14 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
         StartConfig {
             workspace: Workspace {
                 name: "ws".into(),
+                id: String::new(),
                 path: "/ws".into(),
                 remotes: vec![remote("a")],
                 paused: false,
                 excludes: Vec::new(),
                 respect_gitignore: true,
                 max_delete: None,
+                root_id: None,
             },
             tunables: MonitorTunables {
                 settle_ms: 5,
@@ -888,7 +888,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
     h.advance(SETTLE * 2);
     let start = h.take_one();
     assert_eq!(start.batch, Batch::Full);
-    assert!(start.options.first && start.options.progress);
+    assert!(start.options.progress);
 }
 
 #[test]

@@ -1,0 +1,251 @@
+//! Target identity: the `.wsync-target` marker that says a target directory is the mirror of
+//! one workspace. It is written at attach (`wsyncd`), never sent from a source nor deleted by
+//! rsync (every argv excludes it, see [`crate::rsync`]), and checked before every transfer (a
+//! file read for a local target, part of the `--rsync-path` guard and of the rename script over
+//! SSH). A target without our marker — an empty mount point, a directory re-created by someone
+//! else — is never written to.
+//!
+//! Here: the marker's format, the attach-time inspection of a target (local, and the POSIX
+//! `sh` scripts that inspect and mark an SSH target), and the messages naming the fix.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Workspace;
+
+/// The marker's file name, at the top of a target directory.
+pub const MARKER_FILE: &str = ".wsync-target";
+
+/// What the marker holds (compact JSON, one line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// The workspace's registry id ([`Workspace::id`]).
+    pub workspace_id: String,
+    /// The machine and directory mirrored here, for people reading the file.
+    #[serde(default)]
+    pub source_host: String,
+    #[serde(default)]
+    pub source_path: PathBuf,
+    /// When the marker was written, Unix seconds.
+    #[serde(default)]
+    pub created_unix: u64,
+}
+
+impl Marker {
+    /// A fresh marker for `workspace`, stamped now.
+    pub fn new(workspace: &Workspace) -> Self {
+        Self {
+            workspace_id: workspace.id.clone(),
+            source_host: local_hostname(),
+            source_path: workspace.path.clone(),
+            created_unix: crate::unix_ms(std::time::SystemTime::now()) / 1000,
+        }
+    }
+
+    /// The file's bytes (with a final newline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Parses a marker file's bytes; `None` when they are not a marker.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(bytes)
+            .ok()
+            .filter(|m| !m.workspace_id.is_empty())
+    }
+}
+
+/// This machine's host name (for the marker only; empty when unknown).
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What attach found at a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    /// Nothing there: it is created with a marker.
+    Missing,
+    /// Something that is not a directory.
+    NotADirectory,
+    /// An empty directory: the marker is written.
+    Empty,
+    /// A directory with a marker (whose, the caller compares).
+    Marked(Marker),
+    /// A non-empty directory without a (readable) marker: refused without `--overwrite`.
+    Unmarked,
+}
+
+/// Looks at a local target directory (attach time; follows a symlinked target like rsync).
+pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(if std::fs::symlink_metadata(path).is_ok() {
+                // A dangling symlink: creating through it would write somewhere unexpected.
+                TargetState::NotADirectory
+            } else {
+                TargetState::Missing
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(TargetState::NotADirectory);
+    }
+    if let Some(marker) = read_local(path) {
+        return Ok(TargetState::Marked(marker));
+    }
+    let mut entries = std::fs::read_dir(path)?;
+    Ok(if entries.next().is_none() {
+        TargetState::Empty
+    } else {
+        TargetState::Unmarked
+    })
+}
+
+/// The marker of a local target, if it has a valid one.
+pub fn read_local(path: &Path) -> Option<Marker> {
+    let bytes = std::fs::read(path.join(MARKER_FILE)).ok()?;
+    Marker::parse(&bytes)
+}
+
+/// Whether the local target holds the marker of workspace `id` (the check before a transfer).
+pub fn is_ours_local(path: &Path, id: &str) -> bool {
+    read_local(path).is_some_and(|m| m.workspace_id == id)
+}
+
+/// Creates the local target directory if needed and writes the marker atomically (temp file in
+/// the target, then rename).
+pub fn write_local(path: &Path, marker: &Marker) -> std::io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wsync-target-")
+        .suffix(".tmp")
+        .tempfile_in(path)?;
+    tmp.write_all(&marker.to_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path.join(MARKER_FILE)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The remote command (for `ssh host CMD`) that inspects an SSH target: its path is the one
+/// argument, quoted by [`crate::ssh::quote_posix_sh`]. It prints the state word, then the
+/// resolved directory (`cd -P` + `pwd -P`), then the marker when there is one; see
+/// [`parse_ssh_inspection`].
+pub fn ssh_inspect_command(path: &str) -> String {
+    let script = format!(
+        "d=$1; if ! [ -e \"$d\" ] && ! [ -h \"$d\" ]; then echo missing; exit 0; fi; \
+         cd -P -- \"$d\" 2>/dev/null || {{ echo notdir; exit 0; }}; \
+         if [ -f {MARKER_FILE} ]; then echo marked; pwd -P; head -c 4096 {MARKER_FILE}; \
+         elif [ -z \"$(ls -A)\" ]; then echo empty; pwd -P; else echo unmarked; pwd -P; fi"
+    );
+    sh_c(&script, "wsync-inspect", path)
+}
+
+/// Parses the output of [`ssh_inspect_command`]: the state and the resolved directory.
+pub fn parse_ssh_inspection(stdout: &[u8]) -> Option<(TargetState, Option<String>)> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut lines = text.splitn(3, '\n');
+    let word = lines.next()?.trim();
+    let resolved = lines
+        .next()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty());
+    let state = match word {
+        "missing" => TargetState::Missing,
+        "notdir" => TargetState::NotADirectory,
+        "empty" => TargetState::Empty,
+        "unmarked" => TargetState::Unmarked,
+        "marked" => match lines.next().and_then(|m| Marker::parse(m.as_bytes())) {
+            Some(marker) => TargetState::Marked(marker),
+            None => TargetState::Unmarked,
+        },
+        _ => return None,
+    };
+    Some((state, resolved))
+}
+
+/// The remote command that creates an SSH target (if missing) and writes the marker read from
+/// stdin (temp file, then `mv`).
+pub fn ssh_mark_command(path: &str) -> String {
+    let script = format!(
+        "d=$1; mkdir -p -- \"$d\" && cd -P -- \"$d\" && cat > {MARKER_FILE}.tmp && mv -f -- {MARKER_FILE}.tmp {MARKER_FILE}"
+    );
+    sh_c(&script, "wsync-mark", path)
+}
+
+/// `sh -c 'SCRIPT' NAME 'ARG'`: the script is constant text (no user data), the argument is
+/// quoted by the one POSIX quoter.
+fn sh_c(script: &str, name: &str, arg: &str) -> String {
+    let quote =
+        |s: &str| String::from_utf8_lossy(&crate::ssh::quote_posix_sh(s.as_bytes())).into_owned();
+    format!("sh -c {} {name} {}", quote(script), quote(arg))
+}
+
+/// The error for a target that holds no marker of this workspace (before a transfer).
+pub fn not_ours_message(target: &dyn std::fmt::Display) -> String {
+    format!(
+        "remote target {target} is missing this workspace's {MARKER_FILE} marker (an unmounted disk, a directory re-created or replaced?); nothing is written there until the marker is back, then syncing resumes by itself; if this directory is the right target after all, detach the remote and attach it again (with --overwrite)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws() -> Workspace {
+        serde_json::from_str(r#"{"name":"w","id":"00ff","path":"/src/w"}"#).unwrap()
+    }
+
+    #[test]
+    fn local_inspection_sees_each_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        assert_eq!(inspect_local(&t).unwrap(), TargetState::Missing);
+        std::fs::create_dir(&t).unwrap();
+        assert_eq!(inspect_local(&t).unwrap(), TargetState::Empty);
+        std::fs::write(t.join("x"), "x").unwrap();
+        assert_eq!(inspect_local(&t).unwrap(), TargetState::Unmarked);
+        std::fs::write(t.join(MARKER_FILE), "garbage").unwrap();
+        assert_eq!(inspect_local(&t).unwrap(), TargetState::Unmarked);
+        let marker = Marker::new(&ws());
+        write_local(&t, &marker).unwrap();
+        assert_eq!(inspect_local(&t).unwrap(), TargetState::Marked(marker));
+        assert!(is_ours_local(&t, "00ff"));
+        assert!(!is_ours_local(&t, "00fe"));
+        assert_eq!(
+            inspect_local(&t.join("x")).unwrap(),
+            TargetState::NotADirectory
+        );
+    }
+
+    #[test]
+    fn parses_the_ssh_inspection() {
+        let marker = Marker::new(&ws());
+        let mut out = b"marked\n/real/t\n".to_vec();
+        out.extend_from_slice(&marker.to_bytes());
+        assert_eq!(
+            parse_ssh_inspection(&out),
+            Some((TargetState::Marked(marker), Some("/real/t".into())))
+        );
+        assert_eq!(
+            parse_ssh_inspection(b"missing\n"),
+            Some((TargetState::Missing, None))
+        );
+        assert_eq!(parse_ssh_inspection(b"bash: no\n"), None);
+    }
+
+    #[test]
+    fn scripts_quote_the_path_as_one_argument() {
+        let cmd = ssh_mark_command("/srv/it's here");
+        assert!(cmd.starts_with("sh -c 'd=$1; mkdir -p"), "{cmd}");
+        assert!(cmd.ends_with(" wsync-mark '/srv/it'\\''s here'"), "{cmd}");
+    }
+}
