@@ -178,11 +178,12 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 argv.push(endpoint.rsync_rsh(&control));
                 if let Some(id) = req.marker_id {
                     // rsync appends its own `--server ...` arguments to this prefix. The check
-                    // runs in `sh` whatever the login shell is; the path and the id are its
-                    // arguments, quoted by the one POSIX quoting function.
+                    // runs in `sh` whatever the login shell is, with builtins only (no process
+                    // besides rsync per batch); the path and the id (hex) are its arguments,
+                    // quoted by the one POSIX quoting function.
                     let marker = crate::target::MARKER_FILE;
                     let mut guard = format!(
-                        "sh -c 'd=$1; id=$2; shift 2; grep -qF -- \"$id\" \"$d/{marker}\" 2>/dev/null || {{ echo \"{TARGET_NOT_OURS}\" >&2; exit 97; }}; exec rsync \"$@\"' wsync-guard "
+                        "sh -c 'd=$1; id=$2; shift 2; m=; IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
                     )
                     .into_bytes();
                     guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
@@ -530,7 +531,7 @@ mod tests {
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; grep -qF -- \"$id\" \"$d/.wsync-target\" 2>/dev/null || { echo \"wsync: target holds no marker of this workspace\" >&2; exit 97; }; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
+            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
                 .to_owned()
         ));
     }
