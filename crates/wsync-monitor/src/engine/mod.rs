@@ -785,14 +785,21 @@ impl Engine {
                 return;
             }
             if probe.empty != Some(true) {
+                let first: Vec<String> = over
+                    .first
+                    .iter()
+                    .map(|p| format!("{:?}", p.display().to_string()))
+                    .collect();
                 let reason = format!(
-                    "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s); nothing is deleted remotely until `wsync resume` confirms it",
+                    "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s), first {}{}; nothing is deleted remotely until `wsync resume` confirms it",
                     over.count,
                     over.span.as_secs_f64(),
                     self.root.display(),
                     over.limit,
                     over.made,
                     budget::DELETION_WINDOW.as_secs(),
+                    first.join(", "),
+                    if over.count > first.len() as u64 { ", ..." } else { "" },
                 );
                 self.halt(Halt::deletions(reason), now, fx);
                 return;

@@ -145,7 +145,7 @@ pub(super) struct RemoteSlot {
 }
 
 /// A batch about to delete more than the budget allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct OverBudget {
     /// Distinct paths it would delete.
     pub count: u64,
@@ -154,6 +154,8 @@ pub(super) struct OverBudget {
     pub limit: u64,
     /// Deleted within the window already.
     pub made: u64,
+    /// The first of the paths it would delete (sorted), for the message.
+    pub first: Vec<PathBuf>,
 }
 
 impl RemoteSlot {
@@ -327,6 +329,7 @@ impl RemoteSlot {
             span,
             limit: self.deletions.limit(explicit),
             made: self.deletions.made_within(now),
+            first: self.dirty.deleted_paths().into_iter().take(10).collect(),
         })
     }
 

@@ -650,6 +650,10 @@ fn a_mass_deletion_halts_with_nothing_sent_until_resume_confirms() {
     assert!(h.started.is_empty(), "nothing deleted remotely");
     let halted = h.status().halted.expect("halted");
     assert!(halted.starts_with("mass deletion: 101 paths"), "{halted}");
+    assert!(
+        halted.contains(r#"first "f0", "f1", "f10", "f100", "f11""#) && halted.contains("..."),
+        "the first paths are named: {halted}"
+    );
     h.step(Input::Command(MonitorCommand::Resume));
     h.advance(SETTLE * 2);
     let start = h.take_one();
