@@ -60,10 +60,6 @@ pub struct BatchOptions {
     /// budget must not count as a loss, so such a batch runs without `--max-delete` (its known
     /// deletions were already checked against the budget by the engine).
     pub moves: bool,
-    /// Count the batch as synced as soon as rsync reports the transfer complete, before its
-    /// exit handshake. Off for a capped batch that deletes: rsync reports the transfer complete
-    /// even when `--max-delete` stopped deletions, which only its exit status tells.
-    pub report_transfer_done: bool,
     /// rsync filter rules for the excludes.
     pub exclude_from: Option<PathBuf>,
     pub protect: ProtectSource,
@@ -173,6 +169,7 @@ impl Destination {
                 return outcome;
             }
         }
+        let mut files_pass: Option<RsyncStats> = None;
         let (mode, list) = match batch {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
@@ -201,7 +198,25 @@ impl Destination {
                 let (list, has_dir) = transfer_list(root, &all);
                 let list = with_other_links(root, list).await;
                 // Listed directories go recursively: re-sending all their files (-I) would make
-                // a directory chmod or a refilled new directory cost its whole size.
+                // a directory chmod or a refilled new directory cost its whole size. So a batch
+                // with directories sends its changed files first, on their own, with -I: a
+                // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
+                // never skipped.
+                let list = if has_dir {
+                    let (files, rest) = split_files(root, list);
+                    if !files.is_empty() {
+                        let first = self
+                            .send_files_by_content(root, files, opts, &protect)
+                            .await;
+                        if first.class != ExitClass::Success {
+                            return first;
+                        }
+                        files_pass = Some(first.stats);
+                    }
+                    rest
+                } else {
+                    list
+                };
                 let mode = RsyncMode::Paths {
                     ignore_times: !has_dir,
                 };
@@ -222,7 +237,7 @@ impl Destination {
                 opts.max_delete
             },
             exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: opts.report_transfer_done,
+            report_transfer_done: true,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
         });
@@ -231,6 +246,10 @@ impl Destination {
         let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
         let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
+        if let Some(first) = files_pass {
+            outcome.stats.files_transferred += first.files_transferred;
+            outcome.stats.bytes_sent += first.bytes_sent;
+        }
         if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(not_ours(&self.remote.target));
@@ -240,6 +259,41 @@ impl Destination {
         }
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
+        }
+        outcome
+    }
+
+    /// Sends `files` (existing, none a directory) with `--ignore-times`: compared by content,
+    /// whatever their size and mtime say. No deletion can happen here.
+    async fn send_files_by_content(
+        &self,
+        root: &Path,
+        files: Vec<PathBuf>,
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+    ) -> Outcome {
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Paths { ignore_times: true },
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: Some(0),
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some(&self.workspace_id),
+        });
+        tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
+        let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+            outcome.class = ExitClass::Fatal;
+            outcome.error = Some(not_ours(&self.remote.target));
+        }
+        if outcome.class == ExitClass::Vanished {
+            outcome.vanished = vanished_paths(&output, root);
         }
         outcome
     }
@@ -328,6 +382,13 @@ async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
             list
         }
     }
+}
+
+/// Splits a transfer list into the entries that exist and are not directories, and the rest
+/// (directories, and missing paths to delete).
+fn split_files(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    list.into_iter()
+        .partition(|path| std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| !m.is_dir()))
 }
 
 fn not_ours(target: &RemoteTarget) -> String {
