@@ -60,6 +60,10 @@ pub struct BatchOptions {
     /// budget must not count as a loss, so such a batch runs without `--max-delete` (its known
     /// deletions were already checked against the budget by the engine).
     pub moves: bool,
+    /// Count the batch as synced as soon as rsync reports the transfer complete, before its
+    /// exit handshake. Off for a capped batch that deletes: rsync reports the transfer complete
+    /// even when `--max-delete` stopped deletions, which only its exit status tells.
+    pub report_transfer_done: bool,
     /// rsync filter rules for the excludes.
     pub exclude_from: Option<PathBuf>,
     pub protect: ProtectSource,
@@ -237,7 +241,7 @@ impl Destination {
                 opts.max_delete
             },
             exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: true,
+            report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
         });
@@ -280,7 +284,7 @@ impl Destination {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
             protect,
-            max_delete: Some(0),
+            max_delete: None,
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: false,
             progress: false,

@@ -17,7 +17,7 @@ use wsync_core::rsync::DEFAULT_MAX_DELETE;
 pub const DELETION_WINDOW: Duration = Duration::from_secs(60);
 
 /// The smallest default budget, whatever the tree's size.
-pub const BUDGET_FLOOR: u64 = 200;
+pub const BUDGET_FLOOR: u64 = 500;
 
 /// One remote's recent deletions and the size of its tree. Deletions are counted as distinct
 /// paths where the engine knows them (a path deleted again and again, or re-created, counts
@@ -129,6 +129,7 @@ mod tests {
         assert_eq!(ledger.limit(None), 25_000);
         ledger.tree_seen(100);
         assert_eq!(ledger.limit(None), BUDGET_FLOOR);
+        assert_eq!(BUDGET_FLOOR, 500);
         assert_eq!(ledger.limit(Some(5)), 5);
         ledger.tree_seen(0);
         assert_eq!(

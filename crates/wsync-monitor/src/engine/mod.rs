@@ -814,6 +814,7 @@ impl Engine {
                     delete_policy: started.delete_policy,
                     max_delete: started.max_delete,
                     moves: started.moves,
+                    report_transfer_done: started.report_transfer_done,
                     exclude_from: self.rules_file.clone(),
                     protect: self.protect.clone(),
                     progress: started.progress,

@@ -103,6 +103,8 @@ pub(super) struct Started {
     pub max_delete: Option<u64>,
     /// The batch may move a subtree through rsync (see `DirtySet::has_moves`).
     pub moves: bool,
+    /// See `BatchOptions::report_transfer_done`.
+    pub report_transfer_done: bool,
     pub progress: bool,
 }
 
@@ -379,6 +381,7 @@ impl RemoteSlot {
         Some(Started {
             flight: self.next_flight,
             delete_policy: self.delete_policy,
+            report_transfer_done: max_delete.is_none() || known_deletions == 0,
             max_delete,
             moves,
             progress: self.report_progress && full,
