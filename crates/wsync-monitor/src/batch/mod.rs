@@ -173,6 +173,8 @@ impl Destination {
                 return outcome;
             }
         }
+        // The files-first pass's outcome, when it ran (it is merged into the batch's).
+        let mut files_pass: Option<Outcome> = None;
         let (mode, list) = match batch {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
@@ -201,7 +203,33 @@ impl Destination {
                 let (list, has_dir) = transfer_list(root, &all);
                 let list = with_other_links(root, list).await;
                 // Listed directories go recursively: re-sending all their files (-I) would make
-                // a directory chmod or a refilled new directory cost its whole size.
+                // a directory chmod or a refilled new directory cost its whole size. So a batch
+                // with directories sends its changed files first, on their own, with -I: a
+                // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
+                // never skipped.
+                let list = if has_dir {
+                    let (files, rest) = split_files(root, list);
+                    if !files.is_empty() {
+                        let first = self
+                            .send_files_by_content(root, files, opts, &protect)
+                            .await;
+                        // Files that vanished in this pass are queued again by the engine,
+                        // which counts the rest of the batch as done: the second pass (the
+                        // directories and the deletions) must run all the same.
+                        match first.class {
+                            ExitClass::Success | ExitClass::Vanished => {
+                                if first.class == ExitClass::Vanished {
+                                    tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
+                                }
+                                files_pass = Some(first);
+                            }
+                            _ => return first,
+                        }
+                    }
+                    rest
+                } else {
+                    list
+                };
                 let mode = RsyncMode::Paths {
                     ignore_times: !has_dir,
                 };
@@ -238,8 +266,49 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
+        if let Some(first) = files_pass {
+            merge_files_pass(&mut outcome, first);
+            outcome.elapsed = started.elapsed();
+        }
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
+        }
+        outcome
+    }
+
+    /// Sends `files` (existing, none a directory when listed) with `--ignore-times`: compared
+    /// by content, whatever their size and mtime say. It deletes only a listed file that is
+    /// gone by the time rsync looks (`--delete-missing-args`), and reports those that vanish
+    /// mid-transfer (exit 24) like any batch.
+    async fn send_files_by_content(
+        &self,
+        root: &Path,
+        files: Vec<PathBuf>,
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+    ) -> Outcome {
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Paths { ignore_times: true },
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: None,
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some(&self.workspace_id),
+        });
+        tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
+        let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+            outcome.class = ExitClass::Fatal;
+            outcome.error = Some(not_ours(&self.remote.target));
+        }
+        if outcome.class == ExitClass::Vanished {
+            outcome.vanished = vanished_paths(&output, root);
         }
         outcome
     }
@@ -330,6 +399,41 @@ async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
     }
 }
 
+/// Folds the files-first pass into the outcome of the batch's second pass. Its stats add up;
+/// its vanished files (exit 24) make the batch's exit 24 too, with both lists (`None`, unknown,
+/// wins: the engine then queues the whole batch again). A second pass that failed decides.
+fn merge_files_pass(outcome: &mut Outcome, first: Outcome) {
+    outcome.stats.files_transferred += first.stats.files_transferred;
+    outcome.stats.files_deleted += first.stats.files_deleted;
+    outcome.stats.bytes_sent += first.stats.bytes_sent;
+    if first.class != ExitClass::Vanished {
+        return;
+    }
+    match outcome.class {
+        ExitClass::Success => {
+            outcome.class = ExitClass::Vanished;
+            outcome.vanished = first.vanished;
+        }
+        ExitClass::Vanished => {
+            outcome.vanished = match (outcome.vanished.take(), first.vanished) {
+                (Some(mut second), Some(first)) => {
+                    second.extend(first);
+                    Some(second)
+                }
+                _ => None,
+            };
+        }
+        _ => {}
+    }
+}
+
+/// Splits a transfer list into the entries that exist and are not directories, and the rest
+/// (directories, and missing paths to delete).
+fn split_files(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    list.into_iter()
+        .partition(|path| std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| !m.is_dir()))
+}
+
 fn not_ours(target: &RemoteTarget) -> String {
     wsync_core::target::not_ours_message(target)
 }
@@ -344,4 +448,39 @@ pub fn root_is_empty(root: &Path) -> bool {
             .as_encoded_bytes()
             .starts_with(COOKIE_PREFIX.as_bytes())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(class: ExitClass, vanished: Option<Vec<&str>>) -> Outcome {
+        let mut outcome = Outcome::success(RsyncStats::default(), Duration::ZERO);
+        outcome.class = class;
+        outcome.vanished = vanished.map(|v| v.into_iter().map(PathBuf::from).collect());
+        outcome
+    }
+
+    #[test]
+    fn files_vanished_in_the_first_pass_keep_the_batch_at_exit_24() {
+        let mut second = outcome(ExitClass::Success, None);
+        merge_files_pass(&mut second, outcome(ExitClass::Vanished, Some(vec!["a"])));
+        assert_eq!(second.class, ExitClass::Vanished);
+        assert_eq!(second.vanished, Some(vec![PathBuf::from("a")]));
+
+        let mut second = outcome(ExitClass::Vanished, Some(vec!["b"]));
+        merge_files_pass(&mut second, outcome(ExitClass::Vanished, Some(vec!["a"])));
+        assert_eq!(
+            second.vanished,
+            Some(vec![PathBuf::from("b"), PathBuf::from("a")])
+        );
+
+        let mut second = outcome(ExitClass::Vanished, Some(vec!["b"]));
+        merge_files_pass(&mut second, outcome(ExitClass::Vanished, None));
+        assert_eq!(second.vanished, None, "unknown: the whole batch again");
+
+        let mut second = outcome(ExitClass::Partial, None);
+        merge_files_pass(&mut second, outcome(ExitClass::Vanished, Some(vec!["a"])));
+        assert_eq!(second.class, ExitClass::Partial);
+    }
 }
