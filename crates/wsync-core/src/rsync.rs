@@ -267,6 +267,111 @@ pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> 
     Some(out)
 }
 
+/// One path rsync could not write (exit 23) and the message it gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathFailure {
+    /// Relative to the workspace root.
+    pub path: PathBuf,
+    /// rsync's line, without its `rsync: [role] ` prefix.
+    pub message: String,
+}
+
+/// The paths an exit 23 failed on, from rsync's error lines. `roots` are the absolute prefixes
+/// rsync may print names under (the source root, the target path as given and resolved).
+/// `None` when any error line is not understood or names a path outside every root (or a
+/// root itself): the caller cannot tell what failed, and the whole batch must be retried.
+pub fn failed_paths(output: &str, roots: &[&Path]) -> Option<Vec<PathFailure>> {
+    let mut out: Vec<PathFailure> = Vec::new();
+    for line in output.lines() {
+        let line = line.trim_end();
+        if line.starts_with("rsync error: ")
+            || line == "*** Skipping any contents from this failed directory ***"
+            || line.starts_with("file has vanished: ")
+        {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("rsync: ") else {
+            continue;
+        };
+        let message = match rest.strip_prefix('[') {
+            Some(r) => r.split_once("] ")?.1,
+            None => rest,
+        };
+        let path = failed_path(message, roots)?;
+        if !out.iter().any(|f| f.path == path) {
+            out.push(PathFailure {
+                path,
+                message: message.to_owned(),
+            });
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The workspace-relative path one error message names.
+fn failed_path(message: &str, roots: &[&Path]) -> Option<PathBuf> {
+    const QUOTED: [(&str, bool); 9] = [
+        ("mkstemp \"", true),
+        ("recv_generator: mkdir \"", false),
+        ("mkdir \"", false),
+        ("send_files failed to open \"", false),
+        ("failed to set times on \"", false),
+        ("failed to set permissions on \"", false),
+        ("failed to open \"", false),
+        ("chown \"", false),
+        ("link_stat \"", false),
+    ];
+    for (prefix, temp) in QUOTED {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (quoted, _) = rest.split_once("\":").or_else(|| rest.split_once("\" "))?;
+            let raw = unescape_rsync(quoted.as_bytes());
+            let mut rel = relative_to(&raw, roots)?;
+            if temp {
+                rel = temp_to_final(&rel)?;
+            }
+            return Some(rel);
+        }
+    }
+    // Deletions name the path relative to the target, unquoted.
+    for prefix in ["delete_file: unlink(", "delete_file: rmdir("] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (name, _) = rest.rsplit_once(") failed")?;
+            return clean_relative(&unescape_rsync(name.as_bytes()));
+        }
+    }
+    None
+}
+
+fn relative_to(raw: &[u8], roots: &[&Path]) -> Option<PathBuf> {
+    if !raw.starts_with(b"/") {
+        return clean_relative(raw);
+    }
+    roots.iter().find_map(|root| {
+        let root = root.as_os_str().as_bytes();
+        let root = root.strip_suffix(b"/").unwrap_or(root);
+        clean_relative(raw.strip_prefix(root)?.strip_prefix(b"/")?)
+    })
+}
+
+fn clean_relative(mut rel: &[u8]) -> Option<PathBuf> {
+    while let Some(rest) = rel.strip_prefix(b"./") {
+        rel = rest;
+    }
+    let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+    (!rel.is_empty() && rel != b".").then(|| PathBuf::from(OsString::from_vec(rel.to_vec())))
+}
+
+/// rsync's temporary file `dir/.name.XXXXXX` is `dir/name`.
+fn temp_to_final(temp: &Path) -> Option<PathBuf> {
+    let name = temp.file_name()?.as_bytes();
+    let name = name.strip_prefix(b".")?;
+    let (stem, suffix) = name.split_at(name.len().checked_sub(7)?);
+    if stem.is_empty() || suffix.first() != Some(&b'.') {
+        return None;
+    }
+    Some(temp.with_file_name(OsString::from_vec(stem.to_vec())))
+}
+
 /// Undoes rsync's `\#ooo` escaping of unprintable bytes in names it prints.
 fn unescape_rsync(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
@@ -433,6 +538,48 @@ mod tests {
         argv.iter()
             .map(|w| w.to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// Lines from rsync 3.5.0 writing into a read-only bind mount (`/tmp/rsx/dst/ro`) and
+    /// deleting there.
+    const READ_ONLY: &str = r#"rsync: [generator] failed to set times on "/tmp/rsx/dst/ro": Read-only file system (30)
+rsync: [generator] recv_generator: mkdir "/tmp/rsx/dst/ro/sub" failed: Read-only file system (30)
+*** Skipping any contents from this failed directory ***
+rsync: [receiver] mkstemp "/tmp/rsx/dst/ro/.f.G0vxfl" failed: Read-only file system (30)
+rsync: [receiver] mkstemp "/tmp/rsx/dst/ro/.sp ace.2LWZ8j" failed: Read-only file system (30)
+rsync: [generator] delete_file: unlink(ro/gone) failed: Read-only file system (30)
+rsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1394) [sender=3.5.0]
+"#;
+
+    #[test]
+    fn failed_paths_map_real_rsync_errors_to_workspace_paths() {
+        let roots = [Path::new("/src"), Path::new("/tmp/rsx/dst/")];
+        let failed = failed_paths(READ_ONLY, &roots).expect("all understood");
+        let paths: Vec<&str> = failed.iter().map(|f| f.path.to_str().unwrap()).collect();
+        assert_eq!(paths, ["ro", "ro/sub", "ro/f", "ro/sp ace", "ro/gone"]);
+        assert!(failed[2].message.contains("Read-only file system"));
+        let sender =
+            "rsync: [sender] send_files failed to open \"/src/d/x\": Permission denied (13)\n";
+        assert_eq!(
+            failed_paths(sender, &roots).unwrap()[0].path,
+            PathBuf::from("d/x")
+        );
+    }
+
+    #[test]
+    fn failed_paths_give_up_on_anything_not_understood() {
+        let roots = [Path::new("/tmp/rsx/dst")];
+        let odd = format!("{READ_ONLY}rsync: write failed on \"/tmp/rsx/dst/ro/f\": No space left on device (28)\n");
+        assert_eq!(failed_paths(&odd, &roots), None);
+        let elsewhere =
+            "rsync: [receiver] mkstemp \"/other/.f.AbC123\" failed: Permission denied (13)\n";
+        assert_eq!(failed_paths(elsewhere, &roots), None);
+        let root_itself = "rsync: [generator] failed to set times on \"/tmp/rsx/dst/.\": Read-only file system (30)\n";
+        assert_eq!(failed_paths(root_itself, &roots), None);
+        assert_eq!(
+            failed_paths("rsync error: some files (code 23)\n", &roots),
+            None
+        );
     }
 
     #[test]

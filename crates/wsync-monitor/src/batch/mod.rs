@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    files_from, max_delete_skipped, rsync_argv, vanished_paths, ExitClass, RsyncMode, RsyncRequest,
-    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS, TARGET_NOT_OURS,
+    failed_paths, files_from, max_delete_skipped, rsync_argv, vanished_paths, ExitClass,
+    PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
+    TARGET_NOT_OURS,
 };
 
 pub use destination::Destination;
@@ -84,6 +85,9 @@ pub struct Outcome {
     pub halt: Option<String>,
     /// On exit 24: the files that vanished mid-transfer (`None`: unknown, retry the batch).
     pub vanished: Option<Vec<PathBuf>>,
+    /// On exit 23: the paths that failed, when every error line named one (`None`: unknown,
+    /// the whole batch failed).
+    pub failed_paths: Option<Vec<PathFailure>>,
 }
 
 impl Outcome {
@@ -96,6 +100,7 @@ impl Outcome {
             elapsed,
             halt: None,
             vanished: None,
+            failed_paths: None,
         }
     }
 
@@ -107,6 +112,7 @@ impl Outcome {
             elapsed: started.elapsed(),
             halt: None,
             vanished: None,
+            failed_paths: None,
         }
     }
 }
@@ -217,6 +223,9 @@ impl Destination {
                         // which counts the rest of the batch as done: the second pass (the
                         // directories and the deletions) must run all the same.
                         match first.class {
+                            ExitClass::Partial if first.failed_paths.is_some() => {
+                                files_pass = Some(first);
+                            }
                             ExitClass::Success | ExitClass::Vanished => {
                                 if first.class == ExitClass::Vanished {
                                     tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
@@ -266,6 +275,7 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
+        self.note_failed_paths(&mut outcome, &output, root);
         if let Some(first) = files_pass {
             merge_files_pass(&mut outcome, first);
             outcome.elapsed = started.elapsed();
@@ -310,7 +320,32 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
+        self.note_failed_paths(&mut outcome, &output, root);
         outcome
+    }
+
+    /// On exit 23, the paths that failed (see [`failed_paths`]), mapped back to the workspace
+    /// from the source root or the target path (as given and resolved; an SSH target only when
+    /// absolute).
+    fn note_failed_paths(&self, outcome: &mut Outcome, output: &str, root: &Path) {
+        if outcome.class != ExitClass::Partial {
+            return;
+        }
+        let mut roots = vec![root.to_path_buf()];
+        roots.extend(std::fs::canonicalize(root));
+        match &self.remote.target {
+            RemoteTarget::Local { path } => {
+                roots.push(path.clone());
+                roots.extend(std::fs::canonicalize(path));
+            }
+            RemoteTarget::Ssh { path, .. } if path.starts_with('/') => {
+                roots.push(PathBuf::from(path));
+            }
+            RemoteTarget::Ssh { .. } => {}
+        }
+        let roots: Vec<&Path> = roots.iter().map(PathBuf::as_path).collect();
+        outcome.failed_paths = failed_paths(output, &roots);
+        outcome.vanished = vanished_paths(output, root);
     }
 
     /// A dry run of the full sync with the `--max-delete` cap: `Some` (a halt, or the failure)
@@ -406,6 +441,23 @@ fn merge_files_pass(outcome: &mut Outcome, first: Outcome) {
     outcome.stats.files_transferred += first.stats.files_transferred;
     outcome.stats.files_deleted += first.stats.files_deleted;
     outcome.stats.bytes_sent += first.stats.bytes_sent;
+    if first.class == ExitClass::Partial {
+        // Files the first pass could not write: the batch failed on them (and on whatever the
+        // second pass failed on); anything less known fails the whole batch.
+        outcome.failed_paths = match (outcome.class, outcome.failed_paths.take()) {
+            (ExitClass::Success, _) => first.failed_paths,
+            (ExitClass::Partial, Some(mut second)) => {
+                second.extend(first.failed_paths.into_iter().flatten());
+                Some(second)
+            }
+            _ => None,
+        };
+        if matches!(outcome.class, ExitClass::Success | ExitClass::Vanished) {
+            outcome.class = ExitClass::Partial;
+            outcome.error = first.error;
+        }
+        return;
+    }
     if first.class != ExitClass::Vanished {
         return;
     }

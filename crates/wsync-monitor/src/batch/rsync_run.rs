@@ -121,6 +121,7 @@ pub(super) async fn run_reporting(
         elapsed: started.elapsed(),
         halt: None,
         vanished: None,
+        failed_paths: None,
     };
     (outcome, text.into_owned())
 }

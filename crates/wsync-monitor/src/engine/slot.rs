@@ -2,13 +2,14 @@
 //! their exit handshake, its health (failures, backoff, last error), its delete policy and its
 //! counters. The rules that touch only one remote live here; the engine combines slots.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsync_core::backoff::Backoff;
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
-use wsync_core::rsync::ExitClass;
+use wsync_core::rsync::{ExitClass, PathFailure};
 
 use super::budget::DeletionLedger;
 use super::intake::Queued;
@@ -94,6 +95,102 @@ impl Health {
     }
 }
 
+/// After this many failures of the same path the remote shows `error` naming it.
+pub(super) const PATH_ERROR_AFTER: u32 = 3;
+
+/// A path the remote could not write (rsync exit 23) while the rest of its batch landed: it
+/// is retried on its own with backoff, and the remote lacks every change from `oldest` on to
+/// it until it lands.
+#[derive(Debug)]
+struct StuckPath {
+    failures: u32,
+    retry_at: Instant,
+    retry_unix_ms: u64,
+    message: String,
+    oldest: Seq,
+}
+
+/// The paths failing on their own (see [`StuckPath`]).
+#[derive(Debug, Default)]
+struct StuckPaths(BTreeMap<PathBuf, StuckPath>);
+
+impl StuckPaths {
+    /// Counts a failure of each path; the rest of `flight` landed, so stuck paths it touched
+    /// that did not fail again are cleared.
+    fn failed(
+        &mut self,
+        flight: &Flight,
+        failures: Vec<PathFailure>,
+        now: Instant,
+        now_unix_ms: u64,
+    ) {
+        self.landed(flight, &failures);
+        for PathFailure { path, message } in failures {
+            let entry = self.0.entry(path).or_insert(StuckPath {
+                failures: 0,
+                retry_at: now,
+                retry_unix_ms: now_unix_ms,
+                message: String::new(),
+                oldest: flight.oldest,
+            });
+            entry.failures += 1;
+            let delay = Backoff::REMOTE_RETRY.delay(entry.failures);
+            entry.retry_at = now + delay;
+            entry.retry_unix_ms = now_unix_ms + delay.as_millis() as u64;
+            entry.message = message;
+            entry.oldest = entry.oldest.min(flight.oldest);
+        }
+    }
+
+    /// `flight` succeeded except for `failed`: what else it touched is on the remote.
+    fn landed(&mut self, flight: &Flight, failed: &[PathFailure]) {
+        self.0
+            .retain(|path, _| !flight.touches(path) || failed.iter().any(|f| &f.path == path));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn next_retry(&self) -> Option<Instant> {
+        self.0.values().map(|s| s.retry_at).min()
+    }
+
+    fn oldest(&self) -> Option<Seq> {
+        self.0.values().map(|s| s.oldest).min()
+    }
+
+    /// The paths whose retry is due.
+    fn due(&self, now: Instant) -> Vec<PathBuf> {
+        self.0
+            .iter()
+            .filter(|(_, s)| s.retry_at <= now)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    fn retry_now(&mut self, now: Instant) {
+        for stuck in self.0.values_mut() {
+            stuck.retry_at = stuck.retry_at.min(now);
+        }
+    }
+
+    /// The path that failed most often (the first such in order).
+    fn worst(&self) -> Option<(&PathBuf, &StuckPath)> {
+        self.0.iter().fold(
+            None,
+            |best: Option<(&PathBuf, &StuckPath)>, (p, s)| match best {
+                Some((_, b)) if b.failures >= s.failures => best,
+                _ => Some((p, s)),
+            },
+        )
+    }
+}
+
 /// A batch the slot just started, for the engine to hand to the batch runner.
 pub(super) struct Started {
     pub flight: u64,
@@ -132,6 +229,8 @@ pub(super) struct RemoteSlot {
     /// Every change up to this one is on the remote (unless still waiting, see `caught_up`).
     synced_through: Seq,
     health: Health,
+    /// Paths failing on their own while everything else flows.
+    stuck: StuckPaths,
     last_sync_unix_ms: Option<u64>,
     files_sent: u64,
     bytes_sent: u64,
@@ -180,6 +279,7 @@ impl RemoteSlot {
             delete_policy: DeletePolicy::Capped,
             synced_through: Seq::default(),
             health: Health::default(),
+            stuck: StuckPaths::default(),
             last_sync_unix_ms: None,
             files_sent: 0,
             bytes_sent: 0,
@@ -280,7 +380,13 @@ impl RemoteSlot {
         }
         let due = match self.health.retry_at {
             Some(at) if at > now => Some(at),
-            _ => self.dirty.due_at(settle, max_latency),
+            _ => [
+                self.dirty.due_at(settle, max_latency),
+                self.stuck.next_retry(),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         };
         match self.over_budget_until {
             Some(until) if until > now && self.over_budget(now, explicit).is_some() => {
@@ -301,10 +407,11 @@ impl RemoteSlot {
         let retrying = self.health.retry_at.is_some();
         self.transferring.is_none()
             && self.health.retry_at.is_none_or(|at| at <= now)
-            && self
+            && (self
                 .dirty
                 .due_at(settle, max_latency)
                 .is_some_and(|due| due <= now || retrying)
+                || self.stuck.next_retry().is_some_and(|at| at <= now))
     }
 
     /// Deletions set aside for batches still running.
@@ -343,6 +450,10 @@ impl RemoteSlot {
     /// Takes the dirty set as the next batch. `newest` is the newest change numbered so far;
     /// `explicit` is the workspace's `max_delete`.
     pub fn start(&mut self, newest: Seq, now: Instant, explicit: Option<u64>) -> Option<Started> {
+        // Stuck paths due for a retry go with the batch.
+        for path in self.stuck.due(now) {
+            self.dirty.add(&path, now);
+        }
         let (known_deletions, _) = self.dirty.deletions();
         let deletes = self.dirty.deleted_paths();
         let moves = self.dirty.has_moves();
@@ -408,6 +519,7 @@ impl RemoteSlot {
             return;
         };
         self.synced_through = self.synced_through.max(flight.newest);
+        self.stuck.landed(&flight, &[]);
         self.initial_done |= flight.full;
         // A watched full sync is over once transferred: a resync queued now runs quietly.
         self.report_progress &= !flight.full;
@@ -445,6 +557,7 @@ impl RemoteSlot {
             elapsed,
             halt,
             vanished,
+            failed_paths,
         } = outcome;
         self.health.last_class = Some(class);
         let full = batch == Batch::Full;
@@ -465,8 +578,32 @@ impl RemoteSlot {
             // The watched full sync is over (whatever its outcome): later ones run quietly.
             self.report_progress = false;
         }
-        match class {
-            ExitClass::Success | ExitClass::Vanished => {
+        match (class, failed_paths) {
+            (ExitClass::Partial, Some(failures)) => {
+                // Everything but the failing paths landed: no whole-remote backoff.
+                self.synced_through = self.synced_through.max(flight.newest);
+                if let Some(paths) = vanished {
+                    for path in paths {
+                        self.dirty.add(&path, now);
+                    }
+                }
+                for f in &failures {
+                    tracing::warn!(remote = %name, path = %f.path.display(), "path failed: {}", f.message);
+                }
+                self.stuck.failed(&flight, failures, now, now_unix_ms);
+                self.health.succeeded();
+                self.over_budget_until = None;
+                self.initial_done |= full;
+                if full {
+                    self.delete_policy = DeletePolicy::Capped;
+                    self.deletions.tree_seen(stats.files_total);
+                }
+                self.files_sent += stats.files_transferred;
+                self.bytes_sent += stats.bytes_sent;
+                self.last_sync_unix_ms = Some(now_unix_ms);
+            }
+            (ExitClass::Success | ExitClass::Vanished, _) => {
+                self.stuck.landed(&flight, &[]);
                 if class == ExitClass::Vanished && !full {
                     // A file that vanished mid-transfer may have been renamed, not deleted:
                     // sync it again (its delete or rename event follows the same path).
@@ -506,7 +643,7 @@ impl RemoteSlot {
                     "synced"
                 );
             }
-            _ => {
+            (_, _) => {
                 self.synced_through = self.synced_through.min(flight.synced_before);
                 self.dirty.restore(batch, now);
                 self.put_back_from(flight.oldest);
@@ -581,6 +718,7 @@ impl RemoteSlot {
         if self.health.retry_at.is_some() {
             self.health.retry_at = Some(now);
         }
+        self.stuck.retry_now(now);
     }
 
     /// True when the remote holds every change numbered `seq` or lower.
@@ -589,13 +727,15 @@ impl RemoteSlot {
         // transfer (a batch that failed after reporting its transfer done is back in the
         // queue, while a later batch may have raised `synced_through` past it).
         let waiting = self.oldest_dirty.is_some_and(|o| o <= seq)
+            || self.stuck.oldest().is_some_and(|o| o <= seq)
             || self.transferring.as_ref().is_some_and(|f| f.oldest <= seq);
         !waiting
             && (self.synced_through >= seq
                 || (self.initial_done
                     && self.dirty.is_empty()
                     && self.transferring.is_none()
-                    && self.health.failures == 0))
+                    && self.health.failures == 0
+                    && self.stuck.is_empty()))
     }
 
     fn state(&self, halted: bool, paused: bool) -> RemoteState {
@@ -615,6 +755,12 @@ impl RemoteSlot {
             } else {
                 RemoteState::Backoff
             }
+        } else if let Some((_, worst)) = self.stuck.worst() {
+            if worst.failures >= PATH_ERROR_AFTER {
+                RemoteState::Error
+            } else {
+                RemoteState::Backoff
+            }
         } else if !self.initial_done {
             RemoteState::InitialSync
         } else {
@@ -623,20 +769,41 @@ impl RemoteSlot {
     }
 
     pub fn status(&self, halted: bool, paused: bool) -> RemoteStatus {
+        let worst = self.stuck.worst();
+        let (failures, last_error, next_retry) = match worst {
+            Some((path, stuck)) if self.health.failures == 0 => (
+                stuck.failures,
+                Some(format!(
+                    "{} failed {} times ({} paths failing): {}",
+                    path.display(),
+                    stuck.failures,
+                    self.stuck.len(),
+                    stuck.message
+                )),
+                self.stuck.0.values().map(|s| s.retry_unix_ms).min(),
+            ),
+            _ => (
+                self.health.failures,
+                self.health.last_error.clone(),
+                if self.health.failures > 0 {
+                    self.health.retry_unix_ms
+                } else {
+                    None
+                },
+            ),
+        };
         RemoteStatus {
             name: self.key.name.clone(),
             state: self.state(halted, paused),
             last_sync_unix_ms: self.last_sync_unix_ms,
             files_sent: self.files_sent,
             bytes_sent: self.bytes_sent,
-            pending: self.dirty.pending() + self.transferring.as_ref().map_or(0, |f| f.len as u64),
-            consecutive_failures: self.health.failures,
-            last_error: self.health.last_error.clone(),
-            next_retry_unix_ms: if self.health.failures > 0 {
-                self.health.retry_unix_ms
-            } else {
-                None
-            },
+            pending: self.dirty.pending()
+                + self.transferring.as_ref().map_or(0, |f| f.len as u64)
+                + self.stuck.len(),
+            consecutive_failures: failures,
+            last_error,
+            next_retry_unix_ms: next_retry,
             progress: self.transferring.as_ref().and_then(|f| f.progress),
         }
     }

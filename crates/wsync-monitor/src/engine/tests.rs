@@ -1124,3 +1124,103 @@ fn a_sync_stopped_by_max_delete_halts_and_resume_confirms() {
     assert_eq!(full.options.delete_policy, DeletePolicy::Confirmed);
     assert_eq!(full.options.max_delete, None);
 }
+
+/// Exit 23 with every error line naming a path: those paths failed, the rest landed.
+fn partial(failing: &[&str]) -> Outcome {
+    let mut outcome = Outcome::failed(
+        ExitClass::Partial,
+        "rsync exited with 23".into(),
+        Instant::now(),
+    );
+    outcome.failed_paths = Some(
+        failing
+            .iter()
+            .map(|p| wsync_core::rsync::PathFailure {
+                path: p.into(),
+                message: format!(
+                    "mkstemp \"/mirror/a/{p}.tmp\" failed: Read-only file system (30)"
+                ),
+            })
+            .collect(),
+    );
+    outcome
+}
+
+#[test]
+fn a_path_the_remote_cannot_write_is_retried_on_its_own_while_other_changes_flow() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("ro/f");
+    let first = h.take_one();
+    h.closed("ok");
+    h.done(first, partial(&["ro/f"]));
+    // No whole-remote backoff: the change made meanwhile goes out at once.
+    let next = h.take_one();
+    assert_eq!(
+        paths(&next.batch).1,
+        ["ok"],
+        "the failing path waits for its retry"
+    );
+    h.succeed(next);
+    let s = h.status().remotes[0].clone();
+    assert_eq!(s.state, RemoteState::Backoff);
+    assert_eq!(s.consecutive_failures, 1);
+    assert!(s.next_retry_unix_ms.is_some());
+    assert!(
+        s.last_error.as_deref().is_some_and(|e| e.contains("ro/f")),
+        "{s:?}"
+    );
+    // A flush reports the remote lagging: it does not hold that change.
+    h.flush(1, Duration::from_millis(500));
+    h.cookie(1);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.flushed(), [(1, vec!["a".to_string()])]);
+    // The retry, after 1 s, carries the failing path alone.
+    h.advance(Duration::from_millis(500));
+    let retry = h.take_one();
+    assert_eq!(paths(&retry.batch).1, ["ro/f"]);
+    h.succeed(retry);
+    assert_eq!(h.state(), RemoteState::InSync);
+    h.flush(2, Duration::from_secs(5));
+    h.cookie(2);
+    assert_eq!(h.flushed().last(), Some(&(2, vec![])));
+}
+
+#[test]
+fn a_path_failing_three_times_puts_the_remote_in_error_naming_it() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("ro/f");
+    let first = h.take_one();
+    h.done(first, partial(&["ro/f"]));
+    // Backoff per path: 1 s, then 2 s.
+    for (attempt, delay) in [(2, 1), (3, 2)] {
+        h.advance(Duration::from_millis(delay * 1000 - 1));
+        assert!(h.started.is_empty(), "retry {attempt} not before {delay} s");
+        h.advance(Duration::from_millis(1));
+        let retry = h.take_one();
+        assert_eq!(paths(&retry.batch).1, ["ro/f"]);
+        assert_eq!(h.state(), RemoteState::Syncing);
+        h.done(retry, partial(&["ro/f"]));
+        let expected = if attempt >= 3 {
+            RemoteState::Error
+        } else {
+            RemoteState::Backoff
+        };
+        assert_eq!(h.state(), expected, "after {attempt} failures");
+    }
+    let s = h.status().remotes[0].clone();
+    assert_eq!(s.consecutive_failures, 3);
+    let error = s.last_error.unwrap_or_default();
+    assert!(
+        error.contains("ro/f") && error.contains("Read-only file system"),
+        "{error}"
+    );
+    // Unknown failures keep today's behaviour: the whole remote backs off.
+    h.advance(Duration::from_secs(4));
+    let retry = h.take_one();
+    h.fail(retry, ExitClass::Partial);
+    h.closed("other");
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "the whole remote is in backoff");
+}

@@ -1,0 +1,88 @@
+//! Failure isolation per path (issue 11 item 9): a path the remote cannot write (rsync exit
+//! 23) is retried on its own while every other change keeps flowing; after 3 failures the
+//! remote shows `error` naming it; it converges once the path is writable. Real wsyncd,
+//! monitor and rsync; the unwritable directory is a read-only bind mount in the test's temp dir.
+
+use std::time::{Duration, Instant};
+
+use wsync_core::monitor_proto::RemoteState;
+use wsync_tests::env::TestEnv;
+use wsync_tests::faults::{
+    add_workspace, attach_local, flush_ok, remote, wait_status, write, Unwritable,
+};
+use wsync_tests::tree::{diff_trees, wait_until_equal};
+
+const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
+const WS: &str = "ws";
+
+#[test]
+fn a_path_the_remote_cannot_write_fails_alone_while_other_changes_arrive() {
+    let mut env = TestEnv::with_config(FAST);
+    let src = env.mkdir("src");
+    let dst = env.root.join("mirror");
+    write(&src.join("ro/f.txt"), "old");
+    write(&src.join("rw/f.txt"), "old");
+    env.start_daemon();
+    add_workspace(&env, &src, WS);
+    attach_local(&env, WS, &dst, "mirror");
+    flush_ok(&env, WS, 30);
+
+    let guard = match Unwritable::make(&dst.join("ro")) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("SKIPPED a_path_the_remote_cannot_write...: {why}");
+            return;
+        }
+    };
+    write(&src.join("ro/f.txt"), "cannot land yet");
+    wait_status(
+        &env,
+        WS,
+        "the path's first failure",
+        Duration::from_secs(10),
+        |s| remote(s, "mirror").is_some_and(|r| r.consecutive_failures >= 1),
+    );
+    // Unrelated changes, made while the path keeps failing, each arrive within seconds.
+    for round in 0..3 {
+        let text = format!("round {round}");
+        write(&src.join("rw/f.txt"), &text);
+        let started = Instant::now();
+        wait_until_equal(&src.join("rw"), &dst.join("rw"), Duration::from_secs(3)).unwrap_or_else(
+            |e| env.fail(&format!("round {round}: an unrelated change waited: {e}")),
+        );
+        eprintln!(
+            "round {round}: unrelated change landed in {:?}",
+            started.elapsed()
+        );
+    }
+    let s = wait_status(
+        &env,
+        WS,
+        "error naming the path after 3 failures",
+        Duration::from_secs(20),
+        |s| {
+            remote(s, "mirror").is_some_and(|r| {
+                r.state == RemoteState::Error
+                    && r.consecutive_failures >= 3
+                    && r.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("ro/f.txt"))
+            })
+        },
+    );
+    eprintln!("status: {:?}", remote(&s, "mirror"));
+    let out = env.wsync(&["flush", WS, "--timeout", "1"]);
+    if out.success() {
+        env.fail("flush says in sync while ro/f.txt is not on the remote");
+    }
+
+    guard.undo().unwrap_or_else(|e| env.fail(&e));
+    flush_ok(&env, WS, 60);
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        env.fail(&format!("not converged:\n  {}", diffs.join("\n  ")));
+    }
+    wait_status(&env, WS, "in sync", Duration::from_secs(10), |s| {
+        remote(s, "mirror").is_some_and(|r| r.state == RemoteState::InSync)
+    });
+}
