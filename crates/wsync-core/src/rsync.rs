@@ -179,11 +179,13 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 if let Some(id) = req.marker_id {
                     // rsync appends its own `--server ...` arguments to this prefix. The check
                     // runs in `sh` whatever the login shell is, with builtins only (no process
-                    // besides rsync per batch); the path and the id (hex) are its arguments,
-                    // quoted by the one POSIX quoting function.
+                    // besides rsync per batch); only a regular file that is not a symlink is
+                    // read (a planted link to a FIFO or /dev/zero must not hang it); the path
+                    // and the id (hex) are its arguments, quoted by the one POSIX quoting
+                    // function.
                     let marker = crate::target::MARKER_FILE;
                     let mut guard = format!(
-                        "sh -c 'd=$1; id=$2; shift 2; m=; IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
+                        "sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
                     )
                     .into_bytes();
                     guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
@@ -678,7 +680,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
+            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
                 .to_owned()
         ));
     }
@@ -792,5 +794,73 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         assert_eq!(classify_exit(Some(25)), ExitClass::MaxDelete);
         assert_eq!(classify_exit(None), ExitClass::Killed);
         assert_eq!(classify_exit(Some(11)), ExitClass::Other);
+    }
+
+    /// The SSH guard run for real by `sh` (as the remote's shell would), with the marker
+    /// planted as a link to `/dev/zero` or a FIFO by another user: refused, at once. A real
+    /// marker lets it exec rsync (here `rsync --version`).
+    #[test]
+    fn the_ssh_guard_refuses_planted_marker_links_without_hanging() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        std::fs::create_dir(&dir).unwrap();
+        let target = RemoteTarget::Ssh {
+            user: None,
+            host: "h".into(),
+            port: None,
+            path: dir.to_str().unwrap().into(),
+            identity_file: None,
+            ssh_options: vec![],
+        };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: Path::new("/ws"),
+            target: &target,
+            control_path: None,
+            mode: RsyncMode::Full,
+            timeout_secs: 30,
+            excludes: &[],
+            protect: &[],
+            max_delete: None,
+            exclude_from: None,
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some("00ff"),
+        });
+        let guard = argv
+            .iter()
+            .find_map(|w| w.as_bytes().strip_prefix(b"--rsync-path="))
+            .map(|g| String::from_utf8(g.to_vec()).unwrap())
+            .unwrap();
+        let run = || {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{guard} --version"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status.code();
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let marker = dir.join(crate::target::MARKER_FILE);
+        std::fs::write(&marker, "{\"workspace_id\":\"00ff\"}\n").unwrap();
+        assert_eq!(run(), Some(0), "our marker: rsync runs");
+        std::fs::remove_file(&marker).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &marker).unwrap();
+        assert_eq!(run(), Some(97), "a link to /dev/zero");
+        std::fs::remove_file(&marker).unwrap();
+        nix::unistd::mkfifo(&marker, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(run(), Some(97), "a FIFO");
     }
 }

@@ -110,9 +110,26 @@ pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
     })
 }
 
-/// The marker of a local target, if it has a valid one.
+/// The most of a marker file that is read: a marker is one short JSON line.
+pub const MARKER_MAX_BYTES: u64 = 4096;
+
+/// The marker of a local target, if it has a valid one. Only a regular file counts, never
+/// followed through a symlink, and at most [`MARKER_MAX_BYTES`] of it are read: anyone who can
+/// write the target could plant a link to a FIFO (a read that never returns) or to `/dev/zero`
+/// (one that never ends) where the marker goes.
 pub fn read_local(path: &Path) -> Option<Marker> {
-    let bytes = std::fs::read(path.join(MARKER_FILE)).ok()?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path.join(MARKER_FILE))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MARKER_MAX_BYTES).read_to_end(&mut bytes).ok()?;
     Marker::parse(&bytes)
 }
 
@@ -224,6 +241,36 @@ mod tests {
             inspect_local(&t.join("x")).unwrap(),
             TargetState::NotADirectory
         );
+    }
+
+    /// Another user who can write the target plants the marker as a link: to a FIFO (a read
+    /// that never returns), to `/dev/zero` (one that never ends), or to a copy of a real marker
+    /// elsewhere. None of them counts, and the check returns at once.
+    #[test]
+    fn a_planted_marker_link_or_fifo_is_not_a_marker_and_never_hangs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t");
+        std::fs::create_dir(&t).unwrap();
+        let elsewhere = tmp.path().join("real-marker");
+        std::fs::write(&elsewhere, Marker::new(&ws()).to_bytes()).unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let started = std::time::Instant::now();
+        for target in [Path::new("/dev/zero"), fifo.as_path(), elsewhere.as_path()] {
+            let _ = std::fs::remove_file(t.join(MARKER_FILE));
+            std::os::unix::fs::symlink(target, t.join(MARKER_FILE)).unwrap();
+            assert!(!is_ours_local(&t, "00ff"), "a link to {}", target.display());
+        }
+        std::fs::remove_file(t.join(MARKER_FILE)).unwrap();
+        nix::unistd::mkfifo(&t.join(MARKER_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(!is_ours_local(&t, "00ff"), "a FIFO in place");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // A huge file with the id past the first 4 KiB is not read that far.
+        std::fs::remove_file(t.join(MARKER_FILE)).unwrap();
+        let mut big = vec![b' '; 8192];
+        big.extend_from_slice(&Marker::new(&ws()).to_bytes());
+        std::fs::write(t.join(MARKER_FILE), big).unwrap();
+        assert!(!is_ours_local(&t, "00ff"));
     }
 
     #[test]

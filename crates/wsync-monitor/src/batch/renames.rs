@@ -106,11 +106,14 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
     let mut s = Vec::new();
     s.extend_from_slice(b"cd -- ");
     s.extend_from_slice(&quote_posix_sh(target));
-    s.extend_from_slice(b" && grep -qF -- ");
+    // The marker counts only as a regular file, not a symlink (see `wsync_core::target::read_local`),
+    // and at most its first 4 KiB are searched.
+    s.extend_from_slice(
+        format!(" && [ -f {MARKER_FILE} ] && ! [ -h {MARKER_FILE} ] && head -c 4096 {MARKER_FILE} | grep -qF -- ").as_bytes(),
+    );
     s.extend_from_slice(&quote_posix_sh(workspace_id.as_bytes()));
     s.extend_from_slice(
-        format!(" {MARKER_FILE} 2>/dev/null || {{ echo '{TARGET_NOT_OURS}' >&2; exit 97; }}\n")
-            .as_bytes(),
+        format!(" 2>/dev/null || {{ echo '{TARGET_NOT_OURS}' >&2; exit 97; }}\n").as_bytes(),
     );
     s.extend_from_slice(
         b"n=0\n\
