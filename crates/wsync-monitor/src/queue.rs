@@ -135,13 +135,7 @@ impl DirtySet {
         }
         self.deleted.remove(path);
         if is_dir {
-            let below: Vec<PathBuf> = self
-                .deleted
-                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
-                .take_while(|p| p.starts_with(path))
-                .cloned()
-                .collect();
-            for p in below {
+            for p in below(&self.deleted, path) {
                 self.deleted.remove(&p);
             }
         }
@@ -236,13 +230,7 @@ impl DirtySet {
             return;
         }
         // Drop descendants: they sort right after `path` (component-wise ordering).
-        let below: Vec<PathBuf> = self
-            .paths
-            .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
-            .take_while(|p| p.starts_with(path))
-            .cloned()
-            .collect();
-        for p in below {
+        for p in below(&self.paths, path) {
             self.paths.remove(&p);
         }
         if self.paths.len() > FULL_SYNC_THRESHOLD {
@@ -293,16 +281,7 @@ impl DirtySet {
         }
         self.touch(now);
         self.burst_ended = false;
-        let below: Vec<PathBuf> = self
-            .paths
-            .range::<Path, _>((
-                std::ops::Bound::Excluded(rename.from.as_path()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|p| p.starts_with(&rename.from))
-            .cloned()
-            .collect();
-        for path in below {
+        for path in below(&self.paths, &rename.from) {
             self.paths.remove(&path);
             if let Ok(rest) = path.strip_prefix(&rename.from) {
                 self.paths.insert(rename.to.join(rest));
@@ -391,6 +370,14 @@ impl DirtySet {
             }
         }
     }
+}
+
+/// The paths in `set` strictly below `path`: they sort right after it (component-wise order).
+fn below(set: &BTreeSet<PathBuf>, path: &Path) -> Vec<PathBuf> {
+    set.range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+        .take_while(|p| p.starts_with(path))
+        .cloned()
+        .collect()
 }
 
 /// `.git/objects/pack`, at any depth.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use wsync_core::backoff::Backoff;
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
-use wsync_core::rsync::{ExitClass, PathFailure};
+use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
 
 use super::budget::DeletionLedger;
 use super::intake::Queued;
@@ -591,16 +591,7 @@ impl RemoteSlot {
                     tracing::warn!(remote = %name, path = %f.path.display(), "path failed: {}", f.message);
                 }
                 self.stuck.failed(&flight, failures, now, now_unix_ms);
-                self.health.succeeded();
-                self.over_budget_until = None;
-                self.initial_done |= full;
-                if full {
-                    self.delete_policy = DeletePolicy::Capped;
-                    self.deletions.tree_seen(stats.files_total);
-                }
-                self.files_sent += stats.files_transferred;
-                self.bytes_sent += stats.bytes_sent;
-                self.last_sync_unix_ms = Some(now_unix_ms);
+                self.landed(full, &stats, now_unix_ms);
             }
             (ExitClass::Success | ExitClass::Vanished, _) => {
                 self.stuck.landed(&flight, &[]);
@@ -621,17 +612,7 @@ impl RemoteSlot {
                 if class == ExitClass::Success || full {
                     self.synced_through = self.synced_through.max(flight.newest);
                 }
-                self.health.succeeded();
-                // Whatever held deletions past the budget resolved itself.
-                self.over_budget_until = None;
-                self.initial_done |= full;
-                if full {
-                    self.delete_policy = DeletePolicy::Capped;
-                    self.deletions.tree_seen(stats.files_total);
-                }
-                self.files_sent += stats.files_transferred;
-                self.bytes_sent += stats.bytes_sent;
-                self.last_sync_unix_ms = Some(now_unix_ms);
+                self.landed(full, &stats, now_unix_ms);
                 tracing::info!(
                     remote = %name,
                     full,
@@ -671,6 +652,22 @@ impl RemoteSlot {
             other => other,
         };
         Some(Finished { halt })
+    }
+
+    /// A batch (`full`: a full sync) is on the remote: health, counters, and what a full sync
+    /// learns (the tree's size; its confirmation is used up).
+    fn landed(&mut self, full: bool, stats: &RsyncStats, now_unix_ms: u64) {
+        self.health.succeeded();
+        // Whatever held deletions past the budget resolved itself.
+        self.over_budget_until = None;
+        self.initial_done |= full;
+        if full {
+            self.delete_policy = DeletePolicy::Capped;
+            self.deletions.tree_seen(stats.files_total);
+        }
+        self.files_sent += stats.files_transferred;
+        self.bytes_sent += stats.bytes_sent;
+        self.last_sync_unix_ms = Some(now_unix_ms);
     }
 
     /// Changes from `oldest` on are waiting again (a failed or abandoned batch).
