@@ -31,5 +31,6 @@ mod monitor_ssh;
 mod monitor_stress;
 mod packaging;
 mod progress;
+mod proof_of_sync;
 mod supervisor;
 mod target_identity;

@@ -49,6 +49,8 @@ pub struct Tuning {
     pub settle: Duration,
     /// `MaxLatencyMs`: longest a change waits under continuous churn (default 100).
     pub max_latency: Duration,
+    /// `ProofIntervalSecs`: how often an idle remote gets a proof of sync (default 60; 0 off).
+    pub proof_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -60,6 +62,7 @@ impl Default for Tuning {
             monitor_stop_grace: Duration::from_millis(5000),
             settle: Duration::from_millis(5),
             max_latency: Duration::from_millis(100),
+            proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
         }
     }
 }
@@ -173,6 +176,9 @@ impl Config {
             }
             "SettleMs" => self.tuning.settle = millis(key, value, 0, 10_000)?,
             "MaxLatencyMs" => self.tuning.max_latency = millis(key, value, 1, 60_000)?,
+            "ProofIntervalSecs" => {
+                self.tuning.proof_interval = Duration::from_secs(number(key, value, 0, 86_400)?)
+            }
             other => {
                 return Err(format!(
                     "unknown key {other:?}; known keys: {}",
@@ -212,6 +218,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MonitorStopGraceMs",
     "SettleMs",
     "MaxLatencyMs",
+    "ProofIntervalSecs",
 ];
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {

@@ -16,6 +16,9 @@ use crate::ssh::SshEndpoint;
 /// Files whose name starts with this, at the workspace root, are the monitor's flush cookies:
 /// never queued, never sent, never deleted on a remote.
 pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
+/// Proof-of-sync files in a workspace root: synced like any file (no exclude can match them),
+/// then removed.
+pub const PROOF_PREFIX: &str = ".wsync-proof-";
 
 /// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
@@ -135,6 +138,8 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if req.progress && matches!(req.mode, RsyncMode::Full) {
         argv.push("--info=progress2".into());
     }
+    // First: rsync's first matching rule wins, so no exclude or protect rule can stop a proof.
+    argv.push(format!("--include=/{PROOF_PREFIX}*").into());
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     // Never sent from a source that has one, never deleted on the target.
     argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
@@ -614,6 +619,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 "--modify-window=-1",
                 "--timeout=30",
                 "--stats",
+                "--include=/.wsync-proof-*",
                 "--exclude=/.wsync-cookie-*",
                 "--exclude=/.wsync-target",
                 "--",

@@ -62,6 +62,7 @@ fn alert_state(state: RemoteState) -> Option<&'static str> {
     match state {
         RemoteState::Error => Some("error"),
         RemoteState::Halted => Some("halted"),
+        RemoteState::Unverified => Some("unverified"),
         _ => None,
     }
 }
@@ -303,6 +304,8 @@ mod tests {
                     last_error: Some(format!("{name} broke")),
                     next_retry_unix_ms: None,
                     progress: None,
+                    verified_unix_ms: None,
+                    throughput: None,
                 })
                 .collect(),
             ..MonitorStatus::default()

@@ -80,6 +80,7 @@ impl Supervisor {
                 tunables: MonitorTunables {
                     settle_ms: config.tuning.settle.as_millis() as u64,
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
+                    proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                 },
             },
             policy: RestartPolicy::from_tuning(&config.tuning),

@@ -81,6 +81,8 @@ fn remote(
         last_error: err.map(Into::into),
         next_retry_unix_ms: None,
         progress: None,
+        verified_unix_ms: None,
+        throughput: None,
     }
 }
 

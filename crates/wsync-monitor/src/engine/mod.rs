@@ -17,6 +17,8 @@ pub mod driver;
 mod flushes;
 mod halt;
 mod intake;
+mod latency;
+mod proof;
 mod slot;
 mod status;
 #[cfg(test)]
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress,
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, SyncProgress,
 };
 use wsync_core::registry::{Remote, Workspace};
 
@@ -42,6 +44,9 @@ use crate::watch::{Change, WatchMsg};
 use flushes::Flushes;
 use halt::{check_root, Halt};
 use intake::Intake;
+use proof::Proofs;
+#[cfg(test)]
+use proof::PROOF_MISSES;
 use slot::{OverBudget, RemoteSlot};
 use status::StatusOutbox;
 
@@ -214,6 +219,7 @@ pub struct Engine {
     root_id: Option<RootId>,
     intake: Intake,
     flushes: Flushes,
+    proofs: Proofs,
     watching: Watching,
     outbox: StatusOutbox,
     /// Answers still to come for effects that always get one (probes, cookie): until
@@ -242,6 +248,7 @@ impl Engine {
         // The registry's record of the root (from add, or the last resume): a root swapped
         // while no monitor ran is caught like one swapped under a running monitor.
         let persisted = workspace.root_id.map(|r| (r.dev, r.ino));
+        let proofs = Proofs::new(tunables.proof_interval(), now);
         let mut engine = Self {
             root: workspace.path.clone(),
             workspace: workspace.name.clone(),
@@ -268,6 +275,7 @@ impl Engine {
             root_id: persisted.or(root_id),
             intake: Intake::default(),
             flushes: Flushes::default(),
+            proofs,
             watching: Watching {
                 watches,
                 ..Watching::default()
@@ -321,7 +329,9 @@ impl Engine {
             Input::Transferred { remote, flight } => {
                 tracing::trace!(remote = remote.name, flight, "transfer complete");
                 if let Some(slot) = self.slot_mut(&remote) {
-                    slot.transferred(flight, wall_ms());
+                    if slot.transferred(flight, wall_ms(), now) {
+                        self.proofs.landed(&remote.name, now, wall_ms());
+                    }
                 }
             }
             Input::Progress {
@@ -342,6 +352,11 @@ impl Engine {
                 let finished = self.slot_mut(&remote).and_then(|slot| {
                     slot.finished(flight, batch, outcome, now, wall_ms(), OVER_BUDGET_GRACE)
                 });
+                match finished.as_ref() {
+                    Some(f) if f.proof_failed => self.proofs.refused(&remote.name),
+                    Some(f) if f.landed => self.proofs.landed(&remote.name, now, wall_ms()),
+                    _ => {}
+                }
                 if let Some(reason) = finished.and_then(|f| f.halt) {
                     self.halt(Halt::deletions(reason), now, &mut fx);
                 }
@@ -349,6 +364,15 @@ impl Engine {
             Input::RootProbed { purpose, probe } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
                 self.on_probe(purpose, probe, now, &mut fx);
+            }
+            Input::CookieCreated { name, error } if self.proofs.is_proof_file(&name) => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                if let Some(error) = error {
+                    tracing::warn!(
+                        "cannot create the proof-of-sync file in the workspace root: {error}"
+                    );
+                    self.proofs.create_failed(&name, now);
+                }
             }
             Input::CookieCreated { name, error } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
@@ -386,10 +410,13 @@ impl Engine {
         if let Some(at) = self.flushes.next_deadline() {
             wake = wake.min(at);
         }
-        if let Some(at) = self.outbox.next_at(&self.status()) {
+        if let Some(at) = self.outbox.next_at(&self.status(now)) {
             wake = wake.min(at);
         }
         if let Some(at) = self.watching.next_degraded_sync {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.proofs.next_wake(now) {
             wake = wake.min(at);
         }
         wake.max(now)
@@ -449,6 +476,7 @@ impl Engine {
         tracing::trace!(changes = changes.len(), "changes");
         for change in changes {
             self.newest = self.newest.next();
+            self.proofs.change_seen(&change.path, self.newest);
             for queued in self.intake.accept(change, now) {
                 for slot in &mut self.slots {
                     slot.queue(&queued, now);
@@ -470,6 +498,7 @@ impl Engine {
             MonitorCommand::Resume => {
                 tracing::info!("resumed");
                 self.paused = false;
+                self.proofs.restart_clocks(now);
                 self.request_lift(fx);
                 self.retry_now(now);
             }
@@ -543,6 +572,7 @@ impl Engine {
             generation: self.next_generation,
         };
         tracing::info!(remote = %dest.remote.name, target = %dest.remote.target, "remote attached");
+        self.proofs.start_clock(&key.name, now);
         self.slots.push(RemoteSlot::new(key, dest, progress, now));
     }
 
@@ -552,6 +582,7 @@ impl Engine {
             return;
         };
         let mut slot = self.slots.remove(index);
+        self.proofs.forget(name);
         for flight in slot.abandon_all() {
             fx.push(Effect::AbandonBatch {
                 remote: slot.key().clone(),
@@ -683,6 +714,7 @@ impl Engine {
             slot.after_halt(halt.on_lift);
         }
         self.halt = None;
+        self.proofs.restart_clocks(now);
         self.watching.rescans += 1;
         self.mark_all_full(now);
     }
@@ -705,12 +737,41 @@ impl Engine {
             }
         } else {
             self.request_dispatch(now, fx);
+            self.prove(now, fx);
         }
         if self.awaiting > 0 {
             return;
         }
         self.answer_flushes(now, fx);
         self.emit_status(now, false, fx);
+    }
+
+    /// Starts a proof-of-sync round when one is due, and ends the one out once every remote
+    /// holds it (see `proof`).
+    fn prove(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let slots = &self.slots;
+        let done = self.proofs.settle(now, wall_ms(), |remote, seq| {
+            slots.iter().any(|s| s.name() == remote && s.caught_up(seq))
+        });
+        if let Some(name) = done {
+            fx.push(Effect::RemoveCookie { name });
+        }
+        if self.active() {
+            if let Some(name) = self.proofs.due(now) {
+                self.awaiting += 1;
+                fx.push(Effect::CreateCookie { name });
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn proofs_created(&self) -> usize {
+        self.proofs.created()
+    }
+
+    #[cfg(test)]
+    fn pending_proof(&self) -> Option<String> {
+        self.proofs.pending_name()
     }
 
     fn stamp_dirty_sets(&mut self) {
@@ -832,7 +893,7 @@ impl Engine {
 
     // ---- status and exit ----------------------------------------------------------------
 
-    fn status(&self) -> MonitorStatus {
+    fn status(&self, now: Instant) -> MonitorStatus {
         let halted = self.halt.is_some();
         MonitorStatus {
             workspace: self.workspace.clone(),
@@ -845,13 +906,22 @@ impl Engine {
             remotes: self
                 .slots
                 .iter()
-                .map(|slot| slot.status(halted, self.paused))
+                .map(|slot| {
+                    let mut status = slot.status(halted, self.paused, now);
+                    status.verified_unix_ms = self.proofs.last_unix_ms(slot.name());
+                    if status.state == RemoteState::InSync
+                        && self.proofs.unverified(slot.name(), now)
+                    {
+                        status.state = RemoteState::Unverified;
+                    }
+                    status
+                })
                 .collect(),
         }
     }
 
     fn emit_status(&mut self, now: Instant, force: bool, fx: &mut Vec<Effect>) {
-        if let Some(status) = self.outbox.offer(self.status(), now, force) {
+        if let Some(status) = self.outbox.offer(self.status(now), now, force) {
             fx.push(Effect::Emit(MonitorEvent::Status { status }));
         }
     }
@@ -866,7 +936,12 @@ impl Engine {
                 });
             }
         }
-        for name in self.flushes.abandon() {
+        for name in self
+            .flushes
+            .abandon()
+            .into_iter()
+            .chain(self.proofs.abandon())
+        {
             fx.push(Effect::RemoveCookie { name });
         }
         self.emit_status(now, true, fx);

@@ -13,6 +13,7 @@ use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
 
 use super::budget::DeletionLedger;
 use super::intake::Queued;
+use super::latency::{Arrivals, Latencies};
 use super::Seq;
 use crate::batch::{fallback_paths, DeletePolicy, Destination, Outcome};
 use crate::queue::{Batch, DirtySet, Rename};
@@ -53,6 +54,8 @@ struct Flight {
     packed: u64,
     /// The batch ran under the user's confirmation.
     confirmed: bool,
+    /// When the changes it carries were queued.
+    arrivals: Arrivals,
 }
 
 impl Flight {
@@ -207,6 +210,11 @@ pub(super) struct Started {
 
 /// What a finished batch means for the workspace.
 pub(super) struct Finished {
+    /// The batch is on the remote (wholly, or all but paths failing on their own).
+    pub landed: bool,
+    /// The remote refused a proof-of-sync file: no proof, and not a stuck path either (no
+    /// change of the user's failed; the remote goes `unverified` if it persists).
+    pub proof_failed: bool,
     /// A safety rail stopped the batch: the workspace halts with this reason.
     pub halt: Option<String>,
 }
@@ -241,6 +249,9 @@ pub(super) struct RemoteSlot {
     /// Deletions past the budget are held until then, in case the paths come back (a
     /// `node_modules` reinstall) before the workspace halts.
     over_budget_until: Option<Instant>,
+    /// When the changes waiting in `dirty` were queued.
+    arrivals: Arrivals,
+    latencies: Latencies,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -286,6 +297,8 @@ impl RemoteSlot {
             report_progress,
             deletions: DeletionLedger::default(),
             over_budget_until: None,
+            arrivals: Arrivals::default(),
+            latencies: Latencies::default(),
         }
     }
 
@@ -307,6 +320,7 @@ impl RemoteSlot {
 
     /// Queues one change from intake.
     pub fn queue(&mut self, queued: &Queued, now: Instant) {
+        self.arrivals.push(now);
         match queued {
             Queued::Path {
                 queue,
@@ -491,6 +505,7 @@ impl RemoteSlot {
             moves,
             packed,
             confirmed,
+            arrivals: std::mem::take(&mut self.arrivals),
         });
         Some(Started {
             flight: self.next_flight,
@@ -511,13 +526,17 @@ impl RemoteSlot {
 
     /// The transfer of a batch is complete: count it as synced (its exit status confirms
     /// later) and let the next batch start without waiting for rsync's exit handshake.
-    pub fn transferred(&mut self, flight: u64, now_unix_ms: u64) {
+    /// Returns whether it was this slot's running batch (it is then on the remote).
+    pub fn transferred(&mut self, flight: u64, now_unix_ms: u64, now: Instant) -> bool {
         if self.transferring.as_ref().is_none_or(|f| f.id != flight) {
-            return;
+            return false;
         }
-        let Some(flight) = self.transferring.take() else {
-            return;
+        let Some(mut flight) = self.transferring.take() else {
+            return false;
         };
+        // Counted now, when the data is there; its exit figures add the bytes later.
+        self.latencies
+            .landed(std::mem::take(&mut flight.arrivals), now, 0, 0);
         self.synced_through = self.synced_through.max(flight.newest);
         self.stuck.landed(&flight, &[]);
         self.initial_done |= flight.full;
@@ -527,6 +546,7 @@ impl RemoteSlot {
         self.health.last_class = Some(ExitClass::Success);
         self.last_sync_unix_ms = Some(now_unix_ms);
         self.finishing.push(flight);
+        true
     }
 
     /// Applies a batch's exit: success, vanished files queued again, or a failure that puts
@@ -540,7 +560,7 @@ impl RemoteSlot {
         now_unix_ms: u64,
         grace: Duration,
     ) -> Option<Finished> {
-        let flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
+        let mut flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
             self.transferring.take()
         } else {
             self.finishing
@@ -578,6 +598,29 @@ impl RemoteSlot {
             // The watched full sync is over (whatever its outcome): later ones run quietly.
             self.report_progress = false;
         }
+        let arrivals = std::mem::take(&mut flight.arrivals);
+        let landed = matches!(
+            (class, &failed_paths),
+            (ExitClass::Partial, Some(_)) | (ExitClass::Success | ExitClass::Vanished, _)
+        );
+        if landed {
+            self.latencies
+                .landed(arrivals, now, stats.files_transferred, stats.bytes_sent);
+        } else {
+            self.arrivals.restore(arrivals);
+        }
+        let mut proof_failed = false;
+        let failed_paths = failed_paths.map(|mut failures| {
+            failures.retain(|f| {
+                let proof = is_proof_file(&f.path);
+                if proof {
+                    tracing::warn!(remote = %name, path = %f.path.display(), "the remote refused the proof-of-sync file: {}", f.message);
+                }
+                proof_failed |= proof;
+                !proof
+            });
+            failures
+        });
         match (class, failed_paths) {
             (ExitClass::Partial, Some(failures)) => {
                 // Everything but the failing paths landed: no whole-remote backoff.
@@ -651,7 +694,11 @@ impl RemoteSlot {
             }
             other => other,
         };
-        Some(Finished { halt })
+        Some(Finished {
+            landed: landed && !proof_failed,
+            proof_failed,
+            halt,
+        })
     }
 
     /// A batch (`full`: a full sync) is on the remote: health, counters, and what a full sync
@@ -684,10 +731,12 @@ impl RemoteSlot {
             .into_iter()
             .chain(self.finishing.drain(..))
             .collect();
-        for flight in &flights {
+        let ids = flights.iter().map(|f| f.id).collect();
+        for flight in flights {
             self.put_back_from(flight.oldest);
+            self.arrivals.restore(flight.arrivals);
         }
-        flights.iter().map(|f| f.id).collect()
+        ids
     }
 
     /// A halt: running batches are abandoned and the remote will need a full sync.
@@ -765,7 +814,7 @@ impl RemoteSlot {
         }
     }
 
-    pub fn status(&self, halted: bool, paused: bool) -> RemoteStatus {
+    pub fn status(&self, halted: bool, paused: bool, now: Instant) -> RemoteStatus {
         let worst = self.stuck.worst();
         let (failures, last_error, next_retry) = match worst {
             Some((path, stuck)) if self.health.failures == 0 => (
@@ -802,6 +851,18 @@ impl RemoteSlot {
             last_error,
             next_retry_unix_ms: next_retry,
             progress: self.transferring.as_ref().and_then(|f| f.progress),
+            verified_unix_ms: None,
+            throughput: self.latencies.throughput(now),
         }
     }
+}
+
+/// A proof-of-sync file at the workspace root.
+fn is_proof_file(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|p| p.as_os_str().is_empty() || p == Path::new("."))
+        && path.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .starts_with(wsync_core::rsync::PROOF_PREFIX)
+        })
 }

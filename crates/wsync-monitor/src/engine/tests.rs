@@ -50,6 +50,15 @@ impl Harness {
     }
 
     fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
+        Self::build(remotes, edit, 0)
+    }
+
+    /// A harness whose engine proves its remotes every `interval`.
+    fn with_proofs(remotes: &[&str], interval: Duration) -> Self {
+        Self::build(remotes, |_| {}, interval.as_millis() as u64)
+    }
+
+    fn build(remotes: &[&str], edit: impl FnOnce(&mut Workspace), proof_interval_ms: u64) -> Self {
         let mut workspace = Workspace {
             name: "ws".into(),
             id: String::new(),
@@ -69,6 +78,7 @@ impl Harness {
                 tunables: MonitorTunables {
                     settle_ms: SETTLE.as_millis() as u64,
                     max_latency_ms: 100,
+                    proof_interval_ms,
                 },
                 progress: Vec::new(),
                 runtime_dir: "/run/wsync".into(),
@@ -236,7 +246,7 @@ impl Harness {
     }
 
     fn status(&self) -> MonitorStatus {
-        self.engine.status()
+        self.engine.status(self.now)
     }
 
     fn state(&self) -> RemoteState {
@@ -869,6 +879,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
             tunables: MonitorTunables {
                 settle_ms: 5,
                 max_latency_ms: 100,
+                proof_interval_ms: 0,
             },
             progress: vec!["a".into()],
             runtime_dir: "/run".into(),
@@ -1223,4 +1234,103 @@ fn a_path_failing_three_times_puts_the_remote_in_error_naming_it() {
     h.closed("other");
     h.advance(SETTLE * 2);
     assert!(h.started.is_empty(), "the whole remote is in backoff");
+}
+
+// ---- proof of sync and latency ---------------------------------------------------------
+
+const PROOF: Duration = Duration::from_secs(60);
+
+fn created_proofs(h: &Harness) -> usize {
+    // The harness answers CreateCookie itself; the proof file's name is the engine's.
+    h.engine.proofs_created()
+}
+
+#[test]
+fn an_idle_remote_is_proved_by_a_file_that_travels_the_normal_path() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    assert_eq!(h.state(), RemoteState::InSync);
+    let landed = h.status().remotes[0].verified_unix_ms;
+    assert!(landed.is_some(), "the initial sync is a proof");
+    h.advance(PROOF / 2);
+    assert_eq!(
+        created_proofs(&h),
+        0,
+        "proved half an interval ago: no probe"
+    );
+    h.advance(PROOF / 2);
+    assert_eq!(
+        created_proofs(&h),
+        1,
+        "an interval without a proof: a probe"
+    );
+    let name = h.engine.pending_proof().expect("a proof file is out");
+    // Its creation comes back as an ordinary change, queued and sent like any.
+    h.changes(vec![change(&name, ChangeKind::Created, false)]);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert!(
+        matches!(&start.batch, Batch::Paths { paths, .. } if paths.iter().any(|p| p.as_os_str() == name.as_str())),
+        "the proof file goes in a normal batch"
+    );
+    h.succeed(start);
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { name: n } if *n == name)),
+        "once on the remote the proof file is removed again"
+    );
+    assert_eq!(h.engine.pending_proof(), None);
+}
+
+#[test]
+fn a_remote_that_never_receives_the_proof_goes_unverified_and_recovers() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    // Every interval a probe goes out, but its event never comes (the watcher went deaf).
+    for _ in 0..PROOF_MISSES {
+        h.advance(PROOF);
+    }
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.state(), RemoteState::Unverified);
+    assert!(created_proofs(&h) >= 2, "a probe each round");
+    // A change that lands proves it again.
+    h.advance(PROOF);
+    if let Some(name) = h.engine.pending_proof() {
+        h.changes(vec![change(&name, ChangeKind::Created, false)]);
+    } else {
+        h.closed("f");
+    }
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    h.succeed(start);
+    assert_eq!(h.state(), RemoteState::InSync);
+}
+
+#[test]
+fn a_paused_workspace_is_not_probed_and_resume_is_not_blamed_for_the_pause() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Pause));
+    h.advance(PROOF * 5);
+    assert_eq!(created_proofs(&h), 0, "no probe while paused");
+    assert_eq!(h.state(), RemoteState::Paused);
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_ne!(h.state(), RemoteState::Unverified);
+    assert_eq!(created_proofs(&h), 1, "resume probes at once");
+}
+
+#[test]
+fn status_reports_change_to_remote_latency() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    h.advance(Duration::from_millis(30));
+    let start = h.take_one();
+    h.advance(Duration::from_millis(20));
+    h.succeed(start);
+    let t = h.status().remotes[0].throughput.expect("a change landed");
+    // Queued at 0, due at once (a close-write), landed 50 ms later.
+    assert_eq!(t.latency_p50_us, 50_000);
+    assert!(t.samples >= 1);
 }
