@@ -495,16 +495,31 @@ pub fn root_is_empty(root: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
         return false;
     };
+    // wsync's own flush cookies and proof files do not make an empty mount point look full.
     !entries.flatten().any(|e| {
-        !e.file_name()
-            .as_encoded_bytes()
-            .starts_with(COOKIE_PREFIX.as_bytes())
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        !name.starts_with(COOKIE_PREFIX.as_bytes())
+            && !name.starts_with(wsync_core::rsync::PROOF_PREFIX.as_bytes())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_holding_only_wsyncs_own_files_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".wsync-proof-1-1"), "").unwrap();
+        std::fs::write(dir.path().join(".wsync-cookie-1-1"), "").unwrap();
+        assert!(
+            root_is_empty(dir.path()),
+            "a proof file must not make a bare mount point look full"
+        );
+        std::fs::write(dir.path().join("f"), "").unwrap();
+        assert!(!root_is_empty(dir.path()));
+    }
 
     fn outcome(class: ExitClass, vanished: Option<Vec<&str>>) -> Outcome {
         let mut outcome = Outcome::success(RsyncStats::default(), Duration::ZERO);
