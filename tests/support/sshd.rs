@@ -50,7 +50,9 @@ pub fn current_user() -> String {
 }
 
 impl Sshd {
-    /// Generates keys and config under `parent/sshd` and starts the server.
+    /// Generates keys and config under `parent/sshd` and starts the server. Besides its own
+    /// key file, each user's `~/.ssh/authorized_keys` counts, so a test can log in as a user it
+    /// created (`OtherUser::authorize`).
     pub fn start(parent: &Path) -> Self {
         assert!(
             Path::new(SSHD).exists(),
@@ -71,7 +73,7 @@ impl Sshd {
              ListenAddress 127.0.0.1\n\
              HostKey {host_key}\n\
              PidFile {pid}\n\
-             AuthorizedKeysFile {auth}\n\
+             AuthorizedKeysFile {auth} %h/.ssh/authorized_keys\n\
              StrictModes no\n\
              UsePAM no\n\
              PermitRootLogin prohibit-password\n\
