@@ -6,7 +6,7 @@
 //! remote's user); those tests skip when not root.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use wsync_core::protocol::{MonitorProcessState, Request, Response, WorkspaceStatus};
@@ -189,8 +189,6 @@ fn hand_edited_registry_entries_get_the_attach_rules_at_daemon_start() {
     std::fs::write(&env.registry, registry.to_string()).unwrap();
     env.start_daemon();
 
-    env.wsync_ok(&["flush", "good", "--timeout", "30"]);
-    assert!(diff_trees(&good, &mirror).is_empty());
     for (name, remote) in [("bad", "home"), ("bad2", "up")] {
         let st = status(&env, name);
         assert_eq!(st.monitor.state, MonitorProcessState::Failed, "{name}");
@@ -206,6 +204,8 @@ fn hand_edited_registry_entries_get_the_attach_rules_at_daemon_start() {
     }
     let table = env.wsync_ok(&["status"]);
     assert!(table.contains("failed"), "{table}");
+    env.wsync_ok(&["flush", "good", "--timeout", "30"]);
+    assert!(diff_trees(&good, &mirror).is_empty());
     assert_eq!(
         std::fs::read_to_string(env.home.join("keep.txt")).unwrap(),
         "the home's own file"
@@ -229,27 +229,21 @@ fn hand_edited_registry_entries_get_the_attach_rules_at_daemon_start() {
     assert!(env.home.join("keep.txt").exists());
 }
 
-/// `wsync attach` argv for an SSH target through the test sshd as `user`.
-fn ssh_attach(ws: &str, sshd: &Sshd, spec: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "attach".into(),
-        ws.into(),
-        spec.into(),
-        "--port".into(),
-        sshd.port().to_string(),
-        "--identity-file".into(),
-        s(sshd.identity_file()).into(),
-    ];
-    for option in [
-        "UserKnownHostsFile=/dev/null",
-        "StrictHostKeyChecking=no",
-        "LogLevel=ERROR",
-    ] {
-        args.push("--ssh-option".into());
-        args.push(option.into());
+/// A second user whose home the test sshd logs in to, a daemon as root, and a workspace `src`
+/// holding `files`. `None` when not root. Bound in this order, the sshd (and its sessions)
+/// stops before the user is removed.
+fn ssh_setup(test: &str, files: &[&str]) -> Option<(OtherUser, TestEnv, Sshd, PathBuf)> {
+    let user = OtherUser::create(test)?;
+    let mut env = TestEnv::new();
+    let sshd = Sshd::start(&env.root);
+    user.authorize(&sshd);
+    env.start_daemon();
+    let src = env.mkdir("src");
+    for file in files {
+        write(&src.join(file), "mine");
     }
-    args.extend(extra.iter().map(|e| (*e).to_owned()));
-    args
+    env.wsync_ok(&["add", s(&src)]);
+    Some((user, env, sshd, src))
 }
 
 fn run(env: &TestEnv, args: &[String]) -> CliOutput {
@@ -262,16 +256,9 @@ fn run(env: &TestEnv, args: &[String]) -> CliOutput {
 /// included); so is a target that is itself a symlink. A dedicated directory is accepted.
 #[test]
 fn ssh_targets_resolving_to_the_home_or_a_link_are_refused() {
-    let Some(user) = OtherUser::create("attach_safety::ssh_home") else {
+    let Some((user, env, sshd, src)) = ssh_setup("attach_safety::ssh_home", &["a.txt"]) else {
         return;
     };
-    let mut env = TestEnv::new();
-    let sshd = Sshd::start(&env.root);
-    user.authorize(&sshd);
-    env.start_daemon();
-    let src = env.mkdir("src");
-    write(&src.join("a.txt"), "mine");
-    env.wsync_ok(&["add", s(&src)]);
     let keep = user.home.join("keep.txt");
     write(&keep, "the remote home's own file");
     user.chown(&keep);
@@ -285,13 +272,13 @@ fn ssh_targets_resolving_to_the_home_or_a_link_are_refused() {
 
     let at = |path: &Path| format!("ssh://{}@127.0.0.1{}", user.name, s(path));
     for path in [&user.home, &user.home_parent().to_path_buf(), &to_home] {
-        let out = run(&env, &ssh_attach("src", &sshd, &at(path), &["--overwrite"]));
+        let out = run(&env, &sshd.attach_args("src", &at(path), &["--overwrite"]));
         let home = format!("the remote user's home ({})", user.home.display());
         assert_refused(&env, &out, &["cannot be a remote", &home]);
     }
     let out = run(
         &env,
-        &ssh_attach("src", &sshd, &at(&to_data), &["--overwrite"]),
+        &sshd.attach_args("src", &at(&to_data), &["--overwrite"]),
     );
     let fix = format!("if you trust {}, attach that path directly", data.display());
     assert_refused(&env, &out, &["is a symbolic link on the remote", &fix]);
@@ -306,7 +293,7 @@ fn ssh_targets_resolving_to_the_home_or_a_link_are_refused() {
 
     // A directory inside the home is fine.
     let mirror = user.home.join("mirror");
-    run(&env, &ssh_attach("src", &sshd, &at(&mirror), &[]));
+    run(&env, &sshd.attach_args("src", &at(&mirror), &[]));
     wait_until_equal(&src, &mirror, FLUSH).unwrap_or_else(|e| env.fail(&e));
 }
 
@@ -315,27 +302,17 @@ fn ssh_targets_resolving_to_the_home_or_a_link_are_refused() {
 /// `host:~` (the home) is still refused.
 #[test]
 fn a_tilde_path_on_an_ssh_remote_is_in_the_remote_home() {
-    let Some(user) = OtherUser::create("attach_safety::tilde") else {
+    let files = ["a.txt", "dir/b.txt"];
+    let Some((user, env, sshd, src)) = ssh_setup("attach_safety::tilde", &files) else {
         return;
     };
-    let mut env = TestEnv::new();
-    let sshd = Sshd::start(&env.root);
-    user.authorize(&sshd);
-    env.start_daemon();
-    let src = env.mkdir("src");
-    write(&src.join("a.txt"), "mine");
-    write(&src.join("dir/b.txt"), "mine too");
-    env.wsync_ok(&["add", s(&src)]);
 
     let home_spec = format!("{}@127.0.0.1:~", user.name);
-    let out = run(
-        &env,
-        &ssh_attach("src", &sshd, &home_spec, &["--overwrite"]),
-    );
+    let out = run(&env, &sshd.attach_args("src", &home_spec, &["--overwrite"]));
     assert_refused(&env, &out, &["root or home directory"]);
 
     let spec = format!("{}@127.0.0.1:~/mirror", user.name);
-    let out = run(&env, &ssh_attach("src", &sshd, &spec, &["--name", "tilde"]));
+    let out = run(&env, &sshd.attach_args("src", &spec, &["--name", "tilde"]));
     assert!(out.success(), "{}{}", out.stdout, out.stderr);
     let mirror = user.home.join("mirror");
     wait_until_equal(&src, &mirror, FLUSH).unwrap_or_else(|e| env.fail(&e));

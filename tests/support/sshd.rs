@@ -186,6 +186,26 @@ impl Sshd {
         }
     }
 
+    /// `wsync attach WS SPEC` argv reaching this server (port, key, throwaway host key),
+    /// followed by `extra`.
+    pub fn attach_args(&self, workspace: &str, spec: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "attach".into(),
+            workspace.into(),
+            spec.into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--identity-file".into(),
+            self.identity.to_string_lossy().into_owned(),
+        ];
+        for option in Self::ssh_options() {
+            args.push("--ssh-option".into());
+            args.push(format!("{}={}", option.key, option.value));
+        }
+        args.extend(extra.iter().map(|e| (*e).to_owned()));
+        args
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
