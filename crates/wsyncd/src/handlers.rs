@@ -12,11 +12,11 @@ use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{
     AddError, AttachError, NewRemote, NewWorkspace, Registry, RootIdentity,
 };
+use wsync_core::target_path;
 
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
 use crate::target_check::{self, TargetError};
-use wsync_core::target_path;
 
 /// Flush timeout when the request gives none.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
