@@ -4,6 +4,7 @@
 pub mod env;
 pub mod faults;
 pub mod monitor;
+pub mod other_user;
 pub mod poll;
 pub mod sshd;
 pub mod tree;

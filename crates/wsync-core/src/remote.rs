@@ -44,6 +44,9 @@ pub enum SpecError {
     /// The path names the remote's root or a home directory, which a full sync would empty.
     #[error("remote {spec:?} points at the remote's root or home directory; name a directory inside it (host:/srv/mirror)")]
     RootOrHome { spec: String },
+    /// `~user/...`: only `~` and `~/` (the login user's home) are understood.
+    #[error("remote path {path:?} begins with ~user, which wsync does not expand; write that directory's absolute path (or ~/path for one in the login user's home)")]
+    OtherHome { path: String },
     #[error("remote path {path:?} contains a '.' segment; write the path without it")]
     DotSegment { path: String },
     /// `what` is "remote path" or "local remote".
@@ -88,7 +91,9 @@ pub enum RemoteTarget {
         host: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
-        /// Absolute, or relative to the remote user's home.
+        /// Absolute, or relative to the remote user's home (`~/x` is stored as `x`, see
+        /// [`home_relative`]).
+        #[serde(deserialize_with = "deserialize_remote_path")]
         path: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity_file: Option<PathBuf>,
@@ -157,6 +162,11 @@ pub fn parse_spec(spec: &str) -> Result<ParsedSpec, SpecError> {
         };
         let (user, hostport) = split_user(authority);
         let (host, port) = split_port(hostport, spec)?;
+        // `ssh://host/~/x`, as scp and sftp read it: `~/x` in the home.
+        let path = match path.strip_prefix('/') {
+            Some(tilde) if tilde == "~" || tilde.starts_with("~/") => tilde,
+            _ => path,
+        };
         return ssh_parts(spec, user, host, port, path);
     }
     if spec.starts_with('/') {
@@ -226,13 +236,39 @@ fn ssh_parts(
         validate_word("user", user)?;
     }
     validate_host(host)?;
-    validate_remote_path(spec, path)?;
+    let path = home_relative(path);
+    validate_remote_path(spec, &path)?;
     Ok(ParsedSpec::Ssh {
         user: user.map(str::to_owned),
         host: host.to_owned(),
         port,
-        path: path.to_owned(),
+        path,
     })
+}
+
+/// An SSH target's path as every remote command takes it. `~` and `~/x` mean the remote
+/// user's home and a path in it; nothing on the way expands a `~` (rsync's `--protect-args`,
+/// the quoted guard, inspection and rename scripts), so it would make a directory literally
+/// named `~`. ssh sessions, and so rsync and those scripts, start in the home, where a relative
+/// path is taken from: `~/x` becomes `x` and `~` becomes empty (which names the home, and is
+/// refused). Trailing slashes are dropped, so the path names the directory itself and a link
+/// there is seen as a link. Stored targets are read through this too.
+pub fn home_relative(path: &str) -> String {
+    let relative = if path == "~" {
+        ""
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        rest.trim_start_matches('/')
+    } else {
+        path
+    };
+    match relative.trim_end_matches('/') {
+        "" if relative.starts_with('/') => "/".to_owned(),
+        trimmed => trimmed.to_owned(),
+    }
+}
+
+fn deserialize_remote_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|path| home_relative(&path))
 }
 
 fn validate_word(what: &'static str, value: &str) -> Result<(), SpecError> {
@@ -286,6 +322,10 @@ pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), SpecError> {
         });
     }
     let owned = || path.to_owned();
+    if segments.first().is_some_and(|s| s.starts_with('~')) {
+        // `~user/x`: nothing expands it (see [`home_relative`]), so it would be a literal name.
+        return Err(SpecError::OtherHome { path: owned() });
+    }
     if segments.contains(&".") {
         return Err(SpecError::DotSegment { path: owned() });
     }
@@ -604,6 +644,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_tilde_means_the_remote_home_which_relative_paths_start_from() {
+        let path = |spec: &str| match parse_spec(spec) {
+            Ok(ParsedSpec::Ssh { path, .. }) => path,
+            other => panic!("{spec}: {other:?}"),
+        };
+        assert_eq!(path("host:~/x"), "x");
+        assert_eq!(path("host:~//x/y/"), "x/y");
+        assert_eq!(path("ssh://u@host:22/~/x"), "x");
+        assert_eq!(path("ssh://u@host/srv/m/"), "/srv/m");
+        assert_eq!(path("host:x"), "x");
+        // The home itself, however written, is refused.
+        for spec in [
+            "host:~",
+            "host:~/",
+            "host:~//",
+            "ssh://host/~",
+            "ssh://host/~/",
+        ] {
+            assert!(
+                matches!(parse_spec(spec), Err(SpecError::RootOrHome { .. })),
+                "{spec} accepted"
+            );
+        }
+        assert!(matches!(
+            parse_spec("host:~root/x"),
+            Err(SpecError::OtherHome { .. })
+        ));
+        // A registry written before this (or by hand) reads the same.
+        let stored: RemoteTarget =
+            serde_json::from_str(r#"{"kind":"ssh","host":"h","path":"~/x/"}"#).unwrap();
+        assert!(matches!(stored, RemoteTarget::Ssh { ref path, .. } if path == "x"));
+        assert_eq!(home_relative("/"), "/");
+        assert_eq!(home_relative("~"), "");
     }
 
     #[test]

@@ -184,13 +184,15 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 if let Some(id) = req.marker_id {
                     // rsync appends its own `--server ...` arguments to this prefix. The check
                     // runs in `sh` whatever the login shell is, with builtins only (no process
-                    // besides rsync per batch); only a regular file that is not a symlink is
+                    // besides rsync per batch); a target that is itself a symlink is never
+                    // followed (whoever controls the link would choose what is emptied; attach
+                    // refuses one too); only a regular file that is not a symlink is
                     // read (a planted link to a FIFO or /dev/zero must not hang it); the path
                     // and the id (hex) are its arguments, quoted by the one POSIX quoting
                     // function.
                     let marker = crate::target::MARKER_FILE;
                     let mut guard = format!(
-                        "sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
+                        "sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
                     )
                     .into_bytes();
                     guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
@@ -686,7 +688,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
+            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
                 .to_owned()
         ));
     }
@@ -868,5 +870,18 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         std::fs::remove_file(&marker).unwrap();
         nix::unistd::mkfifo(&marker, nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert_eq!(run(), Some(97), "a FIFO");
+        // The target itself swapped for a link to a directory holding our marker: not
+        // followed (whoever controls the link would choose what rsync empties).
+        std::fs::remove_file(&marker).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(
+            elsewhere.join(crate::target::MARKER_FILE),
+            "{\"workspace_id\":\"00ff\"}\n",
+        )
+        .unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert_eq!(run(), Some(97), "a target that is a link");
     }
 }

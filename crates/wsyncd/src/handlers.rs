@@ -12,6 +12,7 @@ use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{
     AddError, AttachError, NewRemote, NewWorkspace, Registry, RootIdentity,
 };
+use wsync_core::target_path;
 
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
@@ -309,18 +310,33 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
     Ok(Response::Workspace { workspace })
 }
 
+/// The entry is checked again first (with the state lock released), as at daemon start: one
+/// that breaks a rule stays failed with the reason ([`target_check::refused_entries`]).
 fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
+    let checked = {
+        let s = locked(shared)?;
+        s.registry.workspaces[find(&s, name_or_path)?].clone()
+    };
+    let refused = target_check::refusal(&checked, &target_path::local_homes());
     let (name, old, grace) = {
         let mut s = locked(shared)?;
         let index = find(&s, name_or_path)?;
         let name = s.registry.workspaces[index].name.clone();
         let old = s.supervisor.take_running(&name);
         s.supervisor.reset(&name);
+        if let Some(why) = &refused {
+            s.supervisor.refuse(&name, why.clone());
+        }
         (name, old, s.supervisor.stop_grace)
     };
     if let Some(monitor) = old {
         let exit = monitor.stop(grace);
         tracing::info!(workspace = %name, "monitor stopped for restart ({exit})");
+    }
+    if let Some(why) = refused {
+        return Err(invalid(format!(
+            "the monitor of {name:?} is not started: {why}"
+        )));
     }
     let mut s = locked(shared)?;
     let index = find(&s, &name)?;
@@ -436,6 +452,7 @@ fn add_error_code(e: &AddError) -> ErrorCode {
         | AddError::Unusable { .. }
         | AddError::NotADirectory { .. }
         | AddError::Unresolvable { .. }
+        | AddError::Untrusted(_)
         | AddError::NotUtf8 { .. }
         | AddError::TooBroad { .. }
         | AddError::Name(_)
@@ -458,6 +475,7 @@ fn attach_error_code(e: &AttachError) -> ErrorCode {
         | AttachError::SshOnlyOption
         | AttachError::ParentSegment { .. }
         | AttachError::Unresolvable { .. }
+        | AttachError::Untrusted(_)
         | AttachError::NotUtf8 { .. }
         | AttachError::TooBroad { .. }
         | AttachError::NotADirectory { .. }
@@ -477,7 +495,8 @@ fn target_error_code(e: &TargetError) -> ErrorCode {
     match e {
         TargetError::NotADirectory { .. }
         | TargetError::OtherWorkspace { .. }
-        | TargetError::Unmarked { .. } => ErrorCode::Invalid,
+        | TargetError::Unmarked { .. }
+        | TargetError::Unsafe { .. } => ErrorCode::Invalid,
         TargetError::Inspect { .. } | TargetError::Mark { .. } => ErrorCode::Internal,
     }
 }

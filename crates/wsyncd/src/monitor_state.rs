@@ -54,6 +54,9 @@ pub enum MonitorEnd {
     Exited(ExitDescription),
     /// It could not be started; counts as a crash so the watchdog retries with backoff.
     NotStarted(SpawnError),
+    /// Never started: the workspace's registry entry breaks a rule `add`/`attach` apply (the
+    /// reason, with its fix). Not a crash: nothing retries it.
+    Refused(String),
 }
 
 impl fmt::Display for MonitorEnd {
@@ -61,6 +64,7 @@ impl fmt::Display for MonitorEnd {
         match self {
             MonitorEnd::Exited(exit) => exit.fmt(f),
             MonitorEnd::NotStarted(e) => e.fmt(f),
+            MonitorEnd::Refused(why) => write!(f, "not started: {why}"),
         }
     }
 }
@@ -171,6 +175,16 @@ impl<M> Supervision<M> {
         };
         self.last_exit = Some(end);
         verdict
+    }
+
+    /// Any state but running → failed, without a crash: the entry is refused (see
+    /// [`MonitorEnd::Refused`]); only [`Self::reset`] (`wsync restart`, which checks the entry
+    /// again) lets it start.
+    pub fn refused(&mut self, why: String) {
+        if !matches!(self.state, MonitorState::Running(_)) {
+            self.state = MonitorState::Failed;
+            self.last_exit = Some(MonitorEnd::Refused(why));
+        }
     }
 
     /// Failed or backing off → stopped, with a clean crash history (`wsync restart`).
@@ -364,6 +378,24 @@ mod tests {
                 delay: Duration::from_millis(500)
             }
         );
+    }
+
+    #[test]
+    fn a_refused_entry_is_failed_with_its_reason_until_reset() {
+        let mut s: Supervision<Fake> = Supervision::default();
+        s.refused("remote \"r\" is the home directory".into());
+        assert!(s.is_failed() && !s.may_start());
+        assert_eq!(
+            s.process_state(&workspace(1, false)),
+            MonitorProcessState::Failed
+        );
+        assert_eq!(
+            s.last_exit().map(ToString::to_string).as_deref(),
+            Some("not started: remote \"r\" is the home directory")
+        );
+        assert_eq!(s.restarts(), 0, "a refusal is not a crash");
+        s.reset();
+        assert!(s.may_start());
     }
 
     #[test]

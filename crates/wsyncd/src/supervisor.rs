@@ -174,6 +174,13 @@ impl Supervisor {
         names.iter().filter_map(|n| self.take_running(n)).collect()
     }
 
+    /// Marks a workspace whose registry entry breaks a rule as failed with `why`, so it is
+    /// not started and `wsync status` shows the reason (see [`MonitorEnd::Refused`]).
+    pub fn refuse(&mut self, workspace: &str, why: String) {
+        tracing::error!(workspace, "monitor not started: {why}");
+        self.slot(workspace).supervision.refused(why);
+    }
+
     /// Clears a failed state and the crash count (`wsync restart`).
     pub fn reset(&mut self, workspace: &str) {
         if let Some(slot) = self.slots.get_mut(workspace) {

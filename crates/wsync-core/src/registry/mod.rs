@@ -15,6 +15,7 @@ use crate::paths::{self, overlaps, SettingsFile};
 use crate::remote::{
     parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget, SpecError, SshOptionError,
 };
+use crate::target_path::{self, ResolveError, UntrustedPath};
 
 /// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
 pub const MAX_DELETE_LIMIT: u64 = i32::MAX as u64;
@@ -197,6 +198,9 @@ pub enum AddError {
         #[source]
         source: std::io::Error,
     },
+    /// The path leads elsewhere through a symlink or directory another user controls.
+    #[error(transparent)]
+    Untrusted(UntrustedPath),
     #[error("workspace path {} is not valid UTF-8", path.display())]
     NotUtf8 { path: PathBuf },
     /// `/` or the home directory.
@@ -250,6 +254,9 @@ pub enum AttachError {
         #[source]
         source: std::io::Error,
     },
+    /// The path leads elsewhere through a symlink or directory another user controls.
+    #[error(transparent)]
+    Untrusted(UntrustedPath),
     /// `what` is "remote path" or "identity file".
     #[error("{what} {} is not valid UTF-8", path.display())]
     NotUtf8 { what: &'static str, path: PathBuf },
@@ -564,17 +571,14 @@ impl Registry {
                 path: new.path.clone(),
             });
         }
-        let path = new
-            .path
-            .canonicalize()
-            .map_err(|source| AddError::Unresolvable {
-                path: new.path.clone(),
-                source,
-            })?;
+        let path = target_path::resolve_local(&new.path).map_err(|e| match e {
+            ResolveError::Io { path, source } => AddError::Unresolvable { path, source },
+            ResolveError::Untrusted(problem) => AddError::Untrusted(problem),
+        })?;
         if path.to_str().is_none() {
             return Err(AddError::NotUtf8 { path });
         }
-        if path == Path::new("/") || path == paths::home_dir() {
+        if target_path::is_too_broad_workspace(&path, &target_path::local_homes()) {
             return Err(AddError::TooBroad { path });
         }
         let name = match &new.name {
@@ -653,11 +657,9 @@ impl Registry {
                 {
                     return Err(AttachError::ParentSegment { path: raw });
                 }
-                let path = paths::canonicalize_lenient(&raw).map_err(|source| {
-                    AttachError::Unresolvable {
-                        path: raw.clone(),
-                        source,
-                    }
+                let path = target_path::resolve_local(&raw).map_err(|e| match e {
+                    ResolveError::Io { path, source } => AttachError::Unresolvable { path, source },
+                    ResolveError::Untrusted(problem) => AttachError::Untrusted(problem),
                 })?;
                 if path.to_str().is_none() {
                     return Err(AttachError::NotUtf8 {
@@ -665,8 +667,7 @@ impl Registry {
                         path,
                     });
                 }
-                let home = paths::home_dir();
-                if path == Path::new("/") || home.starts_with(&path) {
+                if target_path::is_too_broad_target(&path, &target_path::local_homes()) {
                     return Err(AttachError::TooBroad { path });
                 }
                 if path.exists() && !path.is_dir() {

@@ -430,6 +430,31 @@ fn ancestors_of_home_and_non_utf8_paths_are_refused_as_remotes() {
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
 
+/// A link in a directory anyone may write (as another user's planted one would be) is not
+/// followed by attach nor add; the same link in my own directory is.
+#[test]
+fn paths_redirected_through_a_writable_directory_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let data = f.mkdir("data");
+    let open = f.mkdir("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&data, open.join("link")).unwrap();
+    let err = f
+        .attach(ws, &open.join("link").display().to_string())
+        .unwrap_err();
+    assert!(matches!(err, AttachError::Untrusted(_)), "{err}");
+    let err = f.add("open/link", Some("other")).unwrap_err();
+    assert!(matches!(err, AddError::Untrusted(_)), "{err}");
+    std::os::unix::fs::symlink(&data, f.root.join("mine")).unwrap();
+    let remote = f
+        .attach(ws, &f.root.join("mine").display().to_string())
+        .unwrap();
+    assert_eq!(remote.target, RemoteTarget::Local { path: data });
+}
+
 #[test]
 fn max_delete_beyond_rsyncs_limit_is_refused() {
     let text = |n: u64| {
