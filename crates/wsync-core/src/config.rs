@@ -24,6 +24,10 @@ pub enum ConfigError {
     Symlink { path: PathBuf },
     #[error("config file {path} is not a regular file")]
     NotAFile { path: PathBuf },
+    #[error("config file {path} is owned by uid {owner}, not by uid {me} that runs wsync (or root), so its owner decides what wsync does: `chown {me} {path}` if it is yours, or point {env} at a file of your own", me = crate::owned::my_uid(), env = CONFIG_PATH_ENV)]
+    NotOurs { path: PathBuf, owner: u32 },
+    #[error("config file {path} is writable by other users (mode {mode:o}), who could decide what wsync does: `chmod go-w {path}`")]
+    Writable { path: PathBuf, mode: u32 },
     #[error("config file {path} does not exist (named by {env}); create it or unset {env}", env = CONFIG_PATH_ENV)]
     Missing { path: PathBuf },
     #[error("{path}:{line}: {problem}")]
@@ -120,6 +124,8 @@ impl Config {
             Ok(SettingsFile::Missing) => Ok(Self::defaults(path)),
             Ok(SettingsFile::Symlink) => Err(ConfigError::Symlink { path }),
             Ok(SettingsFile::NotAFile) => Err(ConfigError::NotAFile { path }),
+            Ok(SettingsFile::NotOurs { owner }) => Err(ConfigError::NotOurs { path, owner }),
+            Ok(SettingsFile::Writable { mode }) => Err(ConfigError::Writable { path, mode }),
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
