@@ -38,6 +38,9 @@ pub enum ConfigError {
     },
 }
 
+/// How long the notification hook may run before it is killed (`HookTimeoutMs`).
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Tunables with documented defaults (all optional keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
@@ -53,6 +56,9 @@ pub struct Tuning {
     pub settle: Duration,
     /// `MaxLatencyMs`: longest a change waits under continuous churn (default 100).
     pub max_latency: Duration,
+    /// `HookTimeoutMs`: how long the hook may run before it and all it started are killed
+    /// (default 30000).
+    pub hook_timeout: Duration,
 }
 
 impl Default for Tuning {
@@ -64,6 +70,7 @@ impl Default for Tuning {
             monitor_stop_grace: Duration::from_millis(5000),
             settle: Duration::from_millis(5),
             max_latency: Duration::from_millis(100),
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
         }
     }
 }
@@ -179,6 +186,7 @@ impl Config {
             }
             "SettleMs" => self.tuning.settle = millis(key, value, 0, 10_000)?,
             "MaxLatencyMs" => self.tuning.max_latency = millis(key, value, 1, 60_000)?,
+            "HookTimeoutMs" => self.tuning.hook_timeout = millis(key, value, 100, 600_000)?,
             other => {
                 return Err(format!(
                     "unknown key {other:?}; known keys: {}",
@@ -218,6 +226,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MonitorStopGraceMs",
     "SettleMs",
     "MaxLatencyMs",
+    "HookTimeoutMs",
 ];
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {

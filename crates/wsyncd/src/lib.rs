@@ -38,7 +38,11 @@ pub use daemon::run;
     long_about = None,
     after_help = exit_codes::help(),
 )]
-pub struct Args {}
+pub struct Args {
+    /// Internal: run this hook and kill everything it leaves (hooks.rs, `subreaper_main`).
+    #[arg(long = "hook-runner", hide = true, value_name = "HOOK")]
+    pub hook_runner: Option<std::path::PathBuf>,
+}
 
 /// A fatal daemon error with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
