@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use wsync_tests::env::{pid_alive, pids_mentioning, TestEnv};
+use wsync_tests::env::{descendants, pid_alive, pids_mentioning, TestEnv};
 use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::sshd::{current_user, Sshd};
 use wsync_tests::users::TestUser;
@@ -323,6 +323,47 @@ fn the_ssh_master_is_gone_after_detach_and_after_the_monitor_exits() {
             }
             env.fail(&format!("after {end}: ssh master(s) {left:?} still run"));
         }
+    }
+}
+
+#[test]
+fn the_ssh_master_of_a_killed_monitor_is_closed_by_the_daemon() {
+    // No restart: the master has no monitor left to reuse it, and ControlPersist alone would
+    // keep it for a minute.
+    let mut env = TestEnv::with_config("MonitorRestartLimit=0");
+    let sshd = Sshd::start(&env.root);
+    let runtime = env.socket.parent().unwrap().to_owned();
+    let ws = env.mkdir("ws");
+    std::fs::write(ws.join("f"), b"x").unwrap();
+    let daemon = env.start_daemon();
+    env.wsync_ok(&["add", s(&ws)]);
+    attach_ssh(&env, &sshd, &env.root.join("over ssh"));
+    env.wsync_ok(&["flush", "ws"]);
+    assert!(!ssh_masters(&runtime).is_empty(), "no ssh master to check");
+    let monitors: Vec<u32> = descendants(daemon)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "wsync-monitor")
+        })
+        .collect();
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    let _ = kill(Pid::from_raw(monitors[0] as i32), Signal::SIGKILL);
+    if poll_until(
+        "the ssh master to exit",
+        Duration::from_secs(15),
+        INTERVAL,
+        || ssh_masters(&runtime).is_empty(),
+    )
+    .is_err()
+    {
+        let left = ssh_masters(&runtime);
+        for pid in &left {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        env.fail(&format!(
+            "after SIGKILL of the monitor: ssh master(s) {left:?} still run"
+        ));
     }
 }
 

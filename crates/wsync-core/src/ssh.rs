@@ -169,6 +169,19 @@ impl SshEndpoint {
         runtime_dir.join(format!("cm-{:016x}", fnv1a64(&key)))
     }
 
+    /// The ControlPath of `workspace`'s remote `remote` (see [`SshEndpoint::control_path_for`]):
+    /// what the monitor connects through, and what the daemon asks to exit (`ssh -O exit`) when
+    /// a monitor ended without doing so itself.
+    pub fn remote_control_path(
+        &self,
+        runtime_dir: &Path,
+        workspace: &str,
+        remote: &str,
+    ) -> PathBuf {
+        let owner = format!("{workspace}\0{remote}");
+        self.control_path_for(runtime_dir, owner.as_bytes())
+    }
+
     /// The ssh argv (program first) without the host: what `rsync -e` gets, quoted by
     /// [`quote_for_rsync_e`]. rsync appends `[-l user] host rsync --server ...` itself.
     pub fn ssh_argv(&self, control_path: &Path) -> Vec<OsString> {

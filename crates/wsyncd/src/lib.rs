@@ -19,6 +19,7 @@ pub mod restart_policy;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
+pub mod ssh_masters;
 pub mod state;
 pub mod supervisor;
 mod target_check;
