@@ -382,38 +382,45 @@ fn recorded_pid(file: &Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
-/// A daemon whose only workspace is marked `failed` at once (a monitor that exits, no restarts),
-/// which fires the hook; the hook starts `setsid sleep 1000` (its own session and group, out of
-/// reach of a group kill), writes its pid, then runs `tail`.
-fn hook_with_a_setsid_child(tail: &str, extra_config: &str) -> (TestEnv, PathBuf) {
+/// An environment whose only workspace is marked `failed` at once (a monitor that exits, no
+/// restarts), which fires the hook: a `/bin/sh` script with `body`.
+fn env_with_failing_hook(body: &str, extra_config: &str) -> TestEnv {
     let env = TestEnv::with_config(&format!(
         "MonitorExecutablePath=/bin/false\nMonitorRestartLimit=0\n{extra_config}"
     ));
-    let pidfile = env.root.join("escaped.pid");
     let hook = env.root.join("hook");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\nsetsid sleep 1000 </dev/null >/dev/null 2>&1 &\necho $! > '{}.tmp'\nmv '{0}.tmp' '{0}'\n{tail}\n",
-            pidfile.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&hook, format!("#!/bin/sh\n{body}\n")).unwrap();
     set_mode(&hook, 0o755);
     let mut config = std::fs::read_to_string(&env.config_path).unwrap();
     config.push_str(&format!("HookCommand={}\n", hook.display()));
     std::fs::write(&env.config_path, config).unwrap();
-    (env, pidfile)
+    env
 }
 
-fn expect_escapee_killed(mut env: TestEnv, pidfile: &Path) {
-    let _reap = Reap(pidfile.to_owned());
+/// Starts the daemon and the workspace whose failure fires the hook.
+fn fire_the_hook(env: &mut TestEnv) {
     env.start_daemon();
     let ws = env.mkdir("ws");
     env.wsync_ok(&["add", s(&ws)]);
     env.wsync_ok(&["attach", "ws", s(&env.root.join("mirror")), "--no-wait"]);
+}
+
+/// The hook starts `setsid sleep 1000` (its own session and group, out of reach of a group
+/// kill), records its pid, then runs `tail`; that child must die.
+fn expect_setsid_child_killed(tail: &str, extra_config: &str) {
+    let probe = tempfile::tempdir().unwrap();
+    let pidfile = probe.path().join("escaped.pid");
+    let mut env = env_with_failing_hook(
+        &format!(
+            "setsid sleep 1000 </dev/null >/dev/null 2>&1 &\necho $! > '{0}.tmp'\nmv '{0}.tmp' '{0}'\n{tail}",
+            pidfile.display()
+        ),
+        extra_config,
+    );
+    let _reap = Reap(pidfile.clone());
+    fire_the_hook(&mut env);
     let pid = poll_until("the hook to record its child", WAIT, INTERVAL, || {
-        recorded_pid(pidfile)
+        recorded_pid(&pidfile)
     })
     .unwrap_or_else(|e| env.fail(&e.to_string()));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -428,39 +435,27 @@ fn expect_escapee_killed(mut env: TestEnv, pidfile: &Path) {
 
 #[test]
 fn a_hook_child_that_called_setsid_dies_when_the_hook_ends() {
-    let (env, pidfile) = hook_with_a_setsid_child("exit 0", "");
-    expect_escapee_killed(env, &pidfile);
+    expect_setsid_child_killed("exit 0", "");
 }
 
 #[test]
 fn a_hook_past_its_timeout_is_killed_with_its_setsid_child() {
-    let (env, pidfile) = hook_with_a_setsid_child("exec sleep 1000", "HookTimeoutMs=300");
-    expect_escapee_killed(env, &pidfile);
+    expect_setsid_child_killed("exec sleep 1000", "HookTimeoutMs=300");
 }
 
 #[test]
 fn the_hook_runner_passes_the_environment_and_reports_exit_statuses() {
     // Through the real daemon: the hook's environment arrives and its output is logged.
-    let env = TestEnv::with_config("MonitorExecutablePath=/bin/false\nMonitorRestartLimit=0");
-    let out = env.root.join("hook.out");
-    let hook = env.root.join("hook");
-    std::fs::write(
-        &hook,
-        format!(
-            "#!/bin/sh\nprintf '%s|%s|%s' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" > '{}'\necho said-by-the-hook\nexit 3\n",
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().join("hook.out");
+    let mut env = env_with_failing_hook(
+        &format!(
+            "printf '%s|%s|%s' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" > '{}'\necho said-by-the-hook\nexit 3",
             out.display()
         ),
-    )
-    .unwrap();
-    set_mode(&hook, 0o755);
-    let mut config = std::fs::read_to_string(&env.config_path).unwrap();
-    config.push_str(&format!("HookCommand={}\n", hook.display()));
-    std::fs::write(&env.config_path, config).unwrap();
-    let mut env = env;
-    env.start_daemon();
-    let ws = env.mkdir("ws");
-    env.wsync_ok(&["add", s(&ws)]);
-    env.wsync_ok(&["attach", "ws", s(&env.root.join("mirror")), "--no-wait"]);
+        "",
+    );
+    fire_the_hook(&mut env);
     poll_until("the hook's exit in the daemon log", WAIT, INTERVAL, || {
         env.logs().contains("hook ended with exit status 3")
     })
