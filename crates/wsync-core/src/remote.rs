@@ -66,15 +66,20 @@ pub enum SpecError {
 pub enum SshOptionError {
     #[error(transparent)]
     ControlChar(#[from] ControlCharError),
-    #[error("ssh option {text:?} must be KEY=VALUE (e.g. UserKnownHostsFile=/path)")]
+    #[error("ssh option {text:?} must be KEY=VALUE or KEY VALUE (e.g. UserKnownHostsFile=/path)")]
     NotKeyValue { text: String },
     #[error("ssh option key {key:?} must be letters and digits only")]
     BadKey { key: String },
-    /// An option that runs commands or touches wsync's own connection sharing.
-    #[error("ssh option {key} is not allowed: it runs commands or controls wsync's own connection sharing")]
+    /// An option outside [`crate::ssh::ALLOWED_OPTIONS`].
+    #[error("ssh option {key} is not allowed: wsync passes only options that shape the connection, none that run commands, load libraries, forward anything or take over its connection sharing; allowed: {}", crate::ssh::ALLOWED_OPTIONS.join(", "))]
     Forbidden { key: String },
     #[error("ssh option {key} needs a value that does not begin with '-'")]
     BadValue { key: String },
+    /// A `ProxyJump` value that is not a list of `[user@]host[:port]` hops (or `none`).
+    #[error(
+        "ProxyJump {value:?} is not a comma-separated list of [user@]host[:port] hops: {problem}"
+    )]
+    BadProxyJump { value: String, problem: String },
 }
 
 /// Where a remote lives. Stored in the registry; the rsync/ssh command builders consume it.
@@ -109,22 +114,6 @@ pub struct SshOption {
     pub key: String,
     pub value: String,
 }
-
-/// ssh options that run local commands; refused because a remote spec must never execute anything.
-const FORBIDDEN_SSH_OPTIONS: &[&str] = &[
-    "proxycommand",
-    "localcommand",
-    "permitlocalcommand",
-    "knownhostscommand",
-    "remotecommand",
-    "controlpath",
-    "controlmaster",
-    // These load and run a local shared library.
-    "pkcs11provider",
-    "securitykeyprovider",
-    // Run through a shell by ssh when X11 forwarding is on.
-    "xauthlocation",
-];
 
 /// Characters refused in hosts, users and remote paths: the remote side may hand these to a shell.
 const SHELL_META: &[char] = &[
@@ -407,29 +396,64 @@ pub fn validate_target(target: &RemoteTarget) -> Result<(), SpecError> {
     }
 }
 
-/// Checks a `KEY=VALUE` ssh option and splits it.
+/// Checks an ssh `-o` option, written `KEY=VALUE`, `KEY VALUE` or `KEY = VALUE` as ssh accepts
+/// it, and splits it; the key comes back in its documented spelling. Only the options in
+/// [`crate::ssh::ALLOWED_OPTIONS`] pass. Applied to what `attach` is given and, through
+/// [`validate_target`], to every registry entry the daemon loads.
 pub fn validate_ssh_option(text: &str) -> Result<SshOption, SshOptionError> {
     reject_control_chars("ssh option", text)?;
-    let Some((key, value)) = text.split_once('=') else {
-        return Err(SshOptionError::NotKeyValue {
+    let text_trimmed = text.trim();
+    let key_end = text_trimmed
+        .find(|c: char| c == '=' || c.is_whitespace())
+        .ok_or_else(|| SshOptionError::NotKeyValue {
             text: text.to_owned(),
-        });
-    };
-    let (key, value) = (key.trim(), value.trim());
+        })?;
+    let key = &text_trimmed[..key_end];
+    // ssh's own parser: whitespace, at most one '=', whitespace.
+    let rest = text_trimmed[key_end..].trim_start();
+    let value = rest.strip_prefix('=').unwrap_or(rest).trim();
     let key_owned = || key.to_owned();
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(SshOptionError::BadKey { key: key_owned() });
     }
-    if FORBIDDEN_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
+    let Some(key) = crate::ssh::allowed_option(key) else {
         return Err(SshOptionError::Forbidden { key: key_owned() });
-    }
+    };
     if value.is_empty() || value.starts_with('-') {
-        return Err(SshOptionError::BadValue { key: key_owned() });
+        return Err(SshOptionError::BadValue {
+            key: key.to_owned(),
+        });
+    }
+    if key == "ProxyJump" {
+        validate_proxy_jump(value)?;
     }
     Ok(SshOption {
         key: key.to_owned(),
         value: value.to_owned(),
     })
+}
+
+/// A `ProxyJump` value: `none`, or hops `[ssh://][user@]host[:port]` separated by commas, each
+/// part held to the rules of a remote spec's user, host and port (ssh turns every hop into an
+/// ssh command line of its own, so nothing in it may read as an option or shell text).
+fn validate_proxy_jump(value: &str) -> Result<(), SshOptionError> {
+    let bad = |problem: String| SshOptionError::BadProxyJump {
+        value: value.to_owned(),
+        problem,
+    };
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    for hop in value.split(',') {
+        let plain = hop.strip_prefix("ssh://").unwrap_or(hop);
+        let (user, hostport) = split_user(plain);
+        if let Some(user) = user {
+            validate_word("user", user).map_err(|e| bad(e.to_string()))?;
+        }
+        let (host, _port) = split_port(hostport, hop).map_err(|e| bad(e.to_string()))?;
+        validate_host(host).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for RemoteTarget {
@@ -587,12 +611,12 @@ mod tests {
     fn ssh_option_rules_have_their_variants() {
         let e = |text: &str| validate_ssh_option(text).unwrap_err();
         assert!(matches!(e("NoEquals"), SshOptionError::NotKeyValue { .. }));
-        assert!(matches!(e("K y=1"), SshOptionError::BadKey { .. }));
+        assert!(matches!(e("K-y=1"), SshOptionError::BadKey { .. }));
         assert!(matches!(
             e("proxycommand=nc"),
             SshOptionError::Forbidden { .. }
         ));
-        assert!(matches!(e("Key=-x"), SshOptionError::BadValue { .. }));
+        assert!(matches!(e("User=-x"), SshOptionError::BadValue { .. }));
         assert!(matches!(e("A=b\nc"), SshOptionError::ControlChar(_)));
     }
 
@@ -616,6 +640,67 @@ mod tests {
     }
 
     #[test]
+    fn ssh_options_by_allowlist_in_both_spellings() {
+        let ok = |text: &str| {
+            let o = validate_ssh_option(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            (o.key, o.value)
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(ok("port 2222"), pair("Port", "2222"));
+        assert_eq!(ok(" ConnectTimeout = 3 "), pair("ConnectTimeout", "3"));
+        assert_eq!(ok("ciphers=aes128-ctr"), pair("Ciphers", "aes128-ctr"));
+        assert_eq!(ok("ProxyJump=none"), pair("ProxyJump", "none"));
+        assert_eq!(
+            ok("ProxyJump jump@bastion:2200,ssh://[::1]:22,h2"),
+            pair("ProxyJump", "jump@bastion:2200,ssh://[::1]:22,h2")
+        );
+        let err = validate_ssh_option("SmartcardDevice=/tmp/evil.so").unwrap_err();
+        assert!(matches!(err, SshOptionError::Forbidden { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("ssh option SmartcardDevice is not allowed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("allowed: AddressFamily, BindAddress"),
+            "{text}"
+        );
+        for refused in [
+            "smartcarddevice /tmp/evil.so",
+            "PKCS11Provider=/x.so",
+            "KnownHostsCommand=/bin/id",
+            "Match=exec id",
+            "ForwardAgent=yes",
+            "ControlPersist=yes",
+        ] {
+            assert!(
+                matches!(
+                    validate_ssh_option(refused),
+                    Err(SshOptionError::Forbidden { .. })
+                ),
+                "{refused:?} accepted"
+            );
+        }
+        for bad_jump in [
+            "ProxyJump=-oProxyCommand=id",
+            "ProxyJump=a,-b",
+            "ProxyJump=a b",
+            "ProxyJump=a,,b",
+            "ProxyJump=$(id)",
+            "ProxyJump=u@h:notaport",
+            "ProxyJump=-u@h",
+        ] {
+            assert!(
+                matches!(
+                    validate_ssh_option(bad_jump),
+                    Err(SshOptionError::BadProxyJump { .. } | SshOptionError::BadValue { .. })
+                ),
+                "{bad_jump:?} accepted"
+            );
+        }
+    }
+
+    #[test]
     fn stored_targets_are_revalidated() {
         let ssh = |host: &str, path: &str, key: &str| RemoteTarget::Ssh {
             user: None,
@@ -630,6 +715,7 @@ mod tests {
         };
         assert!(validate_target(&ssh("h", "/srv", "User")).is_ok());
         assert!(validate_target(&ssh("h", "/srv", "ProxyCommand")).is_err());
+        assert!(validate_target(&ssh("h", "/srv", "SmartcardDevice")).is_err());
         assert!(validate_target(&ssh("-oProxyCommand=x", "/srv", "User")).is_err());
         assert!(validate_target(&ssh("h", "$(id)", "User")).is_err());
         assert!(validate_target(&RemoteTarget::Local { path: "rel".into() }).is_err());

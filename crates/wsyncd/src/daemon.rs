@@ -11,7 +11,10 @@ use crate::state::{self, SharedState};
 use crate::{logging, server, watchdog, Args, Fatal};
 
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or a shutdown request.
-pub fn run(_args: &Args) -> Result<(), Fatal> {
+pub fn run(args: &Args) -> Result<(), Fatal> {
+    if let Some(hook) = &args.hook_runner {
+        crate::hooks::subreaper_main(hook);
+    }
     let config = Config::load().context("loading the wsync config")?;
     logging::init(&config.log_directory);
     let result = start(config);

@@ -19,6 +19,7 @@ pub mod restart_policy;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
+pub mod ssh_masters;
 pub mod state;
 pub mod supervisor;
 mod target_check;
@@ -38,7 +39,11 @@ pub use daemon::run;
     long_about = None,
     after_help = exit_codes::help(),
 )]
-pub struct Args {}
+pub struct Args {
+    /// Internal: run this hook and kill everything it leaves (hooks.rs, `subreaper_main`).
+    #[arg(long = "hook-runner", hide = true, value_name = "HOOK")]
+    pub hook_runner: Option<std::path::PathBuf>,
+}
 
 /// A fatal daemon error with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
 use crate::process::{self, ExitDescription};
+use crate::ssh_masters::SshMasters;
 use crate::state::{EventSink, MonitorMessage};
 
 /// Lines of a monitor's stderr kept for `last_log_lines`.
@@ -80,6 +81,8 @@ pub struct RunningMonitor {
     pub generation: u64,
     pub started: Instant,
     commands: mpsc::Sender<MonitorCommand>,
+    /// The ssh masters of its SSH remotes, closed once it has been reaped.
+    masters: Mutex<SshMasters>,
 }
 
 impl RunningMonitor {
@@ -115,6 +118,8 @@ impl RunningMonitor {
             tunables: launch.tunables.clone(),
             progress,
         };
+        let mut masters = SshMasters::new(&launch.runtime_dir, &workspace.name);
+        masters.on_command(&start);
         // The receiver is alive (it is in `rx`), so this cannot fail.
         let _ = tx.send(start);
         let name = workspace.name.clone();
@@ -141,6 +146,7 @@ impl RunningMonitor {
             generation,
             started: Instant::now(),
             commands: tx,
+            masters: Mutex::new(masters),
         };
         if let Err(source) = threads {
             monitor.kill_and_reap();
@@ -154,6 +160,9 @@ impl RunningMonitor {
 
     /// Queues a command for the monitor's stdin; false when its stdin is already closed.
     pub fn send(&self, command: MonitorCommand) -> bool {
+        if let Ok(mut masters) = self.masters.lock() {
+            masters.on_command(&command);
+        }
         self.commands.send(command).is_ok()
     }
 
@@ -163,7 +172,10 @@ impl RunningMonitor {
         if !process::has_exited(self.pid) {
             return None;
         }
-        Some(self.kill_and_reap())
+        let exit = self.kill_and_reap();
+        // The caller holds the daemon's lock: no process waits here.
+        self.take_masters().close_in_background();
+        Some(exit)
     }
 
     /// Stops the monitor (see the module docs); blocks for at most about `grace`.
@@ -183,7 +195,17 @@ impl RunningMonitor {
                 "monitor did not stop within {grace:?}; killed its process group"
             );
         }
-        self.kill_and_reap()
+        let exit = self.kill_and_reap();
+        // Waited for: at shutdown the daemon exits right after.
+        self.take_masters().close();
+        exit
+    }
+
+    fn take_masters(&mut self) -> SshMasters {
+        match self.masters.get_mut() {
+            Ok(masters) => std::mem::take(masters),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        }
     }
 
     /// Kills the whole group now (any survivors) and reaps the leader.

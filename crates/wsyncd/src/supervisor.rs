@@ -89,7 +89,7 @@ impl Supervisor {
             next_generation: 0,
             next_flush_id: 0,
             flushes: HashMap::new(),
-            hooks: Hooks::new(config.hook_command.clone()),
+            hooks: Hooks::new(config.hook_command.clone(), config.tuning.hook_timeout),
         }
     }
 

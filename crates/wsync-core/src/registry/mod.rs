@@ -5,7 +5,6 @@
 //! `{"version":1,"workspaces":[{"name":..,"path":..,"remotes":[..],"paused":false,"excludes":[..]}]}`.
 //! A bare JSON array of workspaces (schema 0, as early setups wrote `[]`) is read too.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,6 +123,11 @@ pub enum RegistryError {
     Symlink { path: PathBuf },
     #[error("registry {path} is not a regular file; set WorkspaceConfigFilePath to a JSON file")]
     NotAFile { path: PathBuf },
+    /// Whoever owns the registry decides what is mirrored where.
+    #[error("registry {path} is owned by uid {owner}, not by uid {me} that runs wsync (or root), so its owner decides what is mirrored where: `chown {me} {path}` if it is yours, or set WorkspaceConfigFilePath to a file of your own", me = crate::owned::my_uid())]
+    NotOurs { path: PathBuf, owner: u32 },
+    #[error("registry {path} is writable by other users (mode {mode:o}), who could decide what is mirrored where: `chmod 600 {path}`")]
+    Writable { path: PathBuf, mode: u32 },
     #[error("registry {path}: {entry}; fix the entry by hand (wsync never overwrites the file)")]
     Invalid {
         path: PathBuf,
@@ -304,6 +308,14 @@ impl Registry {
             Ok(SettingsFile::Missing) => Ok(Self::default()),
             Ok(SettingsFile::Symlink) => Err(RegistryError::Symlink { path: owned() }),
             Ok(SettingsFile::NotAFile) => Err(RegistryError::NotAFile { path: owned() }),
+            Ok(SettingsFile::NotOurs { owner }) => Err(RegistryError::NotOurs {
+                path: owned(),
+                owner,
+            }),
+            Ok(SettingsFile::Writable { mode }) => Err(RegistryError::Writable {
+                path: owned(),
+                mode,
+            }),
             Err(source) => Err(RegistryError::Read {
                 path: owned(),
                 source,
@@ -433,10 +445,12 @@ impl Registry {
             source: std::io::Error::other(e),
         })?;
         json.push(b'\n');
-        write_atomic(path, &json, before_rename).map_err(|source| RegistryError::Write {
-            path: path.into(),
-            source,
-        })
+        crate::owned::write_atomic(path, ".wsync-registry-", &json, before_rename).map_err(
+            |source| RegistryError::Write {
+                path: path.into(),
+                source,
+            },
+        )
     }
 
     /// Gives every workspace without an id (a registry from before ids) a new one, and records
@@ -509,29 +523,6 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
-pub fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    before_rename: impl FnOnce() -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wsync-registry-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    before_rename()?; // on error the temp file is removed when `tmp` drops
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 /// What the user asked `add` to create.

@@ -27,9 +27,8 @@ impl Destination {
     /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
     /// must not cut other workspaces' transfers to the same host.
     pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str, workspace_id: &str) -> Self {
-        let owner = format!("{workspace}\0{}", remote.name);
         let control_path = SshEndpoint::from_target(&remote.target)
-            .map(|ep| ep.control_path_for(runtime_dir, owner.as_bytes()));
+            .map(|ep| ep.remote_control_path(runtime_dir, workspace, &remote.name));
         Self {
             remote,
             control_path,
