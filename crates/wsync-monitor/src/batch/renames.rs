@@ -27,6 +27,9 @@ pub struct Replayed {
     pub stopped: Option<String>,
     /// The remote's target directory is gone (an error, not a fallback).
     pub target_missing: bool,
+    /// A directory on the way to an end of the rename that stopped the replay is a symlink
+    /// (or not a directory) on the remote: rsync sends it whole, which replaces what is there.
+    pub diverged: Option<PathBuf>,
 }
 
 /// Replays `renames` in order on `dest`.
@@ -39,22 +42,12 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
         RemoteTarget::Ssh { path, .. } => {
             let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
             match dest.remote_command(b"sh -s", Some(script)).await {
-                Ok(out) => {
-                    let text = String::from_utf8_lossy(&out);
-                    let done = text.trim().parse::<usize>().unwrap_or(0).min(renames.len());
-                    let stopped = (done < renames.len()).then(|| {
-                        format!("the remote does not match the rename {:?}", renames[done])
-                    });
-                    Replayed {
-                        done,
-                        stopped,
-                        target_missing: false,
-                    }
-                }
+                Ok(out) => ssh_replayed(&out, renames),
                 Err(e) => Replayed {
                     done: 0,
                     target_missing: e.to_string().contains(TARGET_NOT_OURS),
                     stopped: Some(e.to_string()),
+                    diverged: None,
                 },
             }
         }
@@ -72,29 +65,40 @@ fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replay
                 done: 0,
                 stopped: Some("the target holds no marker of this workspace".into()),
                 target_missing: true,
+                diverged: None,
             }
         }
     };
     for (done, rename) in renames.iter().enumerate() {
         let result = match applies_local(&root, rename) {
-            Ok(true) => root
-                .rename(&rename.from, &rename.to)
-                .map_err(|e| e.to_string()),
-            Ok(false) => Err("the remote does not match".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(true) => root.rename(&rename.from, &rename.to),
+            Ok(false) => {
+                return Replayed {
+                    done,
+                    stopped: Some(format!("{rename:?}: the remote does not match")),
+                    ..Replayed::default()
+                }
+            }
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
+            let diverged = match &e {
+                BeneathError::Symlink { at, .. } | BeneathError::NotADirectory { at, .. } => {
+                    Some(at.clone())
+                }
+                _ => None,
+            };
             return Replayed {
                 done,
                 stopped: Some(format!("{rename:?}: {e}")),
                 target_missing: false,
+                diverged,
             };
         }
     }
     Replayed {
         done: renames.len(),
-        stopped: None,
-        target_missing: false,
+        ..Replayed::default()
     }
 }
 
@@ -112,6 +116,47 @@ fn applies_local(root: &TargetRoot, rename: &Rename) -> Result<bool, BeneathErro
         None => true,
         Some(existing) => existing.kind == EntryKind::File && !rename.is_dir,
     })
+}
+
+/// Reads the script's answer: the number of renames applied, then, when a parent directory of
+/// the next one was refused, that directory (as `./path`, to the end of the output). Only an
+/// ancestor of that rename's ends is taken from the remote.
+fn ssh_replayed(out: &[u8], renames: &[Rename]) -> Replayed {
+    use std::os::unix::ffi::OsStrExt;
+    let (count, refused) = match out.iter().position(|b| *b == b'\n') {
+        Some(at) => (&out[..at], &out[at + 1..]),
+        None => (out, &[][..]),
+    };
+    let done = String::from_utf8_lossy(count)
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+        .min(renames.len());
+    let Some(rename) = renames.get(done) else {
+        return Replayed {
+            done,
+            ..Replayed::default()
+        };
+    };
+    let diverged = refused
+        .strip_prefix(b"./")
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .filter(|p| {
+            !p.as_os_str().is_empty()
+                && [&rename.from, &rename.to]
+                    .iter()
+                    .any(|end| end.starts_with(p) && *end != p)
+        });
+    let why = match &diverged {
+        Some(dir) => format!("{dir:?} is a symlink or not a directory on the remote"),
+        None => "the remote does not match".into(),
+    };
+    Replayed {
+        done,
+        stopped: Some(format!("{rename:?}: {why}")),
+        target_missing: false,
+        diverged,
+    }
 }
 
 /// The script run by `sh -s` on the remote: `cd` to the target and check its marker names
@@ -140,7 +185,7 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
           there() { [ -e \"$1\" ] || [ -h \"$1\" ]; }\n\
           plain() { p=${1%/*}; while [ \"$p\" != . ]; do [ -d \"$p\" ] && ! [ -h \"$p\" ] || return 1; p=${p%/*}; done; }\n\
           op() {\n\
-          \x20 plain \"$1\" && plain \"$2\" || return 1\n\
+          \x20 plain \"$1\" && plain \"$2\" || return 3\n\
           \x20 if [ \"$3\" = d ]; then [ -d \"$1\" ] && ! [ -h \"$1\" ]; else there \"$1\" && ! { [ -d \"$1\" ] && ! [ -h \"$1\" ]; }; fi || return 1\n\
           \x20 if there \"$2\"; then [ \"$3\" = f ] && [ -f \"$2\" ] && ! [ -h \"$2\" ] || return 1; fi\n\
           \x20 mv -f -- \"$1\" \"$2\"\n\
@@ -152,7 +197,9 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
         s.push(b' ');
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.to)));
         s.extend_from_slice(if rename.is_dir { b" d" } else { b" f" });
-        s.extend_from_slice(b" || { echo $n; exit 0; }; n=$((n+1))\n");
+        s.extend_from_slice(
+            b" || { r=$?; echo $n; [ $r = 3 ] && printf %s \"$p\"; exit 0; }; n=$((n+1))\n",
+        );
     }
     s.extend_from_slice(b"echo $n\n");
     s
@@ -187,7 +234,20 @@ mod tests {
         std::fs::write(t.join(MARKER_FILE), r#"{"workspace_id":"00ff"}"#).unwrap();
     }
 
+    /// Runs the script for `renames` on `t` and reads its answer as the monitor does.
+    fn replay_by_script(t: &Path, renames: &[Rename]) -> Replayed {
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", renames);
+        let (out, err) = run_script_raw(&script);
+        assert!(!out.is_empty(), "{err}");
+        ssh_replayed(&out, renames)
+    }
+
     fn run_script(script: &[u8]) -> (String, String) {
+        let (out, err) = run_script_raw(script);
+        (String::from_utf8_lossy(&out).trim().to_owned(), err)
+    }
+
+    fn run_script_raw(script: &[u8]) -> (Vec<u8>, String) {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
             .arg("-s")
@@ -199,7 +259,7 @@ mod tests {
         child.stdin.take().unwrap().write_all(script).unwrap();
         let out = child.wait_with_output().unwrap();
         (
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            out.stdout,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
@@ -321,6 +381,8 @@ mod tests {
             let why = r.stopped.unwrap_or_default();
             assert!(why.contains("a symlink in the path"), "{why}");
             assert!(!r.target_missing);
+            // rsync then sends the directory whole, replacing the link.
+            assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/sub")));
             secret_intact(&secret);
             assert!(t.join("shared/x").exists());
         }
@@ -340,32 +402,50 @@ mod tests {
         for (from, to, is_dir) in THROUGH_THE_LINK {
             let tmp = tempfile::tempdir().unwrap();
             let (t, secret) = planted(tmp.path());
-            let script = ssh_script(
-                t.as_os_str().as_encoded_bytes(),
-                "00ff",
-                &[
-                    rename(from, to, is_dir),
-                    rename("shared/real/y", "shared/real/z", false),
-                ],
-            );
-            let (out, err) = run_script(&script);
-            assert_eq!(out, "0", "{from} -> {to}: {err}");
+            let renames = [
+                rename(from, to, is_dir),
+                rename("shared/real/y", "shared/real/z", false),
+            ];
+            let r = replay_by_script(&t, &renames);
+            assert_eq!(r.done, 0, "{from} -> {to}: {r:?}");
+            assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/sub")));
             secret_intact(&secret);
             assert!(t.join("shared/x").exists() && t.join("shared/real/y").exists());
         }
         let tmp = tempfile::tempdir().unwrap();
         let (t, _) = planted(tmp.path());
-        // A file where a parent directory should be refuses too; a plain nested one applies.
-        let script = ssh_script(
-            t.as_os_str().as_encoded_bytes(),
-            "00ff",
+        // A file where a parent directory should be is refused too, and named; a plain nested
+        // rename applies.
+        let r = replay_by_script(
+            &t,
             &[
                 rename("shared/real/y", "shared/real/z", false),
                 rename("shared/real/z", "shared/x/z", false),
             ],
         );
-        let (out, err) = run_script(&script);
-        assert_eq!(out, "1", "{err}");
+        assert_eq!(r.done, 1, "{r:?}");
+        assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/x")));
         assert!(t.join("shared/real/z").exists());
+        // A mismatch that is no diverged directory names none.
+        let r = replay_by_script(&t, &[rename("shared/nothing", "shared/real/w", false)]);
+        assert_eq!((r.done, r.diverged), (0, None));
+    }
+
+    /// The remote's answer names a directory only on the way to the refused rename's ends.
+    #[test]
+    fn a_diverged_directory_is_taken_from_the_remote_only_on_the_way() {
+        let renames = [rename("a/b/c", "d/e", false)];
+        for (answer, diverged) in [
+            (&b"0\n./a/b"[..], Some("a/b")),
+            (b"0\n./d", Some("d")),
+            (b"0\n./d/e", None),
+            (b"0\n./etc", None),
+            (b"0\n/etc", None),
+            (b"0\n", None),
+            (b"1\n./a", None),
+        ] {
+            let r = ssh_replayed(answer, &renames);
+            assert_eq!(r.diverged.as_deref(), diverged.map(Path::new), "{answer:?}");
+        }
     }
 }
