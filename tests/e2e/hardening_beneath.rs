@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use wsync_core::registry::Remote;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::other_user::OtherUser;
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::{diff_trees, scratch_dir, wait_until_equal};
-use wsync_tests::users::TestUser;
 
 const FLUSH: Duration = Duration::from_secs(30);
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
@@ -44,7 +44,7 @@ fn listing(dir: &Path) -> Vec<(String, String)> {
 
 fn scenario(test: &str, remote: impl FnOnce(&Path) -> Remote) {
     let tmp = scratch_dir();
-    let Some(attacker) = TestUser::create(tmp.path(), test) else {
+    let Some(attacker) = OtherUser::create(test) else {
         return;
     };
     // The attacker must reach the workspace and the mirror, as on a shared machine.

@@ -8,4 +8,3 @@ pub mod other_user;
 pub mod poll;
 pub mod sshd;
 pub mod tree;
-pub mod users;
