@@ -4,12 +4,21 @@
 # memory are recorded), then a 200,000-file workspace (initial sync, single-edit latency).
 # Usage: scripts/soak.sh [--quick] [wsync-bench soak options, see --help]
 # Progress on stderr, a markdown summary on stdout. Bounded: the run stops itself after
-# --max-secs (540 by default) and this script kills it at 10 minutes in any case. As root it
+# --max-secs (540 by default) and this script kills it at 10 minutes in any case. First, the
+# beneath-resolver's randomized test runs 500 rounds (100 with --quick; about a minute). As root it
 # mounts a private tmpfs (8 GiB max); otherwise it works in a directory on /dev/shm. See docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "error: rsync is required (apt-get install rsync)" >&2; exit 1; }
 cargo build --release --locked --bins -p wsyncd -p wsync-monitor -p wsync-bench >&2
+
+# The randomized test of the beneath-resolver (issue 12: nothing outside a target is touched),
+# run far longer than in the normal suite. WSYNC_BENEATH_FUZZ_ROUNDS overrides the count.
+rounds=${WSYNC_BENEATH_FUZZ_ROUNDS:-500}
+case " $* " in *" --quick "*) rounds=${WSYNC_BENEATH_FUZZ_ROUNDS:-100} ;; esac
+echo "soak: beneath fuzz, $rounds rounds" >&2
+WSYNC_BENEATH_FUZZ_ROUNDS=$rounds cargo test --release --locked -q -p wsync-core \
+  beneath::tests::fuzz_nothing_outside_the_target_is_ever_touched -- --nocapture >&2
 
 mounted=""
 keep=""

@@ -81,6 +81,30 @@ impl OtherUser {
         self.chown(&ssh.join("authorized_keys"));
     }
 
+    /// Runs `sh -c script` as this user (no supplementary groups), with `args` as `$1`, `$2`,
+    /// ...: paths go as arguments, never into the script. Panics unless it succeeds.
+    pub fn sh(&self, script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&self.name)
+            .args(args)
+            .uid(self.uid)
+            .gid(self.gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running sh as {}: {e}", self.name));
+        assert!(
+            out.status.success(),
+            "as {}: {script} {args:?} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Makes `path` (not followed if a symlink) this user's.
     pub fn chown(&self, path: &Path) {
         std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))

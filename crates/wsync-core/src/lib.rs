@@ -3,6 +3,7 @@
 //! channel. One home per concept; the binaries call these and never re-implement them.
 
 pub mod backoff;
+pub mod beneath;
 pub mod config;
 pub mod excludes;
 pub mod exit_code;

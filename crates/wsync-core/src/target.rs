@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::TargetRoot;
 use crate::registry::Workspace;
 
 /// The marker's file name, at the top of a target directory.
@@ -82,7 +83,8 @@ pub enum TargetState {
     Unmarked,
 }
 
-/// Looks at a local target directory (attach time; follows a symlinked target like rsync).
+/// Looks at a local target directory (attach time; follows a symlinked target like rsync, but
+/// a path that is itself a symlink shows no marker: see [`read_local`]).
 pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -113,18 +115,18 @@ pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
 /// The most of a marker file that is read: a marker is one short JSON line.
 pub const MARKER_MAX_BYTES: u64 = 4096;
 
-/// The marker of a local target, if it has a valid one. Only a regular file counts, never
-/// followed through a symlink, and at most [`MARKER_MAX_BYTES`] of it are read: anyone who can
-/// write the target could plant a link to a FIFO (a read that never returns) or to `/dev/zero`
-/// (one that never ends) where the marker goes.
+/// The marker of a local target, if it has a valid one (see [`read_marker`]).
 pub fn read_local(path: &Path) -> Option<Marker> {
+    read_marker(&TargetRoot::open(path).ok()?)
+}
+
+/// The marker of an open target. Only a regular file counts, never followed through a
+/// symlink, and at most [`MARKER_MAX_BYTES`] of it are read: anyone who can write the target
+/// could plant a link to a FIFO (a read that never returns) or to `/dev/zero` (one that never
+/// ends) where the marker goes.
+pub fn read_marker(root: &TargetRoot) -> Option<Marker> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path.join(MARKER_FILE))
-        .ok()?;
+    let file = root.open_read(Path::new(MARKER_FILE)).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
@@ -136,6 +138,12 @@ pub fn read_local(path: &Path) -> Option<Marker> {
 /// Whether the local target holds the marker of workspace `id` (the check before a transfer).
 pub fn is_ours_local(path: &Path, id: &str) -> bool {
     read_local(path).is_some_and(|m| m.workspace_id == id)
+}
+
+/// Whether an open target holds the marker of workspace `id` (checked on the same handle the
+/// writes that follow go through).
+pub fn is_ours(root: &TargetRoot, id: &str) -> bool {
+    read_marker(root).is_some_and(|m| m.workspace_id == id)
 }
 
 /// Creates the local target directory if needed and writes the marker atomically (temp file in

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
@@ -51,11 +52,13 @@ impl Destination {
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
         let marker = wsync_core::target::MARKER_FILE;
         match &self.remote.target {
-            RemoteTarget::Local { path } => match std::fs::read_dir(path) {
-                Ok(entries) => Ok(!entries.flatten().any(|e| e.file_name() != marker)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-                Err(e) => Err(e),
-            },
+            RemoteTarget::Local { path } => {
+                match TargetRoot::open(path).and_then(|root| root.list_root()) {
+                    Ok(names) => Ok(names.iter().all(|name| name == marker)),
+                    Err(e) if e.is_not_found() => Ok(true),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
             RemoteTarget::Ssh { path, .. } => {
                 // Run by `sh -s` whatever the login shell is.
                 let mut script = b"test ! -d ".to_vec();

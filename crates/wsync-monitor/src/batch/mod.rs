@@ -199,7 +199,9 @@ impl Destination {
                 if replayed.done > 0 {
                     tracing::debug!(remote = %self.remote.name, renames = replayed.done, "renames replayed");
                 }
-                let fallback = fallback_paths(&renames[replayed.done..]);
+                // A directory the replay found replaced on the remote goes whole.
+                let fallback =
+                    fallback_paths(&renames[replayed.done..]).chain(replayed.diverged.as_ref());
                 let all = collapse(paths.iter().chain(fallback));
                 if all.is_empty() {
                     // Everything was a replayed rename: nothing for rsync to do.
