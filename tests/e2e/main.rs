@@ -33,3 +33,4 @@ mod packaging;
 mod progress;
 mod supervisor;
 mod target_identity;
+mod trash;

@@ -17,6 +17,7 @@ pub mod remote;
 pub mod rsync;
 pub mod ssh;
 pub mod target;
+pub mod trash;
 
 /// `at` in Unix milliseconds, the unit of every `*_unix_ms` field on the wire (0 before 1970).
 pub fn unix_ms(at: std::time::SystemTime) -> u64 {

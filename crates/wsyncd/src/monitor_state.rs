@@ -254,6 +254,7 @@ mod tests {
                     target: RemoteTarget::Local {
                         path: format!("/m{i}").into(),
                     },
+                    keep_deleted_days: 0,
                 })
                 .collect(),
             paused,

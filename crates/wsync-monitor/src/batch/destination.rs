@@ -48,12 +48,18 @@ impl Destination {
         }
     }
 
-    /// Whether the target directory holds nothing but its marker (missing counts as empty).
+    /// Whether the target directory holds nothing but its marker and its trash (missing counts
+    /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
         let marker = wsync_core::target::MARKER_FILE;
+        let ours = |name: &[u8]| {
+            name == marker.as_bytes() || name == wsync_core::trash::TRASH_DIR.as_bytes()
+        };
         match &self.remote.target {
             RemoteTarget::Local { path } => match std::fs::read_dir(path) {
-                Ok(entries) => Ok(!entries.flatten().any(|e| e.file_name() != marker)),
+                Ok(entries) => Ok(entries
+                    .flatten()
+                    .all(|e| ours(e.file_name().as_encoded_bytes()))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
                 Err(e) => Err(e),
             },
@@ -68,7 +74,7 @@ impl Destination {
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
                 Ok(output
                     .split(|b| *b == b'\n')
-                    .all(|name| name.trim_ascii().is_empty() || name == marker.as_bytes()))
+                    .all(|name| name.trim_ascii().is_empty() || ours(name)))
             }
         }
     }

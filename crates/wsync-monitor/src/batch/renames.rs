@@ -2,7 +2,8 @@
 //! `sh -s` script of `mv` lines over the shared ssh connection for an SSH target (paths quoted
 //! by `wsync_core::ssh::quote_posix_sh`). Each rename runs only if the remote matches what the
 //! source looked like before it — the source exists with the same type, and the target is
-//! absent (or a regular file replaced by a file, as `rename(2)` did at the source). The first rename that does
+//! absent (or a regular file replaced by a file, as `rename(2)` did at the source, unless the
+//! remote keeps what is overwritten in its trash: rsync then does it, with its backup). The first rename that does
 //! not apply stops the replay; it and every later one fall back to plain rsync of both ends, so
 //! the remote never stays diverged.
 
@@ -27,15 +28,24 @@ pub struct Replayed {
     pub target_missing: bool,
 }
 
-/// Replays `renames` in order on `dest`.
-pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
+/// Replays `renames` in order on `dest`. With `keep_overwritten` (the remote keeps deletions), a
+/// rename onto an existing file does not apply: it falls back to rsync, which moves the
+/// overwritten file into the trash.
+pub async fn replay(dest: &Destination, renames: &[Rename], keep_overwritten: bool) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
-        RemoteTarget::Local { path } => replay_local(path, &dest.workspace_id, renames),
+        RemoteTarget::Local { path } => {
+            replay_local(path, &dest.workspace_id, renames, keep_overwritten)
+        }
         RemoteTarget::Ssh { path, .. } => {
-            let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
+            let script = ssh_script(
+                path.as_bytes(),
+                &dest.workspace_id,
+                renames,
+                keep_overwritten,
+            );
             match dest.remote_command(b"sh -s", Some(script)).await {
                 Ok(out) => {
                     let text = String::from_utf8_lossy(&out);
@@ -59,7 +69,12 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
     }
 }
 
-fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replayed {
+fn replay_local(
+    target: &Path,
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Replayed {
     if !wsync_core::target::is_ours_local(target, workspace_id) {
         return Replayed {
             done: 0,
@@ -74,7 +89,9 @@ fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replay
                 Err(e) => e.kind() == std::io::ErrorKind::NotFound,
                 // A file replaced by a file, as rename(2) did at the source; never into a
                 // directory or through a symlink.
-                Ok(existing) => existing.file_type().is_file() && !rename.is_dir,
+                Ok(existing) => {
+                    existing.file_type().is_file() && !rename.is_dir && !keep_overwritten
+                }
             },
             _ => false,
         };
@@ -101,8 +118,14 @@ fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replay
 /// The script run by `sh -s` on the remote: `cd` to the target and check its marker names
 /// `workspace_id` (or report it is not ours), one
 /// guarded `mv` per rename, and the number applied on stdout. Relative paths get a `./` prefix
-/// so no name can look like an option or a test operator.
-pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<u8> {
+/// so no name can look like an option or a test operator. A file rename is `f` (may replace a
+/// regular file) or, with `keep_overwritten`, `k` (may not).
+pub fn ssh_script(
+    target: &[u8],
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend_from_slice(b"cd -- ");
     s.extend_from_slice(&quote_posix_sh(target));
@@ -129,7 +152,11 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.from)));
         s.push(b' ');
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.to)));
-        s.extend_from_slice(if rename.is_dir { b" d" } else { b" f" });
+        s.extend_from_slice(match (rename.is_dir, keep_overwritten) {
+            (true, _) => b" d",
+            (false, false) => b" f",
+            (false, true) => b" k",
+        });
         s.extend_from_slice(b" || { echo $n; exit 0; }; n=$((n+1))\n");
     }
     s.extend_from_slice(b"echo $n\n");
@@ -203,7 +230,7 @@ mod tests {
             rename("missing", "x", false),
             rename("e", "f", true),
         ];
-        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops, false);
         let (out, err) = run_script(&script);
         assert_eq!(out, "6", "{err}");
         assert_eq!(std::fs::read_to_string(t.join("a")).unwrap(), "B");
@@ -216,19 +243,42 @@ mod tests {
             t.as_os_str().as_encoded_bytes(),
             "00ff",
             &[rename("e", "g", true)],
+            false,
         ));
         assert_eq!(out, "0");
         assert!(t.join("e/q").exists());
-        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops));
+        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops, false));
         assert!(err.contains(TARGET_NOT_OURS), "{err}");
         // Another workspace's marker, or none: nothing moves.
         let (out, err) = run_script(&ssh_script(
             t.as_os_str().as_encoded_bytes(),
             "00fe",
             &[rename("b", "c", false)],
+            false,
         ));
         assert!(err.contains(TARGET_NOT_OURS) && out.is_empty(), "{err}");
         assert!(t.join("b").exists());
+    }
+
+    /// A remote that keeps what is overwritten: a rename onto an existing file is left to
+    /// rsync (which moves the old file into the trash), locally and in the SSH script.
+    #[test]
+    fn a_rename_over_a_file_falls_back_when_the_remote_keeps_overwritten_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::write(t.join("new"), "N").unwrap();
+        std::fs::write(t.join("old"), "O").unwrap();
+        mark(t);
+        let over = [rename("new", "old", false)];
+        assert_eq!(replay_local(t, "00ff", &over, true).done, 0);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &over, true);
+        assert_eq!(run_script(&script).0, "0");
+        assert_eq!(std::fs::read_to_string(t.join("old")).unwrap(), "O");
+        // A rename onto nothing still replays.
+        let free = [rename("new", "fresh", false)];
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &free, true);
+        assert_eq!(run_script(&script).0, "1");
+        assert_eq!(std::fs::read_to_string(t.join("fresh")).unwrap(), "N");
     }
 
     #[test]
@@ -247,12 +297,15 @@ mod tests {
                 rename("dir", "g", true),
                 rename("g", "h", false),
             ],
+            false,
         );
         assert_eq!(r.done, 1, "{r:?}");
         assert_eq!(std::fs::read_to_string(t.join("g")).unwrap(), "F");
         assert!(t.join("dir").is_dir());
-        assert!(replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)]).target_missing);
-        assert!(replay_local(t, "00fe", &[rename("g", "h", false)]).target_missing);
+        assert!(
+            replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)], false).target_missing
+        );
+        assert!(replay_local(t, "00fe", &[rename("g", "h", false)], false).target_missing);
         assert!(t.join("g").exists());
     }
 }
