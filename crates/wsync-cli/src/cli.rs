@@ -104,7 +104,8 @@ Examples:
                 {\"name\": \"box\", \"target\": {\"kind\": \"ssh\", \"user\": \"alice\", \"host\": \"box\",
                  \"port\": 2222, \"path\": \"src/project\", \"identity_file\": \"/home/me/.ssh/id\",
                  \"ssh_options\": [{\"key\": \"UserKnownHostsFile\", \"value\": \"/x\"}]}}]}]
-Optional SSH fields are left out when unset. New fields may be added; none are removed.
+Optional SSH fields are left out when unset; a remote that keeps deleted files (attach
+--keep-deleted) has \"keep_deleted_days\": N. New fields may be added; none are removed.
 
 Examples:
   wsync list
