@@ -125,5 +125,6 @@ fn a_symlinked_mirror_directory_stops_the_ssh_rename_replay() {
     scenario(test, |dst| Remote {
         name: "r".into(),
         target: sshd.target(dst),
+        keep_deleted_days: 0,
     });
 }

@@ -37,3 +37,4 @@ mod progress;
 mod proof_of_sync;
 mod supervisor;
 mod target_identity;
+mod trash;

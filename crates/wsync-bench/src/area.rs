@@ -168,6 +168,7 @@ impl<'a> Area<'a> {
             remotes: vec![Remote {
                 name: "dst".into(),
                 target,
+                keep_deleted_days: 0,
             }],
             paused: false,
             excludes: vec![],

@@ -280,7 +280,10 @@ pub fn list_table(workspaces: &[Workspace]) -> String {
             } else {
                 w.remotes
                     .iter()
-                    .map(|r| format!("{}={}", r.name, r.target))
+                    .map(|r| match r.keep_deleted_days {
+                        0 => format!("{}={}", r.name, r.target),
+                        days => format!("{}={} (keeps deleted {days} d)", r.name, r.target),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };

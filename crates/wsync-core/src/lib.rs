@@ -21,6 +21,7 @@ pub mod rsync;
 pub mod ssh;
 pub mod target;
 pub mod target_path;
+pub mod trash;
 
 /// `at` in Unix milliseconds, the unit of every `*_unix_ms` field on the wire (0 before 1970).
 pub fn unix_ms(at: std::time::SystemTime) -> u64 {

@@ -22,7 +22,8 @@
 //!
 //! # Messages
 //! - Control: `start` carries the workspace (name, path, remotes, ...) and the tunables
-//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `detach {remote: name}`,
+//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `update {remote}` (new settings
+//!   for an attached remote), `detach {remote: name}`,
 //!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
 //!   `shutdown` (no new batch; the transfers under way finish, then exit 0; SIGTERM abandons
 //!   them). Undecodable lines after `start` are logged and skipped. Besides EOF and the
@@ -72,6 +73,9 @@ pub enum MonitorCommand {
         #[serde(default)]
         progress: bool,
     },
+    /// Replaces the settings of an attached remote of the same name and target (its
+    /// `keep_deleted_days`); the batches after it use them, nothing is re-synced.
+    Update { remote: Remote },
     /// Removes a remote; its in-flight rsync is abandoned.
     Detach { remote: String },
     /// Stops pushing; changes keep being collected.

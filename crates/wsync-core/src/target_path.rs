@@ -662,6 +662,7 @@ mod tests {
                 target: RemoteTarget::Local {
                     path: p.to_path_buf(),
                 },
+                keep_deleted_days: 0,
             })
             .collect();
         ws

@@ -37,6 +37,7 @@ fn workspace() -> Workspace {
                 target: RemoteTarget::Local {
                     path: "/srv/m".into(),
                 },
+                keep_deleted_days: 0,
             },
             Remote {
                 name: "box".into(),
@@ -51,6 +52,7 @@ fn workspace() -> Workspace {
                         value: "/k".into(),
                     }],
                 },
+                keep_deleted_days: 7,
             },
         ],
         paused: false,
@@ -61,7 +63,7 @@ fn workspace() -> Workspace {
     }
 }
 
-const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]}}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
+const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]},"keep_deleted_days":7}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
 
 #[test]
 fn protocol_version_is_pinned() {
@@ -107,10 +109,11 @@ fn requests() {
             ssh_options: vec!["A=b".into()],
             wait: true,
             overwrite: true,
+            keep_deleted: Some(7),
         },
-        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true}"#,
+        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
-    // An old client's attach (no `wait`, no `overwrite`) still decodes, as neither.
+    // An old client's attach (no `wait`, no `overwrite`, no `keep_deleted`) still decodes, as neither.
     let old: Request = decode(
         br#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
     )
@@ -120,6 +123,7 @@ fn requests() {
         Request::Attach {
             wait: false,
             overwrite: false,
+            keep_deleted: None,
             ..
         }
     ));

@@ -115,6 +115,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             ssh_options,
             wait,
             overwrite,
+            keep_deleted,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -122,8 +123,9 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 port,
                 identity_file,
                 ssh_options,
+                keep_deleted_days: keep_deleted.unwrap_or(0),
             };
-            attach(shared, &workspace, &new, wait, overwrite)
+            attach(shared, &workspace, &new, wait, overwrite, keep_deleted)
         }
         Request::Detach { workspace, remote } => detach(shared, &workspace, &remote),
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
@@ -192,14 +194,17 @@ fn attach(
     new: &NewRemote,
     wait: bool,
     overwrite: bool,
+    keep_deleted: Option<u32>,
 ) -> Reply {
     let (workspace, remote) = {
-        let s = locked(shared)?;
+        let mut s = locked(shared)?;
         let index = find(&s, name_or_path)?;
-        let remote = s
-            .registry
-            .check_new_remote(index, new)
-            .map_err(|e| error(attach_error_code(&e), chain(&e)))?;
+        let remote = match s.registry.check_new_remote(index, new) {
+            Err(AttachError::AlreadyAttached { target, .. }) if keep_deleted.is_some() => {
+                return set_keep_deleted(&mut s, index, &target, new.keep_deleted_days);
+            }
+            other => other.map_err(|e| error(attach_error_code(&e), chain(&e)))?,
+        };
         (s.registry.workspaces[index].clone(), remote)
     };
     let prepared = target_check::prepare(&workspace, &remote, overwrite)
@@ -231,6 +236,35 @@ fn attach(
     if !s.supervisor.send_to_running(&workspace.name, command) {
         s.start_monitor_if_stopped(&workspace, progress);
     }
+    Ok(Response::Workspace { workspace })
+}
+
+/// `attach --keep-deleted DAYS` on a target the workspace already mirrors to: changes that
+/// remote's setting, in the registry and in its running monitor (no re-sync).
+fn set_keep_deleted(
+    s: &mut DaemonState,
+    index: usize,
+    target: &wsync_core::remote::RemoteTarget,
+    days: u32,
+) -> Reply {
+    let Some(r_index) = s.registry.workspaces[index]
+        .remotes
+        .iter()
+        .position(|r| r.target == *target)
+    else {
+        return Err(error(
+            ErrorCode::NotFound,
+            format!("no remote with target {target}; see `wsync list`"),
+        ));
+    };
+    commit(s, |r| {
+        r.workspaces[index].remotes[r_index].keep_deleted_days = days;
+    })?;
+    let workspace = s.registry.workspaces[index].clone();
+    let remote = workspace.remotes[r_index].clone();
+    tracing::info!(workspace = %workspace.name, remote = %remote.name, keep_deleted_days = days, "remote updated");
+    s.supervisor
+        .send_to_running(&workspace.name, MonitorCommand::Update { remote });
     Ok(Response::Workspace { workspace })
 }
 
@@ -471,6 +505,7 @@ fn attach_error_code(e: &AttachError) -> ErrorCode {
         AttachError::Spec(_)
         | AttachError::SshOption(_)
         | AttachError::PortZero
+        | AttachError::KeepDeletedTooLong
         | AttachError::PortMismatch
         | AttachError::SshOnlyOption
         | AttachError::ParentSegment { .. }

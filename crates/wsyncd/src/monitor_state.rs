@@ -268,6 +268,7 @@ mod tests {
                     target: RemoteTarget::Local {
                         path: format!("/m{i}").into(),
                     },
+                    keep_deleted_days: 0,
                 })
                 .collect(),
             paused,

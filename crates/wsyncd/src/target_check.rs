@@ -211,6 +211,7 @@ fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, Strin
         report_transfer_done: false,
         progress: false,
         marker_id: None,
+        backup_dir: None,
     });
     tracing::debug!(?argv, "attach preview");
     let (ok, stdout, stderr) = run(&argv, None, PREVIEW_DEADLINE)?;

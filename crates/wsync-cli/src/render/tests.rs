@@ -43,6 +43,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
                 target: RemoteTarget::Local {
                     path: PathBuf::from(format!("/mirror/{r}")),
                 },
+                keep_deleted_days: 0,
             })
             .collect(),
         paused: false,

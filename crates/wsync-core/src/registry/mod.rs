@@ -99,6 +99,14 @@ fn default_true() -> bool {
 pub struct Remote {
     pub name: String,
     pub target: RemoteTarget,
+    /// Keep what syncs delete or overwrite on this remote in its `.wsync-trash` for this many
+    /// days ([`crate::trash`]); 0 (the default, and what older registries mean) keeps nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_deleted_days: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Errors loading or saving the registry. Loading never modifies the file.
@@ -166,6 +174,11 @@ pub enum EntryProblem {
     BadId { id: String },
     #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
     MaxDeleteTooLarge,
+    #[error(
+        "keep_deleted_days must be at most {}",
+        crate::trash::MAX_KEEP_DELETED_DAYS
+    )]
+    KeepDeletedTooLong,
     /// A workspace path overlapping an earlier workspace.
     #[error("path overlaps workspace {other:?}")]
     OverlapsWorkspace { other: String },
@@ -292,6 +305,11 @@ pub enum AttachError {
     Name(#[from] NameError),
     #[error("workspace {workspace:?} already has a remote named {name:?}; pass --name to choose another")]
     NameTaken { workspace: String, name: String },
+    #[error(
+        "--keep-deleted must be at most {} days",
+        crate::trash::MAX_KEEP_DELETED_DAYS
+    )]
+    KeepDeletedTooLong,
     #[error("workspace {workspace:?} is already attached to {target}")]
     AlreadyAttached {
         workspace: String,
@@ -403,6 +421,9 @@ impl Registry {
                     return Err(context(EntryProblem::DuplicateName));
                 }
                 crate::remote::validate_target(&remote.target).map_err(|e| context(e.into()))?;
+                if remote.keep_deleted_days > crate::trash::MAX_KEEP_DELETED_DAYS {
+                    return Err(context(EntryProblem::KeepDeletedTooLong));
+                }
                 if let RemoteTarget::Local { path } = &remote.target {
                     if let Some(w) = self.workspaces.iter().find(|w| overlaps(&w.path, path)) {
                         return Err(context(EntryProblem::RemoteOverlapsWorkspace {
@@ -541,6 +562,8 @@ pub struct NewRemote {
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     pub ssh_options: Vec<String>,
+    /// See [`Remote::keep_deleted_days`].
+    pub keep_deleted_days: u32,
 }
 
 impl Registry {
@@ -635,6 +658,9 @@ impl Registry {
         if new.port == Some(0) {
             return Err(AttachError::PortZero);
         }
+        if new.keep_deleted_days > crate::trash::MAX_KEEP_DELETED_DAYS {
+            return Err(AttachError::KeepDeletedTooLong);
+        }
         let parsed = parse_spec(&new.spec)?;
         let (target, default_name) = match parsed {
             ParsedSpec::Local(raw) => {
@@ -672,7 +698,12 @@ impl Registry {
                             workspace_path: ws.path.clone(),
                         });
                     }
-                    if let Some((remote, _)) = local_remotes(ws).find(|(_, p)| overlaps(&path, p)) {
+                    // The same directory attached to this workspace already is not an
+                    // overlap but the remote itself (AlreadyAttached, below).
+                    let itself = |p: &Path| std::ptr::eq(ws, workspace) && p == path;
+                    if let Some((remote, _)) =
+                        local_remotes(ws).find(|(_, p)| overlaps(&path, p) && !itself(p))
+                    {
                         return Err(AttachError::OverlapsRemote {
                             path,
                             remote: remote.name.clone(),
@@ -733,19 +764,24 @@ impl Registry {
         };
         let name = new.name.clone().unwrap_or(default_name);
         validate_name("remote", &name)?;
-        if workspace.remotes.iter().any(|r| r.name == name) {
-            return Err(AttachError::NameTaken {
-                workspace: workspace.name.clone(),
-                name,
-            });
-        }
+        // The same target first: `attach --keep-deleted` on it changes its setting.
         if workspace.remotes.iter().any(|r| r.target == target) {
             return Err(AttachError::AlreadyAttached {
                 workspace: workspace.name.clone(),
                 target: Box::new(target),
             });
         }
-        Ok(Remote { name, target })
+        if workspace.remotes.iter().any(|r| r.name == name) {
+            return Err(AttachError::NameTaken {
+                workspace: workspace.name.clone(),
+                name,
+            });
+        }
+        Ok(Remote {
+            name,
+            target,
+            keep_deleted_days: new.keep_deleted_days,
+        })
     }
 }
 

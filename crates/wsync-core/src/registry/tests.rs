@@ -659,3 +659,49 @@ impl Fixture {
         self.registry.workspaces[i].id.clone()
     }
 }
+
+/// `keep_deleted_days`: absent in older registries (0), written only when set, bounded, and a
+/// local target attached again is the remote itself (so `attach --keep-deleted` can update it),
+/// not an overlap with it.
+#[test]
+fn keep_deleted_days_defaults_to_off_and_is_bounded() {
+    let old = r#"{"version":1,"workspaces":[{"name":"w","path":"/src/w","remotes":[{"name":"m","target":{"kind":"local","path":"/srv/m"}}]}]}"#;
+    let registry = Registry::parse(Path::new("r.json"), old).unwrap();
+    assert_eq!(registry.workspaces[0].remotes[0].keep_deleted_days, 0);
+    let json = serde_json::to_string(&registry).unwrap();
+    assert!(!json.contains("keep_deleted_days"), "{json}");
+    let long = old.replace(
+        r#""path":"/srv/m"}}"#,
+        r#""path":"/srv/m"},"keep_deleted_days":3651}"#,
+    );
+    let err = Registry::parse(Path::new("r.json"), &long).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("keep_deleted_days must be at most 3650"),
+        "{err}"
+    );
+
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let spec = format!("{}/mirror", f.root.display());
+    f.attach(ws, &spec).unwrap();
+    let again = NewRemote {
+        spec: spec.clone(),
+        keep_deleted_days: 7,
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &again),
+        Err(AttachError::AlreadyAttached { .. })
+    ));
+    let too_long = NewRemote {
+        spec: format!("{}/other", f.root.display()),
+        keep_deleted_days: 3651,
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &too_long),
+        Err(AttachError::KeepDeletedTooLong)
+    ));
+}

@@ -48,13 +48,17 @@ impl Destination {
         }
     }
 
-    /// Whether the target directory holds nothing but its marker (missing counts as empty).
+    /// Whether the target directory holds nothing but its marker and its trash (missing counts
+    /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
         let marker = wsync_core::target::MARKER_FILE;
+        let ours = |name: &[u8]| {
+            name == marker.as_bytes() || name == wsync_core::trash::TRASH_DIR.as_bytes()
+        };
         match &self.remote.target {
             RemoteTarget::Local { path } => {
                 match TargetRoot::open(path).and_then(|root| root.list_root()) {
-                    Ok(names) => Ok(names.iter().all(|name| name == marker)),
+                    Ok(names) => Ok(names.iter().all(|name| ours(name.as_encoded_bytes()))),
                     Err(e) if e.is_not_found() => Ok(true),
                     Err(e) => Err(std::io::Error::other(e)),
                 }
@@ -70,7 +74,7 @@ impl Destination {
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
                 Ok(output
                     .split(|b| *b == b'\n')
-                    .all(|name| name.trim_ascii().is_empty() || name == marker.as_bytes()))
+                    .all(|name| name.trim_ascii().is_empty() || ours(name)))
             }
         }
     }

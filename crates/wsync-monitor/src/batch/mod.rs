@@ -9,6 +9,7 @@ mod hardlinks;
 pub mod progress;
 mod renames;
 mod rsync_run;
+mod trash;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,6 +131,9 @@ impl Destination {
         mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
     ) -> Outcome {
         let started = Instant::now();
+        // One trash snapshot per batch (its passes share it), when the remote keeps deletions.
+        let backup_dir = self.backup_dir();
+        let backup_dir = backup_dir.as_deref();
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
         // The watcher's rules file carries the protect rules, current before any batch runs;
         // without one, read every ignore file now (slow on a big tree).
@@ -184,7 +188,7 @@ impl Destination {
         let (mode, list) = match batch {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
-                let replayed = renames::replay(self, renames).await;
+                let replayed = renames::replay(self, renames, backup_dir.is_some()).await;
                 if replayed.target_missing {
                     let error = not_ours(&self.remote.target);
                     return Outcome::failed(ExitClass::Fatal, error, started);
@@ -219,7 +223,7 @@ impl Destination {
                     let (files, rest) = split_files(root, list);
                     if !files.is_empty() {
                         let first = self
-                            .send_files_by_content(root, files, opts, &protect)
+                            .send_files_by_content(root, files, opts, &protect, backup_dir)
                             .await;
                         // Files that vanished in this pass are queued again by the engine,
                         // which counts the rest of the batch as done: the second pass (the
@@ -264,6 +268,7 @@ impl Destination {
             report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
+            backup_dir,
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -298,6 +303,7 @@ impl Destination {
         files: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
+        backup_dir: Option<&str>,
     ) -> Outcome {
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
@@ -312,6 +318,7 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            backup_dir,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -372,6 +379,7 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            backup_dir: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;

@@ -3,7 +3,8 @@
 //! `sh -s` script of `mv` lines over the shared ssh connection for an SSH target (paths quoted
 //! by `wsync_core::ssh::quote_posix_sh`). Each rename runs only if the remote matches what the
 //! source looked like before it — the source exists with the same type, and the target is
-//! absent (or a regular file replaced by a file, as `rename(2)` did at the source). The first rename that does
+//! absent (or a regular file replaced by a file, as `rename(2)` did at the source, unless the
+//! remote keeps what is overwritten in its trash: rsync then does it, with its backup). The first rename that does
 //! not apply stops the replay; it and every later one fall back to plain rsync of both ends, so
 //! the remote never stays diverged.
 
@@ -32,15 +33,24 @@ pub struct Replayed {
     pub diverged: Option<PathBuf>,
 }
 
-/// Replays `renames` in order on `dest`.
-pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
+/// Replays `renames` in order on `dest`. With `keep_overwritten` (the remote keeps deletions), a
+/// rename onto an existing file does not apply: it falls back to rsync, which moves the
+/// overwritten file into the trash.
+pub async fn replay(dest: &Destination, renames: &[Rename], keep_overwritten: bool) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
-        RemoteTarget::Local { path } => replay_local(path, &dest.workspace_id, renames),
+        RemoteTarget::Local { path } => {
+            replay_local(path, &dest.workspace_id, renames, keep_overwritten)
+        }
         RemoteTarget::Ssh { path, .. } => {
-            let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
+            let script = ssh_script(
+                path.as_bytes(),
+                &dest.workspace_id,
+                renames,
+                keep_overwritten,
+            );
             match dest.remote_command(b"sh -s", Some(script)).await {
                 Ok(out) => ssh_replayed(&out, renames),
                 Err(e) => Replayed {
@@ -57,7 +67,14 @@ pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
 /// Every rename goes through one [`TargetRoot`] opened once, whose marker is checked on the same
 /// handle: a symlink in a parent directory of either end (another user who owns a mirrored
 /// directory can plant one) stops the replay, and rsync replaces the link.
-fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replayed {
+/// With `keep_overwritten` (the trash is on) a rename onto an existing file is not replayed:
+/// rsync does it, keeping the old file.
+fn replay_local(
+    target: &Path,
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Replayed {
     let root = match TargetRoot::open(target) {
         Ok(root) if wsync_core::target::is_ours(&root, workspace_id) => root,
         _ => {
@@ -70,7 +87,7 @@ fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replay
         }
     };
     for (done, rename) in renames.iter().enumerate() {
-        let result = match applies_local(&root, rename) {
+        let result = match applies_local(&root, rename, keep_overwritten) {
             Ok(true) => root.rename(&rename.from, &rename.to),
             Ok(false) => {
                 return Replayed {
@@ -105,7 +122,11 @@ fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replay
 /// Whether the target looks as the source did before `rename`: the source exists with the same
 /// type, and the destination is absent or a file replaced by a file, as `rename(2)` did at the
 /// source; never into a directory or over a symlink.
-fn applies_local(root: &TargetRoot, rename: &Rename) -> Result<bool, BeneathError> {
+fn applies_local(
+    root: &TargetRoot,
+    rename: &Rename,
+    keep_overwritten: bool,
+) -> Result<bool, BeneathError> {
     let Some(from) = root.stat(&rename.from)? else {
         return Ok(false);
     };
@@ -114,7 +135,7 @@ fn applies_local(root: &TargetRoot, rename: &Rename) -> Result<bool, BeneathErro
     }
     Ok(match root.stat(&rename.to)? {
         None => true,
-        Some(existing) => existing.kind == EntryKind::File && !rename.is_dir,
+        Some(existing) => existing.kind == EntryKind::File && !rename.is_dir && !keep_overwritten,
     })
 }
 
@@ -166,8 +187,14 @@ fn ssh_replayed(out: &[u8], renames: &[Rename]) -> Replayed {
 /// ends (`./a/b/c`: `./a/b`, `./a`) and refuses a symlink or a non-directory: `mv` resolves
 /// paths, so a mirrored directory replaced by a link would move files outside the target. The
 /// check runs just before each `mv`, not atomically with it: closing that window needs
-/// descriptor-relative calls on the remote (a remote agent), which `sh` cannot make.
-pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<u8> {
+/// descriptor-relative calls on the remote (a remote agent), which `sh` cannot make. A file
+/// rename is `f` (may replace a regular file) or, with `keep_overwritten`, `k` (may not).
+pub fn ssh_script(
+    target: &[u8],
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend_from_slice(b"cd -- ");
     s.extend_from_slice(&quote_posix_sh(target));
@@ -196,7 +223,11 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.from)));
         s.push(b' ');
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.to)));
-        s.extend_from_slice(if rename.is_dir { b" d" } else { b" f" });
+        s.extend_from_slice(match (rename.is_dir, keep_overwritten) {
+            (true, _) => b" d",
+            (false, false) => b" f",
+            (false, true) => b" k",
+        });
         s.extend_from_slice(
             b" || { r=$?; echo $n; [ $r = 3 ] && printf %s \"$p\"; exit 0; }; n=$((n+1))\n",
         );
@@ -236,7 +267,7 @@ mod tests {
 
     /// Runs the script for `renames` on `t` and reads its answer as the monitor does.
     fn replay_by_script(t: &Path, renames: &[Rename]) -> Replayed {
-        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", renames);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", renames, false);
         let (out, err) = run_script_raw(&script);
         assert!(!out.is_empty(), "{err}");
         ssh_replayed(&out, renames)
@@ -285,7 +316,7 @@ mod tests {
             rename("missing", "x", false),
             rename("e", "f", true),
         ];
-        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops, false);
         let (out, err) = run_script(&script);
         assert_eq!(out, "6", "{err}");
         assert_eq!(std::fs::read_to_string(t.join("a")).unwrap(), "B");
@@ -298,19 +329,42 @@ mod tests {
             t.as_os_str().as_encoded_bytes(),
             "00ff",
             &[rename("e", "g", true)],
+            false,
         ));
         assert_eq!(out, "0");
         assert!(t.join("e/q").exists());
-        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops));
+        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops, false));
         assert!(err.contains(TARGET_NOT_OURS), "{err}");
         // Another workspace's marker, or none: nothing moves.
         let (out, err) = run_script(&ssh_script(
             t.as_os_str().as_encoded_bytes(),
             "00fe",
             &[rename("b", "c", false)],
+            false,
         ));
         assert!(err.contains(TARGET_NOT_OURS) && out.is_empty(), "{err}");
         assert!(t.join("b").exists());
+    }
+
+    /// A remote that keeps what is overwritten: a rename onto an existing file is left to
+    /// rsync (which moves the old file into the trash), locally and in the SSH script.
+    #[test]
+    fn a_rename_over_a_file_falls_back_when_the_remote_keeps_overwritten_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::write(t.join("new"), "N").unwrap();
+        std::fs::write(t.join("old"), "O").unwrap();
+        mark(t);
+        let over = [rename("new", "old", false)];
+        assert_eq!(replay_local(t, "00ff", &over, true).done, 0);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &over, true);
+        assert_eq!(run_script(&script).0, "0");
+        assert_eq!(std::fs::read_to_string(t.join("old")).unwrap(), "O");
+        // A rename onto nothing still replays.
+        let free = [rename("new", "fresh", false)];
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &free, true);
+        assert_eq!(run_script(&script).0, "1");
+        assert_eq!(std::fs::read_to_string(t.join("fresh")).unwrap(), "N");
     }
 
     #[test]
@@ -329,12 +383,15 @@ mod tests {
                 rename("dir", "g", true),
                 rename("g", "h", false),
             ],
+            false,
         );
         assert_eq!(r.done, 1, "{r:?}");
         assert_eq!(std::fs::read_to_string(t.join("g")).unwrap(), "F");
         assert!(t.join("dir").is_dir());
-        assert!(replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)]).target_missing);
-        assert!(replay_local(t, "00fe", &[rename("g", "h", false)]).target_missing);
+        assert!(
+            replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)], false).target_missing
+        );
+        assert!(replay_local(t, "00fe", &[rename("g", "h", false)], false).target_missing);
         assert!(t.join("g").exists());
     }
 
@@ -376,7 +433,7 @@ mod tests {
         for (from, to, is_dir) in THROUGH_THE_LINK {
             let tmp = tempfile::tempdir().unwrap();
             let (t, secret) = planted(tmp.path());
-            let r = replay_local(&t, "00ff", &[rename(from, to, is_dir)]);
+            let r = replay_local(&t, "00ff", &[rename(from, to, is_dir)], false);
             assert_eq!(r.done, 0, "{from} -> {to}: {r:?}");
             let why = r.stopped.unwrap_or_default();
             assert!(why.contains("a symlink in the path"), "{why}");
@@ -393,6 +450,7 @@ mod tests {
             &t,
             "00ff",
             &[rename("shared/real/y", "shared/real/z", false)],
+            false,
         );
         assert_eq!(r.done, 1, "{r:?}");
     }

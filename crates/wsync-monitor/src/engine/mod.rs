@@ -57,6 +57,10 @@ pub const OVER_BUDGET_GRACE: Duration = Duration::from_secs(5);
 /// How often a workspace without working watches runs a full sync instead.
 pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often the trash of each remote that keeps deletions is pruned (and once at start, and
+/// after its setting changes): snapshots are kept for days, so an hour late is nothing.
+pub const TRASH_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// A change's number in the stream of changes the engine has seen (and the number of the
 /// newest one, as a watermark: "every change up to here").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -141,6 +145,9 @@ pub enum Effect {
     Rewatch,
     /// Ask a remote's ssh master to exit.
     CloseConnection(Arc<Destination>),
+    /// Remove the snapshots in a remote's trash older than its `keep_deleted_days`, in the
+    /// background (no answer; a failure is logged and the next prune tries again).
+    PruneTrash(Arc<Destination>),
     RemoveRulesFile,
     Exit(Exit),
 }
@@ -231,6 +238,8 @@ pub struct Engine {
     /// Shutdown asked: no new batches; exit once the transfers under way finish.
     draining: bool,
     exiting: bool,
+    /// When the trashes are pruned next ([`TRASH_PRUNE_INTERVAL`]).
+    next_prune: Instant,
 }
 
 impl Engine {
@@ -285,6 +294,7 @@ impl Engine {
             dispatch_probed: false,
             draining: false,
             exiting: false,
+            next_prune: now,
         };
         let mut fx = Vec::new();
         if root_id.is_none() {
@@ -419,11 +429,20 @@ impl Engine {
         if let Some(at) = self.proofs.next_wake(now) {
             wake = wake.min(at);
         }
+        if self.keeps_deletions() {
+            wake = wake.min(self.next_prune);
+        }
         wake.max(now)
     }
 
     fn active(&self) -> bool {
         !self.paused && self.halt.is_none()
+    }
+
+    fn keeps_deletions(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.dest().remote.keep_deleted_days > 0)
     }
 
     fn slot_mut(&mut self, key: &RemoteKey) -> Option<&mut RemoteSlot> {
@@ -490,6 +509,7 @@ impl Engine {
         match cmd {
             MonitorCommand::Start { .. } => tracing::warn!("ignoring a second start message"),
             MonitorCommand::Attach { remote, progress } => self.attach(remote, progress, now),
+            MonitorCommand::Update { remote } => self.update(remote, now),
             MonitorCommand::Detach { remote } => self.detach(&remote, fx),
             MonitorCommand::Pause => {
                 tracing::info!("paused");
@@ -573,7 +593,32 @@ impl Engine {
         };
         tracing::info!(remote = %dest.remote.name, target = %dest.remote.target, "remote attached");
         self.proofs.start_clock(&key.name, now);
+        if dest.remote.keep_deleted_days > 0 {
+            self.next_prune = now;
+        }
         self.slots.push(RemoteSlot::new(key, dest, progress, now));
+    }
+
+    /// New settings for an attached remote; a prune follows at once (a shorter
+    /// `keep_deleted_days` may expire snapshots).
+    fn update(&mut self, remote: Remote, now: Instant) {
+        let dest = Destination::new(
+            remote,
+            &self.runtime_dir,
+            &self.workspace,
+            &self.workspace_id,
+        );
+        let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.name() == dest.remote.name && s.dest().remote.target == dest.remote.target)
+        else {
+            tracing::warn!(remote = %dest.remote.name, "update ignored: no remote of that name and target");
+            return;
+        };
+        tracing::info!(remote = %dest.remote.name, keep_deleted_days = dest.remote.keep_deleted_days, "remote settings updated");
+        slot.set_dest(Arc::new(dest));
+        self.next_prune = now;
     }
 
     fn detach(&mut self, name: &str, fx: &mut Vec<Effect>) {
@@ -727,6 +772,14 @@ impl Engine {
             if now >= at {
                 self.mark_all_full(now);
                 self.watching.next_degraded_sync = Some(now + DEGRADED_FULL_SYNC_INTERVAL);
+            }
+        }
+        if now >= self.next_prune && !self.draining {
+            self.next_prune = now + TRASH_PRUNE_INTERVAL;
+            for slot in &self.slots {
+                if slot.dest().remote.keep_deleted_days > 0 {
+                    fx.push(Effect::PruneTrash(slot.dest().clone()));
+                }
             }
         }
         if self.draining {

@@ -314,6 +314,12 @@ impl RemoteSlot {
         &self.dest
     }
 
+    /// New settings for this remote (same name and target): the batches started after it use
+    /// them; one already running keeps its own.
+    pub fn set_dest(&mut self, dest: Arc<Destination>) {
+        self.dest = dest;
+    }
+
     pub fn is_transferring(&self) -> bool {
         self.transferring.is_some()
     }

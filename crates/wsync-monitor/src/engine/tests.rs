@@ -41,6 +41,7 @@ fn remote(name: &str) -> Remote {
         target: RemoteTarget::Local {
             path: PathBuf::from("/mirror").join(name),
         },
+        keep_deleted_days: 0,
     }
 }
 
@@ -1333,4 +1334,52 @@ fn status_reports_change_to_remote_latency() {
     // Queued at 0, due at once (a close-write), landed 50 ms later.
     assert_eq!(t.latency_p50_us, 50_000);
     assert!(t.samples >= 1);
+}
+
+/// The trash of a remote that keeps deletions is pruned at start, hourly and after its
+/// setting changes; a remote that keeps nothing is never pruned, and an `update` reaches the
+/// batches after it without a full sync.
+#[test]
+fn trashes_are_pruned_at_start_hourly_and_after_an_update() {
+    let prunes = |h: &mut Harness| -> Vec<String> {
+        std::mem::take(&mut h.effects)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::PruneTrash(dest) => Some(dest.remote.name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = Harness::with(&["keeps", "plain"], |ws| {
+        ws.remotes[0].keep_deleted_days = 7;
+    });
+    h.initial_sync();
+    assert_eq!(
+        prunes(&mut h),
+        ["keeps"],
+        "at start, only the remote that keeps"
+    );
+    h.advance(Duration::from_secs(60));
+    assert!(prunes(&mut h).is_empty(), "not again within the hour");
+    assert!(h.engine.next_wake(h.now) <= h.now + Duration::from_secs(1));
+    h.advance(TRASH_PRUNE_INTERVAL);
+    assert_eq!(prunes(&mut h), ["keeps"], "an hour later");
+
+    let mut updated = remote("plain");
+    updated.keep_deleted_days = 1;
+    h.step(Input::Command(MonitorCommand::Update { remote: updated }));
+    assert_eq!(
+        prunes(&mut h),
+        ["keeps", "plain"],
+        "at once after an update"
+    );
+    h.closed("f");
+    h.advance(SETTLE * 2);
+    let starts = std::mem::take(&mut h.started);
+    assert!(starts.iter().all(|s| s.batch != Batch::Full), "no re-sync");
+    let plain = starts.iter().find(|s| s.remote.name == "plain").unwrap();
+    assert_eq!(
+        plain.dest.remote.keep_deleted_days, 1,
+        "the next batch uses it"
+    );
 }
