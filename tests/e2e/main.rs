@@ -23,6 +23,7 @@ mod engine_renames;
 mod engine_safety;
 mod faults;
 mod faults_network;
+mod growing;
 mod hardening_input;
 mod hardening_socket;
 mod isolation;
