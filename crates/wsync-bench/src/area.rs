@@ -184,6 +184,11 @@ impl<'a> Area<'a> {
         MonitorProc::start(&monitor_bin()?, self.workspace(), &self.logs, &self.run)
     }
 
+    /// Starts a monitor serving `workspace` (this area's, changed) without waiting.
+    pub fn spawn_monitor_for(&self, workspace: Workspace) -> Result<MonitorProc> {
+        MonitorProc::start(&monitor_bin()?, workspace, &self.logs, &self.run)
+    }
+
     /// Starts a monitor and waits for its initial sync.
     pub fn start_monitor(&self) -> Result<MonitorProc> {
         let mut monitor = self.spawn_monitor()?;

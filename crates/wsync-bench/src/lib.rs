@@ -1,11 +1,14 @@
 //! wsync-bench: the issue-3 benchmark (each scenario runs wsync-monitor and plain `rsync -a` on
 //! the same data in the same run, locally and over SSH, and reports medians, their ratio and the
-//! issue's targets as a markdown table) and the issue-6 soak run (`wsync-bench soak`).
+//! issue's targets as a markdown table), the issue-6 soak run (`wsync-bench soak`) and the
+//! side-by-side with lsyncd, the strongest peer that runs here (`wsync-bench peers`).
 
 mod area;
 mod data;
 mod monitor;
+mod peers;
 mod procfs;
+mod relay;
 mod report;
 mod scenarios;
 mod soak;
@@ -27,7 +30,7 @@ pub struct Options {
 }
 
 const USAGE: &str =
-    "usage: wsync-bench [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+    "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
                      wsync-bench soak [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
@@ -45,6 +48,10 @@ pub fn run(args: Vec<String>) -> Result<()> {
         ssh: true,
         ssh_login_rc: false,
     };
+    let peers = args.peek().map(String::as_str) == Some("peers");
+    if peers {
+        args.next();
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dir" => opts.dir = args.next().context("--dir needs a value")?.into(),
@@ -57,6 +64,9 @@ pub fn run(args: Vec<String>) -> Result<()> {
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
+    }
+    if peers {
+        return peers::run(&opts);
     }
     let (rows, notes) = scenarios::all(&opts)?;
     println!("{}", report::markdown(&rows));
