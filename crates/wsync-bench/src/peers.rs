@@ -27,7 +27,11 @@ const ONE_WAY: Duration = Duration::from_millis(25);
 enum Place<'a> {
     Local,
     /// SSH to the private sshd, directly or through the delay relay's port.
-    Ssh { sshd: &'a Sshd, port: u16, delayed: bool },
+    Ssh {
+        sshd: &'a Sshd,
+        port: u16,
+        delayed: bool,
+    },
 }
 
 impl Place<'_> {

@@ -1,8 +1,9 @@
 //! The one rsync command builder: the argv for a full sync, an incremental sync of a path list
-//! (`--files-from=- --from0`), and a dry-run verify; the NUL-separated path list; parsing of
-//! `--stats` and of `--itemize-changes` ([`parse_itemized`]); and the classification of
-//! rsync's exit codes. The monitor, the CLI's `verify` and the daemon's attach preview call
-//! these.
+//! (`--files-from=- --from0`), a pass for files still being written (appended or sent by
+//! content, their lengths reported), and a dry-run verify; the NUL-separated path list; parsing
+//! of `--stats`, of `--itemize-changes` ([`parse_itemized`]) and of the lengths a growing-files
+//! pass sent ([`sent_lengths`]); and the classification of rsync's exit codes. The monitor,
+//! the CLI's `verify` and the daemon's attach preview call these.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

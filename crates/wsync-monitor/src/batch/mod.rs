@@ -1,6 +1,7 @@
 //! Running one batch for one remote, start to finish: the per-batch safety checks (a local
 //! target without this workspace's `.wsync-target` marker, an empty root against a non-empty remote, the dry run against the
-//! `--max-delete` cap after a halt), replaying renames, then one rsync with the argv built by
+//! `--max-delete` cap after a halt), replaying renames, the files still being written in a pass
+//! of their own ([`Destination::send_growing`]), then one rsync with the argv built by
 //! `wsync_core::rsync`. The engine decides what to run ([`BatchOptions`]); this module only
 //! carries it out and returns an [`Outcome`]. It never sees the engine's state.
 
