@@ -24,6 +24,7 @@ mod engine_renames;
 mod engine_safety;
 mod faults;
 mod faults_network;
+mod growing;
 mod hardening_beneath;
 mod hardening_files;
 mod hardening_input;

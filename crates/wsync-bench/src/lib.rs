@@ -21,16 +21,20 @@ pub use report::Row;
 
 /// Benchmark options: `--dir DIR` (a tmpfs; default /dev/shm), `--quick` (fewer repetitions,
 /// 5 s idle instead of 20 s), `--no-ssh` (local rows only), `--ssh-login-rc` (let the remote
-/// bash read ~/.bashrc, as sshd normally makes it do).
+/// bash read ~/.bashrc, as sshd normally makes it do), `--only NAME,...` (only those scenarios,
+/// see [`scenarios::NAMES`]).
 pub struct Options {
     pub dir: PathBuf,
     pub quick: bool,
     pub ssh: bool,
     pub ssh_login_rc: bool,
+    /// Scenario names to run (empty: all).
+    pub only: Vec<String>,
 }
 
 const USAGE: &str =
     "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+                     [--only one-file,large,burst,rename,delete,growing]\n       \
                      wsync-bench soak [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
@@ -47,6 +51,7 @@ pub fn run(args: Vec<String>) -> Result<()> {
         quick: false,
         ssh: true,
         ssh_login_rc: false,
+        only: Vec::new(),
     };
     let peers = args.peek().map(String::as_str) == Some("peers");
     if peers {
@@ -58,6 +63,18 @@ pub fn run(args: Vec<String>) -> Result<()> {
             "--quick" => opts.quick = true,
             "--no-ssh" => opts.ssh = false,
             "--ssh-login-rc" => opts.ssh_login_rc = true,
+            "--only" => {
+                let names = args.next().context("--only needs scenario names")?;
+                for name in names.split(',') {
+                    if !scenarios::NAMES.contains(&name) {
+                        bail!(
+                            "unknown scenario {name:?}: choose from {}",
+                            scenarios::NAMES.join(", ")
+                        );
+                    }
+                    opts.only.push(name.to_owned());
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());

@@ -1,8 +1,9 @@
 //! The one rsync command builder: the argv for a full sync, an incremental sync of a path list
-//! (`--files-from=- --from0`), and a dry-run verify; the NUL-separated path list; parsing of
-//! `--stats` and of `--itemize-changes` ([`parse_itemized`]); and the classification of
-//! rsync's exit codes. The monitor, the CLI's `verify` and the daemon's attach preview call
-//! these.
+//! (`--files-from=- --from0`), a pass for files still being written (appended or sent by
+//! content, their lengths reported), and a dry-run verify; the NUL-separated path list; parsing
+//! of `--stats`, of `--itemize-changes` ([`parse_itemized`]) and of the lengths a growing-files
+//! pass sent ([`sent_lengths`]); and the classification of rsync's exit codes. The monitor,
+//! the CLI's `verify` and the daemon's attach preview call these.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -57,7 +58,19 @@ pub enum RsyncMode {
     },
     /// A dry run of a full sync that itemizes every difference (for `wsync verify`).
     Verify,
+    /// Files still being written, listed on stdin like [`RsyncMode::Paths`] (files only, no
+    /// directories), each transferred file's length printed after [`SENT_LENGTH_PREFIX`] (see
+    /// [`sent_lengths`]). With `append`, `--append-verify`: only the data past the remote
+    /// copy's length is sent, then the whole file's checksum is verified and a file whose old
+    /// content was not a prefix is sent again in full. rsync skips a file whose remote copy
+    /// is as long or longer, so the caller appends only when it knows the remote copy is
+    /// shorter. Without `append`, `--ignore-times`, like a list of files in `Paths`.
+    Growing { append: bool },
 }
+
+/// With [`RsyncMode::Growing`], rsync prints this, the file's length in bytes, a space and
+/// its name (relative to the root, escaped as rsync does) for each file it transferred.
+pub const SENT_LENGTH_PREFIX: &str = "wsync-sent-length ";
 
 /// Everything one rsync invocation needs.
 #[derive(Debug, Clone)]
@@ -125,6 +138,20 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 argv.push(arg.into());
             }
         }
+        RsyncMode::Growing { append } => {
+            argv.push(
+                if append {
+                    "--append-verify"
+                } else {
+                    "--ignore-times"
+                }
+                .into(),
+            );
+            argv.push(format!("--out-format={SENT_LENGTH_PREFIX}%l %n").into());
+            for arg in ["--delete-missing-args", "--files-from=-", "--from0"] {
+                argv.push(arg.into());
+            }
+        }
     }
     // Every mode: the deletion budget bounds incremental batches as well as full syncs (rsync
     // counts `--delete-missing-args` deletions and those inside listed directories too).
@@ -153,7 +180,10 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if let Some(file) = req.exclude_from {
         // The rules file is NUL-separated (any file name can be a rule); rsync reads it while
         // parsing the options, so --from0 must come first.
-        if !matches!(req.mode, RsyncMode::Paths { .. }) {
+        if !matches!(
+            req.mode,
+            RsyncMode::Paths { .. } | RsyncMode::Growing { .. }
+        ) {
             argv.push("--from0".into());
         }
         let mut arg = OsString::from("--filter=merge ");
@@ -406,6 +436,27 @@ pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> 
         out.push(PathBuf::from(OsString::from_vec(rel.to_vec())));
     }
     Some(out)
+}
+
+/// The files an [`RsyncMode::Growing`] run transferred and the length rsync sent of each
+/// (what the remote copy holds now), relative to the root.
+pub fn sent_lengths(output: &str) -> Vec<(PathBuf, u64)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (length, name) = line.strip_prefix(SENT_LENGTH_PREFIX)?.split_once(' ')?;
+            let length = length.parse().ok()?;
+            let mut name = unescape_rsync(name.as_bytes());
+            // A directory rsync created on the way is no file of the list.
+            if name.is_empty() || name.ends_with(b"/") {
+                return None;
+            }
+            while let Some(rest) = name.strip_prefix(b"./") {
+                name = rest.to_vec();
+            }
+            Some((PathBuf::from(OsString::from_vec(name)), length))
+        })
+        .collect()
 }
 
 /// One path rsync could not write (exit 23) and the message it gave.
@@ -720,6 +771,63 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         assert_eq!(
             failed_paths("rsync error: some files (code 23)\n", &roots),
             None
+        );
+    }
+
+    #[test]
+    fn growing_files_are_appended_or_sent_by_content_and_their_lengths_reported() {
+        let target = RemoteTarget::Local {
+            path: "/srv/m".into(),
+        };
+        let argv = |append| {
+            words(&rsync_argv(&RsyncRequest {
+                source_root: Path::new("/ws"),
+                target: &target,
+                control_path: None,
+                mode: RsyncMode::Growing { append },
+                timeout_secs: 30,
+                excludes: &[],
+                protect: &[],
+                max_delete: None,
+                exclude_from: Some(Path::new("/run/rules")),
+                report_transfer_done: false,
+                progress: false,
+                marker_id: None,
+                backup_dir: None,
+            }))
+        };
+        let appending = argv(true);
+        assert_eq!(
+            &appending[..8],
+            [
+                "rsync",
+                "-a",
+                "-H",
+                "--append-verify",
+                "--out-format=wsync-sent-length %l %n",
+                "--delete-missing-args",
+                "--files-from=-",
+                "--from0",
+            ]
+        );
+        assert_eq!(
+            appending.iter().filter(|w| *w == "--from0").count(),
+            1,
+            "--from0 once, before the rules file"
+        );
+        let by_content = argv(false);
+        assert_eq!(by_content[3], "--ignore-times");
+        assert!(!by_content.contains(&"--append-verify".to_string()));
+        // Lines from rsync 3.5.0: a directory it created, a name with a newline and one with a
+        // literal `\#`, stats around them.
+        let output = "wsync-sent-length 4096 logs/\nwsync-sent-length 104857600 logs/big.bin\nwsync-sent-length 1 d/a\\#012b\nwsync-sent-length 1 d/c\\#134#012\nNumber of files: 3\nsent 1,234 bytes\n";
+        assert_eq!(
+            sent_lengths(output),
+            [
+                (PathBuf::from("logs/big.bin"), 104_857_600),
+                (PathBuf::from("d/a\nb"), 1),
+                (PathBuf::from("d/c\\#012"), 1),
+            ]
         );
     }
 

@@ -15,6 +15,7 @@
 mod budget;
 pub mod driver;
 mod flushes;
+mod growing;
 mod halt;
 mod intake;
 mod latency;
@@ -939,6 +940,7 @@ impl Engine {
                     exclude_from: self.rules_file.clone(),
                     protect: self.protect.clone(),
                     progress: started.progress,
+                    growing: started.growing,
                 },
             }));
         }

@@ -12,7 +12,8 @@ use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
 use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
 
 use super::budget::DeletionLedger;
-use super::intake::Queued;
+use super::growing::{GrowingFile, GrowingFiles};
+use super::intake::{Queued, Write};
 use super::latency::{Arrivals, Latencies};
 use super::Seq;
 use crate::batch::{fallback_paths, DeletePolicy, Destination, Outcome};
@@ -206,6 +207,8 @@ pub(super) struct Started {
     /// See `BatchOptions::report_transfer_done`.
     pub report_transfer_done: bool,
     pub progress: bool,
+    /// See `BatchOptions::growing`.
+    pub growing: Vec<GrowingFile>,
 }
 
 /// What a finished batch means for the workspace.
@@ -239,6 +242,8 @@ pub(super) struct RemoteSlot {
     health: Health,
     /// Paths failing on their own while everything else flows.
     stuck: StuckPaths,
+    /// Files still being written: held between sends, appended when that is safe.
+    growing: GrowingFiles,
     last_sync_unix_ms: Option<u64>,
     files_sent: u64,
     bytes_sent: u64,
@@ -291,6 +296,7 @@ impl RemoteSlot {
             synced_through: Seq::default(),
             health: Health::default(),
             stuck: StuckPaths::default(),
+            growing: GrowingFiles::default(),
             last_sync_unix_ms: None,
             files_sent: 0,
             bytes_sent: 0,
@@ -336,6 +342,16 @@ impl RemoteSlot {
                 creation,
                 is_dir,
             } => {
+                if *deletion || *creation {
+                    self.growing.forget(changed);
+                } else if *write == Write::Open(true)
+                    && queue == changed
+                    && self.growing.hold(changed, now)
+                {
+                    // Sent while being written less than a second ago: it waits for its
+                    // resend time (or its close-write), the rest of the dirty set does not.
+                    return;
+                }
                 self.dirty.add(queue, now);
                 if *deletion {
                     self.dirty.note_delete(changed, now);
@@ -344,9 +360,12 @@ impl RemoteSlot {
                     self.deletions.recreated(changed, *is_dir);
                 }
                 match write {
-                    super::intake::Write::Closed => self.dirty.note_closed(changed),
-                    super::intake::Write::Open(open) => self.dirty.note_write(changed, *open),
-                    super::intake::Write::Unchanged => {}
+                    Write::Closed => {
+                        self.growing.closed(changed);
+                        self.dirty.note_closed(changed);
+                    }
+                    Write::Open(open) => self.dirty.note_write(changed, *open),
+                    Write::Unchanged => {}
                 }
             }
             Queued::Rename(rename) => self.queue_rename(rename, now),
@@ -354,6 +373,8 @@ impl RemoteSlot {
     }
 
     fn queue_rename(&mut self, rename: &Rename, now: Instant) {
+        self.growing.forget(&rename.from);
+        self.growing.forget(&rename.to);
         self.dirty.note_write(&rename.from, false);
         self.dirty.note_created(&rename.to, rename.is_dir);
         self.deletions.recreated(&rename.to, rename.is_dir);
@@ -385,6 +406,7 @@ impl RemoteSlot {
         } else if self.oldest_dirty.is_none() {
             self.oldest_dirty = Some(numbered_through.next());
         }
+        self.growing.stamp(numbered_through);
     }
 
     /// When this remote's next batch is due, if one is waiting (a retry waits for its time).
@@ -403,6 +425,7 @@ impl RemoteSlot {
             _ => [
                 self.dirty.due_at(settle, max_latency),
                 self.stuck.next_retry(),
+                self.growing.next_due(),
             ]
             .into_iter()
             .flatten()
@@ -431,7 +454,8 @@ impl RemoteSlot {
                 .dirty
                 .due_at(settle, max_latency)
                 .is_some_and(|due| due <= now || retrying)
-                || self.stuck.next_retry().is_some_and(|at| at <= now))
+                || self.stuck.next_retry().is_some_and(|at| at <= now)
+                || self.growing.next_due().is_some_and(|at| at <= now))
     }
 
     /// Deletions set aside for batches still running.
@@ -474,6 +498,15 @@ impl RemoteSlot {
         for path in self.stuck.due(now) {
             self.dirty.add(&path, now);
         }
+        // Growing files due for their next send, still being written.
+        let (resend, held_oldest) = self.growing.take_due(now);
+        for path in resend {
+            self.dirty.add(&path, now);
+            self.dirty.note_write(&path, true);
+        }
+        if let Some(oldest) = held_oldest {
+            self.put_back_from(oldest);
+        }
         let (known_deletions, _) = self.dirty.deletions();
         let deletes = self.dirty.deleted_paths();
         let moves = self.dirty.has_moves();
@@ -482,10 +515,12 @@ impl RemoteSlot {
         let confirmed = self.delete_policy == DeletePolicy::Confirmed;
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
+        let open = self.dirty.take_open();
         let batch = self.dirty.take()?;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;
+        let growing = self.growing.sending(self.next_flight, &batch, &open, now);
         let full = batch == Batch::Full;
         let scope = match &batch {
             Batch::Full => None,
@@ -520,6 +555,7 @@ impl RemoteSlot {
             max_delete,
             moves,
             progress: self.report_progress && full,
+            growing,
             batch,
         })
     }
@@ -584,7 +620,9 @@ impl RemoteSlot {
             halt,
             vanished,
             failed_paths,
+            sent_lengths,
         } = outcome;
+        self.growing.finished(flight.id, &sent_lengths);
         self.health.last_class = Some(class);
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
@@ -741,6 +779,8 @@ impl RemoteSlot {
         for flight in flights {
             self.put_back_from(flight.oldest);
             self.arrivals.restore(flight.arrivals);
+            // Killed mid-append, the remote copy's length is unknown.
+            self.growing.finished(flight.id, &[]);
         }
         ids
     }
@@ -780,6 +820,7 @@ impl RemoteSlot {
         // queue, while a later batch may have raised `synced_through` past it).
         let waiting = self.oldest_dirty.is_some_and(|o| o <= seq)
             || self.stuck.oldest().is_some_and(|o| o <= seq)
+            || self.growing.held_oldest().is_some_and(|o| o <= seq)
             || self.transferring.as_ref().is_some_and(|f| f.oldest <= seq);
         !waiting
             && (self.synced_through >= seq
@@ -787,7 +828,8 @@ impl RemoteSlot {
                     && self.dirty.is_empty()
                     && self.transferring.is_none()
                     && self.health.failures == 0
-                    && self.stuck.is_empty()))
+                    && self.stuck.is_empty()
+                    && self.growing.held() == 0))
     }
 
     fn state(&self, halted: bool, paused: bool) -> RemoteState {
@@ -852,7 +894,8 @@ impl RemoteSlot {
             bytes_sent: self.bytes_sent,
             pending: self.dirty.pending()
                 + self.transferring.as_ref().map_or(0, |f| f.len as u64)
-                + self.stuck.len(),
+                + self.stuck.len()
+                + self.growing.held(),
             consecutive_failures: failures,
             last_error,
             next_retry_unix_ms: next_retry,

@@ -1383,3 +1383,131 @@ fn trashes_are_pruned_at_start_hourly_and_after_an_update() {
         "the next batch uses it"
     );
 }
+
+/// A batch that sent `lengths` of its growing files.
+fn sent(lengths: &[(&str, u64)]) -> Outcome {
+    let mut outcome = Outcome::success(RsyncStats::default(), Duration::ZERO);
+    outcome.sent_lengths = lengths.iter().map(|(p, l)| (p.into(), *l)).collect();
+    outcome
+}
+
+fn modified(h: &mut Harness, path: &str) {
+    h.changes(vec![change(path, ChangeKind::Modified, false)]);
+}
+
+#[test]
+fn a_file_still_being_written_goes_out_at_most_once_a_second_and_at_once_when_closed() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![change("big", ChangeKind::Created, false)]);
+    modified(&mut h, "big");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    assert_eq!(paths(&first.batch).1, ["big"]);
+    assert_eq!(first.options.growing, [("big".into(), None)]);
+    h.transferred(&first);
+    h.done(first, sent(&[("big", 1 << 20)]));
+    // Written again 200 ms after it went out: it waits until a second has passed.
+    h.advance(ms(200));
+    modified(&mut h, "big");
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "sent 200 ms ago: held");
+    assert_eq!(h.status().remotes[0].pending, 1, "held changes are pending");
+    // Another path is not held, and a close-write of it goes out at once.
+    h.closed("small");
+    let other = h.take_one();
+    assert_eq!(paths(&other.batch).1, ["small"]);
+    assert!(other.options.growing.is_empty());
+    h.succeed(other);
+    h.advance(ms(500));
+    modified(&mut h, "big");
+    // Sent at t, now t + 710 ms: due at t + 1 s.
+    h.advance(ms(289));
+    assert!(h.started.is_empty(), "still before the second is over");
+    assert_eq!(
+        h.engine.next_wake(h.now),
+        h.now + ms(1),
+        "woken when it is due"
+    );
+    h.advance(ms(1));
+    let second = h.take_one();
+    assert_eq!(paths(&second.batch).1, ["big"]);
+    assert_eq!(
+        second.options.growing,
+        [("big".into(), Some(1 << 20))],
+        "the length the last batch reported"
+    );
+    h.transferred(&second);
+    h.done(second, sent(&[("big", 3 << 20)]));
+    // The close-write goes out at once, appended from the last length.
+    h.advance(ms(100));
+    modified(&mut h, "big");
+    h.closed("big");
+    let last = h.take_one();
+    assert_eq!(paths(&last.batch).1, ["big"]);
+    assert_eq!(last.options.growing, [("big".into(), Some(3 << 20))]);
+    h.succeed(last);
+    // Closed and sent: the next write to it is an ordinary change again.
+    modified(&mut h, "big");
+    h.closed("big");
+    assert!(h.take_one().options.growing.is_empty());
+}
+
+#[test]
+fn a_held_growing_file_keeps_a_flush_waiting_until_it_is_sent() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    modified(&mut h, "log");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    h.transferred(&first);
+    h.done(first, sent(&[("log", 10)]));
+    h.advance(ms(100));
+    modified(&mut h, "log");
+    h.flush(1, Duration::from_secs(5));
+    h.cookie(1);
+    h.advance(ms(500));
+    assert!(
+        h.flushed().is_empty(),
+        "the held write is not on the remote"
+    );
+    h.advance(ms(400));
+    let second = h.take_one();
+    h.transferred(&second);
+    assert_eq!(h.flushed(), [(1, vec![])]);
+    h.done(second, sent(&[("log", 20)]));
+}
+
+#[test]
+fn a_growing_files_length_is_forgotten_when_its_batch_fails_or_it_is_replaced() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    modified(&mut h, "f");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    h.done(first, sent(&[("f", 10)]));
+    // The next batch fails (an append may have written part of its data): unknown again.
+    h.advance(Duration::from_secs(1));
+    modified(&mut h, "f");
+    h.advance(SETTLE * 2);
+    let second = h.take_one();
+    assert_eq!(second.options.growing, [("f".into(), Some(10))]);
+    h.fail(second, ExitClass::Connection);
+    h.advance(Duration::from_secs(1));
+    let retry = h.take_one();
+    assert_eq!(retry.options.growing, [("f".into(), None)]);
+    h.done(retry, sent(&[("f", 20)]));
+    // Deleted and created anew: another file, sent as an ordinary one first.
+    h.advance(ms(10));
+    h.changes(vec![
+        change("f", ChangeKind::Deleted, false),
+        change("f", ChangeKind::Created, false),
+    ]);
+    h.advance(crate::queue::DELETE_SETTLE + SETTLE);
+    let recreated = h.take_one();
+    assert_eq!(paths(&recreated.batch).1, ["f"], "not held: another file");
+    assert_eq!(recreated.options.growing, [("f".into(), None)]);
+}
