@@ -87,6 +87,10 @@ pub struct RsyncRequest<'a> {
     /// (the `--rsync-path` guard, no extra round trip) and prints [`TARGET_NOT_OURS`]; local
     /// targets are checked by the caller. `None`: no check (attach's preview).
     pub marker_id: Option<&'a str>,
+    /// `--checksum`: compare files by content, not size and mtime (a checksum resync, the
+    /// initial sync of a small tree, `wsync verify`). Both sides read every file: the cost
+    /// grows with the bytes in the tree.
+    pub checksum: bool,
 }
 
 /// Builds the rsync argv, program first.
@@ -95,6 +99,9 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     // every link in the tree; an incremental batch links the names it lists, and the monitor
     // lists a changed file's other names with it (inotify reports only the name written to).
     let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into(), "-H".into()];
+    if req.checksum {
+        argv.push("--checksum".into());
+    }
     match req.mode {
         RsyncMode::Full => argv.push("--delete".into()),
         RsyncMode::Paths { ignore_times } => {
@@ -602,6 +609,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: false,
             progress: false,
             marker_id: None,
+            checksum: false,
         });
         assert_eq!(
             words(&argv),
@@ -649,6 +657,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: true,
             progress: true,
             marker_id: Some("00ff"),
+            checksum: false,
         }));
         assert_eq!(
             &argv[..9],
@@ -701,6 +710,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: true,
             progress: true,
             marker_id: Some("00ff"),
+            checksum: false,
         }));
         let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
         assert_eq!(argv[debug + 1], "--info=progress2");
@@ -826,6 +836,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: false,
             progress: false,
             marker_id: Some("00ff"),
+            checksum: false,
         });
         let guard = argv
             .iter()

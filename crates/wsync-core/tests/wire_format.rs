@@ -57,6 +57,7 @@ fn workspace() -> Workspace {
         excludes: vec!["target/".into()],
         respect_gitignore: true,
         max_delete: None,
+        checksum_every_secs: None,
         root_id: None,
     }
 }
@@ -280,6 +281,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
             },
             progress: vec![],
+            pending_dir: None,
         },
         &format!(
             r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}}}}"#
@@ -293,9 +295,10 @@ fn monitor_channel() {
                 max_latency_ms: 100,
             },
             progress: vec!["mirror".into()],
+            pending_dir: Some("/home/me/.wsync/pending".into()),
         },
         &format!(
-            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}},"progress":["mirror"]}}"#
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}},"progress":["mirror"],"pending_dir":"/home/me/.wsync/pending"}}"#
         ),
     );
     pin(
@@ -330,6 +333,16 @@ fn monitor_channel() {
         r#"{"cmd":"flush","id":7,"timeout_ms":1000}"#,
     );
     pin(MonitorCommand::Resync, r#"{"cmd":"resync"}"#);
+    pin(
+        MonitorCommand::ChecksumResync { remote: None },
+        r#"{"cmd":"checksum_resync"}"#,
+    );
+    pin(
+        MonitorCommand::ChecksumResync {
+            remote: Some("mirror".into()),
+        },
+        r#"{"cmd":"checksum_resync","remote":"mirror"}"#,
+    );
     pin(MonitorCommand::Shutdown, r#"{"cmd":"shutdown"}"#);
     pin(
         MonitorEvent::Flushed {

@@ -37,6 +37,8 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub tunables: MonitorTunables,
+    /// Handed to every monitor in `start.pending_dir`.
+    pub pending_dir: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -114,6 +116,7 @@ impl RunningMonitor {
             workspace: workspace.clone(),
             tunables: launch.tunables.clone(),
             progress,
+            pending_dir: launch.pending_dir.clone(),
         };
         // The receiver is alive (it is in `rx`), so this cannot fail.
         let _ = tx.send(start);

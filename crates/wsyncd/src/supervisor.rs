@@ -81,6 +81,7 @@ impl Supervisor {
                     settle_ms: config.tuning.settle.as_millis() as u64,
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
                 },
+                pending_dir: config.pending_dir(),
             },
             policy: RestartPolicy::from_tuning(&config.tuning),
             stop_grace: config.tuning.monitor_stop_grace,

@@ -188,6 +188,7 @@ fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, Strin
         report_transfer_done: false,
         progress: false,
         marker_id: None,
+        checksum: false,
     });
     tracing::debug!(?argv, "attach preview");
     let (ok, stdout, stderr) = run(&argv, None, PREVIEW_DEADLINE)?;

@@ -31,7 +31,7 @@ use crate::progress::Progress;
 pub use wsync_core::rsync::{parse_itemized, Drift};
 
 /// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
-/// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
+/// (`--delete --dry-run --itemize-changes`) with `--checksum`.
 ///
 /// `rules` is the rules file written from the workspace's excludes by the same matcher the
 /// monitor uses (anchored excludes and protect rules), so verify compares exactly what syncing
@@ -42,7 +42,7 @@ pub fn verify_argv(
     target: &RemoteTarget,
     rules: Option<&Path>,
 ) -> Vec<OsString> {
-    let mut argv = rsync_argv(&RsyncRequest {
+    rsync_argv(&RsyncRequest {
         source_root: &workspace.path,
         target,
         // No multiplexing master for a one-off run: ControlPath=none.
@@ -58,10 +58,8 @@ pub fn verify_argv(
         progress: false,
         // Compares whatever is there; a missing marker is the monitor's business.
         marker_id: None,
-    });
-    let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
-    argv.insert(at, "--checksum".into());
-    argv
+        checksum: true,
+    })
 }
 
 /// One remote's verdict.
@@ -335,6 +333,7 @@ sent 1,234 bytes  received 56 bytes
             excludes: vec!["target/".into()],
             respect_gitignore: true,
             max_delete: Some(3),
+            checksum_every_secs: None,
             root_id: None,
         };
         let target = RemoteTarget::Local {
@@ -344,8 +343,9 @@ sent 1,234 bytes  received 56 bytes
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(&argv[..3], ["rsync", "-a", "--checksum"]);
+        assert_eq!(&argv[..2], ["rsync", "-a"]);
         for flag in [
+            "--checksum",
             "--dry-run",
             "--itemize-changes",
             "--delete",

@@ -11,6 +11,7 @@ mod renames;
 mod rsync_run;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
@@ -71,6 +72,12 @@ pub struct BatchOptions {
     /// Report a full sync's progress (`--info=progress2`); someone waits for it. Costs ~10%
     /// on many small files, so every other sync runs without it.
     pub progress: bool,
+    /// A full sync's paths known to have changed (its dirty set collapsed, or an earlier
+    /// monitor persisted them): the files among them are sent first, by content
+    /// (`--ignore-times`), so a same-size rewrite with its old mtime is not skipped.
+    pub by_content: Arc<Vec<PathBuf>>,
+    /// A full sync comparing every file by checksum (`--checksum`).
+    pub checksum: bool,
 }
 
 /// Result of one batch.
@@ -182,7 +189,24 @@ impl Destination {
         // The files-first pass's outcome, when it ran (it is merged into the batch's).
         let mut files_pass: Option<Outcome> = None;
         let (mode, list) = match batch {
-            Batch::Full => (RsyncMode::Full, None),
+            // A checksum full sync compares the known files by content anyway.
+            Batch::Full if opts.checksum || opts.by_content.is_empty() => (RsyncMode::Full, None),
+            Batch::Full => {
+                let known = opts.by_content.clone();
+                let owned = root.to_path_buf();
+                // Up to a million stats: off the event loop.
+                let files = tokio::task::spawn_blocking(move || {
+                    split_files(&owned, known.as_ref().clone()).0
+                })
+                .await
+                .unwrap_or_default();
+                tracing::debug!(remote = %self.remote.name, known = opts.by_content.len(), files = files.len(), "full sync: known changed files go by content first");
+                match self.files_first(root, files, opts, &protect).await {
+                    Ok(first) => files_pass = first,
+                    Err(failed) => return failed,
+                }
+                (RsyncMode::Full, None)
+            }
             Batch::Paths { renames, paths } => {
                 let replayed = renames::replay(self, renames).await;
                 if replayed.target_missing {
@@ -215,25 +239,9 @@ impl Destination {
                 // never skipped.
                 let list = if has_dir {
                     let (files, rest) = split_files(root, list);
-                    if !files.is_empty() {
-                        let first = self
-                            .send_files_by_content(root, files, opts, &protect)
-                            .await;
-                        // Files that vanished in this pass are queued again by the engine,
-                        // which counts the rest of the batch as done: the second pass (the
-                        // directories and the deletions) must run all the same.
-                        match first.class {
-                            ExitClass::Partial if first.failed_paths.is_some() => {
-                                files_pass = Some(first);
-                            }
-                            ExitClass::Success | ExitClass::Vanished => {
-                                if first.class == ExitClass::Vanished {
-                                    tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
-                                }
-                                files_pass = Some(first);
-                            }
-                            _ => return first,
-                        }
+                    match self.files_first(root, files, opts, &protect).await {
+                        Ok(first) => files_pass = first,
+                        Err(failed) => return failed,
                     }
                     rest
                 } else {
@@ -262,6 +270,7 @@ impl Destination {
             report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
+            checksum: opts.checksum && matches!(mode, RsyncMode::Full),
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -284,6 +293,35 @@ impl Destination {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
         outcome
+    }
+
+    /// The files-first pass of a batch (see [`Destination::send_files_by_content`]): `Ok`
+    /// with its outcome (none when there are no files) when the rest of the batch is to run,
+    /// merged into its outcome later; `Err` with the outcome that ends the batch.
+    async fn files_first(
+        &self,
+        root: &Path,
+        files: Vec<PathBuf>,
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+    ) -> Result<Option<Outcome>, Outcome> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let first = self.send_files_by_content(root, files, opts, protect).await;
+        // Files that vanished in this pass are queued again by the engine, which counts the
+        // rest of the batch as done: the second pass (the directories and the deletions, or
+        // the full sync) must run all the same.
+        match first.class {
+            ExitClass::Partial if first.failed_paths.is_some() => Ok(Some(first)),
+            ExitClass::Success | ExitClass::Vanished => {
+                if first.class == ExitClass::Vanished {
+                    tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
+                }
+                Ok(Some(first))
+            }
+            _ => Err(first),
+        }
     }
 
     /// Sends `files` (existing, none a directory when listed) with `--ignore-times`: compared
@@ -310,6 +348,7 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            checksum: false,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -370,6 +409,7 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            checksum: false,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;

@@ -41,6 +41,10 @@ struct Flight {
     full: bool,
     /// The paths the batch touches (`None`: everything, a full sync).
     scope: Option<Vec<PathBuf>>,
+    /// A full sync's paths known to have changed, sent by content; put back if it fails.
+    known: Arc<Vec<PathBuf>>,
+    /// A full sync comparing by checksum; asked again if it fails.
+    checksum: bool,
     /// The latest progress of a watched full sync.
     progress: Option<SyncProgress>,
     /// The deletions the batch is known to make, set aside from the budget until it ends.
@@ -203,6 +207,10 @@ pub(super) struct Started {
     /// See `BatchOptions::report_transfer_done`.
     pub report_transfer_done: bool,
     pub progress: bool,
+    /// See `BatchOptions::by_content`.
+    pub by_content: Arc<Vec<PathBuf>>,
+    /// See `BatchOptions::checksum`.
+    pub checksum: bool,
 }
 
 /// What a finished batch means for the workspace.
@@ -241,6 +249,11 @@ pub(super) struct RemoteSlot {
     /// Deletions past the budget are held until then, in case the paths come back (a
     /// `node_modules` reinstall) before the workspace halts.
     over_budget_until: Option<Instant>,
+    /// The next full sync compares by checksum (`--checksum`): an affordable initial sync, a
+    /// repair, the periodic pass.
+    checksum_next_full: bool,
+    /// The dirty set's revision last persisted (`Some`: the pending file exists).
+    saved: Option<u64>,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -258,11 +271,13 @@ pub(super) struct OverBudget {
 }
 
 impl RemoteSlot {
-    /// A newly attached remote: its first batch is a full sync.
+    /// A newly attached remote: its first batch is a full sync (by checksum when
+    /// `checksum`).
     pub fn new(
         key: RemoteKey,
         dest: Arc<Destination>,
         report_progress: bool,
+        checksum: bool,
         now: Instant,
     ) -> Self {
         let mut dirty = DirtySet::default();
@@ -286,6 +301,8 @@ impl RemoteSlot {
             report_progress,
             deletions: DeletionLedger::default(),
             over_budget_until: None,
+            checksum_next_full: checksum,
+            saved: None,
         }
     }
 
@@ -354,6 +371,53 @@ impl RemoteSlot {
 
     pub fn mark_full(&mut self, now: Instant) {
         self.dirty.mark_full(now);
+    }
+
+    /// Queues a full sync that compares every file by checksum.
+    pub fn mark_checksum_full(&mut self, now: Instant) {
+        self.dirty.mark_full(now);
+        self.checksum_next_full = true;
+    }
+
+    /// Paths an earlier monitor knew were dirty (its pending file): the next full sync sends
+    /// them by content. The file stays until they are on the remote.
+    pub fn restore_persisted(&mut self, paths: &[PathBuf], now: Instant) {
+        self.dirty.restore_known(paths, now);
+        self.saved = Some(u64::MAX);
+    }
+
+    /// Nothing waits, runs or is stuck.
+    pub fn is_clean(&self) -> bool {
+        self.dirty.is_empty()
+            && self.transferring.is_none()
+            && self.finishing.is_empty()
+            && self.stuck.is_empty()
+    }
+
+    /// Every path known to wait for this remote: queued, in a running batch (its known ones
+    /// too) or stuck, at most `KNOWN_DIRTY_CAP` (what a later monitor sends by content).
+    pub fn pending_paths(&self) -> Vec<PathBuf> {
+        let flights = self.transferring.iter().chain(&self.finishing);
+        let mut all: std::collections::BTreeSet<&PathBuf> = self.dirty.waiting_paths().collect();
+        for flight in flights {
+            all.extend(flight.scope.iter().flatten());
+            all.extend(flight.known.iter());
+        }
+        all.extend(self.stuck.0.keys());
+        all.into_iter()
+            .take(crate::queue::KNOWN_DIRTY_CAP)
+            .cloned()
+            .collect()
+    }
+
+    /// The persisted copy's state: `(revision now, revision saved)`.
+    pub fn persisted(&self) -> (u64, Option<u64>) {
+        (self.dirty.revision(), self.saved)
+    }
+
+    /// Records that the pending file now holds `revision` (`None`: removed).
+    pub fn set_saved(&mut self, revision: Option<u64>) {
+        self.saved = revision;
     }
 
     /// Gives a newly non-empty dirty set its oldest change: every change added since the
@@ -462,11 +526,13 @@ impl RemoteSlot {
         let confirmed = self.delete_policy == DeletePolicy::Confirmed;
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
-        let batch = self.dirty.take()?;
+        let (batch, known) = self.dirty.take_with_known()?;
+        let known = Arc::new(known);
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;
         let full = batch == Batch::Full;
+        let checksum = full && std::mem::take(&mut self.checksum_next_full);
         let scope = match &batch {
             Batch::Full => None,
             Batch::Paths { renames, paths } => Some(
@@ -482,9 +548,15 @@ impl RemoteSlot {
             newest,
             oldest,
             synced_before: self.synced_through,
-            len: batch.path_count(),
+            len: if full {
+                known.len().max(1)
+            } else {
+                batch.path_count()
+            },
             full,
             scope,
+            known: known.clone(),
+            checksum,
             progress: None,
             reserved: known_deletions,
             deletes,
@@ -500,6 +572,8 @@ impl RemoteSlot {
             moves,
             progress: self.report_progress && full,
             batch,
+            by_content: known,
+            checksum,
         })
     }
 
@@ -627,6 +701,7 @@ impl RemoteSlot {
             (_, _) => {
                 self.synced_through = self.synced_through.min(flight.synced_before);
                 self.dirty.restore(batch, now);
+                self.put_back_known(&flight, now);
                 self.put_back_from(flight.oldest);
                 let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
                 let attempt = self.health.failures + 1;
@@ -675,9 +750,21 @@ impl RemoteSlot {
         self.oldest_dirty = Some(self.oldest_dirty.map_or(oldest, |o| o.min(oldest)));
     }
 
+    /// A failed full sync's known paths (and its checksum) go with the next one.
+    fn put_back_known(&mut self, flight: &Flight, now: Instant) {
+        if flight.full {
+            self.dirty.restore_known(flight.known.iter(), now);
+            self.checksum_next_full |= flight.checksum;
+        }
+    }
+
     /// Abandons every batch (the runner kills them); their changes count as waiting again.
     /// Returns the abandoned flights.
     pub fn abandon_all(&mut self) -> Vec<u64> {
+        self.take_flights().iter().map(|f| f.id).collect()
+    }
+
+    fn take_flights(&mut self) -> Vec<Flight> {
         let flights: Vec<Flight> = self
             .transferring
             .take()
@@ -687,17 +774,22 @@ impl RemoteSlot {
         for flight in &flights {
             self.put_back_from(flight.oldest);
         }
-        flights.iter().map(|f| f.id).collect()
+        flights
     }
 
-    /// A halt: running batches are abandoned and the remote will need a full sync.
+    /// A halt: running batches are abandoned and the remote will need a full sync, which
+    /// still knows what they were sending.
     pub fn interrupt(&mut self, now: Instant) -> Vec<u64> {
         if self.transferring.is_none() && self.finishing.is_empty() {
             return Vec::new();
         }
-        let abandoned = self.abandon_all();
+        let flights = self.take_flights();
         self.dirty.mark_full(now);
-        abandoned
+        for flight in &flights {
+            self.dirty.restore_known(flight.scope.iter().flatten(), now);
+            self.put_back_known(flight, now);
+        }
+        flights.iter().map(|f| f.id).collect()
     }
 
     /// A halt was lifted: the next full sync deletes under `policy`, and the deletions seen
