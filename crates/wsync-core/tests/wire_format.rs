@@ -156,6 +156,13 @@ fn requests() {
         },
         r#"{"type":"restart","workspace":"w"}"#,
     );
+    pin(
+        Request::Repair {
+            workspace: "w".into(),
+            remote: Some("m".into()),
+        },
+        r#"{"type":"repair","workspace":"w","remote":"m"}"#,
+    );
     pin(Request::Shutdown {}, r#"{"type":"shutdown"}"#);
 }
 

@@ -5,8 +5,10 @@
 //! otherwise a short settle after the last event (deletions and renames come in bursts, and a
 //! rename's two halves are paired), capped by the max latency under continuous churn.
 //!
-//! A collapsed set still remembers the paths it knew were dirty (up to [`KNOWN_DIRTY_CAP`]):
-//! the full sync sends those files by content, not by size and mtime.
+//! Paths dropped for a broader entry are still remembered as known dirty (up to
+//! [`KNOWN_DIRTY_CAP`]): below a queued directory (which rsync recurses into by size and
+//! mtime — `cp -a` also sets each directory's times, queueing it), or everything once the set
+//! collapses into a full sync. The batch sends those files by content first.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,8 @@ pub struct DirtySet {
     /// Renames to replay before the paths are synced, in order.
     renames: Vec<Rename>,
     full: bool,
-    /// While `full`: the paths known to have changed (see [`KNOWN_DIRTY_CAP`]); empty otherwise.
+    /// Paths known to have changed that a broader entry covers: below a queued directory, or
+    /// anywhere once `full` (see [`KNOWN_DIRTY_CAP`]).
     known: BTreeSet<PathBuf>,
     /// Known paths not remembered past the cap.
     known_dropped: u64,
@@ -236,7 +239,7 @@ impl DirtySet {
             .chain(&self.known)
     }
 
-    /// Remembers `path` as known dirty in a collapsed set (see [`KNOWN_DIRTY_CAP`]).
+    /// Remembers `path` as known dirty under a broader entry (see [`KNOWN_DIRTY_CAP`]).
     fn remember(&mut self, path: &Path) {
         if path.as_os_str().is_empty() || self.known.contains(path) {
             return;
@@ -253,14 +256,14 @@ impl DirtySet {
         }
     }
 
-    /// Adds paths known to have changed to a full sync: a failed one's, or those persisted
-    /// by an earlier monitor. Queues a full sync if none is.
+    /// Adds paths known to have changed to the next batch (a failed one's, or those an
+    /// earlier monitor persisted); they go with a full sync when nothing else waits.
     pub fn restore_known<'a>(
         &mut self,
         paths: impl IntoIterator<Item = &'a PathBuf>,
         now: Instant,
     ) {
-        if !self.full {
+        if self.is_empty() {
             self.mark_full(now);
         }
         for path in paths {
@@ -288,6 +291,7 @@ impl DirtySet {
             return;
         }
         if path.ancestors().skip(1).any(|a| self.paths.contains(a)) {
+            self.remember(path);
             return;
         }
         if !self.paths.insert(path.to_path_buf()) {
@@ -296,6 +300,7 @@ impl DirtySet {
         // Drop descendants: they sort right after `path` (component-wise ordering).
         for p in below(&self.paths, path) {
             self.paths.remove(&p);
+            self.remember(&p);
         }
         if self.paths.len() > FULL_SYNC_THRESHOLD {
             self.mark_full(now);
@@ -330,6 +335,13 @@ impl DirtySet {
             self.remember(&rename.from);
             self.remember(&rename.to);
             return;
+        }
+        // Known changes below the old name are now below the new one.
+        for path in below(&self.known, &rename.from) {
+            self.known.remove(&path);
+            if let Ok(rest) = path.strip_prefix(&rename.from) {
+                self.known.insert(rename.to.join(rest));
+            }
         }
         let covered =
             |p: &Path, paths: &BTreeSet<PathBuf>| p.ancestors().any(|a| paths.contains(a));
@@ -408,8 +420,8 @@ impl DirtySet {
         self.take_with_known().map(|(batch, _)| batch)
     }
 
-    /// Takes everything as one batch, with the paths a full sync knows changed (sorted; empty
-    /// for a batch of paths).
+    /// Takes everything as one batch, with the paths known to have changed that its entries
+    /// cover (sorted).
     pub fn take_with_known(&mut self) -> Option<(Batch, Vec<PathBuf>)> {
         if self.is_empty() {
             return None;
@@ -437,7 +449,9 @@ impl DirtySet {
             renames: std::mem::take(&mut self.renames),
             paths: std::mem::take(&mut self.paths).into_iter().collect(),
         };
-        Some((batch, Vec::new()))
+        self.known_dropped = 0;
+        let known = std::mem::take(&mut self.known).into_iter().collect();
+        Some((batch, known))
     }
 
     /// Puts a failed batch back (merged with whatever arrived meanwhile). Its renames may or
@@ -574,6 +588,13 @@ fn small_flat_dir(dir: &Path, limit: usize) -> bool {
 mod tests {
     use super::*;
 
+    fn paths_of(batch: &Batch) -> Vec<String> {
+        match batch {
+            Batch::Paths { paths, .. } => paths.iter().map(|p| p.display().to_string()).collect(),
+            Batch::Full => panic!("a full sync"),
+        }
+    }
+
     fn paths(set: &mut DirtySet) -> Vec<String> {
         match set.take() {
             Some(Batch::Paths { renames, paths }) if renames.is_empty() => {
@@ -654,6 +675,26 @@ mod tests {
         set.add(Path::new("d/new/file"), now);
         set.add(Path::new("dd/file"), now);
         assert_eq!(paths(&mut set), ["d", "dd/file"]);
+    }
+
+    #[test]
+    fn paths_covered_by_a_queued_directory_are_still_known_and_move_with_renames() {
+        let now = Instant::now();
+        let mut set = DirtySet::default();
+        // `cp -a` writes the files, then sets the directory's times: the directory absorbs them.
+        set.add(Path::new("d/a"), now);
+        set.add(Path::new("d"), now);
+        set.add(Path::new("d/b"), now);
+        set.add(Path::new("e/c"), now);
+        let (batch, known) = set.take_with_known().unwrap();
+        assert_eq!(paths_of(&batch), ["d", "e/c"]);
+        assert_eq!(known, [PathBuf::from("d/a"), PathBuf::from("d/b")]);
+        assert_eq!(set.take_with_known(), None, "taken with the batch");
+        set.add(Path::new("x/f"), now);
+        set.add(Path::new("x"), now);
+        set.add_rename(rename("x", "y"), now);
+        let (_, known) = set.take_with_known().unwrap();
+        assert_eq!(known, [PathBuf::from("y/f")]);
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub fn restart(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
 }
 
 /// Extra time the CLI grants the daemon beyond the flush timeout before giving up on it.
-const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
+pub(super) const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
 
 pub fn flush(ctx: &Ctx, args: FlushArgs) -> Result<i32> {
     let timeout_secs = args.timeout;

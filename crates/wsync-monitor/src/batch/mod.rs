@@ -72,9 +72,10 @@ pub struct BatchOptions {
     /// Report a full sync's progress (`--info=progress2`); someone waits for it. Costs ~10%
     /// on many small files, so every other sync runs without it.
     pub progress: bool,
-    /// A full sync's paths known to have changed (its dirty set collapsed, or an earlier
-    /// monitor persisted them): the files among them are sent first, by content
-    /// (`--ignore-times`), so a same-size rewrite with its old mtime is not skipped.
+    /// Paths known to have changed that the batch's entries cover (below a listed directory;
+    /// anywhere for a full sync whose dirty set collapsed, or that an earlier monitor
+    /// persisted): the files among them are sent first, by content (`--ignore-times`), so a
+    /// same-size rewrite with its old mtime is not skipped by the recursion's size+mtime.
     pub by_content: Arc<Vec<PathBuf>>,
     /// A full sync comparing every file by checksum (`--checksum`).
     pub checksum: bool,
@@ -238,7 +239,9 @@ impl Destination {
                 // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
                 // never skipped.
                 let list = if has_dir {
-                    let (files, rest) = split_files(root, list);
+                    let (mut files, rest) = split_files(root, list);
+                    // The changed files below the listed directories go by content too.
+                    files.extend(split_files(root, opts.by_content.as_ref().clone()).0);
                     match self.files_first(root, files, opts, &protect).await {
                         Ok(first) => files_pass = first,
                         Err(failed) => return failed,

@@ -41,7 +41,8 @@ struct Flight {
     full: bool,
     /// The paths the batch touches (`None`: everything, a full sync).
     scope: Option<Vec<PathBuf>>,
-    /// A full sync's paths known to have changed, sent by content; put back if it fails.
+    /// Paths known to have changed below the batch's entries (everywhere for a full sync),
+    /// sent by content; put back if it fails.
     known: Arc<Vec<PathBuf>>,
     /// A full sync comparing by checksum; asked again if it fails.
     checksum: bool,
@@ -680,7 +681,10 @@ impl RemoteSlot {
                                 self.dirty.add(&path, now);
                             }
                         }
-                        None => self.dirty.restore(batch, now),
+                        None => {
+                            self.dirty.restore(batch, now);
+                            self.put_back_known(&flight, now);
+                        }
                     }
                 }
                 if class == ExitClass::Success || full {
@@ -750,12 +754,10 @@ impl RemoteSlot {
         self.oldest_dirty = Some(self.oldest_dirty.map_or(oldest, |o| o.min(oldest)));
     }
 
-    /// A failed full sync's known paths (and its checksum) go with the next one.
+    /// A failed batch's known paths (and a full sync's checksum) go with the next one.
     fn put_back_known(&mut self, flight: &Flight, now: Instant) {
-        if flight.full {
-            self.dirty.restore_known(flight.known.iter(), now);
-            self.checksum_next_full |= flight.checksum;
-        }
+        self.dirty.restore_known(flight.known.iter(), now);
+        self.checksum_next_full |= flight.full && flight.checksum;
     }
 
     /// Abandons every batch (the runner kills them); their changes count as waiting again.
