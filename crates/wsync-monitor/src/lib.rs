@@ -31,7 +31,13 @@
 //! (`--debug=EXIT2`), not after its 20–40 ms exit handshake. Files created inside a directory
 //! made in the last second queue that directory (one recursive entry for a whole burst), and
 //! mass deletions in a small directory list the directory. Batches of files only use
-//! `--ignore-times`; batches with directories rely on nanosecond mtimes (`--modify-window=-1`).
+//! `--ignore-times`; batches with directories send their changed files first with it, and
+//! rely on nanosecond mtimes (`--modify-window=-1`) inside the directories. Changed paths a
+//! broader entry covers (below a queued directory, or all of them once a dirty set collapses
+//! into a full sync) are remembered and sent by content first too; what waits while paused or
+//! halted, or when the monitor stops, is persisted in `start.pending_dir` ([`pending`]) and
+//! sent by content by the next monitor, whose initial sync compares by checksum when the tree
+//! is small ([`engine::checksum`]).
 //!
 //! A flush is answered, and a remote counts as in sync, once the transfer is complete; the
 //! file and byte counters in status follow when rsync exits a few tens of milliseconds later
@@ -96,6 +102,10 @@
 //! `WSYNC_TEST_MONITOR_CRASH_FILE=<path>`: if that file exists at startup, the monitor exits
 //! with status 3 before doing anything (the supervisor tests create it to simulate a crashing
 //! monitor).
+//!
+//! `WSYNC_TEST_INITIAL_CHECKSUM_MAX_FILES=<N>`: initial full syncs compare by checksum only
+//! for trees of at most N files (at most the built-in 50,000; `0`: never), so a test can tell
+//! what the pending files repair from what a checksum initial sync would.
 //!
 //! `WSYNC_TEST_MAX_WATCHES=<N>`: the watcher refuses to add more than N inotify watches and
 //! behaves exactly as when the kernel's `fs.inotify.max_user_watches` is reached (ENOSPC): the

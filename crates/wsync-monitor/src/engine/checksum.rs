@@ -46,10 +46,11 @@ impl Periodic {
         }
     }
 
-    /// True when a pass is due and the remotes are `idle`: the next one is then scheduled.
-    pub fn due(&mut self, now: Instant, idle: bool) -> bool {
+    /// True when a pass is due and the remotes are `idle` (asked only then): the next one is
+    /// then scheduled.
+    pub fn due(&mut self, now: Instant, idle: impl FnOnce() -> bool) -> bool {
         match (self.next, self.every) {
-            (Some(at), Some(every)) if now >= at && idle => {
+            (Some(at), Some(every)) if now >= at && idle() => {
                 self.next = Some(now + every);
                 true
             }
@@ -72,16 +73,16 @@ mod tests {
     fn the_periodic_pass_is_off_by_default_and_waits_for_idle() {
         let t0 = Instant::now();
         let mut off = Periodic::new(None, t0);
-        assert!(!off.due(t0 + Duration::from_secs(86_400), true));
-        assert!(!Periodic::new(Some(0), t0).due(t0 + Duration::from_secs(1), true));
+        assert!(!off.due(t0 + Duration::from_secs(86_400), || true));
+        assert!(!Periodic::new(Some(0), t0).due(t0 + Duration::from_secs(1), || true));
         let mut p = Periodic::new(Some(10), t0);
-        assert!(!p.due(t0 + Duration::from_secs(9), true));
+        assert!(!p.due(t0 + Duration::from_secs(9), || true));
         assert_eq!(p.next_wake(t0), Some(t0 + Duration::from_secs(10)));
         let late = t0 + Duration::from_secs(11);
-        assert!(!p.due(late, false), "busy: waits");
+        assert!(!p.due(late, || false), "busy: waits");
         assert_eq!(p.next_wake(late), None, "no busy wake-ups while waiting");
-        assert!(p.due(late, true));
-        assert!(!p.due(late, true), "once per interval");
+        assert!(p.due(late, || true));
+        assert!(!p.due(late, || true), "once per interval");
         assert_eq!(p.next_wake(late), Some(late + Duration::from_secs(10)));
     }
 

@@ -767,7 +767,10 @@ impl Engine {
                 self.watching.next_degraded_sync = Some(now + DEGRADED_FULL_SYNC_INTERVAL);
             }
         }
-        let idle = self.active() && !self.draining && self.slots.iter().all(|s| s.is_clean());
+        // Fields, not `active()`: the closure borrows them beside `periodic`.
+        let (paused, halted, draining, slots) =
+            (self.paused, self.halt.is_some(), self.draining, &self.slots);
+        let idle = || !paused && !halted && !draining && slots.iter().all(|s| s.is_clean());
         if self.periodic.due(now, idle) {
             tracing::info!("periodic checksum pass");
             self.newest = self.newest.next();
