@@ -25,6 +25,7 @@ mod faults;
 mod faults_network;
 mod hardening_input;
 mod hardening_socket;
+mod hung_mount;
 mod isolation;
 mod monitor_basic;
 mod monitor_ssh;

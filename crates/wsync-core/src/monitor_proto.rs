@@ -188,4 +188,7 @@ pub enum RemoteState {
     Halted,
     Error,
     Paused,
+    /// A filesystem call on its target (or on the workspace root) passed its deadline: a hung
+    /// mount. `last_error` names the call and its path; it recovers when the call returns.
+    Stalled,
 }

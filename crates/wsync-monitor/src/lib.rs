@@ -117,6 +117,7 @@
 //! `{"kind":"ssh","user":"me","host":"box","port":22,"path":"/srv/demo","identity_file":"/home/me/.ssh/id_ed25519","ssh_options":[{"key":"StrictHostKeyChecking","value":"no"}]}`.
 
 pub mod batch;
+pub mod blocking;
 pub mod channel;
 pub mod engine;
 pub mod exit_codes;

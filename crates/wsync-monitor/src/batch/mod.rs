@@ -24,6 +24,7 @@ pub use destination::Destination;
 pub use renames::fallback_paths;
 use rsync_run::{run, run_reporting};
 
+use crate::blocking::StallReport;
 use crate::queue::{collapse, transfer_list, Batch};
 
 /// How a full sync may delete on the remote, decided by the engine's safety rails.
@@ -119,8 +120,9 @@ impl Outcome {
 
 impl Destination {
     /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
-    /// the transfer complete without any message (before its slow exit handshake), and
-    /// `progress` with a full sync's progress (see [`progress`]).
+    /// the transfer complete without any message (before its slow exit handshake),
+    /// `progress` with a full sync's progress (see [`progress`]), and `stall` when one of its
+    /// filesystem calls (all made off the event loop) passes its deadline or returns after all.
     pub async fn sync(
         &self,
         root: &Path,
@@ -128,6 +130,7 @@ impl Destination {
         opts: &BatchOptions,
         transferred: impl FnOnce() + Send,
         mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+        stall: StallReport<'_>,
     ) -> Outcome {
         let started = Instant::now();
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
@@ -135,20 +138,32 @@ impl Destination {
         // without one, read every ignore file now (slow on a big tree).
         let protect = match opts.exclude_from {
             Some(_) => Vec::new(),
-            None => wsync_core::excludes::protect_rules_for_tree(
-                root,
-                &opts.protect.registry,
-                opts.protect.respect_gitignore,
-            ),
+            None => {
+                let (owned, source) = (root.to_path_buf(), opts.protect.clone());
+                let call = format!("reading the ignore files below {}", root.display());
+                self.blocking(call, stall, move || {
+                    wsync_core::excludes::protect_rules_for_tree(
+                        &owned,
+                        &source.registry,
+                        source.respect_gitignore,
+                    )
+                })
+                .await
+            }
         };
         // Before every transfer: nothing is written to a target that is not provably ours
         // (SSH targets: the guard in rsync's --rsync-path and in the rename script).
-        if !self.local_target_is_ours() {
+        if !self.local_target_is_ours(stall).await {
             let error = not_ours(&self.remote.target);
             return Outcome::failed(ExitClass::Fatal, error, started);
         }
-        if !confirmed && root_is_empty(root) {
-            match self.target_is_empty().await {
+        let root_empty = || {
+            let owned = root.to_path_buf();
+            let call = format!("listing the workspace root {}", root.display());
+            self.blocking(call, stall, move || root_is_empty(&owned))
+        };
+        if !confirmed && root_empty().await {
+            match self.target_is_empty(stall).await {
                 Ok(true) => {}
                 Ok(false) => {
                     let mut outcome = Outcome::failed(
@@ -184,7 +199,7 @@ impl Destination {
         let (mode, list) = match batch {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
-                let replayed = renames::replay(self, renames).await;
+                let replayed = renames::replay(self, renames, stall).await;
                 if replayed.target_missing {
                     let error = not_ours(&self.remote.target);
                     return Outcome::failed(ExitClass::Fatal, error, started);
@@ -206,18 +221,30 @@ impl Destination {
                     transferred();
                     return Outcome::success(RsyncStats::default(), started.elapsed());
                 }
-                let (list, has_dir) = transfer_list(root, &all);
-                let list = with_other_links(root, list).await;
+                let owned = root.to_path_buf();
+                let call = format!("looking up the batch's paths in {}", root.display());
+                let (list, has_dir, linked) = self
+                    .blocking(call, stall, move || {
+                        let (list, has_dir) = transfer_list(&owned, &all);
+                        let linked = hardlinks::Linked::in_list(&owned, &list);
+                        (list, has_dir, linked)
+                    })
+                    .await;
+                let list = with_other_links(root, list, linked).await;
                 // Listed directories go recursively: re-sending all their files (-I) would make
                 // a directory chmod or a refilled new directory cost its whole size. So a batch
                 // with directories sends its changed files first, on their own, with -I: a
                 // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
                 // never skipped.
                 let list = if has_dir {
-                    let (files, rest) = split_files(root, list);
+                    let owned = root.to_path_buf();
+                    let call = format!("looking up the batch's paths in {}", root.display());
+                    let (files, rest) = self
+                        .blocking(call, stall, move || split_files(&owned, list))
+                        .await;
                     if !files.is_empty() {
                         let first = self
-                            .send_files_by_content(root, files, opts, &protect)
+                            .send_files_by_content(root, files, opts, &protect, stall)
                             .await;
                         // Files that vanished in this pass are queued again by the engine,
                         // which counts the rest of the batch as done: the second pass (the
@@ -275,7 +302,8 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
-        self.note_failed_paths(&mut outcome, &output, root);
+        self.note_failed_paths(&mut outcome, &output, root, stall)
+            .await;
         if let Some(first) = files_pass {
             merge_files_pass(&mut outcome, first);
             outcome.elapsed = started.elapsed();
@@ -296,6 +324,7 @@ impl Destination {
         files: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
+        stall: StallReport<'_>,
     ) -> Outcome {
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
@@ -320,24 +349,43 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
-        self.note_failed_paths(&mut outcome, &output, root);
+        self.note_failed_paths(&mut outcome, &output, root, stall)
+            .await;
         outcome
     }
 
     /// On exit 23, the paths that failed (see [`failed_paths`]), mapped back to the workspace
     /// from the source root or the target path (as given and resolved; an SSH target only when
     /// absolute).
-    fn note_failed_paths(&self, outcome: &mut Outcome, output: &str, root: &Path) {
+    async fn note_failed_paths(
+        &self,
+        outcome: &mut Outcome,
+        output: &str,
+        root: &Path,
+        stall: StallReport<'_>,
+    ) {
         if outcome.class != ExitClass::Partial {
             return;
         }
         let mut roots = vec![root.to_path_buf()];
-        roots.extend(std::fs::canonicalize(root));
+        let local = match &self.remote.target {
+            RemoteTarget::Local { path } => Some(path.clone()),
+            RemoteTarget::Ssh { .. } => None,
+        };
+        let (owned, target) = (root.to_path_buf(), local.clone());
+        let call = format!("resolving {} and the target", root.display());
+        let resolved: Vec<PathBuf> = self
+            .blocking(call, stall, move || {
+                std::iter::once(owned)
+                    .chain(target)
+                    .filter_map(|p| std::fs::canonicalize(p).ok())
+                    .collect()
+            })
+            .await;
+        roots.extend(local);
+        roots.extend(resolved);
         match &self.remote.target {
-            RemoteTarget::Local { path } => {
-                roots.push(path.clone());
-                roots.extend(std::fs::canonicalize(path));
-            }
+            RemoteTarget::Local { .. } => {}
             RemoteTarget::Ssh { path, .. } if path.starts_with('/') => {
                 roots.push(PathBuf::from(path));
             }
@@ -403,10 +451,13 @@ impl Destination {
 /// end of the tree, and the batch waits for it.
 const LINK_WALK_DEADLINE: Duration = Duration::from_secs(2);
 
-/// `list` plus the other names in the workspace of its multiply-linked files (see
+/// `list` plus the other names in the workspace of its multiply-linked files `linked` (see
 /// [`hardlinks`]), found off the event loop.
-async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
-    let linked = hardlinks::Linked::in_list(root, &list);
+async fn with_other_links(
+    root: &Path,
+    list: Vec<PathBuf>,
+    linked: hardlinks::Linked,
+) -> Vec<PathBuf> {
     if linked.is_empty() {
         return list;
     }

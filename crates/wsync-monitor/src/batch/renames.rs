@@ -14,6 +14,7 @@ use wsync_core::ssh::quote_posix_sh;
 use wsync_core::target::MARKER_FILE;
 
 use super::Destination;
+use crate::blocking::StallReport;
 use crate::queue::Rename;
 
 /// How far a replay got.
@@ -27,13 +28,18 @@ pub struct Replayed {
     pub target_missing: bool,
 }
 
-/// Replays `renames` in order on `dest`.
-pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
+/// Replays `renames` in order on `dest` (a local target's off the event loop).
+pub async fn replay(dest: &Destination, renames: &[Rename], stall: StallReport<'_>) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
-        RemoteTarget::Local { path } => replay_local(path, &dest.workspace_id, renames),
+        RemoteTarget::Local { path } => {
+            let call = format!("replaying renames in the target {}", path.display());
+            let (path, id, renames) = (path.clone(), dest.workspace_id.clone(), renames.to_vec());
+            dest.blocking(call, stall, move || replay_local(&path, &id, &renames))
+                .await
+        }
         RemoteTarget::Ssh { path, .. } => {
             let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
             match dest.remote_command(b"sh -s", Some(script)).await {

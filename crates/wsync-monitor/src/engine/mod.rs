@@ -99,6 +99,16 @@ pub enum Input {
         name: String,
         error: Option<String>,
     },
+    /// A blocking call of a batch passed its deadline (`Some`: the message naming the call and
+    /// its path) or returned after all (`None`); see [`crate::blocking`].
+    Stall {
+        remote: RemoteKey,
+        flight: u64,
+        stalled: Option<String>,
+    },
+    /// The same for a call on the workspace root (a probe, a cookie): while it is out, every
+    /// remote is stalled and status and flushes no longer wait for its answer.
+    RootStall(Option<String>),
     /// The number of inotify watches changed.
     WatchCount(u64),
     /// A timer fired (see [`Engine::next_wake`]).
@@ -215,6 +225,8 @@ pub struct Engine {
     intake: Intake,
     flushes: Flushes,
     watching: Watching,
+    /// A call on the root passed its deadline (the message naming it) and has not returned.
+    root_stall: Option<String>,
     outbox: StatusOutbox,
     /// Answers still to come for effects that always get one (probes, cookie): until
     /// they are in, no flush is answered and no status sent, so neither shows a half-decided
@@ -272,6 +284,7 @@ impl Engine {
                 watches,
                 ..Watching::default()
             },
+            root_stall: None,
             outbox: StatusOutbox::default(),
             awaiting: 0,
             dispatch_probed: false,
@@ -356,6 +369,22 @@ impl Engine {
                     tracing::warn!("cannot create flush cookie in the workspace root: {error}; flushing what is known");
                     self.flushes.cookie_failed(&name, self.newest);
                 }
+            }
+            Input::Stall {
+                remote,
+                flight,
+                stalled,
+            } => {
+                if let Some(slot) = self.slot_mut(&remote) {
+                    slot.set_stalled(flight, stalled);
+                }
+            }
+            Input::RootStall(stalled) => {
+                match &stalled {
+                    Some(message) => tracing::warn!("workspace root stalled: {message}"),
+                    None => tracing::info!("workspace root answers again"),
+                }
+                self.root_stall = stalled;
             }
             Input::WatchCount(count) => self.watching.watches = count,
             Input::Tick => {}
@@ -603,6 +632,14 @@ impl Engine {
             return;
         }
         let all: Vec<String> = self.slots.iter().map(|s| s.name().to_owned()).collect();
+        // A stalled remote will not catch up before its call returns: a flush waiting only for
+        // such remotes is answered now, naming them.
+        let stalled: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| self.root_stall.is_some() || s.stalled().is_some())
+            .map(|s| s.name().to_owned())
+            .collect();
         let slots = &self.slots;
         let lagging = |target: Seq| {
             slots
@@ -611,7 +648,9 @@ impl Engine {
                 .map(|s| s.name().to_owned())
                 .collect()
         };
-        let answers = self.flushes.answer(now, self.active(), &all, lagging);
+        let answers = self
+            .flushes
+            .answer(now, self.active(), &all, &stalled, lagging);
         if answers.is_empty() {
             return;
         }
@@ -706,7 +745,8 @@ impl Engine {
         } else {
             self.request_dispatch(now, fx);
         }
-        if self.awaiting > 0 {
+        // An answer stuck behind a hung root would hold status and flushes forever.
+        if self.awaiting > 0 && self.root_stall.is_none() {
             return;
         }
         self.answer_flushes(now, fx);
@@ -845,7 +885,7 @@ impl Engine {
             remotes: self
                 .slots
                 .iter()
-                .map(|slot| slot.status(halted, self.paused))
+                .map(|slot| slot.status(halted, self.paused, self.root_stall.as_deref()))
                 .collect(),
         }
     }
