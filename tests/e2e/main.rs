@@ -31,6 +31,7 @@ mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;
 mod packaging;
+mod poll_mode;
 mod progress;
 mod supervisor;
 mod target_identity;

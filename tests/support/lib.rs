@@ -8,3 +8,4 @@ pub mod monitor;
 pub mod poll;
 pub mod sshd;
 pub mod tree;
+pub mod users;

@@ -122,9 +122,11 @@ pub mod channel;
 pub mod engine;
 pub mod exit_codes;
 pub mod logging;
+pub mod poll;
 pub mod queue;
 pub mod watch;
 mod watch_excludes;
+mod watch_paths;
 
 use std::path::{Path, PathBuf};
 

@@ -193,6 +193,8 @@ struct Watching {
     overflows: u64,
     rescans: u64,
     error: Option<String>,
+    /// Polling instead of inotify (no instance left): shown, but events are still complete.
+    polling: Option<String>,
     /// When watching is degraded: the next full sync that stands in for events.
     next_degraded_sync: Option<Instant>,
 }
@@ -464,6 +466,7 @@ impl Engine {
             // Already halted (the root was deleted): its watch going is no news.
             WatchMsg::RootUnwatched if self.halt.is_some() => {}
             WatchMsg::RootUnwatched => self.probe(ProbePurpose::RootUnwatched, false, fx),
+            WatchMsg::Polling(message) => self.watching.polling = Some(message),
             WatchMsg::Error(error) => {
                 if self.watching.error.is_none() {
                     tracing::error!("watching degraded: {error}");
@@ -879,7 +882,11 @@ impl Engine {
             watches: self.watching.watches,
             overflows: self.watching.overflows,
             rescans: self.watching.rescans,
-            watch_error: self.watching.error.clone(),
+            watch_error: self
+                .watching
+                .error
+                .clone()
+                .or_else(|| self.watching.polling.clone()),
             halted: self.halt.as_ref().map(|h| h.reason.clone()),
             paused: self.paused,
             remotes: self
