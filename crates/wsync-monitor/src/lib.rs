@@ -103,6 +103,10 @@
 //! `DEGRADED_FULL_SYNC_INTERVAL` (and on every flush). For the fault tests, which must not
 //! change machine-wide settings.
 //!
+//! `WSYNC_TEST_CALL_DEADLINE_MS=<N>`: the deadline of every blocking filesystem call (default
+//! 10 s, see [`blocking`]) after which the remote is reported `stalled`; the hung-mount tests
+//! shorten it.
+//!
 //! # Standalone use
 //!
 //! ```text
