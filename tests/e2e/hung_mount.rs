@@ -9,10 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::RemoteState;
-use wsync_tests::env::TestEnv;
+use wsync_tests::env::{hook_lines, TestEnv};
 use wsync_tests::faults::{
-    add_workspace, attach_local, cli_status, flush_ok, hook_lines, install_hook, remote,
-    wait_status, write,
+    add_workspace, attach_local, cli_status, flush_ok, remote, wait_status, write,
 };
 use wsync_tests::fuse::HungMount;
 use wsync_tests::poll::poll_until;
@@ -48,7 +47,7 @@ fn a_hung_target_stalls_only_its_remote_and_recovers() {
     let src = env.mkdir("src");
     let ok = env.mkdir("ok");
     let hung = env.mkdir("hung");
-    let hook_log = install_hook(&env);
+    let hook_log = env.install_hook();
     env.start_daemon_with_env(&[("WSYNC_TEST_CALL_DEADLINE_MS", OsStr::new(DEADLINE_MS))]);
     write(&src.join("before.txt"), "before\n");
     add_workspace(&env, &src, WS);

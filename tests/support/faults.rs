@@ -3,7 +3,6 @@
 //! tree with SIGSTOP/SIGCONT, read-only bind mounts and immutable directories that undo
 //! themselves on drop, and a durable tree snapshot for "nothing was deleted" checks.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -351,35 +350,4 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
                 .is_some_and(|s| s.trim_start().starts_with('Z'))
     })
     .is_ok()
-}
-
-/// Writes an executable hook that appends its environment as one `|`-separated line to
-/// `hook.log` in the test root, and points `HookCommand` at it.
-pub fn install_hook(env: &TestEnv) -> PathBuf {
-    let log = env.root.join("hook.log");
-    let hook = env.root.join("hook");
-    write(
-        &hook,
-        &format!(
-            "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" \"$WSYNC_ERROR\" >> '{}'\n",
-            log.display()
-        ),
-    );
-    let mut perms = std::fs::metadata(&hook).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&hook, perms).unwrap();
-    let mut config = std::fs::File::options()
-        .append(true)
-        .open(&env.config_path)
-        .unwrap();
-    writeln!(config, "HookCommand={}", hook.display()).unwrap();
-    log
-}
-
-pub fn hook_lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
