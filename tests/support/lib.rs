@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod faults;
+pub mod fuse;
 pub mod monitor;
 pub mod other_user;
 pub mod poll;

@@ -17,6 +17,7 @@ use wsync_core::ssh::quote_posix_sh;
 use wsync_core::target::MARKER_FILE;
 
 use super::Destination;
+use crate::blocking::StallReport;
 use crate::queue::Rename;
 
 /// How far a replay got.
@@ -33,16 +34,26 @@ pub struct Replayed {
     pub diverged: Option<PathBuf>,
 }
 
-/// Replays `renames` in order on `dest`. With `keep_overwritten` (the remote keeps deletions), a
-/// rename onto an existing file does not apply: it falls back to rsync, which moves the
-/// overwritten file into the trash.
-pub async fn replay(dest: &Destination, renames: &[Rename], keep_overwritten: bool) -> Replayed {
+/// Replays `renames` in order on `dest` (a local target's off the event loop, behind its gate).
+/// With `keep_overwritten` (the remote keeps deletions), a rename onto an existing file does
+/// not apply: it falls back to rsync, which moves the overwritten file into the trash.
+pub async fn replay(
+    dest: &Destination,
+    renames: &[Rename],
+    keep_overwritten: bool,
+    stall: StallReport<'_>,
+) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
         RemoteTarget::Local { path } => {
-            replay_local(path, &dest.workspace_id, renames, keep_overwritten)
+            let call = format!("replaying renames in the target {}", path.display());
+            let (path, id, renames) = (path.clone(), dest.workspace_id.clone(), renames.to_vec());
+            dest.blocking(call, stall, move || {
+                replay_local(&path, &id, &renames, keep_overwritten)
+            })
+            .await
         }
         RemoteTarget::Ssh { path, .. } => {
             let script = ssh_script(
