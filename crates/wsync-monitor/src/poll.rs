@@ -250,4 +250,18 @@ mod tests {
             [format!("{COOKIE_PREFIX}1-1")]
         );
     }
+
+    #[test]
+    fn the_first_walk_sizes_the_tree_for_the_initial_checksum_decision() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::create_dir_all(root.join("skip")).unwrap();
+        std::fs::write(root.join("d/e/f"), "12345").unwrap();
+        std::fs::write(root.join("g"), "678").unwrap();
+        std::fs::write(root.join("skip/big"), vec![0u8; 4096]).unwrap();
+        let tree = tree_size(&walk(&root, &config(tmp.path())));
+        // Directories and excluded entries are not sent, so they do not count.
+        assert_eq!((tree.files, tree.bytes), (2, 8));
+    }
 }

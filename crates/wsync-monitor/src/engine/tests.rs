@@ -1873,3 +1873,22 @@ fn a_hung_root_stalls_every_remote_and_no_longer_holds_status_or_flushes() {
         .iter()
         .all(|r| r.state == RemoteState::Syncing));
 }
+
+#[test]
+fn a_hung_root_shows_stalled_rather_than_unverified_and_the_missing_proof_stays_known() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    for _ in 0..PROOF_MISSES {
+        h.advance(PROOF);
+    }
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.state(), RemoteState::Unverified);
+    // The proof file cannot even be written: the hung call is what the user must see.
+    let message = "creating the proof file /ws/.wsync-proof-1-1 has not returned within 10 s";
+    h.step(Input::RootStall(Some(message.into())));
+    let remote = h.status().remotes[0].clone();
+    assert_eq!(remote.state, RemoteState::Stalled);
+    assert_eq!(remote.last_error.as_deref(), Some(message));
+    h.step(Input::RootStall(None));
+    assert_eq!(h.state(), RemoteState::Unverified, "still no proof");
+}
