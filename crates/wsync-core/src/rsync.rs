@@ -21,6 +21,14 @@ pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
 /// then removed.
 pub const PROOF_PREFIX: &str = ".wsync-proof-";
 
+/// What the names of this process's proof files begin with: [`PROOF_PREFIX`], the pid and
+/// `-`. Only these pass every exclude and protect rule: a user's own `.wsync-proof-notes` (or
+/// one left by an earlier monitor) is an ordinary file, excluded and protected as its rules say.
+pub fn proof_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{PROOF_PREFIX}{}-", std::process::id()))
+}
+
 /// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
 /// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
@@ -214,7 +222,7 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
 /// `.wsync-trash` cannot clobber the target's).
 fn push_fixed_excludes(argv: &mut Vec<OsString>) {
     // First: rsync's first matching rule wins, so no exclude or protect rule can stop a proof.
-    argv.push(format!("--include=/{PROOF_PREFIX}*").into());
+    argv.push(format!("--include=/{}*", proof_prefix()).into());
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     // Never sent from a source that has one, never deleted on the target.
     argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
@@ -851,6 +859,8 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: None,
             backup_dir: None,
         });
+        // Only this process's own proof files: `.wsync-proof-<pid>-*`.
+        let proof = format!("--include=/.wsync-proof-{}-*", std::process::id());
         assert_eq!(
             words(&argv),
             [
@@ -862,7 +872,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 "--modify-window=-1",
                 "--timeout=30",
                 "--stats",
-                "--include=/.wsync-proof-*",
+                proof.as_str(),
                 "--exclude=/.wsync-cookie-*",
                 "--exclude=/.wsync-target",
                 "--exclude=/.wsync-trash",
