@@ -216,3 +216,48 @@ fn a_users_own_proof_like_files_keep_their_excludes_and_protection() {
         "a protected remote file was deleted because its name begins like a proof file"
     );
 }
+
+/// The pid in a proof file's name (`.wsync-proof-<pid>-<n>`).
+fn proof_pid(name: &str) -> Option<i32> {
+    name.strip_prefix(wsync_core::rsync::PROOF_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_proof_file_left_by_a_killed_monitor_is_removed_by_the_next_one() {
+    let mut env = TestEnv::with_config("ProofIntervalSecs=1\n");
+    env.start_daemon();
+    let src = env.mkdir("src");
+    std::fs::write(src.join("f"), "x").unwrap();
+    let (mirror, stuck) = (env.root.join("mirror"), env.root.join("stuck"));
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["attach", "src", s(&mirror), "--name", "mirror"]);
+    env.wsync_ok(&["attach", "src", s(&stuck), "--name", "stuck"]);
+    // A remote that never takes the proof: each probe file stays out for a whole interval.
+    std::fs::remove_file(stuck.join(wsync_core::target::MARKER_FILE)).unwrap();
+    // The monitor dies (SIGKILL: no clean exit) while its probe file is in the workspace.
+    let left = poll_until(
+        "a monitor killed with its probe file out",
+        WAIT,
+        INTERVAL,
+        || {
+            let name = proof_files(&src).into_iter().next()?;
+            let pid = proof_pid(&name)?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .ok()?;
+            src.join(&name).exists().then_some(name)
+        },
+    )
+    .unwrap();
+    let gone = poll_until("the next monitor to remove it", WAIT, INTERVAL, || {
+        (!src.join(&left).exists() && !mirror.join(&left).exists()).then_some(())
+    });
+    if gone.is_err() {
+        env.fail(&format!(
+            "{left} was left in the workspace (and synced on as a user file) after its monitor died"
+        ));
+    }
+}

@@ -29,6 +29,20 @@ pub fn proof_prefix() -> &'static str {
     PREFIX.get_or_init(|| format!("{PROOF_PREFIX}{}-", std::process::id()))
 }
 
+/// True for the name of another process's proof file, `.wsync-proof-<pid>-<n>` (digits only):
+/// one a monitor that was killed while its probe was out left in the workspace root.
+pub fn is_foreign_proof_name(name: &[u8]) -> bool {
+    let digits = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    name.strip_prefix(PROOF_PREFIX.as_bytes())
+        .and_then(|rest| {
+            let at = rest.iter().position(|&b| b == b'-')?;
+            Some((&rest[..at], &rest[at + 1..]))
+        })
+        .is_some_and(|(pid, n)| {
+            digits(pid) && digits(n) && !name.starts_with(proof_prefix().as_bytes())
+        })
+}
+
 /// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
 /// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
@@ -837,6 +851,25 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 (PathBuf::from("d/c\\#012"), 1),
             ]
         );
+    }
+
+    #[test]
+    fn only_other_processes_proof_names_are_foreign() {
+        let own = format!("{}7", proof_prefix());
+        for name in [".wsync-proof-1-2", ".wsync-proof-123456-99"] {
+            assert!(is_foreign_proof_name(name.as_bytes()), "{name}");
+        }
+        for name in [
+            own.as_str(),
+            ".wsync-proof-notes",
+            ".wsync-proof-1-2-notes",
+            ".wsync-proof-1-",
+            ".wsync-proof--2",
+            ".wsync-proof-1",
+            "x.wsync-proof-1-2",
+        ] {
+            assert!(!is_foreign_proof_name(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]
