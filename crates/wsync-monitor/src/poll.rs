@@ -5,6 +5,7 @@
 //! ctime (ns), size, inode, type and mode with the last walk; what differs goes to the engine as
 //! changes, and a new flush cookie at the root as a cookie, after the changes of the walk that
 //! saw it (the root is listed first, so every change made before the cookie is in that walk).
+//! This monitor's proof-of-sync files pass the excludes, as they do with the watcher.
 //! Deliberately small: a first step towards a proper backend.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::excludes::{write_rules, Excludes};
-use wsync_core::rsync::COOKIE_PREFIX;
+use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 
 use crate::engine::checksum::TreeSize;
 use crate::watch::{Change, ChangeKind, ExcludeConfig, WatchMsg};
@@ -81,7 +82,11 @@ fn walk(root: &Path, config: &ExcludeConfig) -> Snapshot {
             let Ok(meta) = entry.metadata() else {
                 continue;
             };
-            if excludes.is_excluded(&child, meta.is_dir()) {
+            // This monitor's proof-of-sync file must reach every remote whatever the excludes
+            // say, as with the watcher.
+            let proof = rel.as_os_str().is_empty()
+                && name.as_bytes().starts_with(proof_prefix().as_bytes());
+            if !proof && excludes.is_excluded(&child, meta.is_dir()) {
                 snapshot.excluded.insert(child);
                 continue;
             }
@@ -263,5 +268,24 @@ mod tests {
         let tree = tree_size(&walk(&root, &config(tmp.path())));
         // Directories and excluded entries are not sent, so they do not count.
         assert_eq!((tree.files, tree.bytes), (2, 8));
+    }
+
+    #[test]
+    fn this_monitors_proof_file_passes_an_exclude_that_matches_it_and_a_users_does_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let own = format!("{}1", proof_prefix());
+        std::fs::write(root.join(&own), "").unwrap();
+        std::fs::write(root.join(".wsync-proof-notes"), "mine").unwrap();
+        let config = ExcludeConfig {
+            registry: vec![format!("{}*", wsync_core::rsync::PROOF_PREFIX)],
+            respect_gitignore: true,
+            rules_file: tmp.path().join("rules"),
+        };
+        let walked = walk(&root, &config);
+        assert!(walked.entries.unwrap().contains_key(Path::new(&own)));
+        assert!(walked.excluded.contains(Path::new(".wsync-proof-notes")));
+        assert!(!walked.excluded.contains(Path::new(&own)));
     }
 }
