@@ -26,6 +26,7 @@ mod faults_network;
 mod hardening_input;
 mod hardening_socket;
 mod isolation;
+mod liveness;
 mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;

@@ -1,6 +1,7 @@
 //! wsync-bench: the issue-3 benchmark (each scenario runs wsync-monitor and plain `rsync -a` on
 //! the same data in the same run, locally and over SSH, and reports medians, their ratio and the
-//! issue's targets as a markdown table) and the issue-6 soak run (`wsync-bench soak`).
+//! issue's targets as a markdown table) and the issue-6 soak run (`wsync-bench soak`) and the issue-13 many-workspace run
+//! (`wsync-bench soak-many`).
 
 mod area;
 mod data;
@@ -28,7 +29,8 @@ pub struct Options {
 
 const USAGE: &str =
     "usage: wsync-bench [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
-                     wsync-bench soak [--help | options]";
+                     wsync-bench soak [--help | options]\n       \
+                     wsync-bench soak-many [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter().peekable();
@@ -36,6 +38,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         args.next();
         return match soak::SoakOptions::parse(args)? {
             Some(opts) => soak::run(&opts),
+            None => Ok(()),
+        };
+    }
+    if args.peek().map(String::as_str) == Some("soak-many") {
+        args.next();
+        return match soak::many::ManyOptions::parse(args)? {
+            Some(opts) => soak::many::run(&opts),
             None => Ok(()),
         };
     }

@@ -1,11 +1,12 @@
 //! The notification hook (`HookCommand` in the config): an executable run when a remote enters
-//! `error` or `halted`, or a workspace is marked `failed`, so users can wire up desktop
-//! notifications or alerts.
+//! `error` or `halted`, a workspace's monitor is killed as `unresponsive`, or a workspace is
+//! marked `failed`, so users can wire up desktop notifications or alerts.
 //!
 //! It fires on the transition only: [`AlertTracker`] remembers which remotes were reported and
 //! re-arms a remote once it is `in-sync` again (a remote that flaps between `error` and
 //! `backoff` is reported once). The hook is executed directly — no shell, argv of one element —
-//! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed`),
+//! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed` and
+//! `unresponsive`),
 //! `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process group, and its whole
 //! group is terminated after [`HOOK_TIMEOUT`] (see [`process::terminate_group`]). It runs on its
 //! own thread: the daemon never waits for it. Its output goes to the daemon's log.
@@ -32,9 +33,9 @@ const MAX_OUTPUT_LINES: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookEvent {
     pub workspace: String,
-    /// `None` when the whole workspace is concerned (`failed`).
+    /// `None` when the whole workspace is concerned (`failed`, `unresponsive`).
     pub remote: Option<String>,
-    /// `error`, `halted` or `failed`.
+    /// `error`, `halted`, `unresponsive` or `failed`.
     pub state: &'static str,
     pub error: String,
 }
@@ -140,6 +141,17 @@ impl Hooks {
             remote: None,
             state: "failed",
             error: format!("the monitor crashed too often (last: {last_exit}); fix the cause, then run `wsync restart {workspace}`"),
+        });
+    }
+
+    /// Runs the hook for a workspace whose monitor was just killed for sending no heartbeat
+    /// for `silent` (it is restarted like a crashed one).
+    pub fn on_unresponsive(&mut self, workspace: &str, silent: Duration) {
+        self.fire(HookEvent {
+            workspace: workspace.to_owned(),
+            remote: None,
+            state: "unresponsive",
+            error: format!("the monitor sent no heartbeat for {} s (its event loop was stuck); it was killed and is restarted — if this repeats, see `wsync logs {workspace}`", silent.as_secs()),
         });
     }
 

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
 pub mod monitor_state;
+pub mod path_check;
 pub mod pidfile;
 pub mod process;
 pub mod restart_policy;
@@ -38,7 +39,12 @@ pub use daemon::run;
     long_about = None,
     after_help = exit_codes::help(),
 )]
-pub struct Args {}
+pub struct Args {
+    /// Internal: run as a check process of the daemon (one filesystem job on a user's path,
+    /// see `path_check`), not as the daemon.
+    #[arg(long = "path-check", hide = true)]
+    pub path_check: bool,
+}
 
 /// A fatal daemon error with the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
