@@ -67,6 +67,9 @@ _wsync() {
             wsync,status)
                 cmd="wsync__subcmd__status"
                 ;;
+            wsync,trash)
+                cmd="wsync__subcmd__trash"
+                ;;
             wsync,verify)
                 cmd="wsync__subcmd__verify"
                 ;;
@@ -145,6 +148,9 @@ _wsync() {
             wsync__subcmd__help,status)
                 cmd="wsync__subcmd__help__subcmd__status"
                 ;;
+            wsync__subcmd__help,trash)
+                cmd="wsync__subcmd__help__subcmd__trash"
+                ;;
             wsync__subcmd__help,verify)
                 cmd="wsync__subcmd__help__subcmd__verify"
                 ;;
@@ -157,6 +163,30 @@ _wsync() {
             wsync__subcmd__help__subcmd__daemon,stop)
                 cmd="wsync__subcmd__help__subcmd__daemon__subcmd__stop"
                 ;;
+            wsync__subcmd__help__subcmd__trash,list)
+                cmd="wsync__subcmd__help__subcmd__trash__subcmd__list"
+                ;;
+            wsync__subcmd__help__subcmd__trash,restore)
+                cmd="wsync__subcmd__help__subcmd__trash__subcmd__restore"
+                ;;
+            wsync__subcmd__trash,help)
+                cmd="wsync__subcmd__trash__subcmd__help"
+                ;;
+            wsync__subcmd__trash,list)
+                cmd="wsync__subcmd__trash__subcmd__list"
+                ;;
+            wsync__subcmd__trash,restore)
+                cmd="wsync__subcmd__trash__subcmd__restore"
+                ;;
+            wsync__subcmd__trash__subcmd__help,help)
+                cmd="wsync__subcmd__trash__subcmd__help__subcmd__help"
+                ;;
+            wsync__subcmd__trash__subcmd__help,list)
+                cmd="wsync__subcmd__trash__subcmd__help__subcmd__list"
+                ;;
+            wsync__subcmd__trash__subcmd__help,restore)
+                cmd="wsync__subcmd__trash__subcmd__help__subcmd__restore"
+                ;;
             *)
                 ;;
         esac
@@ -164,7 +194,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify check-ignore config completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -200,7 +230,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__attach)
-            opts="-h -V --name --port --identity-file --ssh-option --no-wait --overwrite --timeout --help --version"
+            opts="-h -V --name --port --identity-file --ssh-option --no-wait --overwrite --keep-deleted --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,6 +249,10 @@ _wsync() {
                     return 0
                     ;;
                 --ssh-option)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-deleted)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -460,7 +494,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status pause resume restart flush logs verify check-ignore config completions daemon generate-docs help"
+            opts="add remove attach detach list status pause resume restart flush logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -753,6 +787,48 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__help__subcmd__trash)
+            opts="list restore"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__trash__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__trash__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -866,6 +942,112 @@ _wsync() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash)
+            opts="-h -V --help --version list restore help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__help)
+            opts="list restore help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__help__subcmd__restore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__list)
+            opts="-h -V --remote --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__trash__subcmd__restore)
+            opts="-h -V --remote --force --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -6,7 +6,8 @@
 #        scripts/soak.sh many [--steps 1,50,300] (issue 13: 300 workspaces on one wsyncd; the
 #        daemon's threads, fds and RSS and the time of `wsync status` at each step)
 # Progress on stderr, a markdown summary on stdout. Bounded: the run stops itself after
-# --max-secs (540 by default) and this script kills it at 10 minutes in any case. As root it
+# --max-secs (540 by default) and this script kills it at 10 minutes in any case. First, the
+# beneath-resolver's randomized test runs 500 rounds (100 with --quick; about a minute). As root it
 # mounts a private tmpfs (8 GiB max); otherwise it works in a directory on /dev/shm. See docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,14 @@ if [ "${1:-}" = many ]; then
   subcommand=soak-many
   shift
 fi
+
+# The randomized test of the beneath-resolver (issue 12: nothing outside a target is touched),
+# run far longer than in the normal suite. WSYNC_BENEATH_FUZZ_ROUNDS overrides the count.
+rounds=${WSYNC_BENEATH_FUZZ_ROUNDS:-500}
+case " $* " in *" --quick "*) rounds=${WSYNC_BENEATH_FUZZ_ROUNDS:-100} ;; esac
+echo "soak: beneath fuzz, $rounds rounds" >&2
+WSYNC_BENEATH_FUZZ_ROUNDS=$rounds cargo test --release --locked -q -p wsync-core \
+  beneath::tests::fuzz_nothing_outside_the_target_is_ever_touched -- --nocapture >&2
 
 mounted=""
 keep=""

@@ -2,12 +2,12 @@
 //! notification hook (`HookCommand`), and the committed completions and man pages being current.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use wsync_core::monitor_proto::RemoteState;
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
-use wsync_tests::env::{bin, TestEnv};
+use wsync_tests::env::{bin, hook_lines, TestEnv};
 use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::sshd::{current_user, Sshd};
 
@@ -228,37 +228,6 @@ fn a_broken_config_names_the_line_and_the_fix() {
     assert!(err.contains("hint: fix that line"), "{err}");
 }
 
-/// Writes an executable hook that appends its environment as one `|`-separated line to
-/// `hook.log` in the test root, and points `HookCommand` at it.
-fn install_hook(env: &TestEnv) -> PathBuf {
-    let log = env.root.join("hook.log");
-    let hook = env.root.join("hook");
-    write(
-        &hook,
-        &format!(
-            "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" \"$WSYNC_ERROR\" >> '{}'\n",
-            log.display()
-        ),
-    );
-    let mut perms = std::fs::metadata(&hook).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&hook, perms).unwrap();
-    let mut config = std::fs::File::options()
-        .append(true)
-        .open(&env.config_path)
-        .unwrap();
-    writeln!(config, "HookCommand={}", hook.display()).unwrap();
-    log
-}
-
-fn hook_lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Hooks the daemon has fired and not seen finish. Each runs on a thread named `hook`
 /// (wsyncd's hooks.rs) that lives until the hook process has exited, spawned by the thread that
 /// applies the monitors' status lines, `monitor-events` (state.rs); a clone that has not
@@ -279,7 +248,7 @@ fn hooks_in_flight(daemon: u32) -> usize {
 #[test]
 fn the_hook_runs_once_when_a_remote_halts() {
     let mut env = TestEnv::new();
-    let log = install_hook(&env);
+    let log = env.install_hook();
     env.start_daemon();
     let src = env.mkdir("src");
     write(&src.join("f"), "x");
@@ -345,7 +314,7 @@ fn the_hook_runs_once_when_a_remote_halts() {
 fn the_hook_runs_when_a_workspace_is_marked_failed() {
     // A monitor that exits at once, and no restarts allowed: the first crash marks it failed.
     let mut env = TestEnv::with_config("MonitorExecutablePath=/bin/false\nMonitorRestartLimit=0");
-    let log = install_hook(&env);
+    let log = env.install_hook();
     env.start_daemon();
     let src = env.mkdir("src");
     env.wsync_ok(&["add", s(&src)]);

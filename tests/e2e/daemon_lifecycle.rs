@@ -173,6 +173,7 @@ fn the_registry_survives_a_daemon_restart() {
         ssh_options: vec![],
         wait: false,
         overwrite: false,
+        keep_deleted: None,
     };
     assert!(matches!(env.request(&attach), Response::Workspace { .. }));
     let pause = Request::Pause {

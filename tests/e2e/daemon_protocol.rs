@@ -219,6 +219,7 @@ fn mutations_are_validated_and_saved_before_the_reply() {
         ssh_options: vec![],
         wait: false,
         overwrite: false,
+        keep_deleted: None,
     };
     expect_error(
         raw.request(&attach(ws.join("inside").display().to_string())),

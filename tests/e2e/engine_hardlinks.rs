@@ -120,5 +120,6 @@ fn hard_links_stay_linked_and_current_over_ssh() {
     hard_links_scenario(tmp.path(), |dst| Remote {
         name: "r".into(),
         target: sshd.target(dst),
+        keep_deleted_days: 0,
     });
 }

@@ -83,5 +83,6 @@ fn names_starting_with_comment_or_option_characters_sync_over_ssh() {
     odd_names_scenario(tmp.path(), |dst| Remote {
         name: "r".into(),
         target: sshd.target(dst),
+        keep_deleted_days: 0,
     });
 }

@@ -47,6 +47,7 @@ fn start_local_and_ssh(
             Remote {
                 name: "r".into(),
                 target: sshd.target(remote),
+                keep_deleted_days: 0,
             },
         ],
     );

@@ -148,5 +148,6 @@ fn renames_are_replayed_over_ssh() {
     renames_scenario(tmp.path(), |dst| Remote {
         name: "r".into(),
         target: sshd.target(dst),
+        keep_deleted_days: 0,
     });
 }

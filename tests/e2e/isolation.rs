@@ -1,15 +1,17 @@
 //! Failure isolation per path (issue 11 item 9): a path the remote cannot write (rsync exit
 //! 23) is retried on its own while every other change keeps flowing; after 3 failures the
-//! remote shows `error` naming it; it converges once the path is writable. Real wsyncd,
+//! remote shows `error` naming it and the notification hook fires once, naming it; it
+//! converges once the path is writable. Real wsyncd,
 //! monitor and rsync; the unwritable directory is a read-only bind mount in the test's temp dir.
 
 use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::RemoteState;
-use wsync_tests::env::TestEnv;
+use wsync_tests::env::{hook_lines, TestEnv};
 use wsync_tests::faults::{
-    add_workspace, attach_local, flush_ok, remote, wait_status, write, Unwritable,
+    add_workspace, attach_local, flush_ok, remote, status, wait_status, write, Unwritable,
 };
+use wsync_tests::poll::{poll_until, INTERVAL};
 use wsync_tests::tree::{diff_trees, wait_until_equal};
 
 const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
@@ -85,4 +87,58 @@ fn a_path_the_remote_cannot_write_fails_alone_while_other_changes_arrive() {
     wait_status(&env, WS, "in sync", Duration::from_secs(10), |s| {
         remote(s, "mirror").is_some_and(|r| r.state == RemoteState::InSync)
     });
+}
+
+#[test]
+fn a_path_failing_three_times_fires_the_hook_naming_it() {
+    let mut env = TestEnv::with_config(FAST);
+    let log = env.install_hook();
+    let src = env.mkdir("src");
+    let dst = env.root.join("mirror");
+    write(&src.join("ro/f.txt"), "old");
+    write(&src.join("rw/f.txt"), "old");
+    env.start_daemon();
+    add_workspace(&env, &src, WS);
+    attach_local(&env, WS, &dst, "mirror");
+    flush_ok(&env, WS, 30);
+    let guard = match Unwritable::make(&dst.join("ro")) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("SKIPPED a_path_failing_three_times_fires_the_hook_naming_it: {why}");
+            return;
+        }
+    };
+    write(&src.join("ro/f.txt"), "cannot land yet");
+    // Failures one and two (backoff) are not news; the third (error) is.
+    wait_status(
+        &env,
+        WS,
+        "the path's second failure",
+        Duration::from_secs(10),
+        |s| remote(s, "mirror").is_some_and(|r| r.consecutive_failures >= 2),
+    );
+    assert!(
+        hook_lines(&log).is_empty(),
+        "the hook ran while the path was only retrying: {:?}",
+        hook_lines(&log)
+    );
+    let fired = poll_until("the hook to run", Duration::from_secs(30), INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    });
+    if fired.is_err() {
+        env.fail(&format!(
+            "the hook did not run after 3 failures of ro/f.txt; status {:?}",
+            remote(&status(&env, WS), "mirror")
+        ));
+    }
+    let lines = hook_lines(&log);
+    let fields: Vec<&str> = lines[0].splitn(4, '|').collect();
+    assert_eq!(fields[..3], [WS, "mirror", "error"], "{lines:?}");
+    assert!(
+        fields[3].contains("ro/f.txt") && fields[3].contains("Read-only file system"),
+        "WSYNC_ERROR names the path: {lines:?}"
+    );
+    guard.undo().unwrap_or_else(|e| env.fail(&e));
+    flush_ok(&env, WS, 60);
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| env.fail(&e));
 }

@@ -104,6 +104,7 @@ fn a_hung_path_fails_its_own_request_while_the_daemon_keeps_answering() {
                 ssh_options: vec![],
                 wait: false,
                 overwrite: false,
+                keep_deleted: None,
             });
             (answer, started.elapsed())
         });

@@ -9,6 +9,7 @@
 //! `cargo test --test e2e -- monitor_basic::`, one test with
 //! `cargo test --test e2e -- supervisor::a_killed_monitor_is_restarted_and_catches_up --exact`.
 
+mod attach_safety;
 mod cli;
 mod cli_ux;
 mod daemon_lifecycle;
@@ -23,6 +24,9 @@ mod engine_renames;
 mod engine_safety;
 mod faults;
 mod faults_network;
+mod growing;
+mod hardening_beneath;
+mod hardening_files;
 mod hardening_input;
 mod hardening_socket;
 mod isolation;
@@ -32,5 +36,7 @@ mod monitor_ssh;
 mod monitor_stress;
 mod packaging;
 mod progress;
+mod proof_of_sync;
 mod supervisor;
 mod target_identity;
+mod trash;

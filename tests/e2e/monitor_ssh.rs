@@ -18,6 +18,7 @@ fn ssh_remote(sshd: &Sshd, name: &str, path: &Path) -> Remote {
     Remote {
         name: name.into(),
         target: sshd.target(path),
+        keep_deleted_days: 0,
     }
 }
 

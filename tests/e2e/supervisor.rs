@@ -39,6 +39,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         ssh_options: vec![],
         wait: false,
         overwrite: false,
+        keep_deleted: None,
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}

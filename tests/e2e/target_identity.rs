@@ -42,28 +42,8 @@ fn workspace(env: &TestEnv, name: &str) -> Workspace {
 
 /// `wsync attach` argv for the test sshd's `path`, plus `extra`.
 fn ssh_attach(ws: &str, sshd: &Sshd, path: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "attach".to_owned(),
-        ws.into(),
-        format!("{}@127.0.0.1:{}", current_user(), s(path)),
-        "--name".into(),
-        name.into(),
-        "--port".into(),
-        sshd.port().to_string(),
-        "--identity-file".into(),
-        s(sshd.identity_file()).into(),
-    ]
-    .into();
-    for option in [
-        "UserKnownHostsFile=/dev/null",
-        "StrictHostKeyChecking=no",
-        "LogLevel=ERROR",
-    ] {
-        args.push("--ssh-option".into());
-        args.push(option.into());
-    }
-    args.extend(extra.iter().map(|e| (*e).to_owned()));
-    args
+    let spec = format!("{}@127.0.0.1:{}", current_user(), s(path));
+    sshd.attach_args(ws, &spec, &[&["--name", name], extra].concat())
 }
 
 fn run(env: &TestEnv, args: &[String]) -> wsync_tests::env::CliOutput {

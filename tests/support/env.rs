@@ -3,7 +3,8 @@
 //! deadline-bounded waits, and a log dump when the test fails.
 
 use std::ffi::OsStr;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -433,6 +434,37 @@ impl TestEnv {
     pub fn fail(&self, message: &str) -> ! {
         panic!("{message}\n\n{}", self.logs());
     }
+
+    /// Writes an executable hook that appends its environment as one `|`-separated line
+    /// (workspace, remote, state, error) to `hook.log` in the test root, and points
+    /// `HookCommand` at it (before the daemon starts). Returns the log's path, for
+    /// [`hook_lines`].
+    pub fn install_hook(&self) -> PathBuf {
+        let log = self.root.join("hook.log");
+        let hook = self.root.join("hook");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s|%s|%s|%s\\n' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" \"$WSYNC_ERROR\" >> '{}'\n",
+            log.display()
+        );
+        std::fs::write(&hook, script).expect("writing the test hook");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .expect("making the test hook executable");
+        let mut config = std::fs::File::options()
+            .append(true)
+            .open(&self.config_path)
+            .expect("opening the test config");
+        writeln!(config, "HookCommand={}", hook.display()).expect("writing the test config");
+        log
+    }
+}
+
+/// The lines the hook of [`TestEnv::install_hook`] has logged so far, one per run.
+pub fn hook_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Default for TestEnv {

@@ -5,6 +5,8 @@ pub mod env;
 pub mod faults;
 pub mod hang_fs;
 pub mod monitor;
+pub mod other_user;
 pub mod poll;
 pub mod sshd;
 pub mod tree;
+pub mod users;

@@ -75,6 +75,7 @@ pub fn local_remote(name: &str, path: &Path) -> Remote {
         target: RemoteTarget::Local {
             path: path.to_path_buf(),
         },
+        keep_deleted_days: 0,
     }
 }
 

@@ -50,7 +50,9 @@ pub fn current_user() -> String {
 }
 
 impl Sshd {
-    /// Generates keys and config under `parent/sshd` and starts the server.
+    /// Generates keys and config under `parent/sshd` and starts the server. Besides its own
+    /// key file, each user's `~/.ssh/authorized_keys` counts, so a test can log in as a user it
+    /// created (`OtherUser::authorize`).
     pub fn start(parent: &Path) -> Self {
         assert!(
             Path::new(SSHD).exists(),
@@ -71,7 +73,7 @@ impl Sshd {
              ListenAddress 127.0.0.1\n\
              HostKey {host_key}\n\
              PidFile {pid}\n\
-             AuthorizedKeysFile {auth}\n\
+             AuthorizedKeysFile {auth} %h/.ssh/authorized_keys\n\
              StrictModes no\n\
              UsePAM no\n\
              PermitRootLogin prohibit-password\n\
@@ -182,6 +184,26 @@ impl Sshd {
             identity_file: Some(self.identity.clone()),
             ssh_options: Self::ssh_options(),
         }
+    }
+
+    /// `wsync attach WS SPEC` argv reaching this server (port, key, throwaway host key),
+    /// followed by `extra`.
+    pub fn attach_args(&self, workspace: &str, spec: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "attach".into(),
+            workspace.into(),
+            spec.into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--identity-file".into(),
+            self.identity.to_string_lossy().into_owned(),
+        ];
+        for option in Self::ssh_options() {
+            args.push("--ssh-option".into());
+            args.push(format!("{}={}", option.key, option.value));
+        }
+        args.extend(extra.iter().map(|e| (*e).to_owned()));
+        args
     }
 
     /// The server's log so far.

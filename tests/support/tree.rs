@@ -2,7 +2,8 @@
 //! contents, symlink targets, permission bits and file mtimes, reported as a readable diff;
 //! and `wait_until_equal` with a deadline. Flush cookies at the source root are ignored (they
 //! must never appear on a remote, so they are not ignored there); so is the `.wsync-target`
-//! marker at either root (a target's own, never synced: `engine_safety` checks it directly).
+//! marker and the `.wsync-trash` directory at either root (a target's own, never synced:
+//! `engine_safety` and `trash` check them directly).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -36,7 +37,9 @@ fn scan(root: &Path, skip_cookies: bool) -> Result<BTreeMap<PathBuf, Entry>, Str
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = entry.file_name();
-            if rel.as_os_str().is_empty() && name == wsync_core::target::MARKER_FILE {
+            if rel.as_os_str().is_empty()
+                && (name == wsync_core::target::MARKER_FILE || name == wsync_core::trash::TRASH_DIR)
+            {
                 continue;
             }
             if skip_cookies

@@ -168,6 +168,7 @@ impl<'a> Area<'a> {
             remotes: vec![Remote {
                 name: "dst".into(),
                 target,
+                keep_deleted_days: 0,
             }],
             paused: false,
             excludes: vec![],
@@ -182,6 +183,11 @@ impl<'a> Area<'a> {
     /// Starts a monitor on this area without waiting for its initial sync.
     pub fn spawn_monitor(&self) -> Result<MonitorProc> {
         MonitorProc::start(&monitor_bin()?, self.workspace(), &self.logs, &self.run)
+    }
+
+    /// Starts a monitor serving `workspace` (this area's, changed) without waiting.
+    pub fn spawn_monitor_for(&self, workspace: Workspace) -> Result<MonitorProc> {
+        MonitorProc::start(&monitor_bin()?, workspace, &self.logs, &self.run)
     }
 
     /// Starts a monitor and waits for its initial sync.

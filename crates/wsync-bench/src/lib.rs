@@ -1,12 +1,15 @@
 //! wsync-bench: the issue-3 benchmark (each scenario runs wsync-monitor and plain `rsync -a` on
 //! the same data in the same run, locally and over SSH, and reports medians, their ratio and the
-//! issue's targets as a markdown table) and the issue-6 soak run (`wsync-bench soak`) and the issue-13 many-workspace run
-//! (`wsync-bench soak-many`).
+//! issue's targets as a markdown table), the issue-6 soak run (`wsync-bench soak`), the
+//! issue-13 many-workspace run (`wsync-bench soak-many`) and the side-by-side with lsyncd, the
+//! strongest peer that runs here (`wsync-bench peers`).
 
 mod area;
 mod data;
 mod monitor;
+mod peers;
 mod procfs;
+mod relay;
 mod report;
 mod scenarios;
 mod soak;
@@ -19,16 +22,20 @@ pub use report::Row;
 
 /// Benchmark options: `--dir DIR` (a tmpfs; default /dev/shm), `--quick` (fewer repetitions,
 /// 5 s idle instead of 20 s), `--no-ssh` (local rows only), `--ssh-login-rc` (let the remote
-/// bash read ~/.bashrc, as sshd normally makes it do).
+/// bash read ~/.bashrc, as sshd normally makes it do), `--only NAME,...` (only those scenarios,
+/// see [`scenarios::NAMES`]).
 pub struct Options {
     pub dir: PathBuf,
     pub quick: bool,
     pub ssh: bool,
     pub ssh_login_rc: bool,
+    /// Scenario names to run (empty: all).
+    pub only: Vec<String>,
 }
 
 const USAGE: &str =
-    "usage: wsync-bench [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+    "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+                     [--only one-file,large,burst,rename,delete,growing]\n       \
                      wsync-bench soak [--help | options]\n       \
                      wsync-bench soak-many [--help | options]";
 
@@ -53,19 +60,39 @@ pub fn run(args: Vec<String>) -> Result<()> {
         quick: false,
         ssh: true,
         ssh_login_rc: false,
+        only: Vec::new(),
     };
+    let peers = args.peek().map(String::as_str) == Some("peers");
+    if peers {
+        args.next();
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dir" => opts.dir = args.next().context("--dir needs a value")?.into(),
             "--quick" => opts.quick = true,
             "--no-ssh" => opts.ssh = false,
             "--ssh-login-rc" => opts.ssh_login_rc = true,
+            "--only" => {
+                let names = args.next().context("--only needs scenario names")?;
+                for name in names.split(',') {
+                    if !scenarios::NAMES.contains(&name) {
+                        bail!(
+                            "unknown scenario {name:?}: choose from {}",
+                            scenarios::NAMES.join(", ")
+                        );
+                    }
+                    opts.only.push(name.to_owned());
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
+    }
+    if peers {
+        return peers::run(&opts);
     }
     let (rows, notes) = scenarios::all(&opts)?;
     println!("{}", report::markdown(&rows));

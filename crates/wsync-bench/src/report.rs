@@ -16,6 +16,7 @@ pub enum Scenario {
     Delete,
     InitialSync,
     Idle,
+    GrowingFile,
 }
 
 /// Where the remote is: a local path, or over SSH to 127.0.0.1.
@@ -43,6 +44,8 @@ pub enum Target {
     Ratio(f64),
     /// No CPU at all while idle, and at most this RSS in MiB.
     Idle { rss_mib: f64 },
+    /// At most this multiple of the file's size sent.
+    Bytes(f64),
 }
 
 impl fmt::Display for Target {
@@ -51,6 +54,7 @@ impl fmt::Display for Target {
             Target::Ms(v) => write!(f, "≤ {v} ms"),
             Target::Ratio(r) => write!(f, "≤ {r:.2}× plain rsync"),
             Target::Idle { rss_mib } => write!(f, "0 CPU, ≤ {rss_mib} MiB RSS"),
+            Target::Bytes(r) => write!(f, "≤ {r}× its size sent (issue 11)"),
         }
     }
 }
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::Delete => "delete 1,000 files",
             Scenario::InitialSync => "initial sync of 50,000 files",
             Scenario::Idle => "idle on 50,000 files",
+            Scenario::GrowingFile => "100 MiB written over 5 s via one fd",
         }
     }
 
@@ -79,6 +84,7 @@ impl Scenario {
             Scenario::Delete => Target::Ms(if local { 38.0 } else { 80.0 }),
             Scenario::InitialSync => Target::Ratio(1.03),
             Scenario::Idle => Target::Idle { rss_mib: 10.0 },
+            Scenario::GrowingFile => Target::Bytes(2.0),
         }
     }
 }
@@ -96,6 +102,13 @@ pub enum Measured {
         secs: u64,
         cpu_ms: f64,
         rss_kib: u64,
+    },
+    /// Bytes sent for a file of `size` bytes, and the time from its close to the remote
+    /// holding it.
+    Bytes {
+        sent: u64,
+        size: u64,
+        converged: Duration,
     },
 }
 
@@ -148,6 +161,9 @@ impl Row {
                     cpu_ms, rss_kib, ..
                 },
             ) => *cpu_ms == 0.0 && (*rss_kib as f64 / 1024.0) <= rss_mib,
+            (Target::Bytes(limit), Measured::Bytes { sent, size, .. }) => {
+                *sent as f64 <= limit * *size as f64
+            }
             _ => false,
         }
     }
@@ -175,10 +191,23 @@ pub fn markdown(rows: &[Row]) -> String {
                 ),
                 "—".into(),
             ),
+            Measured::Bytes {
+                sent,
+                size,
+                converged,
+            } => (
+                format!(
+                    "{:.1} MiB sent ({:.2}× its size); on the remote {} after its close",
+                    *sent as f64 / (1u64 << 20) as f64,
+                    *sent as f64 / (*size).max(1) as f64,
+                    ms(*converged)
+                ),
+                "—".into(),
+            ),
         };
         let title = match &r.wsync {
             Measured::Idle { secs, .. } => format!("idle {secs} s on 50,000 files"),
-            Measured::Time { .. } => r.scenario.title().to_owned(),
+            Measured::Time { .. } | Measured::Bytes { .. } => r.scenario.title().to_owned(),
         };
         out.push_str(&format!(
             "| {title} | {} | {} | {p50} | {p95} | {} | {} | {} | {} |\n",
@@ -222,6 +251,22 @@ mod tests {
             "",
         );
         assert!(initial.meets_target());
+        let growing = |sent| Row {
+            scenario: Scenario::GrowingFile,
+            place: Place::Local,
+            wsync: Measured::Bytes {
+                sent,
+                size: 100,
+                converged: Duration::from_millis(130),
+            },
+            rsync: None,
+            note: String::new(),
+        };
+        assert!(growing(200).meets_target());
+        assert!(!growing(201).meets_target());
+        assert!(markdown(&[growing(100)]).contains(
+            "| ≤ 2× its size sent (issue 11) | 0.0 MiB sent (1.00× its size); on the remote 130"
+        ));
         let table = markdown(&[initial, fast, slow]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[2].starts_with("| one 1 KiB file | local | ≤ 6.5 ms"));

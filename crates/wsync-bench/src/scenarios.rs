@@ -54,19 +54,37 @@ fn run_all(opts: &Options, base: &Path) -> Result<(Vec<Row>, Vec<String>)> {
     Ok((rows, notes))
 }
 
+/// The scenario names `--only` takes, in the order they run.
+pub const NAMES: [&str; 6] = ["one-file", "large", "burst", "rename", "delete", "growing"];
+
 fn run_transport(opts: &Options, base: &Path, t: Transport<'_>) -> Result<Vec<Row>> {
     let place = t.place();
     let mut rows = Vec::new();
-    eprintln!("bench [{place}]: one small file");
-    rows.push(one_small_file(opts, base, t)?);
-    eprintln!("bench [{place}]: 50,000-file tree (initial sync, one edit, idle)");
-    rows.extend(large_tree(opts, base, t)?);
-    eprintln!("bench [{place}]: burst of 5,000 files");
-    rows.push(burst(opts, base, t)?);
-    eprintln!("bench [{place}]: rename a directory of 5,000 files");
-    rows.push(rename_dir(opts, base, t)?);
-    eprintln!("bench [{place}]: delete 1,000 files");
-    rows.push(delete_files(opts, base, t)?);
+    let wanted = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
+    if wanted("one-file") {
+        eprintln!("bench [{place}]: one small file");
+        rows.push(one_small_file(opts, base, t)?);
+    }
+    if wanted("large") {
+        eprintln!("bench [{place}]: 50,000-file tree (initial sync, one edit, idle)");
+        rows.extend(large_tree(opts, base, t)?);
+    }
+    if wanted("burst") {
+        eprintln!("bench [{place}]: burst of 5,000 files");
+        rows.push(burst(opts, base, t)?);
+    }
+    if wanted("rename") {
+        eprintln!("bench [{place}]: rename a directory of 5,000 files");
+        rows.push(rename_dir(opts, base, t)?);
+    }
+    if wanted("delete") {
+        eprintln!("bench [{place}]: delete 1,000 files");
+        rows.push(delete_files(opts, base, t)?);
+    }
+    if wanted("growing") {
+        eprintln!("bench [{place}]: a 100 MiB file written over 5 s through one descriptor");
+        rows.push(growing_file(base, t)?);
+    }
     Ok(rows)
 }
 
@@ -306,4 +324,70 @@ fn delete_files(opts: &Options, base: &Path, t: Transport<'_>) -> Result<Row> {
             wsync.len()
         ),
     ))
+}
+
+/// A 100 MiB file written over 5 s in 1 MiB writes through one descriptor (issue 11 item 10):
+/// the bytes the monitor reports sent for it, against its size, and the time from its close
+/// to the remote holding all of it. Plain rsync: one run sending the finished file.
+fn growing_file(base: &Path, t: Transport<'_>) -> Result<Row> {
+    const MIB: usize = 1 << 20;
+    const CHUNKS: usize = 100;
+    let area = Area::new(base, "growing", t)?;
+    make_tree(&area.src, "d", 1, 10, 1024)?;
+    area.plain_rsync(true)?;
+    let mut monitor = area.start_monitor()?;
+    monitor.flush(TIMEOUT)?;
+    let before = monitor.bytes_sent();
+    let path = area.src.join("big.bin");
+    let mut file = std::fs::File::create(&path)?;
+    // Chunks that differ from each other: over SSH rsync's delta transfer would otherwise
+    // match repeated blocks and send almost nothing.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let start = Instant::now();
+    for i in 0..CHUNKS {
+        let mut chunk = Vec::with_capacity(MIB);
+        while chunk.len() < MIB {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.extend_from_slice(&state.to_le_bytes());
+        }
+        std::io::Write::write_all(&mut file, &chunk)?;
+        let next = start + Duration::from_millis(50) * (i as u32 + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let writing = start.elapsed();
+    drop(file);
+    let closed = Instant::now();
+    let size = (CHUNKS * MIB) as u64;
+    let dst = area.dst.join("big.bin");
+    let src_mtime = std::fs::metadata(&path)?.modified()?;
+    let converged = poll_since(closed, TIMEOUT, || {
+        std::fs::metadata(&dst)
+            .is_ok_and(|m| m.len() == size && m.modified().is_ok_and(|t| t == src_mtime))
+    })?;
+    monitor.flush(TIMEOUT)?;
+    let sent = monitor.bytes_sent().saturating_sub(before);
+    monitor.shutdown();
+    anyhow::ensure!(
+        std::fs::read(&path)? == std::fs::read(&dst)?,
+        "the growing file differs on the remote"
+    );
+    let plain = area.plain_rsync(true)?;
+    Ok(Row {
+        scenario: Scenario::GrowingFile,
+        place: t.place(),
+        wsync: Measured::Bytes {
+            sent,
+            size,
+            converged,
+        },
+        rsync: Some(plain),
+        note: format!(
+            "written in {:.1} s; wsync: bytes the monitor reports sent while it grew and \
+             after its close, and close → on the remote; plain rsync: sending the finished \
+             file once",
+            writing.as_secs_f64()
+        ),
+    })
 }

@@ -104,7 +104,8 @@ Examples:
                 {\"name\": \"box\", \"target\": {\"kind\": \"ssh\", \"user\": \"alice\", \"host\": \"box\",
                  \"port\": 2222, \"path\": \"src/project\", \"identity_file\": \"/home/me/.ssh/id\",
                  \"ssh_options\": [{\"key\": \"UserKnownHostsFile\", \"value\": \"/x\"}]}}]}]
-Optional SSH fields are left out when unset. New fields may be added; none are removed.
+Optional SSH fields are left out when unset; a remote that keeps deleted files (attach
+--keep-deleted) has \"keep_deleted_days\": N. New fields may be added; none are removed.
 
 Examples:
   wsync list
@@ -196,6 +197,10 @@ Examples:
   wsync verify . --json | jq -r '.[] | select(.in_sync | not) | .remote'")]
     Verify(VerifyArgs),
 
+    /// List or restore what remotes kept of deleted and overwritten files (`--keep-deleted`).
+    #[command(subcommand)]
+    Trash(TrashCommand),
+
     /// Say whether paths are excluded from syncing, and by which rule.
     #[command(after_help = "\
 Uses the same rules the monitor uses: the workspace's .wsyncignore, its registry excludes
@@ -253,6 +258,38 @@ Examples:
   wsync generate-docs ."
     )]
     GenerateDocs(GenerateDocsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrashCommand {
+    /// List the snapshots in each remote's .wsync-trash: name (UTC start time), files, bytes.
+    #[command(after_help = "\
+A remote attached with --keep-deleted DAYS keeps what a sync deletes or overwrites there in
+.wsync-trash/<snapshot>/ at the top of its target, one snapshot per sync that deleted or
+overwrote something, named by the sync's start time in UTC (2025-01-31T12-00-00.123Z).
+Snapshots older than DAYS days are removed by the monitor (at start and hourly).
+
+--json prints an array with one object per remote:
+  [{\"remote\": \"mirror\", \"target\": \"/srv/mirror\", \"keep_deleted_days\": 7,
+    \"snapshots\": [{\"name\": \"2025-01-31T12-00-00.123Z\", \"files\": 3, \"bytes\": 1024}],
+    \"error\": null}]
+
+Examples:
+  wsync trash list project
+  wsync trash list project --remote mirror --json | jq -r '.[0].snapshots[].name'")]
+    List(TrashListArgs),
+    /// Copy a snapshot, or some paths of it, back into the workspace (the remote gets them by sync).
+    #[command(after_help = "\
+PATHs are relative to the workspace root, as they are inside the snapshot; without PATH the
+whole snapshot is restored. Nothing is deleted, and a path that exists in the workspace is left
+as it is unless --force (then the snapshot's copy replaces it). The workspace's monitor then
+syncs the restored files to every remote like any other change. A workspace with several
+remotes needs --remote.
+
+Examples:
+  wsync trash restore project 2025-01-31T12-00-00.123Z src/main.rs
+  wsync trash restore project 2025-01-31T12-00-00.123Z --remote mirror --force")]
+    Restore(TrashRestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,6 +359,11 @@ pub struct AttachArgs {
     /// a preview first).
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep what syncs delete or overwrite on the remote for DAYS days, in `.wsync-trash` there
+    /// (`wsync trash`); 0 keeps nothing (the default). On a target already attached, changes
+    /// that remote's setting.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=i64::from(wsync_core::trash::MAX_KEEP_DELETED_DAYS)))]
+    pub keep_deleted: Option<u32>,
     /// Seconds to wait for the initial sync.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,
@@ -395,6 +437,38 @@ pub struct VerifyArgs {
     /// Also list entries whose content matches but whose times or permissions differ.
     #[arg(long)]
     pub attributes: bool,
+}
+
+/// The arguments of `wsync trash list`.
+#[derive(Debug, Args)]
+pub struct TrashListArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// Only this remote (see `wsync list`).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `wsync trash restore`.
+#[derive(Debug, Args)]
+pub struct TrashRestoreArgs {
+    /// Workspace name or path.
+    pub workspace: String,
+    /// The snapshot (see `wsync trash list`).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// Paths to restore, relative to the workspace root (default: everything in the snapshot).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The remote whose trash to restore from (needed when the workspace has several).
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// Overwrite paths that exist in the workspace.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The arguments of `wsync check-ignore`.

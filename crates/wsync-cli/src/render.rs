@@ -31,6 +31,15 @@ pub fn ago(now_ms: u64, then_ms: Option<u64>) -> String {
     }
 }
 
+/// Microseconds as milliseconds: "0.8 ms", "12 ms", "1.4 s".
+pub fn millis(us: u64) -> String {
+    match us {
+        0..=9_999 => format!("{:.1} ms", us as f64 / 1000.0),
+        10_000..=999_999 => format!("{} ms", us / 1000),
+        _ => format!("{:.1} s", us as f64 / 1_000_000.0),
+    }
+}
+
 /// A duration in the two largest units: "45 s", "2 min 5 s", "3 h 4 min", "2 d 3 h".
 pub fn duration(secs: u64) -> String {
     match secs {
@@ -48,6 +57,10 @@ pub struct StatusRow {
     pub remote: String,
     pub state: &'static str,
     pub last_sync_unix_ms: Option<u64>,
+    /// The last proof of sync (a change seen arriving on the remote).
+    pub verified_unix_ms: Option<u64>,
+    /// Change-to-remote latency: p50 and p99, in microseconds.
+    pub latency_us: Option<(u64, u64)>,
     pub pending: Option<u64>,
     pub restarts: u32,
     pub pid: Option<u32>,
@@ -61,6 +74,7 @@ fn severity(state: &str) -> u8 {
         "unresponsive" | "halted" => 1,
         "error" => 2,
         "backoff" => 3,
+        "unverified" => 4,
         _ => 10,
     }
 }
@@ -74,6 +88,7 @@ fn remote_state_name(state: RemoteState) -> &'static str {
         RemoteState::Halted => "halted",
         RemoteState::Error => "error",
         RemoteState::Paused => "paused",
+        RemoteState::Unverified => "unverified",
     }
 }
 
@@ -151,6 +166,10 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
                 remote: name.unwrap_or("-").to_owned(),
                 state,
                 last_sync_unix_ms: remote.and_then(|r| r.last_sync_unix_ms),
+                verified_unix_ms: remote.and_then(|r| r.verified_unix_ms),
+                latency_us: remote
+                    .and_then(|r| r.throughput)
+                    .map(|t| (t.latency_p50_us, t.latency_p99_us)),
                 pending: remote.map(|r| r.pending),
                 restarts: ws.monitor.restarts,
                 pid: ws.monitor.pid,
@@ -165,7 +184,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
 fn colour_code(state: &str) -> Option<&'static str> {
     match state {
         "failed" | "unresponsive" | "halted" | "error" => Some("1;31"),
-        "backoff" | "stopped" => Some("33"),
+        "backoff" | "stopped" | "unverified" => Some("33"),
         "syncing" | "initial-sync" | "starting" => Some("36"),
         "in-sync" => Some("32"),
         "paused" => Some("2"),
@@ -211,16 +230,23 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
     let rows: Vec<Vec<String>> = status_rows(statuses)
         .into_iter()
         .map(|r| {
-            let last_sync = if r.remote == "-" {
-                "-".into()
+            let (last_sync, verified) = if r.remote == "-" {
+                ("-".into(), "-".into())
             } else {
-                ago(now_ms, r.last_sync_unix_ms)
+                (
+                    ago(now_ms, r.last_sync_unix_ms),
+                    ago(now_ms, r.verified_unix_ms),
+                )
             };
             vec![
                 r.workspace,
                 r.remote,
                 r.state.to_owned(),
                 last_sync,
+                verified,
+                r.latency_us.map_or("-".into(), |(p50, p99)| {
+                    format!("{} / {}", millis(p50), millis(p99))
+                }),
                 r.pending.map_or("-".into(), |p| p.to_string()),
                 r.restarts.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
@@ -233,6 +259,8 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
         "REMOTE",
         "STATE",
         "LAST SYNC",
+        "VERIFIED",
+        "LATENCY p50/p99",
         "PENDING",
         "RESTARTS",
         "PID",
@@ -257,7 +285,10 @@ pub fn list_table(workspaces: &[Workspace]) -> String {
             } else {
                 w.remotes
                     .iter()
-                    .map(|r| format!("{}={}", r.name, r.target))
+                    .map(|r| match r.keep_deleted_days {
+                        0 => format!("{}={}", r.name, r.target),
+                        days => format!("{}={} (keeps deleted {days} d)", r.name, r.target),
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             };

@@ -24,6 +24,10 @@ pub enum ConfigError {
     Symlink { path: PathBuf },
     #[error("config file {path} is not a regular file")]
     NotAFile { path: PathBuf },
+    #[error("config file {path} is owned by uid {owner}, not by uid {me} that runs wsync (or root), so its owner decides what wsync does: `chown {me} {path}` if it is yours, or point {env} at a file of your own", me = crate::owned::my_uid(), env = CONFIG_PATH_ENV)]
+    NotOurs { path: PathBuf, owner: u32 },
+    #[error("config file {path} is writable by other users (mode {mode:o}), who could decide what wsync does: `chmod go-w {path}`")]
+    Writable { path: PathBuf, mode: u32 },
     #[error("config file {path} does not exist (named by {env}); create it or unset {env}", env = CONFIG_PATH_ENV)]
     Missing { path: PathBuf },
     #[error("{path}:{line}: {problem}")]
@@ -33,6 +37,9 @@ pub enum ConfigError {
         problem: String,
     },
 }
+
+/// How long the notification hook may run before it is killed (`HookTimeoutMs`).
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tunables with documented defaults (all optional keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +62,11 @@ pub struct Tuning {
     /// `PathCheckTimeoutMs`: how long the daemon waits for a user's path to answer while it
     /// checks an `add`, `attach` or `resume` (default 10000).
     pub path_check_timeout: Duration,
+    /// `ProofIntervalSecs`: how often an idle remote gets a proof of sync (default 60; 0 off).
+    pub proof_interval: Duration,
+    /// `HookTimeoutMs`: how long the hook may run before it and all it started are killed
+    /// (default 30000).
+    pub hook_timeout: Duration,
 }
 
 impl Default for Tuning {
@@ -68,6 +80,8 @@ impl Default for Tuning {
             max_latency: Duration::from_millis(100),
             monitor_unresponsive_timeout: Duration::from_secs(30),
             path_check_timeout: Duration::from_secs(10),
+            proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
         }
     }
 }
@@ -128,6 +142,8 @@ impl Config {
             Ok(SettingsFile::Missing) => Ok(Self::defaults(path)),
             Ok(SettingsFile::Symlink) => Err(ConfigError::Symlink { path }),
             Ok(SettingsFile::NotAFile) => Err(ConfigError::NotAFile { path }),
+            Ok(SettingsFile::NotOurs { owner }) => Err(ConfigError::NotOurs { path, owner }),
+            Ok(SettingsFile::Writable { mode }) => Err(ConfigError::Writable { path, mode }),
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -187,6 +203,10 @@ impl Config {
             "PathCheckTimeoutMs" => {
                 self.tuning.path_check_timeout = millis(key, value, 100, 600_000)?
             }
+            "ProofIntervalSecs" => {
+                self.tuning.proof_interval = Duration::from_secs(number(key, value, 0, 86_400)?)
+            }
+            "HookTimeoutMs" => self.tuning.hook_timeout = millis(key, value, 100, 600_000)?,
             other => {
                 return Err(format!(
                     "unknown key {other:?}; known keys: {}",
@@ -228,6 +248,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MaxLatencyMs",
     "MonitorUnresponsiveTimeoutMs",
     "PathCheckTimeoutMs",
+    "ProofIntervalSecs",
+    "HookTimeoutMs",
 ];
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {

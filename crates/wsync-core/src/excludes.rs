@@ -412,14 +412,39 @@ pub fn write_rules<'a>(
         out.extend_from_slice(rule);
         out.push(0);
     }
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, &out)?;
-    std::fs::rename(&tmp, file)
+    crate::owned::write_atomic(file, ".wsync-rules-", &out, || Ok(()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_files_sharing_a_stem_never_share_a_temp_file() {
+        // Workspaces `my.a` and `my.b` had one temp file, `my.tmp`: one rules file could get the
+        // other's rules, or a rename could find its temp file already gone.
+        let tmp = tempfile::tempdir().unwrap();
+        let files = [tmp.path().join("my.a"), tmp.path().join("my.b")];
+        std::thread::scope(|s| {
+            for (i, file) in files.iter().enumerate() {
+                s.spawn(move || {
+                    let excluded: Vec<PathBuf> = (0..2000)
+                        .map(|n| PathBuf::from(format!("{}-{n}", ["a", "b"][i])))
+                        .collect();
+                    for _ in 0..30 {
+                        write_rules(file, &excluded, &[]).unwrap();
+                        let read = std::fs::read(file).unwrap();
+                        let first = read.split(|b| *b == 0).next().unwrap();
+                        let want = format!("- /{}-0", ["a", "b"][i]);
+                        assert_eq!(first, want.as_bytes(), "{} got other rules", file.display());
+                        assert_eq!(read.split(|b| *b == 0).count(), 2001);
+                    }
+                });
+            }
+        });
+        let left = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(left, 2, "temp files left behind");
+    }
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

@@ -3,12 +3,15 @@
 //! channel. One home per concept; the binaries call these and never re-implement them.
 
 pub mod backoff;
+pub mod beneath;
 pub mod config;
 pub mod excludes;
 pub mod exit_code;
 pub mod framing;
+pub mod logfile;
 pub mod monitor_proto;
 pub mod names;
+pub mod owned;
 pub mod paths;
 pub mod protect;
 pub mod protocol;
@@ -17,6 +20,8 @@ pub mod remote;
 pub mod rsync;
 pub mod ssh;
 pub mod target;
+pub mod target_path;
+pub mod trash;
 
 /// `at` in Unix milliseconds, the unit of every `*_unix_ms` field on the wire (0 before 1970).
 pub fn unix_ms(at: std::time::SystemTime) -> u64 {

@@ -22,7 +22,8 @@
 //!
 //! # Messages
 //! - Control: `start` carries the workspace (name, path, remotes, ...) and the tunables
-//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `detach {remote: name}`,
+//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `update {remote}` (new settings
+//!   for an attached remote), `detach {remote: name}`,
 //!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
 //!   `shutdown` (no new batch; the transfers under way finish, then exit 0; SIGTERM abandons
 //!   them). Undecodable lines after `start` are logged and skipped. Besides EOF and the
@@ -82,6 +83,9 @@ pub enum MonitorCommand {
         #[serde(default)]
         progress: bool,
     },
+    /// Replaces the settings of an attached remote of the same name and target (its
+    /// `keep_deleted_days`); the batches after it use them, nothing is re-synced.
+    Update { remote: Remote },
     /// Removes a remote; its in-flight rsync is abandoned.
     Detach { remote: String },
     /// Stops pushing; changes keep being collected.
@@ -103,7 +107,17 @@ pub enum MonitorCommand {
 pub struct MonitorTunables {
     pub settle_ms: u64,
     pub max_latency_ms: u64,
+    /// How often an idle remote gets a proof of sync (0: never); see `ProofIntervalSecs`.
+    #[serde(default = "default_proof_interval_ms")]
+    pub proof_interval_ms: u64,
 }
+
+fn default_proof_interval_ms() -> u64 {
+    DEFAULT_PROOF_INTERVAL.as_millis() as u64
+}
+
+/// The default proof-of-sync interval: a minute.
+pub const DEFAULT_PROOF_INTERVAL: Duration = Duration::from_secs(60);
 
 impl MonitorTunables {
     pub fn settle(&self) -> Duration {
@@ -112,6 +126,10 @@ impl MonitorTunables {
     pub fn max_latency(&self) -> Duration {
         Duration::from_millis(self.max_latency_ms)
     }
+    /// `None`: proofs of sync are off.
+    pub fn proof_interval(&self) -> Option<Duration> {
+        (self.proof_interval_ms > 0).then(|| Duration::from_millis(self.proof_interval_ms))
+    }
 }
 
 impl Default for MonitorTunables {
@@ -119,6 +137,7 @@ impl Default for MonitorTunables {
         Self {
             settle_ms: 5,
             max_latency_ms: 100,
+            proof_interval_ms: default_proof_interval_ms(),
         }
     }
 }
@@ -172,6 +191,25 @@ pub struct RemoteStatus {
     /// output; absent between full syncs and during incremental batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<SyncProgress>,
+    /// Unix milliseconds of the last proof of sync: a change seen arriving on the remote
+    /// (a batch that landed, or the idle probe's file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_unix_ms: Option<u64>,
+    /// Change-to-remote latency and throughput; absent until a change has landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<Throughput>,
+}
+
+/// Change-to-remote latency over the last 1,000 changes, and what the last minute sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Median time from a change's event until the batch holding it was on the remote.
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    /// Changes the percentiles cover (at most 1,000).
+    pub samples: u64,
+    pub files_last_minute: u64,
+    pub bytes_last_minute: u64,
 }
 
 /// Progress of a full sync, from rsync's `--info=progress2`. Totals are `None` until known:
@@ -200,4 +238,7 @@ pub enum RemoteState {
     Halted,
     Error,
     Paused,
+    /// Claims nothing is pending, but no change has been seen arriving for three proof
+    /// intervals: something between the watcher and the remote stopped silently.
+    Unverified,
 }

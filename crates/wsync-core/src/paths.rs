@@ -91,18 +91,54 @@ pub enum SettingsFile {
     Symlink,
     /// Refused: a FIFO or device would block the read forever.
     NotAFile,
+    /// Refused: owned by another user (neither us nor root), who could rewrite what wsync does.
+    NotOurs {
+        owner: u32,
+    },
+    /// Refused: writable by the group or others (mode shown), who could rewrite it.
+    Writable {
+        mode: u32,
+    },
     Text(String),
 }
 
-/// Reads a config or registry file, refusing symlinks and non-regular files before any read.
+/// Reads a config or registry file, refusing symlinks, non-regular files and files another
+/// user owns or may write, before any read. The checks are made on the opened descriptor
+/// (`O_NOFOLLOW`, `fstat`), so the file read is the file checked.
 pub fn read_settings_file(path: &Path) -> std::io::Result<SettingsFile> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Ok(SettingsFile::Symlink),
-        Ok(meta) if !meta.is_file() => Ok(SettingsFile::NotAFile),
-        Ok(_) => std::fs::read_to_string(path).map(SettingsFile::Text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SettingsFile::Missing),
-        Err(e) => Err(e),
+        Ok(meta) if meta.file_type().is_symlink() => return Ok(SettingsFile::Symlink),
+        Ok(meta) if !meta.is_file() => return Ok(SettingsFile::NotAFile),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SettingsFile::Missing),
+        Err(e) => return Err(e),
     }
+    let opened = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(SettingsFile::Symlink),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(SettingsFile::NotAFile);
+    }
+    if !crate::owned::trusted_owner(meta.uid()) {
+        return Ok(SettingsFile::NotOurs { owner: meta.uid() });
+    }
+    if crate::owned::writable_by_others(meta.mode()) {
+        return Ok(SettingsFile::Writable {
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(SettingsFile::Text(text))
 }
 
 /// True when `a` and `b` are the same path or one lies inside the other (component-wise).

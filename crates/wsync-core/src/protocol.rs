@@ -62,6 +62,11 @@ pub enum Request {
         /// `false`.
         #[serde(default)]
         overwrite: bool,
+        /// `wsync attach --keep-deleted DAYS`: the remote's `keep_deleted_days`. On a target
+        /// already attached to the workspace it changes that remote's setting instead (the
+        /// reply is the updated entry; no sync is waited for). Absent: 0 for a new remote.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_deleted: Option<u32>,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

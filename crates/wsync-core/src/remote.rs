@@ -44,6 +44,9 @@ pub enum SpecError {
     /// The path names the remote's root or a home directory, which a full sync would empty.
     #[error("remote {spec:?} points at the remote's root or home directory; name a directory inside it (host:/srv/mirror)")]
     RootOrHome { spec: String },
+    /// `~user/...`: only `~` and `~/` (the login user's home) are understood.
+    #[error("remote path {path:?} begins with ~user, which wsync does not expand; write that directory's absolute path (or ~/path for one in the login user's home)")]
+    OtherHome { path: String },
     #[error("remote path {path:?} contains a '.' segment; write the path without it")]
     DotSegment { path: String },
     /// `what` is "remote path" or "local remote".
@@ -63,15 +66,20 @@ pub enum SpecError {
 pub enum SshOptionError {
     #[error(transparent)]
     ControlChar(#[from] ControlCharError),
-    #[error("ssh option {text:?} must be KEY=VALUE (e.g. UserKnownHostsFile=/path)")]
+    #[error("ssh option {text:?} must be KEY=VALUE or KEY VALUE (e.g. UserKnownHostsFile=/path)")]
     NotKeyValue { text: String },
     #[error("ssh option key {key:?} must be letters and digits only")]
     BadKey { key: String },
-    /// An option that runs commands or touches wsync's own connection sharing.
-    #[error("ssh option {key} is not allowed: it runs commands or controls wsync's own connection sharing")]
+    /// An option outside [`crate::ssh::ALLOWED_OPTIONS`].
+    #[error("ssh option {key} is not allowed: wsync passes only options that shape the connection, none that run commands, load libraries, forward anything or take over its connection sharing; allowed: {}", crate::ssh::ALLOWED_OPTIONS.join(", "))]
     Forbidden { key: String },
     #[error("ssh option {key} needs a value that does not begin with '-'")]
     BadValue { key: String },
+    /// A `ProxyJump` value that is not a list of `[user@]host[:port]` hops (or `none`).
+    #[error(
+        "ProxyJump {value:?} is not a comma-separated list of [user@]host[:port] hops: {problem}"
+    )]
+    BadProxyJump { value: String, problem: String },
 }
 
 /// Where a remote lives. Stored in the registry; the rsync/ssh command builders consume it.
@@ -88,7 +96,9 @@ pub enum RemoteTarget {
         host: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
-        /// Absolute, or relative to the remote user's home.
+        /// Absolute, or relative to the remote user's home (`~/x` is stored as `x`, see
+        /// [`home_relative`]).
+        #[serde(deserialize_with = "deserialize_remote_path")]
         path: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         identity_file: Option<PathBuf>,
@@ -104,22 +114,6 @@ pub struct SshOption {
     pub key: String,
     pub value: String,
 }
-
-/// ssh options that run local commands; refused because a remote spec must never execute anything.
-const FORBIDDEN_SSH_OPTIONS: &[&str] = &[
-    "proxycommand",
-    "localcommand",
-    "permitlocalcommand",
-    "knownhostscommand",
-    "remotecommand",
-    "controlpath",
-    "controlmaster",
-    // These load and run a local shared library.
-    "pkcs11provider",
-    "securitykeyprovider",
-    // Run through a shell by ssh when X11 forwarding is on.
-    "xauthlocation",
-];
 
 /// Characters refused in hosts, users and remote paths: the remote side may hand these to a shell.
 const SHELL_META: &[char] = &[
@@ -157,6 +151,11 @@ pub fn parse_spec(spec: &str) -> Result<ParsedSpec, SpecError> {
         };
         let (user, hostport) = split_user(authority);
         let (host, port) = split_port(hostport, spec)?;
+        // `ssh://host/~/x`, as scp and sftp read it: `~/x` in the home.
+        let path = match path.strip_prefix('/') {
+            Some(tilde) if tilde == "~" || tilde.starts_with("~/") => tilde,
+            _ => path,
+        };
         return ssh_parts(spec, user, host, port, path);
     }
     if spec.starts_with('/') {
@@ -226,13 +225,39 @@ fn ssh_parts(
         validate_word("user", user)?;
     }
     validate_host(host)?;
-    validate_remote_path(spec, path)?;
+    let path = home_relative(path);
+    validate_remote_path(spec, &path)?;
     Ok(ParsedSpec::Ssh {
         user: user.map(str::to_owned),
         host: host.to_owned(),
         port,
-        path: path.to_owned(),
+        path,
     })
+}
+
+/// An SSH target's path as every remote command takes it. `~` and `~/x` mean the remote
+/// user's home and a path in it; nothing on the way expands a `~` (rsync's `--protect-args`,
+/// the quoted guard, inspection and rename scripts), so it would make a directory literally
+/// named `~`. ssh sessions, and so rsync and those scripts, start in the home, where a relative
+/// path is taken from: `~/x` becomes `x` and `~` becomes empty (which names the home, and is
+/// refused). Trailing slashes are dropped, so the path names the directory itself and a link
+/// there is seen as a link. Stored targets are read through this too.
+pub fn home_relative(path: &str) -> String {
+    let relative = if path == "~" {
+        ""
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        rest.trim_start_matches('/')
+    } else {
+        path
+    };
+    match relative.trim_end_matches('/') {
+        "" if relative.starts_with('/') => "/".to_owned(),
+        trimmed => trimmed.to_owned(),
+    }
+}
+
+fn deserialize_remote_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|path| home_relative(&path))
 }
 
 fn validate_word(what: &'static str, value: &str) -> Result<(), SpecError> {
@@ -286,6 +311,10 @@ pub fn validate_remote_path(spec: &str, path: &str) -> Result<(), SpecError> {
         });
     }
     let owned = || path.to_owned();
+    if segments.first().is_some_and(|s| s.starts_with('~')) {
+        // `~user/x`: nothing expands it (see [`home_relative`]), so it would be a literal name.
+        return Err(SpecError::OtherHome { path: owned() });
+    }
     if segments.contains(&".") {
         return Err(SpecError::DotSegment { path: owned() });
     }
@@ -367,29 +396,64 @@ pub fn validate_target(target: &RemoteTarget) -> Result<(), SpecError> {
     }
 }
 
-/// Checks a `KEY=VALUE` ssh option and splits it.
+/// Checks an ssh `-o` option, written `KEY=VALUE`, `KEY VALUE` or `KEY = VALUE` as ssh accepts
+/// it, and splits it; the key comes back in its documented spelling. Only the options in
+/// [`crate::ssh::ALLOWED_OPTIONS`] pass. Applied to what `attach` is given and, through
+/// [`validate_target`], to every registry entry the daemon loads.
 pub fn validate_ssh_option(text: &str) -> Result<SshOption, SshOptionError> {
     reject_control_chars("ssh option", text)?;
-    let Some((key, value)) = text.split_once('=') else {
-        return Err(SshOptionError::NotKeyValue {
+    let text_trimmed = text.trim();
+    let key_end = text_trimmed
+        .find(|c: char| c == '=' || c.is_whitespace())
+        .ok_or_else(|| SshOptionError::NotKeyValue {
             text: text.to_owned(),
-        });
-    };
-    let (key, value) = (key.trim(), value.trim());
+        })?;
+    let key = &text_trimmed[..key_end];
+    // ssh's own parser: whitespace, at most one '=', whitespace.
+    let rest = text_trimmed[key_end..].trim_start();
+    let value = rest.strip_prefix('=').unwrap_or(rest).trim();
     let key_owned = || key.to_owned();
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(SshOptionError::BadKey { key: key_owned() });
     }
-    if FORBIDDEN_SSH_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
+    let Some(key) = crate::ssh::allowed_option(key) else {
         return Err(SshOptionError::Forbidden { key: key_owned() });
-    }
+    };
     if value.is_empty() || value.starts_with('-') {
-        return Err(SshOptionError::BadValue { key: key_owned() });
+        return Err(SshOptionError::BadValue {
+            key: key.to_owned(),
+        });
+    }
+    if key == "ProxyJump" {
+        validate_proxy_jump(value)?;
     }
     Ok(SshOption {
         key: key.to_owned(),
         value: value.to_owned(),
     })
+}
+
+/// A `ProxyJump` value: `none`, or hops `[ssh://][user@]host[:port]` separated by commas, each
+/// part held to the rules of a remote spec's user, host and port (ssh turns every hop into an
+/// ssh command line of its own, so nothing in it may read as an option or shell text).
+fn validate_proxy_jump(value: &str) -> Result<(), SshOptionError> {
+    let bad = |problem: String| SshOptionError::BadProxyJump {
+        value: value.to_owned(),
+        problem,
+    };
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    for hop in value.split(',') {
+        let plain = hop.strip_prefix("ssh://").unwrap_or(hop);
+        let (user, hostport) = split_user(plain);
+        if let Some(user) = user {
+            validate_word("user", user).map_err(|e| bad(e.to_string()))?;
+        }
+        let (host, _port) = split_port(hostport, hop).map_err(|e| bad(e.to_string()))?;
+        validate_host(host).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for RemoteTarget {
@@ -547,12 +611,12 @@ mod tests {
     fn ssh_option_rules_have_their_variants() {
         let e = |text: &str| validate_ssh_option(text).unwrap_err();
         assert!(matches!(e("NoEquals"), SshOptionError::NotKeyValue { .. }));
-        assert!(matches!(e("K y=1"), SshOptionError::BadKey { .. }));
+        assert!(matches!(e("K-y=1"), SshOptionError::BadKey { .. }));
         assert!(matches!(
             e("proxycommand=nc"),
             SshOptionError::Forbidden { .. }
         ));
-        assert!(matches!(e("Key=-x"), SshOptionError::BadValue { .. }));
+        assert!(matches!(e("User=-x"), SshOptionError::BadValue { .. }));
         assert!(matches!(e("A=b\nc"), SshOptionError::ControlChar(_)));
     }
 
@@ -576,6 +640,67 @@ mod tests {
     }
 
     #[test]
+    fn ssh_options_by_allowlist_in_both_spellings() {
+        let ok = |text: &str| {
+            let o = validate_ssh_option(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            (o.key, o.value)
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(ok("port 2222"), pair("Port", "2222"));
+        assert_eq!(ok(" ConnectTimeout = 3 "), pair("ConnectTimeout", "3"));
+        assert_eq!(ok("ciphers=aes128-ctr"), pair("Ciphers", "aes128-ctr"));
+        assert_eq!(ok("ProxyJump=none"), pair("ProxyJump", "none"));
+        assert_eq!(
+            ok("ProxyJump jump@bastion:2200,ssh://[::1]:22,h2"),
+            pair("ProxyJump", "jump@bastion:2200,ssh://[::1]:22,h2")
+        );
+        let err = validate_ssh_option("SmartcardDevice=/tmp/evil.so").unwrap_err();
+        assert!(matches!(err, SshOptionError::Forbidden { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("ssh option SmartcardDevice is not allowed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("allowed: AddressFamily, BindAddress"),
+            "{text}"
+        );
+        for refused in [
+            "smartcarddevice /tmp/evil.so",
+            "PKCS11Provider=/x.so",
+            "KnownHostsCommand=/bin/id",
+            "Match=exec id",
+            "ForwardAgent=yes",
+            "ControlPersist=yes",
+        ] {
+            assert!(
+                matches!(
+                    validate_ssh_option(refused),
+                    Err(SshOptionError::Forbidden { .. })
+                ),
+                "{refused:?} accepted"
+            );
+        }
+        for bad_jump in [
+            "ProxyJump=-oProxyCommand=id",
+            "ProxyJump=a,-b",
+            "ProxyJump=a b",
+            "ProxyJump=a,,b",
+            "ProxyJump=$(id)",
+            "ProxyJump=u@h:notaport",
+            "ProxyJump=-u@h",
+        ] {
+            assert!(
+                matches!(
+                    validate_ssh_option(bad_jump),
+                    Err(SshOptionError::BadProxyJump { .. } | SshOptionError::BadValue { .. })
+                ),
+                "{bad_jump:?} accepted"
+            );
+        }
+    }
+
+    #[test]
     fn stored_targets_are_revalidated() {
         let ssh = |host: &str, path: &str, key: &str| RemoteTarget::Ssh {
             user: None,
@@ -590,6 +715,7 @@ mod tests {
         };
         assert!(validate_target(&ssh("h", "/srv", "User")).is_ok());
         assert!(validate_target(&ssh("h", "/srv", "ProxyCommand")).is_err());
+        assert!(validate_target(&ssh("h", "/srv", "SmartcardDevice")).is_err());
         assert!(validate_target(&ssh("-oProxyCommand=x", "/srv", "User")).is_err());
         assert!(validate_target(&ssh("h", "$(id)", "User")).is_err());
         assert!(validate_target(&RemoteTarget::Local { path: "rel".into() }).is_err());
@@ -604,6 +730,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_tilde_means_the_remote_home_which_relative_paths_start_from() {
+        let path = |spec: &str| match parse_spec(spec) {
+            Ok(ParsedSpec::Ssh { path, .. }) => path,
+            other => panic!("{spec}: {other:?}"),
+        };
+        assert_eq!(path("host:~/x"), "x");
+        assert_eq!(path("host:~//x/y/"), "x/y");
+        assert_eq!(path("ssh://u@host:22/~/x"), "x");
+        assert_eq!(path("ssh://u@host/srv/m/"), "/srv/m");
+        assert_eq!(path("host:x"), "x");
+        // The home itself, however written, is refused.
+        for spec in [
+            "host:~",
+            "host:~/",
+            "host:~//",
+            "ssh://host/~",
+            "ssh://host/~/",
+        ] {
+            assert!(
+                matches!(parse_spec(spec), Err(SpecError::RootOrHome { .. })),
+                "{spec} accepted"
+            );
+        }
+        assert!(matches!(
+            parse_spec("host:~root/x"),
+            Err(SpecError::OtherHome { .. })
+        ));
+        // A registry written before this (or by hand) reads the same.
+        let stored: RemoteTarget =
+            serde_json::from_str(r#"{"kind":"ssh","host":"h","path":"~/x/"}"#).unwrap();
+        assert!(matches!(stored, RemoteTarget::Ssh { ref path, .. } if path == "x"));
+        assert_eq!(home_relative("/"), "/");
+        assert_eq!(home_relative("~"), "");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The one rsync command builder: the argv for a full sync, an incremental sync of a path list
-//! (`--files-from=- --from0`), and a dry-run verify; the NUL-separated path list; parsing of
-//! `--stats` and of `--itemize-changes` ([`parse_itemized`]); and the classification of
-//! rsync's exit codes. The monitor, the CLI's `verify` and the daemon's attach preview call
-//! these.
+//! (`--files-from=- --from0`), a pass for files still being written (appended or sent by
+//! content, their lengths reported), and a dry-run verify; the NUL-separated path list; parsing
+//! of `--stats`, of `--itemize-changes` ([`parse_itemized`]) and of the lengths a growing-files
+//! pass sent ([`sent_lengths`]); and the classification of rsync's exit codes. The monitor,
+//! the CLI's `verify` and the daemon's attach preview call these.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -16,6 +17,9 @@ use crate::ssh::SshEndpoint;
 /// Files whose name starts with this, at the workspace root, are the monitor's flush cookies:
 /// never queued, never sent, never deleted on a remote.
 pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
+/// Proof-of-sync files in a workspace root: synced like any file (no exclude can match them),
+/// then removed.
+pub const PROOF_PREFIX: &str = ".wsync-proof-";
 
 /// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
@@ -54,7 +58,19 @@ pub enum RsyncMode {
     },
     /// A dry run of a full sync that itemizes every difference (for `wsync verify`).
     Verify,
+    /// Files still being written, listed on stdin like [`RsyncMode::Paths`] (files only, no
+    /// directories), each transferred file's length printed after [`SENT_LENGTH_PREFIX`] (see
+    /// [`sent_lengths`]). With `append`, `--append-verify`: only the data past the remote
+    /// copy's length is sent, then the whole file's checksum is verified and a file whose old
+    /// content was not a prefix is sent again in full. rsync skips a file whose remote copy
+    /// is as long or longer, so the caller appends only when it knows the remote copy is
+    /// shorter. Without `append`, `--ignore-times`, like a list of files in `Paths`.
+    Growing { append: bool },
 }
+
+/// With [`RsyncMode::Growing`], rsync prints this, the file's length in bytes, a space and
+/// its name (relative to the root, escaped as rsync does) for each file it transferred.
+pub const SENT_LENGTH_PREFIX: &str = "wsync-sent-length ";
 
 /// Everything one rsync invocation needs.
 #[derive(Debug, Clone)]
@@ -87,6 +103,10 @@ pub struct RsyncRequest<'a> {
     /// (the `--rsync-path` guard, no extra round trip) and prints [`TARGET_NOT_OURS`]; local
     /// targets are checked by the caller. `None`: no check (attach's preview).
     pub marker_id: Option<&'a str>,
+    /// Keep what this run deletes or overwrites on the target: `--backup --backup-dir=DIR`,
+    /// DIR relative to the target (a snapshot in its trash, [`crate::trash::backup_dir`]).
+    /// Ignored in [`RsyncMode::Verify`], which changes nothing.
+    pub backup_dir: Option<&'a str>,
 }
 
 /// Builds the rsync argv, program first.
@@ -118,6 +138,20 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 argv.push(arg.into());
             }
         }
+        RsyncMode::Growing { append } => {
+            argv.push(
+                if append {
+                    "--append-verify"
+                } else {
+                    "--ignore-times"
+                }
+                .into(),
+            );
+            argv.push(format!("--out-format={SENT_LENGTH_PREFIX}%l %n").into());
+            for arg in ["--delete-missing-args", "--files-from=-", "--from0"] {
+                argv.push(arg.into());
+            }
+        }
     }
     // Every mode: the deletion budget bounds incremental batches as well as full syncs (rsync
     // counts `--delete-missing-args` deletions and those inside listed directories too).
@@ -135,16 +169,21 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if req.progress && matches!(req.mode, RsyncMode::Full) {
         argv.push("--info=progress2".into());
     }
-    argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
-    // Never sent from a source that has one, never deleted on the target.
-    argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
+    if let (Some(dir), false) = (req.backup_dir, matches!(req.mode, RsyncMode::Verify)) {
+        argv.push("--backup".into());
+        argv.push(format!("--backup-dir={dir}").into());
+    }
+    push_fixed_excludes(&mut argv);
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
     }
     if let Some(file) = req.exclude_from {
         // The rules file is NUL-separated (any file name can be a rule); rsync reads it while
         // parsing the options, so --from0 must come first.
-        if !matches!(req.mode, RsyncMode::Paths { .. }) {
+        if !matches!(
+            req.mode,
+            RsyncMode::Paths { .. } | RsyncMode::Growing { .. }
+        ) {
             argv.push("--from0".into());
         }
         let mut arg = OsString::from("--filter=merge ");
@@ -161,50 +200,180 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if !source.as_bytes().ends_with(b"/") {
         source.push("/");
     }
-    match req.target {
-        RemoteTarget::Local { path } => {
-            argv.push("--".into());
-            argv.push(source);
-            argv.push(with_slash(path.as_os_str().to_owned()));
-        }
-        RemoteTarget::Ssh { path, .. } => {
-            let endpoint = SshEndpoint::from_target(req.target);
-            let control = req
-                .control_path
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("none"));
-            if let Some(endpoint) = endpoint {
-                argv.push("-e".into());
-                argv.push(endpoint.rsync_rsh(&control));
-                if let Some(id) = req.marker_id {
-                    // rsync appends its own `--server ...` arguments to this prefix. The check
-                    // runs in `sh` whatever the login shell is, with builtins only (no process
-                    // besides rsync per batch); only a regular file that is not a symlink is
-                    // read (a planted link to a FIFO or /dev/zero must not hang it); the path
-                    // and the id (hex) are its arguments, quoted by the one POSIX quoting
-                    // function.
-                    let marker = crate::target::MARKER_FILE;
-                    let mut guard = format!(
-                        "sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
-                    )
-                    .into_bytes();
-                    guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
-                    guard.push(b' ');
-                    guard.extend_from_slice(&crate::ssh::quote_posix_sh(id.as_bytes()));
-                    let mut arg = OsString::from("--rsync-path=");
-                    arg.push(OsString::from_vec(guard));
-                    argv.push(arg);
-                }
-                // Remote paths with spaces must reach the remote rsync as one argument.
-                argv.push("--protect-args".into());
-                argv.push("--".into());
-                argv.push(source);
-                let dest = format!("{}:{}", endpoint.user_host(true), path);
-                argv.push(with_slash(dest.into()));
-            }
-        }
-    }
+    let (access, dest) = remote_access(req.target, req.control_path, req.marker_id);
+    argv.extend(access);
+    argv.push("--".into());
+    argv.push(source);
+    argv.push(with_slash(dest));
     argv
+}
+
+/// The entries at the top of every transfer that belong to wsync, not to the workspace: flush
+/// cookies, the target's marker and its trash. Excluded at the root, they are never sent from
+/// a source that has them and never deleted or overwritten on a target (a source's own
+/// `.wsync-trash` cannot clobber the target's).
+fn push_fixed_excludes(argv: &mut Vec<OsString>) {
+    // First: rsync's first matching rule wins, so no exclude or protect rule can stop a proof.
+    argv.push(format!("--include=/{PROOF_PREFIX}*").into());
+    argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
+    // Never sent from a source that has one, never deleted on the target.
+    argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
+    argv.push(format!("--exclude=/{}", crate::trash::TRASH_DIR).into());
+}
+
+/// How rsync reaches the target: the options (for SSH: `-e`, the marker guard in
+/// `--rsync-path` when `marker_id` is set, `--protect-args`) and the target directory as rsync
+/// names it (`/path` or `user@host:path`).
+fn remote_access(
+    target: &RemoteTarget,
+    control_path: Option<&Path>,
+    marker_id: Option<&str>,
+) -> (Vec<OsString>, OsString) {
+    let mut argv: Vec<OsString> = Vec::new();
+    let (endpoint, path) = match target {
+        RemoteTarget::Local { path } => return (argv, path.as_os_str().to_owned()),
+        RemoteTarget::Ssh { path, .. } => match SshEndpoint::from_target(target) {
+            Some(endpoint) => (endpoint, path),
+            None => return (argv, path.into()),
+        },
+    };
+    let control = control_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("none"));
+    argv.push("-e".into());
+    argv.push(endpoint.rsync_rsh(&control));
+    if let Some(id) = marker_id {
+        // rsync appends its own `--server ...` arguments to this prefix. The check runs in
+        // `sh` whatever the login shell is, with builtins only (no process besides rsync per
+        // batch); a target that is itself a symlink is never followed (whoever controls the
+        // link would choose what is emptied; attach refuses one too); only a regular file that
+        // is not a symlink is read (a planted link to a FIFO or /dev/zero must not hang it);
+        // the path and the id (hex) are its arguments, quoted by the one POSIX quoting
+        // function.
+        let marker = crate::target::MARKER_FILE;
+        let mut guard = format!(
+            "sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
+        )
+        .into_bytes();
+        guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
+        guard.push(b' ');
+        guard.extend_from_slice(&crate::ssh::quote_posix_sh(id.as_bytes()));
+        let mut arg = OsString::from("--rsync-path=");
+        arg.push(OsString::from_vec(guard));
+        argv.push(arg);
+    }
+    // Remote paths with spaces must reach the remote rsync as one argument.
+    argv.push("--protect-args".into());
+    let dest = format!("{}:{}", endpoint.user_host(true), path);
+    (argv, dest.into())
+}
+
+/// What a [`trash_argv`] run does with a target's trash ([`crate::trash`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrashOp<'a> {
+    /// `--list-only` the trash: its snapshots and (with `files`) everything below them, for
+    /// [`crate::trash::parse_list`]. A target without a trash lists nothing, without error.
+    List { files: bool },
+    /// Delete the snapshots named on stdin (one `+ /NAME/***` rule a line, see
+    /// [`prune_rules`]) from the trash: an rsync `--delete` from an empty directory (`source`)
+    /// that every other entry is excluded from.
+    Prune,
+    /// Copy a snapshot (or, with `paths`, the `./path`s on stdin, NUL-separated as
+    /// [`files_from`] writes them) back into the workspace (`source` is the destination here).
+    /// Never deletes; without `force` an existing workspace path is left as it is
+    /// (`--ignore-existing`, reported as `PATH exists` lines on stdout). What is copied is
+    /// itemized (see [`parse_itemized`]).
+    Restore {
+        snapshot: &'a str,
+        paths: bool,
+        force: bool,
+    },
+}
+
+/// Everything a [`trash_argv`] run needs.
+#[derive(Debug, Clone)]
+pub struct TrashRequest<'a> {
+    pub target: &'a RemoteTarget,
+    pub control_path: Option<&'a Path>,
+    /// The workspace id the target's marker must name (SSH: checked by the guard before rsync
+    /// starts; local targets are checked by the caller).
+    pub marker_id: Option<&'a str>,
+    /// [`TrashOp::Prune`]: an empty directory; [`TrashOp::Restore`]: the workspace root;
+    /// unused for [`TrashOp::List`].
+    pub local: &'a Path,
+    pub op: TrashOp<'a>,
+    pub timeout_secs: u32,
+}
+
+/// The argv listing, pruning or restoring from a target's trash, program first.
+pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
+    use crate::trash::TRASH_DIR;
+    let mut argv: Vec<OsString> = vec!["rsync".into()];
+    let (access, target_dir) = remote_access(req.target, req.control_path, req.marker_id);
+    let mut remote = with_slash(target_dir);
+    let local = with_slash(req.local.as_os_str().to_owned());
+    let (from, to) = match req.op {
+        TrashOp::List { files } => {
+            for arg in ["--list-only", "-r", "--no-human-readable"] {
+                argv.push(arg.into());
+            }
+            argv.push(format!("--include=/{TRASH_DIR}/").into());
+            argv.push(if files {
+                format!("--include=/{TRASH_DIR}/***").into()
+            } else {
+                format!("--include=/{TRASH_DIR}/*/").into()
+            });
+            argv.push("--exclude=*".into());
+            (remote, None)
+        }
+        TrashOp::Prune => {
+            for arg in ["-r", "--delete", "--include-from=-", "--exclude=*"] {
+                argv.push(arg.into());
+            }
+            remote.push(format!("{TRASH_DIR}/"));
+            (local, Some(remote))
+        }
+        TrashOp::Restore {
+            snapshot,
+            paths,
+            force,
+        } => {
+            for arg in ["-a", "-H", "--itemize-changes"] {
+                argv.push(arg.into());
+            }
+            if paths {
+                for arg in ["-r", "--files-from=-", "--from0"] {
+                    argv.push(arg.into());
+                }
+            }
+            if !force {
+                argv.push("--ignore-existing".into());
+                argv.push("--info=skip1".into());
+            }
+            push_fixed_excludes(&mut argv);
+            remote.push(format!("{TRASH_DIR}/{snapshot}/"));
+            (remote, Some(local))
+        }
+    };
+    argv.push(format!("--timeout={}", req.timeout_secs).into());
+    argv.extend(access);
+    argv.push("--".into());
+    argv.push(from);
+    argv.extend(to);
+    argv
+}
+
+/// The stdin of a [`TrashOp::Prune`] run: a rule per snapshot to delete. Only names that are
+/// snapshot names ([`crate::trash::snapshot_time`]) get one, so no name can be a pattern.
+pub fn prune_rules(snapshots: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for name in snapshots
+        .iter()
+        .filter(|n| crate::trash::snapshot_time(n).is_some())
+    {
+        out.extend_from_slice(format!("+ /{name}/***\n").as_bytes());
+    }
+    out
 }
 
 fn with_slash(mut path: OsString) -> OsString {
@@ -267,6 +436,27 @@ pub fn vanished_paths(output: &str, source_root: &Path) -> Option<Vec<PathBuf>> 
         out.push(PathBuf::from(OsString::from_vec(rel.to_vec())));
     }
     Some(out)
+}
+
+/// The files an [`RsyncMode::Growing`] run transferred and the length rsync sent of each
+/// (what the remote copy holds now), relative to the root.
+pub fn sent_lengths(output: &str) -> Vec<(PathBuf, u64)> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let (length, name) = line.strip_prefix(SENT_LENGTH_PREFIX)?.split_once(' ')?;
+            let length = length.parse().ok()?;
+            let mut name = unescape_rsync(name.as_bytes());
+            // A directory rsync created on the way is no file of the list.
+            if name.is_empty() || name.ends_with(b"/") {
+                return None;
+            }
+            while let Some(rest) = name.strip_prefix(b"./") {
+                name = rest.to_vec();
+            }
+            Some((PathBuf::from(OsString::from_vec(name)), length))
+        })
+        .collect()
 }
 
 /// One path rsync could not write (exit 23) and the message it gave.
@@ -585,6 +775,63 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
     }
 
     #[test]
+    fn growing_files_are_appended_or_sent_by_content_and_their_lengths_reported() {
+        let target = RemoteTarget::Local {
+            path: "/srv/m".into(),
+        };
+        let argv = |append| {
+            words(&rsync_argv(&RsyncRequest {
+                source_root: Path::new("/ws"),
+                target: &target,
+                control_path: None,
+                mode: RsyncMode::Growing { append },
+                timeout_secs: 30,
+                excludes: &[],
+                protect: &[],
+                max_delete: None,
+                exclude_from: Some(Path::new("/run/rules")),
+                report_transfer_done: false,
+                progress: false,
+                marker_id: None,
+                backup_dir: None,
+            }))
+        };
+        let appending = argv(true);
+        assert_eq!(
+            &appending[..8],
+            [
+                "rsync",
+                "-a",
+                "-H",
+                "--append-verify",
+                "--out-format=wsync-sent-length %l %n",
+                "--delete-missing-args",
+                "--files-from=-",
+                "--from0",
+            ]
+        );
+        assert_eq!(
+            appending.iter().filter(|w| *w == "--from0").count(),
+            1,
+            "--from0 once, before the rules file"
+        );
+        let by_content = argv(false);
+        assert_eq!(by_content[3], "--ignore-times");
+        assert!(!by_content.contains(&"--append-verify".to_string()));
+        // Lines from rsync 3.5.0: a directory it created, a name with a newline and one with a
+        // literal `\#`, stats around them.
+        let output = "wsync-sent-length 4096 logs/\nwsync-sent-length 104857600 logs/big.bin\nwsync-sent-length 1 d/a\\#012b\nwsync-sent-length 1 d/c\\#134#012\nNumber of files: 3\nsent 1,234 bytes\n";
+        assert_eq!(
+            sent_lengths(output),
+            [
+                (PathBuf::from("logs/big.bin"), 104_857_600),
+                (PathBuf::from("d/a\nb"), 1),
+                (PathBuf::from("d/c\\#012"), 1),
+            ]
+        );
+    }
+
+    #[test]
     fn full_sync_to_local_path() {
         let target = RemoteTarget::Local {
             path: "/srv/mirror dir".into(),
@@ -602,6 +849,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: false,
             progress: false,
             marker_id: None,
+            backup_dir: None,
         });
         assert_eq!(
             words(&argv),
@@ -614,12 +862,118 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 "--modify-window=-1",
                 "--timeout=30",
                 "--stats",
+                "--include=/.wsync-proof-*",
                 "--exclude=/.wsync-cookie-*",
                 "--exclude=/.wsync-target",
+                "--exclude=/.wsync-trash",
                 "--",
                 "/home/me/ws/",
                 "/srv/mirror dir/"
             ]
+        );
+    }
+
+    #[test]
+    fn a_remote_keeping_deletions_backs_up_into_its_trash() {
+        let target = RemoteTarget::Local { path: "/m".into() };
+        let request = |mode| RsyncRequest {
+            source_root: Path::new("/ws"),
+            target: &target,
+            control_path: None,
+            mode,
+            timeout_secs: 30,
+            excludes: &[],
+            protect: &[],
+            max_delete: None,
+            exclude_from: None,
+            report_transfer_done: false,
+            progress: false,
+            marker_id: None,
+            backup_dir: Some(".wsync-trash/2025-01-31T12-00-00.123Z"),
+        };
+        for mode in [
+            RsyncMode::Full,
+            RsyncMode::Paths {
+                ignore_times: false,
+            },
+        ] {
+            let argv = words(&rsync_argv(&request(mode)));
+            let at = argv.iter().position(|w| w == "--backup").unwrap();
+            assert_eq!(
+                argv[at + 1],
+                "--backup-dir=.wsync-trash/2025-01-31T12-00-00.123Z"
+            );
+            // The trash itself is never sent, deleted or overwritten.
+            assert!(argv.contains(&"--exclude=/.wsync-trash".to_owned()));
+        }
+        let verify = words(&rsync_argv(&request(RsyncMode::Verify)));
+        assert!(!verify.iter().any(|w| w.starts_with("--backup")));
+    }
+
+    #[test]
+    fn trash_runs_go_through_the_marker_guard_and_never_delete_outside_the_trash() {
+        let target = RemoteTarget::Ssh {
+            user: Some("me".into()),
+            host: "box".into(),
+            port: None,
+            path: "/srv/m".into(),
+            identity_file: None,
+            ssh_options: vec![],
+        };
+        let request = |op| TrashRequest {
+            target: &target,
+            control_path: Some(Path::new("/run/cm")),
+            marker_id: Some("00ff"),
+            local: Path::new("/ws"),
+            op,
+            timeout_secs: 15,
+        };
+        let list = words(&trash_argv(&request(TrashOp::List { files: true })));
+        assert_eq!(
+            &list[..7],
+            [
+                "rsync",
+                "--list-only",
+                "-r",
+                "--no-human-readable",
+                "--include=/.wsync-trash/",
+                "--include=/.wsync-trash/***",
+                "--exclude=*"
+            ]
+        );
+        assert!(list.iter().any(|w| w.starts_with("--rsync-path=sh -c")));
+        assert_eq!(&list[list.len() - 2..], ["--", "me@box:/srv/m/"]);
+        let prune = words(&trash_argv(&request(TrashOp::Prune)));
+        assert!(prune.contains(&"--delete".to_owned()));
+        assert!(prune.iter().any(|w| w.starts_with("--rsync-path=sh -c")));
+        assert_eq!(
+            &prune[prune.len() - 2..],
+            ["/ws/", "me@box:/srv/m/.wsync-trash/"]
+        );
+        let restore = words(&trash_argv(&request(TrashOp::Restore {
+            snapshot: "2025-01-31T12-00-00.123Z",
+            paths: true,
+            force: false,
+        })));
+        assert!(!restore.iter().any(|w| w.starts_with("--delete")));
+        assert!(restore.contains(&"--ignore-existing".to_owned()));
+        assert!(restore.contains(&"--files-from=-".to_owned()));
+        assert_eq!(
+            &restore[restore.len() - 2..],
+            [
+                "me@box:/srv/m/.wsync-trash/2025-01-31T12-00-00.123Z/",
+                "/ws/"
+            ]
+        );
+        let forced = words(&trash_argv(&request(TrashOp::Restore {
+            snapshot: "2025-01-31T12-00-00.123Z",
+            paths: false,
+            force: true,
+        })));
+        assert!(!forced.contains(&"--ignore-existing".to_owned()));
+        assert_eq!(
+            prune_rules(&["2025-01-31T12-00-00.123Z", "*", "../x"]),
+            b"+ /2025-01-31T12-00-00.123Z/***\n"
         );
     }
 
@@ -649,6 +1003,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: true,
             progress: true,
             marker_id: Some("00ff"),
+            backup_dir: None,
         }));
         assert_eq!(
             &argv[..9],
@@ -680,7 +1035,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
+            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
                 .to_owned()
         ));
     }
@@ -701,6 +1056,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: true,
             progress: true,
             marker_id: Some("00ff"),
+            backup_dir: None,
         }));
         let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
         assert_eq!(argv[debug + 1], "--info=progress2");
@@ -826,6 +1182,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: false,
             progress: false,
             marker_id: Some("00ff"),
+            backup_dir: None,
         });
         let guard = argv
             .iter()
@@ -862,5 +1219,18 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         std::fs::remove_file(&marker).unwrap();
         nix::unistd::mkfifo(&marker, nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert_eq!(run(), Some(97), "a FIFO");
+        // The target itself swapped for a link to a directory holding our marker: not
+        // followed (whoever controls the link would choose what rsync empties).
+        std::fs::remove_file(&marker).unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(
+            elsewhere.join(crate::target::MARKER_FILE),
+            "{\"workspace_id\":\"00ff\"}\n",
+        )
+        .unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert_eq!(run(), Some(97), "a target that is a link");
     }
 }

@@ -19,6 +19,69 @@ pub const SERVER_ALIVE_COUNT_MAX: u32 = 3;
 /// Seconds an idle multiplexing master stays up after its last client.
 pub const CONTROL_PERSIST_SECS: u32 = 60;
 
+/// The `-o` options a remote may set, spelled as ssh documents them (ssh compares names
+/// case-insensitively; [`allowed_option`] does too). An allowlist, not a denylist: ssh grows
+/// options, and several run commands or load code under other names (`SmartcardDevice` is an
+/// alias of `PKCS11Provider`; `KnownHostsCommand`, `LocalCommand`, `ProxyCommand`, `Match exec`),
+/// forward things to the remote (`ForwardAgent`, `SendEnv`, `RemoteForward`) or take over the
+/// connection sharing wsync relies on (`ControlPath`, `ControlMaster`, `ControlPersist`). What is
+/// left shapes how the one connection is made and checked, which is all a mirror needs.
+/// `ProxyJump` is allowed with a validated value only (host specs, see
+/// [`crate::remote::validate_ssh_option`]). Note that ssh keeps the first value it gets for an
+/// option, so the timeouts wsync sets itself ([`SshEndpoint::ssh_argv`]) win over user ones.
+pub const ALLOWED_OPTIONS: &[&str] = &[
+    "AddressFamily",
+    "BindAddress",
+    "BindInterface",
+    "CASignatureAlgorithms",
+    "CertificateFile",
+    "CheckHostIP",
+    "Ciphers",
+    "Compression",
+    "ConnectionAttempts",
+    "ConnectTimeout",
+    "FingerprintHash",
+    "GlobalKnownHostsFile",
+    "HashKnownHosts",
+    "HostbasedAcceptedAlgorithms",
+    "HostKeyAlgorithms",
+    "HostKeyAlias",
+    "IdentitiesOnly",
+    "IdentityFile",
+    "IPQoS",
+    "KbdInteractiveAuthentication",
+    "KexAlgorithms",
+    "LogLevel",
+    "MACs",
+    "NumberOfPasswordPrompts",
+    "PasswordAuthentication",
+    "Port",
+    "PreferredAuthentications",
+    "ProxyJump",
+    "PubkeyAcceptedAlgorithms",
+    "PubkeyAcceptedKeyTypes",
+    "PubkeyAuthentication",
+    "RekeyLimit",
+    "RequiredRSASize",
+    "ServerAliveCountMax",
+    "ServerAliveInterval",
+    "StrictHostKeyChecking",
+    "TCPKeepAlive",
+    "UpdateHostKeys",
+    "User",
+    "UserKnownHostsFile",
+    "VerifyHostKeyDNS",
+];
+
+/// The documented spelling of an allowed `-o` option name, matched case-insensitively as ssh
+/// does; `None` for every option not in [`ALLOWED_OPTIONS`].
+pub fn allowed_option(key: &str) -> Option<&'static str> {
+    ALLOWED_OPTIONS
+        .iter()
+        .copied()
+        .find(|allowed| allowed.eq_ignore_ascii_case(key))
+}
+
 /// The parts of an SSH remote the ssh command is built from (all validated by
 /// [`crate::remote`] when the remote was added).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +167,19 @@ impl SshEndpoint {
             key.push(0);
         }
         runtime_dir.join(format!("cm-{:016x}", fnv1a64(&key)))
+    }
+
+    /// The ControlPath of `workspace`'s remote `remote` (see [`SshEndpoint::control_path_for`]):
+    /// what the monitor connects through, and what the daemon asks to exit (`ssh -O exit`) when
+    /// a monitor ended without doing so itself.
+    pub fn remote_control_path(
+        &self,
+        runtime_dir: &Path,
+        workspace: &str,
+        remote: &str,
+    ) -> PathBuf {
+        let owner = format!("{workspace}\0{remote}");
+        self.control_path_for(runtime_dir, owner.as_bytes())
     }
 
     /// The ssh argv (program first) without the host: what `rsync -e` gets, quoted by
@@ -379,6 +455,49 @@ mod tests {
         assert_ne!(mine, a);
         assert_ne!(mine, ep.control_path_for(dir, b"ws2\0remote"));
         assert_ne!(mine, ep.control_path_for(dir, b"ws\0other"));
+    }
+
+    #[test]
+    fn allowed_options_match_case_insensitively_and_nothing_else() {
+        assert_eq!(
+            allowed_option("userknownhostsfile"),
+            Some("UserKnownHostsFile")
+        );
+        assert_eq!(allowed_option("PROXYJUMP"), Some("ProxyJump"));
+        for refused in [
+            "SmartcardDevice",
+            "PKCS11Provider",
+            "SecurityKeyProvider",
+            "ProxyCommand",
+            "LocalCommand",
+            "PermitLocalCommand",
+            "KnownHostsCommand",
+            "RemoteCommand",
+            "Match",
+            "Include",
+            "ControlPath",
+            "ControlMaster",
+            "ControlPersist",
+            "ForwardAgent",
+            "IdentityAgent",
+            "SendEnv",
+            "SetEnv",
+            "LocalForward",
+            "RemoteForward",
+            "DynamicForward",
+            "XAuthLocation",
+            "ForwardX11",
+            "Tunnel",
+            "",
+        ] {
+            assert_eq!(allowed_option(refused), None, "{refused} allowed");
+        }
+        let mut sorted = ALLOWED_OPTIONS.to_vec();
+        sorted.sort_by_key(|o| o.to_ascii_lowercase());
+        assert_eq!(
+            sorted, ALLOWED_OPTIONS,
+            "keep the list sorted: the error prints it"
+        );
     }
 
     #[test]

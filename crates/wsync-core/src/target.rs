@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::TargetRoot;
 use crate::registry::Workspace;
 
 /// The marker's file name, at the top of a target directory.
@@ -82,7 +83,8 @@ pub enum TargetState {
     Unmarked,
 }
 
-/// Looks at a local target directory (attach time; follows a symlinked target like rsync).
+/// Looks at a local target directory (attach time; follows a symlinked target like rsync, but
+/// a path that is itself a symlink shows no marker: see [`read_local`]).
 pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -113,18 +115,18 @@ pub fn inspect_local(path: &Path) -> std::io::Result<TargetState> {
 /// The most of a marker file that is read: a marker is one short JSON line.
 pub const MARKER_MAX_BYTES: u64 = 4096;
 
-/// The marker of a local target, if it has a valid one. Only a regular file counts, never
-/// followed through a symlink, and at most [`MARKER_MAX_BYTES`] of it are read: anyone who can
-/// write the target could plant a link to a FIFO (a read that never returns) or to `/dev/zero`
-/// (one that never ends) where the marker goes.
+/// The marker of a local target, if it has a valid one (see [`read_marker`]).
 pub fn read_local(path: &Path) -> Option<Marker> {
+    read_marker(&TargetRoot::open(path).ok()?)
+}
+
+/// The marker of an open target. Only a regular file counts, never followed through a
+/// symlink, and at most [`MARKER_MAX_BYTES`] of it are read: anyone who can write the target
+/// could plant a link to a FIFO (a read that never returns) or to `/dev/zero` (one that never
+/// ends) where the marker goes.
+pub fn read_marker(root: &TargetRoot) -> Option<Marker> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path.join(MARKER_FILE))
-        .ok()?;
+    let file = root.open_read(Path::new(MARKER_FILE)).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
@@ -136,6 +138,12 @@ pub fn read_local(path: &Path) -> Option<Marker> {
 /// Whether the local target holds the marker of workspace `id` (the check before a transfer).
 pub fn is_ours_local(path: &Path, id: &str) -> bool {
     read_local(path).is_some_and(|m| m.workspace_id == id)
+}
+
+/// Whether an open target holds the marker of workspace `id` (checked on the same handle the
+/// writes that follow go through).
+pub fn is_ours(root: &TargetRoot, id: &str) -> bool {
+    read_marker(root).is_some_and(|m| m.workspace_id == id)
 }
 
 /// Creates the local target directory if needed and writes the marker atomically (temp file in
@@ -153,40 +161,63 @@ pub fn write_local(path: &Path, marker: &Marker) -> std::io::Result<()> {
 }
 
 /// The remote command (for `ssh host CMD`) that inspects an SSH target: its path is the one
-/// argument, quoted by [`crate::ssh::quote_posix_sh`]. It prints the state word, then the
-/// resolved directory (`cd -P` + `pwd -P`), then the marker when there is one; see
+/// argument, quoted by [`crate::ssh::quote_posix_sh`]. It prints five lines — the state word,
+/// the resolved directory (`cd -P` + `pwd -P`, empty when there is none), the login directory
+/// and `$HOME` (both resolved: what [`crate::target_path::remote_hazard`] compares with), and
+/// whether the path itself is a symlink — then the marker when there is one; see
 /// [`parse_ssh_inspection`].
 pub fn ssh_inspect_command(path: &str) -> String {
     let script = format!(
-        "d=$1; if ! [ -e \"$d\" ] && ! [ -h \"$d\" ]; then echo missing; exit 0; fi; \
-         cd -P -- \"$d\" 2>/dev/null || {{ echo notdir; exit 0; }}; \
-         if [ -f {MARKER_FILE} ]; then echo marked; pwd -P; head -c 4096 {MARKER_FILE}; \
-         elif [ -z \"$(ls -A)\" ]; then echo empty; pwd -P; else echo unmarked; pwd -P; fi"
+        "d=$1; l=$(pwd -P); h=$(cd -P -- \"$HOME\" 2>/dev/null && pwd -P); k=nolink; [ -h \"$d\" ] && k=link; \
+         say() {{ printf '%s\\n' \"$1\" \"$2\" \"$l\" \"$h\" $k; }}; \
+         if ! [ -e \"$d\" ] && ! [ -h \"$d\" ]; then say missing ''; exit 0; fi; \
+         cd -P -- \"$d\" 2>/dev/null || {{ say notdir ''; exit 0; }}; \
+         if [ -f {MARKER_FILE} ]; then say marked \"$(pwd -P)\"; head -c 4096 {MARKER_FILE}; \
+         elif [ -z \"$(ls -A)\" ]; then say empty \"$(pwd -P)\"; else say unmarked \"$(pwd -P)\"; fi"
     );
     sh_c(&script, "wsync-inspect", path)
 }
 
-/// Parses the output of [`ssh_inspect_command`]: the state and the resolved directory.
-pub fn parse_ssh_inspection(stdout: &[u8]) -> Option<(TargetState, Option<String>)> {
+/// What [`ssh_inspect_command`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshInspection {
+    pub state: TargetState,
+    pub resolution: crate::target_path::RemoteResolution,
+}
+
+/// Parses the output of [`ssh_inspect_command`].
+pub fn parse_ssh_inspection(stdout: &[u8]) -> Option<SshInspection> {
     let text = String::from_utf8_lossy(stdout);
-    let mut lines = text.splitn(3, '\n');
+    let mut lines = text.splitn(6, '\n');
     let word = lines.next()?.trim();
-    let resolved = lines
-        .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty());
+    let mut line = || lines.next().map(str::to_owned);
+    let some = |l: String| (!l.is_empty()).then_some(l);
+    let (resolved, login_dir, home, link) = (line()?, line()?, line()?, line()?);
     let state = match word {
         "missing" => TargetState::Missing,
         "notdir" => TargetState::NotADirectory,
         "empty" => TargetState::Empty,
         "unmarked" => TargetState::Unmarked,
-        "marked" => match lines.next().and_then(|m| Marker::parse(m.as_bytes())) {
+        "marked" => match line().and_then(|m| Marker::parse(m.as_bytes())) {
             Some(marker) => TargetState::Marked(marker),
             None => TargetState::Unmarked,
         },
         _ => return None,
     };
-    Some((state, resolved))
+    let is_link = match link.as_str() {
+        "link" => true,
+        "nolink" => false,
+        _ => return None,
+    };
+    Some(SshInspection {
+        state,
+        resolution: crate::target_path::RemoteResolution {
+            resolved: some(resolved),
+            login_dir,
+            home: some(home),
+            is_link,
+        },
+    })
 }
 
 /// The remote command that creates an SSH target (if missing) and writes the marker read from
@@ -276,17 +307,55 @@ mod tests {
     #[test]
     fn parses_the_ssh_inspection() {
         let marker = Marker::new(&ws());
-        let mut out = b"marked\n/real/t\n".to_vec();
+        let mut out = b"marked\n/real/t\n/home/u\n/home/u\nlink\n".to_vec();
         out.extend_from_slice(&marker.to_bytes());
+        let found = parse_ssh_inspection(&out).unwrap();
+        assert_eq!(found.state, TargetState::Marked(marker));
         assert_eq!(
-            parse_ssh_inspection(&out),
-            Some((TargetState::Marked(marker), Some("/real/t".into())))
+            found.resolution,
+            crate::target_path::RemoteResolution {
+                resolved: Some("/real/t".into()),
+                login_dir: "/home/u".into(),
+                home: Some("/home/u".into()),
+                is_link: true,
+            }
         );
-        assert_eq!(
-            parse_ssh_inspection(b"missing\n"),
-            Some((TargetState::Missing, None))
-        );
+        let missing = parse_ssh_inspection(b"missing\n\n/home/u\n\nnolink\n").unwrap();
+        assert_eq!(missing.state, TargetState::Missing);
+        assert_eq!(missing.resolution.resolved, None);
+        assert_eq!(missing.resolution.home, None);
         assert_eq!(parse_ssh_inspection(b"bash: no\n"), None);
+        assert_eq!(parse_ssh_inspection(b"missing\n"), None);
+    }
+
+    /// The script, run by a real `sh` here: the five lines for each state, `~`-free.
+    #[test]
+    fn the_inspection_script_reports_state_resolution_home_and_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let home = root.join("home");
+        std::fs::create_dir_all(home.join("t")).unwrap();
+        std::os::unix::fs::symlink(&home, root.join("to-home")).unwrap();
+        let run = |path: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(ssh_inspect_command(path))
+                .current_dir(&home)
+                .env("HOME", &home)
+                .output()
+                .unwrap();
+            parse_ssh_inspection(&out.stdout).unwrap()
+        };
+        let t = run("t");
+        assert_eq!(t.state, TargetState::Empty);
+        assert_eq!(t.resolution.resolved.as_deref(), home.join("t").to_str());
+        assert_eq!(t.resolution.login_dir, home.to_str().unwrap());
+        assert_eq!(t.resolution.home.as_deref(), home.to_str());
+        assert!(!t.resolution.is_link);
+        let link = run(root.join("to-home").to_str().unwrap());
+        assert!(link.resolution.is_link);
+        assert_eq!(link.resolution.resolved.as_deref(), home.to_str());
+        assert_eq!(run("gone").state, TargetState::Missing);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use wsync_core::framing::{decode, encode};
 use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
-    SyncProgress,
+    SyncProgress, Throughput,
 };
 use wsync_core::protocol::{ErrorCode, MonitorProcessState, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{Remote, RootIdentity, Workspace};
@@ -37,6 +37,7 @@ fn workspace() -> Workspace {
                 target: RemoteTarget::Local {
                     path: "/srv/m".into(),
                 },
+                keep_deleted_days: 0,
             },
             Remote {
                 name: "box".into(),
@@ -51,6 +52,7 @@ fn workspace() -> Workspace {
                         value: "/k".into(),
                     }],
                 },
+                keep_deleted_days: 7,
             },
         ],
         paused: false,
@@ -61,7 +63,7 @@ fn workspace() -> Workspace {
     }
 }
 
-const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]}}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
+const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/proj","remotes":[{"name":"mirror","target":{"kind":"local","path":"/srv/m"}},{"name":"box","target":{"kind":"ssh","user":"u","host":"box","port":2222,"path":"/srv/p","identity_file":"/home/u/.ssh/id","ssh_options":[{"key":"UserKnownHostsFile","value":"/k"}]},"keep_deleted_days":7}],"paused":false,"excludes":["target/"],"respect_gitignore":true}"#;
 
 #[test]
 fn protocol_version_is_pinned() {
@@ -107,10 +109,11 @@ fn requests() {
             ssh_options: vec!["A=b".into()],
             wait: true,
             overwrite: true,
+            keep_deleted: Some(7),
         },
-        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true}"#,
+        r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
-    // An old client's attach (no `wait`, no `overwrite`) still decodes, as neither.
+    // An old client's attach (no `wait`, no `overwrite`, no `keep_deleted`) still decodes, as neither.
     let old: Request = decode(
         br#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"]}"#,
     )
@@ -120,6 +123,7 @@ fn requests() {
         Request::Attach {
             wait: false,
             overwrite: false,
+            keep_deleted: None,
             ..
         }
     ));
@@ -278,11 +282,12 @@ fn monitor_channel() {
             tunables: MonitorTunables {
                 settle_ms: 5,
                 max_latency_ms: 100,
+                proof_interval_ms: 60_000,
             },
             progress: vec![],
         },
         &format!(
-            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}}}}"#
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000}}}}"#
         ),
     );
     pin(
@@ -291,11 +296,12 @@ fn monitor_channel() {
             tunables: MonitorTunables {
                 settle_ms: 5,
                 max_latency_ms: 100,
+                proof_interval_ms: 60_000,
             },
             progress: vec!["mirror".into()],
         },
         &format!(
-            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100}},"progress":["mirror"]}}"#
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000}},"progress":["mirror"]}}"#
         ),
     );
     pin(
@@ -353,6 +359,8 @@ fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
         last_error: None,
         next_retry_unix_ms: None,
         progress,
+        verified_unix_ms: None,
+        throughput: None,
     }
 }
 
@@ -381,6 +389,42 @@ fn monitor_status_with_and_without_progress() {
             r#"{STATUS_JSON},"progress":{{"bytes_done":1234567,"bytes_total":2743482,"files_done":66,"files_total":null}}}}]}}}}"#
         ),
     );
+}
+
+#[test]
+fn proof_of_sync_and_throughput_in_status() {
+    let mut remote = remote_status(None);
+    remote.state = RemoteState::Unverified;
+    remote.verified_unix_ms = Some(1_700_000_000_000);
+    remote.throughput = Some(Throughput {
+        latency_p50_us: 4_100,
+        latency_p99_us: 12_000,
+        samples: 1000,
+        files_last_minute: 30,
+        bytes_last_minute: 40_960,
+    });
+    let event = MonitorEvent::Status {
+        status: MonitorStatus {
+            workspace: "w".into(),
+            watches: 3,
+            remotes: vec![remote],
+            ..MonitorStatus::default()
+        },
+    };
+    pin(
+        event,
+        &format!(
+            r#"{},"verified_unix_ms":1700000000000,"throughput":{{"latency_p50_us":4100,"latency_p99_us":12000,"samples":1000,"files_last_minute":30,"bytes_last_minute":40960}}}}]}}}}"#,
+            STATUS_JSON.replace("initial-sync", "unverified")
+        ),
+    );
+}
+
+#[test]
+fn tunables_from_an_older_daemon_default_the_proof_interval() {
+    let t: MonitorTunables =
+        serde_json::from_str(r#"{"settle_ms":5,"max_latency_ms":100}"#).unwrap();
+    assert_eq!(t.proof_interval_ms, 60_000);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Logging for the monitor: a daily-rolling file `DIR/monitor-<workspace>.log.<date>` (no
-//! ANSI) with `--log-dir`, stderr otherwise; never stdout, which carries the status channel.
+//! ANSI, a private directory and 0600 files: [`wsync_core::logfile`]) with `--log-dir`, stderr
+//! otherwise; never stdout, which carries the status channel.
 //! `WSYNC_LOG` overrides the filter (default `info`).
 
 use std::path::Path;
@@ -11,11 +12,10 @@ use tracing_subscriber::EnvFilter;
 pub fn init(log_dir: Option<&Path>, workspace: &str) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_env("WSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if let Some(dir) = log_dir {
-        match std::fs::create_dir_all(dir) {
-            Ok(()) => {
-                let appender =
-                    tracing_appender::rolling::daily(dir, format!("monitor-{workspace}.log"));
-                let (writer, guard) = tracing_appender::non_blocking(appender);
+        match wsync_core::logfile::DailyLog::open(dir, &format!("monitor-{workspace}.log")) {
+            Ok((log, _)) => {
+                // The daemon reports on the directory; it made it.
+                let (writer, guard) = tracing_appender::non_blocking(log);
                 let installed = tracing_subscriber::fmt()
                     .with_env_filter(filter)
                     .with_writer(writer)
@@ -24,7 +24,7 @@ pub fn init(log_dir: Option<&Path>, workspace: &str) -> Option<WorkerGuard> {
                 return installed.is_ok().then_some(guard);
             }
             Err(e) => eprintln!(
-                "wsync-monitor: warning: cannot create log directory {}: {e}; logging to stderr",
+                "wsync-monitor: warning: cannot log to {}: {e}; logging to stderr",
                 dir.display()
             ),
         }

@@ -250,6 +250,12 @@ impl DirtySet {
         }
     }
 
+    /// Takes the files still being written (see [`DirtySet::note_write`]); call right before
+    /// [`DirtySet::take`], which forgets them.
+    pub fn take_open(&mut self) -> BTreeSet<PathBuf> {
+        std::mem::take(&mut self.open)
+    }
+
     /// Notes a close-write of `path` (call after [`DirtySet::add`]): its burst is over.
     pub fn note_closed(&mut self, path: &Path) {
         self.note_write(path, false);

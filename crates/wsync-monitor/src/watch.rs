@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
-use wsync_core::rsync::COOKIE_PREFIX;
+use wsync_core::rsync::{COOKIE_PREFIX, PROOF_PREFIX};
 
 pub use crate::watch_excludes::ExcludeConfig;
 use crate::watch_excludes::ExcludeState;
@@ -422,7 +422,10 @@ impl WatchTable {
         } else {
             ChangeKind::Modified
         };
-        if self.filter.on_event(&path, kind, is_dir) {
+        // A proof-of-sync file must reach every remote whatever the excludes say.
+        let proof =
+            dir.as_os_str().is_empty() && name.as_bytes().starts_with(PROOF_PREFIX.as_bytes());
+        if !proof && self.filter.on_event(&path, kind, is_dir) {
             return;
         }
         if is_dir {

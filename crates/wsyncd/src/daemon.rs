@@ -17,6 +17,9 @@ pub fn run(args: &Args) -> Result<(), Fatal> {
             .context("answering a path check")
             .map_err(Fatal::from);
     }
+    if let Some(hook) = &args.hook_runner {
+        crate::hooks::subreaper_main(hook);
+    }
     let config = Config::load().context("loading the wsync config")?;
     logging::init(&config.log_directory);
     let result = start(config);
@@ -45,10 +48,13 @@ fn start(config: Config) -> Result<(), Fatal> {
     let registry_path = &config.workspace_config_file_path;
     let mut registry = Registry::load(registry_path)
         .with_context(|| format!("loading the registry {}", registry_path.display()))?;
+    // Before anything touches a path: an entry written by hand gets the rules attach applies,
+    // and one that breaks them is neither adopted below nor started.
+    let refused = crate::target_check::refused_entries(&registry);
     let before_markers: Vec<String> = registry
         .workspaces
         .iter()
-        .filter(|w| w.id.is_empty())
+        .filter(|w| w.id.is_empty() && !refused.iter().any(|(name, _)| *name == w.name))
         .map(|w| w.name.clone())
         .collect();
     if registry.backfill_ids() {
@@ -96,6 +102,9 @@ fn start(config: Config) -> Result<(), Fatal> {
             .context("installing signal handlers")?;
         watchdog::arm_test_poison_trigger(&shared).context("installing the test trigger")?;
         if let Ok(mut state) = shared.lock() {
+            for (name, why) in refused {
+                state.supervisor.refuse(&name, why);
+            }
             state.start_all_monitors();
         }
         watchdog::spawn(shared.clone(), interval, cleanup).context("starting the watchdog")?;

@@ -130,6 +130,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             ssh_options,
             wait,
             overwrite,
+            keep_deleted,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -137,8 +138,9 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 port,
                 identity_file,
                 ssh_options,
+                keep_deleted_days: keep_deleted.unwrap_or(0),
             };
-            attach(shared, &workspace, &new, wait, overwrite)
+            attach(shared, &workspace, &new, wait, overwrite, keep_deleted)
         }
         Request::Detach { workspace, remote } => detach(shared, &workspace, &remote),
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
@@ -211,6 +213,7 @@ fn attach(
     new: &NewRemote,
     wait: bool,
     overwrite: bool,
+    keep_deleted: Option<u32>,
 ) -> Reply {
     let wanted = workspace_ref(shared, name_or_path)?;
     let spec = PathBuf::from(&new.spec);
@@ -224,14 +227,19 @@ fn attach(
             port: new.port,
             identity_file: new.identity_file.clone(),
             ssh_options: new.ssh_options.clone(),
+            keep_deleted_days: new.keep_deleted_days,
         })
     };
     let remote_of = |a| match a {
         PathAnswer::Remote { remote } => Some(remote),
         _ => None,
     };
-    let (s, answer) = check_off_lock(shared, &spec, job)?;
+    let (mut s, answer) = check_off_lock(shared, &spec, job)?;
     let index = find(&s.registry, &wanted)?;
+    if let (PathAnswer::AlreadyAttached { target, .. }, Some(_)) = (&answer, keep_deleted) {
+        let target = target.clone();
+        return set_keep_deleted(&mut s, index, &target, new.keep_deleted_days);
+    }
     let workspace = s.registry.workspaces[index].clone();
     let checks = s.path_checks.clone();
     drop(s);
@@ -281,6 +289,35 @@ fn attach(
     if !s.supervisor.send_to_running(&workspace.name, command) {
         s.start_monitor_if_stopped(&workspace, progress);
     }
+    Ok(Response::Workspace { workspace })
+}
+
+/// `attach --keep-deleted DAYS` on a target the workspace already mirrors to: changes that
+/// remote's setting, in the registry and in its running monitor (no re-sync).
+fn set_keep_deleted(
+    s: &mut DaemonState,
+    index: usize,
+    target: &wsync_core::remote::RemoteTarget,
+    days: u32,
+) -> Reply {
+    let Some(r_index) = s.registry.workspaces[index]
+        .remotes
+        .iter()
+        .position(|r| r.target == *target)
+    else {
+        return Err(error(
+            ErrorCode::NotFound,
+            format!("no remote with target {target}; see `wsync list`"),
+        ));
+    };
+    commit(s, |r| {
+        r.workspaces[index].remotes[r_index].keep_deleted_days = days;
+    })?;
+    let workspace = s.registry.workspaces[index].clone();
+    let remote = workspace.remotes[r_index].clone();
+    tracing::info!(workspace = %workspace.name, remote = %remote.name, keep_deleted_days = days, "remote updated");
+    s.supervisor
+        .send_to_running(&workspace.name, MonitorCommand::Update { remote });
     Ok(Response::Workspace { workspace })
 }
 
@@ -372,19 +409,46 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
     Ok(Response::Workspace { workspace })
 }
 
+/// The entry is checked again first (with the state lock released), as at daemon start: one
+/// that breaks a rule stays failed with the reason ([`target_check::refused_entries`]).
 fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
     let wanted = workspace_ref(shared, name_or_path)?;
+    let (checked, checks) = {
+        let s = locked(shared)?;
+        let checked = s.registry.workspaces[find(&s.registry, &wanted)?].clone();
+        (checked, s.path_checks.clone())
+    };
+    let answer = checks
+        .run(
+            &checked.path,
+            &PathJob::EntryRefusal {
+                workspace: checked.clone(),
+            },
+        )
+        .map_err(path_error)?;
+    let refused = refused_or(answer, |a| match a {
+        PathAnswer::EntryRefusal { why } => Some(why),
+        _ => None,
+    })?;
     let (name, old, grace) = {
         let mut s = locked(shared)?;
         let index = find(&s.registry, &wanted)?;
         let name = s.registry.workspaces[index].name.clone();
         let old = s.supervisor.take_running(&name);
         s.supervisor.reset(&name);
+        if let Some(why) = &refused {
+            s.supervisor.refuse(&name, why.clone());
+        }
         (name, old, s.supervisor.stop_grace)
     };
     if let Some(monitor) = old {
         let exit = monitor.stop(grace);
         tracing::info!(workspace = %name, "monitor stopped for restart ({exit})");
+    }
+    if let Some(why) = refused {
+        return Err(invalid(format!(
+            "the monitor of {name:?} is not started: {why}"
+        )));
     }
     let mut s = locked(shared)?;
     let index = find(&s.registry, &WorkspaceRef::name(&name))?;
@@ -568,7 +632,9 @@ fn refused_or<T>(
     want: impl FnOnce(PathAnswer) -> Option<T>,
 ) -> Result<T, Response> {
     match answer {
-        PathAnswer::Refused { response } => Err(response),
+        PathAnswer::Refused { response } | PathAnswer::AlreadyAttached { response, .. } => {
+            Err(response)
+        }
         other => {
             let text = format!("{other:?}");
             want(other).ok_or_else(|| {
@@ -616,6 +682,7 @@ pub(crate) fn add_error_code(e: &AddError) -> ErrorCode {
         | AddError::Unusable { .. }
         | AddError::NotADirectory { .. }
         | AddError::Unresolvable { .. }
+        | AddError::Untrusted(_)
         | AddError::NotUtf8 { .. }
         | AddError::TooBroad { .. }
         | AddError::Name(_)
@@ -634,10 +701,12 @@ pub(crate) fn attach_error_code(e: &AttachError) -> ErrorCode {
         AttachError::Spec(_)
         | AttachError::SshOption(_)
         | AttachError::PortZero
+        | AttachError::KeepDeletedTooLong
         | AttachError::PortMismatch
         | AttachError::SshOnlyOption
         | AttachError::ParentSegment { .. }
         | AttachError::Unresolvable { .. }
+        | AttachError::Untrusted(_)
         | AttachError::NotUtf8 { .. }
         | AttachError::TooBroad { .. }
         | AttachError::NotADirectory { .. }
@@ -657,7 +726,8 @@ pub(crate) fn target_error_code(e: &TargetError) -> ErrorCode {
     match e {
         TargetError::NotADirectory { .. }
         | TargetError::OtherWorkspace { .. }
-        | TargetError::Unmarked { .. } => ErrorCode::Invalid,
+        | TargetError::Unmarked { .. }
+        | TargetError::Unsafe { .. } => ErrorCode::Invalid,
         TargetError::Inspect { .. } | TargetError::Mark { .. } => ErrorCode::Internal,
     }
 }

@@ -6,10 +6,11 @@
 //! re-arms a remote once it is `in-sync` again (a remote that flaps between `error` and
 //! `backoff` is reported once). The hook is executed directly — no shell, argv of one element —
 //! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed` and
-//! `unresponsive`),
-//! `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process group, and its whole
-//! group is terminated after [`HOOK_TIMEOUT`] (see [`process::terminate_group`]). It runs on its
-//! own thread: the daemon never waits for it. Its output goes to the daemon's log.
+//! `unresponsive`), `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process
+//! group, below a small runner process that kills every descendant it leaves — at the end, or
+//! after [`HOOK_TIMEOUT`] (`HookTimeoutMs`) — even one that left the group with `setsid` (see
+//! [`subreaper_main`]). It runs on its own thread: the daemon never waits for it. Its output
+//! goes to the daemon's log.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -22,10 +23,18 @@ use wsync_core::monitor_proto::{MonitorStatus, RemoteState};
 
 use crate::process::{self, ExitDescription};
 
-/// How long a hook may run before its process group is killed.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a hook may run before it and everything it started are killed (`HookTimeoutMs`).
+pub const HOOK_TIMEOUT: Duration = wsync_core::config::DEFAULT_HOOK_TIMEOUT;
 /// How long a hook past its timeout gets after SIGTERM before SIGKILL.
 const HOOK_STOP_GRACE: Duration = Duration::from_secs(1);
+/// The longest the runner spends killing and reaping what the hook left.
+const REAP_DEADLINE: Duration = Duration::from_secs(5);
+/// What the daemon gives the runner, once told to stop, before it kills the runner too.
+const RUNNER_STOP_GRACE: Duration = Duration::from_secs(8);
+/// The flag that makes `wsyncd` the runner of one hook instead of the daemon.
+pub const RUNNER_FLAG: &str = "--hook-runner";
+/// The runner's exit code when the hook could not be executed (as a shell reports it).
+const NOT_EXECUTED: i32 = 127;
 /// Lines of hook output copied to the daemon's log, at most.
 const MAX_OUTPUT_LINES: usize = 20;
 
@@ -63,6 +72,7 @@ fn alert_state(state: RemoteState) -> Option<&'static str> {
     match state {
         RemoteState::Error => Some("error"),
         RemoteState::Halted => Some("halted"),
+        RemoteState::Unverified => Some("unverified"),
         _ => None,
     }
 }
@@ -119,10 +129,10 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    pub fn new(command: Option<PathBuf>) -> Self {
+    pub fn new(command: Option<PathBuf>, timeout: Duration) -> Self {
         Self {
             command,
-            timeout: HOOK_TIMEOUT,
+            timeout,
             tracker: AlertTracker::default(),
         }
     }
@@ -168,7 +178,7 @@ impl Hooks {
         let timeout = self.timeout;
         let spawned = std::thread::Builder::new()
             .name("hook".into())
-            .spawn(move || run(&command, &event, timeout));
+            .spawn(move || run(Path::new(process::SELF_EXE), &command, &event, timeout));
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the hook: {e}");
         }
@@ -208,9 +218,16 @@ pub enum HookError {
     Spawn(#[source] std::io::Error),
 }
 
-/// Runs `command` for `event` and waits for it, at most `timeout` (then terminates its process
-/// group); logs what happened and returns how it ended.
-pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome {
+/// Runs `command` for `event` below `runner` (`wsyncd --hook-runner`, see [`subreaper_main`])
+/// and waits for it, at most `timeout`: then the runner is told to stop (SIGTERM), which
+/// terminates the hook and kills everything it left. Logs what happened and returns how it
+/// ended.
+pub fn run(runner: &Path, command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome {
+    // Checked here so a missing or non-executable hook is reported as such (the runner would
+    // only be able to say "exit status 127").
+    if let Err(e) = nix::unistd::access(command, nix::unistd::AccessFlags::X_OK) {
+        return log_failure(command, event, HookError::Spawn(e.into()));
+    }
     let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(pair) => pair,
         Err(e) => return log_failure(command, event, HookError::Pipe(e.into())),
@@ -220,23 +237,15 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome 
         Ok(w) => w,
         Err(e) => return log_failure(command, event, HookError::Pipe(e)),
     };
-    let mut cmd = Command::new(command);
-    cmd.envs(event.env())
+    let mut cmd = Command::new(runner);
+    cmd.arg(RUNNER_FLAG)
+        .arg(command)
+        .envs(event.env())
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer2)
         .process_group(0);
-    let mut spawned = cmd.spawn();
-    // A script being written right now (or by a concurrent fork) is briefly busy.
-    for _ in 0..5 {
-        match &spawned {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(Duration::from_millis(20));
-                spawned = cmd.spawn();
-            }
-            _ => break,
-        }
-    }
+    let spawned = cmd.spawn();
     // Our copies of the write end must go, or the reader never sees EOF.
     drop(cmd);
     let mut child = match spawned {
@@ -252,7 +261,7 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome 
         "running the hook"
     );
     let pid = child.id();
-    // Not joined: a grandchild that escaped the process group may hold the pipe open.
+    // Not joined: should the runner itself be killed, what it left may hold the pipe open.
     let _ = std::thread::Builder::new()
         .name("hook-output".into())
         .spawn(move || {
@@ -265,12 +274,14 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome 
             }
         });
     let outcome = if process::wait_exit(&[pid], timeout) {
-        // Whatever the hook left running in its group goes too (before reaping, so the pgid
-        // is still ours).
+        // The runner's group is the runner alone (the hook has its own); before reaping, so
+        // the pgid is still ours.
         process::kill_group(pid);
         HookOutcome::Exited(child.wait().into())
     } else {
-        process::terminate_group(pid, HOOK_STOP_GRACE);
+        // The runner stops the hook (SIGTERM, a grace, then SIGKILL to all it left); SIGKILL to
+        // the runner is the last resort.
+        process::terminate_group(pid, RUNNER_STOP_GRACE);
         HookOutcome::Killed {
             after: timeout,
             exit: child.wait().into(),
@@ -283,6 +294,96 @@ pub fn run(command: &Path, event: &HookEvent, timeout: Duration) -> HookOutcome 
         _ => tracing::warn!(hook = %command.display(), pid, "hook ended with {outcome}"),
     }
     outcome
+}
+
+/// `wsyncd --hook-runner HOOK`: runs HOOK (environment and stdio inherited from the daemon's
+/// [`run`]) in a process group of its own, waits for it to exit or for SIGTERM (the daemon's
+/// timeout, or the daemon's death via the parent-death signal), then kills every process the
+/// hook left and exits with the hook's status (re-raising the signal that ended it).
+///
+/// Why a subreaper: a hook's descendant that calls `setsid` leaves the hook's process group, so
+/// no `killpg` reaches it, and once its parent exits it is reparented to init and nothing links
+/// it to the hook any more. Tracking descendants by pid from the daemon loses exactly those (a
+/// `setsid sleep &` whose parent exits at once is reparented before any scan can see it). With
+/// `prctl(PR_SET_CHILD_SUBREAPER)` the runner becomes their parent instead of init, so "every
+/// child of the runner" is complete: kill them, reap them, repeat until `ECHILD`. The runner is
+/// a process of its own (not the daemon) because the subreaper bit would otherwise collect every
+/// orphan of the monitors too.
+pub fn subreaper_main(hook: &Path) -> ! {
+    std::process::exit(match subreap(hook) {
+        Ok(status) => exit_like(status),
+        Err(e) => {
+            eprintln!("wsyncd hook runner: {e}");
+            NOT_EXECUTED
+        }
+    })
+}
+
+fn subreap(hook: &Path) -> std::io::Result<std::process::ExitStatus> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_child_subreaper(true)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    // SIGTERM and SIGINT are read from a descriptor instead of ending the runner: the clean-up
+    // below must run. Spawned children start with an empty mask (std resets it).
+    let mut stops = SigSet::empty();
+    stops.add(Signal::SIGTERM);
+    stops.add(Signal::SIGINT);
+    stops.thread_block()?;
+    let signals = SignalFd::with_flags(&stops, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let mut cmd = Command::new(hook);
+    cmd.process_group(0);
+    let mut spawned = cmd.spawn();
+    // A script being written right now (or by a concurrent fork) is briefly busy.
+    for _ in 0..5 {
+        match &spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+                spawned = cmd.spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut child = spawned.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot run {}: {e}", hook.display()))
+    })?;
+    let pid = child.id();
+    loop {
+        if process::has_exited(pid) {
+            break;
+        }
+        // The daemon gone before the parent-death signal was armed counts as a stop too.
+        let stop = matches!(signals.read_signal(), Ok(Some(_))) || nix::unistd::getppid() != parent;
+        if stop {
+            let _ =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+            process::wait_exit(&[pid], HOOK_STOP_GRACE);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Before reaping the hook, so its pgid cannot have been reused.
+    process::kill_group(pid);
+    let status = child.wait()?;
+    process::kill_and_reap_children(REAP_DEADLINE);
+    stops.thread_unblock()?;
+    Ok(status)
+}
+
+/// The runner's exit code for the hook's `status`; for a signal, first the same signal on the
+/// runner itself, so the daemon sees the hook's own death.
+fn exit_like(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return code;
+    }
+    let signal = status.signal().unwrap_or(0);
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+        let _ = nix::sys::signal::raise(sig);
+    }
+    // A signal whose default is to be ignored (or that std ignores, SIGPIPE): as a shell says it.
+    128 + signal
 }
 
 fn log_failure(command: &Path, event: &HookEvent, problem: HookError) -> HookOutcome {
@@ -315,6 +416,8 @@ mod tests {
                     last_error: Some(format!("{name} broke")),
                     next_retry_unix_ms: None,
                     progress: None,
+                    verified_unix_ms: None,
+                    throughput: None,
                 })
                 .collect(),
             ..MonitorStatus::default()
@@ -375,50 +478,22 @@ mod tests {
     }
 
     #[test]
-    fn the_hook_gets_its_environment_without_a_shell() {
+    fn a_missing_or_non_executable_hook_is_reported_without_running_anything() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let script = dir.path().join("hook");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nprintf '%s|%s|%s|%s' \"$WSYNC_WORKSPACE\" \"$WSYNC_REMOTE\" \"$WSYNC_STATE\" \"$WSYNC_ERROR\" > {}\n",
-                out.display()
-            ),
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&script).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&script, perms).unwrap();
-        let ended = run(&script, &event(), HOOK_TIMEOUT);
-        assert!(
-            matches!(&ended, HookOutcome::Exited(exit) if exit.is_success()),
-            "{ended}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(&out).unwrap(),
-            "proj|box|error|it's \"broken\"; $(rm -rf /)"
-        );
-    }
-
-    #[test]
-    fn a_slow_hook_is_killed_and_a_missing_one_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("hook");
-        std::fs::write(&script, "#!/bin/sh\nsleep 30 & sleep 30\n").unwrap();
-        let mut perms = std::fs::metadata(&script).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&script, perms).unwrap();
-        let started = std::time::Instant::now();
-        let ended = run(&script, &event(), Duration::from_millis(300));
-        assert!(matches!(ended, HookOutcome::Killed { .. }), "{ended}");
-        assert!(ended.to_string().starts_with("killed after"), "{ended}");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let ended = run(&dir.path().join("nope"), &event(), HOOK_TIMEOUT);
+        // Never reached: the runner is only started for a hook that can be executed.
+        let runner = dir.path().join("no-runner");
+        let ended = run(&runner, &dir.path().join("nope"), &event(), HOOK_TIMEOUT);
         assert!(
             matches!(ended, HookOutcome::NotRun(HookError::Spawn(_))),
             "{ended}"
         );
         assert!(ended.to_string().starts_with("cannot run it"), "{ended}");
+        let script = dir.path().join("hook");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let ended = run(&runner, &script, &event(), HOOK_TIMEOUT);
+        assert!(
+            matches!(ended, HookOutcome::NotRun(HookError::Spawn(_))),
+            "{ended}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod restart_policy;
 pub mod server;
 pub mod shutdown;
 pub mod socket;
+pub mod ssh_masters;
 pub mod state;
 pub mod supervisor;
 mod target_check;
@@ -44,6 +45,9 @@ pub struct Args {
     /// see `path_check`), not as the daemon.
     #[arg(long = "path-check", hide = true)]
     pub path_check: bool,
+    /// Internal: run this hook and kill everything it leaves (hooks.rs, `subreaper_main`).
+    #[arg(long = "hook-runner", hide = true, value_name = "HOOK")]
+    pub hook_runner: Option<std::path::PathBuf>,
 }
 
 /// A fatal daemon error with the exit code it maps to.

@@ -1,12 +1,14 @@
 //! The daemon's logging: tracing to a daily rolling `<LogDirectory>/wsyncd.log.<date>` (appended,
-//! no ANSI), filtered by `WSYNC_LOG` (default `info`); stderr when the directory is unusable.
+//! no ANSI, a private directory and 0600 files: [`wsync_core::logfile`]), filtered by `WSYNC_LOG`
+//! (default `info`); stderr when the directory is unusable or not ours.
 //! Also a panic hook that logs panics and remembers the last one for the watchdog.
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::EnvFilter;
+use wsync_core::logfile::DailyLog;
+use wsync_core::owned::PrivateDir;
 
 /// Environment variable holding a tracing filter, e.g. `debug` or `wsyncd=trace`.
 pub const LOG_ENV: &str = "WSYNC_LOG";
@@ -28,11 +30,22 @@ pub fn init(log_dir: &Path) {
         .with_env_filter(filter)
         .with_ansi(false)
         .with_thread_names(true);
-    match open_appender(log_dir) {
-        Ok(appender) => {
+    match DailyLog::open(log_dir, LOG_FILE_PREFIX) {
+        Ok((log, found)) => {
             // Blocking writer on purpose: the watchdog may end the process with `exit`, and a
             // background writer would lose the lines that explain why.
-            let _ = builder.with_writer(appender).try_init();
+            let _ = builder.with_writer(Mutex::new(log)).try_init();
+            match found {
+                PrivateDir::Private => {}
+                PrivateDir::Tightened { was } => tracing::info!(
+                    "log directory {} had mode {was:o}; set to 0700",
+                    log_dir.display()
+                ),
+                PrivateDir::Readable { mode } => tracing::warn!(
+                    "log directory {} has mode {mode:o}, not 0700: others can list it (the files are 0600); set LogDirectory to a private directory to hide the names",
+                    log_dir.display()
+                ),
+            }
         }
         Err(e) => {
             eprintln!(
@@ -43,15 +56,6 @@ pub fn init(log_dir: &Path) {
         }
     }
     install_panic_hook();
-}
-
-fn open_appender(log_dir: &Path) -> Result<RollingFileAppender, String> {
-    std::fs::create_dir_all(log_dir).map_err(|e| e.to_string())?;
-    RollingFileAppender::builder()
-        .rotation(Rotation::DAILY)
-        .filename_prefix(LOG_FILE_PREFIX)
-        .build(log_dir)
-        .map_err(|e| e.to_string())
 }
 
 fn install_panic_hook() {

@@ -26,6 +26,7 @@ use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
 use crate::process::{self, ExitDescription};
+use crate::ssh_masters::SshMasters;
 use crate::state::{EventSink, MonitorMessage};
 
 /// Lines of a monitor's stderr kept for `last_log_lines`.
@@ -86,6 +87,8 @@ pub struct RunningMonitor {
     pub generation: u64,
     pub started: Instant,
     commands: UnboundedSender<MonitorCommand>,
+    /// The ssh masters of its SSH remotes, closed once it has been reaped.
+    masters: Mutex<SshMasters>,
 }
 
 impl RunningMonitor {
@@ -121,6 +124,8 @@ impl RunningMonitor {
             tunables: launch.tunables.clone(),
             progress,
         };
+        let mut masters = SshMasters::new(&launch.runtime_dir, &workspace.name);
+        masters.on_command(&start);
         // The receiver is alive (it is in `rx`), so this cannot fail.
         let _ = tx.send(start);
         let name = workspace.name.clone();
@@ -142,6 +147,7 @@ impl RunningMonitor {
             generation,
             started: Instant::now(),
             commands: tx,
+            masters: Mutex::new(masters),
         };
         let (stdin, stdout, stderr) = match pipes {
             Ok(pipes) => pipes,
@@ -166,6 +172,9 @@ impl RunningMonitor {
 
     /// Queues a command for the monitor's stdin; false when its stdin is already closed.
     pub fn send(&self, command: MonitorCommand) -> bool {
+        if let Ok(mut masters) = self.masters.lock() {
+            masters.on_command(&command);
+        }
         self.commands.send(command).is_ok()
     }
 
@@ -175,7 +184,10 @@ impl RunningMonitor {
         if !process::has_exited(self.pid) {
             return None;
         }
-        Some(self.kill_and_reap())
+        let exit = self.kill_and_reap();
+        // The caller holds the daemon's lock: no process waits here.
+        self.take_masters().close_in_background();
+        Some(exit)
     }
 
     /// Stops the monitor (see the module docs); blocks for at most about `grace`.
@@ -195,13 +207,26 @@ impl RunningMonitor {
                 "monitor did not stop within {grace:?}; killed its process group"
             );
         }
-        self.kill_and_reap()
+        let exit = self.kill_and_reap();
+        // Waited for: at shutdown the daemon exits right after.
+        self.take_masters().close();
+        exit
+    }
+
+    fn take_masters(&mut self) -> SshMasters {
+        match self.masters.get_mut() {
+            Ok(masters) => std::mem::take(masters),
+            Err(poisoned) => std::mem::take(poisoned.into_inner()),
+        }
     }
 
     /// Kills the monitor's whole group at once and reaps it (it stopped answering: nothing
-    /// it has under way is worth waiting for). Blocks until the leader is reaped.
+    /// it has under way is worth waiting for), then closes its ssh masters. Blocks until the
+    /// leader is reaped: call it with the daemon's lock released.
     pub fn kill(mut self) -> ExitDescription {
-        self.kill_and_reap()
+        let exit = self.kill_and_reap();
+        self.take_masters().close();
+        exit
     }
 
     /// Kills the whole group now (any survivors) and reaps the leader.

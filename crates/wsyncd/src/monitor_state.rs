@@ -57,6 +57,9 @@ pub enum MonitorEnd {
     NotStarted(SpawnError),
     /// It sent no heartbeat for this long, so the watchdog killed it; counts as a crash.
     Unresponsive(Duration),
+    /// Never started: the workspace's registry entry breaks a rule `add`/`attach` apply (the
+    /// reason, with its fix). Not a crash: nothing retries it.
+    Refused(String),
 }
 
 impl fmt::Display for MonitorEnd {
@@ -69,6 +72,7 @@ impl fmt::Display for MonitorEnd {
                 "killed: unresponsive, no heartbeat for {} s",
                 silent.as_secs()
             ),
+            MonitorEnd::Refused(why) => write!(f, "not started: {why}"),
         }
     }
 }
@@ -209,6 +213,16 @@ impl<M> Supervision<M> {
         verdict
     }
 
+    /// Any state but running → failed, without a crash: the entry is refused (see
+    /// [`MonitorEnd::Refused`]); only [`Self::reset`] (`wsync restart`, which checks the entry
+    /// again) lets it start.
+    pub fn refused(&mut self, why: String) {
+        if !matches!(self.state, MonitorState::Running(_)) {
+            self.state = MonitorState::Failed;
+            self.last_exit = Some(MonitorEnd::Refused(why));
+        }
+    }
+
     /// Failed or backing off → stopped, with a clean crash history (`wsync restart`).
     pub fn reset(&mut self) {
         if !matches!(self.state, MonitorState::Running(_)) {
@@ -297,6 +311,7 @@ mod tests {
                     target: RemoteTarget::Local {
                         path: format!("/m{i}").into(),
                     },
+                    keep_deleted_days: 0,
                 })
                 .collect(),
             paused,
@@ -407,6 +422,24 @@ mod tests {
                 delay: Duration::from_millis(500)
             }
         );
+    }
+
+    #[test]
+    fn a_refused_entry_is_failed_with_its_reason_until_reset() {
+        let mut s: Supervision<Fake> = Supervision::default();
+        s.refused("remote \"r\" is the home directory".into());
+        assert!(s.is_failed() && !s.may_start());
+        assert_eq!(
+            s.process_state(&workspace(1, false), Instant::now()),
+            MonitorProcessState::Failed
+        );
+        assert_eq!(
+            s.last_exit().map(ToString::to_string).as_deref(),
+            Some("not started: remote \"r\" is the home directory")
+        );
+        assert_eq!(s.restarts(), 0, "a refusal is not a crash");
+        s.reset();
+        assert!(s.may_start());
     }
 
     #[test]

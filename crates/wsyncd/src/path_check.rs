@@ -23,7 +23,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 use wsync_core::framing;
 use wsync_core::protocol::Response;
-use wsync_core::registry::{NewRemote, NewWorkspace, Registry, Remote, RootIdentity, Workspace};
+use wsync_core::registry::{
+    AttachError, NewRemote, NewWorkspace, Registry, Remote, RootIdentity, Workspace,
+};
+use wsync_core::remote::RemoteTarget;
+use wsync_core::target_path;
 
 use crate::handlers::{add_error_code, attach_error_code, chain, error, target_error_code};
 use crate::target_check;
@@ -57,9 +61,13 @@ pub enum PathJob {
         port: Option<u16>,
         identity_file: Option<PathBuf>,
         ssh_options: Vec<String>,
+        keep_deleted_days: u32,
     },
     /// `resume`: the identity of the workspace root now.
     RootIdentity { path: PathBuf },
+    /// `restart`: why the entry must not be started, if it must not
+    /// ([`target_check::refusal`]).
+    EntryRefusal { workspace: Workspace },
     /// `attach`: inspect a local target, then create or mark it (see [`target_check`]).
     PrepareTarget {
         workspace: Workspace,
@@ -88,8 +96,17 @@ pub enum PathAnswer {
     Prepared {
         description: String,
     },
+    EntryRefusal {
+        why: Option<String>,
+    },
     /// The checks refused: the answer for the client.
     Refused {
+        response: Response,
+    },
+    /// `attach` refused because the workspace already mirrors to `target` (which `attach
+    /// --keep-deleted` turns into a change of that remote).
+    AlreadyAttached {
+        target: RemoteTarget,
         response: Response,
     },
 }
@@ -128,6 +145,7 @@ impl PathJob {
                 port,
                 identity_file,
                 ssh_options,
+                keep_deleted_days,
             } => {
                 let new = NewRemote {
                     spec,
@@ -135,12 +153,26 @@ impl PathJob {
                     port,
                     identity_file,
                     ssh_options,
+                    keep_deleted_days,
                 };
                 match registry.check_new_remote(index, &new) {
                     Ok(remote) => PathAnswer::Remote { remote },
+                    Err(AttachError::AlreadyAttached { target, workspace }) => {
+                        let e = AttachError::AlreadyAttached {
+                            target: target.clone(),
+                            workspace,
+                        };
+                        PathAnswer::AlreadyAttached {
+                            target: *target,
+                            response: error(attach_error_code(&e), chain(&e)),
+                        }
+                    }
                     Err(e) => refused(attach_error_code(&e), chain(&e)),
                 }
             }
+            PathJob::EntryRefusal { workspace } => PathAnswer::EntryRefusal {
+                why: target_check::refusal(&workspace, &target_path::local_homes()),
+            },
             PathJob::RootIdentity { path } => PathAnswer::RootIdentity {
                 root: RootIdentity::of(&path),
             },

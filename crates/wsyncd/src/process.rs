@@ -16,6 +16,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+/// The daemon's own executable, whatever became of its path on disk: the program of the
+/// helper processes it runs as itself (the hook runner, path checks).
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// How often a wait for an exit looks again.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -122,6 +126,65 @@ pub fn terminate_groups(leaders: &[u32], grace: Duration) -> bool {
         kill_group(leader);
     }
     exited
+}
+
+/// The pids whose parent is `parent` (from `/proc/*/stat`), zombies included.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
+        // the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// SIGKILLs and reaps every child of this process, again and again until none is left or
+/// `deadline` passes (then it says so on stderr). In a child subreaper that is every descendant:
+/// the children of a killed child become ours. A pid read from /proc cannot be reused before
+/// the signal, since only we reap our children.
+pub fn kill_and_reap_children(deadline: Duration) {
+    use nix::errno::Errno;
+    use nix::sys::wait::waitpid;
+    let me = std::process::id();
+    let until = Instant::now() + deadline;
+    loop {
+        for child in children_of(me) {
+            let _ = nix::sys::signal::kill(as_pid(child), Signal::SIGKILL);
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::ECHILD) => return,
+                Err(e) => {
+                    eprintln!("cannot reap the hook's processes: {e}");
+                    return;
+                }
+            }
+        }
+        if Instant::now() >= until {
+            eprintln!("processes the hook started are still alive after {deadline:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn as_pid(pid: u32) -> Pid {

@@ -1,4 +1,5 @@
-//! The command socket's filesystem side: a 0700 directory owned by us, the stale-socket probe
+//! The command socket's filesystem side: a 0700 directory owned by us (checked and created by
+//! [`wsync_core::owned::ensure_private_dir`]: a link there is refused, never chmodded through), the stale-socket probe
 //! (a socket file is deleted only when connecting to it is refused), binding with mode 0600,
 //! and [`SocketGuard`], which removes the socket on clean exit.
 //!
@@ -7,25 +8,19 @@
 //! the probe, the bind and the chmod in one place.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use wsync_core::owned::{ensure_private_dir, OwnedError, PrivateDir};
 
 /// Why the socket cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error("socket path {0} has no parent directory")]
     NoParent(PathBuf),
-    #[error("cannot create socket directory {path}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("socket directory {path} is owned by uid {owner}, not by us (uid {me}); choose another DaemonCommandSocketPath")]
-    NotOwned { path: PathBuf, owner: u32, me: u32 },
-    #[error("socket directory {path} is shared (mode {mode:o}); others could replace the socket there. Set DaemonCommandSocketPath to a file in a private directory, e.g. ~/.wsync/wsyncd.sock")]
-    SharedDir { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    Dir(#[from] OwnedError),
     #[error(
         "{0} exists and is not a socket; move it away or choose another DaemonCommandSocketPath"
     )]
@@ -52,50 +47,23 @@ pub enum SocketError {
     },
 }
 
-/// Creates the socket's directory (mode 0700) or tightens an existing one we own.
+/// Creates the socket's directory (mode 0700) or tightens an existing one we own; the
+/// directory is the runtime directory too (pidfile, ssh control sockets, rule files).
 pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
     let dir = match socket.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => return Err(SocketError::NoParent(socket.to_owned())),
     };
-    let create = |source| SocketError::CreateDir {
-        path: dir.clone(),
-        source,
-    };
-    let existed = dir.is_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(create)?;
-    let meta = std::fs::metadata(&dir).map_err(create)?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(SocketError::NotOwned {
-            path: dir,
-            owner: meta.uid(),
-            me,
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o777 == 0o700 {
-        return Ok(dir);
-    }
-    // Only a directory wsync made, or one dedicated to it by name (~/.wsync,
-    // $XDG_RUNTIME_DIR/wsync), is ours to tighten; chmodding /tmp or /run would break the system.
-    let dedicated = dir
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("wsync"));
-    if !existed || dedicated {
-        tracing::info!("setting mode 0700 on socket directory {}", dir.display());
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?;
-    } else if mode & 0o1022 != 0 {
-        return Err(SocketError::SharedDir { path: dir, mode });
-    } else {
-        tracing::warn!(
+    match ensure_private_dir(&dir, "socket directory", "DaemonCommandSocketPath")? {
+        PrivateDir::Private => {}
+        PrivateDir::Tightened { was } => tracing::info!(
+            "socket directory {} had mode {was:o}; set to 0700",
+            dir.display()
+        ),
+        PrivateDir::Readable { mode } => tracing::warn!(
             "socket directory {} has mode {mode:o}, not 0700; the socket itself is 0600 and peers are checked by uid",
             dir.display()
-        );
+        ),
     }
     Ok(dir)
 }
@@ -172,6 +140,8 @@ impl Drop for SocketGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]

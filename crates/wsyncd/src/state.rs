@@ -94,10 +94,10 @@ pub fn new_shared(
 ) -> std::io::Result<SharedState> {
     let (sink, inbox) = EventSink::channel();
     let supervisor = Supervisor::new(&config, runtime_dir, sink, runtime);
-    // Check processes are this executable; when it cannot be found, checks fail (each
-    // request says why) and nothing else is affected.
-    let executable = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wsyncd"));
-    let path_checks = PathChecks::new(config.tuning.path_check_timeout, executable);
+    let path_checks = PathChecks::new(
+        config.tuning.path_check_timeout,
+        PathBuf::from(crate::process::SELF_EXE),
+    );
     let shared = Arc::new(Mutex::new(DaemonState {
         config,
         registry,

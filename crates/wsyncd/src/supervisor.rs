@@ -94,6 +94,7 @@ impl Supervisor {
                 tunables: MonitorTunables {
                     settle_ms: config.tuning.settle.as_millis() as u64,
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
+                    proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                 },
                 runtime,
             },
@@ -104,7 +105,7 @@ impl Supervisor {
             next_generation: 0,
             next_flush_id: 0,
             flushes: HashMap::new(),
-            hooks: Hooks::new(config.hook_command.clone()),
+            hooks: Hooks::new(config.hook_command.clone(), config.tuning.hook_timeout),
         }
     }
 
@@ -187,6 +188,13 @@ impl Supervisor {
     pub fn take_all(&mut self) -> Vec<RunningMonitor> {
         let names: Vec<String> = self.slots.keys().cloned().collect();
         names.iter().filter_map(|n| self.take_running(n)).collect()
+    }
+
+    /// Marks a workspace whose registry entry breaks a rule as failed with `why`, so it is
+    /// not started and `wsync status` shows the reason (see [`MonitorEnd::Refused`]).
+    pub fn refuse(&mut self, workspace: &str, why: String) {
+        tracing::error!(workspace, "monitor not started: {why}");
+        self.slot(workspace).supervision.refused(why);
     }
 
     /// Clears a failed state and the crash count (`wsync restart`).

@@ -13,13 +13,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wsync_core::excludes::{excluded_entries, write_rules, Excludes};
-use wsync_core::registry::{Remote, Workspace};
+use wsync_core::registry::{Registry, Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
     parse_itemized, rsync_argv, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
 };
 use wsync_core::ssh::SshEndpoint;
 use wsync_core::target::{self, Marker, TargetState, MARKER_FILE};
+use wsync_core::target_path::{self, RemoteHazard};
 
 /// How long the ssh inspection and marking may take (ssh's own ConnectTimeout is 5 s).
 const SSH_DEADLINE: Duration = Duration::from_secs(15);
@@ -50,6 +51,11 @@ pub enum TargetError {
     Inspect { target: String, message: String },
     #[error("cannot write the {MARKER_FILE} marker in {target}: {message}")]
     Mark { target: String, message: String },
+    #[error("target {target} cannot be a remote: {problem}")]
+    Unsafe {
+        target: String,
+        problem: RemoteHazard,
+    },
 }
 
 /// Inspects `remote`'s target for `workspace` and makes it ours (created, marked or adopted),
@@ -60,10 +66,7 @@ pub fn prepare(
     overwrite: bool,
 ) -> Result<Prepared, TargetError> {
     let name = remote.target.to_string();
-    let state = inspect(&remote.target).map_err(|message| TargetError::Inspect {
-        target: name.clone(),
-        message,
-    })?;
+    let state = inspect(&remote.target)?;
     let outcome = match state {
         TargetState::NotADirectory => return Err(TargetError::NotADirectory { target: name }),
         TargetState::Marked(marker) if marker.workspace_id == workspace.id => {
@@ -92,15 +95,35 @@ pub fn prepare(
     Ok(outcome)
 }
 
-fn inspect(target: &RemoteTarget) -> Result<TargetState, String> {
+/// The target's state; an SSH target resolved on the remote is refused first when it is the
+/// remote's root, home or a parent of it, or a symlink (`wsync_core::target_path`). A local
+/// target was resolved and judged when the remote was validated (`check_new_remote`).
+fn inspect(target: &RemoteTarget) -> Result<TargetState, TargetError> {
+    let name = || target.to_string();
+    let failed = |message: String| TargetError::Inspect {
+        target: name(),
+        message,
+    };
     match target {
-        RemoteTarget::Local { path } => target::inspect_local(path).map_err(|e| e.to_string()),
+        RemoteTarget::Local { path } => {
+            target::inspect_local(path).map_err(|e| failed(e.to_string()))
+        }
         RemoteTarget::Ssh { path, .. } => {
-            let out = ssh(target, &target::ssh_inspect_command(path), None)?;
-            let (state, resolved) = target::parse_ssh_inspection(&out)
-                .ok_or_else(|| format!("unexpected answer: {}", String::from_utf8_lossy(&out)))?;
-            tracing::debug!(%target, ?resolved, ?state, "target inspected");
-            Ok(state)
+            let out = ssh(target, &target::ssh_inspect_command(path), None).map_err(failed)?;
+            let found = target::parse_ssh_inspection(&out).ok_or_else(|| {
+                failed(format!(
+                    "unexpected answer: {}",
+                    String::from_utf8_lossy(&out)
+                ))
+            })?;
+            tracing::debug!(%target, ?found, "target inspected");
+            if let Some(problem) = target_path::remote_hazard(&found.resolution) {
+                return Err(TargetError::Unsafe {
+                    target: name(),
+                    problem,
+                });
+            }
+            Ok(found.state)
         }
     }
 }
@@ -188,6 +211,7 @@ fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, Strin
         report_transfer_done: false,
         progress: false,
         marker_id: None,
+        backup_dir: None,
     });
     tracing::debug!(?argv, "attach preview");
     let (ok, stdout, stderr) = run(&argv, None, PREVIEW_DEADLINE)?;
@@ -279,6 +303,25 @@ pub fn adopt_pre_marker_targets(workspace: &Workspace) {
             }
         }
     }
+}
+
+/// The registry entries the daemon must not start (checked at start-up, before adopting or
+/// starting anything, and again by `wsync restart`): their names and why, with the fix. Reads
+/// the filesystem; call it without the state lock.
+pub fn refused_entries(registry: &Registry) -> Vec<(String, String)> {
+    let homes = target_path::local_homes();
+    registry
+        .workspaces
+        .iter()
+        .filter_map(|w| refusal(w, &homes).map(|why| (w.name.clone(), why)))
+        .collect()
+}
+
+/// Why `workspace`'s entry must not be started, if it must not (see [`refused_entries`]).
+pub fn refusal(workspace: &Workspace, homes: &[std::path::PathBuf]) -> Option<String> {
+    target_path::check_entry(workspace, homes)
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// For log lines.

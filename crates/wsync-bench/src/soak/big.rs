@@ -64,6 +64,7 @@ pub fn run(
         ssh_options: Vec::new(),
         wait: false,
         overwrite: false,
+        keep_deleted: None,
     })?;
     let mut monitor_pid = None;
     let mut watches = 0;

@@ -66,6 +66,7 @@ pub fn run(
             ssh_options: Vec::new(),
             wait: false,
             overwrite: false,
+            keep_deleted: None,
         })?;
     }
     let registered = start.elapsed();

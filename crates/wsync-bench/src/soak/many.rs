@@ -211,6 +211,7 @@ fn add_workspace(daemon: &Daemon, root: &Path, i: usize) -> Result<()> {
         ssh_options: Vec::new(),
         wait: false,
         overwrite: false,
+        keep_deleted: None,
     })?;
     Ok(())
 }

@@ -37,6 +37,7 @@ fn parses_attach_with_repeated_options() {
         name,
         no_wait,
         overwrite,
+        keep_deleted,
         timeout,
     }) = cli.command
     else {
@@ -51,6 +52,7 @@ fn parses_attach_with_repeated_options() {
     assert_eq!(identity_file, Some(PathBuf::from("/k")));
     assert_eq!(name, None);
     assert!(!no_wait && !overwrite);
+    assert_eq!(keep_deleted, None);
     assert_eq!(timeout, 600);
 }
 

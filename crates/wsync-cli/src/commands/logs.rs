@@ -1,6 +1,6 @@
 //! `wsync logs [WORKSPACE] [-f]`: print or follow the daemon's log, or a workspace monitor's.
 //!
-//! Log files are daily-rolled by tracing-appender in LogDirectory: `wsyncd.log.<date>` for the
+//! Log files are daily-rolled (`wsync_core::logfile`) in LogDirectory: `wsyncd.log.<date>` for the
 //! daemon and `monitor-<workspace>.log.<date>` for monitors (names owned by wsyncd and
 //! wsync-monitor); the newest file is the current one.
 

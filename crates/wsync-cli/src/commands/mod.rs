@@ -6,6 +6,7 @@ mod daemon;
 pub mod docs;
 mod logs;
 mod show;
+mod trash;
 pub mod verify;
 mod wait;
 mod workspace;
@@ -14,7 +15,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 use wsync_core::config::{Config, ConfigError};
 
-use crate::cli::{Cli, Command, CompletionsArgs, DaemonCommand};
+use crate::cli::{Cli, Command, CompletionsArgs, DaemonCommand, TrashCommand};
 use crate::client::Client;
 use crate::error::CliError;
 use crate::exit_codes;
@@ -64,6 +65,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(args) => show::status(&ctx, args),
         Command::Logs(args) => logs::logs(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
+        Command::Trash(TrashCommand::List(args)) => trash::list(&ctx, args),
+        Command::Trash(TrashCommand::Restore(args)) => trash::restore(&ctx, args),
         Command::CheckIgnore(args) => check_ignore::check_ignore(&ctx, args),
         Command::Config(args) => config::show(&ctx, args),
         Command::Completions(args) => completions(args),

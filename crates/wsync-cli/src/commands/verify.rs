@@ -58,6 +58,7 @@ pub fn verify_argv(
         progress: false,
         // Compares whatever is there; a missing marker is the monitor's business.
         marker_id: None,
+        backup_dir: None,
     });
     let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
     argv.insert(at, "--checksum".into());
@@ -166,7 +167,7 @@ pub fn render(report: &RemoteReport, attributes: bool) -> String {
     out
 }
 
-fn find<'a>(workspaces: &'a [Workspace], name_or_path: &str) -> Option<&'a Workspace> {
+pub(super) fn find<'a>(workspaces: &'a [Workspace], name_or_path: &str) -> Option<&'a Workspace> {
     workspaces
         .iter()
         .find(|w| w.name == name_or_path || w.path == Path::new(name_or_path))

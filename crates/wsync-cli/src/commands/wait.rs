@@ -54,7 +54,8 @@ pub fn judge(status: &WorkspaceStatus, remote: &str) -> InitialSync {
         return InitialSync::Waiting(format!("initial sync to {remote}: starting"));
     };
     match r.state {
-        RemoteState::InSync => InitialSync::InSync,
+        // Unverified comes only after the initial sync landed.
+        RemoteState::InSync | RemoteState::Unverified => InitialSync::InSync,
         RemoteState::Error | RemoteState::Backoff | RemoteState::Halted => InitialSync::Failed(
             r.last_error
                 .clone()
@@ -209,6 +210,8 @@ mod tests {
                         last_error: Some("rsync: connection refused".into()),
                         next_retry_unix_ms: None,
                         progress: None,
+                        verified_unix_ms: None,
+                        throughput: None,
                     })
                     .collect(),
                 ..MonitorStatus::default()

@@ -122,6 +122,17 @@ pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
     let target = remote_spec(&args.remote)?;
     let mut client = ctx.connect()?;
     let workspace = resolve(&mut client, &args.workspace)?;
+    // Which remotes were there: with --keep-deleted, a target already attached is updated.
+    let before: Vec<(String, u32)> = list_workspaces(&mut client)?
+        .into_iter()
+        .find(|w| w.name == workspace)
+        .map(|w| {
+            w.remotes
+                .into_iter()
+                .map(|r| (r.name, r.keep_deleted_days))
+                .collect()
+        })
+        .unwrap_or_default();
     let ws = expect_workspace(client.call(&Request::Attach {
         workspace,
         target,
@@ -132,8 +143,26 @@ pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
         // Waiting for the initial sync: the monitor reports its progress (for the bar).
         wait: wait.is_some(),
         overwrite: args.overwrite,
+        keep_deleted: args.keep_deleted,
     })?)?;
-    let Some(remote) = ws.remotes.last() else {
+    let added = ws
+        .remotes
+        .iter()
+        .find(|r| !before.iter().any(|(name, _)| *name == r.name));
+    if let (None, Some(days)) = (added, args.keep_deleted) {
+        let changed = ws
+            .remotes
+            .iter()
+            .find(|r| !before.contains(&(r.name.clone(), r.keep_deleted_days)))
+            .or_else(|| ws.remotes.iter().find(|r| r.keep_deleted_days == days));
+        let name = changed.map_or("the remote", |r| r.name.as_str());
+        println(&match days {
+            0 => format!("remote {name} of workspace {} keeps no deleted files now (its .wsync-trash is left as it is)", ws.name),
+            _ => format!("remote {name} of workspace {} keeps deleted and overwritten files for {days} days in .wsync-trash (`wsync trash list {}`)", ws.name, ws.name),
+        })?;
+        return Ok(exit_codes::OK);
+    }
+    let Some(remote) = added.or(ws.remotes.last()) else {
         return Err(anyhow::anyhow!(
             "wsyncd accepted the remote but lists none for workspace {}",
             ws.name

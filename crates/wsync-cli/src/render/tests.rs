@@ -43,6 +43,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
                 target: RemoteTarget::Local {
                     path: PathBuf::from(format!("/mirror/{r}")),
                 },
+                keep_deleted_days: 0,
             })
             .collect(),
         paused: false,
@@ -81,6 +82,8 @@ fn remote(
         last_error: err.map(Into::into),
         next_retry_unix_ms: None,
         progress: None,
+        verified_unix_ms: None,
+        throughput: None,
     }
 }
 

@@ -5,7 +5,6 @@
 //! `{"version":1,"workspaces":[{"name":..,"path":..,"remotes":[..],"paused":false,"excludes":[..]}]}`.
 //! A bare JSON array of workspaces (schema 0, as early setups wrote `[]`) is read too.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +14,7 @@ use crate::paths::{self, overlaps, SettingsFile};
 use crate::remote::{
     parse_spec, validate_ssh_option, ParsedSpec, RemoteTarget, SpecError, SshOptionError,
 };
+use crate::target_path::{self, ResolveError, UntrustedPath};
 
 /// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
 pub const MAX_DELETE_LIMIT: u64 = i32::MAX as u64;
@@ -99,6 +99,14 @@ fn default_true() -> bool {
 pub struct Remote {
     pub name: String,
     pub target: RemoteTarget,
+    /// Keep what syncs delete or overwrite on this remote in its `.wsync-trash` for this many
+    /// days ([`crate::trash`]); 0 (the default, and what older registries mean) keeps nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_deleted_days: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Errors loading or saving the registry. Loading never modifies the file.
@@ -123,6 +131,11 @@ pub enum RegistryError {
     Symlink { path: PathBuf },
     #[error("registry {path} is not a regular file; set WorkspaceConfigFilePath to a JSON file")]
     NotAFile { path: PathBuf },
+    /// Whoever owns the registry decides what is mirrored where.
+    #[error("registry {path} is owned by uid {owner}, not by uid {me} that runs wsync (or root), so its owner decides what is mirrored where: `chown {me} {path}` if it is yours, or set WorkspaceConfigFilePath to a file of your own", me = crate::owned::my_uid())]
+    NotOurs { path: PathBuf, owner: u32 },
+    #[error("registry {path} is writable by other users (mode {mode:o}), who could decide what is mirrored where: `chmod 600 {path}`")]
+    Writable { path: PathBuf, mode: u32 },
     #[error("registry {path}: {entry}; fix the entry by hand (wsync never overwrites the file)")]
     Invalid {
         path: PathBuf,
@@ -161,6 +174,11 @@ pub enum EntryProblem {
     BadId { id: String },
     #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
     MaxDeleteTooLarge,
+    #[error(
+        "keep_deleted_days must be at most {}",
+        crate::trash::MAX_KEEP_DELETED_DAYS
+    )]
+    KeepDeletedTooLong,
     /// A workspace path overlapping an earlier workspace.
     #[error("path overlaps workspace {other:?}")]
     OverlapsWorkspace { other: String },
@@ -197,6 +215,9 @@ pub enum AddError {
         #[source]
         source: std::io::Error,
     },
+    /// The path leads elsewhere through a symlink or directory another user controls.
+    #[error(transparent)]
+    Untrusted(UntrustedPath),
     #[error("workspace path {} is not valid UTF-8", path.display())]
     NotUtf8 { path: PathBuf },
     /// `/` or the home directory.
@@ -250,6 +271,9 @@ pub enum AttachError {
         #[source]
         source: std::io::Error,
     },
+    /// The path leads elsewhere through a symlink or directory another user controls.
+    #[error(transparent)]
+    Untrusted(UntrustedPath),
     /// `what` is "remote path" or "identity file".
     #[error("{what} {} is not valid UTF-8", path.display())]
     NotUtf8 { what: &'static str, path: PathBuf },
@@ -281,6 +305,11 @@ pub enum AttachError {
     Name(#[from] NameError),
     #[error("workspace {workspace:?} already has a remote named {name:?}; pass --name to choose another")]
     NameTaken { workspace: String, name: String },
+    #[error(
+        "--keep-deleted must be at most {} days",
+        crate::trash::MAX_KEEP_DELETED_DAYS
+    )]
+    KeepDeletedTooLong,
     #[error("workspace {workspace:?} is already attached to {target}")]
     AlreadyAttached {
         workspace: String,
@@ -297,6 +326,14 @@ impl Registry {
             Ok(SettingsFile::Missing) => Ok(Self::default()),
             Ok(SettingsFile::Symlink) => Err(RegistryError::Symlink { path: owned() }),
             Ok(SettingsFile::NotAFile) => Err(RegistryError::NotAFile { path: owned() }),
+            Ok(SettingsFile::NotOurs { owner }) => Err(RegistryError::NotOurs {
+                path: owned(),
+                owner,
+            }),
+            Ok(SettingsFile::Writable { mode }) => Err(RegistryError::Writable {
+                path: owned(),
+                mode,
+            }),
             Err(source) => Err(RegistryError::Read {
                 path: owned(),
                 source,
@@ -384,6 +421,9 @@ impl Registry {
                     return Err(context(EntryProblem::DuplicateName));
                 }
                 crate::remote::validate_target(&remote.target).map_err(|e| context(e.into()))?;
+                if remote.keep_deleted_days > crate::trash::MAX_KEEP_DELETED_DAYS {
+                    return Err(context(EntryProblem::KeepDeletedTooLong));
+                }
                 if let RemoteTarget::Local { path } = &remote.target {
                     if let Some(w) = self.workspaces.iter().find(|w| overlaps(&w.path, path)) {
                         return Err(context(EntryProblem::RemoteOverlapsWorkspace {
@@ -426,10 +466,12 @@ impl Registry {
             source: std::io::Error::other(e),
         })?;
         json.push(b'\n');
-        write_atomic(path, &json, before_rename).map_err(|source| RegistryError::Write {
-            path: path.into(),
-            source,
-        })
+        crate::owned::write_atomic(path, ".wsync-registry-", &json, before_rename).map_err(
+            |source| RegistryError::Write {
+                path: path.into(),
+                source,
+            },
+        )
     }
 
     /// Gives every workspace without an id (a registry from before ids) a new one, and records
@@ -514,29 +556,6 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
-pub fn write_atomic(
-    path: &Path,
-    bytes: &[u8],
-    before_rename: impl FnOnce() -> std::io::Result<()>,
-) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wsync-registry-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    before_rename()?; // on error the temp file is removed when `tmp` drops
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 /// What the user asked `add` to create.
 #[derive(Debug, Clone)]
 pub struct NewWorkspace {
@@ -553,6 +572,8 @@ pub struct NewRemote {
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     pub ssh_options: Vec<String>,
+    /// See [`Remote::keep_deleted_days`].
+    pub keep_deleted_days: u32,
 }
 
 impl Registry {
@@ -574,17 +595,14 @@ impl Registry {
                 path: new.path.clone(),
             });
         }
-        let path = new
-            .path
-            .canonicalize()
-            .map_err(|source| AddError::Unresolvable {
-                path: new.path.clone(),
-                source,
-            })?;
+        let path = target_path::resolve_local(&new.path).map_err(|e| match e {
+            ResolveError::Io { path, source } => AddError::Unresolvable { path, source },
+            ResolveError::Untrusted(problem) => AddError::Untrusted(problem),
+        })?;
         if path.to_str().is_none() {
             return Err(AddError::NotUtf8 { path });
         }
-        if path == Path::new("/") || path == paths::home_dir() {
+        if target_path::is_too_broad_workspace(&path, &target_path::local_homes()) {
             return Err(AddError::TooBroad { path });
         }
         let name = match &new.name {
@@ -650,6 +668,9 @@ impl Registry {
         if new.port == Some(0) {
             return Err(AttachError::PortZero);
         }
+        if new.keep_deleted_days > crate::trash::MAX_KEEP_DELETED_DAYS {
+            return Err(AttachError::KeepDeletedTooLong);
+        }
         let parsed = parse_spec(&new.spec)?;
         let (target, default_name) = match parsed {
             ParsedSpec::Local(raw) => {
@@ -663,11 +684,9 @@ impl Registry {
                 {
                     return Err(AttachError::ParentSegment { path: raw });
                 }
-                let path = paths::canonicalize_lenient(&raw).map_err(|source| {
-                    AttachError::Unresolvable {
-                        path: raw.clone(),
-                        source,
-                    }
+                let path = target_path::resolve_local(&raw).map_err(|e| match e {
+                    ResolveError::Io { path, source } => AttachError::Unresolvable { path, source },
+                    ResolveError::Untrusted(problem) => AttachError::Untrusted(problem),
                 })?;
                 if path.to_str().is_none() {
                     return Err(AttachError::NotUtf8 {
@@ -675,8 +694,7 @@ impl Registry {
                         path,
                     });
                 }
-                let home = paths::home_dir();
-                if path == Path::new("/") || home.starts_with(&path) {
+                if target_path::is_too_broad_target(&path, &target_path::local_homes()) {
                     return Err(AttachError::TooBroad { path });
                 }
                 if path.exists() && !path.is_dir() {
@@ -690,7 +708,12 @@ impl Registry {
                             workspace_path: ws.path.clone(),
                         });
                     }
-                    if let Some((remote, _)) = local_remotes(ws).find(|(_, p)| overlaps(&path, p)) {
+                    // The same directory attached to this workspace already is not an
+                    // overlap but the remote itself (AlreadyAttached, below).
+                    let itself = |p: &Path| std::ptr::eq(ws, workspace) && p == path;
+                    if let Some((remote, _)) =
+                        local_remotes(ws).find(|(_, p)| overlaps(&path, p) && !itself(p))
+                    {
                         return Err(AttachError::OverlapsRemote {
                             path,
                             remote: remote.name.clone(),
@@ -751,19 +774,24 @@ impl Registry {
         };
         let name = new.name.clone().unwrap_or(default_name);
         validate_name("remote", &name)?;
-        if workspace.remotes.iter().any(|r| r.name == name) {
-            return Err(AttachError::NameTaken {
-                workspace: workspace.name.clone(),
-                name,
-            });
-        }
+        // The same target first: `attach --keep-deleted` on it changes its setting.
         if workspace.remotes.iter().any(|r| r.target == target) {
             return Err(AttachError::AlreadyAttached {
                 workspace: workspace.name.clone(),
                 target: Box::new(target),
             });
         }
-        Ok(Remote { name, target })
+        if workspace.remotes.iter().any(|r| r.name == name) {
+            return Err(AttachError::NameTaken {
+                workspace: workspace.name.clone(),
+                name,
+            });
+        }
+        Ok(Remote {
+            name,
+            target,
+            keep_deleted_days: new.keep_deleted_days,
+        })
     }
 }
 

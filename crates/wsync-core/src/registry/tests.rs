@@ -430,6 +430,31 @@ fn ancestors_of_home_and_non_utf8_paths_are_refused_as_remotes() {
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
 
+/// A link in a directory anyone may write (as another user's planted one would be) is not
+/// followed by attach nor add; the same link in my own directory is.
+#[test]
+fn paths_redirected_through_a_writable_directory_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let data = f.mkdir("data");
+    let open = f.mkdir("open");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&data, open.join("link")).unwrap();
+    let err = f
+        .attach(ws, &open.join("link").display().to_string())
+        .unwrap_err();
+    assert!(matches!(err, AttachError::Untrusted(_)), "{err}");
+    let err = f.add("open/link", Some("other")).unwrap_err();
+    assert!(matches!(err, AddError::Untrusted(_)), "{err}");
+    std::os::unix::fs::symlink(&data, f.root.join("mine")).unwrap();
+    let remote = f
+        .attach(ws, &f.root.join("mine").display().to_string())
+        .unwrap();
+    assert_eq!(remote.target, RemoteTarget::Local { path: data });
+}
+
 #[test]
 fn max_delete_beyond_rsyncs_limit_is_refused() {
     let text = |n: u64| {
@@ -633,4 +658,50 @@ impl Fixture {
         let i = self.add("proj2", None).unwrap();
         self.registry.workspaces[i].id.clone()
     }
+}
+
+/// `keep_deleted_days`: absent in older registries (0), written only when set, bounded, and a
+/// local target attached again is the remote itself (so `attach --keep-deleted` can update it),
+/// not an overlap with it.
+#[test]
+fn keep_deleted_days_defaults_to_off_and_is_bounded() {
+    let old = r#"{"version":1,"workspaces":[{"name":"w","path":"/src/w","remotes":[{"name":"m","target":{"kind":"local","path":"/srv/m"}}]}]}"#;
+    let registry = Registry::parse(Path::new("r.json"), old).unwrap();
+    assert_eq!(registry.workspaces[0].remotes[0].keep_deleted_days, 0);
+    let json = serde_json::to_string(&registry).unwrap();
+    assert!(!json.contains("keep_deleted_days"), "{json}");
+    let long = old.replace(
+        r#""path":"/srv/m"}}"#,
+        r#""path":"/srv/m"},"keep_deleted_days":3651}"#,
+    );
+    let err = Registry::parse(Path::new("r.json"), &long).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("keep_deleted_days must be at most 3650"),
+        "{err}"
+    );
+
+    let mut f = fixture();
+    f.mkdir("ws");
+    let ws = f.add("ws", None).unwrap();
+    let spec = format!("{}/mirror", f.root.display());
+    f.attach(ws, &spec).unwrap();
+    let again = NewRemote {
+        spec: spec.clone(),
+        keep_deleted_days: 7,
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &again),
+        Err(AttachError::AlreadyAttached { .. })
+    ));
+    let too_long = NewRemote {
+        spec: format!("{}/other", f.root.display()),
+        keep_deleted_days: 3651,
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.registry.check_new_remote(ws, &too_long),
+        Err(AttachError::KeepDeletedTooLong)
+    ));
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
@@ -27,9 +28,8 @@ impl Destination {
     /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
     /// must not cut other workspaces' transfers to the same host.
     pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str, workspace_id: &str) -> Self {
-        let owner = format!("{workspace}\0{}", remote.name);
         let control_path = SshEndpoint::from_target(&remote.target)
-            .map(|ep| ep.control_path_for(runtime_dir, owner.as_bytes()));
+            .map(|ep| ep.remote_control_path(runtime_dir, workspace, &remote.name));
         Self {
             remote,
             control_path,
@@ -48,15 +48,21 @@ impl Destination {
         }
     }
 
-    /// Whether the target directory holds nothing but its marker (missing counts as empty).
+    /// Whether the target directory holds nothing but its marker and its trash (missing counts
+    /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
         let marker = wsync_core::target::MARKER_FILE;
+        let ours = |name: &[u8]| {
+            name == marker.as_bytes() || name == wsync_core::trash::TRASH_DIR.as_bytes()
+        };
         match &self.remote.target {
-            RemoteTarget::Local { path } => match std::fs::read_dir(path) {
-                Ok(entries) => Ok(!entries.flatten().any(|e| e.file_name() != marker)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-                Err(e) => Err(e),
-            },
+            RemoteTarget::Local { path } => {
+                match TargetRoot::open(path).and_then(|root| root.list_root()) {
+                    Ok(names) => Ok(names.iter().all(|name| ours(name.as_encoded_bytes()))),
+                    Err(e) if e.is_not_found() => Ok(true),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
             RemoteTarget::Ssh { path, .. } => {
                 // Run by `sh -s` whatever the login shell is.
                 let mut script = b"test ! -d ".to_vec();
@@ -68,7 +74,7 @@ impl Destination {
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
                 Ok(output
                     .split(|b| *b == b'\n')
-                    .all(|name| name.trim_ascii().is_empty() || name == marker.as_bytes()))
+                    .all(|name| name.trim_ascii().is_empty() || ours(name)))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Running one batch for one remote, start to finish: the per-batch safety checks (a local
 //! target without this workspace's `.wsync-target` marker, an empty root against a non-empty remote, the dry run against the
-//! `--max-delete` cap after a halt), replaying renames, then one rsync with the argv built by
+//! `--max-delete` cap after a halt), replaying renames, the files still being written in a pass
+//! of their own ([`Destination::send_growing`]), then one rsync with the argv built by
 //! `wsync_core::rsync`. The engine decides what to run ([`BatchOptions`]); this module only
 //! carries it out and returns an [`Outcome`]. It never sees the engine's state.
 
@@ -9,15 +10,17 @@ mod hardlinks;
 pub mod progress;
 mod renames;
 mod rsync_run;
+mod trash;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    failed_paths, files_from, max_delete_skipped, rsync_argv, vanished_paths, ExitClass,
-    PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
-    TARGET_NOT_OURS,
+    failed_paths, files_from, max_delete_skipped, rsync_argv, sent_lengths, vanished_paths,
+    ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
+    DEFAULT_TIMEOUT_SECS, TARGET_NOT_OURS,
 };
 
 pub use destination::Destination;
@@ -71,6 +74,10 @@ pub struct BatchOptions {
     /// Report a full sync's progress (`--info=progress2`); someone waits for it. Costs ~10%
     /// on many small files, so every other sync runs without it.
     pub progress: bool,
+    /// Files of the batch still being written (or closed since they were sent so), with the
+    /// length of their remote copy when the last batch that sent them reported it. They go
+    /// in a pass of their own before the rest (see [`Destination::send_growing`]).
+    pub growing: Vec<(PathBuf, Option<u64>)>,
 }
 
 /// Result of one batch.
@@ -88,6 +95,9 @@ pub struct Outcome {
     /// On exit 23: the paths that failed, when every error line named one (`None`: unknown,
     /// the whole batch failed).
     pub failed_paths: Option<Vec<PathFailure>>,
+    /// The growing files (see [`BatchOptions::growing`]) that landed, and the length rsync
+    /// sent of each: what their remote copy holds.
+    pub sent_lengths: Vec<(PathBuf, u64)>,
 }
 
 impl Outcome {
@@ -101,6 +111,7 @@ impl Outcome {
             halt: None,
             vanished: None,
             failed_paths: None,
+            sent_lengths: Vec::new(),
         }
     }
 
@@ -113,6 +124,7 @@ impl Outcome {
             halt: None,
             vanished: None,
             failed_paths: None,
+            sent_lengths: Vec::new(),
         }
     }
 }
@@ -130,6 +142,9 @@ impl Destination {
         mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
     ) -> Outcome {
         let started = Instant::now();
+        // One trash snapshot per batch (its passes share it), when the remote keeps deletions.
+        let backup_dir = self.backup_dir();
+        let backup_dir = backup_dir.as_deref();
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
         // The watcher's rules file carries the protect rules, current before any batch runs;
         // without one, read every ignore file now (slow on a big tree).
@@ -181,10 +196,12 @@ impl Destination {
         }
         // The files-first pass's outcome, when it ran (it is merged into the batch's).
         let mut files_pass: Option<Outcome> = None;
+        // The growing files' pass's outcome, when it ran (merged likewise).
+        let mut growing_pass: Option<Outcome> = None;
         let (mode, list) = match batch {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
-                let replayed = renames::replay(self, renames).await;
+                let replayed = renames::replay(self, renames, backup_dir.is_some()).await;
                 if replayed.target_missing {
                     let error = not_ours(&self.remote.target);
                     return Outcome::failed(ExitClass::Fatal, error, started);
@@ -199,8 +216,18 @@ impl Destination {
                 if replayed.done > 0 {
                     tracing::debug!(remote = %self.remote.name, renames = replayed.done, "renames replayed");
                 }
-                let fallback = fallback_paths(&renames[replayed.done..]);
+                // A directory the replay found replaced on the remote goes whole.
+                let fallback =
+                    fallback_paths(&renames[replayed.done..]).chain(replayed.diverged.as_ref());
                 let all = collapse(paths.iter().chain(fallback));
+                let (all, growing) = self.send_growing(root, all, opts, &protect).await;
+                if let Some(mut pass) = growing {
+                    if all.is_empty() || !landed_but_for_known_paths(&pass) {
+                        pass.elapsed = started.elapsed();
+                        return pass;
+                    }
+                    growing_pass = Some(pass);
+                }
                 if all.is_empty() {
                     // Everything was a replayed rename: nothing for rsync to do.
                     transferred();
@@ -217,7 +244,7 @@ impl Destination {
                     let (files, rest) = split_files(root, list);
                     if !files.is_empty() {
                         let first = self
-                            .send_files_by_content(root, files, opts, &protect)
+                            .send_files_by_content(root, files, opts, &protect, backup_dir)
                             .await;
                         // Files that vanished in this pass are queued again by the engine,
                         // which counts the rest of the batch as done: the second pass (the
@@ -262,6 +289,7 @@ impl Destination {
             report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
+            backup_dir,
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -280,6 +308,10 @@ impl Destination {
             merge_files_pass(&mut outcome, first);
             outcome.elapsed = started.elapsed();
         }
+        if let Some(pass) = growing_pass {
+            merge_growing_pass(&mut outcome, pass);
+            outcome.elapsed = started.elapsed();
+        }
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
@@ -296,6 +328,7 @@ impl Destination {
         files: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
+        backup_dir: Option<&str>,
     ) -> Outcome {
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
@@ -310,18 +343,104 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            backup_dir,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+        self.read_output(&mut outcome, &output, root);
+        outcome
+    }
+
+    /// What a pass's output says beyond its exit code: a target that is not ours, the files
+    /// that vanished (exit 24) or failed (exit 23).
+    fn read_output(&self, outcome: &mut Outcome, output: &str, root: &Path) {
         if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(not_ours(&self.remote.target));
         }
         if outcome.class == ExitClass::Vanished {
-            outcome.vanished = vanished_paths(&output, root);
+            outcome.vanished = vanished_paths(output, root);
         }
-        self.note_failed_paths(&mut outcome, &output, root);
-        outcome
+        self.note_failed_paths(outcome, output, root);
+    }
+
+    /// Sends the batch's growing files (see [`BatchOptions::growing`]) in `list` on their own,
+    /// before the rest: appended (`--append-verify`) when the file is longer now than the
+    /// remote copy was, by content otherwise. rsync skips appending to a remote copy as long
+    /// as the file or longer, so a file truncated and rewritten (no longer, or not yet longer)
+    /// is sent by content. A file with other names goes with the rest (they are synced with
+    /// it). Returns the rest of `list`, and the pass's outcome when it ran.
+    async fn send_growing(
+        &self,
+        root: &Path,
+        list: Vec<PathBuf>,
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+    ) -> (Vec<PathBuf>, Option<Outcome>) {
+        if opts.growing.is_empty() {
+            return (list, None);
+        }
+        let (mut append, mut by_content, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for path in list {
+            let Some((_, remote_length)) = opts.growing.iter().find(|(p, _)| *p == path) else {
+                rest.push(path);
+                continue;
+            };
+            match std::fs::symlink_metadata(root.join(&path)) {
+                Ok(meta) if meta.file_type().is_file() && meta.nlink() == 1 => {
+                    if remote_length.is_some_and(|sent| meta.len() > sent) {
+                        append.push(path);
+                    } else {
+                        by_content.push(path);
+                    }
+                }
+                _ => rest.push(path),
+            }
+        }
+        let mut pass: Option<Outcome> = None;
+        // What a growing file's send overwrites is kept like any other overwrite.
+        let backup_dir = self.backup_dir();
+        for (files, append) in [(append, true), (by_content, false)] {
+            if files.is_empty() {
+                continue;
+            }
+            let argv = rsync_argv(&RsyncRequest {
+                source_root: root,
+                target: &self.remote.target,
+                control_path: self.control_path.as_deref(),
+                mode: RsyncMode::Growing { append },
+                timeout_secs: DEFAULT_TIMEOUT_SECS,
+                excludes: &[],
+                protect,
+                max_delete: None,
+                exclude_from: opts.exclude_from.as_deref(),
+                report_transfer_done: false,
+                progress: false,
+                marker_id: Some(&self.workspace_id),
+                backup_dir: backup_dir.as_deref(),
+            });
+            tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
+            let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+            self.read_output(&mut outcome, &output, root);
+            if !landed_but_for_known_paths(&outcome) {
+                return (rest, Some(outcome));
+            }
+            // rsync prints a file's line before sending it: only what did not fail landed.
+            let failed = |p: &PathBuf| {
+                outcome.failed_paths.iter().flatten().any(|f| &f.path == p)
+                    || outcome.vanished.iter().flatten().any(|v| v == p)
+            };
+            outcome.sent_lengths = sent_lengths(&output)
+                .into_iter()
+                .filter(|(p, _)| files.contains(p) && !failed(p))
+                .collect();
+            tracing::debug!(remote = %self.remote.name, append, sent = ?outcome.sent_lengths, bytes = outcome.stats.bytes_sent, "growing files sent");
+            match pass.as_mut() {
+                Some(first) => merge_growing_pass(first, outcome),
+                None => pass = Some(outcome),
+            }
+        }
+        (rest, pass)
     }
 
     /// On exit 23, the paths that failed (see [`failed_paths`]), mapped back to the workspace
@@ -370,6 +489,7 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
+            backup_dir: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;
@@ -434,6 +554,25 @@ async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
     }
 }
 
+/// True when a pass landed everything but the paths it names (exit 23 with every failure
+/// understood, or exit 24).
+fn landed_but_for_known_paths(outcome: &Outcome) -> bool {
+    match outcome.class {
+        ExitClass::Success | ExitClass::Vanished => true,
+        ExitClass::Partial => outcome.failed_paths.is_some(),
+        _ => false,
+    }
+}
+
+/// Folds the growing files' pass into the outcome of a later pass, like the files-first pass,
+/// with the lengths it sent.
+fn merge_growing_pass(outcome: &mut Outcome, pass: Outcome) {
+    let mut lengths = pass.sent_lengths.clone();
+    merge_files_pass(outcome, pass);
+    lengths.append(&mut outcome.sent_lengths);
+    outcome.sent_lengths = lengths;
+}
+
 /// Folds the files-first pass into the outcome of the batch's second pass. Its stats add up;
 /// its vanished files (exit 24) make the batch's exit 24 too, with both lists (`None`, unknown,
 /// wins: the engine then queues the whole batch again). A second pass that failed decides.
@@ -495,16 +634,31 @@ pub fn root_is_empty(root: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
         return false;
     };
+    // wsync's own flush cookies and proof files do not make an empty mount point look full.
     !entries.flatten().any(|e| {
-        !e.file_name()
-            .as_encoded_bytes()
-            .starts_with(COOKIE_PREFIX.as_bytes())
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        !name.starts_with(COOKIE_PREFIX.as_bytes())
+            && !name.starts_with(wsync_core::rsync::PROOF_PREFIX.as_bytes())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_holding_only_wsyncs_own_files_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".wsync-proof-1-1"), "").unwrap();
+        std::fs::write(dir.path().join(".wsync-cookie-1-1"), "").unwrap();
+        assert!(
+            root_is_empty(dir.path()),
+            "a proof file must not make a bare mount point look full"
+        );
+        std::fs::write(dir.path().join("f"), "").unwrap();
+        assert!(!root_is_empty(dir.path()));
+    }
 
     fn outcome(class: ExitClass, vanished: Option<Vec<&str>>) -> Outcome {
         let mut outcome = Outcome::success(RsyncStats::default(), Duration::ZERO);

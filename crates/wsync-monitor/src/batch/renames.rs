@@ -1,13 +1,16 @@
-//! Replaying a batch's renames on a remote before its rsync: `rename(2)` for a local target, one
+//! Replaying a batch's renames on a remote before its rsync: `renameat` beneath the target's
+//! handle for a local target ([`wsync_core::beneath`]), one
 //! `sh -s` script of `mv` lines over the shared ssh connection for an SSH target (paths quoted
 //! by `wsync_core::ssh::quote_posix_sh`). Each rename runs only if the remote matches what the
 //! source looked like before it — the source exists with the same type, and the target is
-//! absent (or a regular file replaced by a file, as `rename(2)` did at the source). The first rename that does
+//! absent (or a regular file replaced by a file, as `rename(2)` did at the source, unless the
+//! remote keeps what is overwritten in its trash: rsync then does it, with its backup). The first rename that does
 //! not apply stops the replay; it and every later one fall back to plain rsync of both ends, so
 //! the remote never stays diverged.
 
 use std::path::{Path, PathBuf};
 
+use wsync_core::beneath::{BeneathError, EntryKind, TargetRoot};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::TARGET_NOT_OURS;
 use wsync_core::ssh::quote_posix_sh;
@@ -25,84 +28,173 @@ pub struct Replayed {
     pub stopped: Option<String>,
     /// The remote's target directory is gone (an error, not a fallback).
     pub target_missing: bool,
+    /// A directory on the way to an end of the rename that stopped the replay is a symlink
+    /// (or not a directory) on the remote: rsync sends it whole, which replaces what is there.
+    pub diverged: Option<PathBuf>,
 }
 
-/// Replays `renames` in order on `dest`.
-pub async fn replay(dest: &Destination, renames: &[Rename]) -> Replayed {
+/// Replays `renames` in order on `dest`. With `keep_overwritten` (the remote keeps deletions), a
+/// rename onto an existing file does not apply: it falls back to rsync, which moves the
+/// overwritten file into the trash.
+pub async fn replay(dest: &Destination, renames: &[Rename], keep_overwritten: bool) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
-        RemoteTarget::Local { path } => replay_local(path, &dest.workspace_id, renames),
+        RemoteTarget::Local { path } => {
+            replay_local(path, &dest.workspace_id, renames, keep_overwritten)
+        }
         RemoteTarget::Ssh { path, .. } => {
-            let script = ssh_script(path.as_bytes(), &dest.workspace_id, renames);
+            let script = ssh_script(
+                path.as_bytes(),
+                &dest.workspace_id,
+                renames,
+                keep_overwritten,
+            );
             match dest.remote_command(b"sh -s", Some(script)).await {
-                Ok(out) => {
-                    let text = String::from_utf8_lossy(&out);
-                    let done = text.trim().parse::<usize>().unwrap_or(0).min(renames.len());
-                    let stopped = (done < renames.len()).then(|| {
-                        format!("the remote does not match the rename {:?}", renames[done])
-                    });
-                    Replayed {
-                        done,
-                        stopped,
-                        target_missing: false,
-                    }
-                }
+                Ok(out) => ssh_replayed(&out, renames),
                 Err(e) => Replayed {
                     done: 0,
                     target_missing: e.to_string().contains(TARGET_NOT_OURS),
                     stopped: Some(e.to_string()),
+                    diverged: None,
                 },
             }
         }
     }
 }
 
-fn replay_local(target: &Path, workspace_id: &str, renames: &[Rename]) -> Replayed {
-    if !wsync_core::target::is_ours_local(target, workspace_id) {
-        return Replayed {
-            done: 0,
-            stopped: Some("the target holds no marker of this workspace".into()),
-            target_missing: true,
-        };
-    }
+/// Every rename goes through one [`TargetRoot`] opened once, whose marker is checked on the same
+/// handle: a symlink in a parent directory of either end (another user who owns a mirrored
+/// directory can plant one) stops the replay, and rsync replaces the link.
+/// With `keep_overwritten` (the trash is on) a rename onto an existing file is not replayed:
+/// rsync does it, keeping the old file.
+fn replay_local(
+    target: &Path,
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Replayed {
+    let root = match TargetRoot::open(target) {
+        Ok(root) if wsync_core::target::is_ours(&root, workspace_id) => root,
+        _ => {
+            return Replayed {
+                done: 0,
+                stopped: Some("the target holds no marker of this workspace".into()),
+                target_missing: true,
+                diverged: None,
+            }
+        }
+    };
     for (done, rename) in renames.iter().enumerate() {
-        let (from, to) = (target.join(&rename.from), target.join(&rename.to));
-        let applies = match std::fs::symlink_metadata(&from) {
-            Ok(meta) if meta.is_dir() == rename.is_dir => match std::fs::symlink_metadata(&to) {
-                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-                // A file replaced by a file, as rename(2) did at the source; never into a
-                // directory or through a symlink.
-                Ok(existing) => existing.file_type().is_file() && !rename.is_dir,
-            },
-            _ => false,
-        };
-        let result = if applies {
-            std::fs::rename(&from, &to).map_err(|e| e.to_string())
-        } else {
-            Err("the remote does not match".into())
+        let result = match applies_local(&root, rename, keep_overwritten) {
+            Ok(true) => root.rename(&rename.from, &rename.to),
+            Ok(false) => {
+                return Replayed {
+                    done,
+                    stopped: Some(format!("{rename:?}: the remote does not match")),
+                    ..Replayed::default()
+                }
+            }
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
+            let diverged = match &e {
+                BeneathError::Symlink { at, .. } | BeneathError::NotADirectory { at, .. } => {
+                    Some(at.clone())
+                }
+                _ => None,
+            };
             return Replayed {
                 done,
                 stopped: Some(format!("{rename:?}: {e}")),
                 target_missing: false,
+                diverged,
             };
         }
     }
     Replayed {
         done: renames.len(),
-        stopped: None,
+        ..Replayed::default()
+    }
+}
+
+/// Whether the target looks as the source did before `rename`: the source exists with the same
+/// type, and the destination is absent or a file replaced by a file, as `rename(2)` did at the
+/// source; never into a directory or over a symlink.
+fn applies_local(
+    root: &TargetRoot,
+    rename: &Rename,
+    keep_overwritten: bool,
+) -> Result<bool, BeneathError> {
+    let Some(from) = root.stat(&rename.from)? else {
+        return Ok(false);
+    };
+    if (from.kind == EntryKind::Dir) != rename.is_dir {
+        return Ok(false);
+    }
+    Ok(match root.stat(&rename.to)? {
+        None => true,
+        Some(existing) => existing.kind == EntryKind::File && !rename.is_dir && !keep_overwritten,
+    })
+}
+
+/// Reads the script's answer: the number of renames applied, then, when a parent directory of
+/// the next one was refused, that directory (as `./path`, to the end of the output). Only an
+/// ancestor of that rename's ends is taken from the remote.
+fn ssh_replayed(out: &[u8], renames: &[Rename]) -> Replayed {
+    use std::os::unix::ffi::OsStrExt;
+    let (count, refused) = match out.iter().position(|b| *b == b'\n') {
+        Some(at) => (&out[..at], &out[at + 1..]),
+        None => (out, &[][..]),
+    };
+    let done = String::from_utf8_lossy(count)
+        .trim()
+        .parse::<usize>()
+        .unwrap_or(0)
+        .min(renames.len());
+    let Some(rename) = renames.get(done) else {
+        return Replayed {
+            done,
+            ..Replayed::default()
+        };
+    };
+    let diverged = refused
+        .strip_prefix(b"./")
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .filter(|p| {
+            !p.as_os_str().is_empty()
+                && [&rename.from, &rename.to]
+                    .iter()
+                    .any(|end| end.starts_with(p) && *end != p)
+        });
+    let why = match &diverged {
+        Some(dir) => format!("{dir:?} is a symlink or not a directory on the remote"),
+        None => "the remote does not match".into(),
+    };
+    Replayed {
+        done,
+        stopped: Some(format!("{rename:?}: {why}")),
         target_missing: false,
+        diverged,
     }
 }
 
 /// The script run by `sh -s` on the remote: `cd` to the target and check its marker names
 /// `workspace_id` (or report it is not ours), one
 /// guarded `mv` per rename, and the number applied on stdout. Relative paths get a `./` prefix
-/// so no name can look like an option or a test operator.
-pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<u8> {
+/// so no name can look like an option or a test operator. `plain` walks every parent of both
+/// ends (`./a/b/c`: `./a/b`, `./a`) and refuses a symlink or a non-directory: `mv` resolves
+/// paths, so a mirrored directory replaced by a link would move files outside the target. The
+/// check runs just before each `mv`, not atomically with it: closing that window needs
+/// descriptor-relative calls on the remote (a remote agent), which `sh` cannot make. A file
+/// rename is `f` (may replace a regular file) or, with `keep_overwritten`, `k` (may not).
+pub fn ssh_script(
+    target: &[u8],
+    workspace_id: &str,
+    renames: &[Rename],
+    keep_overwritten: bool,
+) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend_from_slice(b"cd -- ");
     s.extend_from_slice(&quote_posix_sh(target));
@@ -118,7 +210,9 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
     s.extend_from_slice(
         b"n=0\n\
           there() { [ -e \"$1\" ] || [ -h \"$1\" ]; }\n\
+          plain() { p=${1%/*}; while [ \"$p\" != . ]; do [ -d \"$p\" ] && ! [ -h \"$p\" ] || return 1; p=${p%/*}; done; }\n\
           op() {\n\
+          \x20 plain \"$1\" && plain \"$2\" || return 3\n\
           \x20 if [ \"$3\" = d ]; then [ -d \"$1\" ] && ! [ -h \"$1\" ]; else there \"$1\" && ! { [ -d \"$1\" ] && ! [ -h \"$1\" ]; }; fi || return 1\n\
           \x20 if there \"$2\"; then [ \"$3\" = f ] && [ -f \"$2\" ] && ! [ -h \"$2\" ] || return 1; fi\n\
           \x20 mv -f -- \"$1\" \"$2\"\n\
@@ -129,8 +223,14 @@ pub fn ssh_script(target: &[u8], workspace_id: &str, renames: &[Rename]) -> Vec<
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.from)));
         s.push(b' ');
         s.extend_from_slice(&quote_posix_sh(&dot_slash(&rename.to)));
-        s.extend_from_slice(if rename.is_dir { b" d" } else { b" f" });
-        s.extend_from_slice(b" || { echo $n; exit 0; }; n=$((n+1))\n");
+        s.extend_from_slice(match (rename.is_dir, keep_overwritten) {
+            (true, _) => b" d",
+            (false, false) => b" f",
+            (false, true) => b" k",
+        });
+        s.extend_from_slice(
+            b" || { r=$?; echo $n; [ $r = 3 ] && printf %s \"$p\"; exit 0; }; n=$((n+1))\n",
+        );
     }
     s.extend_from_slice(b"echo $n\n");
     s
@@ -165,7 +265,20 @@ mod tests {
         std::fs::write(t.join(MARKER_FILE), r#"{"workspace_id":"00ff"}"#).unwrap();
     }
 
+    /// Runs the script for `renames` on `t` and reads its answer as the monitor does.
+    fn replay_by_script(t: &Path, renames: &[Rename]) -> Replayed {
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", renames, false);
+        let (out, err) = run_script_raw(&script);
+        assert!(!out.is_empty(), "{err}");
+        ssh_replayed(&out, renames)
+    }
+
     fn run_script(script: &[u8]) -> (String, String) {
+        let (out, err) = run_script_raw(script);
+        (String::from_utf8_lossy(&out).trim().to_owned(), err)
+    }
+
+    fn run_script_raw(script: &[u8]) -> (Vec<u8>, String) {
         use std::io::Write;
         let mut child = std::process::Command::new("sh")
             .arg("-s")
@@ -177,7 +290,7 @@ mod tests {
         child.stdin.take().unwrap().write_all(script).unwrap();
         let out = child.wait_with_output().unwrap();
         (
-            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            out.stdout,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
@@ -203,7 +316,7 @@ mod tests {
             rename("missing", "x", false),
             rename("e", "f", true),
         ];
-        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &ops, false);
         let (out, err) = run_script(&script);
         assert_eq!(out, "6", "{err}");
         assert_eq!(std::fs::read_to_string(t.join("a")).unwrap(), "B");
@@ -216,19 +329,42 @@ mod tests {
             t.as_os_str().as_encoded_bytes(),
             "00ff",
             &[rename("e", "g", true)],
+            false,
         ));
         assert_eq!(out, "0");
         assert!(t.join("e/q").exists());
-        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops));
+        let (_, err) = run_script(&ssh_script(b"/nonexistent/x", "00ff", &ops, false));
         assert!(err.contains(TARGET_NOT_OURS), "{err}");
         // Another workspace's marker, or none: nothing moves.
         let (out, err) = run_script(&ssh_script(
             t.as_os_str().as_encoded_bytes(),
             "00fe",
             &[rename("b", "c", false)],
+            false,
         ));
         assert!(err.contains(TARGET_NOT_OURS) && out.is_empty(), "{err}");
         assert!(t.join("b").exists());
+    }
+
+    /// A remote that keeps what is overwritten: a rename onto an existing file is left to
+    /// rsync (which moves the old file into the trash), locally and in the SSH script.
+    #[test]
+    fn a_rename_over_a_file_falls_back_when_the_remote_keeps_overwritten_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::write(t.join("new"), "N").unwrap();
+        std::fs::write(t.join("old"), "O").unwrap();
+        mark(t);
+        let over = [rename("new", "old", false)];
+        assert_eq!(replay_local(t, "00ff", &over, true).done, 0);
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &over, true);
+        assert_eq!(run_script(&script).0, "0");
+        assert_eq!(std::fs::read_to_string(t.join("old")).unwrap(), "O");
+        // A rename onto nothing still replays.
+        let free = [rename("new", "fresh", false)];
+        let script = ssh_script(t.as_os_str().as_encoded_bytes(), "00ff", &free, true);
+        assert_eq!(run_script(&script).0, "1");
+        assert_eq!(std::fs::read_to_string(t.join("fresh")).unwrap(), "N");
     }
 
     #[test]
@@ -247,12 +383,127 @@ mod tests {
                 rename("dir", "g", true),
                 rename("g", "h", false),
             ],
+            false,
         );
         assert_eq!(r.done, 1, "{r:?}");
         assert_eq!(std::fs::read_to_string(t.join("g")).unwrap(), "F");
         assert!(t.join("dir").is_dir());
-        assert!(replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)]).target_missing);
-        assert!(replay_local(t, "00fe", &[rename("g", "h", false)]).target_missing);
+        assert!(
+            replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)], false).target_missing
+        );
+        assert!(replay_local(t, "00fe", &[rename("g", "h", false)], false).target_missing);
         assert!(t.join("g").exists());
+    }
+
+    /// `tmp/t` (marked) with `shared/x`, and `shared/sub` replaced by a link to `tmp/secret`
+    /// (a directory only root may write, holding `passwd`): the attack of issue 12.
+    fn planted(tmp: &Path) -> (PathBuf, PathBuf) {
+        let (t, secret) = (tmp.join("t"), tmp.join("secret"));
+        std::fs::create_dir_all(t.join("shared/real")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("passwd"), "root:x:0:0").unwrap();
+        std::fs::write(t.join("shared/x"), "attacker").unwrap();
+        std::fs::write(t.join("shared/real/y"), "Y").unwrap();
+        std::os::unix::fs::symlink(&secret, t.join("shared/sub")).unwrap();
+        mark(&t);
+        (t, secret)
+    }
+
+    fn secret_intact(secret: &Path) {
+        let names: Vec<_> = std::fs::read_dir(secret)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["passwd"]);
+        assert_eq!(
+            std::fs::read_to_string(secret.join("passwd")).unwrap(),
+            "root:x:0:0"
+        );
+    }
+
+    /// Into, out of and within the linked directory: nothing moves, the replay stops at once.
+    const THROUGH_THE_LINK: [(&str, &str, bool); 3] = [
+        ("shared/x", "shared/sub/passwd", false),
+        ("shared/sub/passwd", "shared/stolen", false),
+        ("shared/sub/passwd", "shared/sub/other", false),
+    ];
+
+    #[test]
+    fn local_replay_never_goes_through_a_symlinked_parent() {
+        for (from, to, is_dir) in THROUGH_THE_LINK {
+            let tmp = tempfile::tempdir().unwrap();
+            let (t, secret) = planted(tmp.path());
+            let r = replay_local(&t, "00ff", &[rename(from, to, is_dir)], false);
+            assert_eq!(r.done, 0, "{from} -> {to}: {r:?}");
+            let why = r.stopped.unwrap_or_default();
+            assert!(why.contains("a symlink in the path"), "{why}");
+            assert!(!r.target_missing);
+            // rsync then sends the directory whole, replacing the link.
+            assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/sub")));
+            secret_intact(&secret);
+            assert!(t.join("shared/x").exists());
+        }
+        // A plain nested rename still applies.
+        let tmp = tempfile::tempdir().unwrap();
+        let (t, _) = planted(tmp.path());
+        let r = replay_local(
+            &t,
+            "00ff",
+            &[rename("shared/real/y", "shared/real/z", false)],
+            false,
+        );
+        assert_eq!(r.done, 1, "{r:?}");
+    }
+
+    #[test]
+    fn the_ssh_script_never_goes_through_a_symlinked_parent() {
+        for (from, to, is_dir) in THROUGH_THE_LINK {
+            let tmp = tempfile::tempdir().unwrap();
+            let (t, secret) = planted(tmp.path());
+            let renames = [
+                rename(from, to, is_dir),
+                rename("shared/real/y", "shared/real/z", false),
+            ];
+            let r = replay_by_script(&t, &renames);
+            assert_eq!(r.done, 0, "{from} -> {to}: {r:?}");
+            assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/sub")));
+            secret_intact(&secret);
+            assert!(t.join("shared/x").exists() && t.join("shared/real/y").exists());
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (t, _) = planted(tmp.path());
+        // A file where a parent directory should be is refused too, and named; a plain nested
+        // rename applies.
+        let r = replay_by_script(
+            &t,
+            &[
+                rename("shared/real/y", "shared/real/z", false),
+                rename("shared/real/z", "shared/x/z", false),
+            ],
+        );
+        assert_eq!(r.done, 1, "{r:?}");
+        assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/x")));
+        assert!(t.join("shared/real/z").exists());
+        // A mismatch that is no diverged directory names none.
+        let r = replay_by_script(&t, &[rename("shared/nothing", "shared/real/w", false)]);
+        assert_eq!((r.done, r.diverged), (0, None));
+    }
+
+    /// The remote's answer names a directory only on the way to the refused rename's ends.
+    #[test]
+    fn a_diverged_directory_is_taken_from_the_remote_only_on_the_way() {
+        let renames = [rename("a/b/c", "d/e", false)];
+        for (answer, diverged) in [
+            (&b"0\n./a/b"[..], Some("a/b")),
+            (b"0\n./d", Some("d")),
+            (b"0\n./d/e", None),
+            (b"0\n./etc", None),
+            (b"0\n/etc", None),
+            (b"0\n", None),
+            (b"1\n./a", None),
+        ] {
+            let r = ssh_replayed(answer, &renames);
+            assert_eq!(r.diverged.as_deref(), diverged.map(Path::new), "{answer:?}");
+        }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::Command;
-use wsync_core::rsync::{classify_exit, parse_stats, ExitClass, TRANSFER_DONE_PREFIX};
+use wsync_core::rsync::{
+    classify_exit, parse_stats, ExitClass, SENT_LENGTH_PREFIX, TRANSFER_DONE_PREFIX,
+};
 
 use super::progress::{read_segment, Reporter};
 use super::Outcome;
@@ -122,6 +124,7 @@ pub(super) async fn run_reporting(
         halt: None,
         vanished: None,
         failed_paths: None,
+        sent_lengths: Vec::new(),
     };
     (outcome, text.into_owned())
 }
@@ -133,6 +136,7 @@ fn is_message(line: &str) -> bool {
         && !line.contains("_exit_cleanup(")
         && !line.starts_with("sent ")
         && !line.starts_with("total size is ")
+        && !line.starts_with(SENT_LENGTH_PREFIX)
         && !STATS_KEYS.iter().any(|k| line.starts_with(k))
 }
 

@@ -207,6 +207,11 @@ impl Driver {
                     .push(tokio::spawn(async move { dest.close_connection().await }));
                 None
             }
+            Effect::PruneTrash(dest) => {
+                // Off the loop; nothing waits for it (an hour later the next one runs).
+                tokio::spawn(async move { dest.prune_trash().await });
+                None
+            }
             Effect::RemoveRulesFile => {
                 self.watcher.remove_rules_file();
                 None

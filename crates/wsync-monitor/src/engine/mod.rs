@@ -15,8 +15,11 @@
 mod budget;
 pub mod driver;
 mod flushes;
+mod growing;
 mod halt;
 mod intake;
+mod latency;
+mod proof;
 mod slot;
 mod status;
 #[cfg(test)]
@@ -27,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress,
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, SyncProgress,
 };
 use wsync_core::registry::{Remote, Workspace};
 
@@ -42,6 +45,9 @@ use crate::watch::{Change, WatchMsg};
 use flushes::Flushes;
 use halt::{check_root, Halt};
 use intake::Intake;
+use proof::Proofs;
+#[cfg(test)]
+use proof::PROOF_MISSES;
 use slot::{OverBudget, RemoteSlot};
 use status::StatusOutbox;
 
@@ -51,6 +57,10 @@ pub const OVER_BUDGET_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a workspace without working watches runs a full sync instead.
 pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the trash of each remote that keeps deletions is pruned (and once at start, and
+/// after its setting changes): snapshots are kept for days, so an hour late is nothing.
+pub const TRASH_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A change's number in the stream of changes the engine has seen (and the number of the
 /// newest one, as a watermark: "every change up to here").
@@ -136,6 +146,9 @@ pub enum Effect {
     Rewatch,
     /// Ask a remote's ssh master to exit.
     CloseConnection(Arc<Destination>),
+    /// Remove the snapshots in a remote's trash older than its `keep_deleted_days`, in the
+    /// background (no answer; a failure is logged and the next prune tries again).
+    PruneTrash(Arc<Destination>),
     RemoveRulesFile,
     Exit(Exit),
 }
@@ -214,6 +227,7 @@ pub struct Engine {
     root_id: Option<RootId>,
     intake: Intake,
     flushes: Flushes,
+    proofs: Proofs,
     watching: Watching,
     outbox: StatusOutbox,
     /// Answers still to come for effects that always get one (probes, cookie): until
@@ -225,6 +239,8 @@ pub struct Engine {
     /// Shutdown asked: no new batches; exit once the transfers under way finish.
     draining: bool,
     exiting: bool,
+    /// When the trashes are pruned next ([`TRASH_PRUNE_INTERVAL`]).
+    next_prune: Instant,
 }
 
 impl Engine {
@@ -242,6 +258,7 @@ impl Engine {
         // The registry's record of the root (from add, or the last resume): a root swapped
         // while no monitor ran is caught like one swapped under a running monitor.
         let persisted = workspace.root_id.map(|r| (r.dev, r.ino));
+        let proofs = Proofs::new(tunables.proof_interval(), now);
         let mut engine = Self {
             root: workspace.path.clone(),
             workspace: workspace.name.clone(),
@@ -268,6 +285,7 @@ impl Engine {
             root_id: persisted.or(root_id),
             intake: Intake::default(),
             flushes: Flushes::default(),
+            proofs,
             watching: Watching {
                 watches,
                 ..Watching::default()
@@ -277,6 +295,7 @@ impl Engine {
             dispatch_probed: false,
             draining: false,
             exiting: false,
+            next_prune: now,
         };
         let mut fx = Vec::new();
         if root_id.is_none() {
@@ -321,7 +340,9 @@ impl Engine {
             Input::Transferred { remote, flight } => {
                 tracing::trace!(remote = remote.name, flight, "transfer complete");
                 if let Some(slot) = self.slot_mut(&remote) {
-                    slot.transferred(flight, wall_ms());
+                    if slot.transferred(flight, wall_ms(), now) {
+                        self.proofs.landed(&remote.name, now, wall_ms());
+                    }
                 }
             }
             Input::Progress {
@@ -342,6 +363,11 @@ impl Engine {
                 let finished = self.slot_mut(&remote).and_then(|slot| {
                     slot.finished(flight, batch, outcome, now, wall_ms(), OVER_BUDGET_GRACE)
                 });
+                match finished.as_ref() {
+                    Some(f) if f.proof_failed => self.proofs.refused(&remote.name),
+                    Some(f) if f.landed => self.proofs.landed(&remote.name, now, wall_ms()),
+                    _ => {}
+                }
                 if let Some(reason) = finished.and_then(|f| f.halt) {
                     self.halt(Halt::deletions(reason), now, &mut fx);
                 }
@@ -349,6 +375,15 @@ impl Engine {
             Input::RootProbed { purpose, probe } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
                 self.on_probe(purpose, probe, now, &mut fx);
+            }
+            Input::CookieCreated { name, error } if self.proofs.is_proof_file(&name) => {
+                self.awaiting = self.awaiting.saturating_sub(1);
+                if let Some(error) = error {
+                    tracing::warn!(
+                        "cannot create the proof-of-sync file in the workspace root: {error}"
+                    );
+                    self.proofs.create_failed(&name, now);
+                }
             }
             Input::CookieCreated { name, error } => {
                 self.awaiting = self.awaiting.saturating_sub(1);
@@ -386,17 +421,29 @@ impl Engine {
         if let Some(at) = self.flushes.next_deadline() {
             wake = wake.min(at);
         }
-        if let Some(at) = self.outbox.next_at(&self.status()) {
+        if let Some(at) = self.outbox.next_at(&self.status(now)) {
             wake = wake.min(at);
         }
         if let Some(at) = self.watching.next_degraded_sync {
             wake = wake.min(at);
+        }
+        if let Some(at) = self.proofs.next_wake(now) {
+            wake = wake.min(at);
+        }
+        if self.keeps_deletions() {
+            wake = wake.min(self.next_prune);
         }
         wake.max(now)
     }
 
     fn active(&self) -> bool {
         !self.paused && self.halt.is_none()
+    }
+
+    fn keeps_deletions(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.dest().remote.keep_deleted_days > 0)
     }
 
     fn slot_mut(&mut self, key: &RemoteKey) -> Option<&mut RemoteSlot> {
@@ -449,6 +496,7 @@ impl Engine {
         tracing::trace!(changes = changes.len(), "changes");
         for change in changes {
             self.newest = self.newest.next();
+            self.proofs.change_seen(&change.path, self.newest);
             for queued in self.intake.accept(change, now) {
                 for slot in &mut self.slots {
                     slot.queue(&queued, now);
@@ -462,6 +510,7 @@ impl Engine {
         match cmd {
             MonitorCommand::Start { .. } => tracing::warn!("ignoring a second start message"),
             MonitorCommand::Attach { remote, progress } => self.attach(remote, progress, now),
+            MonitorCommand::Update { remote } => self.update(remote, now),
             MonitorCommand::Detach { remote } => self.detach(&remote, fx),
             MonitorCommand::Pause => {
                 tracing::info!("paused");
@@ -470,6 +519,7 @@ impl Engine {
             MonitorCommand::Resume => {
                 tracing::info!("resumed");
                 self.paused = false;
+                self.proofs.restart_clocks(now);
                 self.request_lift(fx);
                 self.retry_now(now);
             }
@@ -543,7 +593,33 @@ impl Engine {
             generation: self.next_generation,
         };
         tracing::info!(remote = %dest.remote.name, target = %dest.remote.target, "remote attached");
+        self.proofs.start_clock(&key.name, now);
+        if dest.remote.keep_deleted_days > 0 {
+            self.next_prune = now;
+        }
         self.slots.push(RemoteSlot::new(key, dest, progress, now));
+    }
+
+    /// New settings for an attached remote; a prune follows at once (a shorter
+    /// `keep_deleted_days` may expire snapshots).
+    fn update(&mut self, remote: Remote, now: Instant) {
+        let dest = Destination::new(
+            remote,
+            &self.runtime_dir,
+            &self.workspace,
+            &self.workspace_id,
+        );
+        let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.name() == dest.remote.name && s.dest().remote.target == dest.remote.target)
+        else {
+            tracing::warn!(remote = %dest.remote.name, "update ignored: no remote of that name and target");
+            return;
+        };
+        tracing::info!(remote = %dest.remote.name, keep_deleted_days = dest.remote.keep_deleted_days, "remote settings updated");
+        slot.set_dest(Arc::new(dest));
+        self.next_prune = now;
     }
 
     fn detach(&mut self, name: &str, fx: &mut Vec<Effect>) {
@@ -552,6 +628,7 @@ impl Engine {
             return;
         };
         let mut slot = self.slots.remove(index);
+        self.proofs.forget(name);
         for flight in slot.abandon_all() {
             fx.push(Effect::AbandonBatch {
                 remote: slot.key().clone(),
@@ -683,6 +760,7 @@ impl Engine {
             slot.after_halt(halt.on_lift);
         }
         self.halt = None;
+        self.proofs.restart_clocks(now);
         self.watching.rescans += 1;
         self.mark_all_full(now);
     }
@@ -697,6 +775,14 @@ impl Engine {
                 self.watching.next_degraded_sync = Some(now + DEGRADED_FULL_SYNC_INTERVAL);
             }
         }
+        if now >= self.next_prune && !self.draining {
+            self.next_prune = now + TRASH_PRUNE_INTERVAL;
+            for slot in &self.slots {
+                if slot.dest().remote.keep_deleted_days > 0 {
+                    fx.push(Effect::PruneTrash(slot.dest().clone()));
+                }
+            }
+        }
         if self.draining {
             if self.slots.iter().all(|s| !s.is_transferring()) {
                 tracing::info!("current transfers finished; exiting");
@@ -705,12 +791,41 @@ impl Engine {
             }
         } else {
             self.request_dispatch(now, fx);
+            self.prove(now, fx);
         }
         if self.awaiting > 0 {
             return;
         }
         self.answer_flushes(now, fx);
         self.emit_status(now, false, fx);
+    }
+
+    /// Starts a proof-of-sync round when one is due, and ends the one out once every remote
+    /// holds it (see `proof`).
+    fn prove(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let slots = &self.slots;
+        let done = self.proofs.settle(now, wall_ms(), |remote, seq| {
+            slots.iter().any(|s| s.name() == remote && s.caught_up(seq))
+        });
+        if let Some(name) = done {
+            fx.push(Effect::RemoveCookie { name });
+        }
+        if self.active() {
+            if let Some(name) = self.proofs.due(now) {
+                self.awaiting += 1;
+                fx.push(Effect::CreateCookie { name });
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn proofs_created(&self) -> usize {
+        self.proofs.created()
+    }
+
+    #[cfg(test)]
+    fn pending_proof(&self) -> Option<String> {
+        self.proofs.pending_name()
     }
 
     fn stamp_dirty_sets(&mut self) {
@@ -825,6 +940,7 @@ impl Engine {
                     exclude_from: self.rules_file.clone(),
                     protect: self.protect.clone(),
                     progress: started.progress,
+                    growing: started.growing,
                 },
             }));
         }
@@ -832,7 +948,7 @@ impl Engine {
 
     // ---- status and exit ----------------------------------------------------------------
 
-    fn status(&self) -> MonitorStatus {
+    fn status(&self, now: Instant) -> MonitorStatus {
         let halted = self.halt.is_some();
         MonitorStatus {
             workspace: self.workspace.clone(),
@@ -845,13 +961,22 @@ impl Engine {
             remotes: self
                 .slots
                 .iter()
-                .map(|slot| slot.status(halted, self.paused))
+                .map(|slot| {
+                    let mut status = slot.status(halted, self.paused, now);
+                    status.verified_unix_ms = self.proofs.last_unix_ms(slot.name());
+                    if status.state == RemoteState::InSync
+                        && self.proofs.unverified(slot.name(), now)
+                    {
+                        status.state = RemoteState::Unverified;
+                    }
+                    status
+                })
                 .collect(),
         }
     }
 
     fn emit_status(&mut self, now: Instant, force: bool, fx: &mut Vec<Effect>) {
-        if let Some(status) = self.outbox.offer(self.status(), now, force) {
+        if let Some(status) = self.outbox.offer(self.status(now), now, force) {
             fx.push(Effect::Emit(MonitorEvent::Status { status }));
         }
     }
@@ -866,7 +991,12 @@ impl Engine {
                 });
             }
         }
-        for name in self.flushes.abandon() {
+        for name in self
+            .flushes
+            .abandon()
+            .into_iter()
+            .chain(self.proofs.abandon())
+        {
             fx.push(Effect::RemoveCookie { name });
         }
         self.emit_status(now, true, fx);

@@ -12,7 +12,9 @@ use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
 use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
 
 use super::budget::DeletionLedger;
-use super::intake::Queued;
+use super::growing::{GrowingFile, GrowingFiles};
+use super::intake::{Queued, Write};
+use super::latency::{Arrivals, Latencies};
 use super::Seq;
 use crate::batch::{fallback_paths, DeletePolicy, Destination, Outcome};
 use crate::queue::{Batch, DirtySet, Rename};
@@ -53,6 +55,8 @@ struct Flight {
     packed: u64,
     /// The batch ran under the user's confirmation.
     confirmed: bool,
+    /// When the changes it carries were queued.
+    arrivals: Arrivals,
 }
 
 impl Flight {
@@ -203,10 +207,17 @@ pub(super) struct Started {
     /// See `BatchOptions::report_transfer_done`.
     pub report_transfer_done: bool,
     pub progress: bool,
+    /// See `BatchOptions::growing`.
+    pub growing: Vec<GrowingFile>,
 }
 
 /// What a finished batch means for the workspace.
 pub(super) struct Finished {
+    /// The batch is on the remote (wholly, or all but paths failing on their own).
+    pub landed: bool,
+    /// The remote refused a proof-of-sync file: no proof, and not a stuck path either (no
+    /// change of the user's failed; the remote goes `unverified` if it persists).
+    pub proof_failed: bool,
     /// A safety rail stopped the batch: the workspace halts with this reason.
     pub halt: Option<String>,
 }
@@ -231,6 +242,8 @@ pub(super) struct RemoteSlot {
     health: Health,
     /// Paths failing on their own while everything else flows.
     stuck: StuckPaths,
+    /// Files still being written: held between sends, appended when that is safe.
+    growing: GrowingFiles,
     last_sync_unix_ms: Option<u64>,
     files_sent: u64,
     bytes_sent: u64,
@@ -241,6 +254,9 @@ pub(super) struct RemoteSlot {
     /// Deletions past the budget are held until then, in case the paths come back (a
     /// `node_modules` reinstall) before the workspace halts.
     over_budget_until: Option<Instant>,
+    /// When the changes waiting in `dirty` were queued.
+    arrivals: Arrivals,
+    latencies: Latencies,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -280,12 +296,15 @@ impl RemoteSlot {
             synced_through: Seq::default(),
             health: Health::default(),
             stuck: StuckPaths::default(),
+            growing: GrowingFiles::default(),
             last_sync_unix_ms: None,
             files_sent: 0,
             bytes_sent: 0,
             report_progress,
             deletions: DeletionLedger::default(),
             over_budget_until: None,
+            arrivals: Arrivals::default(),
+            latencies: Latencies::default(),
         }
     }
 
@@ -301,12 +320,19 @@ impl RemoteSlot {
         &self.dest
     }
 
+    /// New settings for this remote (same name and target): the batches started after it use
+    /// them; one already running keeps its own.
+    pub fn set_dest(&mut self, dest: Arc<Destination>) {
+        self.dest = dest;
+    }
+
     pub fn is_transferring(&self) -> bool {
         self.transferring.is_some()
     }
 
     /// Queues one change from intake.
     pub fn queue(&mut self, queued: &Queued, now: Instant) {
+        self.arrivals.push(now);
         match queued {
             Queued::Path {
                 queue,
@@ -316,6 +342,16 @@ impl RemoteSlot {
                 creation,
                 is_dir,
             } => {
+                if *deletion || *creation {
+                    self.growing.forget(changed);
+                } else if *write == Write::Open(true)
+                    && queue == changed
+                    && self.growing.hold(changed, now)
+                {
+                    // Sent while being written less than a second ago: it waits for its
+                    // resend time (or its close-write), the rest of the dirty set does not.
+                    return;
+                }
                 self.dirty.add(queue, now);
                 if *deletion {
                     self.dirty.note_delete(changed, now);
@@ -324,9 +360,12 @@ impl RemoteSlot {
                     self.deletions.recreated(changed, *is_dir);
                 }
                 match write {
-                    super::intake::Write::Closed => self.dirty.note_closed(changed),
-                    super::intake::Write::Open(open) => self.dirty.note_write(changed, *open),
-                    super::intake::Write::Unchanged => {}
+                    Write::Closed => {
+                        self.growing.closed(changed);
+                        self.dirty.note_closed(changed);
+                    }
+                    Write::Open(open) => self.dirty.note_write(changed, *open),
+                    Write::Unchanged => {}
                 }
             }
             Queued::Rename(rename) => self.queue_rename(rename, now),
@@ -334,6 +373,8 @@ impl RemoteSlot {
     }
 
     fn queue_rename(&mut self, rename: &Rename, now: Instant) {
+        self.growing.forget(&rename.from);
+        self.growing.forget(&rename.to);
         self.dirty.note_write(&rename.from, false);
         self.dirty.note_created(&rename.to, rename.is_dir);
         self.deletions.recreated(&rename.to, rename.is_dir);
@@ -365,6 +406,7 @@ impl RemoteSlot {
         } else if self.oldest_dirty.is_none() {
             self.oldest_dirty = Some(numbered_through.next());
         }
+        self.growing.stamp(numbered_through);
     }
 
     /// When this remote's next batch is due, if one is waiting (a retry waits for its time).
@@ -383,6 +425,7 @@ impl RemoteSlot {
             _ => [
                 self.dirty.due_at(settle, max_latency),
                 self.stuck.next_retry(),
+                self.growing.next_due(),
             ]
             .into_iter()
             .flatten()
@@ -411,7 +454,8 @@ impl RemoteSlot {
                 .dirty
                 .due_at(settle, max_latency)
                 .is_some_and(|due| due <= now || retrying)
-                || self.stuck.next_retry().is_some_and(|at| at <= now))
+                || self.stuck.next_retry().is_some_and(|at| at <= now)
+                || self.growing.next_due().is_some_and(|at| at <= now))
     }
 
     /// Deletions set aside for batches still running.
@@ -454,6 +498,15 @@ impl RemoteSlot {
         for path in self.stuck.due(now) {
             self.dirty.add(&path, now);
         }
+        // Growing files due for their next send, still being written.
+        let (resend, held_oldest) = self.growing.take_due(now);
+        for path in resend {
+            self.dirty.add(&path, now);
+            self.dirty.note_write(&path, true);
+        }
+        if let Some(oldest) = held_oldest {
+            self.put_back_from(oldest);
+        }
         let (known_deletions, _) = self.dirty.deletions();
         let deletes = self.dirty.deleted_paths();
         let moves = self.dirty.has_moves();
@@ -462,10 +515,12 @@ impl RemoteSlot {
         let confirmed = self.delete_policy == DeletePolicy::Confirmed;
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
+        let open = self.dirty.take_open();
         let batch = self.dirty.take()?;
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;
+        let growing = self.growing.sending(self.next_flight, &batch, &open, now);
         let full = batch == Batch::Full;
         let scope = match &batch {
             Batch::Full => None,
@@ -491,6 +546,7 @@ impl RemoteSlot {
             moves,
             packed,
             confirmed,
+            arrivals: std::mem::take(&mut self.arrivals),
         });
         Some(Started {
             flight: self.next_flight,
@@ -499,6 +555,7 @@ impl RemoteSlot {
             max_delete,
             moves,
             progress: self.report_progress && full,
+            growing,
             batch,
         })
     }
@@ -511,13 +568,17 @@ impl RemoteSlot {
 
     /// The transfer of a batch is complete: count it as synced (its exit status confirms
     /// later) and let the next batch start without waiting for rsync's exit handshake.
-    pub fn transferred(&mut self, flight: u64, now_unix_ms: u64) {
+    /// Returns whether it was this slot's running batch (it is then on the remote).
+    pub fn transferred(&mut self, flight: u64, now_unix_ms: u64, now: Instant) -> bool {
         if self.transferring.as_ref().is_none_or(|f| f.id != flight) {
-            return;
+            return false;
         }
-        let Some(flight) = self.transferring.take() else {
-            return;
+        let Some(mut flight) = self.transferring.take() else {
+            return false;
         };
+        // Counted now, when the data is there; its exit figures add the bytes later.
+        self.latencies
+            .landed(std::mem::take(&mut flight.arrivals), now, 0, 0);
         self.synced_through = self.synced_through.max(flight.newest);
         self.stuck.landed(&flight, &[]);
         self.initial_done |= flight.full;
@@ -527,6 +588,7 @@ impl RemoteSlot {
         self.health.last_class = Some(ExitClass::Success);
         self.last_sync_unix_ms = Some(now_unix_ms);
         self.finishing.push(flight);
+        true
     }
 
     /// Applies a batch's exit: success, vanished files queued again, or a failure that puts
@@ -540,7 +602,7 @@ impl RemoteSlot {
         now_unix_ms: u64,
         grace: Duration,
     ) -> Option<Finished> {
-        let flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
+        let mut flight = if self.transferring.as_ref().is_some_and(|f| f.id == flight) {
             self.transferring.take()
         } else {
             self.finishing
@@ -558,7 +620,9 @@ impl RemoteSlot {
             halt,
             vanished,
             failed_paths,
+            sent_lengths,
         } = outcome;
+        self.growing.finished(flight.id, &sent_lengths);
         self.health.last_class = Some(class);
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
@@ -578,6 +642,29 @@ impl RemoteSlot {
             // The watched full sync is over (whatever its outcome): later ones run quietly.
             self.report_progress = false;
         }
+        let arrivals = std::mem::take(&mut flight.arrivals);
+        let landed = matches!(
+            (class, &failed_paths),
+            (ExitClass::Partial, Some(_)) | (ExitClass::Success | ExitClass::Vanished, _)
+        );
+        if landed {
+            self.latencies
+                .landed(arrivals, now, stats.files_transferred, stats.bytes_sent);
+        } else {
+            self.arrivals.restore(arrivals);
+        }
+        let mut proof_failed = false;
+        let failed_paths = failed_paths.map(|mut failures| {
+            failures.retain(|f| {
+                let proof = is_proof_file(&f.path);
+                if proof {
+                    tracing::warn!(remote = %name, path = %f.path.display(), "the remote refused the proof-of-sync file: {}", f.message);
+                }
+                proof_failed |= proof;
+                !proof
+            });
+            failures
+        });
         match (class, failed_paths) {
             (ExitClass::Partial, Some(failures)) => {
                 // Everything but the failing paths landed: no whole-remote backoff.
@@ -651,7 +738,11 @@ impl RemoteSlot {
             }
             other => other,
         };
-        Some(Finished { halt })
+        Some(Finished {
+            landed: landed && !proof_failed,
+            proof_failed,
+            halt,
+        })
     }
 
     /// A batch (`full`: a full sync) is on the remote: health, counters, and what a full sync
@@ -684,10 +775,14 @@ impl RemoteSlot {
             .into_iter()
             .chain(self.finishing.drain(..))
             .collect();
-        for flight in &flights {
+        let ids = flights.iter().map(|f| f.id).collect();
+        for flight in flights {
             self.put_back_from(flight.oldest);
+            self.arrivals.restore(flight.arrivals);
+            // Killed mid-append, the remote copy's length is unknown.
+            self.growing.finished(flight.id, &[]);
         }
-        flights.iter().map(|f| f.id).collect()
+        ids
     }
 
     /// A halt: running batches are abandoned and the remote will need a full sync.
@@ -725,6 +820,7 @@ impl RemoteSlot {
         // queue, while a later batch may have raised `synced_through` past it).
         let waiting = self.oldest_dirty.is_some_and(|o| o <= seq)
             || self.stuck.oldest().is_some_and(|o| o <= seq)
+            || self.growing.held_oldest().is_some_and(|o| o <= seq)
             || self.transferring.as_ref().is_some_and(|f| f.oldest <= seq);
         !waiting
             && (self.synced_through >= seq
@@ -732,7 +828,8 @@ impl RemoteSlot {
                     && self.dirty.is_empty()
                     && self.transferring.is_none()
                     && self.health.failures == 0
-                    && self.stuck.is_empty()))
+                    && self.stuck.is_empty()
+                    && self.growing.held() == 0))
     }
 
     fn state(&self, halted: bool, paused: bool) -> RemoteState {
@@ -765,7 +862,7 @@ impl RemoteSlot {
         }
     }
 
-    pub fn status(&self, halted: bool, paused: bool) -> RemoteStatus {
+    pub fn status(&self, halted: bool, paused: bool, now: Instant) -> RemoteStatus {
         let worst = self.stuck.worst();
         let (failures, last_error, next_retry) = match worst {
             Some((path, stuck)) if self.health.failures == 0 => (
@@ -797,11 +894,24 @@ impl RemoteSlot {
             bytes_sent: self.bytes_sent,
             pending: self.dirty.pending()
                 + self.transferring.as_ref().map_or(0, |f| f.len as u64)
-                + self.stuck.len(),
+                + self.stuck.len()
+                + self.growing.held(),
             consecutive_failures: failures,
             last_error,
             next_retry_unix_ms: next_retry,
             progress: self.transferring.as_ref().and_then(|f| f.progress),
+            verified_unix_ms: None,
+            throughput: self.latencies.throughput(now),
         }
     }
+}
+
+/// A proof-of-sync file at the workspace root.
+fn is_proof_file(path: &Path) -> bool {
+    path.parent()
+        .is_some_and(|p| p.as_os_str().is_empty() || p == Path::new("."))
+        && path.file_name().is_some_and(|n| {
+            n.to_string_lossy()
+                .starts_with(wsync_core::rsync::PROOF_PREFIX)
+        })
 }

@@ -41,6 +41,7 @@ fn remote(name: &str) -> Remote {
         target: RemoteTarget::Local {
             path: PathBuf::from("/mirror").join(name),
         },
+        keep_deleted_days: 0,
     }
 }
 
@@ -50,6 +51,15 @@ impl Harness {
     }
 
     fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
+        Self::build(remotes, edit, 0)
+    }
+
+    /// A harness whose engine proves its remotes every `interval`.
+    fn with_proofs(remotes: &[&str], interval: Duration) -> Self {
+        Self::build(remotes, |_| {}, interval.as_millis() as u64)
+    }
+
+    fn build(remotes: &[&str], edit: impl FnOnce(&mut Workspace), proof_interval_ms: u64) -> Self {
         let mut workspace = Workspace {
             name: "ws".into(),
             id: String::new(),
@@ -69,6 +79,7 @@ impl Harness {
                 tunables: MonitorTunables {
                     settle_ms: SETTLE.as_millis() as u64,
                     max_latency_ms: 100,
+                    proof_interval_ms,
                 },
                 progress: Vec::new(),
                 runtime_dir: "/run/wsync".into(),
@@ -236,7 +247,7 @@ impl Harness {
     }
 
     fn status(&self) -> MonitorStatus {
-        self.engine.status()
+        self.engine.status(self.now)
     }
 
     fn state(&self) -> RemoteState {
@@ -869,6 +880,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
             tunables: MonitorTunables {
                 settle_ms: 5,
                 max_latency_ms: 100,
+                proof_interval_ms: 0,
             },
             progress: vec!["a".into()],
             runtime_dir: "/run".into(),
@@ -1223,4 +1235,279 @@ fn a_path_failing_three_times_puts_the_remote_in_error_naming_it() {
     h.closed("other");
     h.advance(SETTLE * 2);
     assert!(h.started.is_empty(), "the whole remote is in backoff");
+}
+
+// ---- proof of sync and latency ---------------------------------------------------------
+
+const PROOF: Duration = Duration::from_secs(60);
+
+fn created_proofs(h: &Harness) -> usize {
+    // The harness answers CreateCookie itself; the proof file's name is the engine's.
+    h.engine.proofs_created()
+}
+
+#[test]
+fn an_idle_remote_is_proved_by_a_file_that_travels_the_normal_path() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    assert_eq!(h.state(), RemoteState::InSync);
+    let landed = h.status().remotes[0].verified_unix_ms;
+    assert!(landed.is_some(), "the initial sync is a proof");
+    h.advance(PROOF / 2);
+    assert_eq!(
+        created_proofs(&h),
+        0,
+        "proved half an interval ago: no probe"
+    );
+    h.advance(PROOF / 2);
+    assert_eq!(
+        created_proofs(&h),
+        1,
+        "an interval without a proof: a probe"
+    );
+    let name = h.engine.pending_proof().expect("a proof file is out");
+    // Its creation comes back as an ordinary change, queued and sent like any.
+    h.changes(vec![change(&name, ChangeKind::Created, false)]);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert!(
+        matches!(&start.batch, Batch::Paths { paths, .. } if paths.iter().any(|p| p.as_os_str() == name.as_str())),
+        "the proof file goes in a normal batch"
+    );
+    h.succeed(start);
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { name: n } if *n == name)),
+        "once on the remote the proof file is removed again"
+    );
+    assert_eq!(h.engine.pending_proof(), None);
+}
+
+#[test]
+fn a_remote_that_never_receives_the_proof_goes_unverified_and_recovers() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    // Every interval a probe goes out, but its event never comes (the watcher went deaf).
+    for _ in 0..PROOF_MISSES {
+        h.advance(PROOF);
+    }
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.state(), RemoteState::Unverified);
+    assert!(created_proofs(&h) >= 2, "a probe each round");
+    // A change that lands proves it again.
+    h.advance(PROOF);
+    if let Some(name) = h.engine.pending_proof() {
+        h.changes(vec![change(&name, ChangeKind::Created, false)]);
+    } else {
+        h.closed("f");
+    }
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    h.succeed(start);
+    assert_eq!(h.state(), RemoteState::InSync);
+}
+
+#[test]
+fn a_paused_workspace_is_not_probed_and_resume_is_not_blamed_for_the_pause() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Pause));
+    h.advance(PROOF * 5);
+    assert_eq!(created_proofs(&h), 0, "no probe while paused");
+    assert_eq!(h.state(), RemoteState::Paused);
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_ne!(h.state(), RemoteState::Unverified);
+    assert_eq!(created_proofs(&h), 1, "resume probes at once");
+}
+
+#[test]
+fn status_reports_change_to_remote_latency() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    h.advance(Duration::from_millis(30));
+    let start = h.take_one();
+    h.advance(Duration::from_millis(20));
+    h.succeed(start);
+    let t = h.status().remotes[0].throughput.expect("a change landed");
+    // Queued at 0, due at once (a close-write), landed 50 ms later.
+    assert_eq!(t.latency_p50_us, 50_000);
+    assert!(t.samples >= 1);
+}
+
+/// The trash of a remote that keeps deletions is pruned at start, hourly and after its
+/// setting changes; a remote that keeps nothing is never pruned, and an `update` reaches the
+/// batches after it without a full sync.
+#[test]
+fn trashes_are_pruned_at_start_hourly_and_after_an_update() {
+    let prunes = |h: &mut Harness| -> Vec<String> {
+        std::mem::take(&mut h.effects)
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::PruneTrash(dest) => Some(dest.remote.name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut h = Harness::with(&["keeps", "plain"], |ws| {
+        ws.remotes[0].keep_deleted_days = 7;
+    });
+    h.initial_sync();
+    assert_eq!(
+        prunes(&mut h),
+        ["keeps"],
+        "at start, only the remote that keeps"
+    );
+    h.advance(Duration::from_secs(60));
+    assert!(prunes(&mut h).is_empty(), "not again within the hour");
+    assert!(h.engine.next_wake(h.now) <= h.now + Duration::from_secs(1));
+    h.advance(TRASH_PRUNE_INTERVAL);
+    assert_eq!(prunes(&mut h), ["keeps"], "an hour later");
+
+    let mut updated = remote("plain");
+    updated.keep_deleted_days = 1;
+    h.step(Input::Command(MonitorCommand::Update { remote: updated }));
+    assert_eq!(
+        prunes(&mut h),
+        ["keeps", "plain"],
+        "at once after an update"
+    );
+    h.closed("f");
+    h.advance(SETTLE * 2);
+    let starts = std::mem::take(&mut h.started);
+    assert!(starts.iter().all(|s| s.batch != Batch::Full), "no re-sync");
+    let plain = starts.iter().find(|s| s.remote.name == "plain").unwrap();
+    assert_eq!(
+        plain.dest.remote.keep_deleted_days, 1,
+        "the next batch uses it"
+    );
+}
+
+/// A batch that sent `lengths` of its growing files.
+fn sent(lengths: &[(&str, u64)]) -> Outcome {
+    let mut outcome = Outcome::success(RsyncStats::default(), Duration::ZERO);
+    outcome.sent_lengths = lengths.iter().map(|(p, l)| (p.into(), *l)).collect();
+    outcome
+}
+
+fn modified(h: &mut Harness, path: &str) {
+    h.changes(vec![change(path, ChangeKind::Modified, false)]);
+}
+
+#[test]
+fn a_file_still_being_written_goes_out_at_most_once_a_second_and_at_once_when_closed() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.changes(vec![change("big", ChangeKind::Created, false)]);
+    modified(&mut h, "big");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    assert_eq!(paths(&first.batch).1, ["big"]);
+    assert_eq!(first.options.growing, [("big".into(), None)]);
+    h.transferred(&first);
+    h.done(first, sent(&[("big", 1 << 20)]));
+    // Written again 200 ms after it went out: it waits until a second has passed.
+    h.advance(ms(200));
+    modified(&mut h, "big");
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "sent 200 ms ago: held");
+    assert_eq!(h.status().remotes[0].pending, 1, "held changes are pending");
+    // Another path is not held, and a close-write of it goes out at once.
+    h.closed("small");
+    let other = h.take_one();
+    assert_eq!(paths(&other.batch).1, ["small"]);
+    assert!(other.options.growing.is_empty());
+    h.succeed(other);
+    h.advance(ms(500));
+    modified(&mut h, "big");
+    // Sent at t, now t + 710 ms: due at t + 1 s.
+    h.advance(ms(289));
+    assert!(h.started.is_empty(), "still before the second is over");
+    assert_eq!(
+        h.engine.next_wake(h.now),
+        h.now + ms(1),
+        "woken when it is due"
+    );
+    h.advance(ms(1));
+    let second = h.take_one();
+    assert_eq!(paths(&second.batch).1, ["big"]);
+    assert_eq!(
+        second.options.growing,
+        [("big".into(), Some(1 << 20))],
+        "the length the last batch reported"
+    );
+    h.transferred(&second);
+    h.done(second, sent(&[("big", 3 << 20)]));
+    // The close-write goes out at once, appended from the last length.
+    h.advance(ms(100));
+    modified(&mut h, "big");
+    h.closed("big");
+    let last = h.take_one();
+    assert_eq!(paths(&last.batch).1, ["big"]);
+    assert_eq!(last.options.growing, [("big".into(), Some(3 << 20))]);
+    h.succeed(last);
+    // Closed and sent: the next write to it is an ordinary change again.
+    modified(&mut h, "big");
+    h.closed("big");
+    assert!(h.take_one().options.growing.is_empty());
+}
+
+#[test]
+fn a_held_growing_file_keeps_a_flush_waiting_until_it_is_sent() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    modified(&mut h, "log");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    h.transferred(&first);
+    h.done(first, sent(&[("log", 10)]));
+    h.advance(ms(100));
+    modified(&mut h, "log");
+    h.flush(1, Duration::from_secs(5));
+    h.cookie(1);
+    h.advance(ms(500));
+    assert!(
+        h.flushed().is_empty(),
+        "the held write is not on the remote"
+    );
+    h.advance(ms(400));
+    let second = h.take_one();
+    h.transferred(&second);
+    assert_eq!(h.flushed(), [(1, vec![])]);
+    h.done(second, sent(&[("log", 20)]));
+}
+
+#[test]
+fn a_growing_files_length_is_forgotten_when_its_batch_fails_or_it_is_replaced() {
+    let ms = Duration::from_millis;
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    modified(&mut h, "f");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    h.done(first, sent(&[("f", 10)]));
+    // The next batch fails (an append may have written part of its data): unknown again.
+    h.advance(Duration::from_secs(1));
+    modified(&mut h, "f");
+    h.advance(SETTLE * 2);
+    let second = h.take_one();
+    assert_eq!(second.options.growing, [("f".into(), Some(10))]);
+    h.fail(second, ExitClass::Connection);
+    h.advance(Duration::from_secs(1));
+    let retry = h.take_one();
+    assert_eq!(retry.options.growing, [("f".into(), None)]);
+    h.done(retry, sent(&[("f", 20)]));
+    // Deleted and created anew: another file, sent as an ordinary one first.
+    h.advance(ms(10));
+    h.changes(vec![
+        change("f", ChangeKind::Deleted, false),
+        change("f", ChangeKind::Created, false),
+    ]);
+    h.advance(crate::queue::DELETE_SETTLE + SETTLE);
+    let recreated = h.take_one();
+    assert_eq!(paths(&recreated.batch).1, ["f"], "not held: another file");
+    assert_eq!(recreated.options.growing, [("f".into(), None)]);
 }

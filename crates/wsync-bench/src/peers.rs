@@ -1,0 +1,463 @@
+//! `wsync-bench peers`: wsync beside the strongest setup of a peer that runs here, on the same
+//! data in one run: lsyncd `default.direct` for a local target (a `cp`/`mv` per event), lsyncd
+//! `default.rsyncssh` with an ssh ControlMaster over SSH (rsync per batch, `ssh mv` for
+//! renames), and both SSH setups again through [`DelayRelay`], 25 ms each way.
+//!
+//! Both tools are measured the same way: the time from the first filesystem change to the
+//! moment the destination holds the result, polled on the destination.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use wsync_core::remote::RemoteTarget;
+use wsync_tests::sshd::{current_user, Sshd};
+
+use crate::area::{start_sshd, Area, Transport, TIMEOUT};
+use crate::data::{make_tree, ms, percentile, poll_since};
+use crate::monitor::MonitorProc;
+use crate::relay::DelayRelay;
+use crate::Options;
+
+/// The relay's delay in each direction: a 50 ms round trip.
+const ONE_WAY: Duration = Duration::from_millis(25);
+
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    Local,
+    /// SSH to the private sshd, directly or through the delay relay's port.
+    Ssh {
+        sshd: &'a Sshd,
+        port: u16,
+        delayed: bool,
+    },
+}
+
+impl Place<'_> {
+    fn label(&self) -> &'static str {
+        match self {
+            Place::Local => "local",
+            Place::Ssh { delayed: false, .. } => "SSH 127.0.0.1",
+            Place::Ssh { delayed: true, .. } => "SSH, 50 ms round trip",
+        }
+    }
+
+    fn peer(&self) -> &'static str {
+        match self {
+            Place::Local => "lsyncd default.direct",
+            Place::Ssh { .. } => "lsyncd rsyncssh + ControlMaster",
+        }
+    }
+
+    fn transport(&self) -> Transport<'_> {
+        match self {
+            Place::Local => Transport::Local,
+            Place::Ssh { sshd, .. } => Transport::Ssh(sshd),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    OneFile,
+    Burst,
+    Rename,
+}
+
+impl Scenario {
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::OneFile => "one 1 KiB file",
+            Scenario::Burst => "5,000 new files in 50 dirs",
+            Scenario::Rename => "rename of a 5,000-file dir",
+        }
+    }
+}
+
+struct PeerRow {
+    scenario: Scenario,
+    place: &'static str,
+    peer: &'static str,
+    wsync: Duration,
+    lsyncd: Duration,
+    samples: usize,
+}
+
+/// Runs the comparison and prints its markdown table.
+pub fn run(opts: &Options) -> Result<()> {
+    let version = Command::new("lsyncd")
+        .arg("--version")
+        .output()
+        .context("running lsyncd --version: install it (apt-get install lsyncd)")?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let base = opts.dir.join(format!("wsync-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let result = run_all(opts, &base);
+    let _ = std::fs::remove_dir_all(&base);
+    let rows = result?;
+    println!("| scenario (p50) | place | wsync | peer setup | peer | wsync ÷ peer | samples |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.2}× | {} each |",
+            r.scenario.title(),
+            r.place,
+            ms(r.wsync),
+            r.peer,
+            ms(r.lsyncd),
+            r.wsync.as_secs_f64() / r.lsyncd.as_secs_f64().max(1e-9),
+            r.samples
+        );
+    }
+    println!(
+        "\n{version}; both measured from the first change to the result polled on the \
+         destination; the 50 ms rows go through a TCP relay holding each direction 25 ms."
+    );
+    Ok(())
+}
+
+fn run_all(opts: &Options, base: &Path) -> Result<Vec<PeerRow>> {
+    let mut rows = Vec::new();
+    rows.extend(place_rows(opts, base, Place::Local)?);
+    if opts.ssh {
+        let sshd = start_sshd(base, false)?;
+        rows.extend(place_rows(
+            opts,
+            base,
+            Place::Ssh {
+                sshd: &sshd,
+                port: sshd.port(),
+                delayed: false,
+            },
+        )?);
+        let relay = DelayRelay::start(sshd.port(), ONE_WAY)?;
+        rows.extend(place_rows(
+            opts,
+            base,
+            Place::Ssh {
+                sshd: &sshd,
+                port: relay.port(),
+                delayed: true,
+            },
+        )?);
+    }
+    Ok(rows)
+}
+
+fn place_rows(opts: &Options, base: &Path, place: Place<'_>) -> Result<Vec<PeerRow>> {
+    let mut rows = Vec::new();
+    for scenario in [Scenario::OneFile, Scenario::Burst, Scenario::Rename] {
+        eprintln!("peers [{}]: {}", place.label(), scenario.title());
+        let reps = match (scenario, opts.quick) {
+            (Scenario::OneFile, false) => 30,
+            (Scenario::OneFile, true) => 8,
+            (_, false) => 3,
+            (_, true) => 1,
+        };
+        let wsync = measure(base, place, scenario, reps, Tool::Wsync)?;
+        let lsyncd = measure(base, place, scenario, reps, Tool::Lsyncd)?;
+        rows.push(PeerRow {
+            scenario,
+            place: place.label(),
+            peer: place.peer(),
+            wsync: percentile(&wsync, 50.0),
+            lsyncd: percentile(&lsyncd, 50.0),
+            samples: wsync.len(),
+        });
+    }
+    Ok(rows)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tool {
+    Wsync,
+    Lsyncd,
+}
+
+/// A running syncer on an area.
+enum Running {
+    Wsync(MonitorProc),
+    Lsyncd(Lsyncd),
+}
+
+impl Running {
+    fn start(area: &Area<'_>, place: Place<'_>, tool: Tool) -> Result<Self> {
+        Ok(match tool {
+            Tool::Wsync => {
+                let mut workspace = area.workspace();
+                if let (Place::Ssh { port, .. }, RemoteTarget::Ssh { port: p, .. }) =
+                    (place, &mut workspace.remotes[0].target)
+                {
+                    *p = Some(port);
+                }
+                let mut monitor = area.spawn_monitor_for(workspace)?;
+                monitor.wait_in_sync(TIMEOUT)?;
+                Running::Wsync(monitor)
+            }
+            Tool::Lsyncd => Running::Lsyncd(Lsyncd::start(area, place)?),
+        })
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        match self {
+            Running::Wsync(_) => Ok(()),
+            Running::Lsyncd(l) => l.check_alive(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Running::Wsync(m) => m.shutdown(),
+            Running::Lsyncd(l) => drop(l),
+        }
+    }
+}
+
+fn measure(
+    base: &Path,
+    place: Place<'_>,
+    scenario: Scenario,
+    reps: usize,
+    tool: Tool,
+) -> Result<Vec<Duration>> {
+    let name = format!(
+        "peer-{}-{}-{}",
+        match scenario {
+            Scenario::OneFile => "one",
+            Scenario::Burst => "burst",
+            Scenario::Rename => "rename",
+        },
+        if tool == Tool::Wsync {
+            "wsync"
+        } else {
+            "lsyncd"
+        },
+        match place {
+            Place::Local => "local",
+            Place::Ssh { delayed: false, .. } => "ssh",
+            Place::Ssh { delayed: true, .. } => "delayed",
+        }
+    );
+    let mut samples = Vec::new();
+    match scenario {
+        Scenario::OneFile => {
+            let area = Area::new(base, &name, place.transport())?;
+            make_tree(&area.src, "d", 10, 10, 1024)?;
+            let mut running = Running::start(&area, place, tool)?;
+            wait_live(&area, &mut running)?;
+            let content = vec![b'y'; 1024];
+            for i in 0..reps {
+                let file = format!("new{i}.txt");
+                let start = Instant::now();
+                std::fs::write(area.src.join(&file), &content)?;
+                let dst = area.dst.join(&file);
+                samples.push(poll_since(start, TIMEOUT, || {
+                    std::fs::read(&dst).is_ok_and(|c| c == content)
+                })?);
+                // Pacing, not correctness: lets either tool finish its process first.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            running.stop();
+        }
+        Scenario::Burst => {
+            for rep in 0..reps {
+                let area = Area::new(base, &format!("{name}{rep}"), place.transport())?;
+                make_tree(&area.src, "old", 10, 10, 100)?;
+                let mut running = Running::start(&area, place, tool)?;
+                wait_live(&area, &mut running)?;
+                let start = Instant::now();
+                make_tree(&area.src, "new", 50, 100, 100)?;
+                let dst = area.dst.clone();
+                samples.push(poll_since(start, TIMEOUT, || {
+                    (0..50).all(|d| count(&dst.join(format!("new{d:04}"))) == 100)
+                })?);
+                running.stop();
+            }
+        }
+        Scenario::Rename => {
+            for rep in 0..reps {
+                let area = Area::new(base, &format!("{name}{rep}"), place.transport())?;
+                make_tree(&area.src, "big", 1, 5000, 1024)?;
+                let mut running = Running::start(&area, place, tool)?;
+                wait_live(&area, &mut running)?;
+                let start = Instant::now();
+                std::fs::rename(area.src.join("big0000"), area.src.join("renamed"))?;
+                let (new, old) = (area.dst.join("renamed"), area.dst.join("big0000"));
+                samples.push(poll_since(start, TIMEOUT, || {
+                    !old.exists() && count(&new) == 5000
+                })?);
+                running.stop();
+            }
+        }
+    }
+    Ok(samples)
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
+}
+
+/// Files below `dir`, recursively.
+fn count_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Waits until the destination holds the whole source tree, then proves the syncer is
+/// watching: a probe file written now must arrive.
+fn wait_live(area: &Area<'_>, running: &mut Running) -> Result<()> {
+    let want = count_files(&area.src);
+    let start = Instant::now();
+    while count_files(&area.dst) < want {
+        running.check_alive()?;
+        if start.elapsed() > TIMEOUT {
+            bail!("initial sync not done within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let probe = area.src.join(".live-probe");
+    std::fs::write(&probe, b"live")?;
+    let arrived = area.dst.join(".live-probe");
+    poll_since(Instant::now(), TIMEOUT, || arrived.exists()).context("live probe")?;
+    std::fs::remove_file(&probe)?;
+    poll_since(Instant::now(), TIMEOUT, || !arrived.exists()).context("live probe removal")?;
+    Ok(())
+}
+
+/// An `lsyncd -nodaemon` process on an area, with its ssh ControlMaster when over SSH.
+struct Lsyncd {
+    child: Child,
+    master: Option<(PathBuf, u16)>,
+    log: PathBuf,
+}
+
+/// A Lua string literal.
+fn lua(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Lsyncd {
+    fn start(area: &Area<'_>, place: Place<'_>) -> Result<Self> {
+        let logs = area.src.with_file_name("lsyncd");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join("lsyncd.log");
+        let src = area.src.to_string_lossy();
+        let dst = area.dst.to_string_lossy();
+        let mut master = None;
+        let sync = match place {
+            Place::Local => format!(
+                "sync {{ default.direct, source = {}, target = {}, delay = 0 }}",
+                lua(&src),
+                lua(&dst)
+            ),
+            Place::Ssh { sshd, port, .. } => {
+                // Short: a unix socket path is limited to 108 bytes.
+                let control = PathBuf::from(format!(
+                    "/tmp/wsb-{}-{port}-{}.cm",
+                    std::process::id(),
+                    area.src
+                        .parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ));
+                let key = sshd.identity_file().to_string_lossy().into_owned();
+                let cp = control.to_string_lossy().into_owned();
+                let options = [
+                    ("ControlMaster", "auto"),
+                    ("ControlPath", cp.as_str()),
+                    ("ControlPersist", "60"),
+                    ("UserKnownHostsFile", "/dev/null"),
+                    ("StrictHostKeyChecking", "no"),
+                    ("LogLevel", "ERROR"),
+                    ("BatchMode", "yes"),
+                ];
+                let rsh = std::iter::once(format!("ssh -p {port} -i {key}"))
+                    .chain(options.iter().map(|(k, v)| format!("-o {k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let ssh_options = options
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {}", lua(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                master = Some((control, port));
+                format!(
+                    "sync {{ default.rsyncssh, source = {}, host = {}, targetdir = {}, \
+                     delay = 0, rsync = {{ archive = true, rsh = {} }}, \
+                     ssh = {{ port = {port}, identityFile = {}, options = {{ {ssh_options} }} }} }}",
+                    lua(&src),
+                    lua(&format!("{}@127.0.0.1", current_user())),
+                    lua(&dst),
+                    lua(&rsh),
+                    lua(&key),
+                )
+            }
+        };
+        let config = logs.join("lsyncd.lua");
+        std::fs::write(
+            &config,
+            format!(
+                "settings {{ logfile = {}, nodaemon = true }}\n{sync}\n",
+                lua(&log.to_string_lossy())
+            ),
+        )?;
+        let child = Command::new("lsyncd")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting lsyncd")?;
+        Ok(Self { child, master, log })
+    }
+
+    /// Fails once lsyncd has exited (a refused config, a failed startup rsync).
+    fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!("lsyncd exited ({status}): {}", self.log_text()),
+            Err(err) => bail!("waiting for lsyncd: {err}"),
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Lsyncd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((control, port)) = self.master.take() {
+            let _ = Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", control.display()))
+                .args(["-p", &port.to_string(), "-O", "exit"])
+                .arg(format!("{}@127.0.0.1", current_user()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

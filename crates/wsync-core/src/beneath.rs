@@ -1,0 +1,400 @@
+//! Every direct write to a local target goes through here: the target directory is opened
+//! once ([`TargetRoot::open`], `O_DIRECTORY | O_NOFOLLOW`), every path under it is resolved
+//! beneath that handle without following a symlink, and the operation runs on the last
+//! component relative to the resolved parent's descriptor (`renameat`, `unlinkat`, `mkdirat`,
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`).
+//!
+//! Why: other users may own directories inside a mirror (rsync gives a mirrored directory its
+//! source owner), so any of them can replace one with a symlink to a directory only the
+//! daemon's user may write. A path-based `rename(2)` follows such a link in a parent component;
+//! a check of the path beforehand only opens a race. Resolution by descriptor cannot leave the
+//! target: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` where the
+//! kernel has it (Linux 5.6), otherwise one `openat(O_NOFOLLOW | O_DIRECTORY)` per component
+//! (when `openat2` returns `ENOSYS` or `EPERM`: old kernels, seccomp filters). Paths with `..`,
+//! `.` or empty components and absolute paths are refused before any system call. What a
+//! symlink in the path means for the caller is its choice: the monitor falls back to rsync,
+//! which replaces the link.
+//!
+//! A symlink as the *last* component is never followed either: it is renamed, removed or
+//! reported as a symlink, like the entry it is. Directories are pinned by descriptor, so a
+//! directory renamed elsewhere inside the target while an operation runs is still the one
+//! operated on; one moved out of the target by a user who may write both places is that
+//! user's own directory.
+//!
+//! [`TargetRoot`] is `Send + Sync` (it is one descriptor): callers may run it on a blocking
+//! thread pool.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+/// Why an operation beneath a target was refused or failed. Each names the path asked for,
+/// relative to the target.
+#[derive(Debug, thiserror::Error)]
+pub enum BeneathError {
+    /// The path is absolute, empty, or has a `..`, `.` or empty component.
+    #[error("{path:?} is not a plain relative path beneath the target ({why})")]
+    InvalidPath { path: PathBuf, why: &'static str },
+    /// A component on the way (or, for [`TargetRoot::open`], the target itself) is a symlink.
+    #[error("{path:?}: a symlink in the path at {at:?}; nothing beneath a target is reached through a symlink")]
+    Symlink { path: PathBuf, at: PathBuf },
+    /// A component on the way is not a directory.
+    #[error("{path:?}: {at:?} is not a directory")]
+    NotADirectory { path: PathBuf, at: PathBuf },
+    /// The system call failed (`op` names it); `source.kind()` says why (`NotFound`, ...).
+    #[error("{op} {path:?}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BeneathError {
+    /// True when the path (or a directory on the way) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// What an entry is, from `fstatat(AT_SYMLINK_NOFOLLOW)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// An entry's metadata (never of a symlink's destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStat {
+    pub kind: EntryKind,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// How paths are resolved beneath the root; [`Resolver::Auto`] is what callers want.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// `openat2` while the kernel allows it, else [`Resolver::PerComponent`].
+    Auto,
+    /// One `openat(O_NOFOLLOW | O_DIRECTORY)` per component (what `Auto` falls back to).
+    PerComponent,
+}
+
+/// Whether this process may call `openat2`: unknown until the first call, then remembered
+/// (a seccomp filter or an old kernel does not change while we run).
+static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
+const OPENAT2_UNKNOWN: u8 = 0;
+const OPENAT2_WORKS: u8 = 1;
+const OPENAT2_MISSING: u8 = 2;
+
+/// An open target directory; every operation takes a path relative to it.
+#[derive(Debug)]
+pub struct TargetRoot {
+    fd: OwnedFd,
+    path: PathBuf,
+    resolver: Resolver,
+}
+
+/// A resolved parent directory: the root itself or a descriptor opened beneath it.
+enum Parent<'a> {
+    Root(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for Parent<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Parent::Root(fd) => *fd,
+            Parent::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// A path split into its checked components.
+struct Rel<'p> {
+    path: &'p Path,
+    parents: Vec<&'p OsStr>,
+    name: &'p OsStr,
+}
+
+impl TargetRoot {
+    /// Opens the target directory `path` (not through a symlink at its last component: a
+    /// target replaced by a link is not ours).
+    pub fn open(path: &Path) -> Result<Self, BeneathError> {
+        Self::open_with(path, Resolver::Auto)
+    }
+
+    /// Like [`TargetRoot::open`] with a chosen resolver (tests run both).
+    pub fn open_with(path: &Path, resolver: Resolver) -> Result<Self, BeneathError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(path, flags, Mode::empty()) {
+            Ok(fd) => Ok(Self {
+                fd,
+                path: path.to_path_buf(),
+                resolver,
+            }),
+            Err(errno @ (Errno::ELOOP | Errno::ENOTDIR)) => {
+                let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+                Err(if is_link {
+                    BeneathError::Symlink {
+                        path: path.to_path_buf(),
+                        at: path.to_path_buf(),
+                    }
+                } else if errno == Errno::ENOTDIR {
+                    BeneathError::NotADirectory {
+                        path: path.to_path_buf(),
+                        at: path.to_path_buf(),
+                    }
+                } else {
+                    io_error("open", path, errno)
+                })
+            }
+            Err(errno) => Err(io_error("open", path, errno)),
+        }
+    }
+
+    /// The target directory as it was given to [`TargetRoot::open`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The metadata of `rel` itself (a symlink is reported as one); `None` when it, or a
+    /// directory on the way to it, does not exist.
+    pub fn stat(&self, rel: &Path) -> Result<Option<EntryStat>, BeneathError> {
+        let rel = split(rel)?;
+        let parent = match self.parent(&rel) {
+            Ok(parent) => parent,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match nix::sys::stat::fstatat(&parent, rel.name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(entry_stat(&st))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(errno) => Err(io_error("stat", rel.path, errno)),
+        }
+    }
+
+    /// Renames `from` to `to` (`renameat`): a file replaces a file at `to`, a directory an
+    /// empty directory, as `rename(2)` does; a symlink at either end is the entry moved or
+    /// replaced, never followed.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), BeneathError> {
+        let (from, to) = (split(from)?, split(to)?);
+        let from_parent = self.parent(&from)?;
+        let to_parent = self.parent(&to)?;
+        nix::fcntl::renameat(&from_parent, from.name, &to_parent, to.name)
+            .map_err(|errno| io_error("rename", from.path, errno))
+    }
+
+    /// Removes `rel`: a file, a symlink (not its destination) or an empty directory.
+    pub fn remove(&self, rel: &Path) -> Result<(), BeneathError> {
+        let rel = split(rel)?;
+        let parent = self.parent(&rel)?;
+        match nix::unistd::unlinkat(&parent, rel.name, UnlinkatFlags::NoRemoveDir) {
+            // Linux answers EISDIR for a directory (POSIX allows EPERM: not followed here).
+            Err(Errno::EISDIR) => {
+                nix::unistd::unlinkat(&parent, rel.name, UnlinkatFlags::RemoveDir)
+            }
+            other => other,
+        }
+        .map_err(|errno| io_error("remove", rel.path, errno))
+    }
+
+    /// Creates the directory `rel` (mode 0777 less the umask, like `mkdir(1)`); its parent
+    /// must exist.
+    pub fn mkdir(&self, rel: &Path) -> Result<(), BeneathError> {
+        let rel = split(rel)?;
+        let parent = self.parent(&rel)?;
+        nix::sys::stat::mkdirat(&parent, rel.name, Mode::from_bits_truncate(0o777))
+            .map_err(|errno| io_error("mkdir", rel.path, errno))
+    }
+
+    /// Opens `rel` for reading, not through a symlink and without blocking on a FIFO (a
+    /// caller that wants a regular file checks `metadata()`).
+    pub fn open_read(&self, rel: &Path) -> Result<File, BeneathError> {
+        let rel = split(rel)?;
+        let parent = self.parent(&rel)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        match nix::fcntl::openat(&parent, rel.name, flags, Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(Errno::ELOOP) => Err(BeneathError::Symlink {
+                path: rel.path.to_path_buf(),
+                at: rel.path.to_path_buf(),
+            }),
+            Err(errno) => Err(io_error("open", rel.path, errno)),
+        }
+    }
+
+    /// The names in the target directory itself (not `.` and `..`).
+    pub fn list_root(&self) -> Result<Vec<OsString>, BeneathError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut dir = nix::dir::Dir::openat(&self.fd, ".", flags, Mode::empty())
+            .map_err(|errno| io_error("list", Path::new(""), errno))?;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|errno| io_error("list", Path::new(""), errno))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(name).to_os_string());
+            }
+        }
+        Ok(names)
+    }
+
+    /// The directory holding `rel`'s last component, opened beneath the root.
+    fn parent<'s>(&'s self, rel: &Rel<'_>) -> Result<Parent<'s>, BeneathError> {
+        if rel.parents.is_empty() {
+            return Ok(Parent::Root(self.fd.as_fd()));
+        }
+        if self.resolver == Resolver::Auto && OPENAT2.load(Ordering::Relaxed) != OPENAT2_MISSING {
+            if let Some(resolved) = self.parent_openat2(rel) {
+                return resolved;
+            }
+        }
+        self.parent_per_component(rel)
+    }
+
+    /// `None` when `openat2` cannot be used (or cannot say precisely what went wrong: the
+    /// per-component walk then names the offending component).
+    fn parent_openat2(&self, rel: &Rel<'_>) -> Option<Result<Parent<'_>, BeneathError>> {
+        let dirs: PathBuf = rel.parents.iter().collect();
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(
+                ResolveFlag::RESOLVE_BENEATH
+                    | ResolveFlag::RESOLVE_NO_SYMLINKS
+                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+            );
+        // EAGAIN: a concurrent rename or mount raced the lookup; the kernel asks to retry.
+        for _ in 0..4 {
+            match nix::fcntl::openat2(&self.fd, &dirs, how) {
+                Ok(fd) => {
+                    OPENAT2.store(OPENAT2_WORKS, Ordering::Relaxed);
+                    return Some(Ok(Parent::Opened(fd)));
+                }
+                Err(Errno::EAGAIN) => continue,
+                Err(Errno::ENOSYS | Errno::EPERM)
+                    if OPENAT2.load(Ordering::Relaxed) == OPENAT2_UNKNOWN =>
+                {
+                    OPENAT2.store(OPENAT2_MISSING, Ordering::Relaxed);
+                    return None;
+                }
+                // ELOOP (a symlink), EXDEV (escaped: cannot happen without `..` or a link),
+                // ENOTDIR: the walk says where.
+                Err(Errno::ELOOP | Errno::EXDEV | Errno::ENOTDIR) => return None,
+                Err(errno) => return Some(Err(io_error("open", rel.path, errno))),
+            }
+        }
+        None
+    }
+
+    fn parent_per_component(&self, rel: &Rel<'_>) -> Result<Parent<'_>, BeneathError> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let mut current = Parent::Root(self.fd.as_fd());
+        let mut at = PathBuf::new();
+        for component in &rel.parents {
+            at.push(component);
+            match nix::fcntl::openat(&current, *component, flags, Mode::empty()) {
+                Ok(fd) => current = Parent::Opened(fd),
+                // O_PATH | O_NOFOLLOW opens a symlink itself, which O_DIRECTORY then refuses
+                // with ENOTDIR; without O_PATH it would be ELOOP. Either way: look at it.
+                Err(errno @ (Errno::ENOTDIR | Errno::ELOOP)) => {
+                    let st =
+                        nix::sys::stat::fstatat(&current, *component, AtFlags::AT_SYMLINK_NOFOLLOW);
+                    return Err(match st.map(|st| entry_stat(&st).kind) {
+                        Ok(EntryKind::Symlink) => BeneathError::Symlink {
+                            path: rel.path.to_path_buf(),
+                            at,
+                        },
+                        Ok(EntryKind::Dir) => io_error("open", rel.path, errno),
+                        Ok(_) => BeneathError::NotADirectory {
+                            path: rel.path.to_path_buf(),
+                            at,
+                        },
+                        Err(errno) => io_error("open", rel.path, errno),
+                    });
+                }
+                Err(errno) => return Err(io_error("open", rel.path, errno)),
+            }
+        }
+        Ok(current)
+    }
+}
+
+/// Checks `path` and splits it into parent components and the last one.
+fn split(path: &Path) -> Result<Rel<'_>, BeneathError> {
+    let invalid = |why| BeneathError::InvalidPath {
+        path: path.to_path_buf(),
+        why,
+    };
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if bytes.starts_with(b"/") {
+        return Err(invalid("absolute"));
+    }
+    // `Path::components` would quietly drop `.` and empty components: look at the bytes.
+    let mut names: Vec<&OsStr> = Vec::new();
+    for name in bytes.split(|b| *b == b'/') {
+        match name {
+            b"" => return Err(invalid("an empty component")),
+            b"." => return Err(invalid("a `.` component")),
+            b".." => return Err(invalid("a `..` component")),
+            _ => names.push(OsStr::from_bytes(name)),
+        }
+    }
+    let name = names.pop().ok_or_else(|| invalid("empty"))?;
+    Ok(Rel {
+        path,
+        parents: names,
+        name,
+    })
+}
+
+// `nlink_t` is u64 on x86_64 and u32 elsewhere.
+#[allow(clippy::useless_conversion)]
+fn entry_stat(st: &nix::sys::stat::FileStat) -> EntryStat {
+    let format = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let kind = match format {
+        SFlag::S_IFREG => EntryKind::File,
+        SFlag::S_IFDIR => EntryKind::Dir,
+        SFlag::S_IFLNK => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    };
+    EntryStat {
+        kind,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        nlink: u64::from(st.st_nlink),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        mode: st.st_mode & 0o7777,
+    }
+}
+
+fn io_error(op: &'static str, path: &Path, errno: Errno) -> BeneathError {
+    BeneathError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: std::io::Error::from(errno),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! Recoverable deletions: a remote with `keep_deleted_days` > 0 keeps what a sync deletes or
+//! overwrites there in `.wsync-trash/<snapshot>/` at the top of its target (rsync `--backup
+//! --backup-dir`, see [`crate::rsync`]), one snapshot per batch that deleted or overwrote
+//! something, named by its UTC start time (`2025-01-31T12-00-00.123Z`: sorts by time, no `:`).
+//! The directory is excluded from every transfer at the root, so it is never sent from a
+//! source that has one and never deleted by `--delete`; only the age-based prune removes
+//! snapshots, by their names (older than the setting, in days).
+//!
+//! Here: the snapshot names, which snapshots a prune removes, and the parsing of rsync's
+//! `--list-only` output into snapshots with their file counts and bytes. The argv that lists,
+//! prunes and restores is built by [`crate::rsync::trash_argv`], for local and SSH targets alike.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The trash directory's name, at the top of a target.
+pub const TRASH_DIR: &str = ".wsync-trash";
+
+/// The largest `keep_deleted_days` accepted (ten years).
+pub const MAX_KEEP_DELETED_DAYS: u32 = 3650;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The snapshot name for a batch started at `at`: `YYYY-MM-DDTHH-MM-SS.mmmZ`, UTC. Milliseconds,
+/// because two batches within one second must not share a snapshot: rsync would replace the
+/// first one's copy of a file overwritten twice with the second one's.
+pub fn snapshot_name(at: SystemTime) -> String {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rest = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The time a snapshot name stands for; `None` for anything that is not exactly a snapshot
+/// name (such entries are never pruned, listed or restored from).
+pub fn snapshot_time(name: &str) -> Option<SystemTime> {
+    let b = name.as_bytes();
+    // 0123456789012345678901234
+    // 2025-01-31T12-00-00.123Z
+    if b.len() != 24 {
+        return None;
+    }
+    let layout_ok = b.iter().enumerate().all(|(i, &c)| match i {
+        4 | 7 | 13 | 16 => c == b'-',
+        10 => c == b'T',
+        19 => c == b'.',
+        23 => c == b'Z',
+        _ => c.is_ascii_digit(),
+    });
+    if !layout_ok {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| name[r].parse::<u32>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 59 {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = u64::try_from(days).ok()? * 86_400
+        + u64::from(hour) * 3600
+        + u64::from(min) * 60
+        + u64::from(sec);
+    let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(u64::from(ms));
+    // A day that does not exist (Feb 30) does not round-trip.
+    (snapshot_name(at) == name).then_some(at)
+}
+
+/// The `--backup-dir` for a snapshot, relative to the target directory.
+pub fn backup_dir(snapshot: &str) -> String {
+    format!("{TRASH_DIR}/{snapshot}")
+}
+
+/// The snapshots among `names` that a prune at `now` removes: those whose name is a snapshot
+/// name older than `keep_days` days. Nothing when `keep_days` is 0 (the trash is off: what is
+/// there was kept by an earlier setting, and is left for the user).
+pub fn expired(names: &[String], now: SystemTime, keep_days: u32) -> Vec<&str> {
+    if keep_days == 0 {
+        return Vec::new();
+    }
+    let Some(cutoff) = now.checked_sub(DAY * keep_days) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .filter(|n| snapshot_time(n).is_some_and(|at| at < cutoff))
+        .map(String::as_str)
+        .collect()
+}
+
+/// One snapshot in a trash directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub name: String,
+    /// Regular files and symlinks below it.
+    pub files: u64,
+    /// Their sizes added up.
+    pub bytes: u64,
+}
+
+/// Parses `rsync --list-only --no-human-readable` output of a target filtered to its trash
+/// (see [`crate::rsync::TrashOp::List`]): one [`Snapshot`] per snapshot directory, oldest
+/// first. Lines look like `-rw-r--r--   1234 2025/01/31 12:00:00 .wsync-trash/<name>/path`.
+pub fn parse_list(output: &str) -> Vec<Snapshot> {
+    let mut snapshots: std::collections::BTreeMap<String, Snapshot> = Default::default();
+    for line in output.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(perms), Some(size)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        // perms, size, date, time, then the name (which may hold spaces).
+        let Some(name) = name_after_fields(line, 4) else {
+            continue;
+        };
+        let Some(rest) = name
+            .strip_prefix(TRASH_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let (snapshot, below) = rest.split_once('/').unwrap_or((rest, ""));
+        if snapshot_time(snapshot).is_none() {
+            continue;
+        }
+        let entry = snapshots
+            .entry(snapshot.to_owned())
+            .or_insert_with(|| Snapshot {
+                name: snapshot.to_owned(),
+                ..Snapshot::default()
+            });
+        if !below.is_empty() && !perms.starts_with('d') {
+            entry.files += 1;
+            entry.bytes += size.parse::<u64>().unwrap_or(0);
+        }
+    }
+    snapshots.into_values().collect()
+}
+
+/// The text after the first `n` whitespace-separated fields of `line`.
+fn name_after_fields(line: &str, n: usize) -> Option<&str> {
+    let mut rest = line;
+    for _ in 0..n {
+        rest = rest.trim_start();
+        let end = rest.find(' ')?;
+        rest = &rest[end..];
+    }
+    // One space after the time; the name is the rest, as rsync printed it.
+    rest.strip_prefix(' ')
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day) → days since 1970-01-01 (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_utc_sortable_and_round_trip() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_738_324_800_123);
+        assert_eq!(snapshot_name(at), "2025-01-31T12-00-00.123Z");
+        assert_eq!(snapshot_time("2025-01-31T12-00-00.123Z"), Some(at));
+        assert_eq!(snapshot_name(UNIX_EPOCH), "1970-01-01T00-00-00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(snapshot_name(leap), "2000-02-29T00-00-00.000Z");
+        let (a, b) = (
+            snapshot_name(at),
+            snapshot_name(at + Duration::from_millis(1)),
+        );
+        assert!(a < b);
+        for bad in [
+            "2025-02-30T12-00-00.000Z",
+            "2025-01-31T24-00-00.000Z",
+            "2025-01-31T12-00-00Z",
+            "../2025-01-31T12-00-00",
+            "2025-01-31T12:00:00.000Z",
+            "x025-01-31T12-00-00.000Z",
+            "",
+        ] {
+            assert_eq!(snapshot_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_snapshots_older_than_the_setting_expire() {
+        let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        let names: Vec<String> = [
+            snapshot_name(now - DAY * 8),
+            snapshot_name(now - DAY * 7 + Duration::from_secs(60)),
+            snapshot_name(now),
+            "notes".to_owned(),
+            "1999-01-01".to_owned(),
+        ]
+        .into();
+        assert_eq!(expired(&names, now, 7), vec![names[0].as_str()]);
+        assert_eq!(expired(&names, now, 0), Vec::<&str>::new());
+        assert_eq!(expired(&names, now, 1).len(), 2);
+    }
+
+    #[test]
+    fn parses_rsync_list_output_into_snapshots() {
+        let out = "\
+drwxr-xr-x           4096 2025/01/31 12:00:00 .wsync-trash
+drwxr-xr-x           4096 2025/01/31 12:00:00 .wsync-trash/2025-01-31T12-00-00.123Z
+-rw-r--r--             10 2025/01/31 12:00:00 .wsync-trash/2025-01-31T12-00-00.123Z/a b
+drwxr-xr-x           4096 2025/01/31 12:00:00 .wsync-trash/2025-01-31T12-00-00.123Z/d
+-rw-r--r--           1000 2025/01/31 12:00:00 .wsync-trash/2025-01-31T12-00-00.123Z/d/x
+drwxr-xr-x           4096 2025/01/30 12:00:00 .wsync-trash/2025-01-30T12-00-00.000Z
+drwxr-xr-x           4096 2025/01/30 12:00:00 .wsync-trash/stray
+-rw-r--r--              1 2025/01/30 12:00:00 .wsync-trash/stray/f
+";
+        assert_eq!(
+            parse_list(out),
+            vec![
+                Snapshot {
+                    name: "2025-01-30T12-00-00.000Z".into(),
+                    files: 0,
+                    bytes: 0
+                },
+                Snapshot {
+                    name: "2025-01-31T12-00-00.123Z".into(),
+                    files: 2,
+                    bytes: 1010
+                },
+            ]
+        );
+    }
+}
