@@ -16,7 +16,9 @@ use nix::unistd::Pid;
 use wsync_core::protocol::{ErrorCode, MonitorProcessState, Request, Response, WorkspaceStatus};
 use wsync_tests::env::{pid_alive, pids_mentioning, TestEnv};
 use wsync_tests::hang_fs::HangFs;
+use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::poll::{poll_until, INTERVAL};
+use wsync_tests::tree::scratch_dir;
 
 const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
 const WAIT: Duration = Duration::from_secs(30);
@@ -362,4 +364,23 @@ fn the_daemons_threads_do_not_grow_with_its_monitors() {
         fds_many <= fds_one + 4 * (running - 1) + 8,
         "the daemon's fds grew faster than three pipes per monitor: {figures}"
     );
+}
+
+#[test]
+fn a_monitor_sends_heartbeats_on_its_status_channel() {
+    let tmp = scratch_dir();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mirror = tmp.path().join("mirror");
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("beat", &src, vec![local_remote("copy", &mirror)]),
+    );
+    m.flush_ok(WAIT);
+    // One as its loop starts, then one every 2 s.
+    let first = m.heartbeats();
+    poll_until("two more heartbeats", WAIT, INTERVAL, || {
+        m.heartbeats() >= first + 2
+    })
+    .unwrap_or_else(|e| m.fail(&e.to_string()));
 }
