@@ -44,6 +44,8 @@ pub struct LaunchSpec {
     pub tunables: MonitorTunables,
     /// The runtime whose tasks serve the monitors' pipes.
     pub runtime: tokio::runtime::Handle,
+    /// Handed to every monitor in `start.pending_dir`.
+    pub pending_dir: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -123,6 +125,7 @@ impl RunningMonitor {
             workspace: workspace.clone(),
             tunables: launch.tunables.clone(),
             progress,
+            pending_dir: launch.pending_dir.clone(),
         };
         let mut masters = SshMasters::new(&launch.runtime_dir, &workspace.name);
         masters.on_command(&start);

@@ -97,6 +97,7 @@ impl Supervisor {
                     proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                 },
                 runtime,
+                pending_dir: config.pending_dir(),
             },
             policy: RestartPolicy::from_tuning(&config.tuning),
             stop_grace: config.tuning.monitor_stop_grace,
