@@ -32,6 +32,7 @@ mod hardening_input;
 mod hardening_socket;
 mod hung_mount;
 mod isolation;
+mod liveness;
 mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;

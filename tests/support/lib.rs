@@ -4,6 +4,7 @@
 pub mod env;
 pub mod faults;
 pub mod fuse;
+pub mod hang_fs;
 pub mod monitor;
 pub mod other_user;
 pub mod poll;

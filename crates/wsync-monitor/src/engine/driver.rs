@@ -5,6 +5,8 @@
 //! through the root's [`Gate`] (one call at a time, a stall past the deadline reported as
 //! [`Input::RootStall`]), rescans on a blocking thread of their own, and every answer comes
 //! back through the same channel as the batches' messages.
+//! The loop also sends the daemon a heartbeat every [`HEARTBEAT_INTERVAL`] itself, so a loop
+//! stuck in a call goes silent.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, HEARTBEAT_INTERVAL};
 
 use super::{BatchStart, Effect, Engine, Exit, Input, RemoteKey, RootProbe};
 use crate::blocking::{call_deadline, Gate};
@@ -82,6 +84,8 @@ pub async fn run(
     let mut commands_open = true;
     let mut watch_open = true;
     let mut watches = driver.watcher.count();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     driver.carry_out(initial);
     driver.feed(&mut engine, Input::Tick);
     let exit = loop {
@@ -114,6 +118,10 @@ pub async fn run(
             },
             Some(()) = recv_signal(&mut terminate) => break Exit::Clean,
             Some(()) = recv_signal(&mut interrupt) => break Exit::Clean,
+            _ = heartbeat.tick() => {
+                let _ = driver.events.send(MonitorEvent::Heartbeat);
+                continue;
+            }
             Some(input) = batch_rx.recv() => {
                 if let Input::BatchDone { remote, flight, .. } = &input {
                     driver.batches.remove(&(remote.clone(), *flight));
