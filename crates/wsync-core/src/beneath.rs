@@ -2,7 +2,9 @@
 //! once ([`TargetRoot::open`], `O_DIRECTORY | O_NOFOLLOW`), every path under it is resolved
 //! beneath that handle without following a symlink, and the operation runs on the last
 //! component relative to the resolved parent's descriptor (`renameat`, `unlinkat`, `mkdirat`,
-//! `fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`).
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`), or, for the executor
+//! (`crate::executor`), atomic replacement under a hidden `O_EXCL` temp name in the same
+//! directory and trees counted or removed by descriptor.
 //!
 //! Why: other users may own directories inside a mirror (rsync gives a mirrored directory its
 //! source owner), so any of them can replace one with a symlink to a directory only the

@@ -5,7 +5,9 @@
 //!
 //! What goes this way: regular files of at most [`PUT_MAX_DEFAULT`] with one link, symlinks,
 //! and — only while the workspace has no exclude or protect rule at all (its rsync rules file
-//! is empty) — deletions and listed directories (walked whole: created, filled, pruned of what
+//! is empty) — deletions (unless the batch is mostly deletions, or has
+//! `queue::DELETE_BURST_MIN` of them: an `rm -rf` under way keeps rsync's path) and listed
+//! directories (walked whole: created, filled, pruned of what
 //! the source no longer has, their attributes set last). Everything else is left to rsync:
 //! larger files (delta transfer), hard-linked files (rsync links their names), special files,
 //! deletions and directories while any rule exists (rsync's protect rules decide what a
@@ -55,6 +57,15 @@ struct Plan {
 fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
     let mut plan = Plan::default();
     let mut written: Vec<PathBuf> = Vec::new();
+    // A batch that is mostly deletions (`rm -rf` under way) keeps rsync's path and timing:
+    // rsync deletes nothing when the sender met an I/O error (a parent directory gone too),
+    // which is part of what keeps a source root deleted mid-batch from deleting remotely.
+    let missing = paths
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(root.join(p)).is_err())
+        .count();
+    let deletes =
+        !rules && (missing as u64) < crate::queue::DELETE_BURST_MIN && missing * 2 <= paths.len();
     for path in paths {
         if path.as_os_str().is_empty() {
             plan.rest.push(path);
@@ -65,7 +76,7 @@ fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
             continue;
         }
         let mut ops = Vec::new();
-        if plan_path(root, &path, rules, &mut ops).is_none() {
+        if plan_path(root, &path, rules, deletes, &mut ops).is_none() {
             plan.rest.push(path);
             continue;
         }
@@ -100,8 +111,15 @@ fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
     plan
 }
 
-/// The ops for one batch path; `None` when it is left to rsync.
-fn plan_path(root: &Path, path: &Path, rules: bool, ops: &mut Vec<Op>) -> Option<()> {
+/// The ops for one batch path; `None` when it is left to rsync. `deletes`: a missing path may
+/// be removed here.
+fn plan_path(
+    root: &Path,
+    path: &Path,
+    rules: bool,
+    deletes: bool,
+    ops: &mut Vec<Op>,
+) -> Option<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::symlink_metadata(root.join(path)) {
         Ok(meta) => meta,
@@ -111,7 +129,7 @@ fn plan_path(root: &Path, path: &Path, rules: bool, ops: &mut Vec<Op>) -> Option
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
             ) =>
         {
-            if rules {
+            if rules || !deletes {
                 return None;
             }
             ops.push(Op::Remove {
@@ -170,7 +188,7 @@ fn walk_dir(
         if entry.is_dir() {
             walk_dir(root, &path, &entry, budget, ops)?;
         } else {
-            plan_path(root, &path, false, ops)?;
+            plan_path(root, &path, false, false, ops)?;
         }
     }
     ops.push(Op::PruneDir {
