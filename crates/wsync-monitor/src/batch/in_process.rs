@@ -321,8 +321,8 @@ pub fn apply(
         outcome.class = ExitClass::Vanished;
         outcome.vanished = Some(vanished);
     }
-    rest.sort();
-    rest.dedup();
+    // A failed put's path and the directory found diverged above it: rsync sends the directory.
+    let rest = crate::queue::collapse(rest.iter());
     Pass::Done { outcome, rest }
 }
 
