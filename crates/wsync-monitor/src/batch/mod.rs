@@ -7,6 +7,7 @@
 
 mod destination;
 mod hardlinks;
+mod in_process;
 pub mod progress;
 mod renames;
 mod rsync_run;
@@ -221,6 +222,11 @@ impl Destination {
         let mut files_pass: Option<Outcome> = None;
         // The growing files' pass's outcome, when it ran (merged likewise).
         let mut growing_pass: Option<Outcome> = None;
+        // The in-process pass's outcome, when it ran (merged likewise), and the options for
+        // what it left to rsync.
+        let mut in_process_pass: Option<Outcome> = None;
+        let rest_opts: BatchOptions;
+        let mut opts = opts;
         let (mode, list) = match batch {
             // A checksum full sync compares the known files by content anyway.
             Batch::Full if opts.checksum || opts.by_content.is_empty() => (RsyncMode::Full, None),
@@ -264,6 +270,40 @@ impl Destination {
                 let fallback =
                     fallback_paths(&renames[replayed.done..]).chain(replayed.diverged.as_ref());
                 let all = collapse(paths.iter().chain(fallback));
+                let all = match self
+                    .run_in_process(root, all, opts, backup_dir, stall)
+                    .await
+                {
+                    in_process::Pass::Stop(mut outcome) => {
+                        if outcome.class == ExitClass::MaxDelete {
+                            outcome.halt = Some(self.max_delete_reason(batch, opts, ""));
+                        }
+                        outcome.elapsed = started.elapsed();
+                        return outcome;
+                    }
+                    in_process::Pass::Done { outcome, rest } => {
+                        if rest.is_empty() {
+                            if outcome.class == ExitClass::Success {
+                                transferred();
+                            }
+                            let mut outcome = outcome;
+                            outcome.elapsed = started.elapsed();
+                            return outcome;
+                        }
+                        if outcome.stats.files_deleted > 0 {
+                            // What rsync may still delete is what the executor left.
+                            rest_opts = BatchOptions {
+                                max_delete: opts
+                                    .max_delete
+                                    .map(|m| m.saturating_sub(outcome.stats.files_deleted)),
+                                ..opts.clone()
+                            };
+                            opts = &rest_opts;
+                        }
+                        in_process_pass = Some(outcome);
+                        rest
+                    }
+                };
                 let (all, growing) = self.send_growing(root, all, opts, &protect, stall).await;
                 if let Some(mut pass) = growing {
                     if all.is_empty() || !landed_but_for_known_paths(&pass) {
@@ -308,7 +348,12 @@ impl Destination {
                         .await
                     {
                         Ok(first) => files_pass = first,
-                        Err(failed) => return failed,
+                        Err(mut failed) => {
+                            if let Some(pass) = in_process_pass {
+                                merge_files_pass(&mut failed, pass);
+                            }
+                            return failed;
+                        }
                     }
                     rest
                 } else {
@@ -362,10 +407,62 @@ impl Destination {
             merge_growing_pass(&mut outcome, pass);
             outcome.elapsed = started.elapsed();
         }
+        if let Some(pass) = in_process_pass {
+            merge_files_pass(&mut outcome, pass);
+            outcome.elapsed = started.elapsed();
+        }
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
         outcome
+    }
+
+    /// Applies what of `paths` it can in-process ([`in_process`]) when the target is local and
+    /// nothing in the batch needs rsync as a whole: no trash (rsync's `--backup` keeps what is
+    /// overwritten), no growing files (their append pass), no dry run first. Off the event
+    /// loop. Returns the pass, or every path left to rsync.
+    async fn run_in_process(
+        &self,
+        root: &Path,
+        paths: Vec<PathBuf>,
+        opts: &BatchOptions,
+        backup_dir: Option<&str>,
+        stall: StallReport<'_>,
+    ) -> in_process::Pass {
+        let not_whole_batch = || in_process::Pass::Done {
+            outcome: Outcome::success(RsyncStats::default(), Duration::ZERO),
+            rest: Vec::new(),
+        };
+        let RemoteTarget::Local { path: target } = &self.remote.target else {
+            return with_rest(not_whole_batch(), paths);
+        };
+        if backup_dir.is_some()
+            || !opts.growing.is_empty()
+            || opts.delete_policy == DeletePolicy::DryRunFirst
+            || paths.is_empty()
+        {
+            return with_rest(not_whole_batch(), paths);
+        }
+        // Any exclude or protect rule leaves deletions and directories to rsync.
+        let rules = opts
+            .exclude_from
+            .as_deref()
+            .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0));
+        // A batch with moves runs its rsync without --max-delete (see `BatchOptions::moves`).
+        let max_delete = if opts.moves { None } else { opts.max_delete };
+        let (root, target, id) = (
+            root.to_path_buf(),
+            target.clone(),
+            self.workspace_id.clone(),
+        );
+        let message = not_ours(&self.remote.target);
+        // Behind the remote's gate like every call on the target: a hung mount stalls this
+        // remote only, with its deadline.
+        let call = format!("writing changes in process to {}", target.display());
+        self.blocking(call, stall, move || {
+            in_process::apply(&root, &target, &id, paths, rules, max_delete, || message)
+        })
+        .await
     }
 
     /// The files-first pass of a batch (see [`Destination::send_files_by_content`]): `Ok`
@@ -672,6 +769,17 @@ async fn with_other_links(
             );
             list
         }
+    }
+}
+
+/// `pass` with every path left to rsync.
+fn with_rest(pass: in_process::Pass, paths: Vec<PathBuf>) -> in_process::Pass {
+    match pass {
+        in_process::Pass::Done { outcome, .. } => in_process::Pass::Done {
+            outcome,
+            rest: paths,
+        },
+        stop => stop,
     }
 }
 

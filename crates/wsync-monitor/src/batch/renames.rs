@@ -10,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use wsync_core::beneath::{BeneathError, EntryKind, TargetRoot};
+use wsync_core::beneath::{BeneathError, TargetRoot};
+use wsync_core::executor::rename_if_matching;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::TARGET_NOT_OURS;
 use wsync_core::ssh::quote_posix_sh;
@@ -98,8 +99,15 @@ fn replay_local(
         }
     };
     for (done, rename) in renames.iter().enumerate() {
-        let result = match applies_local(&root, rename, keep_overwritten) {
-            Ok(true) => root.rename(&rename.from, &rename.to),
+        let result = rename_if_matching(
+            &root,
+            &rename.from,
+            &rename.to,
+            rename.is_dir,
+            keep_overwritten,
+        );
+        let result = match result {
+            Ok(true) => Ok(()),
             Ok(false) => {
                 return Replayed {
                     done,
@@ -128,26 +136,6 @@ fn replay_local(
         done: renames.len(),
         ..Replayed::default()
     }
-}
-
-/// Whether the target looks as the source did before `rename`: the source exists with the same
-/// type, and the destination is absent or a file replaced by a file, as `rename(2)` did at the
-/// source; never into a directory or over a symlink.
-fn applies_local(
-    root: &TargetRoot,
-    rename: &Rename,
-    keep_overwritten: bool,
-) -> Result<bool, BeneathError> {
-    let Some(from) = root.stat(&rename.from)? else {
-        return Ok(false);
-    };
-    if (from.kind == EntryKind::Dir) != rename.is_dir {
-        return Ok(false);
-    }
-    Ok(match root.stat(&rename.to)? {
-        None => true,
-        Some(existing) => existing.kind == EntryKind::File && !rename.is_dir && !keep_overwritten,
-    })
 }
 
 /// Reads the script's answer: the number of renames applied, then, when a parent directory of
