@@ -12,7 +12,7 @@ use tokio::process::Command;
 use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
-use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
+use wsync_core::rsync::{ssh_target_checks, DEFAULT_TIMEOUT_SECS};
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 
 /// Where a remote's rsyncs go and with what connection settings.
@@ -48,6 +48,15 @@ impl Destination {
         }
     }
 
+    /// For a local target: whether its trash is absent or a real directory (SSH targets are
+    /// checked by the remote guard of each command instead).
+    pub fn local_trash_is_safe(&self) -> bool {
+        match &self.remote.target {
+            RemoteTarget::Local { path } => wsync_core::trash::local_trash_is_safe(path),
+            RemoteTarget::Ssh { .. } => true,
+        }
+    }
+
     /// Whether the target directory holds nothing but its marker and its trash (missing counts
     /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self) -> std::io::Result<bool> {
@@ -64,13 +73,13 @@ impl Destination {
                 }
             }
             RemoteTarget::Ssh { path, .. } => {
-                // Run by `sh -s` whatever the login shell is.
-                let mut script = b"test ! -d ".to_vec();
-                let quoted = quote_posix_sh(path.as_bytes());
-                script.extend_from_slice(&quoted);
-                script.extend_from_slice(b" || ls -A -- ");
-                script.extend_from_slice(&quoted);
-                script.push(b'\n');
+                // Run by `sh -s` whatever the login shell is; a target that resolves to the
+                // remote home or above is refused like every other command on it.
+                let mut script = b"d=".to_vec();
+                script.extend_from_slice(&quote_posix_sh(path.as_bytes()));
+                script.extend_from_slice(b"; ");
+                script.extend_from_slice(ssh_target_checks().as_bytes());
+                script.extend_from_slice(b"test ! -d \"$d\" || ls -A -- \"$d\"\n");
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
                 Ok(output
                     .split(|b| *b == b'\n')

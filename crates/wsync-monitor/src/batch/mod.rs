@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    failed_paths, files_from, max_delete_skipped, rsync_argv, sent_lengths, vanished_paths,
-    ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
-    DEFAULT_TIMEOUT_SECS, TARGET_NOT_OURS,
+    failed_paths, files_from, guard_refusal, max_delete_skipped, rsync_argv, sent_lengths,
+    vanished_paths, ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
+    DEFAULT_TIMEOUT_SECS,
 };
 
 pub use destination::Destination;
@@ -162,6 +162,12 @@ impl Destination {
             let error = not_ours(&self.remote.target);
             return Outcome::failed(ExitClass::Fatal, error, started);
         }
+        // A trash planted as a symlink would take `--backup-dir` out of the target (SSH
+        // targets: the guard checks it).
+        if backup_dir.is_some() && !self.local_trash_is_safe() {
+            let error = wsync_core::trash::not_a_directory_message(&self.remote.target);
+            return Outcome::failed(ExitClass::Fatal, error, started);
+        }
         if !confirmed && root_is_empty(root) {
             match self.target_is_empty().await {
                 Ok(true) => {}
@@ -179,13 +185,16 @@ impl Destination {
                     return outcome;
                 }
                 Err(e) => {
+                    if let Some(refused) = guard_refusal(&e.to_string(), &self.remote.target) {
+                        return Outcome::failed(ExitClass::Fatal, refused, started);
+                    }
                     return Outcome::failed(
                         ExitClass::Connection,
                         format!(
                             "the workspace root is empty and the remote cannot be checked: {e}"
                         ),
                         started,
-                    )
+                    );
                 }
             }
         }
@@ -202,8 +211,7 @@ impl Destination {
             Batch::Full => (RsyncMode::Full, None),
             Batch::Paths { renames, paths } => {
                 let replayed = renames::replay(self, renames, backup_dir.is_some()).await;
-                if replayed.target_missing {
-                    let error = not_ours(&self.remote.target);
+                if let Some(error) = replayed.refused {
                     return Outcome::failed(ExitClass::Fatal, error, started);
                 }
                 if let Some(why) = &replayed.stopped {
@@ -296,9 +304,9 @@ impl Destination {
         let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
         let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
-        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+        if let Some(refused) = self.refusal(&outcome, &output) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(not_ours(&self.remote.target));
+            outcome.error = Some(refused);
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
@@ -354,9 +362,9 @@ impl Destination {
     /// What a pass's output says beyond its exit code: a target that is not ours, the files
     /// that vanished (exit 24) or failed (exit 23).
     fn read_output(&self, outcome: &mut Outcome, output: &str, root: &Path) {
-        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+        if let Some(refused) = self.refusal(outcome, output) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(not_ours(&self.remote.target));
+            outcome.error = Some(refused);
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(output, root);
@@ -623,6 +631,15 @@ fn merge_files_pass(outcome: &mut Outcome, first: Outcome) {
 fn split_files(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
     list.into_iter()
         .partition(|path| std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| !m.is_dir()))
+}
+
+impl Destination {
+    /// What the remote guard's refusal in a failed run's `output` means, if it refused.
+    fn refusal(&self, outcome: &Outcome, output: &str) -> Option<String> {
+        (outcome.class != ExitClass::Success)
+            .then(|| guard_refusal(output, &self.remote.target))
+            .flatten()
+    }
 }
 
 fn not_ours(target: &RemoteTarget) -> String {
