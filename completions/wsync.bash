@@ -1056,12 +1056,16 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__verify)
-            opts="-h -V --json --attributes --help --version"
+            opts="-h -V --json --attributes --repair --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

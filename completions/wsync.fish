@@ -83,8 +83,10 @@ complete -c wsync -n "__fish_wsync_using_subcommand logs" -s n -l lines -d 'How 
 complete -c wsync -n "__fish_wsync_using_subcommand logs" -s f -l follow -d 'Keep printing new lines (follows daily rotation) until Ctrl-C'
 complete -c wsync -n "__fish_wsync_using_subcommand logs" -s h -l help -d 'Print help'
 complete -c wsync -n "__fish_wsync_using_subcommand logs" -s V -l version -d 'Print version'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -l timeout -d 'With --repair: seconds to wait for the checksum resync' -r
 complete -c wsync -n "__fish_wsync_using_subcommand verify" -l json -d 'Print JSON instead of text'
 complete -c wsync -n "__fish_wsync_using_subcommand verify" -l attributes -d 'Also list entries whose content matches but whose times or permissions differ'
+complete -c wsync -n "__fish_wsync_using_subcommand verify" -l repair -d 'Fix the drift found: the monitor runs a full sync comparing every file by checksum (through the same protect rules, target marker and deletion budget as every sync), then the comparison runs again and reports what was fixed'
 complete -c wsync -n "__fish_wsync_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c wsync -n "__fish_wsync_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c wsync -n "__fish_wsync_using_subcommand trash; and not __fish_seen_subcommand_from list restore help" -s h -l help -d 'Print help'

@@ -744,7 +744,8 @@ fn unsafe_to_send(request: &Request, root: &Path) -> bool {
         | Request::Pause { workspace }
         | Request::Resume { workspace }
         | Request::Flush { workspace, .. }
-        | Request::Restart { workspace } => workspace.contains("fuzz") || exists(workspace),
+        | Request::Restart { workspace }
+        | Request::Repair { workspace, .. } => workspace.contains("fuzz") || exists(workspace),
         Request::Hello { .. }
         | Request::DaemonInfo {}
         | Request::List {}

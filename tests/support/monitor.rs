@@ -63,6 +63,7 @@ pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
         excludes: Vec::new(),
         respect_gitignore: false,
         max_delete: None,
+        checksum_every_secs: None,
         root_id: None,
     }
 }
@@ -195,6 +196,7 @@ impl MonitorProc {
             workspace,
             tunables: MonitorTunables::default(),
             progress,
+            pending_dir: None,
         });
         monitor
     }

@@ -176,6 +176,7 @@ impl<'a> Area<'a> {
             // The delete scenario removes 1,000 files at once, on purpose. rsync's
             // --max-delete takes at most a C int.
             max_delete: Some(i32::MAX as u64),
+            checksum_every_secs: None,
             root_id: None,
         }
     }

@@ -60,6 +60,7 @@ impl MonitorProc {
             workspace,
             tunables: MonitorTunables::default(),
             progress: Vec::new(),
+            pending_dir: None,
         })?;
         Ok(monitor)
     }

@@ -183,8 +183,14 @@ Files with the same content but other times or permissions are counted separatel
 with --attributes; they are not drift. Nothing is changed anywhere, so changes still in flight
 show up too: run `wsync flush` first for a settled answer.
 
-Exit code 0 when every remote matches, 8 when any differs, 1 when a comparison failed (e.g.
-an unreachable SSH remote).
+--repair fixes what it finds, including drift that size and mtime cannot see (a same-size
+rewrite that kept its mtime, a write through a shared mmap, which raises no inotify event):
+the monitor runs a full sync with rsync --checksum, through the same protect rules, target
+marker and deletion budget as every sync (past the budget the workspace halts, as always),
+then verify compares again and reports what was fixed and what is left.
+
+Exit code 0 when every remote matches (after --repair: matches now), 8 when any differs, 1
+when a comparison failed (e.g. an unreachable SSH remote).
 
 --json prints an array with one object per remote:
   [{\"remote\": \"mirror\", \"target\": \"/srv/mirror\", \"in_sync\": false,
@@ -194,6 +200,7 @@ an unreachable SSH remote).
 Examples:
   wsync verify project
   wsync flush project && wsync verify project mirror
+  wsync verify project --repair
   wsync verify . --json | jq -r '.[] | select(.in_sync | not) | .remote'")]
     Verify(VerifyArgs),
 
@@ -437,6 +444,14 @@ pub struct VerifyArgs {
     /// Also list entries whose content matches but whose times or permissions differ.
     #[arg(long)]
     pub attributes: bool,
+    /// Fix the drift found: the monitor runs a full sync comparing every file by checksum
+    /// (through the same protect rules, target marker and deletion budget as every sync),
+    /// then the comparison runs again and reports what was fixed.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair: seconds to wait for the checksum resync.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "repair", value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
+    pub timeout: u64,
 }
 
 /// The arguments of `wsync trash list`.

@@ -211,6 +211,16 @@ impl Config {
             .filter(|dir| !dir.as_os_str().is_empty())
     }
 
+    /// Where monitors persist each remote's pending changes (`pending/` next to the registry,
+    /// so they survive a daemon restart and a reboot; see `wsync_core::monitor_proto`'s
+    /// `start.pending_dir`).
+    pub fn pending_dir(&self) -> Option<PathBuf> {
+        self.workspace_config_file_path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| dir.join("pending"))
+    }
+
     /// The pidfile guarding one daemon per config: the socket path with `.pid` appended.
     pub fn pidfile_path(&self) -> PathBuf {
         let mut name = self.daemon_command_socket_path.clone().into_os_string();

@@ -25,6 +25,7 @@
 //!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `update {remote}` (new settings
 //!   for an attached remote), `detach {remote: name}`,
 //!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
+//!   `checksum_resync {remote?}`,
 //!   `shutdown` (no new batch; the transfers under way finish, then exit 0; SIGTERM abandons
 //!   them). Undecodable lines after `start` are logged and skipped. Besides EOF and the
 //!   parent-death signal, the monitor checks its parent pid every second.
@@ -40,13 +41,16 @@
 //!
 //! # Lifecycle
 //! - Every start is a fresh `Start`, and the monitor does a full initial sync on `Start`, so a
-//!   restarted monitor catches up with whatever changed while it was down.
+//!   restarted monitor catches up with whatever changed while it was down: by checksum when
+//!   the tree is small enough, and the paths in its pending files (`start.pending_dir`) by
+//!   content.
 //! - Stopping: the daemon sends `Shutdown` and closes stdin, waits half of
 //!   `MonitorStopGraceMs`, then SIGTERMs the group (which abandons transfers under way), waits
 //!   the rest of the grace, then SIGKILLs the group and reaps the monitor. An exit the daemon
 //!   did not ask for is a crash: it is restarted with backoff, or the workspace is marked
 //!   failed after too many.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +69,11 @@ pub enum MonitorCommand {
         /// every other full sync runs without `--info=progress2`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         progress: Vec<String>,
+        /// The directory for the monitor's pending-change files (one per remote: the paths
+        /// still to sync, kept while paused or halted and at shutdown, read at the next start
+        /// and sent by content). Omitted: nothing is persisted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pending_dir: Option<PathBuf>,
     },
     /// Adds a remote without disturbing the others (it gets its own initial sync, which
     /// reports rsync's progress when `progress` is set).
@@ -87,6 +96,13 @@ pub enum MonitorCommand {
     Flush { id: u64, timeout_ms: u64 },
     /// Queues a full sync to every remote.
     Resync,
+    /// Queues a full sync comparing every file by checksum (`rsync --checksum`) to every
+    /// remote, or only to `remote` when set (`wsync verify --repair`). It passes the same gates
+    /// as any sync: protect rules, the target marker, the deletion budget.
+    ChecksumResync {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+    },
     /// Start no new batch, let the transfers under way finish, and exit 0 (SIGTERM abandons
     /// them; EOF after `Shutdown` does not).
     Shutdown,

@@ -82,6 +82,14 @@ pub enum Request {
     },
     /// Restarts the workspace's monitor and clears a `failed` state; answered by [`Response::Done`].
     Restart { workspace: String },
+    /// Queues a full sync comparing every file by checksum to the workspace's remotes (only
+    /// `remote` when set), through the same gates as every sync (`wsync verify --repair`);
+    /// answered by [`Response::Done`] once the monitor has it (a flush then waits for it).
+    Repair {
+        workspace: String,
+        #[serde(default)]
+        remote: Option<String>,
+    },
     /// Stops the daemon gracefully; answered by [`Response::Done`] before it exits.
     Shutdown {},
 }

@@ -155,6 +155,10 @@ pub struct RsyncRequest<'a> {
     /// DIR relative to the target (a snapshot in its trash, [`crate::trash::backup_dir`]).
     /// Ignored in [`RsyncMode::Verify`], which changes nothing.
     pub backup_dir: Option<&'a str>,
+    /// `--checksum`: compare files by content, not size and mtime (a checksum resync, the
+    /// initial sync of a small tree, `wsync verify`). Both sides read every file: the cost
+    /// grows with the bytes in the tree.
+    pub checksum: bool,
 }
 
 /// Builds the rsync argv, program first.
@@ -163,6 +167,9 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     // every link in the tree; an incremental batch links the names it lists, and the monitor
     // lists a changed file's other names with it (inotify reports only the name written to).
     let mut argv: Vec<OsString> = vec!["rsync".into(), "-a".into(), "-H".into()];
+    if req.checksum {
+        argv.push("--checksum".into());
+    }
     match req.mode {
         RsyncMode::Full => argv.push("--delete".into()),
         RsyncMode::Paths { ignore_times } => {
@@ -852,6 +859,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 progress: false,
                 marker_id: None,
                 backup_dir: None,
+                checksum: false,
             }))
         };
         let appending = argv(true);
@@ -908,6 +916,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: false,
             marker_id: None,
             backup_dir: None,
+            checksum: false,
         });
         assert_eq!(
             words(&argv),
@@ -948,6 +957,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: false,
             marker_id: None,
             backup_dir: Some(".wsync-trash/2025-01-31T12-00-00.123Z"),
+            checksum: false,
         };
         for mode in [
             RsyncMode::Full,
@@ -1062,6 +1072,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: true,
             marker_id: Some("00ff"),
             backup_dir: None,
+            checksum: false,
         }));
         assert_eq!(
             &argv[..9],
@@ -1116,6 +1127,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: true,
             marker_id: Some("00ff"),
             backup_dir: None,
+            checksum: false,
         }));
         let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
         assert_eq!(argv[debug + 1], "--info=progress2");
@@ -1242,6 +1254,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: false,
             marker_id: Some("00ff"),
             backup_dir: None,
+            checksum: false,
         });
         let guard = argv
             .iter()

@@ -59,6 +59,7 @@ fn workspace() -> Workspace {
         excludes: vec!["target/".into()],
         respect_gitignore: true,
         max_delete: None,
+        checksum_every_secs: None,
         root_id: None,
     }
 }
@@ -158,6 +159,13 @@ fn requests() {
             workspace: "w".into(),
         },
         r#"{"type":"restart","workspace":"w"}"#,
+    );
+    pin(
+        Request::Repair {
+            workspace: "w".into(),
+            remote: Some("m".into()),
+        },
+        r#"{"type":"repair","workspace":"w","remote":"m"}"#,
     );
     pin(Request::Shutdown {}, r#"{"type":"shutdown"}"#);
 }
@@ -285,6 +293,7 @@ fn monitor_channel() {
                 proof_interval_ms: 60_000,
             },
             progress: vec![],
+            pending_dir: None,
         },
         &format!(
             r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000}}}}"#
@@ -299,9 +308,10 @@ fn monitor_channel() {
                 proof_interval_ms: 60_000,
             },
             progress: vec!["mirror".into()],
+            pending_dir: Some("/home/me/.wsync/pending".into()),
         },
         &format!(
-            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000}},"progress":["mirror"]}}"#
+            r#"{{"cmd":"start","workspace":{WORKSPACE_JSON},"tunables":{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000}},"progress":["mirror"],"pending_dir":"/home/me/.wsync/pending"}}"#
         ),
     );
     pin(
@@ -336,6 +346,16 @@ fn monitor_channel() {
         r#"{"cmd":"flush","id":7,"timeout_ms":1000}"#,
     );
     pin(MonitorCommand::Resync, r#"{"cmd":"resync"}"#);
+    pin(
+        MonitorCommand::ChecksumResync { remote: None },
+        r#"{"cmd":"checksum_resync"}"#,
+    );
+    pin(
+        MonitorCommand::ChecksumResync {
+            remote: Some("mirror".into()),
+        },
+        r#"{"cmd":"checksum_resync","remote":"mirror"}"#,
+    );
     pin(MonitorCommand::Shutdown, r#"{"cmd":"shutdown"}"#);
     pin(
         MonitorEvent::Flushed {

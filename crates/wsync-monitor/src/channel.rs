@@ -30,9 +30,9 @@ pub fn die_with_parent() {
 
 pub type Input = BufReader<Stdin>;
 
-/// The `start` message: the workspace, the tunables, and the remotes whose initial sync
-/// reports progress.
-pub type Start = (Workspace, MonitorTunables, Vec<String>);
+/// The `start` message: the workspace, the tunables, the remotes whose initial sync reports
+/// progress, and where pending paths are persisted.
+pub type Start = (Workspace, MonitorTunables, Vec<String>, Option<PathBuf>);
 
 /// Why the monitor cannot start (exit status [`crate::exit_codes::BAD_START`]).
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,8 @@ pub async fn read_start(input: &mut Input) -> Result<Start, StartError> {
             workspace,
             tunables,
             progress,
-        }) => Ok((workspace, tunables, progress)),
+            pending_dir,
+        }) => Ok((workspace, tunables, progress, pending_dir)),
         Ok(other) => Err(StartError::NotStart(format!("{other:?}"))),
         Err(FrameError::Closed) => Err(StartError::Closed),
         Err(e) => Err(StartError::Undecodable(e)),

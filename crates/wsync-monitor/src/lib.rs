@@ -31,7 +31,13 @@
 //! (`--debug=EXIT2`), not after its 20–40 ms exit handshake. Files created inside a directory
 //! made in the last second queue that directory (one recursive entry for a whole burst), and
 //! mass deletions in a small directory list the directory. Batches of files only use
-//! `--ignore-times`; batches with directories rely on nanosecond mtimes (`--modify-window=-1`).
+//! `--ignore-times`; batches with directories send their changed files first with it, and
+//! rely on nanosecond mtimes (`--modify-window=-1`) inside the directories. Changed paths a
+//! broader entry covers (below a queued directory, or all of them once a dirty set collapses
+//! into a full sync) are remembered and sent by content first too; what waits while paused or
+//! halted, or when the monitor stops, is persisted in `start.pending_dir` ([`pending`]) and
+//! sent by content by the next monitor, whose initial sync compares by checksum when the tree
+//! is small ([`engine::checksum`]).
 //!
 //! A flush is answered, and a remote counts as in sync, once the transfer is complete; the
 //! file and byte counters in status follow when rsync exits a few tens of milliseconds later
@@ -97,6 +103,10 @@
 //! with status 3 before doing anything (the supervisor tests create it to simulate a crashing
 //! monitor).
 //!
+//! `WSYNC_TEST_INITIAL_CHECKSUM_MAX_FILES=<N>`: initial full syncs compare by checksum only
+//! for trees of at most N files (at most the built-in 50,000; `0`: never), so a test can tell
+//! what the pending files repair from what a checksum initial sync would.
+//!
 //! `WSYNC_TEST_MAX_WATCHES=<N>`: the watcher refuses to add more than N inotify watches and
 //! behaves exactly as when the kernel's `fs.inotify.max_user_watches` is reached (ENOSPC): the
 //! `watch_error` in status names the sysctl, and the workspace falls back to a full sync every
@@ -121,6 +131,7 @@ pub mod channel;
 pub mod engine;
 pub mod exit_codes;
 pub mod logging;
+pub mod pending;
 pub mod queue;
 pub mod watch;
 mod watch_excludes;
@@ -170,7 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 async fn run_async(args: Args) -> anyhow::Result<u8> {
     let mut input = BufReader::new(tokio::io::stdin());
-    let (workspace, tunables, progress) = match channel::read_start(&mut input).await {
+    let (workspace, tunables, progress, pending_dir) = match channel::read_start(&mut input).await {
         Ok(start) => start,
         Err(error) => {
             eprintln!("error: {error}");
@@ -221,6 +232,31 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             .context("starting the watcher")?
             .context("initialising inotify")?;
     let root_id = engine::current_root_id(&workspace.path);
+    let pending_dir = pending_dir.filter(|dir| match create_private_dir(dir) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "cannot use {} for pending changes: {e}; they will not survive a restart",
+                dir.display()
+            );
+            false
+        }
+    });
+    let pending = load_pending(pending_dir.as_deref(), &workspace);
+    let tree = watcher.initial_tree();
+    let (max_files, max_bytes) = initial_checksum_limits();
+    let initial_checksum = max_files > 0 && tree.affords_checksum(max_files, max_bytes);
+    tracing::info!(
+        files = tree.files,
+        bytes = tree.bytes,
+        checksum = initial_checksum,
+        "initial full syncs compare {}",
+        if initial_checksum {
+            "by checksum (a small tree)"
+        } else {
+            "by size and mtime (a large tree)"
+        }
+    );
     let (engine, initial) = engine::Engine::start(
         engine::StartConfig {
             workspace,
@@ -230,6 +266,9 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             rules_file: Some(watcher.rules_file()),
             root_id,
             watches: watcher.count(),
+            pending_dir,
+            pending,
+            initial_checksum,
         },
         std::time::Instant::now(),
     );
@@ -242,6 +281,47 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     tracing::info!(?exit, "monitor exiting");
     Ok(exit_codes::OK)
+}
+
+/// Test switch: `WSYNC_TEST_INITIAL_CHECKSUM_MAX_FILES=N` lowers the file-count limit of the
+/// initial sync by checksum (`0`: never), so a test can tell what the pending files repair
+/// from what a checksum initial sync would.
+pub const INITIAL_CHECKSUM_MAX_FILES_ENV: &str = "WSYNC_TEST_INITIAL_CHECKSUM_MAX_FILES";
+
+/// The tree size up to which initial syncs compare by checksum (see `engine::checksum`).
+fn initial_checksum_limits() -> (u64, u64) {
+    use engine::checksum::{INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
+    let files = std::env::var(INITIAL_CHECKSUM_MAX_FILES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(INITIAL_CHECKSUM_MAX_FILES, |n| {
+            tracing::warn!("{INITIAL_CHECKSUM_MAX_FILES_ENV}={n} (test switch)");
+            n.min(INITIAL_CHECKSUM_MAX_FILES)
+        });
+    (files, INITIAL_CHECKSUM_MAX_BYTES)
+}
+
+/// The pending paths earlier monitors persisted for the workspace's remotes.
+fn load_pending(
+    dir: Option<&Path>,
+    workspace: &wsync_core::registry::Workspace,
+) -> Vec<(String, Vec<PathBuf>)> {
+    let Some(dir) = dir else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for remote in &workspace.remotes {
+        let file = pending::file_for(dir, &workspace.id, &workspace.name, &remote.name);
+        match pending::load(&file) {
+            Ok(Some(paths)) => out.push((remote.name.clone(), paths)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                "ignoring pending changes in {}: {e}; the initial sync compares by size and mtime",
+                file.display()
+            ),
+        }
+    }
+    out
 }
 
 /// The ssh socket directory: ours (owner checked) and 0700. Falls back to `/tmp/wsync-<uid>`

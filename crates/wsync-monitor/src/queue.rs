@@ -4,6 +4,11 @@
 //! event was a close-write and no other file is mid-write (close-write ends a file's burst),
 //! otherwise a short settle after the last event (deletions and renames come in bursts, and a
 //! rename's two halves are paired), capped by the max latency under continuous churn.
+//!
+//! Paths dropped for a broader entry are still remembered as known dirty (up to
+//! [`KNOWN_DIRTY_CAP`]): below a queued directory (which rsync recurses into by size and
+//! mtime — `cp -a` also sets each directory's times, queueing it), or everything once the set
+//! collapses into a full sync. The batch sends those files by content first.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,12 @@ use std::time::{Duration, Instant};
 
 /// Past this many paths a batch becomes a full sync (a full rsync is cheaper than a huge list).
 pub const FULL_SYNC_THRESHOLD: usize = 10_000;
+
+/// A set collapsed into a full sync remembers at most this many of the paths known to have
+/// changed (about 100 MB at worst), which the full sync sends by content
+/// (`--ignore-times`). Paths past the cap are compared by size and mtime like the rest of
+/// the tree; they are counted (`known_dropped`) and logged.
+pub const KNOWN_DIRTY_CAP: usize = 1_000_000;
 
 /// A batch that is mostly deletions (more than half its events), or has at least this many,
 /// waits for [`DELETE_SETTLE`] of quiet after the last one (not the short settle, not the
@@ -68,6 +79,14 @@ pub struct DirtySet {
     /// Renames to replay before the paths are synced, in order.
     renames: Vec<Rename>,
     full: bool,
+    /// Paths known to have changed that a broader entry covers: below a queued directory, or
+    /// anywhere once `full` (see [`KNOWN_DIRTY_CAP`]).
+    known: BTreeSet<PathBuf>,
+    /// Known paths not remembered past the cap.
+    known_dropped: u64,
+    /// Counts every change recorded, never reset: the persisted copy is current while it
+    /// has not moved.
+    revision: u64,
     /// Files created or modified whose close-write has not arrived yet (still being written).
     open: BTreeSet<PathBuf>,
     /// The latest event was a close-write.
@@ -102,7 +121,7 @@ impl DirtySet {
     /// Pending paths for status (a pending full sync counts as 1 when nothing else is known).
     pub fn pending(&self) -> u64 {
         if self.full {
-            self.paths.len().max(1) as u64
+            (self.known.len() as u64 + self.known_dropped).max(1)
         } else {
             (self.paths.len() + self.renames.len()) as u64
         }
@@ -206,8 +225,55 @@ impl DirtySet {
         self.last_delete_at = None;
     }
 
+    /// Changes recorded so far (see `revision`).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Every path waiting: the listed ones, both ends of the renames and, after a collapse,
+    /// the known ones (none of the full sync's implicit rest).
+    pub fn waiting_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.paths
+            .iter()
+            .chain(self.renames.iter().flat_map(|r| [&r.from, &r.to]))
+            .chain(&self.known)
+    }
+
+    /// Remembers `path` as known dirty under a broader entry (see [`KNOWN_DIRTY_CAP`]).
+    fn remember(&mut self, path: &Path) {
+        if path.as_os_str().is_empty() || self.known.contains(path) {
+            return;
+        }
+        if self.known.len() < KNOWN_DIRTY_CAP {
+            self.known.insert(path.to_path_buf());
+        } else {
+            if self.known_dropped == 0 {
+                tracing::warn!(
+                    "more than {KNOWN_DIRTY_CAP} paths changed before a full sync: the rest are compared by size and mtime only (`wsync verify --repair` compares everything by content)"
+                );
+            }
+            self.known_dropped += 1;
+        }
+    }
+
+    /// Adds paths known to have changed to the next batch (a failed one's, or those an
+    /// earlier monitor persisted); they go with a full sync when nothing else waits.
+    pub fn restore_known<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a PathBuf>,
+        now: Instant,
+    ) {
+        if self.is_empty() {
+            self.mark_full(now);
+        }
+        for path in paths {
+            self.remember(path);
+        }
+    }
+
     fn touch(&mut self, now: Instant) {
         self.events += 1;
+        self.revision += 1;
         self.first_at.get_or_insert(now);
         self.last_at = Some(now);
     }
@@ -217,6 +283,7 @@ impl DirtySet {
         self.touch(now);
         self.burst_ended = false;
         if self.full {
+            self.remember(path);
             return;
         }
         if path.as_os_str().is_empty() {
@@ -224,6 +291,7 @@ impl DirtySet {
             return;
         }
         if path.ancestors().skip(1).any(|a| self.paths.contains(a)) {
+            self.remember(path);
             return;
         }
         if !self.paths.insert(path.to_path_buf()) {
@@ -232,6 +300,7 @@ impl DirtySet {
         // Drop descendants: they sort right after `path` (component-wise ordering).
         for p in below(&self.paths, path) {
             self.paths.remove(&p);
+            self.remember(&p);
         }
         if self.paths.len() > FULL_SYNC_THRESHOLD {
             self.mark_full(now);
@@ -269,7 +338,16 @@ impl DirtySet {
     pub fn add_rename(&mut self, rename: Rename, now: Instant) {
         if self.full {
             self.touch(now);
+            self.remember(&rename.from);
+            self.remember(&rename.to);
             return;
+        }
+        // Known changes below the old name are now below the new one.
+        for path in below(&self.known, &rename.from) {
+            self.known.remove(&path);
+            if let Ok(rest) = path.strip_prefix(&rename.from) {
+                self.known.insert(rename.to.join(rest));
+            }
         }
         let covered =
             |p: &Path, paths: &BTreeSet<PathBuf>| p.ancestors().any(|a| paths.contains(a));
@@ -299,12 +377,19 @@ impl DirtySet {
         }
     }
 
-    /// Replaces everything with one full sync.
+    /// Replaces everything with one full sync; the paths queued so far are remembered as
+    /// known dirty.
     pub fn mark_full(&mut self, now: Instant) {
         self.touch(now);
         self.full = true;
-        self.paths.clear();
-        self.renames.clear();
+        let paths = std::mem::take(&mut self.paths);
+        let renames = std::mem::take(&mut self.renames);
+        for path in paths
+            .iter()
+            .chain(renames.iter().flat_map(|r| [&r.from, &r.to]))
+        {
+            self.remember(path);
+        }
     }
 
     /// When the next batch is due: right away when no file is mid-write (close-write ends a
@@ -338,6 +423,12 @@ impl DirtySet {
 
     /// Takes everything as one batch.
     pub fn take(&mut self) -> Option<Batch> {
+        self.take_with_known().map(|(batch, _)| batch)
+    }
+
+    /// Takes everything as one batch, with the paths known to have changed that its entries
+    /// cover (sorted).
+    pub fn take_with_known(&mut self) -> Option<(Batch, Vec<PathBuf>)> {
         if self.is_empty() {
             return None;
         }
@@ -350,12 +441,23 @@ impl DirtySet {
         if std::mem::take(&mut self.full) {
             self.paths.clear();
             self.renames.clear();
-            return Some(Batch::Full);
+            if self.known_dropped > 0 {
+                tracing::info!(
+                    dropped = self.known_dropped,
+                    "full sync: changed paths past the remembered cap go by size and mtime"
+                );
+            }
+            self.known_dropped = 0;
+            let known = std::mem::take(&mut self.known).into_iter().collect();
+            return Some((Batch::Full, known));
         }
-        Some(Batch::Paths {
+        let batch = Batch::Paths {
             renames: std::mem::take(&mut self.renames),
             paths: std::mem::take(&mut self.paths).into_iter().collect(),
-        })
+        };
+        self.known_dropped = 0;
+        let known = std::mem::take(&mut self.known).into_iter().collect();
+        Some((batch, known))
     }
 
     /// Puts a failed batch back (merged with whatever arrived meanwhile). Its renames may or
@@ -492,6 +594,13 @@ fn small_flat_dir(dir: &Path, limit: usize) -> bool {
 mod tests {
     use super::*;
 
+    fn paths_of(batch: &Batch) -> Vec<String> {
+        match batch {
+            Batch::Paths { paths, .. } => paths.iter().map(|p| p.display().to_string()).collect(),
+            Batch::Full => panic!("a full sync"),
+        }
+    }
+
     fn paths(set: &mut DirtySet) -> Vec<String> {
         match set.take() {
             Some(Batch::Paths { renames, paths }) if renames.is_empty() => {
@@ -575,6 +684,26 @@ mod tests {
     }
 
     #[test]
+    fn paths_covered_by_a_queued_directory_are_still_known_and_move_with_renames() {
+        let now = Instant::now();
+        let mut set = DirtySet::default();
+        // `cp -a` writes the files, then sets the directory's times: the directory absorbs them.
+        set.add(Path::new("d/a"), now);
+        set.add(Path::new("d"), now);
+        set.add(Path::new("d/b"), now);
+        set.add(Path::new("e/c"), now);
+        let (batch, known) = set.take_with_known().unwrap();
+        assert_eq!(paths_of(&batch), ["d", "e/c"]);
+        assert_eq!(known, [PathBuf::from("d/a"), PathBuf::from("d/b")]);
+        assert_eq!(set.take_with_known(), None, "taken with the batch");
+        set.add(Path::new("x/f"), now);
+        set.add(Path::new("x"), now);
+        set.add_rename(rename("x", "y"), now);
+        let (_, known) = set.take_with_known().unwrap();
+        assert_eq!(known, [PathBuf::from("y/f")]);
+    }
+
+    #[test]
     fn root_or_too_many_paths_become_a_full_sync() {
         let now = Instant::now();
         let mut set = DirtySet::default();
@@ -586,9 +715,19 @@ mod tests {
             set.add(Path::new(&format!("f{i}")), now);
         }
         assert!(set.needs_full());
-        assert_eq!(set.pending(), 1);
-        assert_eq!(set.take(), Some(Batch::Full));
+        // The collapsed set still knows its paths, and counts them as pending.
+        assert_eq!(set.pending(), FULL_SYNC_THRESHOLD as u64 + 1);
+        set.add(Path::new("late"), now);
+        set.add_rename(rename("r1", "r2"), now);
+        let (batch, known) = set.take_with_known().unwrap();
+        assert_eq!(batch, Batch::Full);
+        assert_eq!(known.len(), FULL_SYNC_THRESHOLD + 4);
+        assert!(known.contains(&PathBuf::from("late")) && known.contains(&PathBuf::from("r2")));
         assert_eq!(set.take(), None);
+        // A plain full sync knows nothing and counts as one.
+        set.mark_full(now);
+        assert_eq!(set.pending(), 1);
+        assert_eq!(set.take_with_known(), Some((Batch::Full, Vec::new())));
     }
 
     #[test]

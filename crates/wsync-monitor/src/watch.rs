@@ -15,6 +15,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::rsync::{COOKIE_PREFIX, PROOF_PREFIX};
 
+use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
 pub use crate::watch_excludes::ExcludeConfig;
 use crate::watch_excludes::ExcludeState;
 
@@ -100,6 +101,9 @@ pub struct WatchTable {
     pub(crate) moved_dir: Option<(u32, PathBuf)>,
     /// [`MAX_WATCHES_ENV`]: refuse watches past this many, as the kernel's limit would.
     pub(crate) max_watches: Option<usize>,
+    /// During the first walk: the included files and bytes seen (whether the initial sync
+    /// can afford `--checksum`).
+    pub(crate) counting: Option<TreeSize>,
 }
 
 /// Test switch: `WSYNC_TEST_MAX_WATCHES=N` makes the watcher refuse more than N watches, exactly
@@ -124,6 +128,7 @@ fn max_watches_from_env() -> Option<usize> {
 #[derive(Clone)]
 pub struct Watcher {
     table: Arc<Mutex<WatchTable>>,
+    tree: TreeSize,
 }
 
 impl Watcher {
@@ -143,11 +148,13 @@ impl Watcher {
             filter: ExcludeState::new(root, config),
             moved_dir: None,
             max_watches: max_watches_from_env(),
+            counting: Some(TreeSize::default()),
         };
         if let Err(message) = table.add_tree(Path::new("")) {
             tracing::error!("{message}");
             let _ = tx.send(WatchMsg::Error(message));
         }
+        let tree = table.counting.take().unwrap_or_default();
         table.flush_rules();
         tracing::info!(
             watches = table.by_wd.len(),
@@ -156,7 +163,7 @@ impl Watcher {
             root.display()
         );
         let table = Arc::new(Mutex::new(table));
-        let watcher = Self { table };
+        let watcher = Self { table, tree };
         let reader = watcher.clone();
         std::thread::Builder::new()
             .name("inotify".into())
@@ -167,6 +174,12 @@ impl Watcher {
     fn lock(&self) -> MutexGuard<'_, WatchTable> {
         // A panic while holding the lock leaves a usable table; recover it.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The included files and bytes the first walk saw (bytes counted only up to
+    /// [`INITIAL_CHECKSUM_MAX_BYTES`], files always).
+    pub fn initial_tree(&self) -> TreeSize {
+        self.tree
     }
 
     /// Watches in use.
@@ -313,6 +326,14 @@ impl WatchTable {
                 }
                 if is_dir {
                     stack.push(child);
+                } else if let Some(tree) = self.counting.as_mut() {
+                    tree.files += 1;
+                    // One stat per file, and only while the answer is open.
+                    if tree.bytes <= INITIAL_CHECKSUM_MAX_BYTES
+                        && tree.files <= INITIAL_CHECKSUM_MAX_FILES
+                    {
+                        tree.bytes += entry.metadata().map_or(0, |m| m.len());
+                    }
                 }
             }
         }

@@ -131,6 +131,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
         Request::Pause { workspace } => set_paused(shared, &workspace, true),
         Request::Resume { workspace } => set_paused(shared, &workspace, false),
         Request::Restart { workspace } => restart(shared, &workspace),
+        Request::Repair { workspace, remote } => repair(shared, &workspace, remote),
         Request::Flush { .. } | Request::Shutdown {} => Err(error(
             ErrorCode::Internal,
             "request routed to the wrong handler".into(),
@@ -396,6 +397,38 @@ fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
     };
     tracing::info!(workspace = %name, "restart requested: {message}");
     Ok(Response::Done { message })
+}
+
+/// Hands a checksum resync to the running monitor, which runs it like any full sync.
+fn repair(shared: &SharedState, name_or_path: &str, remote: Option<String>) -> Reply {
+    let s = locked(shared)?;
+    let workspace = &s.registry.workspaces[find(&s, name_or_path)?];
+    let name = workspace.name.clone();
+    if let Some(r) = &remote {
+        if !workspace.remotes.iter().any(|x| &x.name == r) {
+            return Err(error(
+                ErrorCode::NotFound,
+                format!("workspace {name:?} has no remote named {r:?}; see `wsync list`"),
+            ));
+        }
+    }
+    if workspace.paused {
+        return Err(invalid(format!(
+            "cannot repair workspace {name:?}: it is paused; run `wsync resume {name}` first"
+        )));
+    }
+    let command = MonitorCommand::ChecksumResync {
+        remote: remote.clone(),
+    };
+    if !s.supervisor.send_to_running(&name, command) {
+        return Err(invalid(format!(
+            "cannot repair workspace {name:?}: its monitor is not running; see `wsync status {name}` (`wsync restart {name}` starts it)"
+        )));
+    }
+    tracing::info!(workspace = %name, ?remote, "checksum resync requested");
+    Ok(Response::Done {
+        message: format!("a checksum resync of {name:?} is queued"),
+    })
 }
 
 async fn flush(shared: &SharedState, name_or_path: &str, timeout_ms: Option<u64>) -> Reply {

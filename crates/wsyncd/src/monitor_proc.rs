@@ -38,6 +38,8 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub tunables: MonitorTunables,
+    /// Handed to every monitor in `start.pending_dir`.
+    pub pending_dir: Option<PathBuf>,
 }
 
 impl LaunchSpec {
@@ -117,6 +119,7 @@ impl RunningMonitor {
             workspace: workspace.clone(),
             tunables: launch.tunables.clone(),
             progress,
+            pending_dir: launch.pending_dir.clone(),
         };
         let mut masters = SshMasters::new(&launch.runtime_dir, &workspace.name);
         masters.on_command(&start);

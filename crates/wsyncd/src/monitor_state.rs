@@ -275,6 +275,7 @@ mod tests {
             excludes: vec![],
             respect_gitignore: true,
             max_delete: None,
+            checksum_every_secs: None,
             root_id: None,
         }
     }

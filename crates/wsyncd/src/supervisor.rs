@@ -82,6 +82,7 @@ impl Supervisor {
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
                     proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                 },
+                pending_dir: config.pending_dir(),
             },
             policy: RestartPolicy::from_tuning(&config.tuning),
             stop_grace: config.tuning.monitor_stop_grace,

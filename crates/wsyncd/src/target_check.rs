@@ -212,6 +212,7 @@ fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, Strin
         progress: false,
         marker_id: None,
         backup_dir: None,
+        checksum: false,
     });
     tracing::debug!(?argv, "attach preview");
     let (ok, stdout, stderr) = run(&argv, None, PREVIEW_DEADLINE)?;

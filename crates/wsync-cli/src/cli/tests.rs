@@ -223,6 +223,8 @@ fn each_command_parses_into_its_own_args_struct() {
         remote,
         json,
         attributes,
+        repair: false,
+        ..
     }) = cmd(&["verify", "ws", "box", "--json", "--attributes"])
     else {
         panic!("not verify");
@@ -231,6 +233,14 @@ fn each_command_parses_into_its_own_args_struct() {
         (workspace.as_str(), remote.as_deref(), json, attributes),
         ("ws", Some("box"), true, true)
     );
+    let Command::Verify(VerifyArgs {
+        repair: true,
+        timeout: 30,
+        ..
+    }) = cmd(&["verify", "ws", "--repair", "--timeout", "30"])
+    else {
+        panic!("not verify --repair");
+    };
     let Command::CheckIgnore(CheckIgnoreArgs { paths, json }) =
         cmd(&["check-ignore", "a", "b/c", "--json"])
     else {

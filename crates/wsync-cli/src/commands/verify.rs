@@ -5,14 +5,22 @@
 //! the one builder, `wsync_core::rsync`, plus `--checksum` so contents are compared, not sizes
 //! and times), as an argv vector without a shell, and classifies rsync's `--itemize-changes`
 //! lines: missing on the remote, different content, extra on the remote, or attributes only.
+//!
+//! With `--repair`, drift found is handed to the monitor as a checksum resync (request
+//! `repair`: a full sync with `--checksum` that passes the same gates as every sync — protect
+//! rules, the target marker, the deletion budget), waited for with a flush, and compared
+//! again: the report says what was fixed and what is left.
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::time::Duration;
+
 use anyhow::Result;
 use serde::Serialize;
 use wsync_core::excludes::{excluded_entries, write_rules, Excludes};
+use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
@@ -20,7 +28,7 @@ use wsync_core::rsync::{
 };
 use wsync_core::ssh::SshEndpoint;
 
-use super::workspace::{list_workspaces, resolve};
+use super::workspace::{list_workspaces, resolve, FLUSH_ANSWER_MARGIN};
 use super::Ctx;
 use crate::cli::VerifyArgs;
 use crate::error::CliError;
@@ -31,7 +39,7 @@ use crate::progress::Progress;
 pub use wsync_core::rsync::{parse_itemized, Drift};
 
 /// The rsync argv comparing `workspace` with `remote`: the builder's dry-run verify mode
-/// (`--delete --dry-run --itemize-changes`) with `--checksum` added after `-a`.
+/// (`--delete --dry-run --itemize-changes`) with `--checksum`.
 ///
 /// `rules` is the rules file written from the workspace's excludes by the same matcher the
 /// monitor uses (anchored excludes and protect rules), so verify compares exactly what syncing
@@ -42,7 +50,7 @@ pub fn verify_argv(
     target: &RemoteTarget,
     rules: Option<&Path>,
 ) -> Vec<OsString> {
-    let mut argv = rsync_argv(&RsyncRequest {
+    rsync_argv(&RsyncRequest {
         source_root: &workspace.path,
         target,
         // No multiplexing master for a one-off run: ControlPath=none.
@@ -59,10 +67,8 @@ pub fn verify_argv(
         // Compares whatever is there; a missing marker is the monitor's business.
         marker_id: None,
         backup_dir: None,
-    });
-    let at = argv.iter().position(|a| a == "-a").map_or(1, |i| i + 1);
-    argv.insert(at, "--checksum".into());
-    argv
+        checksum: true,
+    })
 }
 
 /// One remote's verdict.
@@ -179,6 +185,8 @@ pub fn verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
         remote,
         json,
         attributes,
+        repair,
+        timeout,
     } = args;
     let remote = remote.as_deref();
     let mut client = ctx.connect()?;
@@ -232,21 +240,137 @@ pub fn verify(ctx: &Ctx, args: VerifyArgs) -> Result<i32> {
     // One walk reads every ignore file: the excluded entries, then what the remote keeps.
     let excluded = excluded_entries(&ws.path, &mut excludes)?;
     write_rules(&rules, &excluded, &excludes.protect_rules())?;
-    let mut reports = Vec::new();
-    for r in remotes {
-        let progress =
-            Progress::spinner(format!("comparing {} with {} by checksum", ws.name, r.name));
-        let report = compare(ws, r, &rules);
-        drop(progress);
-        if !json {
-            print(&render(&report, attributes))?;
+    let compare_all = |quiet: bool| -> Result<Vec<RemoteReport>> {
+        let mut reports = Vec::new();
+        for r in &remotes {
+            let progress =
+                Progress::spinner(format!("comparing {} with {} by checksum", ws.name, r.name));
+            let report = compare(ws, r, &rules);
+            drop(progress);
+            if !quiet {
+                print(&render(&report, attributes))?;
+            }
+            reports.push(report);
         }
-        reports.push(report);
+        Ok(reports)
+    };
+    let reports = compare_all(json)?;
+    let drifted = reports.iter().all(|r| r.error.is_none()) && reports.iter().any(|r| !r.in_sync);
+    if !repair || !drifted {
+        if json {
+            print_json(&reports)?;
+        }
+        return outcome(&ws.name, &reports);
     }
+    run_repair(ctx, &ws.name, remote, timeout)?;
+    let after = compare_all(true)?;
+    let repairs: Vec<RepairReport> = reports
+        .into_iter()
+        .zip(after)
+        .map(|(before, after)| RepairReport::new(before, after))
+        .collect();
     if json {
-        print_json(&reports)?;
+        print_json(&repairs)?;
+    } else {
+        for r in &repairs {
+            print(&r.render(attributes))?;
+        }
     }
-    outcome(&ws.name, &reports)
+    let after: Vec<RemoteReport> = repairs.into_iter().map(|r| r.after).collect();
+    outcome(&ws.name, &after)
+}
+
+/// Asks the monitor for a checksum resync and waits for it to land (a flush numbered after
+/// it).
+fn run_repair(ctx: &Ctx, workspace: &str, remote: Option<&str>, timeout_secs: u64) -> Result<()> {
+    let mut client = ctx.connect()?;
+    let progress = Progress::spinner(format!(
+        "repairing {workspace}: full sync by checksum{}",
+        remote.map(|r| format!(" to {r}")).unwrap_or_default()
+    ));
+    client.call(&Request::Repair {
+        workspace: workspace.to_owned(),
+        remote: remote.map(str::to_owned),
+    })?;
+    client.set_timeout(Duration::from_secs(timeout_secs) + FLUSH_ANSWER_MARGIN)?;
+    let answer = client.call(&Request::Flush {
+        workspace: workspace.to_owned(),
+        timeout_ms: Some(timeout_secs.saturating_mul(1000)),
+    })?;
+    drop(progress);
+    if let Response::Flushed { lagging, .. } = answer {
+        if !lagging.is_empty() {
+            tracing::info!(?lagging, "remotes still lagging after the repair");
+        }
+    }
+    Ok(())
+}
+
+/// What `--repair` did to one remote: the drift before, what is left, what was fixed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    pub remote: String,
+    pub target: String,
+    /// In sync now.
+    pub in_sync: bool,
+    /// The drift found before the repair that is gone now.
+    pub fixed: Drift,
+    /// The drift still there (state `halted` in `wsync status` when the deletion budget
+    /// stopped the repair).
+    pub left: Drift,
+    pub error: Option<String>,
+    #[serde(skip)]
+    after: RemoteReport,
+}
+
+impl RepairReport {
+    fn new(before: RemoteReport, after: RemoteReport) -> Self {
+        let gone = |was: &[String], now: &[String]| -> Vec<String> {
+            was.iter().filter(|p| !now.contains(p)).cloned().collect()
+        };
+        let (b, a) = (&before.drift, &after.drift);
+        Self {
+            remote: after.remote.clone(),
+            target: after.target.clone(),
+            in_sync: after.in_sync,
+            fixed: Drift {
+                missing: gone(&b.missing, &a.missing),
+                differs: gone(&b.differs, &a.differs),
+                extra: gone(&b.extra, &a.extra),
+                attributes: gone(&b.attributes, &a.attributes),
+            },
+            left: a.clone(),
+            error: after.error.clone(),
+            after,
+        }
+    }
+
+    fn render(&self, attributes: bool) -> String {
+        let f = &self.fixed;
+        let mut out = format!(
+            "{} ({}): repaired {} (missing {}, differs {}, extra {})\n",
+            self.remote,
+            self.target,
+            f.count(),
+            f.missing.len(),
+            f.differs.len(),
+            f.extra.len()
+        );
+        for (label, paths) in [
+            ("sent    ", &f.missing),
+            ("fixed   ", &f.differs),
+            ("deleted ", &f.extra),
+        ] {
+            for path in paths {
+                out.push_str(&format!("  {label} {path}\n"));
+            }
+        }
+        if !self.after.in_sync || self.after.error.is_some() {
+            out.push_str("still: ");
+            out.push_str(&render(&self.after, attributes));
+        }
+        out
+    }
 }
 
 /// The exit: a failed comparison beats drift, which beats success.
@@ -336,6 +460,7 @@ sent 1,234 bytes  received 56 bytes
             excludes: vec!["target/".into()],
             respect_gitignore: true,
             max_delete: Some(3),
+            checksum_every_secs: None,
             root_id: None,
         };
         let target = RemoteTarget::Local {
@@ -345,8 +470,9 @@ sent 1,234 bytes  received 56 bytes
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert_eq!(&argv[..3], ["rsync", "-a", "--checksum"]);
+        assert_eq!(&argv[..2], ["rsync", "-a"]);
         for flag in [
+            "--checksum",
             "--dry-run",
             "--itemize-changes",
             "--delete",

@@ -235,7 +235,7 @@ pub fn restart(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
 }
 
 /// Extra time the CLI grants the daemon beyond the flush timeout before giving up on it.
-const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
+pub(super) const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
 
 pub fn flush(ctx: &Ctx, args: FlushArgs) -> Result<i32> {
     let timeout_secs = args.timeout;
@@ -302,6 +302,7 @@ mod tests {
             excludes: vec![],
             respect_gitignore: true,
             max_delete: None,
+            checksum_every_secs: None,
             root_id: None,
         }
     }

@@ -50,6 +50,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
         excludes: vec![],
         respect_gitignore: true,
         max_delete: None,
+        checksum_every_secs: None,
         root_id: None,
     }
 }

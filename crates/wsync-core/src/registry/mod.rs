@@ -62,6 +62,11 @@ pub struct Workspace {
     /// Cap on deletions per full sync; `None` means the built-in default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delete: Option<u64>,
+    /// Seconds between periodic checksum passes (a full sync with `--checksum` to every
+    /// remote once all are idle), which repair what size and mtime cannot see (a write through
+    /// a shared mmap raises no inotify event). `None` or 0: off (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_every_secs: Option<u64>,
     /// The root directory's identity when it was added (or last confirmed with resume), so a
     /// root swapped while no monitor ran is caught at start. `None` in older registries until
     /// the daemon's load fills it in.
@@ -641,6 +646,7 @@ impl Registry {
             excludes: new.excludes.clone(),
             respect_gitignore: true,
             max_delete: None,
+            checksum_every_secs: None,
             root_id,
         })
     }

@@ -14,6 +14,7 @@ mod trash;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
@@ -78,6 +79,13 @@ pub struct BatchOptions {
     /// length of their remote copy when the last batch that sent them reported it. They go
     /// in a pass of their own before the rest (see [`Destination::send_growing`]).
     pub growing: Vec<(PathBuf, Option<u64>)>,
+    /// Paths known to have changed that the batch's entries cover (below a listed directory;
+    /// anywhere for a full sync whose dirty set collapsed, or that an earlier monitor
+    /// persisted): the files among them are sent first, by content (`--ignore-times`), so a
+    /// same-size rewrite with its old mtime is not skipped by the recursion's size+mtime.
+    pub by_content: Arc<Vec<PathBuf>>,
+    /// A full sync comparing every file by checksum (`--checksum`).
+    pub checksum: bool,
 }
 
 /// Result of one batch.
@@ -208,7 +216,27 @@ impl Destination {
         // The growing files' pass's outcome, when it ran (merged likewise).
         let mut growing_pass: Option<Outcome> = None;
         let (mode, list) = match batch {
-            Batch::Full => (RsyncMode::Full, None),
+            // A checksum full sync compares the known files by content anyway.
+            Batch::Full if opts.checksum || opts.by_content.is_empty() => (RsyncMode::Full, None),
+            Batch::Full => {
+                let known = opts.by_content.clone();
+                let owned = root.to_path_buf();
+                // Up to a million stats: off the event loop.
+                let files = tokio::task::spawn_blocking(move || {
+                    split_files(&owned, known.as_ref().clone()).0
+                })
+                .await
+                .unwrap_or_default();
+                tracing::debug!(remote = %self.remote.name, known = opts.by_content.len(), files = files.len(), "full sync: known changed files go by content first");
+                match self
+                    .files_first(root, files, opts, &protect, backup_dir)
+                    .await
+                {
+                    Ok(first) => files_pass = first,
+                    Err(failed) => return failed,
+                }
+                (RsyncMode::Full, None)
+            }
             Batch::Paths { renames, paths } => {
                 let replayed = renames::replay(self, renames, backup_dir.is_some()).await;
                 if let Some(error) = replayed.refused {
@@ -249,26 +277,15 @@ impl Destination {
                 // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
                 // never skipped.
                 let list = if has_dir {
-                    let (files, rest) = split_files(root, list);
-                    if !files.is_empty() {
-                        let first = self
-                            .send_files_by_content(root, files, opts, &protect, backup_dir)
-                            .await;
-                        // Files that vanished in this pass are queued again by the engine,
-                        // which counts the rest of the batch as done: the second pass (the
-                        // directories and the deletions) must run all the same.
-                        match first.class {
-                            ExitClass::Partial if first.failed_paths.is_some() => {
-                                files_pass = Some(first);
-                            }
-                            ExitClass::Success | ExitClass::Vanished => {
-                                if first.class == ExitClass::Vanished {
-                                    tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
-                                }
-                                files_pass = Some(first);
-                            }
-                            _ => return first,
-                        }
+                    let (mut files, rest) = split_files(root, list);
+                    // The changed files below the listed directories go by content too.
+                    files.extend(split_files(root, opts.by_content.as_ref().clone()).0);
+                    match self
+                        .files_first(root, files, opts, &protect, backup_dir)
+                        .await
+                    {
+                        Ok(first) => files_pass = first,
+                        Err(failed) => return failed,
                     }
                     rest
                 } else {
@@ -298,6 +315,7 @@ impl Destination {
             progress: opts.progress && matches!(mode, RsyncMode::Full),
             marker_id: Some(&self.workspace_id),
             backup_dir,
+            checksum: opts.checksum && matches!(mode, RsyncMode::Full),
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -326,6 +344,38 @@ impl Destination {
         outcome
     }
 
+    /// The files-first pass of a batch (see [`Destination::send_files_by_content`]): `Ok`
+    /// with its outcome (none when there are no files) when the rest of the batch is to run,
+    /// merged into its outcome later; `Err` with the outcome that ends the batch.
+    async fn files_first(
+        &self,
+        root: &Path,
+        files: Vec<PathBuf>,
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+        backup_dir: Option<&str>,
+    ) -> Result<Option<Outcome>, Outcome> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let first = self
+            .send_files_by_content(root, files, opts, protect, backup_dir)
+            .await;
+        // Files that vanished in this pass are queued again by the engine, which counts the
+        // rest of the batch as done: the second pass (the directories and the deletions, or
+        // the full sync) must run all the same.
+        match first.class {
+            ExitClass::Partial if first.failed_paths.is_some() => Ok(Some(first)),
+            ExitClass::Success | ExitClass::Vanished => {
+                if first.class == ExitClass::Vanished {
+                    tracing::debug!(remote = %self.remote.name, vanished = ?first.vanished, "files vanished in the files-first pass");
+                }
+                Ok(Some(first))
+            }
+            _ => Err(first),
+        }
+    }
+
     /// Sends `files` (existing, none a directory when listed) with `--ignore-times`: compared
     /// by content, whatever their size and mtime say. It deletes only a listed file that is
     /// gone by the time rsync looks (`--delete-missing-args`), and reports those that vanish
@@ -352,6 +402,7 @@ impl Destination {
             progress: false,
             marker_id: Some(&self.workspace_id),
             backup_dir,
+            checksum: false,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -426,6 +477,7 @@ impl Destination {
                 progress: false,
                 marker_id: Some(&self.workspace_id),
                 backup_dir: backup_dir.as_deref(),
+                checksum: false,
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
             let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -498,6 +550,7 @@ impl Destination {
             progress: false,
             marker_id: Some(&self.workspace_id),
             backup_dir: None,
+            checksum: false,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;

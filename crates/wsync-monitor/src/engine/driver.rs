@@ -31,6 +31,9 @@ struct Driver {
     batch_tx: UnboundedSender<Input>,
     /// ssh masters being asked to exit; awaited before the monitor exits.
     closing: Vec<JoinHandle<()>>,
+    /// The latest pending-file write; each waits for the one before (so the newest list
+    /// wins), and the last is awaited before the monitor exits.
+    saving: Option<JoinHandle<()>>,
     exit: Option<Exit>,
 }
 
@@ -54,6 +57,7 @@ pub async fn run(
         batches: HashMap::new(),
         batch_tx,
         closing: Vec::new(),
+        saving: None,
         exit: None,
     };
     let mut engine = engine;
@@ -122,6 +126,9 @@ pub async fn run(
         driver.feed(&mut engine, input);
     };
     driver.feed(&mut engine, Input::Stop);
+    if let Some(handle) = driver.saving.take() {
+        let _ = handle.await;
+    }
     for handle in driver.closing.drain(..) {
         let _ = handle.await;
     }
@@ -203,6 +210,27 @@ impl Driver {
             Effect::PruneTrash(dest) => {
                 // Off the loop; nothing waits for it (an hour later the next one runs).
                 tokio::spawn(async move { dest.prune_trash().await });
+                None
+            }
+            Effect::SavePending { file, paths } => {
+                let before = self.saving.take();
+                self.saving = Some(tokio::spawn(async move {
+                    if let Some(before) = before {
+                        let _ = before.await;
+                    }
+                    let shown = file.clone();
+                    let written =
+                        tokio::task::spawn_blocking(move || crate::pending::save(&file, &paths))
+                            .await;
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(
+                            "cannot write pending changes to {}: {e}; a restart will compare them by size and mtime",
+                            shown.display()
+                        ),
+                        Err(e) => tracing::warn!("writing pending changes failed: {e}"),
+                    }
+                }));
                 None
             }
             Effect::RemoveRulesFile => {

@@ -13,6 +13,7 @@
 //! it once nothing at or below it waits in its queue or its running transfer.
 
 mod budget;
+pub mod checksum;
 pub mod driver;
 mod flushes;
 mod growing;
@@ -42,6 +43,7 @@ pub use status::STATUS_INTERVAL;
 use crate::batch::{BatchOptions, DeletePolicy, Destination, Outcome, ProtectSource};
 use crate::queue::Batch;
 use crate::watch::{Change, WatchMsg};
+use checksum::Periodic;
 use flushes::Flushes;
 use halt::{check_root, Halt};
 use intake::Intake;
@@ -61,6 +63,10 @@ pub const DEGRADED_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the trash of each remote that keeps deletions is pruned (and once at start, and
 /// after its setting changes): snapshots are kept for days, so an hour late is nothing.
 pub const TRASH_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// While paused or halted, a remote's pending paths are written at most this often (only when
+/// they changed); at shutdown always. Never in the hot path of an active workspace.
+pub const PENDING_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A change's number in the stream of changes the engine has seen (and the number of the
 /// newest one, as a watermark: "every change up to here").
@@ -149,6 +155,12 @@ pub enum Effect {
     /// Remove the snapshots in a remote's trash older than its `keep_deleted_days`, in the
     /// background (no answer; a failure is logged and the next prune tries again).
     PruneTrash(Arc<Destination>),
+    /// Write a remote's pending paths to `file` atomically (see [`crate::pending`]); an
+    /// empty list removes the file. Done in order, off the loop, and finished before exit.
+    SavePending {
+        file: PathBuf,
+        paths: Vec<PathBuf>,
+    },
     RemoveRulesFile,
     Exit(Exit),
 }
@@ -187,6 +199,14 @@ pub struct StartConfig {
     pub root_id: Option<RootId>,
     /// The inotify watches in place.
     pub watches: u64,
+    /// Where each remote's pending paths are persisted (`crate::pending`); `None`: nowhere.
+    pub pending_dir: Option<PathBuf>,
+    /// Pending paths an earlier monitor persisted, by remote name: the initial full sync
+    /// sends them by content.
+    pub pending: Vec<(String, Vec<PathBuf>)>,
+    /// Initial full syncs compare by checksum (the tree is small enough, see
+    /// [`checksum::TreeSize::affords_checksum`]).
+    pub initial_checksum: bool,
 }
 
 /// Watching's health, for status and the degraded mode.
@@ -213,6 +233,13 @@ pub struct Engine {
     /// The workspace's explicit deletion budget (`max_delete`); `None`: the default rule (see
     /// `budget`).
     max_delete: Option<u64>,
+    /// Where pending paths are persisted (see [`Effect::SavePending`]).
+    pending_dir: Option<PathBuf>,
+    /// Not before then is a paused or halted workspace's pending list written again.
+    next_save: Instant,
+    /// A remote's first full sync compares by checksum.
+    initial_checksum: bool,
+    periodic: Periodic,
     /// `.wsync-cookie-<pid>-`: this process's flush cookies.
     cookie_prefix: String,
     slots: Vec<RemoteSlot>,
@@ -254,6 +281,9 @@ impl Engine {
             rules_file,
             root_id,
             watches,
+            pending_dir,
+            pending,
+            initial_checksum,
         } = config;
         // The registry's record of the root (from add, or the last resume): a root swapped
         // while no monitor ran is caught like one swapped under a running monitor.
@@ -271,6 +301,10 @@ impl Engine {
                 respect_gitignore: workspace.respect_gitignore,
             },
             max_delete: workspace.max_delete,
+            pending_dir,
+            next_save: now,
+            initial_checksum,
+            periodic: Periodic::new(workspace.checksum_every_secs, now),
             cookie_prefix: format!(
                 "{}{}-",
                 wsync_core::rsync::COOKIE_PREFIX,
@@ -311,6 +345,16 @@ impl Engine {
         for remote in workspace.remotes {
             let watched = progress.contains(&remote.name);
             engine.attach(remote, watched, now);
+        }
+        for (name, paths) in pending {
+            if let Some(slot) = engine.slots.iter_mut().find(|s| s.name() == name) {
+                tracing::info!(
+                    remote = name,
+                    paths = paths.len(),
+                    "changes pending from an earlier monitor go by content"
+                );
+                slot.restore_persisted(&paths, now);
+            }
         }
         (engine, fx)
     }
@@ -433,6 +477,9 @@ impl Engine {
         if self.keeps_deletions() {
             wake = wake.min(self.next_prune);
         }
+        if let Some(at) = self.periodic.next_wake(now) {
+            wake = wake.min(at);
+        }
         wake.max(now)
     }
 
@@ -530,6 +577,17 @@ impl Engine {
                 self.watching.rescans += 1;
                 self.retry_now(now);
             }
+            MonitorCommand::ChecksumResync { remote } => {
+                tracing::info!(?remote, "checksum resync requested");
+                self.request_lift(fx);
+                self.newest = self.newest.next();
+                for slot in &mut self.slots {
+                    if remote.as_ref().is_none_or(|name| name == slot.name()) {
+                        slot.mark_checksum_full(now);
+                    }
+                }
+                self.retry_now(now);
+            }
             MonitorCommand::Flush { id, timeout_ms } => self.start_flush(id, timeout_ms, now, fx),
             MonitorCommand::Shutdown => {
                 tracing::info!("shutdown requested: finishing the transfers under way");
@@ -597,7 +655,13 @@ impl Engine {
         if dest.remote.keep_deleted_days > 0 {
             self.next_prune = now;
         }
-        self.slots.push(RemoteSlot::new(key, dest, progress, now));
+        self.slots.push(RemoteSlot::new(
+            key,
+            dest,
+            progress,
+            self.initial_checksum,
+            now,
+        ));
     }
 
     /// New settings for an attached remote; a prune follows at once (a shorter
@@ -636,6 +700,12 @@ impl Engine {
             });
         }
         tracing::info!(remote = name, "remote detached");
+        if let Some(file) = self.pending_file(name) {
+            fx.push(Effect::SavePending {
+                file,
+                paths: Vec::new(),
+            });
+        }
         fx.push(Effect::CloseConnection(slot.dest().clone()));
     }
 
@@ -783,6 +853,18 @@ impl Engine {
                 }
             }
         }
+        // Fields, not `active()`: the closure borrows them beside `periodic`.
+        let (paused, halted, draining, slots) =
+            (self.paused, self.halt.is_some(), self.draining, &self.slots);
+        let idle = || !paused && !halted && !draining && slots.iter().all(|s| s.is_clean());
+        if self.periodic.due(now, idle) {
+            tracing::info!("periodic checksum pass");
+            self.newest = self.newest.next();
+            for slot in &mut self.slots {
+                slot.mark_checksum_full(now);
+            }
+        }
+        self.save_pending(now, fx);
         if self.draining {
             if self.slots.iter().all(|s| !s.is_transferring()) {
                 tracing::info!("current transfers finished; exiting");
@@ -826,6 +908,48 @@ impl Engine {
     #[cfg(test)]
     fn pending_proof(&self) -> Option<String> {
         self.proofs.pending_name()
+    }
+
+    /// A remote's pending file, when pending paths are persisted.
+    fn pending_file(&self, remote: &str) -> Option<PathBuf> {
+        let dir = self.pending_dir.as_deref()?;
+        Some(crate::pending::file_for(
+            dir,
+            &self.workspace_id,
+            &self.workspace,
+            remote,
+        ))
+    }
+
+    /// Persists what waits while nothing is sent (paused, halted), at most every
+    /// [`PENDING_SAVE_INTERVAL`], and removes a file once its remote caught up. An active
+    /// workspace with no file costs one comparison per remote here.
+    fn save_pending(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.pending_dir.is_none() {
+            return;
+        }
+        let hold = !self.active() && now >= self.next_save;
+        let mut saved = false;
+        for i in 0..self.slots.len() {
+            let (revision, persisted) = self.slots[i].persisted();
+            let clean = self.slots[i].is_clean();
+            let paths = if persisted.is_some() && clean {
+                Vec::new()
+            } else if hold && !clean && persisted != Some(revision) {
+                self.slots[i].pending_paths()
+            } else {
+                continue;
+            };
+            let Some(file) = self.pending_file(self.slots[i].name()) else {
+                return;
+            };
+            saved |= !paths.is_empty();
+            self.slots[i].set_saved((!paths.is_empty()).then_some(revision));
+            fx.push(Effect::SavePending { file, paths });
+        }
+        if saved {
+            self.next_save = now + PENDING_SAVE_INTERVAL;
+        }
     }
 
     fn stamp_dirty_sets(&mut self) {
@@ -941,6 +1065,8 @@ impl Engine {
                     protect: self.protect.clone(),
                     progress: started.progress,
                     growing: started.growing,
+                    by_content: started.by_content,
+                    checksum: started.checksum,
                 },
             }));
         }
@@ -981,8 +1107,23 @@ impl Engine {
         }
     }
 
-    /// Abandons every batch and flush, sends the last status, and lets go of the remotes.
+    /// Persists what waits, abandons every batch and flush, sends the last status, and lets
+    /// go of the remotes.
     fn stop(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        for i in 0..self.slots.len() {
+            let paths = self.slots[i].pending_paths();
+            if paths.is_empty() && self.slots[i].persisted().1.is_none() {
+                continue;
+            }
+            if let Some(file) = self.pending_file(self.slots[i].name()) {
+                tracing::info!(
+                    remote = self.slots[i].name(),
+                    paths = paths.len(),
+                    "pending paths persisted"
+                );
+                fx.push(Effect::SavePending { file, paths });
+            }
+        }
         for slot in &mut self.slots {
             for flight in slot.abandon_all() {
                 fx.push(Effect::AbandonBatch {

@@ -43,6 +43,11 @@ struct Flight {
     full: bool,
     /// The paths the batch touches (`None`: everything, a full sync).
     scope: Option<Vec<PathBuf>>,
+    /// Paths known to have changed below the batch's entries (everywhere for a full sync),
+    /// sent by content; put back if it fails.
+    known: Arc<Vec<PathBuf>>,
+    /// A full sync comparing by checksum; asked again if it fails.
+    checksum: bool,
     /// The latest progress of a watched full sync.
     progress: Option<SyncProgress>,
     /// The deletions the batch is known to make, set aside from the budget until it ends.
@@ -234,6 +239,10 @@ pub(super) struct Started {
     pub progress: bool,
     /// See `BatchOptions::growing`.
     pub growing: Vec<GrowingFile>,
+    /// See `BatchOptions::by_content`.
+    pub by_content: Arc<Vec<PathBuf>>,
+    /// See `BatchOptions::checksum`.
+    pub checksum: bool,
 }
 
 /// What a finished batch means for the workspace.
@@ -282,6 +291,11 @@ pub(super) struct RemoteSlot {
     /// When the changes waiting in `dirty` were queued.
     arrivals: Arrivals,
     latencies: Latencies,
+    /// The next full sync compares by checksum (`--checksum`): an affordable initial sync, a
+    /// repair, the periodic pass.
+    checksum_next_full: bool,
+    /// The dirty set's revision last persisted (`Some`: the pending file exists).
+    saved: Option<u64>,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -299,11 +313,13 @@ pub(super) struct OverBudget {
 }
 
 impl RemoteSlot {
-    /// A newly attached remote: its first batch is a full sync.
+    /// A newly attached remote: its first batch is a full sync (by checksum when
+    /// `checksum`).
     pub fn new(
         key: RemoteKey,
         dest: Arc<Destination>,
         report_progress: bool,
+        checksum: bool,
         now: Instant,
     ) -> Self {
         let mut dirty = DirtySet::default();
@@ -330,6 +346,8 @@ impl RemoteSlot {
             over_budget_until: None,
             arrivals: Arrivals::default(),
             latencies: Latencies::default(),
+            checksum_next_full: checksum,
+            saved: None,
         }
     }
 
@@ -420,6 +438,53 @@ impl RemoteSlot {
 
     pub fn mark_full(&mut self, now: Instant) {
         self.dirty.mark_full(now);
+    }
+
+    /// Queues a full sync that compares every file by checksum.
+    pub fn mark_checksum_full(&mut self, now: Instant) {
+        self.dirty.mark_full(now);
+        self.checksum_next_full = true;
+    }
+
+    /// Paths an earlier monitor knew were dirty (its pending file): the next full sync sends
+    /// them by content. The file stays until they are on the remote.
+    pub fn restore_persisted(&mut self, paths: &[PathBuf], now: Instant) {
+        self.dirty.restore_known(paths, now);
+        self.saved = Some(u64::MAX);
+    }
+
+    /// Nothing waits, runs or is stuck.
+    pub fn is_clean(&self) -> bool {
+        self.dirty.is_empty()
+            && self.transferring.is_none()
+            && self.finishing.is_empty()
+            && self.stuck.is_empty()
+    }
+
+    /// Every path known to wait for this remote: queued, in a running batch (its known ones
+    /// too) or stuck, at most `KNOWN_DIRTY_CAP` (what a later monitor sends by content).
+    pub fn pending_paths(&self) -> Vec<PathBuf> {
+        let flights = self.transferring.iter().chain(&self.finishing);
+        let mut all: std::collections::BTreeSet<&PathBuf> = self.dirty.waiting_paths().collect();
+        for flight in flights {
+            all.extend(flight.scope.iter().flatten());
+            all.extend(flight.known.iter());
+        }
+        all.extend(self.stuck.0.keys());
+        all.into_iter()
+            .take(crate::queue::KNOWN_DIRTY_CAP)
+            .cloned()
+            .collect()
+    }
+
+    /// The persisted copy's state: `(revision now, revision saved)`.
+    pub fn persisted(&self) -> (u64, Option<u64>) {
+        (self.dirty.revision(), self.saved)
+    }
+
+    /// Records that the pending file now holds `revision` (`None`: removed).
+    pub fn set_saved(&mut self, revision: Option<u64>) {
+        self.saved = revision;
     }
 
     /// Gives a newly non-empty dirty set its oldest change: every change added since the
@@ -541,12 +606,14 @@ impl RemoteSlot {
         let max_delete =
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
         let open = self.dirty.take_open();
-        let batch = self.dirty.take()?;
+        let (batch, known) = self.dirty.take_with_known()?;
+        let known = Arc::new(known);
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
         self.next_flight += 1;
         let growing = self.growing.sending(self.next_flight, &batch, &open, now);
         let full = batch == Batch::Full;
+        let checksum = full && std::mem::take(&mut self.checksum_next_full);
         let scope = match &batch {
             Batch::Full => None,
             Batch::Paths { renames, paths } => Some(
@@ -562,9 +629,15 @@ impl RemoteSlot {
             newest,
             oldest,
             synced_before: self.synced_through,
-            len: batch.path_count(),
+            len: if full {
+                known.len().max(1)
+            } else {
+                batch.path_count()
+            },
             full,
             scope,
+            known: known.clone(),
+            checksum,
             progress: None,
             reserved: known_deletions,
             deletes,
@@ -582,6 +655,8 @@ impl RemoteSlot {
             progress: self.report_progress && full,
             growing,
             batch,
+            by_content: known,
+            checksum,
         })
     }
 
@@ -716,7 +791,10 @@ impl RemoteSlot {
                                 self.dirty.add(&path, now);
                             }
                         }
-                        None => self.dirty.restore(batch, now),
+                        None => {
+                            self.dirty.restore(batch, now);
+                            self.put_back_known(&flight, now);
+                        }
                     }
                 }
                 if class == ExitClass::Success || full {
@@ -737,6 +815,7 @@ impl RemoteSlot {
             (_, _) => {
                 self.synced_through = self.synced_through.min(flight.synced_before);
                 self.dirty.restore(batch, now);
+                self.put_back_known(&flight, now);
                 self.put_back_from(flight.oldest);
                 let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
                 let attempt = self.health.failures + 1;
@@ -789,33 +868,47 @@ impl RemoteSlot {
         self.oldest_dirty = Some(self.oldest_dirty.map_or(oldest, |o| o.min(oldest)));
     }
 
+    /// A failed batch's known paths (and a full sync's checksum) go with the next one.
+    fn put_back_known(&mut self, flight: &Flight, now: Instant) {
+        self.dirty.restore_known(flight.known.iter(), now);
+        self.checksum_next_full |= flight.full && flight.checksum;
+    }
+
     /// Abandons every batch (the runner kills them); their changes count as waiting again.
     /// Returns the abandoned flights.
     pub fn abandon_all(&mut self) -> Vec<u64> {
-        let flights: Vec<Flight> = self
+        self.take_flights().iter().map(|f| f.id).collect()
+    }
+
+    fn take_flights(&mut self) -> Vec<Flight> {
+        let mut flights: Vec<Flight> = self
             .transferring
             .take()
             .into_iter()
             .chain(self.finishing.drain(..))
             .collect();
-        let ids = flights.iter().map(|f| f.id).collect();
-        for flight in flights {
+        for flight in &mut flights {
             self.put_back_from(flight.oldest);
-            self.arrivals.restore(flight.arrivals);
+            self.arrivals.restore(std::mem::take(&mut flight.arrivals));
             // Killed mid-append, the remote copy's length is unknown.
             self.growing.finished(flight.id, &[]);
         }
-        ids
+        flights
     }
 
-    /// A halt: running batches are abandoned and the remote will need a full sync.
+    /// A halt: running batches are abandoned and the remote will need a full sync, which
+    /// still knows what they were sending.
     pub fn interrupt(&mut self, now: Instant) -> Vec<u64> {
         if self.transferring.is_none() && self.finishing.is_empty() {
             return Vec::new();
         }
-        let abandoned = self.abandon_all();
+        let flights = self.take_flights();
         self.dirty.mark_full(now);
-        abandoned
+        for flight in &flights {
+            self.dirty.restore_known(flight.scope.iter().flatten(), now);
+            self.put_back_known(flight, now);
+        }
+        flights.iter().map(|f| f.id).collect()
     }
 
     /// A halt was lifted: the next full sync deletes under `policy`, and the deletions seen

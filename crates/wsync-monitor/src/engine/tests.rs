@@ -51,15 +51,24 @@ impl Harness {
     }
 
     fn with(remotes: &[&str], edit: impl FnOnce(&mut Workspace)) -> Self {
-        Self::build(remotes, edit, 0)
+        Self::configured(remotes, edit, |_| {})
     }
 
     /// A harness whose engine proves its remotes every `interval`.
     fn with_proofs(remotes: &[&str], interval: Duration) -> Self {
-        Self::build(remotes, |_| {}, interval.as_millis() as u64)
+        Self::configured(
+            remotes,
+            |_| {},
+            |c| c.tunables.proof_interval_ms = interval.as_millis() as u64,
+        )
     }
 
-    fn build(remotes: &[&str], edit: impl FnOnce(&mut Workspace), proof_interval_ms: u64) -> Self {
+    /// A harness whose start config `configure` adjusts (persisted paths, the initial checksum).
+    fn configured(
+        remotes: &[&str],
+        edit: impl FnOnce(&mut Workspace),
+        configure: impl FnOnce(&mut StartConfig),
+    ) -> Self {
         let mut workspace = Workspace {
             name: "ws".into(),
             id: String::new(),
@@ -69,26 +78,29 @@ impl Harness {
             excludes: Vec::new(),
             respect_gitignore: true,
             max_delete: Some(100),
+            checksum_every_secs: None,
             root_id: None,
         };
         edit(&mut workspace);
         let now = Instant::now();
-        let (engine, initial) = Engine::start(
-            StartConfig {
-                workspace,
-                tunables: MonitorTunables {
-                    settle_ms: SETTLE.as_millis() as u64,
-                    max_latency_ms: 100,
-                    proof_interval_ms,
-                },
-                progress: Vec::new(),
-                runtime_dir: "/run/wsync".into(),
-                rules_file: None,
-                root_id: Some(ROOT),
-                watches: 3,
+        let mut config = StartConfig {
+            workspace,
+            tunables: MonitorTunables {
+                settle_ms: SETTLE.as_millis() as u64,
+                max_latency_ms: 100,
+                proof_interval_ms: 0,
             },
-            now,
-        );
+            progress: Vec::new(),
+            runtime_dir: "/run/wsync".into(),
+            rules_file: None,
+            root_id: Some(ROOT),
+            watches: 3,
+            pending_dir: None,
+            pending: Vec::new(),
+            initial_checksum: false,
+        };
+        configure(&mut config);
+        let (engine, initial) = Engine::start(config, now);
         let mut h = Self {
             engine,
             now,
@@ -875,6 +887,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
                 excludes: Vec::new(),
                 respect_gitignore: true,
                 max_delete: None,
+                checksum_every_secs: None,
                 root_id: None,
             },
             tunables: MonitorTunables {
@@ -887,6 +900,9 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
             rules_file: None,
             root_id: None,
             watches: 0,
+            pending_dir: None,
+            pending: Vec::new(),
+            initial_checksum: false,
         },
         h.now,
     );
@@ -1611,4 +1627,220 @@ fn a_growing_files_length_is_forgotten_when_its_batch_fails_or_it_is_replaced() 
     let recreated = h.take_one();
     assert_eq!(paths(&recreated.batch).1, ["f"], "not held: another file");
     assert_eq!(recreated.options.growing, [("f".into(), None)]);
+}
+
+// ---- content, not timestamps, for what is known to have changed ---------------------------
+
+fn by_content(start: &BatchStart) -> Vec<String> {
+    start
+        .options
+        .by_content
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+fn saves(h: &Harness) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    h.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SavePending { file, paths } => Some((file.clone(), paths.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dirty_set_collapsed_into_a_full_sync_still_sends_its_known_paths_by_content() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Pause));
+    let count = crate::queue::FULL_SYNC_THRESHOLD + 50;
+    let changes: Vec<Change> = (0..count)
+        .map(|i| change(&format!("f{i:05}"), ChangeKind::Closed, false))
+        .collect();
+    h.changes(changes);
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(
+        start.batch,
+        Batch::Full,
+        "past the threshold: one full sync"
+    );
+    let known = by_content(&start);
+    assert_eq!(known.len(), count, "every known path goes by content");
+    assert_eq!(known[0], "f00000");
+    assert!(!start.options.checksum);
+    assert_eq!(h.status().remotes[0].pending, count as u64);
+    // A failed full sync keeps them for the retry.
+    h.fail(start, ExitClass::Connection);
+    h.advance(Duration::from_secs(2));
+    let retry = h.take_one();
+    assert_eq!(retry.batch, Batch::Full);
+    assert_eq!(by_content(&retry).len(), count);
+    h.succeed(retry);
+    // Once landed they are forgotten: the next full sync knows nothing more.
+    h.step(Input::Command(MonitorCommand::Resync));
+    h.advance(SETTLE * 2);
+    assert!(by_content(&h.take_one()).is_empty());
+}
+
+#[test]
+fn an_overflow_or_a_halt_keeps_the_paths_already_known() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Pause));
+    h.closed("queued");
+    h.step(Input::Watch(vec![WatchMsg::Overflow]));
+    h.closed("after");
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    assert_eq!(by_content(&start), ["after", "queued"]);
+    h.succeed(start);
+    // A batch of paths cut short by a halt: the full sync after the lift still knows them.
+    h.closed("running");
+    let running = h.take_one();
+    assert_eq!(paths(&running.batch).1, ["running"]);
+    h.root.id = None;
+    h.step(Input::Watch(vec![
+        WatchMsg::RootGone,
+        WatchMsg::RootUnwatched,
+    ]));
+    assert!(h.status().halted.is_some());
+    assert_eq!(h.abandoned(), 1);
+    h.root.id = Some(ROOT);
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    let after = h.take_one();
+    assert_eq!(after.batch, Batch::Full);
+    assert_eq!(by_content(&after), ["running"]);
+}
+
+#[test]
+fn pending_paths_are_persisted_while_paused_and_at_stop_never_while_active() {
+    let dir = PathBuf::from("/state/pending");
+    let mut h = Harness::configured(
+        &["a"],
+        |w| w.id = "00ff".into(),
+        |c| c.pending_dir = Some(dir.clone()),
+    );
+    h.initial_sync();
+    h.closed("live");
+    let live = h.take_one();
+    h.succeed(live);
+    assert!(saves(&h).is_empty(), "an active workspace writes nothing");
+    h.step(Input::Command(MonitorCommand::Pause));
+    h.closed("x");
+    let file = dir.join("00ff.a.pending");
+    assert_eq!(saves(&h), [(file.clone(), vec![PathBuf::from("x")])]);
+    // More changes within the interval wait for it; nothing new, nothing written.
+    h.closed("y");
+    assert_eq!(saves(&h).len(), 1);
+    h.advance(PENDING_SAVE_INTERVAL);
+    assert_eq!(
+        saves(&h)[1],
+        (file.clone(), vec![PathBuf::from("x"), PathBuf::from("y")])
+    );
+    h.advance(PENDING_SAVE_INTERVAL * 3);
+    assert_eq!(saves(&h).len(), 2, "unchanged: not written again");
+    // Resumed and synced: the file goes.
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE);
+    let resumed = h.take_one();
+    h.succeed(resumed);
+    assert_eq!(saves(&h)[2], (file.clone(), vec![]));
+    // At stop, whatever waits or runs is written.
+    h.closed("in-flight");
+    let _running = h.take_one();
+    h.closed("queued");
+    h.step(Input::Stop);
+    assert_eq!(
+        saves(&h)[3],
+        (
+            file,
+            vec![PathBuf::from("in-flight"), PathBuf::from("queued")]
+        )
+    );
+}
+
+#[test]
+fn paths_persisted_by_an_earlier_monitor_go_by_content_in_the_initial_sync() {
+    let dir = PathBuf::from("/state/pending");
+    let mut h = Harness::configured(
+        &["a", "b"],
+        |w| w.id = "00ff".into(),
+        |c| {
+            c.pending_dir = Some(dir.clone());
+            c.pending = vec![("a".into(), vec!["p/x".into(), "q".into()])];
+        },
+    );
+    h.advance(SETTLE * 2);
+    let starts = std::mem::take(&mut h.started);
+    let (a, b): (Vec<_>, Vec<_>) = starts.into_iter().partition(|s| s.remote.name == "a");
+    assert_eq!(by_content(&a[0]), ["p/x", "q"]);
+    assert!(by_content(&b[0]).is_empty());
+    assert!(
+        saves(&h).is_empty(),
+        "the file stays until the paths landed"
+    );
+    h.succeed(a.into_iter().next().unwrap());
+    assert_eq!(saves(&h), [(dir.join("00ff.a.pending"), vec![])]);
+}
+
+#[test]
+fn checksum_full_syncs_initial_on_request_and_periodic() {
+    let mut h = Harness::configured(
+        &["a", "b"],
+        |w| w.checksum_every_secs = Some(60),
+        |c| c.initial_checksum = true,
+    );
+    h.advance(SETTLE * 2);
+    let starts = std::mem::take(&mut h.started);
+    assert!(starts
+        .iter()
+        .all(|s| s.batch == Batch::Full && s.options.checksum));
+    for start in starts {
+        h.succeed(start);
+    }
+    // A plain resync compares by size and mtime; a checksum resync of one remote by content.
+    h.step(Input::Command(MonitorCommand::Resync));
+    h.advance(SETTLE * 2);
+    let starts = std::mem::take(&mut h.started);
+    assert!(starts.iter().all(|s| !s.options.checksum));
+    for start in starts {
+        h.succeed(start);
+    }
+    h.step(Input::Command(MonitorCommand::ChecksumResync {
+        remote: Some("b".into()),
+    }));
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(
+        (start.remote.name.as_str(), start.options.checksum),
+        ("b", true)
+    );
+    h.succeed(start);
+    // The periodic pass waits until every remote is idle.
+    h.now += Duration::from_secs(60);
+    h.closed("busy");
+    let busy = std::mem::take(&mut h.started);
+    assert_eq!(busy.len(), 2);
+    assert!(busy.iter().all(|s| !s.options.checksum));
+    for start in busy {
+        h.succeed(start);
+    }
+    h.advance(SETTLE);
+    let starts = std::mem::take(&mut h.started);
+    assert_eq!(starts.len(), 2);
+    assert!(starts
+        .iter()
+        .all(|s| s.batch == Batch::Full && s.options.checksum));
+    for start in starts {
+        h.succeed(start);
+    }
+    h.advance(Duration::from_secs(30));
+    assert!(h.started.is_empty(), "once per interval");
 }
