@@ -1332,6 +1332,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             progress: false,
             marker_id: Some("00ff"),
             backup_dir,
+            checksum: false,
         });
         argv.iter()
             .find_map(|w| w.as_bytes().strip_prefix(b"--rsync-path="))
