@@ -175,3 +175,89 @@ fn a_workspace_whose_changes_silently_stop_arriving_goes_unverified_and_fires_th
     })
     .unwrap();
 }
+
+#[test]
+fn a_users_own_proof_like_files_keep_their_excludes_and_protection() {
+    let mut env = TestEnv::with_config("ProofIntervalSecs=1\n");
+    env.start_daemon();
+    let src = env.mkdir("src");
+    // Names that begin like a proof file but are the user's: excluded, so never sent, and a
+    // remote copy is protected from deletion like any other excluded path.
+    std::fs::write(
+        src.join(".gitignore"),
+        "/.wsync-proof-notes\n/.wsync-proof-keep\n",
+    )
+    .unwrap();
+    std::fs::write(src.join(".wsync-proof-notes"), "private").unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    let mirror = env.root.join("mirror");
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["attach", "src", s(&mirror)]);
+    let first = poll_until("a first proof", WAIT, INTERVAL, || {
+        remote(&env, "src", "mirror").and_then(|r| r.verified_unix_ms)
+    })
+    .unwrap();
+    std::fs::write(mirror.join(".wsync-proof-keep"), "remote only").unwrap();
+    // A change to the excluded file, and a full sync (a restart), each had their chance.
+    std::fs::write(src.join(".wsync-proof-notes"), "private, edited").unwrap();
+    env.wsync_ok(&["restart", "src"]);
+    poll_until("a proof after the restart", WAIT, INTERVAL, || {
+        remote(&env, "src", "mirror")
+            .and_then(|r| r.verified_unix_ms)
+            .filter(|&t| t >= first + 2500)
+    })
+    .unwrap();
+    assert!(
+        !mirror.join(".wsync-proof-notes").exists(),
+        "an excluded user file was sent because its name begins like a proof file"
+    );
+    assert!(
+        mirror.join(".wsync-proof-keep").exists(),
+        "a protected remote file was deleted because its name begins like a proof file"
+    );
+}
+
+/// The pid in a proof file's name (`.wsync-proof-<pid>-<n>`).
+fn proof_pid(name: &str) -> Option<i32> {
+    name.strip_prefix(wsync_core::rsync::PROOF_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_proof_file_left_by_a_killed_monitor_is_removed_by_the_next_one() {
+    let mut env = TestEnv::with_config("ProofIntervalSecs=1\n");
+    env.start_daemon();
+    let src = env.mkdir("src");
+    std::fs::write(src.join("f"), "x").unwrap();
+    let (mirror, stuck) = (env.root.join("mirror"), env.root.join("stuck"));
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["attach", "src", s(&mirror), "--name", "mirror"]);
+    env.wsync_ok(&["attach", "src", s(&stuck), "--name", "stuck"]);
+    // A remote that never takes the proof: each probe file stays out for a whole interval.
+    std::fs::remove_file(stuck.join(wsync_core::target::MARKER_FILE)).unwrap();
+    // The monitor dies (SIGKILL: no clean exit) while its probe file is in the workspace.
+    let left = poll_until(
+        "a monitor killed with its probe file out",
+        WAIT,
+        INTERVAL,
+        || {
+            let name = proof_files(&src).into_iter().next()?;
+            let pid = proof_pid(&name)?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .ok()?;
+            src.join(&name).exists().then_some(name)
+        },
+    )
+    .unwrap();
+    let gone = poll_until("the next monitor to remove it", WAIT, INTERVAL, || {
+        (!src.join(&left).exists() && !mirror.join(&left).exists()).then_some(())
+    });
+    if gone.is_err() {
+        env.fail(&format!(
+            "{left} was left in the workspace (and synced on as a user file) after its monitor died"
+        ));
+    }
+}

@@ -21,6 +21,28 @@ pub const COOKIE_PREFIX: &str = ".wsync-cookie-";
 /// then removed.
 pub const PROOF_PREFIX: &str = ".wsync-proof-";
 
+/// What the names of this process's proof files begin with: [`PROOF_PREFIX`], the pid and
+/// `-`. Only these pass every exclude and protect rule: a user's own `.wsync-proof-notes` (or
+/// one left by an earlier monitor) is an ordinary file, excluded and protected as its rules say.
+pub fn proof_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("{PROOF_PREFIX}{}-", std::process::id()))
+}
+
+/// True for the name of another process's proof file, `.wsync-proof-<pid>-<n>` (digits only):
+/// one a monitor that was killed while its probe was out left in the workspace root.
+pub fn is_foreign_proof_name(name: &[u8]) -> bool {
+    let digits = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    name.strip_prefix(PROOF_PREFIX.as_bytes())
+        .and_then(|rest| {
+            let at = rest.iter().position(|&b| b == b'-')?;
+            Some((&rest[..at], &rest[at + 1..]))
+        })
+        .is_some_and(|(pid, n)| {
+            digits(pid) && digits(n) && !name.starts_with(proof_prefix().as_bytes())
+        })
+}
+
 /// With [`RsyncRequest::report_transfer_done`], rsync prints this (then the pid it waits for)
 /// on stdout as soon as the transfer is complete, before it idles in its exit handshake
 /// (rsync polls its children with 20 ms sleeps, which adds 20–40 ms to every run).
@@ -270,7 +292,7 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
 /// `.wsync-trash` cannot clobber the target's).
 fn push_fixed_excludes(argv: &mut Vec<OsString>) {
     // First: rsync's first matching rule wins, so no exclude or protect rule can stop a proof.
-    argv.push(format!("--include=/{PROOF_PREFIX}*").into());
+    argv.push(format!("--include=/{}*", proof_prefix()).into());
     argv.push(format!("--exclude=/{COOKIE_PREFIX}*").into());
     // Never sent from a source that has one, never deleted on the target.
     argv.push(format!("--exclude=/{}", crate::target::MARKER_FILE).into());
@@ -898,6 +920,25 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
     }
 
     #[test]
+    fn only_other_processes_proof_names_are_foreign() {
+        let own = format!("{}7", proof_prefix());
+        for name in [".wsync-proof-1-2", ".wsync-proof-123456-99"] {
+            assert!(is_foreign_proof_name(name.as_bytes()), "{name}");
+        }
+        for name in [
+            own.as_str(),
+            ".wsync-proof-notes",
+            ".wsync-proof-1-2-notes",
+            ".wsync-proof-1-",
+            ".wsync-proof--2",
+            ".wsync-proof-1",
+            "x.wsync-proof-1-2",
+        ] {
+            assert!(!is_foreign_proof_name(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
     fn full_sync_to_local_path() {
         let target = RemoteTarget::Local {
             path: "/srv/mirror dir".into(),
@@ -918,6 +959,8 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             backup_dir: None,
             checksum: false,
         });
+        // Only this process's own proof files: `.wsync-proof-<pid>-*`.
+        let proof = format!("--include=/.wsync-proof-{}-*", std::process::id());
         assert_eq!(
             words(&argv),
             [
@@ -929,7 +972,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 "--modify-window=-1",
                 "--timeout=30",
                 "--stats",
-                "--include=/.wsync-proof-*",
+                proof.as_str(),
                 "--exclude=/.wsync-cookie-*",
                 "--exclude=/.wsync-target",
                 "--exclude=/.wsync-trash",

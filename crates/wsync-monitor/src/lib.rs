@@ -226,11 +226,13 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             std::process::id()
         )),
     };
-    let watcher =
-        tokio::task::spawn_blocking(move || watch::Watcher::start(&root, exclude_config, watch_tx))
-            .await
-            .context("starting the watcher")?
-            .context("initialising inotify")?;
+    let watcher = tokio::task::spawn_blocking(move || {
+        batch::remove_stale_proofs(&root);
+        watch::Watcher::start(&root, exclude_config, watch_tx)
+    })
+    .await
+    .context("starting the watcher")?
+    .context("initialising inotify")?;
     let root_id = engine::current_root_id(&workspace.path);
     let pending_dir = pending_dir.filter(|dir| match create_private_dir(dir) {
         Ok(()) => true,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
-use wsync_core::rsync::{COOKIE_PREFIX, PROOF_PREFIX};
+use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 
 use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
 pub use crate::watch_excludes::ExcludeConfig;
@@ -443,9 +443,9 @@ impl WatchTable {
         } else {
             ChangeKind::Modified
         };
-        // A proof-of-sync file must reach every remote whatever the excludes say.
+        // This monitor's proof-of-sync file must reach every remote whatever the excludes say.
         let proof =
-            dir.as_os_str().is_empty() && name.as_bytes().starts_with(PROOF_PREFIX.as_bytes());
+            dir.as_os_str().is_empty() && name.as_bytes().starts_with(proof_prefix().as_bytes());
         if !proof && self.filter.on_event(&path, kind, is_dir) {
             return;
         }

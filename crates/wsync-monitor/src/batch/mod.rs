@@ -699,6 +699,33 @@ fn not_ours(target: &RemoteTarget) -> String {
     wsync_core::target::not_ours_message(target)
 }
 
+/// Removes the proof files an earlier monitor of this workspace left in its root (it was
+/// killed while a probe was out): otherwise they would stay there, and be synced to every
+/// remote, as if they were the user's. Only empty regular files named like another process's
+/// proof file ([`wsync_core::rsync::is_foreign_proof_name`]) are removed.
+pub fn remove_stale_proofs(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !wsync_core::rsync::is_foreign_proof_name(entry.file_name().as_encoded_bytes()) {
+            continue;
+        }
+        let path = entry.path();
+        let stale = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if stale {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a proof-of-sync file left by an earlier monitor")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot remove a proof-of-sync file left by an earlier monitor: {e}")
+                }
+            }
+        }
+    }
+}
+
 /// True when the root holds nothing but flush cookies (or cannot be listed: rsync decides).
 pub fn root_is_empty(root: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else {
@@ -716,6 +743,21 @@ pub fn root_is_empty(root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_empty_proof_files_of_other_monitors_are_removed_as_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = format!("{}1", wsync_core::rsync::proof_prefix());
+        for name in [".wsync-proof-1-1", own.as_str(), ".wsync-proof-notes"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        std::fs::write(dir.path().join(".wsync-proof-2-1"), "written to: not ours").unwrap();
+        remove_stale_proofs(dir.path());
+        assert!(!dir.path().join(".wsync-proof-1-1").exists());
+        for kept in [own.as_str(), ".wsync-proof-notes", ".wsync-proof-2-1"] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
+    }
 
     #[test]
     fn a_root_holding_only_wsyncs_own_files_is_empty() {

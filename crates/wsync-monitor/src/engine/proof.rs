@@ -51,7 +51,7 @@ impl Proofs {
     pub fn new(interval: Option<Duration>, now: Instant) -> Self {
         Self {
             interval: interval.filter(|i| !i.is_zero()),
-            prefix: format!("{}{}-", wsync_core::rsync::PROOF_PREFIX, std::process::id()),
+            prefix: wsync_core::rsync::proof_prefix().to_owned(),
             sequence: 0,
             next_at: now,
             pending: None,

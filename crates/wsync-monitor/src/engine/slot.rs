@@ -1022,12 +1022,12 @@ impl RemoteSlot {
     }
 }
 
-/// A proof-of-sync file at the workspace root.
+/// One of this monitor's proof-of-sync files, at the workspace root.
 fn is_proof_file(path: &Path) -> bool {
     path.parent()
         .is_some_and(|p| p.as_os_str().is_empty() || p == Path::new("."))
         && path.file_name().is_some_and(|n| {
             n.to_string_lossy()
-                .starts_with(wsync_core::rsync::PROOF_PREFIX)
+                .starts_with(wsync_core::rsync::proof_prefix())
         })
 }
