@@ -3,6 +3,8 @@
 # with a local remote each under concurrent churn (all must converge; the daemon's CPU and
 # memory are recorded), then a 200,000-file workspace (initial sync, single-edit latency).
 # Usage: scripts/soak.sh [--quick] [wsync-bench soak options, see --help]
+#        scripts/soak.sh many [--steps 1,50,300] (issue 13: 300 workspaces on one wsyncd; the
+#        daemon's threads, fds and RSS and the time of `wsync status` at each step)
 # Progress on stderr, a markdown summary on stdout. Bounded: the run stops itself after
 # --max-secs (540 by default) and this script kills it at 10 minutes in any case. First, the
 # beneath-resolver's randomized test runs 500 rounds (100 with --quick; about a minute). As root it
@@ -10,7 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v rsync >/dev/null || { echo "error: rsync is required (apt-get install rsync)" >&2; exit 1; }
-cargo build --release --locked --bins -p wsyncd -p wsync-monitor -p wsync-bench >&2
+cargo build --release --locked --bins -p wsyncd -p wsync-monitor -p wsync-cli -p wsync-bench >&2
+subcommand=soak
+if [ "${1:-}" = many ]; then
+  subcommand=soak-many
+  shift
+fi
 
 # The randomized test of the beneath-resolver (issue 12: nothing outside a target is touched),
 # run far longer than in the normal suite. WSYNC_BENEATH_FUZZ_ROUNDS overrides the count.
@@ -32,7 +39,7 @@ else
 fi
 cleanup() {
   # If the run was killed, stop its daemon (the monitors exit with it).
-  for pidfile in "$dir"/wsync-soak-*/wsyncd.pid; do
+  for pidfile in "$dir"/wsync-soak-*/wsyncd.pid "$dir"/wsync-many-*/wsyncd.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     grep -qa wsyncd "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null || true
@@ -49,4 +56,5 @@ cleanup() {
 }
 trap cleanup EXIT
 echo "soak: running on $(stat -f -c %T "$dir") at $dir, rsync $(rsync --version | head -1 | awk '{print $3}'), $(nproc) cores, inotify max_user_watches $(cat /proc/sys/fs/inotify/max_user_watches)" >&2
-timeout --kill-after=10 600 target/release/wsync-bench soak --dir "$dir" "$@"
+echo "soak: inotify max_user_instances $(cat /proc/sys/fs/inotify/max_user_instances)" >&2
+timeout --kill-after=10 600 target/release/wsync-bench "$subcommand" --dir "$dir" "$@"

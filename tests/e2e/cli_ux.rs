@@ -229,11 +229,10 @@ fn a_broken_config_names_the_line_and_the_fix() {
 }
 
 /// Hooks the daemon has fired and not seen finish. Each runs on a thread named `hook`
-/// (wsyncd's hooks.rs) that lives until the hook process has exited, spawned by the reader of
-/// the monitor's status lines, `mon-out-<workspace>` (monitor_proc.rs); a clone that has not
-/// renamed itself yet still carries the reader's name, so it counts too.
-fn hooks_in_flight(daemon: u32, workspace: &str) -> usize {
-    let reader = format!("mon-out-{workspace}");
+/// (wsyncd's hooks.rs) that lives until the hook process has exited, spawned by the thread that
+/// applies the monitors' status lines, `monitor-events` (state.rs); a clone that has not
+/// renamed itself yet still carries that name, so it counts too.
+fn hooks_in_flight(daemon: u32) -> usize {
     let names: Vec<String> = std::fs::read_dir(format!("/proc/{daemon}/task"))
         .into_iter()
         .flatten()
@@ -242,8 +241,8 @@ fn hooks_in_flight(daemon: u32, workspace: &str) -> usize {
         .map(|comm| comm.trim_end().to_owned())
         .collect();
     let hooks = names.iter().filter(|n| *n == "hook").count();
-    let readers = names.iter().filter(|n| **n == reader).count();
-    hooks + readers.saturating_sub(1)
+    let appliers = names.iter().filter(|n| *n == "monitor-events").count();
+    hooks + appliers.saturating_sub(1)
 }
 
 #[test]
@@ -300,7 +299,7 @@ fn the_hook_runs_once_when_a_remote_halts() {
         "{flushed:?}"
     );
     poll_until("the hooks fired so far to finish", WAIT, INTERVAL, || {
-        hooks_in_flight(daemon, "src") == 0
+        hooks_in_flight(daemon) == 0
     })
     .unwrap();
     let again = hook_lines(&log).len() > 1;

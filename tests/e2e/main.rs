@@ -31,6 +31,7 @@ mod hardening_files;
 mod hardening_input;
 mod hardening_socket;
 mod isolation;
+mod liveness;
 mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;

@@ -30,6 +30,7 @@ struct Seen {
     /// Every full-sync progress report, in order: (remote, progress).
     progress: Vec<(String, SyncProgress)>,
     flushed: HashMap<u64, Vec<String>>,
+    heartbeats: u64,
     closed: bool,
 }
 
@@ -176,6 +177,7 @@ impl MonitorProc {
                     Ok(MonitorEvent::Flushed { id, lagging }) => {
                         seen.flushed.insert(id, lagging);
                     }
+                    Ok(MonitorEvent::Heartbeat) => seen.heartbeats += 1,
                     Err(FrameError::Undecodable(e)) => panic!("monitor wrote a bad line: {e}"),
                     Err(_) => {
                         seen.closed = true;
@@ -245,6 +247,14 @@ impl MonitorProc {
     /// The latest status line.
     pub fn status(&self) -> Option<MonitorStatus> {
         self.seen.lock().unwrap().status.clone()
+    }
+
+    /// Heartbeats received so far.
+    pub fn heartbeats(&self) -> u64 {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .heartbeats
     }
 
     /// Every progress report seen in status lines so far, in order: (remote, progress).

@@ -1,7 +1,8 @@
 //! wsync-bench: the issue-3 benchmark (each scenario runs wsync-monitor and plain `rsync -a` on
 //! the same data in the same run, locally and over SSH, and reports medians, their ratio and the
-//! issue's targets as a markdown table), the issue-6 soak run (`wsync-bench soak`) and the
-//! side-by-side with lsyncd, the strongest peer that runs here (`wsync-bench peers`).
+//! issue's targets as a markdown table), the issue-6 soak run (`wsync-bench soak`), the
+//! issue-13 many-workspace run (`wsync-bench soak-many`) and the side-by-side with lsyncd, the
+//! strongest peer that runs here (`wsync-bench peers`).
 
 mod area;
 mod data;
@@ -35,7 +36,8 @@ pub struct Options {
 const USAGE: &str =
     "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
                      [--only one-file,large,burst,rename,delete,growing]\n       \
-                     wsync-bench soak [--help | options]";
+                     wsync-bench soak [--help | options]\n       \
+                     wsync-bench soak-many [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter().peekable();
@@ -43,6 +45,13 @@ pub fn run(args: Vec<String>) -> Result<()> {
         args.next();
         return match soak::SoakOptions::parse(args)? {
             Some(opts) => soak::run(&opts),
+            None => Ok(()),
+        };
+    }
+    if args.peek().map(String::as_str) == Some("soak-many") {
+        args.next();
+        return match soak::many::ManyOptions::parse(args)? {
+            Some(opts) => soak::many::run(&opts),
             None => Ok(()),
         };
     }

@@ -71,7 +71,7 @@ pub struct StatusRow {
 fn severity(state: &str) -> u8 {
     match state {
         "failed" => 0,
-        "halted" => 1,
+        "unresponsive" | "halted" => 1,
         "error" => 2,
         "backoff" => 3,
         "unverified" => 4,
@@ -96,6 +96,7 @@ fn row_state(ws: &WorkspaceStatus, remote: Option<&RemoteStatus>) -> &'static st
     match ws.monitor.state {
         MonitorProcessState::Failed => "failed",
         MonitorProcessState::BackingOff => "backoff",
+        MonitorProcessState::Unresponsive => "unresponsive",
         MonitorProcessState::Stopped => "stopped",
         MonitorProcessState::Idle => "idle",
         MonitorProcessState::Paused => "paused",
@@ -119,6 +120,10 @@ fn row_error(ws: &WorkspaceStatus, remote: Option<&RemoteStatus>, state: &str) -
                 .last_exit
                 .as_ref()
                 .map(|e| format!("monitor ended: {e}")),
+            "unresponsive" => Some(format!(
+                "monitor stuck (no heartbeats); restarted automatically, see `wsync logs {}`",
+                ws.workspace.name
+            )),
             _ => None,
         })
         .or_else(|| report.and_then(|r| r.watch_error.clone()))?;
@@ -178,7 +183,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
 
 fn colour_code(state: &str) -> Option<&'static str> {
     match state {
-        "failed" | "halted" | "error" => Some("1;31"),
+        "failed" | "unresponsive" | "halted" | "error" => Some("1;31"),
         "backoff" | "stopped" | "unverified" => Some("33"),
         "syncing" | "initial-sync" | "starting" => Some("36"),
         "in-sync" => Some("32"),

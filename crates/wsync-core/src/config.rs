@@ -56,6 +56,12 @@ pub struct Tuning {
     pub settle: Duration,
     /// `MaxLatencyMs`: longest a change waits under continuous churn (default 100).
     pub max_latency: Duration,
+    /// `MonitorUnresponsiveTimeoutMs`: how long a monitor may send no heartbeat before the
+    /// watchdog kills and restarts it as crashed (default 30000).
+    pub monitor_unresponsive_timeout: Duration,
+    /// `PathCheckTimeoutMs`: how long the daemon waits for a user's path to answer while it
+    /// checks an `add`, `attach` or `resume` (default 10000).
+    pub path_check_timeout: Duration,
     /// `ProofIntervalSecs`: how often an idle remote gets a proof of sync (default 60; 0 off).
     pub proof_interval: Duration,
     /// `HookTimeoutMs`: how long the hook may run before it and all it started are killed
@@ -72,6 +78,8 @@ impl Default for Tuning {
             monitor_stop_grace: Duration::from_millis(5000),
             settle: Duration::from_millis(5),
             max_latency: Duration::from_millis(100),
+            monitor_unresponsive_timeout: Duration::from_secs(30),
+            path_check_timeout: Duration::from_secs(10),
             proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
         }
@@ -189,6 +197,12 @@ impl Config {
             }
             "SettleMs" => self.tuning.settle = millis(key, value, 0, 10_000)?,
             "MaxLatencyMs" => self.tuning.max_latency = millis(key, value, 1, 60_000)?,
+            "MonitorUnresponsiveTimeoutMs" => {
+                self.tuning.monitor_unresponsive_timeout = millis(key, value, 1000, 3_600_000)?
+            }
+            "PathCheckTimeoutMs" => {
+                self.tuning.path_check_timeout = millis(key, value, 100, 600_000)?
+            }
             "ProofIntervalSecs" => {
                 self.tuning.proof_interval = Duration::from_secs(number(key, value, 0, 86_400)?)
             }
@@ -242,6 +256,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MonitorStopGraceMs",
     "SettleMs",
     "MaxLatencyMs",
+    "MonitorUnresponsiveTimeoutMs",
+    "PathCheckTimeoutMs",
     "ProofIntervalSecs",
     "HookTimeoutMs",
 ];
@@ -327,6 +343,26 @@ mod tests {
         assert!(e.contains("whole number"), "{e}");
         let e = parse("WatchdogIntervalMs=1\n").unwrap_err().to_string();
         assert!(e.contains("between 10 and 60000"), "{e}");
+        let e = parse("MonitorUnresponsiveTimeoutMs=10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 1000 and 3600000"), "{e}");
+    }
+
+    #[test]
+    fn liveness_deadlines_default_and_parse() {
+        let c = parse("").unwrap();
+        assert_eq!(
+            c.tuning.monitor_unresponsive_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(c.tuning.path_check_timeout, Duration::from_secs(10));
+        let c = parse("MonitorUnresponsiveTimeoutMs=8000\nPathCheckTimeoutMs=500\n").unwrap();
+        assert_eq!(
+            c.tuning.monitor_unresponsive_timeout,
+            Duration::from_secs(8)
+        );
+        assert_eq!(c.tuning.path_check_timeout, Duration::from_millis(500));
     }
 
     #[test]

@@ -32,7 +32,11 @@
 //! - Status: `status {status}` whenever the status changes, at most ten a second; the latest
 //!   state is always sent, so the last line after a sync is current. `flushed {id, lagging}`
 //!   answers each flush when every remote holds every change made before it, or at the
-//!   deadline with the remotes still behind in `lagging`.
+//!   deadline with the remotes still behind in `lagging`. `heartbeat` every
+//!   [`HEARTBEAT_INTERVAL`] from the monitor's event loop itself, so a loop stuck in a call
+//!   goes silent: once a monitor has sent its first heartbeat, the daemon shows it
+//!   `unresponsive` after [`UNRESPONSIVE_AFTER_BEATS`] missed ones and kills and restarts it
+//!   after `MonitorUnresponsiveTimeoutMs`, as if it had crashed.
 //! - Progress: while a watched initial sync runs (its remote is named in `start.progress`, or
 //!   attached with `attach.progress`: a CLI waits for it), the remote's status carries
 //!   `progress` (bytes and files done, totals once rsync's file list is complete), parsed from
@@ -56,6 +60,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::{Remote, Workspace};
+
+/// How often a monitor sends [`MonitorEvent::Heartbeat`].
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Heartbeats a monitor may miss before the daemon reports it `unresponsive`.
+pub const UNRESPONSIVE_AFTER_BEATS: u32 = 3;
 
 /// Control messages, daemon → monitor, one JSON object per line on stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +166,8 @@ pub enum MonitorEvent {
     Status { status: MonitorStatus },
     /// Answers [`MonitorCommand::Flush`]; `lagging` names remotes not in sync.
     Flushed { id: u64, lagging: Vec<String> },
+    /// Sent every [`HEARTBEAT_INTERVAL`] by the event loop: it still turns.
+    Heartbeat,
 }
 
 /// A monitor's report on its workspace and every remote.

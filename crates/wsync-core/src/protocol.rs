@@ -187,6 +187,9 @@ pub enum MonitorProcessState {
     /// Paused by the user.
     Paused,
     Running,
+    /// Running, but its heartbeats stopped (its event loop is stuck); killed and restarted
+    /// like a crash once `MonitorUnresponsiveTimeoutMs` passes.
+    Unresponsive,
     /// Crashed; waiting before the next restart.
     BackingOff,
     /// Crashed too often; waits for `wsync restart`.

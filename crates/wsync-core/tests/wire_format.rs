@@ -11,7 +11,7 @@ use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
     SyncProgress, Throughput,
 };
-use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{ErrorCode, MonitorProcessState, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{Remote, RootIdentity, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
 
@@ -364,6 +364,7 @@ fn monitor_channel() {
         },
         r#"{"event":"flushed","id":7,"lagging":[]}"#,
     );
+    pin(MonitorEvent::Heartbeat, r#"{"event":"heartbeat"}"#);
 }
 
 fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
@@ -464,4 +465,23 @@ fn a_registry_entry_without_an_id_still_decodes() {
         "{json}"
     );
     assert_eq!(serde_json::from_str::<Workspace>(&json).unwrap(), ws);
+}
+
+#[test]
+fn monitor_process_states() {
+    for (state, golden) in [
+        (MonitorProcessState::Idle, r#""idle""#),
+        (MonitorProcessState::Paused, r#""paused""#),
+        (MonitorProcessState::Running, r#""running""#),
+        (MonitorProcessState::Unresponsive, r#""unresponsive""#),
+        (MonitorProcessState::BackingOff, r#""backing_off""#),
+        (MonitorProcessState::Failed, r#""failed""#),
+        (MonitorProcessState::Stopped, r#""stopped""#),
+    ] {
+        assert_eq!(serde_json::to_string(&state).unwrap(), golden);
+        assert_eq!(
+            serde_json::from_str::<MonitorProcessState>(golden).unwrap(),
+            state
+        );
+    }
 }

@@ -12,6 +12,11 @@ use crate::{logging, server, watchdog, Args, Fatal};
 
 /// Runs the daemon in the foreground until SIGINT, SIGTERM or a shutdown request.
 pub fn run(args: &Args) -> Result<(), Fatal> {
+    if args.path_check {
+        return crate::path_check::serve_one()
+            .context("answering a path check")
+            .map_err(Fatal::from);
+    }
     if let Some(hook) = &args.hook_runner {
         crate::hooks::subreaper_main(hook);
     }
@@ -77,13 +82,13 @@ fn start(config: Config) -> Result<(), Fatal> {
     tracing::info!(socket = %socket_path.display(), "listening");
 
     let interval = config.tuning.watchdog_interval;
-    let shared = state::new_shared(config, registry, runtime_dir)
-        .context("starting the monitor-events thread")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let shared = state::new_shared(config, registry, runtime_dir, runtime.handle().clone())
+        .context("starting the monitor-events thread")?;
     let cleanup = watchdog::FatalCleanup {
         socket: socket_path,
         pidfile: pidfile_path,

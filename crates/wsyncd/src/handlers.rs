@@ -2,18 +2,25 @@
 //! protocol names. Mutations validate with the registry's checks, save the registry atomically
 //! and only then change the in-memory state and reply; a failed save leaves everything as it was.
 //! Waiting (stopping a monitor, a flush) always happens with the state lock released.
+//!
+//! Nothing here touches a user's path with the lock held: a WORKSPACE argument given as a path
+//! is resolved first ([`workspace_ref`]), and the registry's checks, which look at the paths
+//! they validate, run on a copy of the registry ([`check_off_lock`]) — both in a check process
+//! of [`crate::path_check`], with its deadline. So a path on a hung mount fails its own request
+//! ("did not respond within 10 s") while every other request is answered and the watchdog keeps
+//! supervising.
 #![allow(clippy::result_large_err)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
-use wsync_core::registry::{
-    AddError, AttachError, NewRemote, NewWorkspace, Registry, RootIdentity,
-};
-use wsync_core::target_path;
+use wsync_core::registry::{AddError, AttachError, NewRemote, Registry};
+use wsync_core::remote::RemoteTarget;
 
+use crate::path_check::{PathAnswer, PathCheckError, PathJob};
 use crate::state::{lock, DaemonState, SharedState};
 use crate::supervisor::{should_run, FlushStart};
 use crate::target_check::{self, TargetError};
@@ -22,6 +29,13 @@ use crate::target_check::{self, TargetError};
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time the daemon waits beyond the monitor's own flush deadline.
 const FLUSH_SLACK: Duration = Duration::from_secs(5);
+/// A check on a copy of the registry is redone when another request changed the registry
+/// meanwhile; after this many tries the request gives up.
+const CHECK_ATTEMPTS: usize = 5;
+/// Backstop for preparing a local target (inspect, the preview's dry run of up to 20 s, the
+/// marker): the target answered the path check a moment before, so this only keeps a mount
+/// that hangs right then from holding the request for ever.
+const LOCAL_TARGET_DEADLINE: Duration = Duration::from_secs(25);
 
 /// What the connection does after sending the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +102,10 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             workspaces: locked(shared)?.registry.workspaces.clone(),
         }),
         Request::Status { workspace } => {
+            let wanted = workspace.map(|w| workspace_ref(shared, &w)).transpose()?;
             let s = locked(shared)?;
-            let workspaces = match workspace {
-                Some(w) => vec![s.workspace_status(&s.registry.workspaces[find(&s, &w)?])],
+            let workspaces = match wanted {
+                Some(w) => vec![s.workspace_status(&s.registry.workspaces[find(&s.registry, &w)?])],
                 None => s
                     .registry
                     .workspaces
@@ -146,25 +161,28 @@ fn add(shared: &SharedState, path: PathBuf, name: Option<String>, excludes: Vec<
             path.display()
         )));
     }
-    let mut s = locked(shared)?;
-    let new = NewWorkspace {
-        path,
-        name,
-        excludes,
-    };
-    let workspace = s
-        .registry
-        .check_new_workspace(&new)
-        .map_err(|e| error(add_error_code(&e), chain(&e)))?;
+    let (mut s, answer) = check_off_lock(shared, &path, |registry| {
+        Ok(PathJob::NewWorkspace {
+            registry,
+            path: path.clone(),
+            name: name.clone(),
+            excludes: excludes.clone(),
+        })
+    })?;
+    let workspace = refused_or(answer, |a| match a {
+        PathAnswer::Workspace { workspace } => Some(workspace),
+        _ => None,
+    })?;
     commit(&mut s, |r| r.workspaces.push(workspace.clone()))?;
     tracing::info!(workspace = %workspace.name, path = %workspace.path.display(), "workspace added");
     Ok(Response::Workspace { workspace })
 }
 
 fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
+    let wanted = workspace_ref(shared, name_or_path)?;
     let (name, monitor, grace) = {
         let mut s = locked(shared)?;
-        let index = find(&s, name_or_path)?;
+        let index = find(&s.registry, &wanted)?;
         let name = s.registry.workspaces[index].name.clone();
         commit(&mut s, |r| {
             r.workspaces.remove(index);
@@ -186,9 +204,10 @@ fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
 }
 
 /// With `wait` (the CLI waits for the initial sync), the new remote's initial sync reports
-/// rsync's progress; otherwise it runs without `--info=progress2`. The target is looked at
-/// (and created or marked, see [`target_check`]) with the state lock released, then the
-/// remote is validated again and committed.
+/// rsync's progress; otherwise it runs without `--info=progress2`. The remote is validated on a
+/// copy of the registry (its path is looked at), the target is looked at (and created or marked,
+/// see [`target_check`]), both with the state lock released; then the remote is validated
+/// again and committed.
 fn attach(
     shared: &SharedState,
     name_or_path: &str,
@@ -197,31 +216,65 @@ fn attach(
     overwrite: bool,
     keep_deleted: Option<u32>,
 ) -> Reply {
-    let (workspace, remote) = {
-        let mut s = locked(shared)?;
-        let index = find(&s, name_or_path)?;
-        let remote = match s.registry.check_new_remote(index, new) {
-            Err(AttachError::AlreadyAttached { target, .. }) if keep_deleted.is_some() => {
-                return set_keep_deleted(&mut s, index, &target, new.keep_deleted_days);
-            }
-            other => other.map_err(|e| error(attach_error_code(&e), chain(&e)))?,
-        };
-        (s.registry.workspaces[index].clone(), remote)
+    let wanted = workspace_ref(shared, name_or_path)?;
+    let spec = PathBuf::from(&new.spec);
+    let job = |registry: Registry| -> Result<PathJob, Response> {
+        let index = find(&registry, &wanted)?;
+        Ok(PathJob::NewRemote {
+            registry,
+            index,
+            spec: new.spec.clone(),
+            name: new.name.clone(),
+            port: new.port,
+            identity_file: new.identity_file.clone(),
+            ssh_options: new.ssh_options.clone(),
+            keep_deleted_days: new.keep_deleted_days,
+        })
     };
-    let prepared = target_check::prepare(&workspace, &remote, overwrite)
-        .map_err(|e| error(target_error_code(&e), chain(&e)))?;
-    tracing::info!(workspace = %workspace.name, "{}", target_check::describe(prepared, &remote.target));
-    let mut s = locked(shared)?;
-    let index = find(&s, name_or_path)?;
-    if s.registry.workspaces[index].id != workspace.id {
+    let remote_of = |a| match a {
+        PathAnswer::Remote { remote } => Some(remote),
+        _ => None,
+    };
+    let (mut s, answer) = check_off_lock(shared, &spec, job)?;
+    let index = find(&s.registry, &wanted)?;
+    if let (PathAnswer::AlreadyAttached { target, .. }, Some(_)) = (&answer, keep_deleted) {
+        let target = target.clone();
+        return set_keep_deleted(&mut s, index, &target, new.keep_deleted_days);
+    }
+    let workspace = s.registry.workspaces[index].clone();
+    let checks = s.path_checks.clone();
+    drop(s);
+    let remote = refused_or(answer, remote_of)?;
+    let description = match &remote.target {
+        RemoteTarget::Local { path } => {
+            let job = PathJob::PrepareTarget {
+                workspace: workspace.clone(),
+                remote: remote.clone(),
+                overwrite,
+            };
+            let answer = checks
+                .run_within(path, LOCAL_TARGET_DEADLINE.max(checks.timeout), &job)
+                .map_err(path_error)?;
+            refused_or(answer, |a| match a {
+                PathAnswer::Prepared { description } => Some(description),
+                _ => None,
+            })?
+        }
+        // ssh runs with its own deadlines (a process wait, off the lock).
+        RemoteTarget::Ssh { .. } => target_check::prepare(&workspace, &remote, overwrite)
+            .map(|prepared| target_check::describe(prepared, &remote.target))
+            .map_err(|e| error(target_error_code(&e), chain(&e)))?,
+    };
+    tracing::info!(workspace = %workspace.name, "{description}");
+    let (mut s, answer) = check_off_lock(shared, &spec, job)?;
+    let index = find(&s.registry, &wanted)?;
+    let current = s.registry.workspaces[index].clone();
+    let remote = refused_or(answer, remote_of)?;
+    if current.id != workspace.id {
         return Err(invalid(format!(
             "workspace {name_or_path:?} was replaced while its target was checked; attach again"
         )));
     }
-    let remote = s
-        .registry
-        .check_new_remote(index, new)
-        .map_err(|e| error(attach_error_code(&e), chain(&e)))?;
     commit(&mut s, |r| r.workspaces[index].remotes.push(remote.clone()))?;
     let workspace = s.registry.workspaces[index].clone();
     tracing::info!(workspace = %workspace.name, remote = %remote.name, target = %remote.target, "remote attached");
@@ -270,9 +323,10 @@ fn set_keep_deleted(
 }
 
 fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
+    let wanted = workspace_ref(shared, name_or_path)?;
     let (workspace, to_stop, grace) = {
         let mut s = locked(shared)?;
-        let index = find(&s, name_or_path)?;
+        let index = find(&s.registry, &wanted)?;
         let ws = &s.registry.workspaces[index];
         let Some(r_index) = ws.remotes.iter().position(|r| r.name == remote) else {
             return Err(error(
@@ -307,19 +361,30 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
 }
 
 /// Resume also confirms the workspace root as it is now (it lifts a replaced root's halt), so
-/// the registry records its identity: looked at with the state lock released.
+/// the registry records its identity: looked at with the state lock released, within the path
+/// deadline.
 fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
+    let wanted = workspace_ref(shared, name_or_path)?;
     let root_now = if paused {
         None
     } else {
-        let path = {
+        let (path, checks) = {
             let s = locked(shared)?;
-            s.registry.workspaces[find(&s, name_or_path)?].path.clone()
+            let path = s.registry.workspaces[find(&s.registry, &wanted)?]
+                .path
+                .clone();
+            (path, s.path_checks.clone())
         };
-        RootIdentity::of(&path)
+        let answer = checks
+            .run(&path, &PathJob::RootIdentity { path: path.clone() })
+            .map_err(path_error)?;
+        refused_or(answer, |a| match a {
+            PathAnswer::RootIdentity { root } => Some(root),
+            _ => None,
+        })?
     };
     let mut s = locked(shared)?;
-    let index = find(&s, name_or_path)?;
+    let index = find(&s.registry, &wanted)?;
     let entry = &s.registry.workspaces[index];
     let new_root = root_now.filter(|now| entry.root_id != Some(*now));
     if entry.paused != paused || new_root.is_some() {
@@ -348,14 +413,27 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
 /// The entry is checked again first (with the state lock released), as at daemon start: one
 /// that breaks a rule stays failed with the reason ([`target_check::refused_entries`]).
 fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
-    let checked = {
+    let wanted = workspace_ref(shared, name_or_path)?;
+    let (checked, checks) = {
         let s = locked(shared)?;
-        s.registry.workspaces[find(&s, name_or_path)?].clone()
+        let checked = s.registry.workspaces[find(&s.registry, &wanted)?].clone();
+        (checked, s.path_checks.clone())
     };
-    let refused = target_check::refusal(&checked, &target_path::local_homes());
+    let answer = checks
+        .run(
+            &checked.path,
+            &PathJob::EntryRefusal {
+                workspace: checked.clone(),
+            },
+        )
+        .map_err(path_error)?;
+    let refused = refused_or(answer, |a| match a {
+        PathAnswer::EntryRefusal { why } => Some(why),
+        _ => None,
+    })?;
     let (name, old, grace) = {
         let mut s = locked(shared)?;
-        let index = find(&s, name_or_path)?;
+        let index = find(&s.registry, &wanted)?;
         let name = s.registry.workspaces[index].name.clone();
         let old = s.supervisor.take_running(&name);
         s.supervisor.reset(&name);
@@ -374,7 +452,7 @@ fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
         )));
     }
     let mut s = locked(shared)?;
-    let index = find(&s, &name)?;
+    let index = find(&s.registry, &WorkspaceRef::name(&name))?;
     let workspace = s.registry.workspaces[index].clone();
     s.start_monitor_if_stopped(&workspace, Vec::new());
     let message = if workspace.remotes.is_empty() {
@@ -401,8 +479,9 @@ fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
 
 /// Hands a checksum resync to the running monitor, which runs it like any full sync.
 fn repair(shared: &SharedState, name_or_path: &str, remote: Option<String>) -> Reply {
+    let wanted = workspace_ref(shared, name_or_path)?;
     let s = locked(shared)?;
-    let workspace = &s.registry.workspaces[find(&s, name_or_path)?];
+    let workspace = &s.registry.workspaces[find(&s.registry, &wanted)?];
     let name = workspace.name.clone();
     if let Some(r) = &remote {
         if !workspace.remotes.iter().any(|x| &x.name == r) {
@@ -435,9 +514,15 @@ async fn flush(shared: &SharedState, name_or_path: &str, timeout_ms: Option<u64>
     let timeout = timeout_ms
         .map(Duration::from_millis)
         .unwrap_or(DEFAULT_FLUSH_TIMEOUT);
+    let wanted = {
+        let (shared, given) = (shared.clone(), name_or_path.to_owned());
+        tokio::task::spawn_blocking(move || workspace_ref(&shared, &given))
+            .await
+            .map_err(|e| error(ErrorCode::Internal, format!("request handler failed: {e}")))??
+    };
     let (name, start) = {
         let mut s = locked(shared)?;
-        let index = find(&s, name_or_path)?;
+        let index = find(&s.registry, &wanted)?;
         let workspace = s.registry.workspaces[index].clone();
         let start = s
             .supervisor
@@ -484,14 +569,125 @@ fn locked(shared: &SharedState) -> Result<std::sync::MutexGuard<'_, DaemonState>
     lock(shared).map_err(|e| error(ErrorCode::Internal, e.to_string()))
 }
 
-/// The index of a workspace given by name or path, or a NotFound response.
-fn find(state: &DaemonState, name_or_path: &str) -> Result<usize, Response> {
-    state.registry.index_of(name_or_path).ok_or_else(|| {
-        error(
-            ErrorCode::NotFound,
-            format!("no workspace named {name_or_path:?}; see `wsync list`"),
-        )
+/// A request's WORKSPACE argument: a name, or a path resolved before the lock is taken.
+#[derive(Debug, Clone)]
+struct WorkspaceRef {
+    given: String,
+    /// `given` canonicalized, when it is an absolute path that names no workspace.
+    canonical: Option<PathBuf>,
+}
+
+impl WorkspaceRef {
+    fn name(name: &str) -> Self {
+        Self {
+            given: name.to_owned(),
+            canonical: None,
+        }
+    }
+}
+
+/// Resolves a WORKSPACE argument: a workspace's name as it is, an absolute path canonicalized
+/// with the lock released and within the path deadline (it may lie on a hung mount).
+fn workspace_ref(shared: &SharedState, given: &str) -> Result<WorkspaceRef, Response> {
+    let checks = {
+        let s = locked(shared)?;
+        if s.registry.index_of_name(given).is_some() || !Path::new(given).is_absolute() {
+            return Ok(WorkspaceRef::name(given));
+        }
+        s.path_checks.clone()
+    };
+    let path = PathBuf::from(given);
+    let answer = checks
+        .run(&path, &PathJob::Canonicalize { path: path.clone() })
+        .map_err(path_error)?;
+    let canonical = refused_or(answer, |a| match a {
+        PathAnswer::Canonical { path } => Some(path),
+        _ => None,
+    })?;
+    Ok(WorkspaceRef {
+        given: given.to_owned(),
+        canonical: Some(canonical),
     })
+}
+
+/// The index of the workspace `wanted` names, or a NotFound response. Touches no file.
+fn find(registry: &Registry, wanted: &WorkspaceRef) -> Result<usize, Response> {
+    registry
+        .index_of_name(&wanted.given)
+        .or_else(|| {
+            let canonical = wanted.canonical.as_deref()?;
+            registry.index_of_path(canonical)
+        })
+        .ok_or_else(|| {
+            error(
+                ErrorCode::NotFound,
+                format!("no workspace named {:?}; see `wsync list`", wanted.given),
+            )
+        })
+}
+
+/// Runs the job `make_job` builds from a copy of the registry — registry validation that looks
+/// at the user's `path` on the filesystem — in a check process, with the lock released and
+/// within the path deadline; then takes the lock and returns it with the answer, provided no
+/// request changed the registry meanwhile (otherwise the job runs again on the new registry).
+fn check_off_lock<'s>(
+    shared: &'s SharedState,
+    path: &Path,
+    make_job: impl Fn(Registry) -> Result<PathJob, Response>,
+) -> Result<(MutexGuard<'s, DaemonState>, PathAnswer), Response> {
+    for _ in 0..CHECK_ATTEMPTS {
+        let (snapshot, revision, checks) = {
+            let s = locked(shared)?;
+            (
+                s.registry.clone(),
+                s.registry_revision,
+                s.path_checks.clone(),
+            )
+        };
+        let job = make_job(snapshot)?;
+        let answer = checks.run(path, &job).map_err(path_error)?;
+        let s = locked(shared)?;
+        if s.registry_revision == revision {
+            return Ok((s, answer));
+        }
+    }
+    Err(error(
+        ErrorCode::Internal,
+        format!(
+            "the registry kept changing while {} was checked; try again",
+            path.display()
+        ),
+    ))
+}
+
+/// A refusal from the checks, or the answer a handler expected.
+fn refused_or<T>(
+    answer: PathAnswer,
+    want: impl FnOnce(PathAnswer) -> Option<T>,
+) -> Result<T, Response> {
+    match answer {
+        PathAnswer::Refused { response } | PathAnswer::AlreadyAttached { response, .. } => {
+            Err(response)
+        }
+        other => {
+            let text = format!("{other:?}");
+            want(other).ok_or_else(|| {
+                error(
+                    ErrorCode::Internal,
+                    format!("unexpected answer from a path check: {text}"),
+                )
+            })
+        }
+    }
+}
+
+/// The answer to a path that did not respond: the user can fix the mount.
+fn path_error(e: PathCheckError) -> Response {
+    let code = match e {
+        PathCheckError::TimedOut { .. } | PathCheckError::TooManyStuck { .. } => ErrorCode::Timeout,
+        PathCheckError::Process { .. } => ErrorCode::Internal,
+    };
+    error(code, chain(&e))
 }
 
 /// Saves a changed copy of the registry, then adopts it; on a failed save nothing changes.
@@ -506,13 +702,14 @@ fn commit(state: &mut DaemonState, change: impl FnOnce(&mut Registry)) -> Result
         ));
     }
     state.registry = next;
+    state.registry_revision += 1;
     Ok(())
 }
 
 /// The protocol code for a refused `add`. Every rule the user broke is `invalid` (exit 5): the
 /// protocol has no `conflict` code, and adding one would break clients of the same protocol
 /// version. Listed one by one so a new variant needs a decision here.
-fn add_error_code(e: &AddError) -> ErrorCode {
+pub(crate) fn add_error_code(e: &AddError) -> ErrorCode {
     match e {
         AddError::ControlChar(_)
         | AddError::OptionLike { .. }
@@ -532,7 +729,7 @@ fn add_error_code(e: &AddError) -> ErrorCode {
 
 /// The protocol code for a refused `attach`: a workspace that is gone is `not_found`; every
 /// rule the user broke is `invalid` (see [`add_error_code`]).
-fn attach_error_code(e: &AttachError) -> ErrorCode {
+pub(crate) fn attach_error_code(e: &AttachError) -> ErrorCode {
     match e {
         AttachError::NoSuchWorkspace { .. } => ErrorCode::NotFound,
         AttachError::Spec(_)
@@ -559,7 +756,7 @@ fn attach_error_code(e: &AttachError) -> ErrorCode {
 
 /// The protocol code for a target attach refused: what the user can change is `invalid`; a
 /// target that could not be looked at or written is `internal` (an I/O failure, not a rule).
-fn target_error_code(e: &TargetError) -> ErrorCode {
+pub(crate) fn target_error_code(e: &TargetError) -> ErrorCode {
     match e {
         TargetError::NotADirectory { .. }
         | TargetError::OtherWorkspace { .. }

@@ -1,15 +1,16 @@
 //! The notification hook (`HookCommand` in the config): an executable run when a remote enters
-//! `error` or `halted`, or a workspace is marked `failed`, so users can wire up desktop
-//! notifications or alerts.
+//! `error` or `halted`, a workspace's monitor is killed as `unresponsive`, or a workspace is
+//! marked `failed`, so users can wire up desktop notifications or alerts.
 //!
 //! It fires on the transition only: [`AlertTracker`] remembers which remotes were reported and
 //! re-arms a remote once it is `in-sync` again (a remote that flaps between `error` and
 //! `backoff` is reported once). The hook is executed directly — no shell, argv of one element —
-//! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed`),
-//! `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process group, below a small
-//! runner process that kills every descendant it leaves — at the end, or after [`HOOK_TIMEOUT`]
-//! (`HookTimeoutMs`) — even one that left the group with `setsid` (see [`subreaper_main`]).
-//! It runs on its own thread: the daemon never waits for it. Its output goes to the daemon's log.
+//! with stdin from /dev/null, `WSYNC_WORKSPACE`, `WSYNC_REMOTE` (empty for `failed` and
+//! `unresponsive`), `WSYNC_STATE` and `WSYNC_ERROR` in its environment, in its own process
+//! group, below a small runner process that kills every descendant it leaves — at the end, or
+//! after [`HOOK_TIMEOUT`] (`HookTimeoutMs`) — even one that left the group with `setsid` (see
+//! [`subreaper_main`]). It runs on its own thread: the daemon never waits for it. Its output
+//! goes to the daemon's log.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -32,8 +33,6 @@ const REAP_DEADLINE: Duration = Duration::from_secs(5);
 const RUNNER_STOP_GRACE: Duration = Duration::from_secs(8);
 /// The flag that makes `wsyncd` the runner of one hook instead of the daemon.
 pub const RUNNER_FLAG: &str = "--hook-runner";
-/// The runner's program: the daemon's own executable, whatever became of its path on disk.
-const RUNNER_EXE: &str = "/proc/self/exe";
 /// The runner's exit code when the hook could not be executed (as a shell reports it).
 const NOT_EXECUTED: i32 = 127;
 /// Lines of hook output copied to the daemon's log, at most.
@@ -43,9 +42,9 @@ const MAX_OUTPUT_LINES: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookEvent {
     pub workspace: String,
-    /// `None` when the whole workspace is concerned (`failed`).
+    /// `None` when the whole workspace is concerned (`failed`, `unresponsive`).
     pub remote: Option<String>,
-    /// `error`, `halted` or `failed`.
+    /// `error`, `halted`, `unresponsive` or `failed`.
     pub state: &'static str,
     pub error: String,
 }
@@ -155,6 +154,17 @@ impl Hooks {
         });
     }
 
+    /// Runs the hook for a workspace whose monitor was just killed for sending no heartbeat
+    /// for `silent` (it is restarted like a crashed one).
+    pub fn on_unresponsive(&mut self, workspace: &str, silent: Duration) {
+        self.fire(HookEvent {
+            workspace: workspace.to_owned(),
+            remote: None,
+            state: "unresponsive",
+            error: format!("the monitor sent no heartbeat for {} s (its event loop was stuck); it was killed and is restarted — if this repeats, see `wsync logs {workspace}`", silent.as_secs()),
+        });
+    }
+
     /// Forgets a removed workspace.
     pub fn forget(&mut self, workspace: &str) {
         self.tracker.forget(workspace);
@@ -168,7 +178,7 @@ impl Hooks {
         let timeout = self.timeout;
         let spawned = std::thread::Builder::new()
             .name("hook".into())
-            .spawn(move || run(Path::new(RUNNER_EXE), &command, &event, timeout));
+            .spawn(move || run(Path::new(process::SELF_EXE), &command, &event, timeout));
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the hook: {e}");
         }

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod logging;
 pub mod monitor_proc;
 pub mod monitor_state;
+pub mod path_check;
 pub mod pidfile;
 pub mod process;
 pub mod restart_policy;
@@ -40,6 +41,10 @@ pub use daemon::run;
     after_help = exit_codes::help(),
 )]
 pub struct Args {
+    /// Internal: run as a check process of the daemon (one filesystem job on a user's path,
+    /// see `path_check`), not as the daemon.
+    #[arg(long = "path-check", hide = true)]
+    pub path_check: bool,
     /// Internal: run this hook and kill everything it leaves (hooks.rs, `subreaper_main`).
     #[arg(long = "hook-runner", hide = true, value_name = "HOOK")]
     pub hook_runner: Option<std::path::PathBuf>,

@@ -3,21 +3,25 @@
 //! stdout channels, stderr, stopping), which is written down there once.
 //!
 //! Here: the executable is `MonitorExecutablePath`, else `wsync-monitor` next to the `wsyncd`
-//! executable, else `wsync-monitor` on `PATH`. Three threads per monitor: one writes queued
-//! [`MonitorCommand`]s to its stdin, one decodes its stdout into [`MonitorEvent`]s for the
-//! daemon's [`EventSink`], one logs its stderr and keeps the last [`STDERR_TAIL_LINES`] for
-//! `last_log_lines`. Stopping and reaping go through [`crate::process`], which never signals a
-//! group whose leader has been reaped.
+//! executable, else `wsync-monitor` on `PATH`. Its three pipes are served by three tasks on the
+//! daemon's tokio runtime, not by threads, so the daemon's thread count does not grow with the
+//! number of monitors: one writes queued [`MonitorCommand`]s to its stdin, one decodes its
+//! stdout into [`MonitorEvent`]s for the daemon's [`EventSink`], one logs its stderr and keeps
+//! the last [`STDERR_TAIL_LINES`] for `last_log_lines`. Stopping and reaping go through
+//! [`crate::process`], which never signals a group whose leader has been reaped.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use wsync_core::framing::{self, FrameError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use wsync_core::framing::{asynchronous, FrameError};
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorTunables};
 use wsync_core::registry::Workspace;
 
@@ -38,6 +42,8 @@ pub struct LaunchSpec {
     pub log_dir: PathBuf,
     pub runtime_dir: PathBuf,
     pub tunables: MonitorTunables,
+    /// The runtime whose tasks serve the monitors' pipes.
+    pub runtime: tokio::runtime::Handle,
     /// Handed to every monitor in `start.pending_dir`.
     pub pending_dir: Option<PathBuf>,
 }
@@ -68,8 +74,8 @@ pub enum SpawnError {
         executable: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot start threads for monitor of {workspace}: {source}")]
-    Threads {
+    #[error("cannot connect the pipes of the monitor of {workspace}: {source}")]
+    Pipes {
         workspace: String,
         source: std::io::Error,
     },
@@ -82,7 +88,7 @@ pub struct RunningMonitor {
     pub pid: u32,
     pub generation: u64,
     pub started: Instant,
-    commands: mpsc::Sender<MonitorCommand>,
+    commands: UnboundedSender<MonitorCommand>,
     /// The ssh masters of its SSH remotes, closed once it has been reaped.
     masters: Mutex<SshMasters>,
 }
@@ -114,7 +120,7 @@ impl RunningMonitor {
             source,
         })?;
         let pid = child.id();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = unbounded_channel();
         let start = MonitorCommand::Start {
             workspace: workspace.clone(),
             tunables: launch.tunables.clone(),
@@ -126,22 +132,17 @@ impl RunningMonitor {
         // The receiver is alive (it is in `rx`), so this cannot fail.
         let _ = tx.send(start);
         let name = workspace.name.clone();
-        let threads = (|| -> std::io::Result<()> {
+        let pipes = (|| -> std::io::Result<_> {
+            // Registering the pipes with the runtime's reactor needs its context.
+            let _context = launch.runtime.enter();
             let stdin = child.stdin.take().ok_or_else(missing_pipe)?;
             let stdout = child.stdout.take().ok_or_else(missing_pipe)?;
             let stderr = child.stderr.take().ok_or_else(missing_pipe)?;
-            std::thread::Builder::new()
-                .name(format!("mon-in-{name}"))
-                .spawn(move || write_commands(stdin, rx))?;
-            let n = name.clone();
-            std::thread::Builder::new()
-                .name(format!("mon-out-{name}"))
-                .spawn(move || read_events(stdout, n, generation, &events))?;
-            let n = name.clone();
-            std::thread::Builder::new()
-                .name(format!("mon-err-{name}"))
-                .spawn(move || read_stderr(stderr, &n, pid, tail))?;
-            Ok(())
+            Ok((
+                pipe::Sender::from_owned_fd(OwnedFd::from(stdin))?,
+                pipe::Receiver::from_owned_fd(OwnedFd::from(stdout))?,
+                pipe::Receiver::from_owned_fd(OwnedFd::from(stderr))?,
+            ))
         })();
         let mut monitor = Self {
             child,
@@ -151,13 +152,24 @@ impl RunningMonitor {
             commands: tx,
             masters: Mutex::new(masters),
         };
-        if let Err(source) = threads {
-            monitor.kill_and_reap();
-            return Err(SpawnError::Threads {
-                workspace: name,
-                source,
-            });
-        }
+        let (stdin, stdout, stderr) = match pipes {
+            Ok(pipes) => pipes,
+            Err(source) => {
+                monitor.kill_and_reap();
+                return Err(SpawnError::Pipes {
+                    workspace: name,
+                    source,
+                });
+            }
+        };
+        launch.runtime.spawn(write_commands(stdin, rx));
+        let n = name.clone();
+        launch
+            .runtime
+            .spawn(async move { read_events(stdout, n, generation, &events).await });
+        launch
+            .runtime
+            .spawn(async move { read_stderr(stderr, &name, pid, tail).await });
         Ok(monitor)
     }
 
@@ -184,8 +196,8 @@ impl RunningMonitor {
     /// Stops the monitor (see the module docs); blocks for at most about `grace`.
     pub fn stop(mut self, grace: Duration) -> ExitDescription {
         let _ = self.commands.send(MonitorCommand::Shutdown);
-        // Closing our end of the channel makes the writer thread close stdin after `Shutdown`.
-        let (tx, _) = mpsc::channel();
+        // Closing our end of the channel makes the writer task close stdin after `Shutdown`.
+        let (tx, _) = unbounded_channel();
         drop(std::mem::replace(&mut self.commands, tx));
         // Half the grace to finish on its own (it lets the transfers under way end), the rest
         // after SIGTERM.
@@ -209,6 +221,15 @@ impl RunningMonitor {
             Ok(masters) => std::mem::take(masters),
             Err(poisoned) => std::mem::take(poisoned.into_inner()),
         }
+    }
+
+    /// Kills the monitor's whole group at once and reaps it (it stopped answering: nothing
+    /// it has under way is worth waiting for), then closes its ssh masters. Blocks until the
+    /// leader is reaped: call it with the daemon's lock released.
+    pub fn kill(mut self) -> ExitDescription {
+        let exit = self.kill_and_reap();
+        self.take_masters().close();
+        exit
     }
 
     /// Kills the whole group now (any survivors) and reaps the leader.
@@ -260,9 +281,12 @@ fn missing_pipe() -> std::io::Error {
     std::io::Error::other("child pipe missing")
 }
 
-fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand>) {
-    for command in commands {
-        if let Err(e) = framing::write_frame(&mut stdin, &command) {
+async fn write_commands(
+    mut stdin: impl AsyncWrite + Unpin,
+    mut commands: UnboundedReceiver<MonitorCommand>,
+) {
+    while let Some(command) = commands.recv().await {
+        if let Err(e) = asynchronous::write_frame(&mut stdin, &command).await {
             tracing::debug!("monitor stdin closed: {e}");
             break;
         }
@@ -271,10 +295,15 @@ fn write_commands(mut stdin: impl Write, commands: mpsc::Receiver<MonitorCommand
 }
 
 /// Decodes the monitor's stdout and delivers each event to `events`, until EOF.
-fn read_events(stdout: impl Read, workspace: String, generation: u64, events: &EventSink) {
+async fn read_events(
+    stdout: impl AsyncRead + Unpin,
+    workspace: String,
+    generation: u64,
+    events: &EventSink,
+) {
     let mut reader = BufReader::new(stdout);
     loop {
-        let event: MonitorEvent = match framing::read_frame(&mut reader) {
+        let event: MonitorEvent = match asynchronous::read_frame(&mut reader).await {
             Ok(event) => event,
             Err(FrameError::Undecodable(e)) => {
                 tracing::warn!(workspace, "ignoring undecodable line from monitor: {e}");
@@ -296,15 +325,15 @@ fn read_events(stdout: impl Read, workspace: String, generation: u64, events: &E
         }
     }
     // Keep draining so the monitor never blocks on a full pipe.
-    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
 }
 
-fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
+async fn read_stderr(stderr: impl AsyncRead + Unpin, workspace: &str, pid: u32, tail: StderrTail) {
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
+        match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -326,8 +355,8 @@ fn read_stderr(stderr: impl Read, workspace: &str, pid: u32, tail: StderrTail) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn stdout_events_reach_the_sink_tagged_and_bad_lines_are_skipped() {
+    #[tokio::test]
+    async fn stdout_events_reach_the_sink_tagged_and_bad_lines_are_skipped() {
         let stdout = concat!(
             r#"{"event":"flushed","id":1,"lagging":[]}"#,
             "\n",
@@ -336,7 +365,7 @@ mod tests {
             "\n",
         );
         let (sink, inbox) = EventSink::channel();
-        read_events(stdout.as_bytes(), "proj".into(), 7, &sink);
+        read_events(stdout.as_bytes(), "proj".into(), 7, &sink).await;
         let got: Vec<(String, u64, MonitorEvent)> = inbox
             .try_iter()
             .map(|m| (m.workspace, m.generation, m.event))
@@ -354,13 +383,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_reader_whose_sink_is_gone_keeps_draining() {
+    #[tokio::test]
+    async fn a_reader_whose_sink_is_gone_keeps_draining() {
         let (sink, inbox) = EventSink::channel();
         drop(inbox);
         let line = format!("{}\n", r#"{"event":"flushed","id":1,"lagging":[]}"#);
         let mut stdout = std::io::Cursor::new(line.repeat(1000).into_bytes());
-        read_events(&mut stdout, "proj".into(), 1, &sink);
+        read_events(&mut stdout, "proj".into(), 1, &sink).await;
         assert_eq!(stdout.position() as usize, stdout.get_ref().len());
     }
 }

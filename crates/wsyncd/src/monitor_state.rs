@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
+use wsync_core::monitor_proto::{HEARTBEAT_INTERVAL, UNRESPONSIVE_AFTER_BEATS};
 use wsync_core::protocol::MonitorProcessState;
 use wsync_core::registry::Workspace;
 
@@ -54,6 +55,8 @@ pub enum MonitorEnd {
     Exited(ExitDescription),
     /// It could not be started; counts as a crash so the watchdog retries with backoff.
     NotStarted(SpawnError),
+    /// It sent no heartbeat for this long, so the watchdog killed it; counts as a crash.
+    Unresponsive(Duration),
     /// Never started: the workspace's registry entry breaks a rule `add`/`attach` apply (the
     /// reason, with its fix). Not a crash: nothing retries it.
     Refused(String),
@@ -64,10 +67,19 @@ impl fmt::Display for MonitorEnd {
         match self {
             MonitorEnd::Exited(exit) => exit.fmt(f),
             MonitorEnd::NotStarted(e) => e.fmt(f),
+            MonitorEnd::Unresponsive(silent) => write!(
+                f,
+                "killed: unresponsive, no heartbeat for {} s",
+                silent.as_secs()
+            ),
             MonitorEnd::Refused(why) => write!(f, "not started: {why}"),
         }
     }
 }
+
+/// Silence after which a running monitor is shown `unresponsive`: three missed heartbeats.
+pub const UNRESPONSIVE_AFTER: Duration =
+    Duration::from_secs(HEARTBEAT_INTERVAL.as_secs() * UNRESPONSIVE_AFTER_BEATS as u64);
 
 /// A workspace's [`MonitorState`] with the history the restart policy and `wsync status` need.
 /// `last_exit` and `restarts` are history, not state: they stay visible once a restarted
@@ -78,6 +90,9 @@ pub struct Supervision<M> {
     history: CrashHistory,
     restarts: u32,
     last_exit: Option<MonitorEnd>,
+    /// The running monitor's last heartbeat. Judged only once it has sent one: until its loop
+    /// starts (the watches are being set up) silence is not a hang.
+    last_beat: Option<Instant>,
 }
 
 impl<M> Default for Supervision<M> {
@@ -87,6 +102,7 @@ impl<M> Default for Supervision<M> {
             history: CrashHistory::default(),
             restarts: 0,
             last_exit: None,
+            last_beat: None,
         }
     }
 }
@@ -119,6 +135,7 @@ impl<M> Supervision<M> {
     /// Stopped → running, for a start on demand.
     pub fn started(&mut self, monitor: M) {
         self.state = MonitorState::Running(monitor);
+        self.last_beat = None;
     }
 
     /// A due restart's monitor runs: stopped (by [`Self::take_due_restart`]) → running, and
@@ -126,6 +143,25 @@ impl<M> Supervision<M> {
     pub fn restarted(&mut self, monitor: M) {
         self.restarts += 1;
         self.state = MonitorState::Running(monitor);
+        self.last_beat = None;
+    }
+
+    /// The running monitor sent a heartbeat at `now`.
+    pub fn heartbeat(&mut self, now: Instant) {
+        if matches!(self.state, MonitorState::Running(_)) {
+            self.last_beat = Some(now);
+        }
+    }
+
+    /// How long the running monitor has been silent since its last heartbeat; `None` when
+    /// none runs or it has not sent its first one yet.
+    pub fn silent_for(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            MonitorState::Running(_) => self
+                .last_beat
+                .map(|beat| now.saturating_duration_since(beat)),
+            _ => None,
+        }
     }
 
     /// Backing off with the restart due at `now` → stopped; returns the attempt number, which
@@ -197,13 +233,20 @@ impl<M> Supervision<M> {
         self.last_exit = None;
     }
 
-    /// What `wsync status` calls this state; a stopped or running monitor is described by the
-    /// workspace's registry entry first (no remotes: idle; paused).
-    pub fn process_state(&self, workspace: &Workspace) -> MonitorProcessState {
+    /// What `wsync status` calls this state at `now`; a stopped or running monitor is
+    /// described by the workspace's registry entry first (no remotes: idle; paused), except
+    /// that a running one silent for [`UNRESPONSIVE_AFTER`] is `unresponsive` even if paused.
+    pub fn process_state(&self, workspace: &Workspace, now: Instant) -> MonitorProcessState {
         match self.state {
             MonitorState::Failed => MonitorProcessState::Failed,
             MonitorState::BackingOff { .. } => MonitorProcessState::BackingOff,
             _ if workspace.remotes.is_empty() => MonitorProcessState::Idle,
+            _ if self
+                .silent_for(now)
+                .is_some_and(|silent| silent >= UNRESPONSIVE_AFTER) =>
+            {
+                MonitorProcessState::Unresponsive
+            }
             _ if workspace.paused => MonitorProcessState::Paused,
             MonitorState::Running(_) => MonitorProcessState::Running,
             MonitorState::Stopped => MonitorProcessState::Stopped,
@@ -311,14 +354,14 @@ mod tests {
         );
         assert_eq!(s.next_restart_unix_ms(), Some(1_000_500));
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::BackingOff
         );
         assert_eq!(s.take_due_restart(t0 + Duration::from_millis(499)), None);
         assert_eq!(s.take_due_restart(t0 + Duration::from_millis(500)), Some(1));
         s.restarted(Fake(2));
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::Running
         );
         assert_eq!(s.restarts(), 1);
@@ -355,12 +398,12 @@ mod tests {
         );
         assert!(s.is_failed());
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::Failed
         );
         // Failed wins over idle and paused, and neither time nor a stop request revives it.
         assert_eq!(
-            s.process_state(&workspace(0, true)),
+            s.process_state(&workspace(0, true), t0),
             MonitorProcessState::Failed
         );
         assert_eq!(s.take_due_restart(t0 + Duration::from_secs(3600)), None);
@@ -388,7 +431,7 @@ mod tests {
         s.refused("remote \"r\" is the home directory".into());
         assert!(s.is_failed() && !s.may_start());
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), Instant::now()),
             MonitorProcessState::Failed
         );
         assert_eq!(
@@ -434,33 +477,82 @@ mod tests {
 
     #[test]
     fn a_stopped_or_running_monitor_is_described_by_the_registry_first() {
+        let t0 = Instant::now();
         let mut s = Supervision::default();
         assert_eq!(
-            s.process_state(&workspace(0, false)),
+            s.process_state(&workspace(0, false), t0),
             MonitorProcessState::Idle
         );
         assert_eq!(
-            s.process_state(&workspace(1, true)),
+            s.process_state(&workspace(1, true), t0),
             MonitorProcessState::Paused
         );
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::Stopped
         );
         s.started(Fake(1));
         // Pausing keeps the monitor running; status says paused.
         assert_eq!(
-            s.process_state(&workspace(1, true)),
+            s.process_state(&workspace(1, true), t0),
             MonitorProcessState::Paused
         );
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::Running
         );
         assert_eq!(s.take_running(), Some(Fake(1)));
         assert_eq!(
-            s.process_state(&workspace(1, false)),
+            s.process_state(&workspace(1, false), t0),
             MonitorProcessState::Stopped
+        );
+    }
+
+    #[test]
+    fn a_monitor_silent_for_three_heartbeats_is_unresponsive_once_it_has_beaten() {
+        let t0 = Instant::now();
+        let later = |secs| t0 + Duration::from_secs(secs);
+        let mut s = Supervision::default();
+        s.heartbeat(t0);
+        assert_eq!(s.silent_for(t0), None, "nothing runs: nothing to hear");
+        s.started(Fake(1));
+        // Before its first heartbeat (setting up watches) silence is not judged.
+        assert_eq!(s.silent_for(later(600)), None);
+        assert_eq!(
+            s.process_state(&workspace(1, false), later(600)),
+            MonitorProcessState::Running
+        );
+        s.heartbeat(later(1));
+        assert_eq!(s.silent_for(later(6)), Some(Duration::from_secs(5)));
+        assert_eq!(
+            s.process_state(&workspace(1, false), later(6)),
+            MonitorProcessState::Running
+        );
+        assert_eq!(UNRESPONSIVE_AFTER, Duration::from_secs(6));
+        assert_eq!(
+            s.process_state(&workspace(1, false), later(7)),
+            MonitorProcessState::Unresponsive
+        );
+        // A paused monitor still beats; one that stopped is unresponsive all the same.
+        assert_eq!(
+            s.process_state(&workspace(1, true), later(7)),
+            MonitorProcessState::Unresponsive
+        );
+        s.heartbeat(later(8));
+        assert_eq!(
+            s.process_state(&workspace(1, false), later(9)),
+            MonitorProcessState::Running
+        );
+        // A restarted monitor starts unjudged again.
+        let p = policy(5);
+        crash(&mut s, at(t0, 9_000), &p);
+        assert_eq!(s.take_due_restart(later(20)), Some(1));
+        s.restarted(Fake(2));
+        assert_eq!(s.silent_for(later(100)), None);
+        let end = MonitorEnd::Unresponsive(Duration::from_secs(30));
+        assert_eq!(
+            end.to_string(),
+            "killed: unresponsive, no heartbeat for 30 s"
         );
     }
 }

@@ -16,6 +16,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+/// The daemon's own executable, whatever became of its path on disk: the program of the
+/// helper processes it runs as itself (the hook runner, path checks).
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// How often a wait for an exit looks again.
 const POLL: Duration = Duration::from_millis(20);
 

@@ -3,7 +3,8 @@
 //!
 //! A std mutex on purpose: if a thread panics while holding it, the mutex is poisoned and the
 //! watchdog thread sees that and restarts the daemon cleanly. Never hold the guard across an
-//! `.await`, and never block (wait for a process, sleep) while holding it.
+//! `.await`, and never block (wait for a process, sleep, touch a user's path: see
+//! [`crate::path_check`]) while holding it.
 //!
 //! Monitor events: each monitor's stdout reader only decodes lines and hands them to an
 //! [`EventSink`]; the state owns the receiving end, on a thread that applies whatever has
@@ -19,6 +20,7 @@ use wsync_core::monitor_proto::MonitorEvent;
 use wsync_core::protocol::WorkspaceStatus;
 use wsync_core::registry::{Registry, Workspace};
 
+use crate::path_check::PathChecks;
 use crate::supervisor::Supervisor;
 
 /// Events applied under one lock at most, so a flood cannot keep the lock from others.
@@ -35,6 +37,11 @@ pub struct DaemonState {
     /// Watchdog passes completed (reported by `DaemonInfo`, so tests can wait for passes
     /// instead of sleeping).
     pub watchdog_passes: u64,
+    /// Counts the registry's committed changes: a check made on a copy of the registry with
+    /// the lock released still holds if this has not moved.
+    pub registry_revision: u64,
+    /// The deadline for filesystem calls on users' paths.
+    pub path_checks: PathChecks,
 }
 
 /// The state as every task and thread shares it.
@@ -78,13 +85,19 @@ impl EventSink {
 }
 
 /// Builds the daemon's state and starts the thread that applies monitor events to it.
+/// Monitors' pipes are served by tasks on `runtime`.
 pub fn new_shared(
     config: Config,
     registry: Registry,
     runtime_dir: PathBuf,
+    runtime: tokio::runtime::Handle,
 ) -> std::io::Result<SharedState> {
     let (sink, inbox) = EventSink::channel();
-    let supervisor = Supervisor::new(&config, runtime_dir, sink);
+    let supervisor = Supervisor::new(&config, runtime_dir, sink, runtime);
+    let path_checks = PathChecks::new(
+        config.tuning.path_check_timeout,
+        PathBuf::from(crate::process::SELF_EXE),
+    );
     let shared = Arc::new(Mutex::new(DaemonState {
         config,
         registry,
@@ -92,6 +105,8 @@ pub fn new_shared(
         started: Instant::now(),
         shutting_down: false,
         watchdog_passes: 0,
+        registry_revision: 0,
+        path_checks,
     }));
     let weak = Arc::downgrade(&shared);
     std::thread::Builder::new()

@@ -5,12 +5,17 @@
 //! thread calls [`Supervisor::watchdog_pass`]; monitors' stdout events arrive through
 //! [`Supervisor::on_monitor_event`].
 //!
+//! Hangs, not only exits: each monitor's heartbeats are recorded, and one silent for
+//! `MonitorUnresponsiveTimeoutMs` (after its first heartbeat) is SIGKILLed by the watchdog
+//! pass and handled as a crash — restarted with backoff, counted against the restart limit —
+//! and the hook fires; the pass hands the killed monitor back to be reaped outside the lock.
+//!
 //! A monitor should run for a workspace that has at least one remote and is not paused. Pausing
 //! a workspace whose monitor runs keeps it running (it keeps collecting changes) and tells it
 //! `Pause`; a paused workspace gets no monitor at startup.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use wsync_core::config::Config;
@@ -21,6 +26,7 @@ use wsync_core::registry::Workspace;
 use crate::hooks::Hooks;
 use crate::monitor_proc::{LaunchSpec, RunningMonitor, SpawnError, StderrTail};
 use crate::monitor_state::{MonitorEnd, MonitorState, Now, Supervision};
+use crate::process;
 use crate::restart_policy::{RestartPolicy, Verdict};
 use crate::state::{EventSink, MonitorMessage};
 
@@ -49,6 +55,8 @@ pub struct Supervisor {
     launch: LaunchSpec,
     pub policy: RestartPolicy,
     pub stop_grace: Duration,
+    /// Heartbeat silence after which a monitor is killed and restarted.
+    pub unresponsive_timeout: Duration,
     /// Where each spawned monitor's stdout reader delivers its events.
     events: EventSink,
     next_generation: u64,
@@ -70,7 +78,13 @@ pub enum FlushStart {
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, runtime_dir: std::path::PathBuf, events: EventSink) -> Self {
+    /// Monitors' pipes are served by tasks on `runtime`.
+    pub fn new(
+        config: &Config,
+        runtime_dir: std::path::PathBuf,
+        events: EventSink,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             slots: BTreeMap::new(),
             launch: LaunchSpec {
@@ -82,10 +96,12 @@ impl Supervisor {
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
                     proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                 },
+                runtime,
                 pending_dir: config.pending_dir(),
             },
             policy: RestartPolicy::from_tuning(&config.tuning),
             stop_grace: config.tuning.monitor_stop_grace,
+            unresponsive_timeout: config.tuning.monitor_unresponsive_timeout,
             events,
             next_generation: 0,
             next_flush_id: 0,
@@ -270,6 +286,17 @@ impl Supervisor {
                     }
                 }
             }
+            MonitorEvent::Heartbeat => {
+                if let Some(slot) = self.slots.get_mut(&workspace) {
+                    if slot
+                        .supervision
+                        .running()
+                        .is_some_and(|m| m.generation == generation)
+                    {
+                        slot.supervision.heartbeat(Instant::now());
+                    }
+                }
+            }
         }
     }
 
@@ -296,7 +323,7 @@ impl Supervisor {
             Vec::new()
         };
         let status = SupervisorStatus {
-            state: supervision.process_state(workspace),
+            state: supervision.process_state(workspace, Instant::now()),
             pid: supervision.running().map(|m| m.pid),
             restarts: supervision.restarts(),
             last_exit: supervision.last_exit().map(ToString::to_string),
@@ -306,23 +333,46 @@ impl Supervisor {
         (status, slot.report.clone())
     }
 
-    /// One watchdog pass: reap monitors that exited on their own, record the crash, and start
-    /// those whose backoff has passed. `workspaces` is the registry's current list.
-    pub fn watchdog_pass(&mut self, workspaces: &[Workspace], now: Now) {
+    /// One watchdog pass: reap monitors that exited on their own, kill those silent for
+    /// [`Self::unresponsive_timeout`], record either as a crash, and start those whose backoff
+    /// has passed. `workspaces` is the registry's current list. Returns the monitors killed
+    /// for silence: the caller reaps them with the lock released ([`RunningMonitor::kill`]).
+    #[must_use = "killed monitors must be reaped"]
+    pub fn watchdog_pass(&mut self, workspaces: &[Workspace], now: Now) -> Vec<RunningMonitor> {
+        let mut killed = Vec::new();
         let names: Vec<String> = self.slots.keys().cloned().collect();
         for name in &names {
             let Some(slot) = self.slots.get_mut(name) else {
                 continue;
             };
-            let Some(exit) = slot.supervision.running_mut().and_then(|m| m.try_reap()) else {
-                continue;
+            let silent = slot
+                .supervision
+                .silent_for(now.instant)
+                .filter(|silent| *silent >= self.unresponsive_timeout);
+            let end = match slot.supervision.running_mut().and_then(|m| m.try_reap()) {
+                Some(exit) => MonitorEnd::Exited(exit),
+                None => match silent {
+                    Some(silent) => MonitorEnd::Unresponsive(silent),
+                    None => continue,
+                },
             };
             let Some(monitor) = slot.supervision.take_running() else {
                 continue;
             };
             let up_for = now.instant.saturating_duration_since(monitor.started);
             self.drop_flushes(monitor.generation);
-            self.record_crash(name, MonitorEnd::Exited(exit), up_for, now);
+            if let MonitorEnd::Unresponsive(silent) = end {
+                // SIGKILL does not wait: the reaping does, outside the lock.
+                process::kill_group(monitor.pid);
+                tracing::warn!(
+                    workspace = %name,
+                    pid = monitor.pid,
+                    "monitor sent no heartbeat for {silent:?} (its event loop is stuck); killed it"
+                );
+                self.hooks.on_unresponsive(name, silent);
+                killed.push(monitor);
+            }
+            self.record_crash(name, end, up_for, now);
         }
         for workspace in workspaces {
             let Some(slot) = self.slots.get_mut(&workspace.name) else {
@@ -364,6 +414,7 @@ impl Supervisor {
                 }
             }
         }
+        killed
     }
 
     /// Applies the restart policy to a crash: schedule a restart or mark the workspace failed.

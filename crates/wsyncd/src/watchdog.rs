@@ -4,8 +4,10 @@
 //!    the panic, kills the monitors' process groups, removes socket and pidfile and exits with
 //!    [`exit_codes::STATE_POISONED`], so systemd (or the user) starts a clean daemon;
 //! 2. otherwise runs [`Supervisor::watchdog_pass`](crate::supervisor::Supervisor::watchdog_pass):
-//!    restarts crashed monitors with backoff, or marks them failed, and counts the pass
-//!    (`watchdog_passes` in `DaemonInfo`).
+//!    kills monitors that stopped sending heartbeats, restarts crashed (or killed) monitors
+//!    with backoff, or marks them failed, and counts the pass (`watchdog_passes` in
+//!    `DaemonInfo`); the killed ones are reaped on a thread of their own, with the lock
+//!    released and without holding up the next pass.
 //!
 //! Test-only trigger: when the daemon starts with `WSYNC_TEST_POISON=1` in its environment,
 //! SIGUSR1 makes a fresh thread panic while holding the state lock. Without the variable no
@@ -15,6 +17,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::monitor_proc::RunningMonitor;
 use crate::monitor_state::Now;
 use crate::state::SharedState;
 use crate::{exit_codes, logging, process};
@@ -75,11 +78,33 @@ fn run_pass(shared: &SharedState) -> PassOutcome {
         return PassOutcome::Stop;
     }
     let state = &mut *guard;
-    state
+    let killed = state
         .supervisor
         .watchdog_pass(&state.registry.workspaces, Now::current());
     state.watchdog_passes += 1;
+    drop(guard);
+    for monitor in killed {
+        reap(monitor);
+    }
     PassOutcome::Continue
+}
+
+/// Reaps a monitor killed for silence. SIGKILL ends even a stopped process or one waiting on a
+/// hung FUSE mount, but not one in an uninterruptible NFS wait, so the wait runs on its own
+/// thread.
+fn reap(monitor: RunningMonitor) {
+    let pid = monitor.pid;
+    let spawned = std::thread::Builder::new()
+        .name("monitor-reaper".into())
+        .spawn(move || {
+            let exit = monitor.kill();
+            tracing::info!(pid, "unresponsive monitor reaped ({exit})");
+        });
+    if let Err(e) = spawned {
+        // The monitor was moved into the failed closure and dropped with it: its pipes are
+        // closed, and init reaps it when the daemon exits.
+        tracing::warn!(pid, "cannot start a thread to reap the killed monitor: {e}");
+    }
 }
 
 fn fatal(pids: &[u32], cleanup: &FatalCleanup) -> ! {

@@ -6,6 +6,7 @@
 mod big;
 mod daemon;
 mod load;
+pub mod many;
 
 use std::path::PathBuf;
 use std::process::Command;

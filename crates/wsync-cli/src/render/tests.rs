@@ -215,3 +215,25 @@ fn no_color_turns_colour_off_only_when_non_empty() {
     assert!(!colour_allowed(Some(OsStr::new("1")), true));
     assert!(!colour_allowed(None, false));
 }
+
+#[test]
+fn an_unresponsive_monitor_is_a_problem_named_with_its_fix() {
+    let mut statuses = sample();
+    statuses[0].monitor.state = MonitorProcessState::Unresponsive;
+    let rows = status_rows(&statuses);
+    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r.remote.as_str(), r.state)).collect();
+    assert_eq!(
+        order,
+        [
+            ("m", "failed"),
+            ("good", "unresponsive"),
+            ("bad", "unresponsive"),
+            ("-", "idle"),
+        ]
+    );
+    let good = &rows[1];
+    assert_eq!(
+        good.last_error.as_deref(),
+        Some("monitor stuck (no heartbeats); restarted automatically, see `wsync logs alpha`")
+    );
+}

@@ -502,13 +502,23 @@ impl Registry {
 
     /// Finds a workspace by name, or by path (canonicalized when it exists).
     pub fn index_of(&self, name_or_path: &str) -> Option<usize> {
-        if let Some(i) = self.workspaces.iter().position(|w| w.name == name_or_path) {
+        if let Some(i) = self.index_of_name(name_or_path) {
             return Some(i);
         }
         let as_path = Path::new(name_or_path);
         let canonical = as_path
             .canonicalize()
             .unwrap_or_else(|_| as_path.to_owned());
+        self.index_of_path(&canonical)
+    }
+
+    /// Finds a workspace by name; touches no file.
+    pub fn index_of_name(&self, name: &str) -> Option<usize> {
+        self.workspaces.iter().position(|w| w.name == name)
+    }
+
+    /// Finds a workspace by its canonical path; touches no file.
+    pub fn index_of_path(&self, canonical: &Path) -> Option<usize> {
         self.workspaces.iter().position(|w| w.path == canonical)
     }
 }

@@ -1,7 +1,8 @@
 //! The event loop around the engine: `select!` over commands, signals, batch messages, the
 //! watcher and the engine's next wake-up → an [`Input`] → [`Engine::step`] → the effects are
 //! carried out here (batches spawned and killed, status written, cookies and probes done), and
-//! any answer is fed back at once, before the next input.
+//! any answer is fed back at once, before the next input. The loop also sends the daemon a
+//! heartbeat every [`HEARTBEAT_INTERVAL`] itself, so a loop stuck in a call goes silent.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
-use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, HEARTBEAT_INTERVAL};
 
 use super::{BatchStart, Effect, Engine, Exit, Input, RemoteKey, RootProbe};
 use crate::watch::{WatchError, WatchMsg, Watcher};
@@ -70,6 +71,8 @@ pub async fn run(
     let mut commands_open = true;
     let mut watch_open = true;
     let mut watches = driver.watcher.count();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     driver.carry_out(&mut engine, initial);
     driver.feed(&mut engine, Input::Tick);
     let exit = loop {
@@ -102,6 +105,10 @@ pub async fn run(
             },
             Some(()) = recv_signal(&mut terminate) => break Exit::Clean,
             Some(()) = recv_signal(&mut interrupt) => break Exit::Clean,
+            _ = heartbeat.tick() => {
+                let _ = driver.events.send(MonitorEvent::Heartbeat);
+                continue;
+            }
             Some(input) = batch_rx.recv() => {
                 if let Input::BatchDone { remote, flight, .. } = &input {
                     driver.batches.remove(&(remote.clone(), *flight));
