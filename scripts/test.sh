@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs wsync's whole test suite: formatting, lints, and every unit and end-to-end test.
-# Installs rsync, openssh-server and graphviz with apt when they are missing and this runs as root.
+# Installs rsync, openssh-server, graphviz (and fuse3, as root) with apt when they are missing and
+# this runs as root.
 # Arguments go to `cargo test`; the end-to-end tests are one binary, e2e, with tests named
 # <module>::<test>: e.g. scripts/test.sh --test e2e -- monitor_basic::
 set -euo pipefail
@@ -10,6 +11,8 @@ need_pkgs=()
 command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 { command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; } || need_pkgs+=(openssh-server)
 command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)  # the diagram-is-current test renders it
+# The hung-mount test's FUSE server; without it (and not root) that test skips, saying why.
+if [ "$(id -u)" -eq 0 ]; then command -v fusermount3 >/dev/null 2>&1 || need_pkgs+=(fuse3); fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need_pkgs[*]}"

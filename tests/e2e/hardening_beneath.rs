@@ -42,7 +42,16 @@ fn listing(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-fn scenario(test: &str, remote: impl FnOnce(&Path) -> Remote) {
+/// What the attacker does in the workspace once the link is planted in the mirror: moves its
+/// file into the linked directory (a replayed rename), or writes a new small file and edits an
+/// old one there (puts by the in-process executor on a local target).
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Rename,
+    Write,
+}
+
+fn scenario(test: &str, then: Then, remote: impl FnOnce(&Path) -> Remote) {
     let tmp = scratch_dir();
     let Some(attacker) = OtherUser::create(test) else {
         return;
@@ -75,10 +84,16 @@ fn scenario(test: &str, remote: impl FnOnce(&Path) -> Remote) {
         "rm -rf -- \"$1/shared/sub\" && ln -s -- \"$2\" \"$1/shared/sub\"",
         &[dst.as_os_str(), secret.as_os_str()],
     );
-    attacker.sh(
-        "mv -- \"$1/shared/x\" \"$1/shared/sub/passwd\"",
-        &[src.as_os_str()],
-    );
+    match then {
+        Then::Rename => attacker.sh(
+            "mv -- \"$1/shared/x\" \"$1/shared/sub/passwd\"",
+            &[src.as_os_str()],
+        ),
+        Then::Write => attacker.sh(
+            "cp -- \"$1/shared/x\" \"$1/shared/sub/passwd\" && echo more >> \"$1/shared/sub/keep\"",
+            &[src.as_os_str()],
+        ),
+    };
     m.flush_ok(FLUSH);
     let after = listing(&secret);
     if after != before {
@@ -98,7 +113,7 @@ fn scenario(test: &str, remote: impl FnOnce(&Path) -> Remote) {
     );
     let logs = m.logs();
     assert!(
-        logs.contains("renames fall back to rsync"),
+        then == Then::Write || logs.contains("renames fall back to rsync"),
         "the rename was not refused:\n{logs}"
     );
     drop(m);
@@ -109,6 +124,18 @@ fn scenario(test: &str, remote: impl FnOnce(&Path) -> Remote) {
 fn a_symlinked_mirror_directory_stops_the_local_rename_replay() {
     scenario(
         "hardening_beneath::a_symlinked_mirror_directory_stops_the_local_rename_replay",
+        Then::Rename,
+        |dst| local_remote("l", dst),
+    );
+}
+
+/// The in-process executor's puts resolve beneath the target too: the write into the linked
+/// directory is refused, rsync gets the directory whole and replaces the link.
+#[test]
+fn a_symlinked_mirror_directory_stops_the_local_in_process_writes() {
+    scenario(
+        "hardening_beneath::a_symlinked_mirror_directory_stops_the_local_in_process_writes",
+        Then::Write,
         |dst| local_remote("l", dst),
     );
 }
@@ -122,7 +149,7 @@ fn a_symlinked_mirror_directory_stops_the_ssh_rename_replay() {
     }
     let sshd_dir = scratch_dir();
     let sshd = Sshd::start(sshd_dir.path());
-    scenario(test, |dst| Remote {
+    scenario(test, Then::Rename, |dst| Remote {
         name: "r".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,

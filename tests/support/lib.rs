@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod faults;
+pub mod fuse;
 pub mod hang_fs;
 pub mod monitor;
 pub mod other_user;

@@ -111,7 +111,13 @@ impl MonitorProc {
     /// Starts a monitor without marking (or creating) any target first: a restart after the
     /// target went away.
     pub fn start_unprepared(dir: &Path, workspace: Workspace) -> Self {
-        Self::spawn(dir, workspace, &[], Vec::new())
+        Self::spawn(dir, workspace, &[], Vec::new(), None)
+    }
+
+    /// Starts a monitor running as `uid`/`gid` (its workspace, targets and `dir` must be theirs;
+    /// targets already marked).
+    pub fn start_as(dir: &Path, workspace: Workspace, uid: u32, gid: u32) -> Self {
+        Self::spawn(dir, workspace, &[], Vec::new(), Some((uid, gid)))
     }
 
     /// Like [`MonitorProc::start`], asking for progress during the initial sync of the remotes
@@ -129,7 +135,7 @@ impl MonitorProc {
         for remote in &workspace.remotes {
             mark_target(&workspace, remote);
         }
-        Self::spawn(dir, workspace, envs, progress)
+        Self::spawn(dir, workspace, envs, progress, None)
     }
 
     fn spawn(
@@ -137,6 +143,7 @@ impl MonitorProc {
         workspace: Workspace,
         envs: &[(&str, &str)],
         progress: Vec<String>,
+        user: Option<(u32, u32)>,
     ) -> Self {
         let log_dir = dir.join("logs");
         let runtime_dir = dir.join("run");
@@ -154,6 +161,13 @@ impl MonitorProc {
             .stderr(stderr);
         for (key, value) in envs {
             cmd.env(key, value);
+        }
+        if let Some((uid, gid)) = user {
+            for path in [log_dir.clone(), log_dir.join("monitor.stderr")] {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+            }
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
         }
         let mut child = cmd.spawn().expect("spawning wsync-monitor");
         let stdout = child.stdout.take().expect("piped stdout");

@@ -183,7 +183,12 @@ impl<'a> Area<'a> {
 
     /// Starts a monitor on this area without waiting for its initial sync.
     pub fn spawn_monitor(&self) -> Result<MonitorProc> {
-        MonitorProc::start(&monitor_bin()?, self.workspace(), &self.logs, &self.run)
+        self.spawn_monitor_bin(&monitor_bin()?)
+    }
+
+    /// [`Area::spawn_monitor`] with the wsync-monitor binary `bin`.
+    pub fn spawn_monitor_bin(&self, bin: &Path) -> Result<MonitorProc> {
+        MonitorProc::start(bin, self.workspace(), &self.logs, &self.run)
     }
 
     /// Starts a monitor serving `workspace` (this area's, changed) without waiting.

@@ -6,6 +6,7 @@
 
 mod area;
 mod data;
+mod dirs;
 mod monitor;
 mod peers;
 mod procfs;
@@ -37,10 +38,15 @@ const USAGE: &str =
     "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
                      [--only one-file,large,burst,rename,delete,growing]\n       \
                      wsync-bench soak [--help | options]\n       \
-                     wsync-bench soak-many [--help | options]";
+                     wsync-bench soak-many [--help | options]\n       \
+                     wsync-bench dirs [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("dirs") {
+        args.next();
+        return dirs::run(args);
+    }
     if args.peek().map(String::as_str) == Some("soak") {
         args.next();
         return match soak::SoakOptions::parse(args)? {

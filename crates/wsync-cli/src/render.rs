@@ -72,14 +72,14 @@ fn severity(state: &str) -> u8 {
     match state {
         "failed" => 0,
         "unresponsive" | "halted" => 1,
-        "error" => 2,
+        "error" | "stalled" => 2,
         "backoff" => 3,
         "unverified" => 4,
         _ => 10,
     }
 }
 
-fn remote_state_name(state: RemoteState) -> &'static str {
+pub fn remote_state_name(state: RemoteState) -> &'static str {
     match state {
         RemoteState::InitialSync => "initial-sync",
         RemoteState::InSync => "in-sync",
@@ -89,6 +89,7 @@ fn remote_state_name(state: RemoteState) -> &'static str {
         RemoteState::Error => "error",
         RemoteState::Paused => "paused",
         RemoteState::Unverified => "unverified",
+        RemoteState::Stalled => "stalled",
     }
 }
 
@@ -183,7 +184,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
 
 fn colour_code(state: &str) -> Option<&'static str> {
     match state {
-        "failed" | "unresponsive" | "halted" | "error" => Some("1;31"),
+        "failed" | "unresponsive" | "halted" | "error" | "stalled" => Some("1;31"),
         "backoff" | "stopped" | "unverified" => Some("33"),
         "syncing" | "initial-sync" | "starting" => Some("36"),
         "in-sync" => Some("32"),

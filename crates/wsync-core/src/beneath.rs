@@ -2,7 +2,9 @@
 //! once ([`TargetRoot::open`], `O_DIRECTORY | O_NOFOLLOW`), every path under it is resolved
 //! beneath that handle without following a symlink, and the operation runs on the last
 //! component relative to the resolved parent's descriptor (`renameat`, `unlinkat`, `mkdirat`,
-//! `fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`).
+//! `fstatat(AT_SYMLINK_NOFOLLOW)`, `openat(O_NOFOLLOW)`), or, for the executor
+//! (`crate::executor`), atomic replacement under a hidden `O_EXCL` temp name in the same
+//! directory and trees counted or removed by descriptor.
 //!
 //! Why: other users may own directories inside a mirror (rsync gives a mirrored directory its
 //! source owner), so any of them can replace one with a symlink to a directory only the
@@ -243,18 +245,136 @@ impl TargetRoot {
 
     /// The names in the target directory itself (not `.` and `..`).
     pub fn list_root(&self) -> Result<Vec<OsString>, BeneathError> {
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let mut dir = nix::dir::Dir::openat(&self.fd, ".", flags, Mode::empty())
-            .map_err(|errno| io_error("list", Path::new(""), errno))?;
-        let mut names = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry.map_err(|errno| io_error("list", Path::new(""), errno))?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(OsStr::from_bytes(name).to_os_string());
+        self.list_dir(Path::new(""))
+    }
+
+    /// The names in the directory `rel` (not `.` and `..`; `rel` empty: the target itself),
+    /// opened beneath the root, never through a symlink.
+    pub fn list_dir(&self, rel: &Path) -> Result<Vec<OsString>, BeneathError> {
+        let dir = self.open_dir(rel)?;
+        list_fd(dir.as_fd(), rel)
+    }
+
+    /// Opens the directory `rel` (empty: the target itself) for reading and for setting its
+    /// metadata (`fchmod`, `fchown`, `futimens` on the descriptor), not through a symlink.
+    pub fn open_dir(&self, rel: &Path) -> Result<File, BeneathError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if rel.as_os_str().is_empty() {
+            return nix::fcntl::openat(&self.fd, ".", flags, Mode::empty())
+                .map(File::from)
+                .map_err(|errno| io_error("open", rel, errno));
+        }
+        let split = split(rel)?;
+        let parent = self.parent(&split)?;
+        match nix::fcntl::openat(&parent, split.name, flags, Mode::empty()) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                let st = nix::sys::stat::fstatat(&parent, split.name, AtFlags::AT_SYMLINK_NOFOLLOW);
+                Err(match st.map(|st| entry_stat(&st).kind) {
+                    Ok(EntryKind::Symlink) => BeneathError::Symlink {
+                        path: rel.to_path_buf(),
+                        at: rel.to_path_buf(),
+                    },
+                    Ok(_) => BeneathError::NotADirectory {
+                        path: rel.to_path_buf(),
+                        at: rel.to_path_buf(),
+                    },
+                    Err(errno) => io_error("open", rel, errno),
+                })
+            }
+            Err(errno) => Err(io_error("open", rel, errno)),
+        }
+    }
+
+    /// Replaces `rel` atomically with a new regular file: `write` fills a hidden temp file
+    /// created `O_EXCL | O_NOFOLLOW` (mode 0600) in the same directory, then it is renamed
+    /// over `rel` (a file or symlink there is replaced; a directory is an error). A reader
+    /// sees the old entry or the whole new file, never a part. On any failure the temp file
+    /// is removed.
+    pub fn put_atomic(
+        &self,
+        rel: &Path,
+        write: impl FnOnce(&File) -> std::io::Result<()>,
+    ) -> Result<(), BeneathError> {
+        let split = split(rel)?;
+        let parent = self.parent(&split)?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let (temp, fd) = create_temp(split.name, |temp| {
+            nix::fcntl::openat(&parent, temp, flags, Mode::from_bits_truncate(0o600))
+        })
+        .map_err(|errno| io_error("create", rel, errno))?;
+        let file = File::from(fd);
+        let written = write(&file).map_err(|source| BeneathError::Io {
+            op: "write",
+            path: rel.to_path_buf(),
+            source,
+        });
+        drop(file);
+        let done = written.and_then(|()| {
+            nix::fcntl::renameat(&parent, temp.as_os_str(), &parent, split.name)
+                .map_err(|errno| io_error("rename", rel, errno))
+        });
+        if done.is_err() {
+            let _ = nix::unistd::unlinkat(&parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        done
+    }
+
+    /// Replaces `rel` atomically with a symlink to `dest`: created under a hidden temp name in
+    /// the same directory, handed to `finish` (the parent's descriptor and the temp name: to
+    /// set the link's own times and owner), then renamed over `rel`.
+    pub fn symlink_atomic(
+        &self,
+        rel: &Path,
+        dest: &OsStr,
+        finish: impl FnOnce(BorrowedFd<'_>, &OsStr) -> Result<(), Errno>,
+    ) -> Result<(), BeneathError> {
+        let split = split(rel)?;
+        let parent = self.parent(&split)?;
+        let (temp, ()) = create_temp(split.name, |temp| {
+            nix::unistd::symlinkat(dest, &parent, temp)
+        })
+        .map_err(|errno| io_error("symlink", rel, errno))?;
+        let done = finish(parent.as_fd(), temp.as_os_str())
+            .map_err(|errno| io_error("set attributes of", rel, errno))
+            .and_then(|()| {
+                nix::fcntl::renameat(&parent, temp.as_os_str(), &parent, split.name)
+                    .map_err(|errno| io_error("rename", rel, errno))
+            });
+        if done.is_err() {
+            let _ = nix::unistd::unlinkat(&parent, temp.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        done
+    }
+
+    /// The entries [`TargetRoot::remove_tree`] would remove: 1 for a file or symlink, a
+    /// directory and everything below it (0 when `rel` does not exist).
+    pub fn count_tree(&self, rel: &Path) -> Result<u64, BeneathError> {
+        match self.stat(rel)? {
+            None => Ok(0),
+            Some(st) if st.kind != EntryKind::Dir => Ok(1),
+            Some(_) => {
+                let dir = self.open_dir(rel)?;
+                walk_tree(dir.as_fd(), rel, false).map(|n| n + 1)
             }
         }
-        Ok(names)
+    }
+
+    /// Removes `rel` and, for a directory, everything below it, walking by descriptor: no
+    /// symlink is followed (a link is removed as the entry it is) and nothing outside the
+    /// directory is reached. Returns the entries removed (0 when `rel` does not exist).
+    pub fn remove_tree(&self, rel: &Path) -> Result<u64, BeneathError> {
+        match self.stat(rel)? {
+            None => Ok(0),
+            Some(st) if st.kind != EntryKind::Dir => self.remove(rel).map(|()| 1),
+            Some(_) => {
+                let dir = self.open_dir(rel)?;
+                let below = walk_tree(dir.as_fd(), rel, true)?;
+                drop(dir);
+                self.remove(rel).map(|()| below + 1)
+            }
+        }
     }
 
     /// The directory holding `rel`'s last component, opened beneath the root.
@@ -395,6 +515,77 @@ fn io_error(op: &'static str, path: &Path, errno: Errno) -> BeneathError {
         source: std::io::Error::from(errno),
     }
 }
+
+/// The names in the open directory `dir` (`rel` names it in errors).
+fn list_fd(dir: BorrowedFd<'_>, rel: &Path) -> Result<Vec<OsString>, BeneathError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut dir = nix::dir::Dir::openat(dir, ".", flags, Mode::empty())
+        .map_err(|errno| io_error("list", rel, errno))?;
+    let mut names = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|errno| io_error("list", rel, errno))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Counts (and with `remove`, removes) everything below the open directory `dir`, depth
+/// first, each subdirectory opened `O_NOFOLLOW | O_DIRECTORY` relative to its parent.
+fn walk_tree(dir: BorrowedFd<'_>, rel: &Path, remove: bool) -> Result<u64, BeneathError> {
+    let mut count = 0;
+    for name in list_fd(dir, rel)? {
+        let path = rel.join(&name);
+        let st = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|errno| io_error("stat", &path, errno))?;
+        if entry_stat(&st).kind == EntryKind::Dir {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let sub = nix::fcntl::openat(dir, name.as_os_str(), flags, Mode::empty())
+                .map_err(|errno| io_error("open", &path, errno))?;
+            count += walk_tree(sub.as_fd(), &path, remove)?;
+            if remove {
+                nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::RemoveDir)
+                    .map_err(|errno| io_error("remove", &path, errno))?;
+            }
+        } else if remove {
+            nix::unistd::unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|errno| io_error("remove", &path, errno))?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// A hidden temp name beside `name` that `create` made (`O_EXCL` or `symlinkat`, so an entry
+/// already there, planted or left over, is never reused): `.wsync-tmp.<name>.<pid>.<n>`.
+fn create_temp<T>(
+    name: &OsStr,
+    mut create: impl FnMut(&OsStr) -> Result<T, Errno>,
+) -> Result<(OsString, T), Errno> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Long names are cut so the temp name stays within NAME_MAX (255).
+    let stem = &name.as_bytes()[..name.len().min(200)];
+    let mut last = Errno::EEXIST;
+    for _ in 0..16 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut temp = TEMP_PREFIX.as_bytes().to_vec();
+        temp.extend_from_slice(stem);
+        temp.extend_from_slice(format!(".{}.{n}", std::process::id()).as_bytes());
+        let temp = OsStr::from_bytes(&temp).to_os_string();
+        match create(&temp) {
+            Ok(made) => return Ok((temp, made)),
+            Err(Errno::EEXIST) => last = Errno::EEXIST,
+            Err(errno) => return Err(errno),
+        }
+    }
+    Err(last)
+}
+
+/// What every temp name of [`TargetRoot::put_atomic`] and [`TargetRoot::symlink_atomic`]
+/// starts with.
+pub const TEMP_PREFIX: &str = ".wsync-tmp.";
 
 #[cfg(test)]
 mod tests;

@@ -222,9 +222,18 @@ impl Excludes {
     /// Drops the `.gitignore` patterns read at or below directory `rel` (that subtree left the
     /// workspace; a walk that meets it again reads them again).
     pub fn forget_below(&mut self, rel: &Path) {
-        let before = self.gitignores.len();
-        self.gitignores.retain(|dir, _| !dir.starts_with(rel));
-        if self.gitignores.len() != before {
+        // A subtree is one range of the component-wise order: cost follows what is dropped.
+        let gone: Vec<PathBuf> = self
+            .gitignores
+            .range::<Path, _>((std::ops::Bound::Included(rel), std::ops::Bound::Unbounded))
+            .map(|(dir, _)| dir)
+            .take_while(|dir| dir.starts_with(rel))
+            .cloned()
+            .collect();
+        for dir in &gone {
+            self.gitignores.remove(dir);
+        }
+        if !gone.is_empty() {
             self.generation += 1;
         }
     }

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod beneath;
 pub mod config;
 pub mod excludes;
+pub mod executor;
 pub mod exit_code;
 pub mod framing;
 pub mod logfile;

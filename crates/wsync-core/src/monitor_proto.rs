@@ -257,4 +257,7 @@ pub enum RemoteState {
     /// Claims nothing is pending, but no change has been seen arriving for three proof
     /// intervals: something between the watcher and the remote stopped silently.
     Unverified,
+    /// A filesystem call on its target (or on the workspace root) passed its deadline: a hung
+    /// mount. `last_error` names the call and its path; it recovers when the call returns.
+    Stalled,
 }

@@ -448,6 +448,33 @@ fn tunables_from_an_older_daemon_default_the_proof_interval() {
 }
 
 #[test]
+fn remote_states_are_pinned() {
+    for (state, name) in [
+        (RemoteState::InitialSync, "initial-sync"),
+        (RemoteState::InSync, "in-sync"),
+        (RemoteState::Syncing, "syncing"),
+        (RemoteState::Backoff, "backoff"),
+        (RemoteState::Halted, "halted"),
+        (RemoteState::Error, "error"),
+        (RemoteState::Paused, "paused"),
+        (RemoteState::Unverified, "unverified"),
+        (RemoteState::Stalled, "stalled"),
+    ] {
+        pin(state, &format!("\"{name}\""));
+    }
+    let mut stalled = remote_status(None);
+    stalled.state = RemoteState::Stalled;
+    stalled.last_error =
+        Some("reading the target marker /m/.wsync-target has not returned within 10 s".into());
+    let json = serde_json::to_string(&stalled).unwrap();
+    assert!(json.contains(r#""state":"stalled""#), "{json}");
+    assert_eq!(
+        serde_json::from_str::<RemoteStatus>(&json).unwrap(),
+        stalled
+    );
+}
+
+#[test]
 fn a_registry_entry_without_an_id_still_decodes() {
     let old = WORKSPACE_JSON.replace(r#""id":"0123abcd","#, "");
     let ws: Workspace = serde_json::from_str(&old).unwrap();

@@ -113,6 +113,10 @@
 //! `DEGRADED_FULL_SYNC_INTERVAL` (and on every flush). For the fault tests, which must not
 //! change machine-wide settings.
 //!
+//! `WSYNC_TEST_CALL_DEADLINE_MS=<N>`: the deadline of every blocking filesystem call (default
+//! 10 s, see [`blocking`]) after which the remote is reported `stalled`; the hung-mount tests
+//! shorten it.
+//!
 //! # Standalone use
 //!
 //! ```text
@@ -127,14 +131,17 @@
 //! `{"kind":"ssh","user":"me","host":"box","port":22,"path":"/srv/demo","identity_file":"/home/me/.ssh/id_ed25519","ssh_options":[{"key":"StrictHostKeyChecking","value":"no"}]}`.
 
 pub mod batch;
+pub mod blocking;
 pub mod channel;
 pub mod engine;
 pub mod exit_codes;
 pub mod logging;
 pub mod pending;
+pub mod poll;
 pub mod queue;
 pub mod watch;
 mod watch_excludes;
+mod watch_paths;
 
 use std::path::{Path, PathBuf};
 

@@ -481,7 +481,7 @@ impl DirtySet {
 }
 
 /// The paths in `set` strictly below `path`: they sort right after it (component-wise order).
-fn below(set: &BTreeSet<PathBuf>, path: &Path) -> Vec<PathBuf> {
+pub(crate) fn below(set: &BTreeSet<PathBuf>, path: &Path) -> Vec<PathBuf> {
     set.range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
         .take_while(|p| p.starts_with(path))
         .cloned()

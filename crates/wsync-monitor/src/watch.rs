@@ -4,11 +4,12 @@
 //! [`WatchMsg`]s for the engine. Excluded entries are never watched nor reported; their
 //! bookkeeping (rsync rules, reloading changed ignore files) is in `watch_excludes.rs`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -18,6 +19,7 @@ use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
 pub use crate::watch_excludes::ExcludeConfig;
 use crate::watch_excludes::ExcludeState;
+use crate::watch_paths::WatchPaths;
 
 /// What a change event was; kept (not just the path) so rename pairing can use the cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,9 @@ pub enum WatchMsg {
     RootUnwatched,
     /// Watching is degraded for good (e.g. the inotify watch limit).
     Error(WatchError),
+    /// No inotify instance could be had: the tree is polled instead (see [`crate::poll`]); the
+    /// text, for status, names the limit to raise.
+    Polling(String),
 }
 
 /// Why watching is degraded: events can no longer be trusted to be complete, so the engine
@@ -89,11 +94,14 @@ const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::ONLYDIR)
     .union(WatchMask::EXCL_UNLINK);
 
-/// The watch descriptor → directory table, shared by the reader thread and rescans.
+/// The watch descriptor → directory table, shared by the reader thread and rescans (never by
+/// the event loop: it reads the published count).
 pub struct WatchTable {
     pub(crate) root: PathBuf,
     pub(crate) watches: Watches,
-    pub(crate) by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
+    pub(crate) by_wd: WatchPaths<WatchDescriptor>,
+    /// `by_wd.len()`, published after each change for status, which never takes the lock.
+    count: Arc<AtomicU64>,
     /// Set once a watch could not be added for a reason other than the directory vanishing.
     pub error: Option<WatchError>,
     pub(crate) filter: ExcludeState,
@@ -124,26 +132,57 @@ fn max_watches_from_env() -> Option<usize> {
     }
 }
 
-/// Handle the engine keeps: the table (for counts and rescans).
+/// Handle the engine keeps: the table (for rescans) and what status reads without its lock
+/// (an overflow rescan of a huge tree holds it for seconds).
 #[derive(Clone)]
 pub struct Watcher {
-    table: Arc<Mutex<WatchTable>>,
+    /// `None` in poll mode: the poller walks the whole tree each time anyway.
+    table: Option<Arc<Mutex<WatchTable>>>,
+    count: Arc<AtomicU64>,
+    rules_file: PathBuf,
     tree: TreeSize,
+}
+
+/// The status text of poll mode.
+pub fn polling_message(error: &io::Error) -> String {
+    format!(
+        "no inotify instance available ({error}): the per-user limit fs.inotify.max_user_instances is reached (one per monitor); polling the tree every {} s instead — raise it with `sysctl fs.inotify.max_user_instances=1024`",
+        crate::poll::POLL_INTERVAL.as_secs()
+    )
 }
 
 impl Watcher {
     /// Creates the inotify instance, watches the whole tree (before any sync runs), and starts
-    /// the reader thread that sends [`WatchMsg`]s to `tx`.
+    /// the reader thread that sends [`WatchMsg`]s to `tx`. When no instance can be had
+    /// (EMFILE: `fs.inotify.max_user_instances`), polls the tree instead ([`crate::poll`]).
     pub fn start(
         root: &Path,
         config: ExcludeConfig,
         tx: UnboundedSender<WatchMsg>,
     ) -> io::Result<Self> {
-        let inotify = Inotify::init()?;
+        let inotify = match Inotify::init() {
+            Ok(inotify) => inotify,
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                let message = polling_message(&e);
+                tracing::error!("{message}");
+                let rules_file = config.rules_file.clone();
+                let tree = crate::poll::start(root, config, tx.clone())?;
+                let _ = tx.send(WatchMsg::Polling(message));
+                return Ok(Self {
+                    table: None,
+                    count: Arc::default(),
+                    rules_file,
+                    tree,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let count = Arc::new(AtomicU64::new(0));
         let mut table = WatchTable {
             root: root.to_path_buf(),
             watches: inotify.watches(),
-            by_wd: HashMap::new(),
+            by_wd: WatchPaths::default(),
+            count: count.clone(),
             error: None,
             filter: ExcludeState::new(root, config),
             moved_dir: None,
@@ -156,14 +195,21 @@ impl Watcher {
         }
         let tree = table.counting.take().unwrap_or_default();
         table.flush_rules();
+        table.publish_count();
         tracing::info!(
             watches = table.by_wd.len(),
             excluded = table.filter.excluded.len(),
             "watching {}",
             root.display()
         );
+        let rules_file = table.filter.rules_file.clone();
         let table = Arc::new(Mutex::new(table));
-        let watcher = Self { table, tree };
+        let watcher = Self {
+            table: Some(table),
+            count,
+            rules_file,
+            tree,
+        };
         let reader = watcher.clone();
         std::thread::Builder::new()
             .name("inotify".into())
@@ -171,9 +217,11 @@ impl Watcher {
         Ok(watcher)
     }
 
-    fn lock(&self) -> MutexGuard<'_, WatchTable> {
+    /// The table, locked (`None` in poll mode).
+    fn lock(&self) -> Option<MutexGuard<'_, WatchTable>> {
         // A panic while holding the lock leaves a usable table; recover it.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        let table = self.table.as_ref()?;
+        Some(table.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The included files and bytes the first walk saw (bytes counted only up to
@@ -182,39 +230,45 @@ impl Watcher {
         self.tree
     }
 
-    /// Watches in use.
+    /// Watches in use (as of the last change to the table; never waits for its lock).
     pub fn count(&self) -> u64 {
-        self.lock().by_wd.len() as u64
+        self.count.load(Ordering::Relaxed)
     }
 
     /// The rsync rules file for the excluded entries (always written, possibly empty).
     pub fn rules_file(&self) -> PathBuf {
-        self.lock().filter.rules_file.clone()
+        self.rules_file.clone()
     }
 
     /// Re-walks the tree and adds any missing watch (after an overflow, or when a halted root
     /// came back). Returns the error when watching is degraded.
     pub fn rescan(&self) -> Result<(), WatchError> {
-        let mut table = self.lock();
+        let Some(mut table) = self.lock() else {
+            return Ok(());
+        };
         let result = table.add_tree(Path::new(""));
         table.flush_rules();
+        table.publish_count();
         result
     }
 
     /// Drops every watch and watches the tree afresh (the root is a different directory now).
     pub fn rewatch(&self) -> Result<(), WatchError> {
-        let mut table = self.lock();
+        let Some(mut table) = self.lock() else {
+            return Ok(());
+        };
         table.remove_tree(Path::new(""));
         let root = table.root.clone();
         table.filter.reload_patterns(&root);
         let result = table.add_tree(Path::new(""));
         table.flush_rules();
+        table.publish_count();
         result
     }
 
     /// Removes the rules file (at exit).
     pub fn remove_rules_file(&self) {
-        let _ = std::fs::remove_file(self.lock().filter.rules_file.clone());
+        let _ = std::fs::remove_file(&self.rules_file);
     }
 
     fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>) {
@@ -231,7 +285,9 @@ impl Watcher {
             let mut out = Vec::new();
             let mut changes = Vec::new();
             {
-                let mut table = self.lock();
+                let Some(mut table) = self.lock() else {
+                    return;
+                };
                 for event in events {
                     table.translate(
                         event.wd,
@@ -252,6 +308,7 @@ impl Watcher {
                 }
                 // Before the changes go out: a batch may only run with the rules current.
                 table.flush_rules();
+                table.publish_count();
             }
             if !changes.is_empty() {
                 out.insert(0, WatchMsg::Changes(changes));
@@ -266,6 +323,10 @@ impl Watcher {
 }
 
 impl WatchTable {
+    fn publish_count(&self) {
+        self.count.store(self.by_wd.len() as u64, Ordering::Relaxed);
+    }
+
     /// Adds watches on `rel` and every included directory below it (watch first, then list,
     /// so nothing created in between is missed), recording the excluded entries found.
     /// Vanished directories are skipped.
@@ -290,7 +351,7 @@ impl WatchTable {
             match added {
                 Ok(wd) => {
                     self.by_wd
-                        .insert(wd.get_watch_descriptor_id(), (wd, dir.clone()));
+                        .insert(wd.get_watch_descriptor_id(), wd, dir.clone());
                 }
                 Err(e) => {
                     match e.raw_os_error() {
@@ -342,24 +403,15 @@ impl WatchTable {
 
     /// True when the test cap ([`MAX_WATCHES_ENV`]) forbids a new watch on `dir`.
     fn at_watch_cap(&self, dir: &Path) -> bool {
-        self.max_watches.is_some_and(|cap| {
-            self.by_wd.len() >= cap && !self.by_wd.values().any(|(_, path)| path == dir)
-        })
+        self.max_watches
+            .is_some_and(|cap| self.by_wd.len() >= cap && !self.by_wd.contains_path(dir))
     }
 
     /// Drops the watches on `rel` and below (a directory moved away).
     pub(crate) fn remove_tree(&mut self, rel: &Path) {
         self.filter.forget_below(rel);
-        let gone: Vec<i32> = self
-            .by_wd
-            .iter()
-            .filter(|(_, (_, path))| path.starts_with(rel))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            if let Some((wd, _)) = self.by_wd.remove(&id) {
-                let _ = self.watches.remove(wd);
-            }
+        for wd in self.by_wd.remove_below(rel) {
+            let _ = self.watches.remove(wd);
         }
     }
 
@@ -386,7 +438,7 @@ impl WatchTable {
         let id = wd.get_watch_descriptor_id();
         if mask.contains(EventMask::IGNORED) {
             // Our own removals take the entry out first, so this is the kernel's doing.
-            if let Some((_, path)) = self.by_wd.remove(&id) {
+            if let Some((_, path)) = self.by_wd.remove(id) {
                 if path.as_os_str().is_empty() {
                     out.push(WatchMsg::RootUnwatched);
                 }
@@ -398,10 +450,10 @@ impl WatchTable {
             tracing::warn!("a watched filesystem was unmounted");
             return;
         }
-        let Some((_, dir)) = self.by_wd.get(&id) else {
+        let Some(dir) = self.by_wd.path(id) else {
             return;
         };
-        let dir = dir.clone();
+        let dir = dir.to_path_buf();
         let is_dir = mask.contains(EventMask::ISDIR);
         let Some(name) = name else {
             // Events about a watched directory itself; its parent reports the rest.
@@ -489,11 +541,7 @@ impl WatchTable {
     /// The subtree is then walked again: a directory renamed before its own creation event was
     /// handled has no watch yet, and exclude decisions can depend on the location.
     fn rename_tree(&mut self, from: &Path, to: &Path) -> Result<(), WatchError> {
-        for (_, path) in self.by_wd.values_mut() {
-            if let Ok(rest) = path.strip_prefix(from) {
-                *path = to.join(rest);
-            }
-        }
+        self.by_wd.rename_below(from, to);
         self.filter.forget_below(from);
         self.add_tree(to)
     }

@@ -68,12 +68,15 @@ impl ExcludeState {
         true
     }
 
-    /// Forgets excluded entries at or below `rel` (that subtree went away).
+    /// Forgets excluded entries at or below `rel` (that subtree went away), in time
+    /// proportional to what is forgotten.
     pub fn forget_below(&mut self, rel: &Path) {
-        let before = self.excluded.len();
-        self.excluded.retain(|p| !p.starts_with(rel));
+        let mut gone = crate::queue::below(&self.excluded, rel);
+        gone.push(rel.to_path_buf());
+        for path in gone {
+            self.rules_dirty |= self.excluded.remove(&path);
+        }
         self.excludes.forget_below(rel);
-        self.rules_dirty |= self.excluded.len() != before;
     }
 
     /// Keeps the excluded set current for one event; true when the event is about an excluded
@@ -145,11 +148,11 @@ impl WatchTable {
             let stale: Vec<i32> = self
                 .by_wd
                 .iter()
-                .filter(|(_, (_, path))| !visited.contains(path))
-                .map(|(id, _)| *id)
+                .filter(|(_, path)| !visited.contains(*path))
+                .map(|(id, _)| id)
                 .collect();
             for id in stale {
-                if let Some((wd, _)) = self.by_wd.remove(&id) {
+                if let Some((wd, _)) = self.by_wd.remove(id) {
                     let _ = self.watches.remove(wd);
                 }
             }

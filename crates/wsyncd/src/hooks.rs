@@ -1,6 +1,7 @@
 //! The notification hook (`HookCommand` in the config): an executable run when a remote enters
-//! `error` or `halted`, a workspace's monitor is killed as `unresponsive`, or a workspace is
-//! marked `failed`, so users can wire up desktop notifications or alerts.
+//! `error`, `halted`, `stalled` or `unverified`, a workspace's monitor is killed as
+//! `unresponsive`, or a workspace is marked `failed`, so users can wire up desktop notifications
+//! or alerts.
 //!
 //! It fires on the transition only: [`AlertTracker`] remembers which remotes were reported and
 //! re-arms a remote once it is `in-sync` again (a remote that flaps between `error` and
@@ -44,7 +45,7 @@ pub struct HookEvent {
     pub workspace: String,
     /// `None` when the whole workspace is concerned (`failed`, `unresponsive`).
     pub remote: Option<String>,
-    /// `error`, `halted`, `unresponsive` or `failed`.
+    /// `error`, `halted`, `stalled`, `unverified`, `unresponsive` or `failed`.
     pub state: &'static str,
     pub error: String,
 }
@@ -73,6 +74,7 @@ fn alert_state(state: RemoteState) -> Option<&'static str> {
         RemoteState::Error => Some("error"),
         RemoteState::Halted => Some("halted"),
         RemoteState::Unverified => Some("unverified"),
+        RemoteState::Stalled => Some("stalled"),
         _ => None,
     }
 }
@@ -137,7 +139,8 @@ impl Hooks {
         }
     }
 
-    /// Runs the hook for every remote of `workspace` that just entered `error` or `halted`.
+    /// Runs the hook for every remote of `workspace` that just entered `error`, `halted`,
+    /// `stalled` or `unverified`.
     pub fn on_status(&mut self, workspace: &str, status: &MonitorStatus) {
         for event in self.tracker.on_status(workspace, status) {
             self.fire(event);
@@ -453,6 +456,13 @@ mod tests {
         // Recovery re-arms.
         assert!(t.on_status("w", &report(&[("a", InSync)])).is_empty());
         assert_eq!(t.on_status("w", &report(&[("a", Error)])).len(), 1);
+        // A hung mount is news too, once, until the remote is in sync again.
+        let e = t.on_status("w", &report(&[("a", Stalled), ("b", InSync)]));
+        assert_eq!(states(&e), [("a".into(), "stalled")]);
+        assert_eq!(e[0].error, "a broke");
+        assert!(t.on_status("w", &report(&[("a", Stalled)])).is_empty());
+        assert!(t.on_status("w", &report(&[("a", InSync)])).is_empty());
+        assert_eq!(t.on_status("w", &report(&[("a", Stalled)])).len(), 1);
     }
 
     #[test]

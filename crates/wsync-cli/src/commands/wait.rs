@@ -56,11 +56,13 @@ pub fn judge(status: &WorkspaceStatus, remote: &str) -> InitialSync {
     match r.state {
         // Unverified comes only after the initial sync landed.
         RemoteState::InSync | RemoteState::Unverified => InitialSync::InSync,
-        RemoteState::Error | RemoteState::Backoff | RemoteState::Halted => InitialSync::Failed(
-            r.last_error
-                .clone()
-                .unwrap_or_else(|| format!("remote is in state {:?}", r.state)),
-        ),
+        RemoteState::Error | RemoteState::Backoff | RemoteState::Halted | RemoteState::Stalled => {
+            InitialSync::Failed(
+                r.last_error
+                    .clone()
+                    .unwrap_or_else(|| format!("remote is in state {:?}", r.state)),
+            )
+        }
         RemoteState::Paused => InitialSync::Paused,
         RemoteState::InitialSync | RemoteState::Syncing if r.files_sent == 0 => {
             InitialSync::Waiting(format!("initial sync to {remote}: copying"))
@@ -84,7 +86,7 @@ pub fn remote_progress(status: &WorkspaceStatus, remote: &str) -> Option<SyncPro
         .progress
 }
 
-fn workspace_status(client: &mut Client, workspace: &str) -> Result<Option<WorkspaceStatus>> {
+pub fn workspace_status(client: &mut Client, workspace: &str) -> Result<Option<WorkspaceStatus>> {
     match client.call(&Request::Status {
         workspace: Some(workspace.to_owned()),
     })? {

@@ -234,6 +234,33 @@ pub fn restart(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
     }
 }
 
+/// One line per lagging remote with its state and last error (a stalled remote names the call
+/// it waits for), from a fresh status (empty when it cannot be had); and whether one of them
+/// is stalled.
+fn lagging_details(client: &mut Client, workspace: &str, lagging: &[String]) -> (String, bool) {
+    let Ok(Some(status)) = wait::workspace_status(client, workspace) else {
+        return (String::new(), false);
+    };
+    let Some(report) = status.report else {
+        return (String::new(), false);
+    };
+    let mut out = String::new();
+    let mut stalled = false;
+    for name in lagging {
+        if let Some(remote) = report.remotes.iter().find(|r| &r.name == name) {
+            stalled |= remote.state == wsync_core::monitor_proto::RemoteState::Stalled;
+            out.push_str(&format!(
+                "\n  {name}: {}",
+                crate::render::remote_state_name(remote.state)
+            ));
+            if let Some(error) = &remote.last_error {
+                out.push_str(&format!(" — {error}"));
+            }
+        }
+    }
+    (out, stalled)
+}
+
 /// Extra time the CLI grants the daemon beyond the flush timeout before giving up on it.
 pub(super) const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
 
@@ -268,22 +295,31 @@ pub fn flush(ctx: &Ctx, args: FlushArgs) -> Result<i32> {
             println(&format!("workspace {workspace}: every remote is in sync"))?;
             Ok(exit_codes::OK)
         }
-        Response::Flushed { workspace, lagging } => Err(CliError::new(
-            exit_codes::TIMEOUT,
-            format!(
-                "workspace {workspace}: {} still lagging after {timeout_secs} s: {}",
-                if lagging.len() == 1 {
-                    "remote"
-                } else {
-                    "remotes"
-                },
-                lagging.join(", ")
-            ),
-        )
-        .with_hint(format!(
-            "see `wsync status {workspace}` for the state and last error of each remote"
-        ))
-        .into()),
+        Response::Flushed { workspace, lagging } => {
+            let (details, stalled) = lagging_details(&mut client, &workspace, &lagging);
+            Err(CliError::new(
+                exit_codes::TIMEOUT,
+                format!(
+                    "workspace {workspace}: {} still lagging{}: {}{details}",
+                    if lagging.len() == 1 {
+                        "remote"
+                    } else {
+                        "remotes"
+                    },
+                    // A flush waiting only for stalled remotes is answered before its timeout.
+                    if stalled {
+                        String::new()
+                    } else {
+                        format!(" after {timeout_secs} s")
+                    },
+                    lagging.join(", "),
+                ),
+            )
+            .with_hint(format!(
+                "see `wsync status {workspace}` for the state and last error of each remote"
+            ))
+            .into())
+        }
         other => Err(unexpected(&other)),
     }
 }

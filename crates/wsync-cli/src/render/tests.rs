@@ -186,6 +186,29 @@ fn paused_halted_and_unreported_remotes() {
 }
 
 #[test]
+fn a_stalled_remote_is_a_problem_named_with_its_call() {
+    let mut ws = sample().remove(0);
+    let report = ws.report.as_mut().unwrap();
+    report.remotes[0] = remote(
+        "good",
+        RemoteState::Stalled,
+        None,
+        Some("reading the target marker /mnt/nfs/m/.wsync-target has not returned within 10 s"),
+    );
+    let rows = status_rows(std::slice::from_ref(&ws));
+    assert_eq!(rows[0].state, "stalled");
+    assert!(
+        rows[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("reading the target marker /mnt/nfs/m/")),
+        "{rows:?}"
+    );
+    let coloured = status_table(&[ws], 1_000_000, true);
+    assert!(coloured.contains("\x1b[1;31mstalled\x1b[0m"), "{coloured}");
+}
+
+#[test]
 fn list_table_shows_remotes_and_paused() {
     let mut beta = workspace("beta", &[]);
     beta.paused = true;

@@ -8,6 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
+
+use crate::blocking::{Gate, StallReport};
 use tokio::process::Command;
 use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
@@ -22,6 +24,8 @@ pub struct Destination {
     pub control_path: Option<PathBuf>,
     /// The workspace id the target's marker must name.
     pub workspace_id: String,
+    /// This remote's blocking filesystem calls, one at a time with a deadline.
+    gate: Gate,
 }
 
 impl Destination {
@@ -34,15 +38,35 @@ impl Destination {
             remote,
             control_path,
             workspace_id: workspace_id.to_owned(),
+            gate: Gate::default(),
         }
+    }
+
+    /// Runs a blocking filesystem call of this remote's batch off the loop (see
+    /// [`crate::blocking`]); `call` names it and its path for the stall report.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        call: String,
+        stall: StallReport<'_>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        self.gate.run(call, stall, f).await
     }
 
     /// For a local target: whether it holds this workspace's marker (one small file read;
     /// SSH targets are checked by the remote guard of each command instead).
-    pub fn local_target_is_ours(&self) -> bool {
+    pub async fn local_target_is_ours(&self, stall: StallReport<'_>) -> bool {
         match &self.remote.target {
             RemoteTarget::Local { path } => {
-                wsync_core::target::is_ours_local(path, &self.workspace_id)
+                let (path, id) = (path.clone(), self.workspace_id.clone());
+                let call = format!(
+                    "reading the target marker {}",
+                    path.join(wsync_core::target::MARKER_FILE).display()
+                );
+                self.blocking(call, stall, move || {
+                    wsync_core::target::is_ours_local(&path, &id)
+                })
+                .await
             }
             RemoteTarget::Ssh { .. } => true,
         }
@@ -50,27 +74,42 @@ impl Destination {
 
     /// For a local target: whether its trash is absent or a real directory (SSH targets are
     /// checked by the remote guard of each command instead).
-    pub fn local_trash_is_safe(&self) -> bool {
+    pub async fn local_trash_is_safe(&self, stall: StallReport<'_>) -> bool {
         match &self.remote.target {
-            RemoteTarget::Local { path } => wsync_core::trash::local_trash_is_safe(path),
+            RemoteTarget::Local { path } => {
+                let path = path.clone();
+                let call = format!(
+                    "looking at the trash {}",
+                    path.join(wsync_core::trash::TRASH_DIR).display()
+                );
+                self.blocking(call, stall, move || {
+                    wsync_core::trash::local_trash_is_safe(&path)
+                })
+                .await
+            }
             RemoteTarget::Ssh { .. } => true,
         }
     }
 
     /// Whether the target directory holds nothing but its marker and its trash (missing counts
     /// as empty): what wsync keeps there is not the workspace's.
-    pub async fn target_is_empty(&self) -> std::io::Result<bool> {
+    pub async fn target_is_empty(&self, stall: StallReport<'_>) -> std::io::Result<bool> {
         let marker = wsync_core::target::MARKER_FILE;
         let ours = |name: &[u8]| {
             name == marker.as_bytes() || name == wsync_core::trash::TRASH_DIR.as_bytes()
         };
         match &self.remote.target {
             RemoteTarget::Local { path } => {
-                match TargetRoot::open(path).and_then(|root| root.list_root()) {
-                    Ok(names) => Ok(names.iter().all(|name| ours(name.as_encoded_bytes()))),
-                    Err(e) if e.is_not_found() => Ok(true),
-                    Err(e) => Err(std::io::Error::other(e)),
-                }
+                let path = path.clone();
+                let call = format!("listing the target {}", path.display());
+                self.blocking(call, stall, move || {
+                    match TargetRoot::open(&path).and_then(|root| root.list_root()) {
+                        Ok(names) => Ok(names.iter().all(|name| ours(name.as_encoded_bytes()))),
+                        Err(e) if e.is_not_found() => Ok(true),
+                        Err(e) => Err(std::io::Error::other(e)),
+                    }
+                })
+                .await
             }
             RemoteTarget::Ssh { path, .. } => {
                 // Run by `sh -s` whatever the login shell is; a target that resolves to the

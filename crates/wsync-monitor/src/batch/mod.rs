@@ -7,6 +7,7 @@
 
 mod destination;
 mod hardlinks;
+mod in_process;
 pub mod progress;
 mod renames;
 mod rsync_run;
@@ -28,6 +29,7 @@ pub use destination::Destination;
 pub use renames::fallback_paths;
 use rsync_run::{run, run_reporting};
 
+use crate::blocking::StallReport;
 use crate::queue::{collapse, transfer_list, Batch};
 
 /// How a full sync may delete on the remote, decided by the engine's safety rails.
@@ -139,8 +141,9 @@ impl Outcome {
 
 impl Destination {
     /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
-    /// the transfer complete without any message (before its slow exit handshake), and
-    /// `progress` with a full sync's progress (see [`progress`]).
+    /// the transfer complete without any message (before its slow exit handshake),
+    /// `progress` with a full sync's progress (see [`progress`]), and `stall` when one of its
+    /// filesystem calls (all made off the event loop) passes its deadline or returns after all.
     pub async fn sync(
         &self,
         root: &Path,
@@ -148,6 +151,7 @@ impl Destination {
         opts: &BatchOptions,
         transferred: impl FnOnce() + Send,
         mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+        stall: StallReport<'_>,
     ) -> Outcome {
         let started = Instant::now();
         // One trash snapshot per batch (its passes share it), when the remote keeps deletions.
@@ -158,26 +162,38 @@ impl Destination {
         // without one, read every ignore file now (slow on a big tree).
         let protect = match opts.exclude_from {
             Some(_) => Vec::new(),
-            None => wsync_core::excludes::protect_rules_for_tree(
-                root,
-                &opts.protect.registry,
-                opts.protect.respect_gitignore,
-            ),
+            None => {
+                let (owned, source) = (root.to_path_buf(), opts.protect.clone());
+                let call = format!("reading the ignore files below {}", root.display());
+                self.blocking(call, stall, move || {
+                    wsync_core::excludes::protect_rules_for_tree(
+                        &owned,
+                        &source.registry,
+                        source.respect_gitignore,
+                    )
+                })
+                .await
+            }
         };
         // Before every transfer: nothing is written to a target that is not provably ours
         // (SSH targets: the guard in rsync's --rsync-path and in the rename script).
-        if !self.local_target_is_ours() {
+        if !self.local_target_is_ours(stall).await {
             let error = not_ours(&self.remote.target);
             return Outcome::failed(ExitClass::Fatal, error, started);
         }
         // A trash planted as a symlink would take `--backup-dir` out of the target (SSH
         // targets: the guard checks it).
-        if backup_dir.is_some() && !self.local_trash_is_safe() {
+        if backup_dir.is_some() && !self.local_trash_is_safe(stall).await {
             let error = wsync_core::trash::not_a_directory_message(&self.remote.target);
             return Outcome::failed(ExitClass::Fatal, error, started);
         }
-        if !confirmed && root_is_empty(root) {
-            match self.target_is_empty().await {
+        let root_empty = || {
+            let owned = root.to_path_buf();
+            let call = format!("listing the workspace root {}", root.display());
+            self.blocking(call, stall, move || root_is_empty(&owned))
+        };
+        if !confirmed && root_empty().await {
+            match self.target_is_empty(stall).await {
                 Ok(true) => {}
                 Ok(false) => {
                     let mut outcome = Outcome::failed(
@@ -215,21 +231,27 @@ impl Destination {
         let mut files_pass: Option<Outcome> = None;
         // The growing files' pass's outcome, when it ran (merged likewise).
         let mut growing_pass: Option<Outcome> = None;
+        // The in-process pass's outcome, when it ran (merged likewise), and the options for
+        // what it left to rsync.
+        let mut in_process_pass: Option<Outcome> = None;
+        let rest_opts: BatchOptions;
+        let mut opts = opts;
         let (mode, list) = match batch {
             // A checksum full sync compares the known files by content anyway.
             Batch::Full if opts.checksum || opts.by_content.is_empty() => (RsyncMode::Full, None),
             Batch::Full => {
                 let known = opts.by_content.clone();
                 let owned = root.to_path_buf();
-                // Up to a million stats: off the event loop.
-                let files = tokio::task::spawn_blocking(move || {
-                    split_files(&owned, known.as_ref().clone()).0
-                })
-                .await
-                .unwrap_or_default();
+                // Up to a million stats: off the event loop, behind the remote's gate.
+                let call = format!("looking up the known changed files in {}", root.display());
+                let files = self
+                    .blocking(call, stall, move || {
+                        split_files(&owned, known.as_ref().clone()).0
+                    })
+                    .await;
                 tracing::debug!(remote = %self.remote.name, known = opts.by_content.len(), files = files.len(), "full sync: known changed files go by content first");
                 match self
-                    .files_first(root, files, opts, &protect, backup_dir)
+                    .files_first(root, files, opts, &protect, backup_dir, stall)
                     .await
                 {
                     Ok(first) => files_pass = first,
@@ -238,7 +260,7 @@ impl Destination {
                 (RsyncMode::Full, None)
             }
             Batch::Paths { renames, paths } => {
-                let replayed = renames::replay(self, renames, backup_dir.is_some()).await;
+                let replayed = renames::replay(self, renames, backup_dir.is_some(), stall).await;
                 if let Some(error) = replayed.refused {
                     return Outcome::failed(ExitClass::Fatal, error, started);
                 }
@@ -256,7 +278,41 @@ impl Destination {
                 let fallback =
                     fallback_paths(&renames[replayed.done..]).chain(replayed.diverged.as_ref());
                 let all = collapse(paths.iter().chain(fallback));
-                let (all, growing) = self.send_growing(root, all, opts, &protect).await;
+                let all = match self
+                    .run_in_process(root, all, opts, backup_dir, stall)
+                    .await
+                {
+                    in_process::Pass::Stop(mut outcome) => {
+                        if outcome.class == ExitClass::MaxDelete {
+                            outcome.halt = Some(self.max_delete_reason(batch, opts, ""));
+                        }
+                        outcome.elapsed = started.elapsed();
+                        return outcome;
+                    }
+                    in_process::Pass::Done { outcome, rest } => {
+                        if rest.is_empty() {
+                            if outcome.class == ExitClass::Success {
+                                transferred();
+                            }
+                            let mut outcome = outcome;
+                            outcome.elapsed = started.elapsed();
+                            return outcome;
+                        }
+                        if outcome.stats.files_deleted > 0 {
+                            // What rsync may still delete is what the executor left.
+                            rest_opts = BatchOptions {
+                                max_delete: opts
+                                    .max_delete
+                                    .map(|m| m.saturating_sub(outcome.stats.files_deleted)),
+                                ..opts.clone()
+                            };
+                            opts = &rest_opts;
+                        }
+                        in_process_pass = Some(outcome);
+                        rest
+                    }
+                };
+                let (all, growing) = self.send_growing(root, all, opts, &protect, stall).await;
                 if let Some(mut pass) = growing {
                     if all.is_empty() || !landed_but_for_known_paths(&pass) {
                         pass.elapsed = started.elapsed();
@@ -269,23 +325,43 @@ impl Destination {
                     transferred();
                     return Outcome::success(RsyncStats::default(), started.elapsed());
                 }
-                let (list, has_dir) = transfer_list(root, &all);
-                let list = with_other_links(root, list).await;
+                let owned = root.to_path_buf();
+                let call = format!("looking up the batch's paths in {}", root.display());
+                let (list, has_dir, linked) = self
+                    .blocking(call, stall, move || {
+                        let (list, has_dir) = transfer_list(&owned, &all);
+                        let linked = hardlinks::Linked::in_list(&owned, &list);
+                        (list, has_dir, linked)
+                    })
+                    .await;
+                let list = with_other_links(root, list, linked).await;
                 // Listed directories go recursively: re-sending all their files (-I) would make
                 // a directory chmod or a refilled new directory cost its whole size. So a batch
                 // with directories sends its changed files first, on their own, with -I: a
                 // same-size rewrite within one mtime tick (`cp -p`, `tar`, coarse clocks) is
                 // never skipped.
                 let list = if has_dir {
-                    let (mut files, rest) = split_files(root, list);
-                    // The changed files below the listed directories go by content too.
-                    files.extend(split_files(root, opts.by_content.as_ref().clone()).0);
+                    let owned = root.to_path_buf();
+                    let known = opts.by_content.clone();
+                    let call = format!("looking up the batch's paths in {}", root.display());
+                    let files_and_rest = self.blocking(call, stall, move || {
+                        let (mut files, rest) = split_files(&owned, list);
+                        // The changed files below the listed directories go by content too.
+                        files.extend(split_files(&owned, known.as_ref().clone()).0);
+                        (files, rest)
+                    });
+                    let (files, rest) = files_and_rest.await;
                     match self
-                        .files_first(root, files, opts, &protect, backup_dir)
+                        .files_first(root, files, opts, &protect, backup_dir, stall)
                         .await
                     {
                         Ok(first) => files_pass = first,
-                        Err(failed) => return failed,
+                        Err(mut failed) => {
+                            if let Some(pass) = in_process_pass {
+                                merge_files_pass(&mut failed, pass);
+                            }
+                            return failed;
+                        }
                     }
                     rest
                 } else {
@@ -329,7 +405,8 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
         }
-        self.note_failed_paths(&mut outcome, &output, root);
+        self.note_failed_paths(&mut outcome, &output, root, stall)
+            .await;
         if let Some(first) = files_pass {
             merge_files_pass(&mut outcome, first);
             outcome.elapsed = started.elapsed();
@@ -338,10 +415,62 @@ impl Destination {
             merge_growing_pass(&mut outcome, pass);
             outcome.elapsed = started.elapsed();
         }
+        if let Some(pass) = in_process_pass {
+            merge_files_pass(&mut outcome, pass);
+            outcome.elapsed = started.elapsed();
+        }
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
         outcome
+    }
+
+    /// Applies what of `paths` it can in-process ([`in_process`]) when the target is local and
+    /// nothing in the batch needs rsync as a whole: no trash (rsync's `--backup` keeps what is
+    /// overwritten), no growing files (their append pass), no dry run first. Off the event
+    /// loop. Returns the pass, or every path left to rsync.
+    async fn run_in_process(
+        &self,
+        root: &Path,
+        paths: Vec<PathBuf>,
+        opts: &BatchOptions,
+        backup_dir: Option<&str>,
+        stall: StallReport<'_>,
+    ) -> in_process::Pass {
+        let not_whole_batch = || in_process::Pass::Done {
+            outcome: Outcome::success(RsyncStats::default(), Duration::ZERO),
+            rest: Vec::new(),
+        };
+        let RemoteTarget::Local { path: target } = &self.remote.target else {
+            return with_rest(not_whole_batch(), paths);
+        };
+        if backup_dir.is_some()
+            || !opts.growing.is_empty()
+            || opts.delete_policy == DeletePolicy::DryRunFirst
+            || paths.is_empty()
+        {
+            return with_rest(not_whole_batch(), paths);
+        }
+        // Any exclude or protect rule leaves deletions and directories to rsync.
+        let rules = opts
+            .exclude_from
+            .as_deref()
+            .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0));
+        // A batch with moves runs its rsync without --max-delete (see `BatchOptions::moves`).
+        let max_delete = if opts.moves { None } else { opts.max_delete };
+        let (root, target, id) = (
+            root.to_path_buf(),
+            target.clone(),
+            self.workspace_id.clone(),
+        );
+        let message = not_ours(&self.remote.target);
+        // Behind the remote's gate like every call on the target: a hung mount stalls this
+        // remote only, with its deadline.
+        let call = format!("writing changes in process to {}", target.display());
+        self.blocking(call, stall, move || {
+            in_process::apply(&root, &target, &id, paths, rules, max_delete, || message)
+        })
+        .await
     }
 
     /// The files-first pass of a batch (see [`Destination::send_files_by_content`]): `Ok`
@@ -354,12 +483,13 @@ impl Destination {
         opts: &BatchOptions,
         protect: &[Vec<u8>],
         backup_dir: Option<&str>,
+        stall: StallReport<'_>,
     ) -> Result<Option<Outcome>, Outcome> {
         if files.is_empty() {
             return Ok(None);
         }
         let first = self
-            .send_files_by_content(root, files, opts, protect, backup_dir)
+            .send_files_by_content(root, files, opts, protect, backup_dir, stall)
             .await;
         // Files that vanished in this pass are queued again by the engine, which counts the
         // rest of the batch as done: the second pass (the directories and the deletions, or
@@ -387,6 +517,7 @@ impl Destination {
         opts: &BatchOptions,
         protect: &[Vec<u8>],
         backup_dir: Option<&str>,
+        stall: StallReport<'_>,
     ) -> Outcome {
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
@@ -406,13 +537,19 @@ impl Destination {
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
-        self.read_output(&mut outcome, &output, root);
+        self.read_output(&mut outcome, &output, root, stall).await;
         outcome
     }
 
     /// What a pass's output says beyond its exit code: a target that is not ours, the files
     /// that vanished (exit 24) or failed (exit 23).
-    fn read_output(&self, outcome: &mut Outcome, output: &str, root: &Path) {
+    async fn read_output(
+        &self,
+        outcome: &mut Outcome,
+        output: &str,
+        root: &Path,
+        stall: StallReport<'_>,
+    ) {
         if let Some(refused) = self.refusal(outcome, output) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(refused);
@@ -420,7 +557,7 @@ impl Destination {
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(output, root);
         }
-        self.note_failed_paths(outcome, output, root);
+        self.note_failed_paths(outcome, output, root, stall).await;
     }
 
     /// Sends the batch's growing files (see [`BatchOptions::growing`]) in `list` on their own,
@@ -435,27 +572,34 @@ impl Destination {
         list: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
+        stall: StallReport<'_>,
     ) -> (Vec<PathBuf>, Option<Outcome>) {
         if opts.growing.is_empty() {
             return (list, None);
         }
-        let (mut append, mut by_content, mut rest) = (Vec::new(), Vec::new(), Vec::new());
-        for path in list {
-            let Some((_, remote_length)) = opts.growing.iter().find(|(p, _)| *p == path) else {
-                rest.push(path);
-                continue;
-            };
-            match std::fs::symlink_metadata(root.join(&path)) {
-                Ok(meta) if meta.file_type().is_file() && meta.nlink() == 1 => {
-                    if remote_length.is_some_and(|sent| meta.len() > sent) {
-                        append.push(path);
-                    } else {
-                        by_content.push(path);
+        let (owned, growing) = (root.to_path_buf(), opts.growing.clone());
+        let call = format!("looking up the growing files in {}", root.display());
+        let sorted = self.blocking(call, stall, move || {
+            let (mut append, mut by_content, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+            for path in list {
+                let Some((_, remote_length)) = growing.iter().find(|(p, _)| *p == path) else {
+                    rest.push(path);
+                    continue;
+                };
+                match std::fs::symlink_metadata(owned.join(&path)) {
+                    Ok(meta) if meta.file_type().is_file() && meta.nlink() == 1 => {
+                        if remote_length.is_some_and(|sent| meta.len() > sent) {
+                            append.push(path);
+                        } else {
+                            by_content.push(path);
+                        }
                     }
+                    _ => rest.push(path),
                 }
-                _ => rest.push(path),
             }
-        }
+            (append, by_content, rest)
+        });
+        let (append, by_content, rest) = sorted.await;
         let mut pass: Option<Outcome> = None;
         // What a growing file's send overwrites is kept like any other overwrite.
         let backup_dir = self.backup_dir();
@@ -481,7 +625,7 @@ impl Destination {
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
             let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
-            self.read_output(&mut outcome, &output, root);
+            self.read_output(&mut outcome, &output, root, stall).await;
             if !landed_but_for_known_paths(&outcome) {
                 return (rest, Some(outcome));
             }
@@ -506,17 +650,35 @@ impl Destination {
     /// On exit 23, the paths that failed (see [`failed_paths`]), mapped back to the workspace
     /// from the source root or the target path (as given and resolved; an SSH target only when
     /// absolute).
-    fn note_failed_paths(&self, outcome: &mut Outcome, output: &str, root: &Path) {
+    async fn note_failed_paths(
+        &self,
+        outcome: &mut Outcome,
+        output: &str,
+        root: &Path,
+        stall: StallReport<'_>,
+    ) {
         if outcome.class != ExitClass::Partial {
             return;
         }
         let mut roots = vec![root.to_path_buf()];
-        roots.extend(std::fs::canonicalize(root));
+        let local = match &self.remote.target {
+            RemoteTarget::Local { path } => Some(path.clone()),
+            RemoteTarget::Ssh { .. } => None,
+        };
+        let (owned, target) = (root.to_path_buf(), local.clone());
+        let call = format!("resolving {} and the target", root.display());
+        let resolved: Vec<PathBuf> = self
+            .blocking(call, stall, move || {
+                std::iter::once(owned)
+                    .chain(target)
+                    .filter_map(|p| std::fs::canonicalize(p).ok())
+                    .collect()
+            })
+            .await;
+        roots.extend(local);
+        roots.extend(resolved);
         match &self.remote.target {
-            RemoteTarget::Local { path } => {
-                roots.push(path.clone());
-                roots.extend(std::fs::canonicalize(path));
-            }
+            RemoteTarget::Local { .. } => {}
             RemoteTarget::Ssh { path, .. } if path.starts_with('/') => {
                 roots.push(PathBuf::from(path));
             }
@@ -584,10 +746,13 @@ impl Destination {
 /// end of the tree, and the batch waits for it.
 const LINK_WALK_DEADLINE: Duration = Duration::from_secs(2);
 
-/// `list` plus the other names in the workspace of its multiply-linked files (see
+/// `list` plus the other names in the workspace of its multiply-linked files `linked` (see
 /// [`hardlinks`]), found off the event loop.
-async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
-    let linked = hardlinks::Linked::in_list(root, &list);
+async fn with_other_links(
+    root: &Path,
+    list: Vec<PathBuf>,
+    linked: hardlinks::Linked,
+) -> Vec<PathBuf> {
     if linked.is_empty() {
         return list;
     }
@@ -612,6 +777,17 @@ async fn with_other_links(root: &Path, list: Vec<PathBuf>) -> Vec<PathBuf> {
             );
             list
         }
+    }
+}
+
+/// `pass` with every path left to rsync.
+fn with_rest(pass: in_process::Pass, paths: Vec<PathBuf>) -> in_process::Pass {
+    match pass {
+        in_process::Pass::Done { outcome, .. } => in_process::Pass::Done {
+            outcome,
+            rest: paths,
+        },
+        stop => stop,
     }
 }
 

@@ -10,13 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
-use wsync_core::beneath::{BeneathError, EntryKind, TargetRoot};
+use wsync_core::beneath::{BeneathError, TargetRoot};
+use wsync_core::executor::rename_if_matching;
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{guard_refusal, ssh_target_checks, TARGET_NOT_OURS};
 use wsync_core::ssh::quote_posix_sh;
 use wsync_core::target::MARKER_FILE;
 
 use super::Destination;
+use crate::blocking::StallReport;
 use crate::queue::Rename;
 
 /// How far a replay got.
@@ -34,16 +36,26 @@ pub struct Replayed {
     pub diverged: Option<PathBuf>,
 }
 
-/// Replays `renames` in order on `dest`. With `keep_overwritten` (the remote keeps deletions), a
-/// rename onto an existing file does not apply: it falls back to rsync, which moves the
-/// overwritten file into the trash.
-pub async fn replay(dest: &Destination, renames: &[Rename], keep_overwritten: bool) -> Replayed {
+/// Replays `renames` in order on `dest` (a local target's off the event loop, behind its gate).
+/// With `keep_overwritten` (the remote keeps deletions), a rename onto an existing file does
+/// not apply: it falls back to rsync, which moves the overwritten file into the trash.
+pub async fn replay(
+    dest: &Destination,
+    renames: &[Rename],
+    keep_overwritten: bool,
+    stall: StallReport<'_>,
+) -> Replayed {
     if renames.is_empty() {
         return Replayed::default();
     }
     match &dest.remote.target {
         RemoteTarget::Local { path } => {
-            replay_local(path, &dest.workspace_id, renames, keep_overwritten)
+            let call = format!("replaying renames in the target {}", path.display());
+            let (path, id, renames) = (path.clone(), dest.workspace_id.clone(), renames.to_vec());
+            dest.blocking(call, stall, move || {
+                replay_local(&path, &id, &renames, keep_overwritten)
+            })
+            .await
         }
         RemoteTarget::Ssh { path, .. } => {
             let script = ssh_script(
@@ -88,8 +100,15 @@ fn replay_local(
         }
     };
     for (done, rename) in renames.iter().enumerate() {
-        let result = match applies_local(&root, rename, keep_overwritten) {
-            Ok(true) => root.rename(&rename.from, &rename.to),
+        let result = rename_if_matching(
+            &root,
+            &rename.from,
+            &rename.to,
+            rename.is_dir,
+            keep_overwritten,
+        );
+        let result = match result {
+            Ok(true) => Ok(()),
             Ok(false) => {
                 return Replayed {
                     done,
@@ -118,26 +137,6 @@ fn replay_local(
         done: renames.len(),
         ..Replayed::default()
     }
-}
-
-/// Whether the target looks as the source did before `rename`: the source exists with the same
-/// type, and the destination is absent or a file replaced by a file, as `rename(2)` did at the
-/// source; never into a directory or over a symlink.
-fn applies_local(
-    root: &TargetRoot,
-    rename: &Rename,
-    keep_overwritten: bool,
-) -> Result<bool, BeneathError> {
-    let Some(from) = root.stat(&rename.from)? else {
-        return Ok(false);
-    };
-    if (from.kind == EntryKind::Dir) != rename.is_dir {
-        return Ok(false);
-    }
-    Ok(match root.stat(&rename.to)? {
-        None => true,
-        Some(existing) => existing.kind == EntryKind::File && !rename.is_dir && !keep_overwritten,
-    })
 }
 
 /// Reads the script's answer: the number of renames applied, then, when a parent directory of

@@ -13,6 +13,7 @@ use wsync_core::trash::{backup_dir, expired, parse_list, snapshot_name};
 
 use super::rsync_run::run;
 use super::Destination;
+use crate::blocking::StallReport;
 
 impl Destination {
     /// The `--backup-dir` for a batch starting now, when this remote keeps deletions.
@@ -21,17 +22,18 @@ impl Destination {
     }
 
     /// Removes the snapshots older than `keep_deleted_days` from the remote's trash; logs what
-    /// it did. Nothing on a target without this workspace's marker.
-    pub async fn prune_trash(&self) {
+    /// it did. Nothing on a target without this workspace's marker (read behind the remote's
+    /// gate, a stall of it reported to `stall`).
+    pub async fn prune_trash(&self, stall: StallReport<'_>) {
         let days = self.remote.keep_deleted_days;
         if days == 0 {
             return;
         }
-        if !self.local_target_is_ours() {
+        if !self.local_target_is_ours(stall).await {
             tracing::warn!(remote = %self.remote.name, "trash not pruned: the target holds no marker of this workspace");
             return;
         }
-        if !self.local_trash_is_safe() {
+        if !self.local_trash_is_safe(stall).await {
             let why = wsync_core::trash::not_a_directory_message(&self.remote.target);
             tracing::warn!(remote = %self.remote.name, "trash not pruned: {why}");
             return;

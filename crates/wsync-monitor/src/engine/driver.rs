@@ -1,11 +1,16 @@
 //! The event loop around the engine: `select!` over commands, signals, batch messages, the
 //! watcher and the engine's next wake-up → an [`Input`] → [`Engine::step`] → the effects are
-//! carried out here (batches spawned and killed, status written, cookies and probes done), and
-//! any answer is fed back at once, before the next input. The loop also sends the daemon a
-//! heartbeat every [`HEARTBEAT_INTERVAL`] itself, so a loop stuck in a call goes silent.
+//! carried out here (batches spawned and killed, status written, cookies and probes started).
+//! Nothing here touches the workspace or a target on the loop itself: probes and cookies run
+//! through the root's [`Gate`] (one call at a time, a stall past the deadline reported as
+//! [`Input::RootStall`]), rescans on a blocking thread of their own, and every answer comes
+//! back through the same channel as the batches' messages.
+//! The loop also sends the daemon a heartbeat every [`HEARTBEAT_INTERVAL`] itself, so a loop
+//! stuck in a call goes silent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -13,6 +18,7 @@ use tokio::task::JoinHandle;
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, HEARTBEAT_INTERVAL};
 
 use super::{BatchStart, Effect, Engine, Exit, Input, RemoteKey, RootProbe};
+use crate::blocking::{call_deadline, Gate};
 use crate::watch::{WatchError, WatchMsg, Watcher};
 
 /// What the loop listens to and writes to.
@@ -28,9 +34,14 @@ struct Driver {
     events: UnboundedSender<MonitorEvent>,
     /// Batch runners by remote and flight: aborting one kills its rsync.
     batches: HashMap<(RemoteKey, u64), JoinHandle<()>>,
-    /// Batch runners report here.
+    /// Batch runners and the calls made off the loop report here.
     batch_tx: UnboundedSender<Input>,
-    /// ssh masters being asked to exit; awaited before the monitor exits.
+    /// The workspace root's blocking calls (probes, cookies), one at a time.
+    root_gate: Gate,
+    /// One rescan at a time: a rescan on a hung tree holds one thread, not one per request.
+    rescanning: Arc<tokio::sync::Mutex<()>>,
+    /// ssh masters being asked to exit and cookies being removed; awaited (each at most the
+    /// call deadline) before the monitor exits.
     closing: Vec<JoinHandle<()>>,
     /// The latest pending-file write; each waits for the one before (so the newest list
     /// wins), and the last is awaited before the monitor exits.
@@ -57,6 +68,8 @@ pub async fn run(
         events,
         batches: HashMap::new(),
         batch_tx,
+        root_gate: Gate::default(),
+        rescanning: Arc::default(),
         closing: Vec::new(),
         saving: None,
         exit: None,
@@ -73,7 +86,7 @@ pub async fn run(
     let mut watches = driver.watcher.count();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    driver.carry_out(&mut engine, initial);
+    driver.carry_out(initial);
     driver.feed(&mut engine, Input::Tick);
     let exit = loop {
         if nix::unistd::getppid() != parent {
@@ -137,7 +150,7 @@ pub async fn run(
         let _ = handle.await;
     }
     for handle in driver.closing.drain(..) {
-        let _ = handle.await;
+        let _ = tokio::time::timeout(call_deadline(), handle).await;
     }
     exit
 }
@@ -146,78 +159,84 @@ impl Driver {
     /// Steps the engine with `input`, then carries out the effects.
     fn feed(&mut self, engine: &mut Engine, input: Input) {
         let effects = engine.step(input, Instant::now());
-        self.carry_out(engine, effects);
+        self.carry_out(effects);
     }
 
-    /// Carries out `effects` in order, then steps the engine with each answer they produced
-    /// (first in, first out), and so on until nothing more is asked.
-    fn carry_out(&mut self, engine: &mut Engine, effects: Vec<Effect>) {
-        let mut answers = VecDeque::new();
-        let mut effects = effects;
-        loop {
-            for effect in effects {
-                if let Some(answer) = self.perform(effect) {
-                    answers.push_back(answer);
-                }
-            }
-            let Some(answer) = answers.pop_front() else {
-                return;
-            };
-            effects = engine.step(answer, Instant::now());
+    /// Carries out `effects` in order; answers come back later as inputs.
+    fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            self.perform(effect);
         }
     }
 
-    /// Carries out one effect; returns the engine's answer when it wants one.
-    fn perform(&mut self, effect: Effect) -> Option<Input> {
+    /// Carries out one effect.
+    fn perform(&mut self, effect: Effect) {
         match effect {
-            Effect::ProbeRoot { purpose, list } => Some(Input::RootProbed {
-                purpose,
-                probe: RootProbe::read(&self.root, list),
-            }),
+            Effect::ProbeRoot { purpose, list } => {
+                let root = self.root.clone();
+                let call = format!("probing the workspace root {}", root.display());
+                self.on_root(call, move || {
+                    Some(Input::RootProbed {
+                        purpose,
+                        probe: RootProbe::read(&root, list),
+                    })
+                });
+            }
             Effect::StartBatch(start) => {
                 let key = (start.remote.clone(), start.flight);
                 let handle =
                     tokio::spawn(run_batch(start, self.root.clone(), self.batch_tx.clone()));
                 self.batches.insert(key, handle);
-                None
             }
             Effect::AbandonBatch { remote, flight } => {
                 if let Some(handle) = self.batches.remove(&(remote, flight)) {
                     handle.abort();
                 }
-                None
             }
             Effect::Emit(event) => {
                 let _ = self.events.send(event);
-                None
             }
             Effect::CreateCookie { name } => {
-                // create_new: never follow or reuse something already at that name.
-                let created = std::fs::File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(self.root.join(&name));
-                Some(Input::CookieCreated {
-                    name,
-                    error: created.err().map(|e| e.to_string()),
-                })
+                let path = self.root.join(&name);
+                let call = format!("creating the {} {}", cookie_kind(&name), path.display());
+                self.on_root(call, move || {
+                    // create_new: never follow or reuse something already at that name.
+                    let created = std::fs::File::options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path);
+                    Some(Input::CookieCreated {
+                        name,
+                        error: created.err().map(|e| e.to_string()),
+                    })
+                });
             }
             Effect::RemoveCookie { name } => {
-                let _ = std::fs::remove_file(self.root.join(name));
-                None
+                let call = format!(
+                    "removing the {} {}",
+                    cookie_kind(&name),
+                    self.root.join(&name).display()
+                );
+                let path = self.root.join(name);
+                let handle = self.on_root(call, move || {
+                    let _ = std::fs::remove_file(&path);
+                    None
+                });
+                self.closing.retain(|handle| !handle.is_finished());
+                self.closing.push(handle);
             }
-            Effect::Rescan => self.watcher.rescan().err().map(watch_failed),
-            Effect::Rewatch => self.watcher.rewatch().err().map(watch_failed),
+            Effect::Rescan => self.rescan(Watcher::rescan),
+            Effect::Rewatch => self.rescan(Watcher::rewatch),
             Effect::CloseConnection(dest) => {
                 self.closing.retain(|handle| !handle.is_finished());
                 self.closing
                     .push(tokio::spawn(async move { dest.close_connection().await }));
-                None
             }
             Effect::PruneTrash(dest) => {
-                // Off the loop; nothing waits for it (an hour later the next one runs).
-                tokio::spawn(async move { dest.prune_trash().await });
-                None
+                // Off the loop; nothing waits for it (an hour later the next one runs). Its
+                // marker read goes through the remote's gate: a hung target holds that, and
+                // the remote's next batch, queued behind it, reports the stall.
+                tokio::spawn(async move { dest.prune_trash(&|_| {}).await });
             }
             Effect::SavePending { file, paths } => {
                 let before = self.saving.take();
@@ -238,22 +257,58 @@ impl Driver {
                         Err(e) => tracing::warn!("writing pending changes failed: {e}"),
                     }
                 }));
-                None
             }
-            Effect::RemoveRulesFile => {
-                self.watcher.remove_rules_file();
-                None
-            }
+            Effect::RemoveRulesFile => self.watcher.remove_rules_file(),
             Effect::Exit(exit) => {
                 self.exit.get_or_insert(exit);
-                None
             }
         }
     }
+
+    /// Runs `f`, a blocking call on the workspace root named by `call`, through the root's
+    /// gate; what it returns is fed to the engine.
+    fn on_root(
+        &self,
+        call: String,
+        f: impl FnOnce() -> Option<Input> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let (gate, tx) = (self.root_gate.clone(), self.batch_tx.clone());
+        tokio::spawn(async move {
+            let report = |stalled| {
+                let _ = tx.send(Input::RootStall(stalled));
+            };
+            if let Some(answer) = gate.run(call, &report, f).await {
+                let _ = tx.send(answer);
+            }
+        })
+    }
+
+    /// Re-walks the tree off the loop (after the rescan before it); a failure comes back as a
+    /// watch error.
+    fn rescan(&self, walk: fn(&Watcher) -> Result<(), WatchError>) {
+        let (watcher, lock, tx) = (
+            self.watcher.clone(),
+            self.rescanning.clone(),
+            self.batch_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let _turn = lock.lock_owned().await;
+            let walked = tokio::task::spawn_blocking(move || walk(&watcher)).await;
+            if let Ok(Err(error)) = walked {
+                let _ = tx.send(Input::Watch(vec![WatchMsg::Error(error)]));
+            }
+        });
+    }
 }
 
-fn watch_failed(error: WatchError) -> Input {
-    Input::Watch(vec![WatchMsg::Error(error)])
+/// What a cookie named `name` is, for a stall report: proof-of-sync files share the cookies'
+/// effects.
+fn cookie_kind(name: &str) -> &'static str {
+    if name.starts_with(wsync_core::rsync::PROOF_PREFIX) {
+        "proof file"
+    } else {
+        "flush cookie"
+    }
 }
 
 /// Runs one batch and reports its transfer, progress and end to the loop.
@@ -280,8 +335,15 @@ async fn run_batch(start: BatchStart, root: PathBuf, tx: UnboundedSender<Input>)
             progress,
         });
     };
+    let stall = |stalled| {
+        let _ = tx.send(Input::Stall {
+            remote: remote.clone(),
+            flight,
+            stalled,
+        });
+    };
     let outcome = dest
-        .sync(&root, &batch, &options, transferred, progress)
+        .sync(&root, &batch, &options, transferred, progress, &stall)
         .await;
     let _ = tx.send(Input::BatchDone {
         remote,

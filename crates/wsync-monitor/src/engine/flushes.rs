@@ -91,14 +91,15 @@ impl Flushes {
     }
 
     /// Takes the flushes that are complete (`lagging` of their target is empty and syncing
-    /// is `active`) or past their deadline. `lagging(target)` names the remotes that do not
-    /// hold every change up to `target`; every remote lags while not `active` or before the
-    /// target is known.
+    /// is `active`), whose lagging remotes are all `stalled`, or past their deadline.
+    /// `lagging(target)` names the remotes that do not hold every change up to `target`; every
+    /// remote lags while not `active` or before the target is known.
     pub fn answer(
         &mut self,
         now: Instant,
         active: bool,
         all: &[String],
+        stalled: &[String],
         lagging: impl Fn(Seq) -> Vec<String>,
     ) -> Vec<Answer> {
         let mut answers = Vec::new();
@@ -108,7 +109,8 @@ impl Flushes {
                 _ => all.to_vec(),
             };
             let complete = flush.target.is_some() && behind.is_empty();
-            if complete || now >= flush.deadline {
+            let given_up = !behind.is_empty() && behind.iter().all(|r| stalled.contains(r));
+            if complete || given_up || now >= flush.deadline {
                 answers.push(Answer {
                     id: flush.id,
                     lagging: behind,

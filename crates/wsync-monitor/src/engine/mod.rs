@@ -115,6 +115,16 @@ pub enum Input {
         name: String,
         error: Option<String>,
     },
+    /// A blocking call of a batch passed its deadline (`Some`: the message naming the call and
+    /// its path) or returned after all (`None`); see [`crate::blocking`].
+    Stall {
+        remote: RemoteKey,
+        flight: u64,
+        stalled: Option<String>,
+    },
+    /// The same for a call on the workspace root (a probe, a cookie): while it is out, every
+    /// remote is stalled and status and flushes no longer wait for its answer.
+    RootStall(Option<String>),
     /// The number of inotify watches changed.
     WatchCount(u64),
     /// A timer fired (see [`Engine::next_wake`]).
@@ -216,6 +226,8 @@ struct Watching {
     overflows: u64,
     rescans: u64,
     error: Option<String>,
+    /// Polling instead of inotify (no instance left): shown, but events are still complete.
+    polling: Option<String>,
     /// When watching is degraded: the next full sync that stands in for events.
     next_degraded_sync: Option<Instant>,
 }
@@ -256,6 +268,8 @@ pub struct Engine {
     flushes: Flushes,
     proofs: Proofs,
     watching: Watching,
+    /// A call on the root passed its deadline (the message naming it) and has not returned.
+    root_stall: Option<String>,
     outbox: StatusOutbox,
     /// Answers still to come for effects that always get one (probes, cookie): until
     /// they are in, no flush is answered and no status sent, so neither shows a half-decided
@@ -324,6 +338,7 @@ impl Engine {
                 watches,
                 ..Watching::default()
             },
+            root_stall: None,
             outbox: StatusOutbox::default(),
             awaiting: 0,
             dispatch_probed: false,
@@ -436,6 +451,22 @@ impl Engine {
                     self.flushes.cookie_failed(&name, self.newest);
                 }
             }
+            Input::Stall {
+                remote,
+                flight,
+                stalled,
+            } => {
+                if let Some(slot) = self.slot_mut(&remote) {
+                    slot.set_stalled(flight, stalled);
+                }
+            }
+            Input::RootStall(stalled) => {
+                match &stalled {
+                    Some(message) => tracing::warn!("workspace root stalled: {message}"),
+                    None => tracing::info!("workspace root answers again"),
+                }
+                self.root_stall = stalled;
+            }
             Input::WatchCount(count) => self.watching.watches = count,
             Input::Tick => {}
             Input::Stop => {
@@ -529,6 +560,7 @@ impl Engine {
             // Already halted (the root was deleted): its watch going is no news.
             WatchMsg::RootUnwatched if self.halt.is_some() => {}
             WatchMsg::RootUnwatched => self.probe(ProbePurpose::RootUnwatched, false, fx),
+            WatchMsg::Polling(message) => self.watching.polling = Some(message),
             WatchMsg::Error(error) => {
                 if self.watching.error.is_none() {
                     tracing::error!("watching degraded: {error}");
@@ -750,6 +782,14 @@ impl Engine {
             return;
         }
         let all: Vec<String> = self.slots.iter().map(|s| s.name().to_owned()).collect();
+        // A stalled remote will not catch up before its call returns: a flush waiting only for
+        // such remotes is answered now, naming them.
+        let stalled: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|s| self.root_stall.is_some() || s.stalled().is_some())
+            .map(|s| s.name().to_owned())
+            .collect();
         let slots = &self.slots;
         let lagging = |target: Seq| {
             slots
@@ -758,7 +798,9 @@ impl Engine {
                 .map(|s| s.name().to_owned())
                 .collect()
         };
-        let answers = self.flushes.answer(now, self.active(), &all, lagging);
+        let answers = self
+            .flushes
+            .answer(now, self.active(), &all, &stalled, lagging);
         if answers.is_empty() {
             return;
         }
@@ -875,7 +917,8 @@ impl Engine {
             self.request_dispatch(now, fx);
             self.prove(now, fx);
         }
-        if self.awaiting > 0 {
+        // An answer stuck behind a hung root would hold status and flushes forever.
+        if self.awaiting > 0 && self.root_stall.is_none() {
             return;
         }
         self.answer_flushes(now, fx);
@@ -1081,14 +1124,19 @@ impl Engine {
             watches: self.watching.watches,
             overflows: self.watching.overflows,
             rescans: self.watching.rescans,
-            watch_error: self.watching.error.clone(),
+            watch_error: self
+                .watching
+                .error
+                .clone()
+                .or_else(|| self.watching.polling.clone()),
             halted: self.halt.as_ref().map(|h| h.reason.clone()),
             paused: self.paused,
             remotes: self
                 .slots
                 .iter()
                 .map(|slot| {
-                    let mut status = slot.status(halted, self.paused, now);
+                    let mut status =
+                        slot.status(halted, self.paused, now, self.root_stall.as_deref());
                     status.verified_unix_ms = self.proofs.last_unix_ms(slot.name());
                     if status.state == RemoteState::InSync
                         && self.proofs.unverified(slot.name(), now)

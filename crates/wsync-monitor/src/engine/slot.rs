@@ -296,6 +296,8 @@ pub(super) struct RemoteSlot {
     checksum_next_full: bool,
     /// The dirty set's revision last persisted (`Some`: the pending file exists).
     saved: Option<u64>,
+    /// A blocking call of this flight passed its deadline: (flight, message naming the call).
+    stalled: Option<(u64, String)>,
 }
 
 /// A batch about to delete more than the budget allows.
@@ -348,6 +350,7 @@ impl RemoteSlot {
             latencies: Latencies::default(),
             checksum_next_full: checksum,
             saved: None,
+            stalled: None,
         }
     }
 
@@ -660,6 +663,34 @@ impl RemoteSlot {
         })
     }
 
+    /// A blocking call of `flight` passed its deadline (`Some`, naming it) or returned after
+    /// all (`None`). Ignored once the flight is over.
+    pub fn set_stalled(&mut self, flight: u64, stalled: Option<String>) {
+        let running = self
+            .transferring
+            .iter()
+            .chain(&self.finishing)
+            .any(|f| f.id == flight);
+        match stalled {
+            Some(message) if running => {
+                tracing::warn!(remote = %self.key.name, "stalled: {message}");
+                self.stalled = Some((flight, message));
+            }
+            Some(_) => {}
+            None => {
+                if self.stalled.as_ref().is_some_and(|(f, _)| *f == flight) {
+                    tracing::info!(remote = %self.key.name, "no longer stalled");
+                    self.stalled = None;
+                }
+            }
+        }
+    }
+
+    /// The message of a call past its deadline, while one is.
+    pub fn stalled(&self) -> Option<&str> {
+        self.stalled.as_ref().map(|(_, message)| message.as_str())
+    }
+
     pub fn set_progress(&mut self, flight: u64, progress: SyncProgress) {
         if let Some(f) = self.transferring.as_mut().filter(|f| f.id == flight) {
             f.progress = Some(progress);
@@ -709,6 +740,9 @@ impl RemoteSlot {
                 .position(|f| f.id == flight)
                 .map(|i| self.finishing.remove(i))
         }?;
+        if self.stalled.as_ref().is_some_and(|(f, _)| *f == flight.id) {
+            self.stalled = None;
+        }
         let name = self.key.name.clone();
         tracing::trace!(remote = %name, flight = flight.id, "rsync exited");
         let Outcome {
@@ -893,6 +927,9 @@ impl RemoteSlot {
             // Killed mid-append, the remote copy's length is unknown.
             self.growing.finished(flight.id, &[]);
         }
+        // Its runner is gone; a call it left hanging is reported by the next batch waiting
+        // behind it.
+        self.stalled = None;
         flights
     }
 
@@ -978,7 +1015,15 @@ impl RemoteSlot {
         }
     }
 
-    pub fn status(&self, halted: bool, paused: bool, now: Instant) -> RemoteStatus {
+    /// This remote's status line; `root_stalled`: a call on the workspace root passed its
+    /// deadline, which stalls every remote.
+    pub fn status(
+        &self,
+        halted: bool,
+        paused: bool,
+        now: Instant,
+        root_stalled: Option<&str>,
+    ) -> RemoteStatus {
         let worst = self.stuck.worst();
         let (failures, last_error, next_retry) = match worst {
             Some((path, stuck)) if self.health.failures == 0 => (
@@ -1002,9 +1047,16 @@ impl RemoteSlot {
                 },
             ),
         };
+        let stalled = root_stalled
+            .or(self.stalled())
+            .filter(|_| !halted && !paused);
+        let (state, last_error) = match stalled {
+            Some(message) => (RemoteState::Stalled, Some(message.to_owned())),
+            None => (self.state(halted, paused), last_error),
+        };
         RemoteStatus {
             name: self.key.name.clone(),
-            state: self.state(halted, paused),
+            state,
             last_sync_unix_ms: self.last_sync_unix_ms,
             files_sent: self.files_sent,
             bytes_sent: self.bytes_sent,

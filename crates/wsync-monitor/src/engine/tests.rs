@@ -33,6 +33,8 @@ struct Harness {
     exit: Option<Exit>,
     /// Root probes answered.
     probes: usize,
+    /// Leave root probes unanswered (a hung root): they are recorded in `effects`.
+    hold_probes: bool,
 }
 
 fn remote(name: &str) -> Remote {
@@ -113,6 +115,7 @@ impl Harness {
             effects: Vec::new(),
             exit: None,
             probes: 0,
+            hold_probes: false,
         };
         h.perform(initial);
         h
@@ -144,6 +147,10 @@ impl Harness {
     /// Records one effect; returns the answer the driver would give.
     fn answer(&mut self, effect: Effect) -> Option<Input> {
         match effect {
+            Effect::ProbeRoot { .. } if self.hold_probes => {
+                self.effects.push(effect);
+                None
+            }
             Effect::ProbeRoot { purpose, list } => {
                 self.probes += 1;
                 let mut probe = self.root;
@@ -1843,4 +1850,146 @@ fn checksum_full_syncs_initial_on_request_and_periodic() {
     }
     h.advance(Duration::from_secs(30));
     assert!(h.started.is_empty(), "once per interval");
+}
+
+const HUNG: &str =
+    "reading the target marker /mirror/hung/.wsync-target has not returned within 10 s";
+
+/// The last status line sent.
+fn last_status(h: &Harness) -> MonitorStatus {
+    h.events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            MonitorEvent::Status { status } => Some(status.clone()),
+            _ => None,
+        })
+        .expect("a status line was sent")
+}
+
+#[test]
+fn a_remote_whose_call_hangs_is_stalled_alone_and_recovers_when_it_returns() {
+    let mut h = Harness::new(&["hung", "ok"]);
+    h.initial_sync();
+    h.closed("f");
+    let mut starts = std::mem::take(&mut h.started);
+    assert_eq!(starts.len(), 2);
+    starts.sort_by(|a, b| a.remote.name.cmp(&b.remote.name));
+    let ok = starts.pop().unwrap();
+    let hung = starts.pop().unwrap();
+    h.step(Input::Stall {
+        remote: hung.remote.clone(),
+        flight: hung.flight,
+        stalled: Some(HUNG.into()),
+    });
+    let status = h.status();
+    assert_eq!(status.remotes[0].state, RemoteState::Stalled);
+    assert_eq!(status.remotes[0].last_error.as_deref(), Some(HUNG));
+    assert_eq!(status.remotes[1].state, RemoteState::Syncing);
+    h.succeed(ok);
+    // A flush waiting only for the stalled remote is answered at once, naming it.
+    h.flush(1, Duration::from_secs(60));
+    h.cookie(1);
+    assert_eq!(h.flushed(), [(1, vec!["hung".to_owned()])]);
+    // The other remote keeps going.
+    h.closed("g");
+    let next = h.take_one();
+    assert_eq!(next.remote.name, "ok");
+    h.succeed(next);
+    h.advance(STATUS_INTERVAL);
+    let sent = last_status(&h);
+    assert_eq!(sent.remotes[0].state, RemoteState::Stalled, "{sent:?}");
+    assert_eq!(sent.remotes[1].state, RemoteState::InSync, "{sent:?}");
+    // The call returns: the batch carries on, and lands.
+    h.step(Input::Stall {
+        remote: hung.remote.clone(),
+        flight: hung.flight,
+        stalled: None,
+    });
+    assert_eq!(h.state(), RemoteState::Syncing);
+    h.succeed(hung);
+    let next = h.take_one();
+    assert_eq!(paths(&next.batch).1, ["g"], "what queued meanwhile follows");
+    h.succeed(next);
+    assert_eq!(h.state(), RemoteState::InSync);
+}
+
+#[test]
+fn a_stall_report_of_an_abandoned_batch_is_ignored() {
+    let mut h = Harness::new(&["hung"]);
+    h.initial_sync();
+    h.closed("f");
+    let start = h.take_one();
+    h.step(Input::Command(MonitorCommand::Detach {
+        remote: "hung".into(),
+    }));
+    h.step(Input::Command(MonitorCommand::Attach {
+        remote: remote("hung"),
+        progress: false,
+    }));
+    h.step(Input::Stall {
+        remote: start.remote,
+        flight: start.flight,
+        stalled: Some(HUNG.into()),
+    });
+    assert_ne!(h.state(), RemoteState::Stalled);
+}
+
+#[test]
+fn a_hung_root_stalls_every_remote_and_no_longer_holds_status_or_flushes() {
+    let mut h = Harness::new(&["a", "b"]);
+    h.initial_sync();
+    h.hold_probes = true;
+    h.closed("f");
+    assert!(h.started.is_empty(), "no batch before the root answers");
+    h.flush(1, Duration::from_secs(60));
+    h.advance(STATUS_INTERVAL);
+    assert!(h.flushed().is_empty(), "the flush waits for the probe");
+    let before = h.events.len();
+    let message = "probing the workspace root /ws has not returned within 10 s";
+    h.step(Input::RootStall(Some(message.into())));
+    h.advance(STATUS_INTERVAL);
+    assert!(
+        h.events.len() > before,
+        "status goes out despite the probe out"
+    );
+    let sent = last_status(&h);
+    for r in &sent.remotes {
+        assert_eq!(r.state, RemoteState::Stalled, "{sent:?}");
+        assert_eq!(r.last_error.as_deref(), Some(message));
+    }
+    assert_eq!(h.flushed(), [(1, vec!["a".to_owned(), "b".to_owned()])]);
+    // The probe returns after all: the batches go out.
+    h.step(Input::RootStall(None));
+    h.hold_probes = false;
+    h.probes += 1;
+    h.step(Input::RootProbed {
+        purpose: ProbePurpose::Dispatch,
+        probe: h.root,
+    });
+    assert_eq!(h.started.len(), 2);
+    assert!(h
+        .status()
+        .remotes
+        .iter()
+        .all(|r| r.state == RemoteState::Syncing));
+}
+
+#[test]
+fn a_hung_root_shows_stalled_rather_than_unverified_and_the_missing_proof_stays_known() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    for _ in 0..PROOF_MISSES {
+        h.advance(PROOF);
+    }
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.state(), RemoteState::Unverified);
+    // The proof file cannot even be written: the hung call is what the user must see.
+    let message = "creating the proof file /ws/.wsync-proof-1-1 has not returned within 10 s";
+    h.step(Input::RootStall(Some(message.into())));
+    let remote = h.status().remotes[0].clone();
+    assert_eq!(remote.state, RemoteState::Stalled);
+    assert_eq!(remote.last_error.as_deref(), Some(message));
+    h.step(Input::RootStall(None));
+    assert_eq!(h.state(), RemoteState::Unverified, "still no proof");
 }
