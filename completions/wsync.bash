@@ -37,6 +37,9 @@ _wsync() {
             wsync,detach)
                 cmd="wsync__subcmd__detach"
                 ;;
+            wsync,down)
+                cmd="wsync__subcmd__down"
+                ;;
             wsync,flush)
                 cmd="wsync__subcmd__flush"
                 ;;
@@ -45,6 +48,9 @@ _wsync() {
                 ;;
             wsync,help)
                 cmd="wsync__subcmd__help"
+                ;;
+            wsync,init)
+                cmd="wsync__subcmd__init"
                 ;;
             wsync,list)
                 cmd="wsync__subcmd__list"
@@ -69,6 +75,9 @@ _wsync() {
                 ;;
             wsync,trash)
                 cmd="wsync__subcmd__trash"
+                ;;
+            wsync,up)
+                cmd="wsync__subcmd__up"
                 ;;
             wsync,verify)
                 cmd="wsync__subcmd__verify"
@@ -118,6 +127,9 @@ _wsync() {
             wsync__subcmd__help,detach)
                 cmd="wsync__subcmd__help__subcmd__detach"
                 ;;
+            wsync__subcmd__help,down)
+                cmd="wsync__subcmd__help__subcmd__down"
+                ;;
             wsync__subcmd__help,flush)
                 cmd="wsync__subcmd__help__subcmd__flush"
                 ;;
@@ -126,6 +138,9 @@ _wsync() {
                 ;;
             wsync__subcmd__help,help)
                 cmd="wsync__subcmd__help__subcmd__help"
+                ;;
+            wsync__subcmd__help,init)
+                cmd="wsync__subcmd__help__subcmd__init"
                 ;;
             wsync__subcmd__help,list)
                 cmd="wsync__subcmd__help__subcmd__list"
@@ -150,6 +165,9 @@ _wsync() {
                 ;;
             wsync__subcmd__help,trash)
                 cmd="wsync__subcmd__help__subcmd__trash"
+                ;;
+            wsync__subcmd__help,up)
+                cmd="wsync__subcmd__help__subcmd__up"
                 ;;
             wsync__subcmd__help,verify)
                 cmd="wsync__subcmd__help__subcmd__verify"
@@ -194,7 +212,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status pause resume restart flush logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,6 +479,20 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__down)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__flush)
             opts="-h -V --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -494,7 +526,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status pause resume restart flush logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="add remove attach detach list status pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -647,6 +679,20 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__help__subcmd__down)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__help__subcmd__flush)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -676,6 +722,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__init)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -829,9 +889,37 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__help__subcmd__up)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__init)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -936,7 +1024,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__status)
-            opts="-h -V --json --watch --help --version"
+            opts="-h -V --all --json --watch --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1048,6 +1136,20 @@ _wsync() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__up)
+            opts="-h -V --overwrite --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -39,6 +39,7 @@ mod monitor_stress;
 mod packaging;
 mod poll_mode;
 mod progress;
+mod project_file;
 mod proof_of_sync;
 mod supervisor;
 mod target_identity;

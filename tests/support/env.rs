@@ -329,8 +329,14 @@ impl TestEnv {
 
     /// Runs the CLI with a deadline.
     pub fn wsync(&self, args: &[&str]) -> CliOutput {
+        self.wsync_in(&self.root, args)
+    }
+
+    /// Runs the CLI in directory `cwd` (a workspace, for commands that default to it).
+    pub fn wsync_in(&self, cwd: &Path, args: &[&str]) -> CliOutput {
         let mut child = self
             .command("wsync")
+            .current_dir(cwd)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

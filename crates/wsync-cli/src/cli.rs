@@ -161,6 +161,40 @@ Examples:
   make && wsync flush . --timeout 120 && ssh build-box make -C src/project")]
     Flush(FlushArgs),
 
+    /// Register the workspace of a `.wsync.toml` and attach its remotes (re-run to apply edits).
+    #[command(after_help = "\
+DIR is the workspace root holding .wsync.toml; without it, the nearest .wsync.toml in the
+current directory or above. The first run registers the directory (as `wsync add`, with the
+file's name and excludes); every run then makes the workspace's remotes those of the file:
+remotes no longer in the file (or changed) are detached, new ones attached, changed
+keep_deleted_days updated — through the daemon's ordinary requests, with the same checks as
+`wsync attach`. Running it again without edits changes nothing. Settings the daemon cannot
+change on a registered workspace (name, excludes, respect_gitignore, max_delete) are
+reported, not applied. The schema is in the README (\"Project files\").
+
+Examples:
+  wsync init && $EDITOR .wsync.toml && wsync up
+  wsync up ~/src/project")]
+    Up(UpArgs),
+
+    /// Unregister the workspace of a `.wsync.toml` (nothing is deleted anywhere).
+    #[command(after_help = "\
+DIR as for `wsync up`. The file stays; `wsync up` registers the workspace again.
+
+Examples:
+  wsync down
+  wsync down ~/src/project")]
+    Down(ProjectDirArgs),
+
+    /// Write a commented starter `.wsync.toml` into DIR (default: the current directory).
+    #[command(after_help = "\
+Refuses to overwrite an existing file. Edit it, then run `wsync up`.
+
+Examples:
+  wsync init
+  wsync init ~/src/project")]
+    Init(ProjectDirArgs),
+
     /// Print or follow the daemon's log, or a workspace monitor's.
     #[command(after_help = "\
 Reads the newest daily log file in LogDirectory: wsyncd.log.<date> for the daemon,
@@ -335,8 +369,27 @@ pub struct AddArgs {
 /// The arguments of `wsync remove`, `pause`, `resume` and `restart` (a workspace and nothing else).
 #[derive(Debug, Args)]
 pub struct WorkspaceArgs {
-    /// Workspace name or path.
-    pub workspace: String,
+    /// Workspace name or path (default: the workspace holding the current directory).
+    pub workspace: Option<String>,
+}
+
+/// The arguments of `wsync up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The workspace root holding .wsync.toml (default: the nearest one at or above the
+    /// current directory).
+    pub dir: Option<PathBuf>,
+    /// Attach non-empty targets holding no `.wsync-target` marker anyway (as `attach --overwrite`).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The arguments of `wsync down` and `wsync init`.
+#[derive(Debug, Args)]
+pub struct ProjectDirArgs {
+    /// The workspace root (default: for down, the nearest .wsync.toml at or above the current
+    /// directory; for init, the current directory).
+    pub dir: Option<PathBuf>,
 }
 
 /// The arguments of `wsync attach`.
@@ -397,8 +450,13 @@ pub struct ListArgs {
 /// The arguments of `wsync status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Only this workspace (name or path).
+    /// Only this workspace (name or path; default: the workspace holding the current
+    /// directory, else every workspace).
+    #[arg(conflicts_with = "all")]
     pub workspace: Option<String>,
+    /// Every workspace, even inside one.
+    #[arg(long)]
+    pub all: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -410,8 +468,8 @@ pub struct StatusArgs {
 /// The arguments of `wsync flush`.
 #[derive(Debug, Args)]
 pub struct FlushArgs {
-    /// Workspace name or path.
-    pub workspace: String,
+    /// Workspace name or path (default: the workspace holding the current directory).
+    pub workspace: Option<String>,
     /// Seconds to wait.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,

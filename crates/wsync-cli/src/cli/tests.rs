@@ -2,6 +2,7 @@
 
 use super::*;
 use clap::CommandFactory;
+use std::path::Path;
 
 #[test]
 fn clap_definition_is_consistent() {
@@ -78,7 +79,8 @@ fn parses_add_status_flush_and_daemon() {
         Command::Status(StatusArgs {
             workspace: None,
             json: true,
-            watch: true
+            watch: true,
+            all: false
         })
     ));
     let cli = parse(&["flush", "p"]).unwrap();
@@ -183,7 +185,7 @@ fn each_command_parses_into_its_own_args_struct() {
             }
             other => panic!("{name}: {other:?}"),
         };
-        assert_eq!(workspace, "ws", "{name}");
+        assert_eq!(workspace.as_deref(), Some("ws"), "{name}");
     }
     assert!(matches!(
         cmd(&["attach", "ws", "/m", "--no-wait", "--timeout", "5"]),
@@ -281,4 +283,51 @@ fn help_lists_every_exit_code_in_the_table() {
     let short = Cli::command().render_help().to_string();
     let problems = wsync_core::exit_code::check_help(exit_codes::TABLE, &short);
     assert!(problems.is_empty(), "{problems:#?}\n{short}");
+}
+
+#[test]
+fn project_file_commands_and_an_omitted_workspace_parse() {
+    let cmd = |args: &[&str]| parse(args).unwrap().command;
+    assert!(matches!(
+        cmd(&["up"]),
+        Command::Up(UpArgs {
+            dir: None,
+            overwrite: false
+        })
+    ));
+    let Command::Up(UpArgs { dir, overwrite }) = cmd(&["up", "proj", "--overwrite"]) else {
+        panic!("not up");
+    };
+    assert_eq!((dir.as_deref(), overwrite), (Some(Path::new("proj")), true));
+    assert!(matches!(
+        cmd(&["down"]),
+        Command::Down(ProjectDirArgs { dir: None })
+    ));
+    assert!(matches!(
+        cmd(&["init", "d"]),
+        Command::Init(ProjectDirArgs { dir: Some(_) })
+    ));
+    // WORKSPACE may be left out where it is the only positional: the current directory's.
+    for args in [&["pause"][..], &["resume"], &["restart"], &["remove"]] {
+        match cmd(args) {
+            Command::Remove(a) | Command::Pause(a) | Command::Resume(a) | Command::Restart(a) => {
+                assert_eq!(a.workspace, None, "{args:?}");
+            }
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        cmd(&["flush", "--timeout", "5"]),
+        Command::Flush(FlushArgs {
+            workspace: None,
+            timeout: 5
+        })
+    ));
+    assert!(matches!(
+        cmd(&["status", "--all"]),
+        Command::Status(StatusArgs { all: true, .. })
+    ));
+    assert!(parse(&["status", "ws", "--all"]).is_err());
+    // Where a second positional follows, WORKSPACE stays required (`attach /m` is not guessable).
+    assert!(parse(&["attach", "/m"]).is_err());
 }

@@ -5,6 +5,7 @@ mod config;
 mod daemon;
 pub mod docs;
 mod logs;
+mod project;
 mod show;
 mod trash;
 pub mod verify;
@@ -37,6 +38,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     let command = match cli.command {
         Command::Completions(args) => return completions(args),
         Command::GenerateDocs(args) => return docs::generate(args),
+        Command::Init(args) => return project::init(args),
         command => command,
     };
     let config = Config::load().map_err(|e| {
@@ -61,6 +63,9 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Resume(args) => workspace::pause(&ctx, args, false),
         Command::Restart(args) => workspace::restart(&ctx, args),
         Command::Flush(args) => workspace::flush(&ctx, args),
+        Command::Up(args) => project::up(&ctx, args),
+        Command::Down(args) => project::down(&ctx, args),
+        Command::Init(args) => project::init(args),
         Command::List(args) => show::list(&ctx, args),
         Command::Status(args) => show::status(&ctx, args),
         Command::Logs(args) => logs::logs(&ctx, args),

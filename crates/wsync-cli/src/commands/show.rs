@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wsync_core::protocol::{Request, Response, WorkspaceStatus};
 
-use super::workspace::resolve;
+use super::workspace::{cwd_workspace, resolve};
 use super::Ctx;
 use crate::cli::{ListArgs, StatusArgs};
 use crate::client::{unexpected, Client};
@@ -59,12 +59,15 @@ fn snapshot(statuses: &[WorkspaceStatus], json: bool, pretty: bool) -> Result<St
 pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<i32> {
     let StatusArgs {
         workspace,
+        all,
         json,
         watch,
     } = args;
     let mut client = ctx.connect()?;
     let workspace = match workspace {
         Some(w) => Some(resolve(&mut client, &w)?),
+        // Inside a workspace, that one (as every command without WORKSPACE); elsewhere all.
+        None if !all => cwd_workspace(&mut client)?.ok(),
         None => None,
     };
     let workspace = workspace.as_deref();
@@ -74,6 +77,10 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<i32> {
             print_json(&statuses)?;
         } else {
             print(&snapshot(&statuses, false, true)?)?;
+        }
+        let shown: Vec<_> = statuses.iter().map(|s| &s.workspace).collect();
+        for note in super::project::disagreements(&mut client, &shown)? {
+            eprintln!("note: {note}");
         }
         return Ok(exit_codes::OK);
     }

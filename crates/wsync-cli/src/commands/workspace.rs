@@ -33,12 +33,83 @@ pub fn list_workspaces(client: &mut Client) -> Result<Vec<Workspace>> {
     }
 }
 
-/// The workspace whose directory holds `path` (the innermost, should several).
-pub fn containing<'a>(workspaces: &'a [Workspace], path: &Path) -> Option<&'a Workspace> {
-    workspaces
+/// Every workspace whose directory holds `path`, the deepest first.
+pub fn containing_all<'a>(workspaces: &'a [Workspace], path: &Path) -> Vec<&'a Workspace> {
+    let mut found: Vec<&Workspace> = workspaces
         .iter()
         .filter(|w| path.starts_with(&w.path))
-        .max_by_key(|w| w.path.components().count())
+        .collect();
+    found.sort_by_key(|w| std::cmp::Reverse(w.path.components().count()));
+    found
+}
+
+/// The workspace whose directory holds `path` (the innermost, should several).
+pub fn containing<'a>(workspaces: &'a [Workspace], path: &Path) -> Option<&'a Workspace> {
+    containing_all(workspaces, path).into_iter().next()
+}
+
+/// The workspace a command without WORKSPACE means when run in `cwd` (the deepest holding it,
+/// as git finds its repository), with a note for stderr when several hold it; `None` when none.
+pub fn pick_for_cwd<'a>(
+    workspaces: &'a [Workspace],
+    cwd: &Path,
+) -> Option<(&'a Workspace, Option<String>)> {
+    let found = containing_all(workspaces, cwd);
+    let picked = *found.first()?;
+    let note = (found.len() > 1).then(|| {
+        let others: Vec<String> = found[1..]
+            .iter()
+            .map(|w| format!("{} ({})", w.name, w.path.display()))
+            .collect();
+        format!(
+            "using workspace {} ({}), the deepest of the workspaces holding the current directory; also holding it: {}",
+            picked.name,
+            picked.path.display(),
+            others.join(", ")
+        )
+    });
+    Some((picked, note))
+}
+
+/// A WORKSPACE argument resolved as [`resolve`] does, or, when it was omitted, the workspace
+/// containing the current directory: what every command taking an optional WORKSPACE calls.
+pub fn resolve_or_cwd(client: &mut Client, arg: Option<&str>) -> Result<String> {
+    if let Some(arg) = arg {
+        return resolve(client, arg);
+    }
+    match cwd_workspace(client)? {
+        Ok(name) => Ok(name),
+        Err(cwd) => Err(not_inside_a_workspace(&cwd).into()),
+    }
+}
+
+/// The name of the workspace holding the current directory (announcing on stderr which one,
+/// when nested workspaces hold it), or the directory none holds.
+pub fn cwd_workspace(client: &mut Client) -> Result<Result<String, PathBuf>> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    // The registry holds canonical paths; a cwd reached through a symlink must match too.
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let workspaces = list_workspaces(client)?;
+    Ok(match pick_for_cwd(&workspaces, &cwd) {
+        Some((ws, note)) => {
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            Ok(ws.name.clone())
+        }
+        None => Err(cwd),
+    })
+}
+
+/// The error of a command without WORKSPACE run outside every workspace.
+fn not_inside_a_workspace(cwd: &Path) -> CliError {
+    CliError::new(
+        exit_codes::NOT_FOUND,
+        format!(
+            "not inside a workspace ({}); pass WORKSPACE or cd into one (wsync list shows them)",
+            cwd.display()
+        ),
+    )
 }
 
 /// Turns a WORKSPACE argument into what the daemon understands. A workspace name is sent as is;
@@ -63,7 +134,8 @@ pub fn resolve(client: &mut Client, arg: &str) -> Result<String> {
     })
 }
 
-fn expect_workspace(response: Response) -> Result<Workspace> {
+/// The workspace in a reply to add, attach, detach, pause or resume.
+pub(super) fn expect_workspace(response: Response) -> Result<Workspace> {
     match response {
         Response::Workspace { workspace } => Ok(workspace),
         other => Err(unexpected(&other)),
@@ -89,7 +161,7 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> Result<i32> {
 
 pub fn remove(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, &args.workspace)?;
+    let workspace = resolve_or_cwd(&mut client, args.workspace.as_deref())?;
     match client.call(&Request::Remove {
         workspace: workspace.clone(),
     })? {
@@ -202,7 +274,7 @@ pub fn detach(ctx: &Ctx, args: DetachArgs) -> Result<i32> {
 /// `pause` (`pause == true`) and `resume`: the same request but for its variant.
 pub fn pause(ctx: &Ctx, args: WorkspaceArgs, pause: bool) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, &args.workspace)?;
+    let workspace = resolve_or_cwd(&mut client, args.workspace.as_deref())?;
     let request = if pause {
         Request::Pause { workspace }
     } else {
@@ -222,7 +294,7 @@ pub fn pause(ctx: &Ctx, args: WorkspaceArgs, pause: bool) -> Result<i32> {
 
 pub fn restart(ctx: &Ctx, args: WorkspaceArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, &args.workspace)?;
+    let workspace = resolve_or_cwd(&mut client, args.workspace.as_deref())?;
     match client.call(&Request::Restart {
         workspace: workspace.clone(),
     })? {
@@ -267,7 +339,7 @@ pub(super) const FLUSH_ANSWER_MARGIN: Duration = Duration::from_secs(15);
 pub fn flush(ctx: &Ctx, args: FlushArgs) -> Result<i32> {
     let timeout_secs = args.timeout;
     let mut client = ctx.connect()?;
-    let workspace = resolve(&mut client, &args.workspace)?;
+    let workspace = resolve_or_cwd(&mut client, args.workspace.as_deref())?;
     client.set_timeout(Duration::from_secs(timeout_secs) + FLUSH_ANSWER_MARGIN)?;
     let message = format!("waiting for every remote of {workspace}");
     let mut progress = Progress::spinner(message.clone());
@@ -351,6 +423,32 @@ mod tests {
         assert_eq!(found("/src/a/deep/file"), Some("a"));
         assert_eq!(found("/src/ab/x"), Some("ab"));
         assert_eq!(found("/src"), None);
+    }
+
+    #[test]
+    fn the_current_directory_picks_the_deepest_workspace_and_says_so() {
+        let all = [
+            ws("outer", "/src/o"),
+            ws("inner", "/src/o/sub"),
+            ws("other", "/x"),
+        ];
+        let pick =
+            |p: &str| pick_for_cwd(&all, Path::new(p)).map(|(w, note)| (w.name.as_str(), note));
+        assert_eq!(pick("/src/o/a"), Some(("outer", None)));
+        assert_eq!(pick("/x"), Some(("other", None)));
+        let (name, note) = pick("/src/o/sub/deep").unwrap();
+        assert_eq!(name, "inner");
+        let note = note.expect("nested workspaces are announced");
+        assert!(
+            note.contains("inner (/src/o/sub)") && note.contains("outer (/src/o)"),
+            "{note}"
+        );
+        // A sibling sharing a name prefix is not inside.
+        assert_eq!(pick("/src/o-sibling"), None);
+        assert_eq!(pick("/"), None);
+        assert!(not_inside_a_workspace(Path::new("/tmp"))
+            .to_string()
+            .contains("pass WORKSPACE or cd into one (wsync list shows them)"));
     }
 
     #[test]
