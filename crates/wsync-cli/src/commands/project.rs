@@ -284,6 +284,35 @@ pub fn down(ctx: &Ctx, args: ProjectDirArgs) -> Result<i32> {
     }
 }
 
+/// How long `status` waits for a workspace root to answer when it reads its project file.
+const FILE_READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+enum Loaded {
+    Absent,
+    File(ProjectFile),
+    Failed(String),
+    NoAnswer,
+}
+
+/// Reads a project file on a thread of its own: a workspace root on a hung mount must not
+/// stall `wsync status` (the thread is left behind; the CLI exits soon after).
+fn load_within(path: &std::path::Path, deadline: std::time::Duration) -> Loaded {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let loaded = if !path.is_file() {
+            Loaded::Absent
+        } else {
+            match ProjectFile::load(&path) {
+                Ok(file) => Loaded::File(file),
+                Err(e) => Loaded::Failed(e.to_string()),
+            }
+        };
+        let _ = tx.send(loaded);
+    });
+    rx.recv_timeout(deadline).unwrap_or(Loaded::NoAnswer)
+}
+
 /// One line per workspace in `shown` whose `.wsync.toml` disagrees with the registry (or
 /// cannot be read), for `wsync status`.
 pub fn disagreements(client: &mut Client, shown: &[&Workspace]) -> Result<Vec<String>> {
@@ -291,13 +320,20 @@ pub fn disagreements(client: &mut Client, shown: &[&Workspace]) -> Result<Vec<St
     let mut all = None;
     for ws in shown {
         let path = ws.path.join(FILE_NAME);
-        if !path.is_file() {
-            continue;
-        }
-        let file = match ProjectFile::load(&path) {
-            Ok(file) => file,
-            Err(e) => {
+        let file = match load_within(&path, FILE_READ_DEADLINE) {
+            Loaded::Absent => continue,
+            Loaded::File(file) => file,
+            Loaded::Failed(e) => {
                 notes.push(format!("workspace {}: {e}", ws.name));
+                continue;
+            }
+            Loaded::NoAnswer => {
+                notes.push(format!(
+                    "workspace {}: {} did not answer within {} s (a hung mount?); its {FILE_NAME} was not compared",
+                    ws.name,
+                    ws.path.display(),
+                    FILE_READ_DEADLINE.as_secs()
+                ));
                 continue;
             }
         };
