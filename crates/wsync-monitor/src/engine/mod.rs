@@ -604,7 +604,7 @@ impl Engine {
             MonitorCommand::Resume => {
                 tracing::info!("resumed");
                 self.paused = false;
-                self.proofs.restart_clocks(now);
+                self.proofs.restart_clocks(now, self.halt.is_none());
                 self.request_lift(fx);
                 self.retry_now(now);
             }
@@ -833,6 +833,10 @@ impl Engine {
             tracing::error!("halted: {}", halt.reason);
         }
         self.halt = Some(halt);
+        // A proof round ends with the halt: its file is not left in the root meanwhile.
+        if let Some(name) = self.proofs.abandon() {
+            fx.push(Effect::RemoveCookie { name });
+        }
         for slot in &mut self.slots {
             for flight in slot.interrupt(now) {
                 fx.push(Effect::AbandonBatch {
@@ -878,7 +882,9 @@ impl Engine {
             slot.after_halt(halt.on_lift);
         }
         self.halt = None;
-        self.proofs.restart_clocks(now);
+        // No probe now: the full sync that follows proves each remote when it lands, and a
+        // file created in a root that may still be a bare mount point would be left there.
+        self.proofs.restart_clocks(now, false);
         self.watching.rescans += 1;
         self.mark_all_full(now);
     }

@@ -70,13 +70,13 @@ impl Proofs {
     }
 
     /// Syncing becomes active again (resume, a lifted halt): no remote is blamed for the time
-    /// it was not allowed to sync, and a probe goes out at once.
-    pub fn restart_clocks(&mut self, now: Instant) {
+    /// it was not allowed to sync; with `probe_soon` a probe goes out at the next chance.
+    pub fn restart_clocks(&mut self, now: Instant, probe_soon: bool) {
         for proved in self.remotes.values_mut() {
             proved.at = proved.at.max(now);
         }
         self.next_at = now;
-        self.soon = true;
+        self.soon = probe_soon;
     }
 
     pub fn forget(&mut self, remote: &str) {
@@ -268,7 +268,7 @@ mod tests {
         assert!(p.due(t0 + I + I / 2).is_some());
         let mut p = Proofs::new(Some(I), t0);
         p.start_clock("a", t0);
-        p.restart_clocks(t0 + I * 5);
+        p.restart_clocks(t0 + I * 5, true);
         assert!(
             !p.unverified("a", t0 + I * 5),
             "paused time is not held against it"

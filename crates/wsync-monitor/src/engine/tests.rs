@@ -1896,3 +1896,28 @@ fn a_hung_root_shows_stalled_rather_than_unverified_and_the_missing_proof_stays_
     h.step(Input::RootStall(None));
     assert_eq!(h.state(), RemoteState::Unverified, "still no proof");
 }
+
+#[test]
+fn a_halt_ends_the_proof_round_and_removes_its_file_and_a_lift_creates_none() {
+    let mut h = Harness::with_proofs(&["a"], PROOF);
+    h.initial_sync();
+    h.advance(PROOF);
+    let name = h.engine.pending_proof().expect("a probe is out");
+    // The root goes away (an unmounted disk): nothing of wsync's may stay in the mount point.
+    h.root.id = None;
+    h.step(Input::Watch(vec![WatchMsg::RootGone]));
+    assert!(h.engine.halt.is_some());
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { name: n } if *n == name)),
+        "the halt removes the proof file"
+    );
+    assert_eq!(h.engine.pending_proof(), None);
+    // The root is back and the halt lifted: the full sync proves the remote; no probe file is
+    // written into a root that may still be a bare mount point.
+    h.root.id = Some(ROOT);
+    let before = created_proofs(&h);
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert_eq!(created_proofs(&h), before, "no probe at the lift");
+}
