@@ -327,3 +327,63 @@ fn a_tilde_path_on_an_ssh_remote_is_in_the_remote_home() {
     env.wsync_ok(&["verify", "src"]);
     assert!(!user.home.join("~").exists(), "a literal ~ was created");
 }
+
+/// Item 7 over SSH: a hand-edited registry entry whose SSH target is the remote user's home
+/// (holding this workspace's marker, as if attached by an older wsync) is refused by the
+/// remote guard before every transfer: the remote shows `error` saying why, and nothing in
+/// the home is written or deleted (`.ssh` included).
+#[test]
+fn a_hand_edited_ssh_target_naming_the_remote_home_is_refused_by_the_guard() {
+    let Some(user) = OtherUser::create("attach_safety::ssh_registry_home") else {
+        return;
+    };
+    let mut env = TestEnv::new();
+    let sshd = Sshd::start(&env.root);
+    user.authorize(&sshd);
+    let src = env.mkdir("src");
+    write(&src.join("a.txt"), "mine");
+    let keep = user.home.join("keep.txt");
+    write(&keep, "the remote home's own file");
+    user.chown(&keep);
+    let marker: Marker =
+        serde_json::from_str(r#"{"workspace_id":"00bb","source_path":"/x"}"#).unwrap();
+    write_local(&user.home, &marker).unwrap();
+    let target = wsync_core::remote::RemoteTarget::Ssh {
+        user: Some(user.name.clone()),
+        host: "127.0.0.1".into(),
+        port: Some(sshd.port()),
+        path: s(&user.home).into(),
+        identity_file: Some(sshd.identity_file().to_owned()),
+        ssh_options: Sshd::ssh_options(),
+    };
+    let registry = serde_json::json!({
+        "version": 1,
+        "workspaces": [{"name": "src", "id": "00bb", "path": src,
+                        "remotes": [{"name": "home", "target": target}]}],
+    });
+    std::fs::write(&env.registry, registry.to_string()).unwrap();
+    env.start_daemon();
+    let st =
+        wsync_tests::faults::wait_status(&env, "src", "the home remote in error", FLUSH, |s| {
+            wsync_tests::faults::remote(s, "home").is_some_and(|r| {
+                r.state == wsync_core::monitor_proto::RemoteState::Error
+                    && r.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("resolves to /, the remote user's home"))
+            })
+        });
+    eprintln!("{:?}", wsync_tests::faults::remote(&st, "home"));
+    // A change made now is refused the same way.
+    write(&src.join("b.txt"), "mine too");
+    let out = env.wsync(&["flush", "src", "--timeout", "3"]);
+    assert!(!out.success(), "flush succeeded into the home");
+    assert!(user.home.join(".ssh/authorized_keys").exists());
+    assert_eq!(
+        std::fs::read_to_string(&keep).unwrap(),
+        "the remote home's own file"
+    );
+    assert!(!user.home.join("a.txt").exists() && !user.home.join("b.txt").exists());
+    drop(sshd);
+    drop(env);
+    drop(user);
+}

@@ -142,3 +142,89 @@ fn a_path_failing_three_times_fires_the_hook_naming_it() {
     flush_ok(&env, WS, 60);
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| env.fail(&e));
 }
+
+/// A failure rsync cannot pin on a path (`failed to set times on "/target/."` when the target
+/// directory itself is immutable, `chattr +i`) fails the whole remote: after 3 consecutive failures it
+/// shows `error` with rsync's message and the hook fires, once, while it keeps retrying; once
+/// the directory is writable again it converges and shows `in-sync`.
+#[test]
+fn a_remote_failing_whole_three_times_shows_error_and_fires_the_hook_once() {
+    let mut env = TestEnv::with_config(FAST);
+    let log = env.install_hook();
+    let src = env.mkdir("src");
+    let dst = env.root.join("mirror");
+    write(&src.join("sub/f.txt"), "old");
+    env.start_daemon();
+    add_workspace(&env, &src, WS);
+    attach_local(&env, WS, &dst, "mirror");
+    flush_ok(&env, WS, 30);
+    // Not a bind mount over the target: a handle opened on the target before it would still
+    // reach the directory below the mount.
+    let guard = match Unwritable::immutable(&dst) {
+        Ok(guard) => guard,
+        Err(why) => {
+            eprintln!("SKIPPED a_remote_failing_whole_three_times...: chattr +i failed: {why}");
+            return;
+        }
+    };
+    eprintln!("target made unwritable: {}", guard.describe());
+    // A new file at the root: rsync cannot create it, nor set the root's times (a message
+    // naming no workspace path), so the whole remote fails.
+    write(&src.join("new.txt"), "cannot land yet");
+    wait_status(
+        &env,
+        WS,
+        "the remote's second failure",
+        Duration::from_secs(15),
+        |s| remote(s, "mirror").is_some_and(|r| r.consecutive_failures >= 2),
+    );
+    assert!(
+        hook_lines(&log).is_empty(),
+        "the hook ran while the remote was only retrying: {:?}",
+        hook_lines(&log)
+    );
+    let s = wait_status(
+        &env,
+        WS,
+        "error after 3 whole-remote failures",
+        Duration::from_secs(30),
+        |s| {
+            remote(s, "mirror").is_some_and(|r| {
+                r.state == RemoteState::Error
+                    && r.consecutive_failures >= 3
+                    && r.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("failed to set times"))
+            })
+        },
+    );
+    eprintln!("status: {:?}", remote(&s, "mirror"));
+    let fired = poll_until("the hook to run", Duration::from_secs(30), INTERVAL, || {
+        !hook_lines(&log).is_empty()
+    });
+    if fired.is_err() {
+        env.fail("the hook did not run for a remote in error");
+    }
+    // Still retried with backoff, still failing, still reported once.
+    let failures = remote(&s, "mirror").map_or(0, |r| r.consecutive_failures);
+    wait_status(
+        &env,
+        WS,
+        "another failed retry",
+        Duration::from_secs(30),
+        |s| remote(s, "mirror").is_some_and(|r| r.consecutive_failures > failures),
+    );
+    let lines = hook_lines(&log);
+    assert_eq!(lines.len(), 1, "the hook fires once: {lines:?}");
+    let fields: Vec<&str> = lines[0].splitn(4, '|').collect();
+    assert_eq!(fields[..3], [WS, "mirror", "error"], "{lines:?}");
+    assert!(fields[3].contains("failed to set times"), "{lines:?}");
+
+    guard.undo().unwrap_or_else(|e| env.fail(&e));
+    flush_ok(&env, WS, 90);
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| env.fail(&e));
+    wait_status(&env, WS, "in sync", Duration::from_secs(10), |s| {
+        remote(s, "mirror").is_some_and(|r| r.state == RemoteState::InSync)
+    });
+    assert_eq!(hook_lines(&log).len(), 1, "{:?}", hook_lines(&log));
+}

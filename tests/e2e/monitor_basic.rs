@@ -284,6 +284,9 @@ fn attach_and_detach_do_not_resync_other_remotes() {
     assert_eq!(std::fs::read_to_string(b.join("g")).unwrap(), "2");
     assert!(a.join("marker-only-on-a").exists(), "remote a was resynced");
     m.send(&MonitorCommand::Detach { remote: "c".into() });
+    // Commands and file events reach the monitor on different channels: a change made before
+    // the detach is applied may still go to c (in process, that batch takes a millisecond).
+    m.wait_status("c detached", FLUSH, |s| s.remotes.len() == 2);
     write(&src.join("h"), "3");
     m.flush_ok(FLUSH);
     let after = m.wait_status("c gone, h counted", FLUSH, |s| {

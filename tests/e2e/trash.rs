@@ -387,3 +387,60 @@ fn trash_list_and_restore_through_the_cli_over_ssh() {
     let attach = ssh_attach("src", &sshd, &dst, &[]);
     cli_scenario(&mut env, &attach, &dst);
 }
+
+/// A `.wsync-trash` planted as a symlink by another user who can write the target: rsync's
+/// `--backup-dir` would follow it and write what a sync overwrites into a directory of the
+/// attacker's choosing. The batch is refused instead (the remote shows `error` naming the
+/// trash), nothing lands there, and once the link is gone syncing resumes by itself.
+#[test]
+fn a_trash_planted_as_a_symlink_on_a_local_target_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = scratch_dir();
+    let Some(attacker) = wsync_tests::other_user::OtherUser::create("trash::planted_symlink")
+    else {
+        return;
+    };
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst, secret) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("root-only"),
+    );
+    write(&src.join("a.txt"), "old a");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("trash", &src, vec![keeping(local_remote("r", &dst), 7)]),
+    );
+    m.flush_ok(FLUSH);
+    // The target is a directory the other user can write (a shared one).
+    attacker.chown(&dst);
+    attacker.sh(
+        "ln -s -- \"$2\" \"$1/.wsync-trash\"",
+        &[dst.as_os_str(), secret.as_os_str()],
+    );
+    write(&src.join("a.txt"), "new a, longer");
+    let s = m.wait_status("the remote in error naming the trash", FLUSH, |s| {
+        s.remotes[0].state == wsync_core::monitor_proto::RemoteState::Error
+            && s.remotes[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(".wsync-trash is a symlink"))
+    });
+    eprintln!("{:?}", s.remotes[0]);
+    let written: Vec<_> = std::fs::read_dir(&secret).unwrap().flatten().collect();
+    if !written.is_empty() {
+        m.fail(&format!(
+            "the sync wrote through the planted link: {written:?}"
+        ));
+    }
+    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), "old a");
+    std::fs::remove_file(dst.join(TRASH_DIR)).unwrap();
+    m.flush_ok(FLUSH);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+    assert_eq!(kept(&dst, "a.txt"), ["old a"]);
+    assert!(std::fs::read_dir(&secret).unwrap().next().is_none());
+    assert!(m.shutdown(Duration::from_secs(10)).success());
+    drop(attacker);
+}

@@ -258,6 +258,12 @@ impl Unwritable {
         }
     }
 
+    /// `chattr +i` only (root's ext4 under /tmp has it, tmpfs does not): the directory's own
+    /// inode refuses changes, through any handle already open on it too.
+    pub fn immutable(dir: &Path) -> Result<Self, String> {
+        run("chattr", &["+i", arg(dir)]).map(|()| Self::Immutable(dir.to_owned()))
+    }
+
     /// What was done, for messages.
     pub fn describe(&self) -> String {
         match self {

@@ -55,6 +55,54 @@ pub const DEFAULT_MAX_DELETE: u64 = 1000;
 /// Printed on stderr by the remote side (see [`RsyncRequest::marker_id`]) when the target
 /// directory is gone or holds no marker of this workspace; rsync then fails to connect.
 pub const TARGET_NOT_OURS: &str = "wsync: target holds no marker of this workspace";
+/// Printed on stderr by the remote side ([`ssh_target_checks`]) when the target resolves to
+/// `/`, the remote user's home or a parent of it: what attach refuses, a hand-edited registry
+/// included. Nothing runs there.
+pub const TARGET_TOO_BROAD: &str = "wsync: target is /, the remote home or a parent of it";
+/// Printed on stderr by the remote side ([`ssh_trash_check`]) when the target's trash is a
+/// symlink or not a directory: rsync would follow it out of the target.
+pub const TRASH_NOT_A_DIRECTORY: &str = "wsync: .wsync-trash on the target is not a directory";
+
+/// The shell text (POSIX `sh`, builtins only: `cd -P` sets `$PWD` to the resolved directory)
+/// that refuses an SSH target resolving to `/`, the login directory or `$HOME` (both resolved),
+/// or a parent of one, printing [`TARGET_TOO_BROAD`] and exiting 97: the rule attach checks
+/// ([`crate::target_path::remote_hazard`]), run before every command on the target. It reads
+/// the target path from `$d` (relative to the login directory, the shell's directory, which it
+/// leaves unchanged) and holds no single quote, so it fits in a `sh -c '...'`. A target that
+/// cannot be entered passes: the marker check that follows refuses it.
+pub fn ssh_target_checks() -> String {
+    format!(
+        "o=$PWD; l=; h=; r=; w=; cd -P . 2>/dev/null && l=$PWD; cd -P -- \"$HOME\" 2>/dev/null && h=$PWD; \
+         cd -- \"$o\" 2>/dev/null && cd -P -- \"$d\" 2>/dev/null && r=$PWD; cd -- \"$o\" 2>/dev/null || exit 97; \
+         case $r in /) w=1;; ?*) for x in \"$l\" \"$h\"; do case $x/ in \"$r\"/*) w=1;; esac; done;; esac; \
+         [ -z \"$w\" ] || {{ echo \"{TARGET_TOO_BROAD}\" >&2; exit 97; }}; "
+    )
+}
+
+/// The shell text that refuses a target (in `$d`) whose trash is a symlink or anything but a
+/// directory, printing [`TRASH_NOT_A_DIRECTORY`] and exiting 97: rsync's `--backup-dir`, and
+/// a prune's `--delete`, would follow it out of the target. No single quote, like
+/// [`ssh_target_checks`].
+pub fn ssh_trash_check() -> String {
+    let trash = crate::trash::TRASH_DIR;
+    format!(
+        "! [ -h \"$d/{trash}\" ] && {{ ! [ -e \"$d/{trash}\" ] || [ -d \"$d/{trash}\" ]; }} || {{ echo \"{TRASH_NOT_A_DIRECTORY}\" >&2; exit 97; }}; "
+    )
+}
+
+/// What a refusal of the remote checks in `output` (rsync's or a remote command's stderr) means
+/// for the user, naming the fix; `None` when they did not refuse.
+pub fn guard_refusal(output: &str, target: &RemoteTarget) -> Option<String> {
+    if output.contains(TARGET_TOO_BROAD) {
+        Some(crate::target::too_broad_message(target))
+    } else if output.contains(TRASH_NOT_A_DIRECTORY) {
+        Some(crate::trash::not_a_directory_message(target))
+    } else if output.contains(TARGET_NOT_OURS) {
+        Some(crate::target::not_ours_message(target))
+    } else {
+        None
+    }
+}
 
 /// rsync's I/O timeout: a transfer with no data for this long fails (and is retried). It
 /// counts inactivity only — a large file in flight keeps I/O going, and with `--timeout` set
@@ -229,7 +277,8 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if !source.as_bytes().ends_with(b"/") {
         source.push("/");
     }
-    let (access, dest) = remote_access(req.target, req.control_path, req.marker_id);
+    let writes_trash = req.backup_dir.is_some() && !matches!(req.mode, RsyncMode::Verify);
+    let (access, dest) = remote_access(req.target, req.control_path, req.marker_id, writes_trash);
     argv.extend(access);
     argv.push("--".into());
     argv.push(source);
@@ -250,13 +299,16 @@ fn push_fixed_excludes(argv: &mut Vec<OsString>) {
     argv.push(format!("--exclude=/{}", crate::trash::TRASH_DIR).into());
 }
 
-/// How rsync reaches the target: the options (for SSH: `-e`, the marker guard in
-/// `--rsync-path` when `marker_id` is set, `--protect-args`) and the target directory as rsync
-/// names it (`/path` or `user@host:path`).
+/// How rsync reaches the target: the options (for SSH: `-e`, the guard in `--rsync-path` when
+/// `marker_id` is set, `--protect-args`) and the target directory as rsync names it (`/path`
+/// or `user@host:path`). The guard refuses a target that resolves to `/` or the remote home
+/// ([`ssh_target_checks`]), that lacks the marker, or (`trash`: the run writes or reads the
+/// trash) whose trash is not a real directory ([`ssh_trash_check`]).
 fn remote_access(
     target: &RemoteTarget,
     control_path: Option<&Path>,
     marker_id: Option<&str>,
+    trash: bool,
 ) -> (Vec<OsString>, OsString) {
     let mut argv: Vec<OsString> = Vec::new();
     let (endpoint, path) = match target {
@@ -280,8 +332,14 @@ fn remote_access(
         // the path and the id (hex) are its arguments, quoted by the one POSIX quoting
         // function.
         let marker = crate::target::MARKER_FILE;
+        let checks = ssh_target_checks();
+        let trash_check = if trash {
+            ssh_trash_check()
+        } else {
+            String::new()
+        };
         let mut guard = format!(
-            "sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard "
+            "sh -c 'd=$1; id=$2; shift 2; {checks}m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; {trash_check}exec rsync \"$@\"' wsync-guard "
         )
         .into_bytes();
         guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
@@ -338,7 +396,7 @@ pub struct TrashRequest<'a> {
 pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
     use crate::trash::TRASH_DIR;
     let mut argv: Vec<OsString> = vec!["rsync".into()];
-    let (access, target_dir) = remote_access(req.target, req.control_path, req.marker_id);
+    let (access, target_dir) = remote_access(req.target, req.control_path, req.marker_id, true);
     let mut remote = with_slash(target_dir);
     let local = with_slash(req.local.as_os_str().to_owned());
     let (from, to) = match req.op {
@@ -1081,16 +1139,17 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         // The deletion budget bounds incremental batches too (issue 11).
         assert!(argv.contains(&"--max-delete=5".to_owned()));
         let e = argv.iter().position(|w| w == "-e").unwrap();
-        assert!(argv[e + 1].starts_with("ssh -p 2222 -i /k/id -o BatchMode=yes"));
-        assert!(argv[e + 1].ends_with("-o StrictHostKeyChecking=no"));
+        // The remote's own options first: ssh keeps the first value of an option.
+        assert!(argv[e + 1]
+            .starts_with("ssh -p 2222 -i /k/id -o StrictHostKeyChecking=no -o BatchMode=yes"));
+        assert!(argv[e + 1].ends_with("-o ControlPath=/run/wsync/cm-1"));
         assert_eq!(
             &argv[argv.len() - 3..],
             ["--", "/ws/", "me@box:/srv/my mirror/"]
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &"--rsync-path=sh -c 'd=$1; id=$2; shift 2; m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff"
-                .to_owned()
+            &format!("--rsync-path=sh -c 'd=$1; id=$2; shift 2; {}m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff", ssh_target_checks())
         ));
     }
 
@@ -1288,5 +1347,181 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         std::fs::remove_dir(&dir).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
         assert_eq!(run(), Some(97), "a target that is a link");
+    }
+
+    /// The `--rsync-path` guard of an SSH request for `path`, as the remote shell gets it.
+    fn guard_for(path: &str, backup_dir: Option<&str>) -> String {
+        let target = RemoteTarget::Ssh {
+            user: None,
+            host: "h".into(),
+            port: None,
+            path: path.into(),
+            identity_file: None,
+            ssh_options: vec![],
+        };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: Path::new("/ws"),
+            target: &target,
+            control_path: None,
+            mode: RsyncMode::Paths {
+                ignore_times: false,
+            },
+            timeout_secs: 30,
+            excludes: &[],
+            protect: &[],
+            max_delete: None,
+            exclude_from: None,
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some("00ff"),
+            backup_dir,
+            checksum: false,
+        });
+        argv.iter()
+            .find_map(|w| w.as_bytes().strip_prefix(b"--rsync-path="))
+            .map(|g| String::from_utf8(g.to_vec()).unwrap())
+            .unwrap()
+    }
+
+    /// Runs `guard` (then `rsync --version`) with `sh` in `cwd` with `HOME=home`, as sshd would
+    /// start it; its exit code and stderr.
+    fn run_guard(guard: &str, cwd: &Path, home: &Path) -> (Option<i32>, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{guard} --version"))
+            .current_dir(cwd)
+            .env("HOME", home)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn mark(dir: &Path) {
+        std::fs::write(
+            dir.join(crate::target::MARKER_FILE),
+            "{\"workspace_id\":\"00ff\"}\n",
+        )
+        .unwrap();
+    }
+
+    /// A registry edited by hand skips attach's check: the guard itself refuses a target that
+    /// resolves to `/`, the home (`$HOME` or the login directory) or a parent of it, even one
+    /// holding our marker, however it is spelled; a directory below the home passes.
+    #[test]
+    fn the_ssh_guard_refuses_root_home_and_its_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let home = base.join("home/u");
+        let mirror = home.join("mirror");
+        std::fs::create_dir_all(&mirror).unwrap();
+        std::os::unix::fs::symlink(&home, base.join("to-home")).unwrap();
+        for dir in [&base.join("home"), &home, &mirror] {
+            mark(dir);
+        }
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        for (path, cwd) in [
+            (s(&home), &home),
+            (format!("{}/", s(&home)), &home),
+            (s(&base.join("home")), &home),
+            (s(&base.join("home/u/../u")), &home),
+            (".".to_owned(), &home),
+            ("..".to_owned(), &home),
+            ("/".to_owned(), &home),
+            // The login directory counts as a home too, whatever `$HOME` says.
+            (s(&home), &base),
+        ] {
+            let home_env = if cwd == &base { &mirror } else { &home };
+            let (code, err) = run_guard(&guard_for(&path, None), cwd, home_env);
+            assert_eq!(code, Some(97), "{path} from {}: {err}", cwd.display());
+            assert!(err.contains(TARGET_TOO_BROAD), "{path}: {err}");
+            assert_eq!(
+                guard_refusal(
+                    &err,
+                    &RemoteTarget::Local {
+                        path: path.clone().into()
+                    }
+                )
+                .map(|m| m.contains("attach a directory of its own")),
+                Some(true)
+            );
+        }
+        for (path, cwd) in [(s(&mirror), &home), ("mirror".to_owned(), &home)] {
+            let (code, err) = run_guard(&guard_for(&path, None), cwd, &home);
+            assert_eq!(code, Some(0), "{path}: {err}");
+        }
+        // A link to the home is refused as too broad (and as a link by the marker check).
+        let (code, err) = run_guard(&guard_for(&s(&base.join("to-home")), None), &base, &mirror);
+        assert_eq!(code, Some(97), "{err}");
+        // A missing target is refused by the marker check, as before.
+        let (code, err) = run_guard(&guard_for(&s(&base.join("nope")), None), &home, &home);
+        assert_eq!(code, Some(97));
+        assert!(err.contains(TARGET_NOT_OURS), "{err}");
+    }
+
+    /// A `.wsync-trash` planted as a symlink (or a file) is refused before a run that keeps
+    /// deletions or touches the trash: rsync would follow it out of the target. A run without
+    /// a trash does not look at it (the entry is excluded from every transfer).
+    #[test]
+    fn the_ssh_guard_refuses_a_trash_that_is_not_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let t = base.join("t");
+        let elsewhere = base.join("elsewhere");
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        mark(&t);
+        let trash = t.join(crate::trash::TRASH_DIR);
+        let path = t.to_str().unwrap();
+        let backup = crate::trash::backup_dir("2025-01-31T12-00-00.123Z");
+        let with_trash = guard_for(path, Some(&backup));
+        assert_eq!(
+            run_guard(&with_trash, &base, &base).0,
+            Some(0),
+            "no trash yet"
+        );
+        std::fs::create_dir(&trash).unwrap();
+        assert_eq!(
+            run_guard(&with_trash, &base, &base).0,
+            Some(0),
+            "a real trash"
+        );
+        std::fs::remove_dir(&trash).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &trash).unwrap();
+        let (code, err) = run_guard(&with_trash, &base, &base);
+        assert_eq!(code, Some(97), "{err}");
+        assert!(err.contains(TRASH_NOT_A_DIRECTORY), "{err}");
+        // The trash commands check it too.
+        let target = RemoteTarget::Ssh {
+            user: None,
+            host: "h".into(),
+            port: None,
+            path: path.into(),
+            identity_file: None,
+            ssh_options: vec![],
+        };
+        let prune = trash_argv(&TrashRequest {
+            target: &target,
+            control_path: None,
+            marker_id: Some("00ff"),
+            local: &base,
+            op: TrashOp::Prune,
+            timeout_secs: 30,
+        });
+        let prune_guard = prune
+            .iter()
+            .find_map(|w| w.as_bytes().strip_prefix(b"--rsync-path="))
+            .map(|g| String::from_utf8(g.to_vec()).unwrap())
+            .unwrap();
+        assert_eq!(run_guard(&prune_guard, &base, &base).0, Some(97));
+        std::fs::remove_file(&trash).unwrap();
+        std::fs::write(&trash, "").unwrap();
+        assert_eq!(run_guard(&with_trash, &base, &base).0, Some(97), "a file");
+        // Without a trash, the run does not care.
+        assert_eq!(run_guard(&guard_for(path, None), &base, &base).0, Some(0));
+        assert!(guard_refusal(&err, &target).is_some_and(|m| m.contains(".wsync-trash")));
     }
 }

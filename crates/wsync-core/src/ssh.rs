@@ -27,8 +27,8 @@ pub const CONTROL_PERSIST_SECS: u32 = 60;
 /// connection sharing wsync relies on (`ControlPath`, `ControlMaster`, `ControlPersist`). What is
 /// left shapes how the one connection is made and checked, which is all a mirror needs.
 /// `ProxyJump` is allowed with a validated value only (host specs, see
-/// [`crate::remote::validate_ssh_option`]). Note that ssh keeps the first value it gets for an
-/// option, so the timeouts wsync sets itself ([`SshEndpoint::ssh_argv`]) win over user ones.
+/// [`crate::remote::validate_ssh_option`]). ssh keeps the first value it gets for an option, so
+/// [`SshEndpoint::ssh_argv`] puts these before the timeouts wsync sets itself: a user's value wins.
 pub const ALLOWED_OPTIONS: &[&str] = &[
     "AddressFamily",
     "BindAddress",
@@ -194,6 +194,13 @@ impl SshEndpoint {
             argv.push("-i".into());
             argv.push(escape_percent(identity.as_os_str()));
         }
+        // ssh keeps the first value it gets for an option, so the user's options go before
+        // wsync's defaults: a user's `ConnectTimeout=60` wins over wsync's 5 s. The options a
+        // user cannot override (BatchMode, the Control* trio) are not in [`ALLOWED_OPTIONS`].
+        for option in &self.ssh_options {
+            argv.push("-o".into());
+            argv.push(format!("{}={}", option.key, option.value).into());
+        }
         let fixed = [
             "BatchMode=yes".to_owned(),
             format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
@@ -210,10 +217,6 @@ impl SshEndpoint {
         let mut control = OsString::from("ControlPath=");
         control.push(escape_percent(control_path.as_os_str()));
         argv.push(control);
-        for option in &self.ssh_options {
-            argv.push("-o".into());
-            argv.push(format!("{}={}", option.key, option.value).into());
-        }
         argv
     }
 
@@ -388,10 +391,36 @@ mod tests {
         assert!(words
             .windows(2)
             .any(|w| w == ["-o", "ControlPath=/run/wsync/cm-1"]));
-        assert_eq!(
-            &words[words.len() - 2..],
-            &["-o", "UserKnownHostsFile=/tmp/known hosts"]
-        );
+        assert_eq!(&words[5..7], &["-o", "UserKnownHostsFile=/tmp/known hosts"]);
+    }
+
+    /// ssh keeps the first value of an option: a user's timeout must come before wsync's.
+    #[test]
+    fn user_options_come_before_wsync_defaults() {
+        let mut ep = endpoint();
+        ep.ssh_options = vec![
+            SshOption {
+                key: "ConnectTimeout".into(),
+                value: "60".into(),
+            },
+            SshOption {
+                key: "ServerAliveInterval".into(),
+                value: "15".into(),
+            },
+        ];
+        let argv = ep.ssh_argv(Path::new("/run/wsync/cm-1"));
+        let words: Vec<&str> = argv.iter().map(|w| w.to_str().unwrap()).collect();
+        let first = |prefix: &str| {
+            words
+                .iter()
+                .find(|w| w.starts_with(prefix))
+                .copied()
+                .unwrap()
+        };
+        assert_eq!(first("ConnectTimeout="), "ConnectTimeout=60");
+        assert_eq!(first("ServerAliveInterval="), "ServerAliveInterval=15");
+        assert_eq!(first("ServerAliveCountMax="), "ServerAliveCountMax=3");
+        assert_eq!(first("BatchMode="), "BatchMode=yes");
     }
 
     #[test]

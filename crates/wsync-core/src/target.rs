@@ -238,6 +238,14 @@ fn sh_c(script: &str, name: &str, arg: &str) -> String {
 }
 
 /// The error for a target that holds no marker of this workspace (before a transfer).
+/// The error for a target that resolves to `/`, the remote home or a parent of it (the remote
+/// guard refused it: a registry edited by hand skips attach's check).
+pub fn too_broad_message(target: &dyn std::fmt::Display) -> String {
+    format!(
+        "remote target {target} resolves to /, the remote user's home or a parent of it, which `wsync attach` refuses (a mirror deletes what the workspace lacks); nothing is written there; detach the remote (`wsync detach`) and attach a directory of its own"
+    )
+}
+
 pub fn not_ours_message(target: &dyn std::fmt::Display) -> String {
     format!(
         "remote target {target} is missing this workspace's {MARKER_FILE} marker (an unmounted disk, a directory re-created or replaced?); nothing is written there until the marker is back, then syncing resumes by itself; if this directory is the right target after all, detach the remote and attach it again (with --overwrite)"

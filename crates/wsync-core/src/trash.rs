@@ -17,6 +17,27 @@ use serde::Serialize;
 /// The trash directory's name, at the top of a target.
 pub const TRASH_DIR: &str = ".wsync-trash";
 
+/// Whether the trash of the local target at `target` is safe to write or prune through: absent,
+/// or a real directory. A symlink planted there (by whoever can write the target) would take
+/// rsync's `--backup-dir` and a prune's `--delete` out of the target; looked at beneath the
+/// target's handle, never followed. SSH targets are checked by the remote guard
+/// ([`crate::rsync::ssh_trash_check`]).
+pub fn local_trash_is_safe(target: &std::path::Path) -> bool {
+    use crate::beneath::{EntryKind, TargetRoot};
+    match TargetRoot::open(target).and_then(|root| root.stat(std::path::Path::new(TRASH_DIR))) {
+        Ok(None) => true,
+        Ok(Some(stat)) => stat.kind == EntryKind::Dir,
+        Err(e) => e.is_not_found(),
+    }
+}
+
+/// The error for a target whose trash is a symlink or not a directory.
+pub fn not_a_directory_message(target: &dyn std::fmt::Display) -> String {
+    format!(
+        "remote target {target}: {TRASH_DIR} is a symlink or not a directory (planted by someone who can write the target?); nothing is written there until it is removed or replaced by a directory"
+    )
+}
+
 /// The largest `keep_deleted_days` accepted (ten years).
 pub const MAX_KEEP_DELETED_DAYS: u32 = 3650;
 

@@ -216,6 +216,10 @@ fn snapshots(ws: &Workspace, remote: &Remote) -> Result<Vec<Snapshot>, String> {
         if !wsync_core::target::is_ours_local(path, &ws.id) {
             return Err(wsync_core::target::not_ours_message(&remote.target));
         }
+        // A trash planted as a symlink would list (and restore) what lies elsewhere.
+        if !wsync_core::trash::local_trash_is_safe(path) {
+            return Err(wsync_core::trash::not_a_directory_message(&remote.target));
+        }
     }
     let argv = trash_argv(&TrashRequest {
         target: &remote.target,
@@ -228,6 +232,9 @@ fn snapshots(ws: &Workspace, remote: &Remote) -> Result<Vec<Snapshot>, String> {
     let output = run(&argv, None).map_err(|e| e.to_string())?;
     if classify_exit(output.status.code()) != ExitClass::Success {
         let stderr = String::from_utf8_lossy(&output.stderr);
+        if let Some(refused) = wsync_core::rsync::guard_refusal(&stderr, &remote.target) {
+            return Err(refused);
+        }
         let last = stderr.lines().rfind(|l| !l.trim().is_empty());
         return Err(format!(
             "rsync exited with {}: {}",

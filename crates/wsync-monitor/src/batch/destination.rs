@@ -14,7 +14,7 @@ use tokio::process::Command;
 use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
-use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
+use wsync_core::rsync::{ssh_target_checks, DEFAULT_TIMEOUT_SECS};
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 
 /// Where a remote's rsyncs go and with what connection settings.
@@ -72,6 +72,25 @@ impl Destination {
         }
     }
 
+    /// For a local target: whether its trash is absent or a real directory (SSH targets are
+    /// checked by the remote guard of each command instead).
+    pub async fn local_trash_is_safe(&self, stall: StallReport<'_>) -> bool {
+        match &self.remote.target {
+            RemoteTarget::Local { path } => {
+                let path = path.clone();
+                let call = format!(
+                    "looking at the trash {}",
+                    path.join(wsync_core::trash::TRASH_DIR).display()
+                );
+                self.blocking(call, stall, move || {
+                    wsync_core::trash::local_trash_is_safe(&path)
+                })
+                .await
+            }
+            RemoteTarget::Ssh { .. } => true,
+        }
+    }
+
     /// Whether the target directory holds nothing but its marker and its trash (missing counts
     /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self, stall: StallReport<'_>) -> std::io::Result<bool> {
@@ -93,13 +112,13 @@ impl Destination {
                 .await
             }
             RemoteTarget::Ssh { path, .. } => {
-                // Run by `sh -s` whatever the login shell is.
-                let mut script = b"test ! -d ".to_vec();
-                let quoted = quote_posix_sh(path.as_bytes());
-                script.extend_from_slice(&quoted);
-                script.extend_from_slice(b" || ls -A -- ");
-                script.extend_from_slice(&quoted);
-                script.push(b'\n');
+                // Run by `sh -s` whatever the login shell is; a target that resolves to the
+                // remote home or above is refused like every other command on it.
+                let mut script = b"d=".to_vec();
+                script.extend_from_slice(&quote_posix_sh(path.as_bytes()));
+                script.extend_from_slice(b"; ");
+                script.extend_from_slice(ssh_target_checks().as_bytes());
+                script.extend_from_slice(b"test ! -d \"$d\" || ls -A -- \"$d\"\n");
                 let output = self.remote_command(b"sh -s", Some(script)).await?;
                 Ok(output
                     .split(|b| *b == b'\n')

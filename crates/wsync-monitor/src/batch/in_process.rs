@@ -322,7 +322,9 @@ pub fn apply(
         outcome.vanished = Some(vanished);
     }
     // A failed put's path and the directory found diverged above it: rsync sends the directory.
-    let rest = crate::queue::collapse(rest.iter());
+    // The root itself (its attributes failed) is never listed to rsync, which sets them as an
+    // implied directory of what it sends; collapsing with it would swallow every other path.
+    let rest = crate::queue::collapse(rest.iter().filter(|p| !p.as_os_str().is_empty()));
     Pass::Done { outcome, rest }
 }
 

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    failed_paths, files_from, max_delete_skipped, rsync_argv, sent_lengths, vanished_paths,
-    ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
-    DEFAULT_TIMEOUT_SECS, TARGET_NOT_OURS,
+    failed_paths, files_from, guard_refusal, max_delete_skipped, rsync_argv, sent_lengths,
+    vanished_paths, ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
+    DEFAULT_TIMEOUT_SECS,
 };
 
 pub use destination::Destination;
@@ -181,6 +181,12 @@ impl Destination {
             let error = not_ours(&self.remote.target);
             return Outcome::failed(ExitClass::Fatal, error, started);
         }
+        // A trash planted as a symlink would take `--backup-dir` out of the target (SSH
+        // targets: the guard checks it).
+        if backup_dir.is_some() && !self.local_trash_is_safe(stall).await {
+            let error = wsync_core::trash::not_a_directory_message(&self.remote.target);
+            return Outcome::failed(ExitClass::Fatal, error, started);
+        }
         let root_empty = || {
             let owned = root.to_path_buf();
             let call = format!("listing the workspace root {}", root.display());
@@ -203,13 +209,16 @@ impl Destination {
                     return outcome;
                 }
                 Err(e) => {
+                    if let Some(refused) = guard_refusal(&e.to_string(), &self.remote.target) {
+                        return Outcome::failed(ExitClass::Fatal, refused, started);
+                    }
                     return Outcome::failed(
                         ExitClass::Connection,
                         format!(
                             "the workspace root is empty and the remote cannot be checked: {e}"
                         ),
                         started,
-                    )
+                    );
                 }
             }
         }
@@ -252,8 +261,7 @@ impl Destination {
             }
             Batch::Paths { renames, paths } => {
                 let replayed = renames::replay(self, renames, backup_dir.is_some(), stall).await;
-                if replayed.target_missing {
-                    let error = not_ours(&self.remote.target);
+                if let Some(error) = replayed.refused {
                     return Outcome::failed(ExitClass::Fatal, error, started);
                 }
                 if let Some(why) = &replayed.stopped {
@@ -390,9 +398,9 @@ impl Destination {
         let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
         let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
-        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+        if let Some(refused) = self.refusal(&outcome, &output) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(not_ours(&self.remote.target));
+            outcome.error = Some(refused);
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(&output, root);
@@ -542,9 +550,9 @@ impl Destination {
         root: &Path,
         stall: StallReport<'_>,
     ) {
-        if outcome.class != ExitClass::Success && output.contains(TARGET_NOT_OURS) {
+        if let Some(refused) = self.refusal(outcome, output) {
             outcome.class = ExitClass::Fatal;
-            outcome.error = Some(not_ours(&self.remote.target));
+            outcome.error = Some(refused);
         }
         if outcome.class == ExitClass::Vanished {
             outcome.vanished = vanished_paths(output, root);
@@ -852,6 +860,15 @@ fn merge_files_pass(outcome: &mut Outcome, first: Outcome) {
 fn split_files(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
     list.into_iter()
         .partition(|path| std::fs::symlink_metadata(root.join(path)).is_ok_and(|m| !m.is_dir()))
+}
+
+impl Destination {
+    /// What the remote guard's refusal in a failed run's `output` means, if it refused.
+    fn refusal(&self, outcome: &Outcome, output: &str) -> Option<String> {
+        (outcome.class != ExitClass::Success)
+            .then(|| guard_refusal(output, &self.remote.target))
+            .flatten()
+    }
 }
 
 fn not_ours(target: &RemoteTarget) -> String {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use wsync_core::beneath::{BeneathError, TargetRoot};
 use wsync_core::executor::rename_if_matching;
 use wsync_core::remote::RemoteTarget;
-use wsync_core::rsync::TARGET_NOT_OURS;
+use wsync_core::rsync::{guard_refusal, ssh_target_checks, TARGET_NOT_OURS};
 use wsync_core::ssh::quote_posix_sh;
 use wsync_core::target::MARKER_FILE;
 
@@ -28,8 +28,9 @@ pub struct Replayed {
     pub done: usize,
     /// Why the replay stopped early (logged; the rest falls back to rsync).
     pub stopped: Option<String>,
-    /// The remote's target directory is gone (an error, not a fallback).
-    pub target_missing: bool,
+    /// The remote refused the script (its target is not ours, or resolves to the remote home
+    /// or above): the error, not a fallback.
+    pub refused: Option<String>,
     /// A directory on the way to an end of the rename that stopped the replay is a symlink
     /// (or not a directory) on the remote: rsync sends it whole, which replaces what is there.
     pub diverged: Option<PathBuf>,
@@ -67,7 +68,7 @@ pub async fn replay(
                 Ok(out) => ssh_replayed(&out, renames),
                 Err(e) => Replayed {
                     done: 0,
-                    target_missing: e.to_string().contains(TARGET_NOT_OURS),
+                    refused: guard_refusal(&e.to_string(), &dest.remote.target),
                     stopped: Some(e.to_string()),
                     diverged: None,
                 },
@@ -93,7 +94,7 @@ fn replay_local(
             return Replayed {
                 done: 0,
                 stopped: Some("the target holds no marker of this workspace".into()),
-                target_missing: true,
+                refused: Some(wsync_core::target::not_ours_message(&target.display())),
                 diverged: None,
             }
         }
@@ -127,7 +128,7 @@ fn replay_local(
             return Replayed {
                 done,
                 stopped: Some(format!("{rename:?}: {e}")),
-                target_missing: false,
+                refused: None,
                 diverged,
             };
         }
@@ -174,7 +175,7 @@ fn ssh_replayed(out: &[u8], renames: &[Rename]) -> Replayed {
     Replayed {
         done,
         stopped: Some(format!("{rename:?}: {why}")),
-        target_missing: false,
+        refused: None,
         diverged,
     }
 }
@@ -194,9 +195,11 @@ pub fn ssh_script(
     renames: &[Rename],
     keep_overwritten: bool,
 ) -> Vec<u8> {
-    let mut s = Vec::new();
-    s.extend_from_slice(b"cd -- ");
+    let mut s = b"d=".to_vec();
     s.extend_from_slice(&quote_posix_sh(target));
+    s.extend_from_slice(b"\n");
+    s.extend_from_slice(ssh_target_checks().as_bytes());
+    s.extend_from_slice(b"\ncd -- \"$d\"");
     // The marker counts only as a regular file, not a symlink (see `wsync_core::target::read_local`),
     // and at most its first 4 KiB are searched.
     s.extend_from_slice(
@@ -294,6 +297,41 @@ mod tests {
         )
     }
 
+    /// A hand-edited registry entry naming the remote home: the script refuses before any
+    /// `mv`, even with our marker there, and says why.
+    #[test]
+    fn the_ssh_script_refuses_a_target_that_is_the_remote_home() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().canonicalize().unwrap();
+        std::fs::write(home.join("a"), "A").unwrap();
+        mark(&home);
+        let ops = [rename("a", "b", false)];
+        let script = ssh_script(home.as_os_str().as_encoded_bytes(), "00ff", &ops, false);
+        let mut child = std::process::Command::new("sh")
+            .arg("-s")
+            .current_dir(&home)
+            .env("HOME", &home)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&script).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(97), "{err}");
+        assert!(err.contains(wsync_core::rsync::TARGET_TOO_BROAD), "{err}");
+        assert!(out.stdout.is_empty());
+        assert!(home.join("a").exists() && !home.join("b").exists());
+        // A directory below the home replays as usual.
+        let sub = home.join("mirror");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("a"), "A").unwrap();
+        mark(&sub);
+        assert_eq!(replay_by_script(&sub, &ops).done, 1);
+    }
+
     #[test]
     fn the_ssh_script_replays_swaps_and_odd_names_and_stops_on_mismatch() {
         let tmp = tempfile::tempdir().unwrap();
@@ -388,9 +426,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(t.join("g")).unwrap(), "F");
         assert!(t.join("dir").is_dir());
         assert!(
-            replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)], false).target_missing
+            replay_local(&t.join("gone"), "00ff", &[rename("a", "b", false)], false)
+                .refused
+                .is_some()
         );
-        assert!(replay_local(t, "00fe", &[rename("g", "h", false)], false).target_missing);
+        assert!(replay_local(t, "00fe", &[rename("g", "h", false)], false)
+            .refused
+            .is_some());
         assert!(t.join("g").exists());
     }
 
@@ -436,7 +478,7 @@ mod tests {
             assert_eq!(r.done, 0, "{from} -> {to}: {r:?}");
             let why = r.stopped.unwrap_or_default();
             assert!(why.contains("a symlink in the path"), "{why}");
-            assert!(!r.target_missing);
+            assert!(r.refused.is_none());
             // rsync then sends the directory whole, replacing the link.
             assert_eq!(r.diverged.as_deref(), Some(Path::new("shared/sub")));
             secret_intact(&secret);

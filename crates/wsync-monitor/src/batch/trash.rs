@@ -33,6 +33,11 @@ impl Destination {
             tracing::warn!(remote = %self.remote.name, "trash not pruned: the target holds no marker of this workspace");
             return;
         }
+        if !self.local_trash_is_safe(stall).await {
+            let why = wsync_core::trash::not_a_directory_message(&self.remote.target);
+            tracing::warn!(remote = %self.remote.name, "trash not pruned: {why}");
+            return;
+        }
         let empty = match tempfile::Builder::new().prefix("wsync-prune-").tempdir() {
             Ok(dir) => dir,
             Err(e) => {

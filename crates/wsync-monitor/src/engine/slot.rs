@@ -75,27 +75,52 @@ impl Flight {
     }
 }
 
+/// After this many consecutive whole-remote failures the remote shows `error` (the hook fires)
+/// instead of `backoff`, while it keeps retrying. A failure to reach the remote also needs
+/// [`UNREACHABLE_ERROR_AFTER`]: a laptop going offline for a moment is not news, one that
+/// stays away is.
+pub(super) const REMOTE_ERROR_AFTER: u32 = 3;
+/// How long a remote must have been unreachable (rsync or ssh could not connect, or the
+/// transfer was cut) before it shows `error`.
+pub(super) const UNREACHABLE_ERROR_AFTER: Duration = Duration::from_secs(60);
+
 /// Consecutive failures and the retry they lead to.
 #[derive(Debug, Default)]
 struct Health {
     failures: u32,
+    /// When the first of the consecutive failures happened.
+    failing_since: Option<Instant>,
+    /// The failures have gone on long enough to show `error` (see [`REMOTE_ERROR_AFTER`]).
+    alerting: bool,
     retry_at: Option<Instant>,
     retry_unix_ms: Option<u64>,
-    last_class: Option<ExitClass>,
     last_error: Option<String>,
 }
 
 impl Health {
     fn succeeded(&mut self) {
         self.failures = 0;
+        self.failing_since = None;
+        self.alerting = false;
         self.retry_at = None;
         self.retry_unix_ms = None;
         self.last_error = None;
     }
 
-    /// Counts a failure; returns the delay before the retry.
-    fn failed(&mut self, message: String, now: Instant, now_unix_ms: u64) -> Duration {
+    /// Counts a failure of `class`; returns the delay before the retry.
+    fn failed(
+        &mut self,
+        class: ExitClass,
+        message: String,
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Duration {
         self.failures += 1;
+        let since = *self.failing_since.get_or_insert(now);
+        let unreachable = matches!(class, ExitClass::Connection | ExitClass::Killed);
+        self.alerting = class == ExitClass::Fatal
+            || (self.failures >= REMOTE_ERROR_AFTER
+                && (!unreachable || now.duration_since(since) >= UNREACHABLE_ERROR_AFTER));
         let delay = Backoff::REMOTE_RETRY.delay(self.failures);
         self.retry_at = Some(now + delay);
         self.retry_unix_ms = Some(now_unix_ms + delay.as_millis() as u64);
@@ -691,7 +716,6 @@ impl RemoteSlot {
         // A watched full sync is over once transferred: a resync queued now runs quietly.
         self.report_progress &= !flight.full;
         self.health.succeeded();
-        self.health.last_class = Some(ExitClass::Success);
         self.last_sync_unix_ms = Some(now_unix_ms);
         self.finishing.push(flight);
         true
@@ -732,7 +756,6 @@ impl RemoteSlot {
             sent_lengths,
         } = outcome;
         self.growing.finished(flight.id, &sent_lengths);
-        self.health.last_class = Some(class);
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
         // deletions were the user's decision and clear the slate.
@@ -830,7 +853,7 @@ impl RemoteSlot {
                 self.put_back_from(flight.oldest);
                 let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
                 let attempt = self.health.failures + 1;
-                let delay = self.health.failed(message.clone(), now, now_unix_ms);
+                let delay = self.health.failed(class, message.clone(), now, now_unix_ms);
                 tracing::warn!(
                     remote = %name,
                     attempt,
@@ -974,7 +997,7 @@ impl RemoteSlot {
                 RemoteState::InitialSync
             }
         } else if self.health.failures > 0 {
-            if self.health.last_class == Some(ExitClass::Fatal) {
+            if self.health.alerting {
                 RemoteState::Error
             } else {
                 RemoteState::Backoff

@@ -1264,6 +1264,107 @@ fn a_path_failing_three_times_puts_the_remote_in_error_naming_it() {
     assert!(h.started.is_empty(), "the whole remote is in backoff");
 }
 
+/// Retries the failed batch once its backoff is over and fails it again with `outcome`.
+fn retry_and_fail(h: &mut Harness, outcome: impl Fn(&Harness) -> Outcome) {
+    let failures = h.status().remotes[0].consecutive_failures;
+    h.advance(wsync_core::backoff::Backoff::REMOTE_RETRY.delay(failures));
+    let retry = h.take_one();
+    let outcome = outcome(h);
+    h.done(retry, outcome);
+}
+
+#[test]
+fn a_remote_failing_whole_three_times_shows_error_keeps_retrying_and_recovers() {
+    // rsync exit 23 whose message names no path (e.g. `failed to set times on "/target/."`
+    // when the target directory is immutable): the whole remote fails.
+    let whole = |h: &Harness| {
+        Outcome::failed(
+            ExitClass::Partial,
+            "rsync: [generator] failed to set times on \"/mirror/a/.\": Operation not permitted (1)".into(),
+            h.now,
+        )
+    };
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let first = h.take_one();
+    h.done(first, whole(&h));
+    assert_eq!(h.state(), RemoteState::Backoff, "one failure is not news");
+    retry_and_fail(&mut h, whole);
+    assert_eq!(h.state(), RemoteState::Backoff, "nor two");
+    retry_and_fail(&mut h, whole);
+    let s = h.status().remotes[0].clone();
+    assert_eq!(s.state, RemoteState::Error, "{s:?}");
+    assert_eq!(s.consecutive_failures, 3);
+    assert!(
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("failed to set times")),
+        "{s:?}"
+    );
+    // Still retried with backoff (4 s now), and still an error while it keeps failing.
+    assert!(s.next_retry_unix_ms.is_some());
+    retry_and_fail(&mut h, whole);
+    assert_eq!(h.state(), RemoteState::Error);
+    h.advance(Duration::from_secs(8));
+    let retry = h.take_one();
+    h.succeed(retry);
+    let s = h.status().remotes[0].clone();
+    assert_eq!(s.state, RemoteState::InSync, "{s:?}");
+    assert_eq!(s.consecutive_failures, 0);
+    assert_eq!(s.last_error, None);
+}
+
+#[test]
+fn an_unreachable_remote_shows_error_only_after_a_minute_of_failures() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("f");
+    let started = h.now;
+    let first = h.take_one();
+    h.fail(first, ExitClass::Connection);
+    // 1, 2, 4, 8, 16 s of backoff: five more failures within 31 s, a blip (a laptop
+    // changing networks) that is not news.
+    for _ in 0..5 {
+        retry_and_fail(&mut h, |h| {
+            Outcome::failed(
+                ExitClass::Connection,
+                "ssh: connect to host box port 22: Network is unreachable".into(),
+                h.now,
+            )
+        });
+        assert_eq!(
+            h.state(),
+            RemoteState::Backoff,
+            "after {:?}",
+            h.now - started
+        );
+    }
+    // The next retry (32 s later) is past a minute of failing: reported, and still retried.
+    retry_and_fail(&mut h, |h| {
+        Outcome::failed(
+            ExitClass::Connection,
+            "ssh: connect to host box port 22: Network is unreachable".into(),
+            h.now,
+        )
+    });
+    let s = h.status().remotes[0].clone();
+    assert!(h.now - started >= Duration::from_secs(60));
+    assert_eq!(s.state, RemoteState::Error, "{s:?}");
+    assert!(s
+        .last_error
+        .is_some_and(|e| e.contains("Network is unreachable")));
+    assert!(s.next_retry_unix_ms.is_some());
+    retry_and_fail(&mut h, |h| {
+        Outcome::failed(ExitClass::Killed, "killed".into(), h.now)
+    });
+    assert_eq!(h.state(), RemoteState::Error);
+    h.advance(Duration::from_secs(60));
+    let retry = h.take_one();
+    h.succeed(retry);
+    assert_eq!(h.state(), RemoteState::InSync);
+}
+
 // ---- proof of sync and latency ---------------------------------------------------------
 
 const PROOF: Duration = Duration::from_secs(60);
