@@ -44,3 +44,4 @@ mod proof_of_sync;
 mod supervisor;
 mod target_identity;
 mod trash;
+mod watch_backends;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::monitor_proto::WatchMode;
 use crate::paths::{self, SettingsFile};
 
 /// Environment variable naming another config file.
@@ -67,6 +68,9 @@ pub struct Tuning {
     /// `HookTimeoutMs`: how long the hook may run before it and all it started are killed
     /// (default 30000).
     pub hook_timeout: Duration,
+    /// `WatchMode`: `auto` (default), `inotify`, `notify` or `poll`; the monitors' watch
+    /// backend (see `wsync_core::monitor_proto::WatchMode`).
+    pub watch_mode: WatchMode,
 }
 
 impl Default for Tuning {
@@ -82,6 +86,7 @@ impl Default for Tuning {
             path_check_timeout: Duration::from_secs(10),
             proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            watch_mode: WatchMode::Auto,
         }
     }
 }
@@ -207,6 +212,14 @@ impl Config {
                 self.tuning.proof_interval = Duration::from_secs(number(key, value, 0, 86_400)?)
             }
             "HookTimeoutMs" => self.tuning.hook_timeout = millis(key, value, 100, 600_000)?,
+            "WatchMode" => {
+                self.tuning.watch_mode = WatchMode::parse(value).ok_or_else(|| {
+                    format!(
+                        "WatchMode must be one of {}, found {value:?}",
+                        WatchMode::NAMES.join(", ")
+                    )
+                })?
+            }
             other => {
                 return Err(format!(
                     "unknown key {other:?}; known keys: {}",
@@ -260,6 +273,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "PathCheckTimeoutMs",
     "ProofIntervalSecs",
     "HookTimeoutMs",
+    "WatchMode",
 ];
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {
@@ -316,6 +330,27 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("/etc/test.config:3: unknown key \"Colour\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn watch_mode_defaults_to_auto_and_names_the_choices_when_wrong() {
+        assert_eq!(parse("").unwrap().tuning.watch_mode, WatchMode::Auto);
+        for (text, mode) in [
+            ("auto", WatchMode::Auto),
+            ("inotify", WatchMode::Inotify),
+            ("notify", WatchMode::Notify),
+            ("poll", WatchMode::Poll),
+        ] {
+            let c = parse(&format!("WatchMode={text}\n")).unwrap();
+            assert_eq!(c.tuning.watch_mode, mode);
+        }
+        let e = parse("WatchMode=fsevents\n").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                ":1: WatchMode must be one of auto, inotify, notify, poll, found \"fsevents\""
+            ),
             "{e}"
         );
     }

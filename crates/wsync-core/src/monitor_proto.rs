@@ -22,7 +22,8 @@
 //!
 //! # Messages
 //! - Control: `start` carries the workspace (name, path, remotes, ...) and the tunables
-//!   (`settle_ms`, `max_latency_ms`); then any of `attach {remote}`, `update {remote}` (new settings
+//!   (`settle_ms`, `max_latency_ms`, `proof_interval_ms`, `watch_mode` — omitted for `auto`);
+//!   then any of `attach {remote}`, `update {remote}` (new settings
 //!   for an attached remote), `detach {remote: name}`,
 //!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
 //!   `checksum_resync {remote?}`,
@@ -126,6 +127,56 @@ pub struct MonitorTunables {
     /// How often an idle remote gets a proof of sync (0: never); see `ProofIntervalSecs`.
     #[serde(default = "default_proof_interval_ms")]
     pub proof_interval_ms: u64,
+    /// Which watch backend the monitor uses (`WatchMode`); omitted for `auto`, so older
+    /// monitors and daemons agree on the default.
+    #[serde(default, skip_serializing_if = "WatchMode::is_auto")]
+    pub watch_mode: WatchMode,
+}
+
+/// The `WatchMode` config key: how a monitor learns of changes in its workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// inotify, except on network and FUSE filesystems (poll), falling back to poll when no
+    /// inotify instance is left.
+    #[default]
+    Auto,
+    /// One inotify watch per directory (falls back to poll when no instance is left).
+    Inotify,
+    /// The `notify` crate, one recursive watch on the root (FSEvents on macOS, its own
+    /// inotify backend on Linux).
+    Notify,
+    /// Walk the tree every two seconds and compare each entry's stamps.
+    Poll,
+}
+
+impl WatchMode {
+    /// Every mode, as the config file spells it.
+    pub const NAMES: &[&str] = &["auto", "inotify", "notify", "poll"];
+
+    pub fn is_auto(&self) -> bool {
+        *self == WatchMode::Auto
+    }
+
+    /// Parses the config file's spelling (`auto`, `inotify`, `notify`, `poll`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(Self::Auto),
+            "inotify" => Some(Self::Inotify),
+            "notify" => Some(Self::Notify),
+            "poll" => Some(Self::Poll),
+            _ => None,
+        }
+    }
+}
+
+/// The watch backend a monitor actually runs (what `auto` chose, or the poll fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchBackendKind {
+    Inotify,
+    Notify,
+    Poll,
 }
 
 fn default_proof_interval_ms() -> u64 {
@@ -154,6 +205,7 @@ impl Default for MonitorTunables {
             settle_ms: 5,
             max_latency_ms: 100,
             proof_interval_ms: default_proof_interval_ms(),
+            watch_mode: WatchMode::Auto,
         }
     }
 }
@@ -174,7 +226,10 @@ pub enum MonitorEvent {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MonitorStatus {
     pub workspace: String,
-    /// inotify watches in use.
+    /// The watch backend in use (`None` from a monitor that predates the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_backend: Option<WatchBackendKind>,
+    /// Kernel watches in use (inotify: one per directory; 0 for notify and poll).
     pub watches: u64,
     /// Kernel queue overflows and rescans requested by the watcher.
     pub overflows: u64,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use wsync_core::framing::{decode, encode};
 use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
-    SyncProgress, Throughput,
+    SyncProgress, Throughput, WatchBackendKind, WatchMode,
 };
 use wsync_core::protocol::{ErrorCode, MonitorProcessState, Request, Response, PROTOCOL_VERSION};
 use wsync_core::registry::{Remote, RootIdentity, Workspace};
@@ -291,6 +291,7 @@ fn monitor_channel() {
                 settle_ms: 5,
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
+                watch_mode: WatchMode::Auto,
             },
             progress: vec![],
             pending_dir: None,
@@ -306,6 +307,7 @@ fn monitor_channel() {
                 settle_ms: 5,
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
+                watch_mode: WatchMode::Auto,
             },
             progress: vec!["mirror".into()],
             pending_dir: Some("/home/me/.wsync/pending".into()),
@@ -441,10 +443,46 @@ fn proof_of_sync_and_throughput_in_status() {
 }
 
 #[test]
+fn a_watch_mode_other_than_auto_is_sent_and_the_backend_is_reported() {
+    for (mode, name) in [
+        (WatchMode::Inotify, "inotify"),
+        (WatchMode::Notify, "notify"),
+        (WatchMode::Poll, "poll"),
+    ] {
+        pin(
+            MonitorTunables {
+                watch_mode: mode,
+                ..MonitorTunables::default()
+            },
+            &format!(
+                r#"{{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000,"watch_mode":"{name}"}}"#
+            ),
+        );
+    }
+    for (backend, name) in [
+        (WatchBackendKind::Inotify, "inotify"),
+        (WatchBackendKind::Notify, "notify"),
+        (WatchBackendKind::Poll, "poll"),
+    ] {
+        pin(
+            MonitorStatus {
+                workspace: "w".into(),
+                watch_backend: Some(backend),
+                ..MonitorStatus::default()
+            },
+            &format!(
+                r#"{{"workspace":"w","watch_backend":"{name}","watches":0,"overflows":0,"rescans":0,"watch_error":null,"halted":null,"paused":false,"remotes":[]}}"#
+            ),
+        );
+    }
+}
+
+#[test]
 fn tunables_from_an_older_daemon_default_the_proof_interval() {
     let t: MonitorTunables =
         serde_json::from_str(r#"{"settle_ms":5,"max_latency_ms":100}"#).unwrap();
     assert_eq!(t.proof_interval_ms, 60_000);
+    assert_eq!(t.watch_mode, WatchMode::Auto);
 }
 
 #[test]

@@ -130,6 +130,7 @@
 //! it mirroring. An SSH remote's target is
 //! `{"kind":"ssh","user":"me","host":"box","port":22,"path":"/srv/demo","identity_file":"/home/me/.ssh/id_ed25519","ssh_options":[{"key":"StrictHostKeyChecking","value":"no"}]}`.
 
+pub mod backend;
 pub mod batch;
 pub mod blocking;
 pub mod channel;
@@ -141,6 +142,7 @@ pub mod poll;
 pub mod queue;
 pub mod watch;
 mod watch_excludes;
+pub mod watch_notify;
 mod watch_paths;
 
 use std::path::{Path, PathBuf};
@@ -233,13 +235,14 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             std::process::id()
         )),
     };
+    let watch_mode = tunables.watch_mode;
     let watcher = tokio::task::spawn_blocking(move || {
         batch::remove_stale_proofs(&root);
-        watch::Watcher::start(&root, exclude_config, watch_tx)
+        backend::start(&root, exclude_config, watch_mode, watch_tx)
     })
     .await
     .context("starting the watcher")?
-    .context("initialising inotify")?;
+    .with_context(|| format!("starting the {watch_mode:?} watch backend"))?;
     let root_id = engine::current_root_id(&workspace.path);
     let pending_dir = pending_dir.filter(|dir| match create_private_dir(dir) {
         Ok(()) => true,
@@ -275,6 +278,7 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
             rules_file: Some(watcher.rules_file()),
             root_id,
             watches: watcher.count(),
+            watch_backend: watcher.kind(),
             pending_dir,
             pending,
             initial_checksum,

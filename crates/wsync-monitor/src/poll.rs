@@ -1,5 +1,7 @@
-//! The poll backend, used when no inotify instance can be had (`inotify_init` fails with EMFILE:
-//! `fs.inotify.max_user_instances` is reached — 128 by default, one per monitor). Every
+//! The poll backend (`WatchMode=poll`), chosen by `auto` for network and FUSE sources (where
+//! inotify sees only local writes) and used when no inotify instance can be had
+//! (`inotify_init` fails with EMFILE: `fs.inotify.max_user_instances` is reached — 128 by
+//! default, one per monitor). Every
 //! [`POLL_INTERVAL`] a thread walks the tree (excluded directories skipped and recorded, as the
 //! watcher does, with the patterns read afresh each walk) and compares each entry's mtime and
 //! ctime (ns), size, inode, type and mode with the last walk; what differs goes to the engine as
@@ -19,8 +21,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::excludes::{write_rules, Excludes};
 use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 
+use wsync_core::monitor_proto::WatchBackendKind;
+
+use crate::backend::WatchBackend;
 use crate::engine::checksum::TreeSize;
-use crate::watch::{Change, ChangeKind, ExcludeConfig, WatchMsg};
+use crate::watch::{Change, ChangeKind, ExcludeConfig, WatchError, WatchMsg};
 
 /// How often the tree is walked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -156,18 +161,48 @@ fn tree_size(snapshot: &Snapshot) -> TreeSize {
     tree
 }
 
+/// The poll backend's handle: nothing to rescan or re-watch (each walk covers the whole tree
+/// anyway) and no kernel watches.
+pub struct Poller {
+    rules_file: PathBuf,
+    tree: TreeSize,
+}
+
+impl WatchBackend for Poller {
+    fn kind(&self) -> WatchBackendKind {
+        WatchBackendKind::Poll
+    }
+    fn initial_tree(&self) -> TreeSize {
+        self.tree
+    }
+    fn count(&self) -> u64 {
+        0
+    }
+    fn rules_file(&self) -> PathBuf {
+        self.rules_file.clone()
+    }
+    fn rescan(&self) -> Result<(), WatchError> {
+        Ok(())
+    }
+    fn rewatch(&self) -> Result<(), WatchError> {
+        Ok(())
+    }
+}
+
 /// Walks the tree once (the rules file is written before this returns, so the first sync
-/// has it), then polls it on a thread of its own until `tx` closes. Returns the size of the
-/// tree the first walk saw.
+/// has it), then polls it on a thread of its own until `tx` closes.
 pub fn start(
     root: &Path,
     config: ExcludeConfig,
     tx: UnboundedSender<WatchMsg>,
-) -> io::Result<TreeSize> {
+) -> io::Result<Poller> {
     let root = root.to_path_buf();
     let mut last = walk(&root, &config);
     write(&config, &last);
-    let tree = tree_size(&last);
+    let poller = Poller {
+        rules_file: config.rules_file.clone(),
+        tree: tree_size(&last),
+    };
     std::thread::Builder::new()
         .name("poll".into())
         .spawn(move || loop {
@@ -199,7 +234,7 @@ pub fn start(
             }
             last = next;
         })?;
-    Ok(tree)
+    Ok(poller)
 }
 
 #[cfg(test)]

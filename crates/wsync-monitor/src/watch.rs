@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
+use wsync_core::monitor_proto::WatchBackendKind;
 use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 
-use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
+use crate::backend::WatchBackend;
+use crate::engine::checksum::TreeSize;
 pub use crate::watch_excludes::ExcludeConfig;
 use crate::watch_excludes::ExcludeState;
 use crate::watch_paths::WatchPaths;
@@ -61,8 +63,8 @@ pub enum WatchMsg {
     RootUnwatched,
     /// Watching is degraded for good (e.g. the inotify watch limit).
     Error(WatchError),
-    /// No inotify instance could be had: the tree is polled instead (see [`crate::poll`]); the
-    /// text, for status, names the limit to raise.
+    /// The chosen backend could not start (no inotify instance left): the tree is polled
+    /// instead (see [`crate::poll`]); the text, for status, names the limit to raise.
     Polling(String),
 }
 
@@ -79,6 +81,9 @@ pub enum WatchError {
     /// The watcher thread ended.
     #[error("the watcher thread stopped")]
     Stopped,
+    /// The `notify` backend reported an error (`WatchMode=notify`).
+    #[error("the notify watch backend failed: {0}; falling back to periodic full syncs")]
+    Notify(String),
 }
 
 const MASK: WatchMask = WatchMask::CREATE
@@ -132,51 +137,26 @@ fn max_watches_from_env() -> Option<usize> {
     }
 }
 
-/// Handle the engine keeps: the table (for rescans) and what status reads without its lock
-/// (an overflow rescan of a huge tree holds it for seconds).
+/// The inotify backend's handle: the table (for rescans) and what status reads without its
+/// lock (an overflow rescan of a huge tree holds it for seconds).
 #[derive(Clone)]
 pub struct Watcher {
-    /// `None` in poll mode: the poller walks the whole tree each time anyway.
-    table: Option<Arc<Mutex<WatchTable>>>,
+    table: Arc<Mutex<WatchTable>>,
     count: Arc<AtomicU64>,
     rules_file: PathBuf,
     tree: TreeSize,
 }
 
-/// The status text of poll mode.
-pub fn polling_message(error: &io::Error) -> String {
-    format!(
-        "no inotify instance available ({error}): the per-user limit fs.inotify.max_user_instances is reached (one per monitor); polling the tree every {} s instead — raise it with `sysctl fs.inotify.max_user_instances=1024`",
-        crate::poll::POLL_INTERVAL.as_secs()
-    )
-}
-
 impl Watcher {
     /// Creates the inotify instance, watches the whole tree (before any sync runs), and starts
-    /// the reader thread that sends [`WatchMsg`]s to `tx`. When no instance can be had
-    /// (EMFILE: `fs.inotify.max_user_instances`), polls the tree instead ([`crate::poll`]).
+    /// the reader thread that sends [`WatchMsg`]s to `tx`. Fails with EMFILE when no instance
+    /// can be had (`fs.inotify.max_user_instances`; the caller polls instead).
     pub fn start(
         root: &Path,
         config: ExcludeConfig,
         tx: UnboundedSender<WatchMsg>,
     ) -> io::Result<Self> {
-        let inotify = match Inotify::init() {
-            Ok(inotify) => inotify,
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                let message = polling_message(&e);
-                tracing::error!("{message}");
-                let rules_file = config.rules_file.clone();
-                let tree = crate::poll::start(root, config, tx.clone())?;
-                let _ = tx.send(WatchMsg::Polling(message));
-                return Ok(Self {
-                    table: None,
-                    count: Arc::default(),
-                    rules_file,
-                    tree,
-                });
-            }
-            Err(e) => return Err(e),
-        };
+        let inotify = Inotify::init()?;
         let count = Arc::new(AtomicU64::new(0));
         let mut table = WatchTable {
             root: root.to_path_buf(),
@@ -205,7 +185,7 @@ impl Watcher {
         let rules_file = table.filter.rules_file.clone();
         let table = Arc::new(Mutex::new(table));
         let watcher = Self {
-            table: Some(table),
+            table,
             count,
             rules_file,
             tree,
@@ -217,60 +197,11 @@ impl Watcher {
         Ok(watcher)
     }
 
-    /// The table, locked (`None` in poll mode).
-    fn lock(&self) -> Option<MutexGuard<'_, WatchTable>> {
+    /// The table, locked.
+    fn lock(&self) -> MutexGuard<'_, WatchTable> {
         // A panic while holding the lock leaves a usable table; recover it.
-        let table = self.table.as_ref()?;
-        Some(table.lock().unwrap_or_else(|e| e.into_inner()))
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// The included files and bytes the first walk saw (bytes counted only up to
-    /// [`INITIAL_CHECKSUM_MAX_BYTES`], files always).
-    pub fn initial_tree(&self) -> TreeSize {
-        self.tree
-    }
-
-    /// Watches in use (as of the last change to the table; never waits for its lock).
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// The rsync rules file for the excluded entries (always written, possibly empty).
-    pub fn rules_file(&self) -> PathBuf {
-        self.rules_file.clone()
-    }
-
-    /// Re-walks the tree and adds any missing watch (after an overflow, or when a halted root
-    /// came back). Returns the error when watching is degraded.
-    pub fn rescan(&self) -> Result<(), WatchError> {
-        let Some(mut table) = self.lock() else {
-            return Ok(());
-        };
-        let result = table.add_tree(Path::new(""));
-        table.flush_rules();
-        table.publish_count();
-        result
-    }
-
-    /// Drops every watch and watches the tree afresh (the root is a different directory now).
-    pub fn rewatch(&self) -> Result<(), WatchError> {
-        let Some(mut table) = self.lock() else {
-            return Ok(());
-        };
-        table.remove_tree(Path::new(""));
-        let root = table.root.clone();
-        table.filter.reload_patterns(&root);
-        let result = table.add_tree(Path::new(""));
-        table.flush_rules();
-        table.publish_count();
-        result
-    }
-
-    /// Removes the rules file (at exit).
-    pub fn remove_rules_file(&self) {
-        let _ = std::fs::remove_file(&self.rules_file);
-    }
-
     fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>) {
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
@@ -285,9 +216,7 @@ impl Watcher {
             let mut out = Vec::new();
             let mut changes = Vec::new();
             {
-                let Some(mut table) = self.lock() else {
-                    return;
-                };
+                let mut table = self.lock();
                 for event in events {
                     table.translate(
                         event.wd,
@@ -319,6 +248,47 @@ impl Watcher {
                 }
             }
         }
+    }
+}
+
+impl WatchBackend for Watcher {
+    fn kind(&self) -> WatchBackendKind {
+        WatchBackendKind::Inotify
+    }
+
+    /// Bytes counted only up to [`crate::engine::checksum::INITIAL_CHECKSUM_MAX_BYTES`], files always.
+    fn initial_tree(&self) -> TreeSize {
+        self.tree
+    }
+
+    /// As of the last change to the table; never waits for its lock.
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn rules_file(&self) -> PathBuf {
+        self.rules_file.clone()
+    }
+
+    /// Re-walks the tree and adds any missing watch.
+    fn rescan(&self) -> Result<(), WatchError> {
+        let mut table = self.lock();
+        let result = table.add_tree(Path::new(""));
+        table.flush_rules();
+        table.publish_count();
+        result
+    }
+
+    /// Drops every watch and watches the tree afresh.
+    fn rewatch(&self) -> Result<(), WatchError> {
+        let mut table = self.lock();
+        table.remove_tree(Path::new(""));
+        let root = table.root.clone();
+        table.filter.reload_patterns(&root);
+        let result = table.add_tree(Path::new(""));
+        table.flush_rules();
+        table.publish_count();
+        result
     }
 }
 
@@ -374,29 +344,10 @@ impl WatchTable {
             if let Some(visited) = visited.as_deref_mut() {
                 visited.insert(dir.clone());
             }
-            self.filter.excludes.load_dir(&dir);
-            let entries = match std::fs::read_dir(&full) {
-                Ok(entries) => entries,
-                Err(_) => continue,
-            };
-            for entry in entries.flatten() {
-                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                let child = dir.join(entry.file_name());
-                if self.filter.exclude_if_matched(&child, is_dir) {
-                    continue;
-                }
-                if is_dir {
-                    stack.push(child);
-                } else if let Some(tree) = self.counting.as_mut() {
-                    tree.files += 1;
-                    // One stat per file, and only while the answer is open.
-                    if tree.bytes <= INITIAL_CHECKSUM_MAX_BYTES
-                        && tree.files <= INITIAL_CHECKSUM_MAX_FILES
-                    {
-                        tree.bytes += entry.metadata().map_or(0, |m| m.len());
-                    }
-                }
-            }
+            let subdirs = self
+                .filter
+                .list_dir(&self.root, &dir, self.counting.as_mut());
+            stack.extend(subdirs);
         }
         Ok(())
     }

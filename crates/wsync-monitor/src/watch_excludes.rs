@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use wsync_core::excludes::{write_rules, Excludes};
 
+use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
 use crate::watch::{Change, ChangeKind, WatchTable};
 
 /// What the watcher needs to know about a workspace's excludes.
@@ -101,6 +102,86 @@ impl ExcludeState {
             }
         }
     }
+
+    /// Writes the rules file if the excluded set or the patterns changed: the anchored rules
+    /// for the excluded entries, then the protect rules of every ignore file the walk read
+    /// (`Excludes::protect_rules`), so a batch's rsync keeps exactly the remote paths the
+    /// matcher excludes without reading the tree's ignore files again.
+    pub(crate) fn flush_rules(&mut self) {
+        let generation = self.excludes.generation();
+        if self.protect.0 != Some(generation) {
+            self.protect = (Some(generation), self.excludes.protect_rules());
+            self.rules_dirty = true;
+        }
+        if !std::mem::take(&mut self.rules_dirty) {
+            return;
+        }
+        if let Err(e) = write_rules(&self.rules_file, &self.excluded, &self.protect.1) {
+            tracing::error!(
+                "cannot write the rsync exclude rules to {}: {e}",
+                self.rules_file.display()
+            );
+            self.rules_dirty = true;
+        }
+    }
+
+    /// Lists `dir` (relative to `root`) after loading its ignore file: records the excluded
+    /// entries, counts the included files into `counting` (sizes only while the initial
+    /// checksum decision is open) and returns the included subdirectories. An unreadable
+    /// directory lists as empty.
+    pub(crate) fn list_dir(
+        &mut self,
+        root: &Path,
+        dir: &Path,
+        mut counting: Option<&mut TreeSize>,
+    ) -> Vec<PathBuf> {
+        self.excludes.load_dir(dir);
+        let mut subdirs = Vec::new();
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            return subdirs;
+        };
+        for entry in entries.flatten() {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let child = dir.join(entry.file_name());
+            if self.exclude_if_matched(&child, is_dir) {
+                continue;
+            }
+            if is_dir {
+                subdirs.push(child);
+            } else if let Some(tree) = counting.as_deref_mut() {
+                tree.files += 1;
+                // One stat per file, and only while the answer is open.
+                if tree.bytes <= INITIAL_CHECKSUM_MAX_BYTES
+                    && tree.files <= INITIAL_CHECKSUM_MAX_FILES
+                {
+                    tree.bytes += entry.metadata().map_or(0, |m| m.len());
+                }
+            }
+        }
+        subdirs
+    }
+
+    /// After a reload: the entries excluded before (`old`) that the new patterns include,
+    /// whose parent the walk reached (`reached`), as created changes so they get synced.
+    pub(crate) fn newly_included(
+        &self,
+        root: &Path,
+        old: BTreeSet<PathBuf>,
+        reached: impl Fn(&Path) -> bool,
+    ) -> Vec<Change> {
+        old.into_iter()
+            .filter(|p| !self.excluded.contains(p))
+            .filter(|p| p.parent().is_some_and(&reached))
+            .filter_map(|path| {
+                let meta = std::fs::symlink_metadata(root.join(&path)).ok()?;
+                Some(Change {
+                    path,
+                    kind: ChangeKind::Created,
+                    is_dir: meta.is_dir(),
+                })
+            })
+            .collect()
+    }
 }
 
 fn load(root: &Path, config: &ExcludeConfig) -> Excludes {
@@ -112,27 +193,9 @@ fn load(root: &Path, config: &ExcludeConfig) -> Excludes {
 }
 
 impl WatchTable {
-    /// Writes the rules file if the excluded set or the patterns changed: the anchored rules
-    /// for the excluded entries, then the protect rules of every ignore file the walk read
-    /// (`Excludes::protect_rules`), so a batch's rsync keeps exactly the remote paths the
-    /// matcher excludes without reading the tree's ignore files again.
+    /// Writes the rules file if the excluded set or the patterns changed (`ExcludeState::flush_rules`).
     pub(crate) fn flush_rules(&mut self) {
-        let filter = &mut self.filter;
-        let generation = filter.excludes.generation();
-        if filter.protect.0 != Some(generation) {
-            filter.protect = (Some(generation), filter.excludes.protect_rules());
-            filter.rules_dirty = true;
-        }
-        if !std::mem::take(&mut filter.rules_dirty) {
-            return;
-        }
-        if let Err(e) = write_rules(&filter.rules_file, &filter.excluded, &filter.protect.1) {
-            tracing::error!(
-                "cannot write the rsync exclude rules to {}: {e}",
-                filter.rules_file.display()
-            );
-            filter.rules_dirty = true;
-        }
+        self.filter.flush_rules();
     }
 
     /// Re-reads the patterns and reconciles the watches with them: directories newly excluded
@@ -157,19 +220,9 @@ impl WatchTable {
                 }
             }
         }
-        let included: Vec<Change> = old
-            .into_iter()
-            .filter(|p| !self.filter.excluded.contains(p))
-            .filter(|p| p.parent().is_some_and(|parent| visited.contains(parent)))
-            .filter_map(|path| {
-                let meta = std::fs::symlink_metadata(self.root.join(&path)).ok()?;
-                Some(Change {
-                    path,
-                    kind: ChangeKind::Created,
-                    is_dir: meta.is_dir(),
-                })
-            })
-            .collect();
+        let included = self
+            .filter
+            .newly_included(&root, old, |parent| visited.contains(parent));
         tracing::info!(
             watches = self.by_wd.len(),
             excluded = self.filter.excluded.len(),

@@ -95,6 +95,7 @@ impl Supervisor {
                     settle_ms: config.tuning.settle.as_millis() as u64,
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
                     proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
+                    watch_mode: config.tuning.watch_mode,
                 },
                 runtime,
                 pending_dir: config.pending_dir(),

@@ -18,8 +18,9 @@ use tokio::task::JoinHandle;
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, HEARTBEAT_INTERVAL};
 
 use super::{BatchStart, Effect, Engine, Exit, Input, RemoteKey, RootProbe};
+use crate::backend::{Backend, WatchBackend};
 use crate::blocking::{call_deadline, Gate};
-use crate::watch::{WatchError, WatchMsg, Watcher};
+use crate::watch::{WatchError, WatchMsg};
 
 /// What the loop listens to and writes to.
 pub struct Channels {
@@ -30,7 +31,7 @@ pub struct Channels {
 
 struct Driver {
     root: PathBuf,
-    watcher: Watcher,
+    watcher: Backend,
     events: UnboundedSender<MonitorEvent>,
     /// Batch runners by remote and flight: aborting one kills its rsync.
     batches: HashMap<(RemoteKey, u64), JoinHandle<()>>,
@@ -53,7 +54,7 @@ struct Driver {
 pub async fn run(
     engine: Engine,
     initial: Vec<Effect>,
-    watcher: Watcher,
+    watcher: Backend,
     channels: Channels,
 ) -> Exit {
     let Channels {
@@ -225,8 +226,8 @@ impl Driver {
                 self.closing.retain(|handle| !handle.is_finished());
                 self.closing.push(handle);
             }
-            Effect::Rescan => self.rescan(Watcher::rescan),
-            Effect::Rewatch => self.rescan(Watcher::rewatch),
+            Effect::Rescan => self.rescan(|w| w.rescan()),
+            Effect::Rewatch => self.rescan(|w| w.rewatch()),
             Effect::CloseConnection(dest) => {
                 self.closing.retain(|handle| !handle.is_finished());
                 self.closing
@@ -285,7 +286,7 @@ impl Driver {
 
     /// Re-walks the tree off the loop (after the rescan before it); a failure comes back as a
     /// watch error.
-    fn rescan(&self, walk: fn(&Watcher) -> Result<(), WatchError>) {
+    fn rescan(&self, walk: fn(&dyn WatchBackend) -> Result<(), WatchError>) {
         let (watcher, lock, tx) = (
             self.watcher.clone(),
             self.rescanning.clone(),
@@ -293,7 +294,7 @@ impl Driver {
         );
         tokio::spawn(async move {
             let _turn = lock.lock_owned().await;
-            let walked = tokio::task::spawn_blocking(move || walk(&watcher)).await;
+            let walked = tokio::task::spawn_blocking(move || walk(&*watcher)).await;
             if let Ok(Err(error)) = walked {
                 let _ = tx.send(Input::Watch(vec![WatchMsg::Error(error)]));
             }

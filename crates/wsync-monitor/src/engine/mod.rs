@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, SyncProgress,
+    WatchBackendKind,
 };
 use wsync_core::registry::{Remote, Workspace};
 
@@ -209,6 +210,8 @@ pub struct StartConfig {
     pub root_id: Option<RootId>,
     /// The inotify watches in place.
     pub watches: u64,
+    /// The watch backend the watcher runs (shown in status).
+    pub watch_backend: WatchBackendKind,
     /// Where each remote's pending paths are persisted (`crate::pending`); `None`: nowhere.
     pub pending_dir: Option<PathBuf>,
     /// Pending paths an earlier monitor persisted, by remote name: the initial full sync
@@ -222,6 +225,7 @@ pub struct StartConfig {
 /// Watching's health, for status and the degraded mode.
 #[derive(Debug, Default)]
 struct Watching {
+    backend: Option<WatchBackendKind>,
     watches: u64,
     overflows: u64,
     rescans: u64,
@@ -295,6 +299,7 @@ impl Engine {
             rules_file,
             root_id,
             watches,
+            watch_backend,
             pending_dir,
             pending,
             initial_checksum,
@@ -335,6 +340,7 @@ impl Engine {
             flushes: Flushes::default(),
             proofs,
             watching: Watching {
+                backend: Some(watch_backend),
                 watches,
                 ..Watching::default()
             },
@@ -1127,6 +1133,7 @@ impl Engine {
         let halted = self.halt.is_some();
         MonitorStatus {
             workspace: self.workspace.clone(),
+            watch_backend: self.watching.backend,
             watches: self.watching.watches,
             overflows: self.watching.overflows,
             rescans: self.watching.rescans,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState,
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, WatchBackendKind,
 };
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
@@ -91,12 +91,14 @@ impl Harness {
                 settle_ms: SETTLE.as_millis() as u64,
                 max_latency_ms: 100,
                 proof_interval_ms: 0,
+                ..MonitorTunables::default()
             },
             progress: Vec::new(),
             runtime_dir: "/run/wsync".into(),
             rules_file: None,
             root_id: Some(ROOT),
             watches: 3,
+            watch_backend: WatchBackendKind::Inotify,
             pending_dir: None,
             pending: Vec::new(),
             initial_checksum: false,
@@ -901,12 +903,14 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
                 settle_ms: 5,
                 max_latency_ms: 100,
                 proof_interval_ms: 0,
+                ..MonitorTunables::default()
             },
             progress: vec!["a".into()],
             runtime_dir: "/run".into(),
             rules_file: None,
             root_id: None,
             watches: 0,
+            watch_backend: WatchBackendKind::Inotify,
             pending_dir: None,
             pending: Vec::new(),
             initial_checksum: false,
