@@ -826,7 +826,7 @@ impl RemoteSlot {
                             }
                         }
                         None => {
-                            self.dirty.restore(batch, now);
+                            self.restore(batch, flight.moves, now);
                             self.put_back_known(&flight, now);
                         }
                     }
@@ -848,7 +848,7 @@ impl RemoteSlot {
             }
             (_, _) => {
                 self.synced_through = self.synced_through.min(flight.synced_before);
-                self.dirty.restore(batch, now);
+                self.restore(batch, flight.moves, now);
                 self.put_back_known(&flight, now);
                 self.put_back_from(flight.oldest);
                 let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
@@ -895,6 +895,16 @@ impl RemoteSlot {
         self.files_sent += stats.files_transferred;
         self.bytes_sent += stats.bytes_sent;
         self.last_sync_unix_ms = Some(now_unix_ms);
+    }
+
+    /// A batch that did not land waits again, still a move when it was one: its retry may
+    /// re-create a moved subtree through rsync, which a cap sized for losses would stop (and
+    /// halt the workspace over a rename).
+    fn restore(&mut self, batch: Batch, moves: bool, now: Instant) {
+        self.dirty.restore(batch, now);
+        if moves {
+            self.dirty.note_move_as_paths();
+        }
     }
 
     /// Changes from `oldest` on are waiting again (a failed or abandoned batch).

@@ -2022,3 +2022,50 @@ fn a_halt_ends_the_proof_round_and_removes_its_file_and_a_lift_creates_none() {
     h.step(Input::Command(MonitorCommand::Resume));
     assert_eq!(created_proofs(&h), before, "no probe at the lift");
 }
+
+#[test]
+fn a_dir_renamed_while_a_batch_sends_a_file_inside_it_goes_as_a_move_not_a_deletion() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("big/sub1/f1");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    // The rename arrives while that batch is still transferring inside the old name.
+    h.changes(vec![
+        change("big", ChangeKind::MovedFrom { cookie: 9 }, true),
+        change("big2", ChangeKind::MovedTo { cookie: 9 }, true),
+    ]);
+    h.succeed(first);
+    h.advance(SETTLE * 2);
+    let second = h.take_one();
+    assert!(
+        second.options.moves,
+        "both ends rsynced for a racing rename are a move: {:?}",
+        second.batch
+    );
+}
+
+#[test]
+fn a_failed_move_batch_is_retried_as_a_move() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.closed("big/sub1/f1");
+    h.advance(SETTLE * 2);
+    let first = h.take_one();
+    h.changes(vec![
+        change("big", ChangeKind::MovedFrom { cookie: 9 }, true),
+        change("big2", ChangeKind::MovedTo { cookie: 9 }, true),
+    ]);
+    h.succeed(first);
+    h.advance(SETTLE * 2);
+    let second = h.take_one();
+    assert!(second.options.moves);
+    h.fail(second, ExitClass::Partial);
+    h.advance(Duration::from_secs(2));
+    let retry = h.take_one();
+    assert!(
+        retry.options.moves,
+        "the retry still moves a subtree through rsync: {:?}",
+        retry.batch
+    );
+}
