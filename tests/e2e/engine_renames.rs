@@ -145,9 +145,5 @@ fn renames_are_replayed_on_a_local_remote() {
 fn renames_are_replayed_over_ssh() {
     let tmp = scratch_dir();
     let sshd = Sshd::start(tmp.path());
-    renames_scenario(tmp.path(), |dst| Remote {
-        name: "r".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    renames_scenario(tmp.path(), |dst| sshd.remote("r", dst));
 }
