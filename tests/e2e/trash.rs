@@ -30,11 +30,7 @@ fn keeping(mut remote: Remote, days: u32) -> Remote {
 }
 
 fn ssh_remote(sshd: &Sshd, path: &Path) -> Remote {
-    Remote {
-        name: "r".into(),
-        target: sshd.target(path),
-        keep_deleted_days: 0,
-    }
+    sshd.remote("r", path)
 }
 
 /// A local batch holds its snapshot open until rsync exits, after the flush that waited for
