@@ -456,9 +456,9 @@ fn a_trash_planted_as_a_symlink_on_a_local_target_is_refused() {
 }
 
 /// Another user who can write the target races the daemon (root) in a loop while syncs
-/// delete and overwrite: every 10 ms that a real `.wsync-trash` is there, it is renamed aside
-/// and a symlink to a directory only root may write takes its place for a moment, then the
-/// directory is put back. A trash checked by name and then handed to rsync by name would
+/// delete and overwrite: whenever a real `.wsync-trash` is there, it is renamed aside and a
+/// symlink to a directory only root may write takes its place for 30 ms, then the directory
+/// is put back. A trash checked by name and then handed to rsync by name would
 /// write into that directory whenever the swap fell between the two; the snapshot held by
 /// descriptor never does. Nothing may land outside the target, and once the race stops
 /// syncing converges.
@@ -492,9 +492,9 @@ fn a_trash_swapped_for_a_symlink_while_syncs_run_redirects_nothing() {
         r#"t="$1/.wsync-trash"
         while [ ! -e "$3" ]; do
             if [ -d "$t" ] && [ ! -L "$t" ] && mv -T "$t" "$1/.aside" 2>/dev/null; then
-                ln -s "$2" "$t"; rm -f "$t"; mv -T "$1/.aside" "$t"
+                ln -s "$2" "$t"; sleep 0.03; rm -f "$t"; mv -T "$1/.aside" "$t"
             fi
-            sleep 0.01
+            sleep 0.005
         done 2>/dev/null; exit 0"#,
         &[dst.as_os_str(), secret.as_os_str(), stop.as_os_str()],
     );
