@@ -38,6 +38,7 @@ fn workspace() -> Workspace {
                     path: "/srv/m".into(),
                 },
                 keep_deleted_days: 0,
+                transport: Default::default(),
             },
             Remote {
                 name: "box".into(),
@@ -53,6 +54,7 @@ fn workspace() -> Workspace {
                     }],
                 },
                 keep_deleted_days: 7,
+                transport: Default::default(),
             },
         ],
         paused: false,
@@ -111,6 +113,7 @@ fn requests() {
             wait: true,
             overwrite: true,
             keep_deleted: Some(7),
+            transport: Default::default(),
         },
         r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
@@ -125,6 +128,7 @@ fn requests() {
             wait: false,
             overwrite: false,
             keep_deleted: None,
+            transport: wsync_core::registry::Transport::Auto,
             ..
         }
     ));
@@ -292,6 +296,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                transport: Default::default(),
             },
             progress: vec![],
             pending_dir: None,
@@ -308,6 +313,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                transport: Default::default(),
             },
             progress: vec!["mirror".into()],
             pending_dir: Some("/home/me/.wsync/pending".into()),
@@ -383,6 +389,7 @@ fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
         progress,
         verified_unix_ms: None,
         throughput: None,
+        transport: None,
     }
 }
 
@@ -452,6 +459,7 @@ fn a_watch_mode_other_than_auto_is_sent_and_the_backend_is_reported() {
         pin(
             MonitorTunables {
                 watch_mode: mode,
+                transport: Default::default(),
                 ..MonitorTunables::default()
             },
             &format!(
