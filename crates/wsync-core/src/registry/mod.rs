@@ -141,6 +141,18 @@ impl std::str::FromStr for Transport {
     }
 }
 
+impl Remote {
+    /// A remote with every per-remote setting at its default.
+    pub fn new(name: impl Into<String>, target: RemoteTarget) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            keep_deleted_days: 0,
+            transport: Transport::Auto,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
