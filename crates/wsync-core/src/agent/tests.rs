@@ -5,19 +5,8 @@
 use std::io::Cursor;
 
 use super::*;
+use crate::executor::tests::marked;
 use crate::executor::PUT_MAX_DEFAULT;
-
-fn marked() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path().join("t");
-    std::fs::create_dir(&t).unwrap();
-    std::fs::write(
-        t.join(crate::target::MARKER_FILE),
-        r#"{"workspace_id":"00ff"}"#,
-    )
-    .unwrap();
-    (tmp, t)
-}
 
 fn meta() -> Meta {
     Meta {
