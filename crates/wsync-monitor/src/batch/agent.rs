@@ -37,8 +37,9 @@ use crate::blocking::StallReport;
 const CHUNK_BYTES: usize = 4 << 20;
 /// The most ops one `Apply` carries (its JSON must stay under the frame limit).
 const CHUNK_OPS: usize = 2_000;
-/// How long the agent's hello may take after its ssh session starts.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the agent's hello may take after its ssh session starts: about as long as ssh
+/// takes to give up on a server that stopped answering (its ServerAlive probes).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(8);
 /// After a session could not be started for a reason that may pass (the connection), the
 /// remote goes by rsync this long before an agent is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -181,8 +182,18 @@ impl Destination {
             return done_nothing(plan.rest, started);
         }
         let mut mode = self.agent.mode.lock().await;
-        let Some(session) = self.session(&mut mode).await else {
-            return everything_to_rsync(plan);
+        let session = match self.session(&mut mode).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return everything_to_rsync(plan),
+            // The connection is down: rsync would meet the same, so the batch fails now and
+            // is retried with backoff like any batch whose connection failed.
+            Err(why) => {
+                return Pass::Stop(Outcome::failed(
+                    wsync_core::rsync::ExitClass::Connection,
+                    why,
+                    started,
+                ))
+            }
         };
         let open = Request::Open {
             protocol: session.protocol,
@@ -261,11 +272,12 @@ impl Destination {
         }
     }
 
-    /// The running session, started (and the agent installed) if need be; `None`: rsync.
-    async fn session<'m>(&self, mode: &'m mut Mode) -> Option<&'m mut Session> {
+    /// The running session, started (and the agent installed) if need be; `None`: rsync;
+    /// `Err`: the connection failed.
+    async fn session<'m>(&self, mode: &'m mut Mode) -> Result<Option<&'m mut Session>, String> {
         if let Mode::Untried { not_before } = mode {
             if not_before.is_some_and(|at| Instant::now() < at) {
-                return None;
+                return Ok(None);
             }
             match self.connect().await {
                 Ok(session) => {
@@ -290,6 +302,7 @@ impl Destination {
                     *mode = Mode::Untried {
                         not_before: Some(Instant::now() + RETRY_AFTER),
                     };
+                    return Err(format!("starting the agent: {why}"));
                 }
                 Err(StartError::Install(why)) => {
                     tracing::warn!(remote = %self.remote.name, "no agent on this remote, rsync from now on: {why}");
@@ -300,8 +313,8 @@ impl Destination {
             }
         }
         match mode {
-            Mode::Running(session) => Some(session),
-            _ => None,
+            Mode::Running(session) => Ok(Some(session)),
+            _ => Ok(None),
         }
     }
 
