@@ -106,11 +106,7 @@ fn renames_rsync_carries_out_are_capped_but_a_move_costs_nothing_locally() {
 fn renames_rsync_carries_out_are_capped_but_a_move_costs_nothing_over_ssh() {
     let tmp = scratch_dir();
     let sshd = Sshd::start(tmp.path());
-    renames_through_rsync_scenario(tmp.path(), |dst| Remote {
-        name: "d".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    renames_through_rsync_scenario(tmp.path(), |dst| sshd.remote("d", dst));
 }
 
 #[test]

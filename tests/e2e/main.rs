@@ -9,6 +9,7 @@
 //! `cargo test --test e2e -- monitor_basic::`, one test with
 //! `cargo test --test e2e -- supervisor::a_killed_monitor_is_restarted_and_catches_up --exact`.
 
+mod agent;
 mod attach_safety;
 mod cli;
 mod cli_ux;

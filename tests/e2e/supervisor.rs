@@ -40,6 +40,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        transport: Default::default(),
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}

@@ -83,7 +83,11 @@ impl Sshd {
              MaxStartups 100:30:200\n\
              MaxSessions 100\n\
              LogLevel INFO\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp\n\
+             Match User {user}\n\
+             \tSetEnv XDG_CACHE_HOME={cache}\n",
+            user = current_user(),
+            cache = dir.join("remote-cache").display(),
             host_key = host_key.display(),
             pid = dir.join("sshd.pid").display(),
             auth = dir.join("authorized_keys").display(),
@@ -152,6 +156,12 @@ impl Sshd {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where the test user's remote cache is (`XDG_CACHE_HOME` of its ssh sessions): the
+    /// agent is installed below it, never in the real home.
+    pub fn remote_cache(&self) -> PathBuf {
+        self.dir.join("remote-cache")
     }
 
     /// The private key authorized for [`current_user`].

@@ -115,7 +115,8 @@ Examples:
     /// Show the sync state of every workspace and remote (problems first).
     #[command(after_help = "\
 Columns: workspace, remote, state, last successful sync, pending changes, monitor restarts,
-monitor pid, last error. States: in-sync, syncing, initial-sync, paused, idle (no remotes),
+monitor pid, transport (how small changes reach the remote: agent, in-process, or rsync and
+why), last error. States: in-sync, syncing, initial-sync, paused, idle (no remotes),
 starting, and the problems error, halted, backoff, failed (see `wsync restart`), stopped.
 
 --json prints an array with one object per workspace:
@@ -128,7 +129,10 @@ starting, and the problems error, halted, backoff, failed (see `wsync restart`),
                 \"remotes\": [{\"name\": \"mirror\", \"state\": \"in-sync\",
                               \"last_sync_unix_ms\": 1700000000000, \"files_sent\": 3,
                               \"bytes_sent\": 1024, \"pending\": 0, \"consecutive_failures\": 0,
-                              \"last_error\": null, \"next_retry_unix_ms\": null}]}}]
+                              \"last_error\": null, \"next_retry_unix_ms\": null,
+                              \"transport\": {\"kind\": \"agent\", \"version\": \"0.1.0\",
+                                            \"protocol\": 1}}]}}]
+transport.kind is agent, in_process or rsync (with \"why\").
 monitor.state is one of idle, paused, running, backing_off, failed, stopped; remote states are
 initial-sync, in-sync, syncing, backoff, halted, error, paused. New fields may be added.
 
@@ -425,6 +429,11 @@ pub struct AttachArgs {
     /// that remote's setting.
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=i64::from(wsync_core::trash::MAX_KEEP_DELETED_DAYS)))]
     pub keep_deleted: Option<u32>,
+    /// How small changes reach the remote: `auto` (wsync's executor — in process for a local
+    /// target, its agent over SSH, installed on first use — with rsync for the rest) or
+    /// `rsync` (rsync for everything, the old path).
+    #[arg(long, value_name = "auto|rsync", default_value = "auto")]
+    pub transport: wsync_core::registry::Transport,
     /// Seconds to wait for the initial sync.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,

@@ -64,7 +64,23 @@ pub struct StatusRow {
     pub pending: Option<u64>,
     pub restarts: u32,
     pub pid: Option<u32>,
+    /// How small changes reach the remote: `agent`, `in-process`, or `rsync: why`.
+    pub transport: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// Longest reason for the rsync transport shown in the table; `--json` has the full text.
+const MAX_TRANSPORT_WHY_CHARS: usize = 60;
+
+/// The table's transport cell: the word, and for rsync why.
+fn transport_cell(transport: &wsync_core::monitor_proto::TransportStatus) -> String {
+    use wsync_core::monitor_proto::TransportStatus;
+    match transport {
+        TransportStatus::Rsync { why } => {
+            format!("rsync: {}", one_line(why, MAX_TRANSPORT_WHY_CHARS))
+        }
+        other => other.word().to_owned(),
+    }
 }
 
 /// Sort key: problems first, the worst first; everything else keeps the daemon's order.
@@ -174,6 +190,9 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
                 pending: remote.map(|r| r.pending),
                 restarts: ws.monitor.restarts,
                 pid: ws.monitor.pid,
+                transport: remote
+                    .and_then(|r| r.transport.as_ref())
+                    .map(transport_cell),
                 last_error: row_error(ws, remote, state),
             });
         }
@@ -251,6 +270,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
                 r.pending.map_or("-".into(), |p| p.to_string()),
                 r.restarts.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
+                r.transport.unwrap_or_else(|| "-".into()),
                 r.last_error.unwrap_or_else(|| "-".into()),
             ]
         })
@@ -265,6 +285,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
         "PENDING",
         "RESTARTS",
         "PID",
+        "TRANSPORT",
         "LAST ERROR",
     ];
     table(&header, &rows, |col, cell| match colour_code(cell) {

@@ -71,6 +71,9 @@ pub struct Tuning {
     /// `WatchMode`: `auto` (default), `inotify`, `notify` or `poll`; the monitors' watch
     /// backend (see `wsync_core::monitor_proto::WatchMode`).
     pub watch_mode: WatchMode,
+    /// `Transport`: `auto` (default) or `rsync`; `rsync` sends every remote's changes by rsync
+    /// (see [`crate::registry::Transport`]; a remote's own `transport` can force it too).
+    pub transport: crate::registry::Transport,
 }
 
 impl Default for Tuning {
@@ -87,6 +90,7 @@ impl Default for Tuning {
             proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
             watch_mode: WatchMode::Auto,
+            transport: crate::registry::Transport::Auto,
         }
     }
 }
@@ -220,6 +224,7 @@ impl Config {
                     )
                 })?
             }
+            "Transport" => self.tuning.transport = value.parse()?,
             other => {
                 return Err(format!(
                     "unknown key {other:?}; known keys: {}",
@@ -274,6 +279,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ProofIntervalSecs",
     "HookTimeoutMs",
     "WatchMode",
+    "Transport",
 ];
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {
@@ -332,6 +338,16 @@ mod tests {
             e.starts_with("/etc/test.config:3: unknown key \"Colour\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn transport_defaults_to_auto_and_names_the_choices_when_wrong() {
+        use crate::registry::Transport;
+        assert_eq!(parse("").unwrap().tuning.transport, Transport::Auto);
+        let c = parse("Transport=rsync\n").unwrap();
+        assert_eq!(c.tuning.transport, Transport::Rsync);
+        let e = parse("Transport=agent\n").unwrap_err().to_string();
+        assert!(e.contains("use auto or rsync"), "{e}");
     }
 
     #[test]

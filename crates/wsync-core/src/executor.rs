@@ -521,4 +521,4 @@ pub fn rename_if_matching(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,6 +2,7 @@
 //! remote specs, the daemon socket protocol with its framing, and the monitor's control/status
 //! channel. One home per concept; the binaries call these and never re-implement them.
 
+pub mod agent;
 pub mod backoff;
 pub mod beneath;
 pub mod config;

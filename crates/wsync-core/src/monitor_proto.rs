@@ -131,6 +131,10 @@ pub struct MonitorTunables {
     /// monitors and daemons agree on the default.
     #[serde(default, skip_serializing_if = "WatchMode::is_auto")]
     pub watch_mode: WatchMode,
+    /// The `Transport` config key: `rsync` sends every remote's changes by rsync, whatever
+    /// the remote's own setting; omitted for `auto`.
+    #[serde(default, skip_serializing_if = "crate::registry::Transport::is_auto")]
+    pub transport: crate::registry::Transport,
 }
 
 /// The `WatchMode` config key: how a monitor learns of changes in its workspace.
@@ -206,6 +210,7 @@ impl Default for MonitorTunables {
             max_latency_ms: 100,
             proof_interval_ms: default_proof_interval_ms(),
             watch_mode: WatchMode::Auto,
+            transport: crate::registry::Transport::Auto,
         }
     }
 }
@@ -269,6 +274,33 @@ pub struct RemoteStatus {
     /// Change-to-remote latency and throughput; absent until a change has landed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
+    /// How small changes reach the remote now; absent from a monitor that predates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportStatus>,
+}
+
+/// The transport a remote's small changes go by (big files, full syncs and `verify` always
+/// go by rsync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransportStatus {
+    /// A local target: the executor in the monitor's own process.
+    InProcess,
+    /// An SSH target: the agent on the remote, of this version, speaking this protocol.
+    Agent { version: String, protocol: u32 },
+    /// rsync for everything, and why (the setting, or the agent could not be used).
+    Rsync { why: String },
+}
+
+impl TransportStatus {
+    /// The one word the status table shows.
+    pub fn word(&self) -> &'static str {
+        match self {
+            TransportStatus::InProcess => "in-process",
+            TransportStatus::Agent { .. } => "agent",
+            TransportStatus::Rsync { .. } => "rsync",
+        }
+    }
 }
 
 /// Change-to-remote latency over the last 1,000 changes, and what the last minute sent.

@@ -67,6 +67,10 @@ pub enum Request {
         /// reply is the updated entry; no sync is waited for). Absent: 0 for a new remote.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         keep_deleted: Option<u32>,
+        /// `wsync attach --transport`: the remote's [`crate::registry::Transport`]. Absent:
+        /// `auto`.
+        #[serde(default, skip_serializing_if = "crate::registry::Transport::is_auto")]
+        transport: crate::registry::Transport,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

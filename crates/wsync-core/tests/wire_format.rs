@@ -52,6 +52,7 @@ fn workspace() -> Workspace {
                     }],
                 },
                 keep_deleted_days: 7,
+                transport: Default::default(),
             },
         ],
         paused: false,
@@ -110,6 +111,7 @@ fn requests() {
             wait: true,
             overwrite: true,
             keep_deleted: Some(7),
+            transport: Default::default(),
         },
         r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
@@ -124,6 +126,7 @@ fn requests() {
             wait: false,
             overwrite: false,
             keep_deleted: None,
+            transport: wsync_core::registry::Transport::Auto,
             ..
         }
     ));
@@ -291,6 +294,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                transport: Default::default(),
             },
             progress: vec![],
             pending_dir: None,
@@ -307,6 +311,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                transport: Default::default(),
             },
             progress: vec!["mirror".into()],
             pending_dir: Some("/home/me/.wsync/pending".into()),
@@ -382,6 +387,7 @@ fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
         progress,
         verified_unix_ms: None,
         throughput: None,
+        transport: None,
     }
 }
 
@@ -451,6 +457,7 @@ fn a_watch_mode_other_than_auto_is_sent_and_the_backend_is_reported() {
         pin(
             MonitorTunables {
                 watch_mode: mode,
+                transport: Default::default(),
                 ..MonitorTunables::default()
             },
             &format!(

@@ -167,10 +167,26 @@ pub struct Args {
     /// Directory for ssh ControlPath sockets.
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What else the binary runs besides the monitor.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Serve the SSH agent protocol on stdin/stdout (run on an SSH remote by the monitor over
+    /// its ssh connection; see `wsync_core::agent`).
+    Agent,
 }
 
 /// Runs the monitor; returns the exit status.
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    if let Some(Command::Agent) = args.command {
+        // The agent is the monitor's own binary, uploaded as is: one build to install, no
+        // second binary to keep in step with the executor.
+        wsync_core::agent::serve_stdio().context("serving the agent protocol")?;
+        return Ok(exit_codes::OK);
+    }
     if channel::crash_requested() {
         eprintln!(
             "wsync-monitor: {} exists; exiting with status 3 as asked",

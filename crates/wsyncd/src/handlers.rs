@@ -131,6 +131,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             wait,
             overwrite,
             keep_deleted,
+            transport,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -139,6 +140,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 identity_file,
                 ssh_options,
                 keep_deleted_days: keep_deleted.unwrap_or(0),
+                transport,
             };
             attach(shared, &workspace, &new, wait, overwrite, keep_deleted)
         }
@@ -229,6 +231,7 @@ fn attach(
             identity_file: new.identity_file.clone(),
             ssh_options: new.ssh_options.clone(),
             keep_deleted_days: new.keep_deleted_days,
+            transport: new.transport,
         })
     };
     let remote_of = |a| match a {

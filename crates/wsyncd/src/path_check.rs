@@ -62,6 +62,7 @@ pub enum PathJob {
         identity_file: Option<PathBuf>,
         ssh_options: Vec<String>,
         keep_deleted_days: u32,
+        transport: wsync_core::registry::Transport,
     },
     /// `resume`: the identity of the workspace root now.
     RootIdentity { path: PathBuf },
@@ -146,6 +147,7 @@ impl PathJob {
                 identity_file,
                 ssh_options,
                 keep_deleted_days,
+                transport,
             } => {
                 let new = NewRemote {
                     spec,
@@ -154,6 +156,7 @@ impl PathJob {
                     identity_file,
                     ssh_options,
                     keep_deleted_days,
+                    transport,
                 };
                 match registry.check_new_remote(index, &new) {
                     Ok(remote) => PathAnswer::Remote { remote },

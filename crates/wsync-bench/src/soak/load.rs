@@ -67,6 +67,7 @@ pub fn run(
             wait: false,
             overwrite: false,
             keep_deleted: None,
+            transport: Default::default(),
         })?;
     }
     let registered = start.elapsed();

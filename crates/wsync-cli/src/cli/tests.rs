@@ -39,11 +39,13 @@ fn parses_attach_with_repeated_options() {
         no_wait,
         overwrite,
         keep_deleted,
+        transport,
         timeout,
     }) = cli.command
     else {
         panic!("not attach");
     };
+    assert_eq!(transport, wsync_core::registry::Transport::Auto);
     assert_eq!(
         (workspace.as_str(), remote.as_str()),
         ("proj", "alice@box:src")

@@ -215,6 +215,7 @@ mod tests {
                         progress: None,
                         verified_unix_ms: None,
                         throughput: None,
+                        transport: None,
                     })
                     .collect(),
                 ..MonitorStatus::default()

@@ -86,6 +86,7 @@ fn remote(
         progress: None,
         verified_unix_ms: None,
         throughput: None,
+        transport: None,
     }
 }
 
@@ -166,6 +167,27 @@ fn status_table_is_aligned_and_plain_without_colour() {
     assert!(!text.contains('\x1b'));
     let coloured = status_table(&sample(), 1_000_000, true);
     assert!(coloured.contains("\x1b[1;31mfailed\x1b[0m"), "{coloured}");
+}
+
+#[test]
+fn the_transport_column_says_which_and_why_rsync() {
+    use wsync_core::monitor_proto::TransportStatus;
+    let mut ws = sample().remove(0);
+    let report = ws.report.as_mut().unwrap();
+    report.remotes[0].transport = Some(TransportStatus::Agent {
+        version: "0.1.0".into(),
+        protocol: 1,
+    });
+    report.remotes[1].transport = Some(TransportStatus::Rsync {
+        why: "the agent could not be installed: cannot create the directory /x".into(),
+    });
+    let text = status_table(&[ws], 1_000_000, false);
+    assert!(text.lines().next().unwrap().contains("TRANSPORT"), "{text}");
+    assert!(text.contains("  agent  "), "{text}");
+    assert!(
+        text.contains("rsync: the agent could not be installed: cannot create the"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -34,7 +34,8 @@ impl ContentSource for Memory {
     }
 }
 
-fn marked() -> (tempfile::TempDir, PathBuf) {
+/// A target directory holding workspace `00ff`'s marker (the agent's tests use it too).
+pub(crate) fn marked() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t");
     std::fs::create_dir(&t).unwrap();

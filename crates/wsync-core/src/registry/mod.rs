@@ -108,6 +108,37 @@ pub struct Remote {
     /// days ([`crate::trash`]); 0 (the default, and what older registries mean) keeps nothing.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub keep_deleted_days: u32,
+    /// How small changes reach this remote (`wsync attach --transport`); `auto` (the default,
+    /// and what older registries mean) omitted.
+    #[serde(default, skip_serializing_if = "Transport::is_auto")]
+    pub transport: Transport,
+}
+
+/// How a remote's small changes are sent: `auto` by wsync's own executor (in process for a
+/// local target, the agent over SSH) with rsync for the rest, or `rsync` for everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    Auto,
+    Rsync,
+}
+
+impl Transport {
+    pub fn is_auto(&self) -> bool {
+        *self == Transport::Auto
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Transport::Auto),
+            "rsync" => Ok(Transport::Rsync),
+            _ => Err(format!("transport {s:?}: use auto or rsync")),
+        }
+    }
 }
 
 impl Remote {
@@ -117,6 +148,7 @@ impl Remote {
             name: name.into(),
             target,
             keep_deleted_days: 0,
+            transport: Transport::Auto,
         }
     }
 }
@@ -590,6 +622,8 @@ pub struct NewRemote {
     pub ssh_options: Vec<String>,
     /// See [`Remote::keep_deleted_days`].
     pub keep_deleted_days: u32,
+    /// See [`Remote::transport`].
+    pub transport: Transport,
 }
 
 impl Registry {
@@ -808,6 +842,7 @@ impl Registry {
             name,
             target,
             keep_deleted_days: new.keep_deleted_days,
+            transport: new.transport,
         })
     }
 }

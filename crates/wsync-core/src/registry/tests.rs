@@ -689,6 +689,7 @@ fn keep_deleted_days_defaults_to_off_and_is_bounded() {
     let again = NewRemote {
         spec: spec.clone(),
         keep_deleted_days: 7,
+        transport: Default::default(),
         ..Default::default()
     };
     assert!(matches!(
@@ -698,6 +699,7 @@ fn keep_deleted_days_defaults_to_off_and_is_bounded() {
     let too_long = NewRemote {
         spec: format!("{}/other", f.root.display()),
         keep_deleted_days: 3651,
+        transport: Default::default(),
         ..Default::default()
     };
     assert!(matches!(

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -26,19 +27,30 @@ pub struct Destination {
     pub workspace_id: String,
     /// This remote's blocking filesystem calls, one at a time with a deadline.
     gate: Gate,
+    /// The remote's transport for small changes: its agent session (SSH), what status shows.
+    pub(super) agent: Arc<super::agent::Link>,
 }
 
 impl Destination {
     /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
     /// must not cut other workspaces' transfers to the same host.
-    pub fn new(remote: Remote, runtime_dir: &Path, workspace: &str, workspace_id: &str) -> Self {
+    /// `configured`: the config's `Transport` (`rsync` wins over the remote's own setting).
+    pub fn new(
+        remote: Remote,
+        runtime_dir: &Path,
+        workspace: &str,
+        workspace_id: &str,
+        configured: wsync_core::registry::Transport,
+    ) -> Self {
         let control_path = SshEndpoint::from_target(&remote.target)
             .map(|ep| ep.remote_control_path(runtime_dir, workspace, &remote.name));
+        let agent = super::agent::Link::new(&remote.target, remote.transport, configured);
         Self {
             remote,
             control_path,
             workspace_id: workspace_id.to_owned(),
             gate: Gate::default(),
+            agent,
         }
     }
 
@@ -155,8 +167,14 @@ impl Destination {
         Ok(output.stdout)
     }
 
+    /// How small changes reach this remote now (status).
+    pub fn transport(&self) -> wsync_core::monitor_proto::TransportStatus {
+        self.agent.status()
+    }
+
     /// Asks the ssh multiplexing master (if any) to exit; used on detach and shutdown.
     pub async fn close_connection(&self) {
+        self.agent.close().await;
         let (Some(endpoint), Some(control)) = (
             SshEndpoint::from_target(&self.remote.target),
             self.control_path.as_deref(),

@@ -45,16 +45,17 @@ pub enum Pass {
 
 /// The planned ops, and for each the batch path it serves.
 #[derive(Debug, Default)]
-struct Plan {
-    ops: Vec<Op>,
-    serves: Vec<PathBuf>,
+pub(super) struct Plan {
+    pub(super) ops: Vec<Op>,
+    pub(super) serves: Vec<PathBuf>,
     /// Batch paths left to rsync from the start.
-    rest: Vec<PathBuf>,
+    pub(super) rest: Vec<PathBuf>,
 }
 
 /// Plans `paths` (collapsed: none below another) against the source `root`. `rules`: the
-/// workspace has exclude or protect rules.
-fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
+/// workspace has exclude or protect rules. `wire`: the ops go to an SSH agent as JSON, so a
+/// path (or symlink destination) that is not UTF-8 is left to rsync.
+pub(super) fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool, wire: bool) -> Plan {
     let mut plan = Plan::default();
     let mut written: Vec<PathBuf> = Vec::new();
     // A batch that is mostly deletions (`rm -rf` under way) keeps rsync's path and timing:
@@ -76,7 +77,9 @@ fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
             continue;
         }
         let mut ops = Vec::new();
-        if plan_path(root, &path, rules, deletes, &mut ops).is_none() {
+        if plan_path(root, &path, rules, deletes, &mut ops).is_none()
+            || (wire && !ops.iter().all(fits_the_wire))
+        {
             plan.rest.push(path);
             continue;
         }
@@ -109,6 +112,16 @@ fn plan(root: &Path, paths: Vec<PathBuf>, rules: bool) -> Plan {
         }
     }
     plan
+}
+
+/// True when `op` serializes as the agent protocol's JSON: its paths are UTF-8.
+fn fits_the_wire(op: &Op) -> bool {
+    let utf8 = |p: &Path| p.to_str().is_some();
+    match op {
+        Op::Symlink { path, dest, .. } => utf8(path) && utf8(dest),
+        Op::Rename { from, to, .. } => utf8(from) && utf8(to),
+        other => utf8(other.path()),
+    }
 }
 
 /// The ops for one batch path; `None` when it is left to rsync. `deletes`: a missing path may
@@ -203,8 +216,8 @@ fn walk_dir(
 }
 
 /// Reads files of the workspace for puts: opened `O_NOFOLLOW`, checked on the descriptor.
-struct Workspace<'a> {
-    root: &'a Path,
+pub(super) struct Workspace<'a> {
+    pub(super) root: &'a Path,
 }
 
 impl ContentSource for Workspace<'_> {
@@ -262,7 +275,7 @@ pub fn apply(
     not_ours: impl FnOnce() -> String,
 ) -> Pass {
     let started = Instant::now();
-    let plan = plan(root, paths, rules);
+    let plan = plan(root, paths, rules, false);
     if plan.ops.is_empty() {
         return Pass::Done {
             outcome: Outcome::success(RsyncStats::default(), started.elapsed()),
@@ -280,6 +293,17 @@ pub fn apply(
         put_max: PUT_MAX_DEFAULT,
     };
     let applied = executor.apply(&plan.ops, &mut Workspace { root }, limits);
+    finish(plan, applied, max_delete, started)
+}
+
+/// What the executor's `applied` results for `plan` (wherever they ran) mean for the batch:
+/// its outcome, and the paths left to rsync (a failed op's, and what it found diverged).
+pub(super) fn finish(
+    plan: Plan,
+    applied: wsync_core::executor::Applied,
+    max_delete: Option<u64>,
+    started: Instant,
+) -> Pass {
     let stats = RsyncStats {
         files_transferred: applied.written,
         files_deleted: applied.deleted,

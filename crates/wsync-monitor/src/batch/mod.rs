@@ -5,6 +5,7 @@
 //! `wsync_core::rsync`. The engine decides what to run ([`BatchOptions`]); this module only
 //! carries it out and returns an [`Outcome`]. It never sees the engine's state.
 
+mod agent;
 mod destination;
 mod hardlinks;
 mod in_process;
@@ -516,11 +517,12 @@ impl Destination {
         outcome
     }
 
-    /// Applies what of `paths` it can in-process ([`in_process`]) when the target is local and
-    /// nothing in the batch needs rsync as a whole: no trash (rsync's `--backup` keeps what is
-    /// overwritten), no growing files (their append pass), no dry run first, and `allowed`
-    /// (a batch whose deletions a dry run counted goes whole through rsync, capped by what
-    /// the dry run found). Off the event loop. Returns the pass, or every path left to rsync.
+    /// Applies what of `paths` it can by the executor ([`in_process`]) — in process for a local
+    /// target, through the agent for an SSH one ([`agent`]) — when nothing in the batch needs
+    /// rsync as a whole: no trash (rsync's `--backup` keeps what is overwritten), no growing
+    /// files (their append pass), no dry run first, and `allowed` (a batch whose deletions a
+    /// dry run counted goes whole through rsync, capped by what the dry run found). Off the
+    /// event loop. Returns the pass, or every path left to rsync.
     async fn run_in_process(
         &self,
         root: &Path,
@@ -534,14 +536,12 @@ impl Destination {
             outcome: Outcome::success(RsyncStats::default(), Duration::ZERO),
             rest: Vec::new(),
         };
-        let RemoteTarget::Local { path: target } = &self.remote.target else {
-            return with_rest(not_whole_batch(), paths);
-        };
         if !allowed
             || backup_dir.is_some()
             || !opts.growing.is_empty()
             || opts.delete_policy == DeletePolicy::DryRunFirst
             || paths.is_empty()
+            || !self.agent.may_send()
         {
             return with_rest(not_whole_batch(), paths);
         }
@@ -551,6 +551,9 @@ impl Destination {
             .as_deref()
             .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0));
         let max_delete = opts.max_delete;
+        let RemoteTarget::Local { path: target } = &self.remote.target else {
+            return self.run_agent(root, paths, rules, max_delete, stall).await;
+        };
         let (root, target, id) = (
             root.to_path_buf(),
             target.clone(),

@@ -681,6 +681,7 @@ impl Engine {
             &self.runtime_dir,
             &self.workspace,
             &self.workspace_id,
+            self.tunables.transport,
         ));
         self.next_generation += 1;
         self.newest = self.newest.next();
@@ -710,6 +711,7 @@ impl Engine {
             &self.runtime_dir,
             &self.workspace,
             &self.workspace_id,
+            self.tunables.transport,
         );
         let Some(slot) = self
             .slots

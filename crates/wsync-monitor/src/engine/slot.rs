@@ -1100,6 +1100,7 @@ impl RemoteSlot {
             progress: self.transferring.as_ref().and_then(|f| f.progress),
             verified_unix_ms: None,
             throughput: self.latencies.throughput(now),
+            transport: Some(self.dest.transport()),
         }
     }
 }

@@ -1,0 +1,640 @@
+//! The monitor's side of the SSH agent ([`wsync_core::agent`]): one agent session per SSH
+//! remote, started over the remote's ssh master; installed on first use (this binary uploaded
+//! into `${XDG_CACHE_HOME:-~/.cache}/wsync/<version>/` when the remote's `uname -sm` matches:
+//! a temp name, mode 0755, `cksum` compared, `--version` run, renamed into place); and the
+//! fallback: a remote whose agent cannot be installed or run, or speaks no common protocol,
+//! goes by rsync, and its status says why. A session that breaks (the agent killed, the
+//! connection lost) leaves that batch's paths to rsync and is started again by the next batch.
+//!
+//! A batch is planned as for a local target (`in_process::plan`), the puts' content read here,
+//! and the ops streamed to the agent in frames of at most [`CHUNK_BYTES`], all written before
+//! any answer is read (pipelined), each preceded by an `Open` that checks the target's marker
+//! again — in the same round trip.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use wsync_core::agent::{self, Hello, Payload, Refusal, Reply, Request};
+use wsync_core::executor::{Applied, ContentSource, Op, OpResult, SourceError, PUT_MAX_DEFAULT};
+use wsync_core::framing::{self, FrameError};
+use wsync_core::monitor_proto::TransportStatus;
+use wsync_core::registry::Transport;
+use wsync_core::remote::RemoteTarget;
+use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
+use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
+
+use super::in_process::{self, Pass, Plan, Workspace};
+use super::{Destination, Outcome};
+use crate::blocking::StallReport;
+
+/// The most bytes (ops and content) one `Apply` request carries: big enough that a burst is a
+/// few frames, small enough that the agent starts on the first while the rest are in flight.
+const CHUNK_BYTES: usize = 4 << 20;
+/// The most ops one `Apply` carries (its JSON must stay under the frame limit).
+const CHUNK_OPS: usize = 2_000;
+/// How long the agent's hello may take after its ssh session starts: about as long as ssh
+/// takes to give up on a server that stopped answering (its ServerAlive probes).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(8);
+/// After a session could not be started for a reason that may pass (the connection), the
+/// remote goes by rsync this long before an agent is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The line the start command prints when no agent is installed.
+const MISSING: &str = "wsync-agent-missing";
+/// The prefix of the install script's answer.
+const INSTALL: &str = "wsync-install: ";
+
+/// Where a remote stands with its agent.
+enum Mode {
+    /// Not tried yet, or retry after the instant.
+    Untried {
+        not_before: Option<Instant>,
+    },
+    Running(Box<Session>),
+    /// rsync for the monitor's life (the setting, or the agent cannot be used here).
+    Rsync,
+}
+
+/// One remote's agent link: its session and what status shows. Shared by the clones of its
+/// [`Destination`].
+pub struct Link {
+    mode: tokio::sync::Mutex<Mode>,
+    status: Mutex<TransportStatus>,
+    /// Set once the remote goes by rsync for good: its batches skip the agent's planning.
+    rsync_only: AtomicBool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Link {
+    /// The link for a remote of `target` with the `transport` setting, under the config's
+    /// `configured` one.
+    pub fn new(target: &RemoteTarget, transport: Transport, configured: Transport) -> Arc<Self> {
+        let (mode, status) = match (target, transport) {
+            _ if configured == Transport::Rsync => (
+                Mode::Rsync,
+                TransportStatus::Rsync {
+                    why: "the config's Transport setting is rsync".into(),
+                },
+            ),
+            (_, Transport::Rsync) => (
+                Mode::Rsync,
+                TransportStatus::Rsync {
+                    why: "the remote's transport setting is rsync".into(),
+                },
+            ),
+            (RemoteTarget::Local { .. }, Transport::Auto) => (
+                Mode::Untried { not_before: None },
+                TransportStatus::InProcess,
+            ),
+            (RemoteTarget::Ssh { .. }, Transport::Auto) => (
+                Mode::Untried { not_before: None },
+                TransportStatus::Rsync {
+                    why: "no change sent yet (the agent starts with the first)".into(),
+                },
+            ),
+        };
+        Arc::new(Self {
+            rsync_only: AtomicBool::new(matches!(mode, Mode::Rsync)),
+            mode: tokio::sync::Mutex::new(mode),
+            status: Mutex::new(status),
+        })
+    }
+
+    /// What status shows for the remote's transport.
+    pub fn status(&self) -> TransportStatus {
+        match self.status.lock() {
+            Ok(status) => status.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_status(&self, status: TransportStatus) {
+        match self.status.lock() {
+            Ok(mut guard) => *guard = status,
+            Err(poisoned) => *poisoned.into_inner() = status,
+        }
+    }
+
+    /// True when small changes may go by an agent on this remote (not rsync for good).
+    pub fn may_send(&self) -> bool {
+        !self.rsync_only.load(Ordering::Relaxed)
+    }
+
+    /// Ends the session (detach, shutdown): the agent sees its stdin close and exits.
+    pub async fn close(&self) {
+        let mut mode = self.mode.lock().await;
+        if matches!(*mode, Mode::Running(_)) {
+            *mode = Mode::Untried { not_before: None };
+        }
+    }
+}
+
+/// A running agent: its ssh client process and pipes.
+struct Session {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    protocol: u32,
+    hello: Hello,
+}
+
+/// Why no session could be started.
+enum StartError {
+    /// No agent there, or one that does not run, or speaks no protocol of ours: install.
+    Install(String),
+    /// ssh itself failed: rsync for now, try later.
+    Connection(String),
+}
+
+impl Destination {
+    /// Applies what of `paths` it can through this SSH remote's agent (see [`in_process`] for
+    /// what may go so); everything is left to rsync when no agent can be had.
+    pub(super) async fn run_agent(
+        &self,
+        root: &Path,
+        paths: Vec<PathBuf>,
+        rules: bool,
+        max_delete: Option<u64>,
+        stall: StallReport<'_>,
+    ) -> Pass {
+        let started = Instant::now();
+        let owned = root.to_path_buf();
+        let call = format!("reading the batch's small files in {}", root.display());
+        let (plan, requests) = self
+            .blocking(call, stall, move || {
+                let plan = in_process::plan(&owned, paths, rules, true);
+                let requests = requests(&owned, &plan.ops, max_delete);
+                (plan, requests)
+            })
+            .await;
+        if plan.ops.is_empty() {
+            return done_nothing(plan.rest, started);
+        }
+        let mut mode = self.agent.mode.lock().await;
+        let session = match self.session(&mut mode).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return everything_to_rsync(plan),
+            // The connection is down: rsync would meet the same, so the batch fails now and
+            // is retried with backoff like any batch whose connection failed.
+            Err(why) => {
+                return Pass::Stop(Outcome::failed(
+                    wsync_core::rsync::ExitClass::Connection,
+                    why,
+                    started,
+                ))
+            }
+        };
+        let open = Request::Open {
+            protocol: session.protocol,
+            target: self.target_path().to_owned(),
+            workspace_id: self.workspace_id.clone(),
+        };
+        let mut frames = vec![framing::encode(&open)];
+        frames.extend(requests.iter().map(|r| r.bytes.clone()));
+        let exchanged = tokio::time::timeout(
+            Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS) * 2),
+            exchange(session, &frames),
+        )
+        .await
+        .unwrap_or_else(|_| (Vec::new(), Some("the agent did not answer in time".into())));
+        let (replies, broken) = exchanged;
+        if let Some(why) = &broken {
+            tracing::warn!(remote = %self.remote.name, "agent session lost, its batch goes by rsync: {why}");
+            *mode = Mode::Untried { not_before: None };
+            self.agent.set_status(TransportStatus::Rsync {
+                why: format!("the agent session was lost ({why}); starting it again"),
+            });
+        }
+        drop(mode);
+        let mut replies = replies.into_iter();
+        match replies.next() {
+            Some(Reply::Opened) => {}
+            Some(Reply::Refused { refusal, message }) => {
+                tracing::warn!(remote = %self.remote.name, "the agent refused the target: {message}");
+                let error = match refusal {
+                    Refusal::NotOurs => wsync_core::target::not_ours_message(&self.remote.target),
+                    Refusal::TooBroad => wsync_core::target::too_broad_message(&self.remote.target),
+                };
+                return Pass::Stop(Outcome::failed(
+                    wsync_core::rsync::ExitClass::Fatal,
+                    error,
+                    started,
+                ));
+            }
+            _ => return everything_to_rsync(plan),
+        }
+        let mut applied = Applied::default();
+        for request in &requests {
+            match replies.next() {
+                Some(Reply::Applied {
+                    results,
+                    deleted,
+                    written,
+                    bytes,
+                }) if results.len() == request.ops => {
+                    applied.results.extend(results);
+                    applied.deleted += deleted;
+                    applied.written += written;
+                    applied.bytes += bytes;
+                }
+                _ => {
+                    // Unanswered: rsync sends these paths (and deletes what they lack).
+                    let lost = OpResult::Failed {
+                        path: PathBuf::new(),
+                        message: "no answer from the agent".into(),
+                        diverged: None,
+                    };
+                    applied
+                        .results
+                        .extend(std::iter::repeat_n(lost, request.ops));
+                }
+            }
+        }
+        in_process::finish(plan, applied, max_delete, started)
+    }
+
+    /// The target path on the remote, as rsync reaches it.
+    fn target_path(&self) -> &str {
+        match &self.remote.target {
+            RemoteTarget::Ssh { path, .. } => path,
+            RemoteTarget::Local { .. } => "",
+        }
+    }
+
+    /// The running session, started (and the agent installed) if need be; `None`: rsync;
+    /// `Err`: the connection failed.
+    async fn session<'m>(&self, mode: &'m mut Mode) -> Result<Option<&'m mut Session>, String> {
+        if let Mode::Untried { not_before } = mode {
+            if not_before.is_some_and(|at| Instant::now() < at) {
+                return Ok(None);
+            }
+            match self.connect().await {
+                Ok(session) => {
+                    tracing::info!(
+                        remote = %self.remote.name,
+                        version = %session.hello.version,
+                        protocol = session.protocol,
+                        pid = session.hello.pid,
+                        "agent session started"
+                    );
+                    self.agent.set_status(TransportStatus::Agent {
+                        version: session.hello.version.clone(),
+                        protocol: session.protocol,
+                    });
+                    *mode = Mode::Running(Box::new(session));
+                }
+                Err(StartError::Connection(why)) => {
+                    tracing::warn!(remote = %self.remote.name, "agent not started, rsync for now: {why}");
+                    self.agent.set_status(TransportStatus::Rsync {
+                        why: format!("the agent could not be started ({why}); trying again"),
+                    });
+                    *mode = Mode::Untried {
+                        not_before: Some(Instant::now() + RETRY_AFTER),
+                    };
+                    return Err(format!("starting the agent: {why}"));
+                }
+                Err(StartError::Install(why)) => {
+                    tracing::warn!(remote = %self.remote.name, "no agent on this remote, rsync from now on: {why}");
+                    self.agent.set_status(TransportStatus::Rsync { why });
+                    self.agent.rsync_only.store(true, Ordering::Relaxed);
+                    *mode = Mode::Rsync;
+                }
+            }
+        }
+        match mode {
+            Mode::Running(session) => Ok(Some(session)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Starts the agent, installing it first when it is missing or unusable.
+    async fn connect(&self) -> Result<Session, StartError> {
+        let first = match self.start().await {
+            Ok(session) => return Ok(session),
+            Err(StartError::Connection(why)) => return Err(StartError::Connection(why)),
+            Err(StartError::Install(why)) => why,
+        };
+        tracing::info!(remote = %self.remote.name, "installing the agent: {first}");
+        self.install().await.map_err(StartError::Install)?;
+        self.start().await.map_err(|e| match e {
+            StartError::Install(why) | StartError::Connection(why) => {
+                StartError::Install(format!("the agent installed does not start: {why}"))
+            }
+        })
+    }
+
+    /// Runs the installed agent over the ssh master and reads its hello.
+    async fn start(&self) -> Result<Session, StartError> {
+        let script = format!(
+            "{}a=$c/wsync/{}/wsync-monitor; if [ -f \"$a\" ] && [ -x \"$a\" ] && [ -O \"$a\" ]; then exec \"$a\" {}; fi; echo {MISSING}",
+            cache_dir_sh(),
+            version_word(),
+            agent::AGENT_SUBCOMMAND
+        );
+        let mut child = self
+            .ssh_sh(&script)
+            .map_err(|e| StartError::Connection(format!("running ssh: {e}")))?;
+        let (Some(stdin), Some(stdout), stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(StartError::Connection("ssh has no pipes".into()));
+        };
+        let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
+        let line =
+            tokio::time::timeout(HELLO_TIMEOUT, framing::asynchronous::read_line(&mut stdout))
+                .await;
+        let line = match line {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                let status = child.wait().await.ok().and_then(|s| s.code());
+                let stderr = read_tail(stderr).await;
+                // ssh exits 255 when it cannot connect; anything else came from the remote.
+                return Err(if status == Some(255) {
+                    StartError::Connection(format!("ssh: {stderr}"))
+                } else {
+                    StartError::Install(format!(
+                        "the agent did not start ({e}, exit {}): {stderr}",
+                        status.map_or("unknown".into(), |s| s.to_string())
+                    ))
+                });
+            }
+            Err(_) => {
+                return Err(StartError::Connection(
+                    "no hello from the agent in time".into(),
+                ))
+            }
+        };
+        if line.starts_with(MISSING.as_bytes()) {
+            return Err(StartError::Install("no agent installed".into()));
+        }
+        let hello: Hello = match framing::decode(&line) {
+            Ok(hello) if Hello::is_agent(&hello) => hello,
+            _ => {
+                return Err(StartError::Install(format!(
+                    "the agent said {:?}, not a hello",
+                    String::from_utf8_lossy(&line)
+                )))
+            }
+        };
+        let Some(protocol) = agent::negotiate(&hello) else {
+            return Err(StartError::Install(format!(
+                "the agent (wsync {}) speaks protocol {} to {}, this monitor {} to {}",
+                hello.version,
+                hello.protocol_min,
+                hello.protocol_max,
+                agent::PROTOCOL_MIN,
+                agent::PROTOCOL_MAX
+            )));
+        };
+        if let Some(stderr) = stderr {
+            // The agent's stderr goes to this log, not into a full pipe.
+            let remote = self.remote.name.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::warn!(%remote, "agent: {line}");
+                }
+            });
+        }
+        Ok(Session {
+            _child: child,
+            stdin,
+            stdout,
+            protocol,
+            hello,
+        })
+    }
+
+    /// Uploads this binary as the remote's agent; `Err` says why it could not be.
+    async fn install(&self) -> Result<(), String> {
+        let local = tokio::task::spawn_blocking(|| {
+            let uname = std::process::Command::new("uname")
+                .arg("-sm")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running uname: {e}"))?;
+            let uname = String::from_utf8_lossy(&uname.stdout).trim().to_owned();
+            let binary = std::fs::read("/proc/self/exe")
+                .map_err(|e| format!("reading this monitor's binary: {e}"))?;
+            let cksum = agent::posix_cksum(&binary);
+            Ok::<_, String>((uname, binary, cksum))
+        })
+        .await
+        .map_err(|e| format!("reading this monitor's binary: {e}"))??;
+        let (uname, binary, cksum) = local;
+        let script = install_script(&uname, &cksum);
+        let mut command = b"sh -c ".to_vec();
+        command.extend_from_slice(&quote_posix_sh(script.as_bytes()));
+        let started = Instant::now();
+        let out = self
+            .remote_command(&command, Some(binary))
+            .await
+            .map_err(|e| format!("uploading the agent failed: {e}"))?;
+        let out = String::from_utf8_lossy(&out);
+        let answer = out
+            .lines()
+            .find_map(|l| l.strip_prefix(INSTALL))
+            .unwrap_or("no answer from the install script");
+        if answer == "ok" {
+            tracing::info!(remote = %self.remote.name, elapsed_ms = started.elapsed().as_millis() as u64, "agent installed");
+            Ok(())
+        } else {
+            Err(format!("the agent could not be installed: {answer}"))
+        }
+    }
+
+    /// An ssh client running the POSIX `sh` script `script` on the remote, pipes open.
+    fn ssh_sh(&self, script: &str) -> std::io::Result<Child> {
+        let (Some(endpoint), Some(control)) = (
+            SshEndpoint::from_target(&self.remote.target),
+            self.control_path.as_deref(),
+        ) else {
+            return Err(std::io::Error::other("not an ssh remote"));
+        };
+        let mut command = b"sh -c ".to_vec();
+        command.extend_from_slice(&quote_posix_sh(script.as_bytes()));
+        let argv = endpoint.command_argv(control, &String::from_utf8_lossy(&command));
+        tracing::debug!(remote = %self.remote.name, ?argv, "starting the agent");
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+    }
+}
+
+/// Writes every frame and reads one reply per frame, at once (the agent answers the first
+/// while the rest are in flight); the replies read, and why the session broke if it did.
+async fn exchange(session: &mut Session, frames: &[Vec<u8>]) -> (Vec<Reply>, Option<String>) {
+    let Session { stdin, stdout, .. } = session;
+    let write = async {
+        for frame in frames {
+            stdin.write_all(frame).await?;
+        }
+        stdin.flush().await
+    };
+    let read = async {
+        let mut replies = Vec::with_capacity(frames.len());
+        while replies.len() < frames.len() {
+            match framing::asynchronous::read_line(stdout).await {
+                Ok(line) => match framing::decode::<Reply>(&line) {
+                    Ok(Reply::Error { message }) => {
+                        return (replies, Some(format!("the agent: {message}")))
+                    }
+                    Ok(reply) => replies.push(reply),
+                    Err(e) => return (replies, Some(e.to_string())),
+                },
+                Err(FrameError::Closed) => return (replies, Some("the agent exited".into())),
+                Err(e) => return (replies, Some(e.to_string())),
+            }
+        }
+        (replies, None)
+    };
+    let (written, (replies, broken)) = tokio::join!(write, read);
+    match (written, broken) {
+        (_, Some(why)) => (replies, Some(why)),
+        (Err(e), None) => (replies, Some(format!("writing to the agent: {e}"))),
+        (Ok(()), None) => (replies, None),
+    }
+}
+
+/// One `Apply` request, encoded with its content, and how many ops it holds.
+struct Encoded {
+    bytes: Vec<u8>,
+    ops: usize,
+}
+
+/// The batch's ops as `Apply` requests of at most [`CHUNK_BYTES`] / [`CHUNK_OPS`], the puts'
+/// content read now (`O_NOFOLLOW`, checked on the descriptor, as in process).
+fn requests(root: &Path, ops: &[Op], max_delete: Option<u64>) -> Vec<Encoded> {
+    let mut source = Workspace { root };
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < ops.len() {
+        let mut payloads = Vec::new();
+        let mut content = Vec::new();
+        let mut end = start;
+        while end < ops.len() && end - start < CHUNK_OPS && content.len() < CHUNK_BYTES {
+            if let Op::Put { path } = &ops[end] {
+                payloads.push(match source.read(path, PUT_MAX_DEFAULT) {
+                    Ok((bytes, meta)) => {
+                        content.extend_from_slice(&bytes);
+                        Payload::Bytes {
+                            len: bytes.len() as u64,
+                            meta,
+                        }
+                    }
+                    Err(SourceError::Vanished) => Payload::Vanished,
+                    Err(SourceError::Unsuitable(why)) => Payload::Unsuitable { why },
+                    Err(SourceError::Io(e)) => Payload::Unsuitable {
+                        why: format!("reading the source: {e}"),
+                    },
+                });
+            }
+            end += 1;
+        }
+        let request = Request::Apply {
+            continued: start > 0,
+            stop_unless_done: false,
+            ops: ops[start..end].to_vec(),
+            payloads,
+            max_delete,
+            put_max: PUT_MAX_DEFAULT,
+        };
+        let mut bytes = framing::encode(&request);
+        bytes.append(&mut content);
+        out.push(Encoded {
+            bytes,
+            ops: end - start,
+        });
+        start = end;
+    }
+    out
+}
+
+fn done_nothing(rest: Vec<PathBuf>, started: Instant) -> Pass {
+    Pass::Done {
+        outcome: Outcome::success(Default::default(), started.elapsed()),
+        rest,
+    }
+}
+
+/// No agent: every path of the plan goes by rsync.
+fn everything_to_rsync(plan: Plan) -> Pass {
+    let mut rest = plan.rest;
+    rest.extend(
+        plan.serves
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty()),
+    );
+    let rest = crate::queue::collapse(rest.iter());
+    done_nothing(rest, Instant::now())
+}
+
+/// Sets `$c` to the remote cache directory: `$XDG_CACHE_HOME` when absolute, else
+/// `~/.cache`.
+fn cache_dir_sh() -> &'static str {
+    "case ${XDG_CACHE_HOME-} in /*) c=$XDG_CACHE_HOME;; *) c=$HOME/.cache;; esac; "
+}
+
+/// This build's version, quoted for the remote shell (it names the install directory).
+fn version_word() -> String {
+    String::from_utf8_lossy(&quote_posix_sh(wsync_core::VERSION.as_bytes())).into_owned()
+}
+
+/// The script that installs the agent from its stdin, atomically: only on a remote whose
+/// `uname -sm` is `uname`; written under a temp name, mode 0755, its `cksum` compared with
+/// `cksum`, run with `--version`, then renamed into place. It answers one `wsync-install:`
+/// line: `ok`, or what failed (and removes the temp file).
+fn install_script(uname: &str, cksum: &str) -> String {
+    let q = |s: &str| String::from_utf8_lossy(&quote_posix_sh(s.as_bytes())).into_owned();
+    let expected_version = format!("wsync-monitor {}", wsync_core::VERSION);
+    format!(
+        "fail() {{ rm -f -- \"$t\"; echo \"{INSTALL}$*\"; exit 0; }}; t=; \
+         u=$(uname -sm); [ \"$u\" = {uname} ] || fail \"the remote is $u, this monitor {uname_text}\"; \
+         {cache}d=$c/wsync/{version}; \
+         mkdir -p -- \"$d\" 2>/dev/null && [ -d \"$d\" ] && ! [ -h \"$d\" ] || fail \"cannot create the directory $d\"; \
+         t=$d/.wsync-monitor.$$.tmp; \
+         (umask 077; cat > \"$t\") 2>/dev/null || fail \"cannot write $t\"; \
+         chmod 0755 \"$t\" || fail \"cannot make $t executable\"; \
+         s=$(cksum < \"$t\"); [ \"$s\" = {cksum} ] || fail \"$t has checksum $s, expected {cksum_text} (a partial upload)\"; \
+         v=$(\"$t\" --version 2>&1) || fail \"$t does not run: $v\"; \
+         [ \"$v\" = {expected} ] || fail \"$t says $v, expected {expected_text}\"; \
+         mv -f -- \"$t\" \"$d/wsync-monitor\" || fail \"cannot rename $t into place\"; \
+         echo \"{INSTALL}ok\"",
+        uname = q(uname),
+        uname_text = uname.replace(['"', '$', '`', '\\'], ""),
+        cache = cache_dir_sh(),
+        version = version_word(),
+        cksum = q(cksum),
+        cksum_text = cksum,
+        expected = q(&expected_version),
+        expected_text = expected_version,
+    )
+}
+
+/// The end of a stderr pipe, for an error message.
+async fn read_tail(stderr: Option<tokio::process::ChildStderr>) -> String {
+    let Some(mut stderr) = stderr else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stderr.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    let text = text.trim();
+    let start = text.len().saturating_sub(400);
+    text.get(start..).unwrap_or(text).to_owned()
+}

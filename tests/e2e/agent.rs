@@ -1,0 +1,270 @@
+//! The SSH agent end to end against the private sshd (the remote user's `XDG_CACHE_HOME` is
+//! in the test's temp dir, see `Sshd::remote_cache`): installed on first use and reused by the
+//! next monitor; an incompatible agent replaced; an upload directory that cannot be made
+//! falls back to rsync and status says why; the agent killed with SIGKILL mid-run is started
+//! again and the remote converges; `transport = rsync` forces the old path. The engine's SSH
+//! scenarios (`monitor_ssh`, `engine_*` ssh variants) run on the agent too: it is the default.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wsync_core::monitor_proto::{MonitorStatus, TransportStatus};
+use wsync_core::registry::{Remote, Transport};
+use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::sshd::Sshd;
+use wsync_tests::tree::{churn, diff_trees, scratch_dir, wait_until_equal};
+
+const FLUSH: Duration = Duration::from_secs(30);
+
+fn ssh_remote(sshd: &Sshd, path: &Path, transport: Transport) -> Remote {
+    Remote {
+        name: "r".into(),
+        target: sshd.target(path),
+        keep_deleted_days: 0,
+        transport,
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn installed(sshd: &Sshd) -> PathBuf {
+    sshd.remote_cache()
+        .join("wsync")
+        .join(wsync_core::VERSION)
+        .join("wsync-monitor")
+}
+
+fn transport(status: &MonitorStatus, remote: &str) -> Option<TransportStatus> {
+    status
+        .remotes
+        .iter()
+        .find(|r| r.name == remote)
+        .and_then(|r| r.transport.clone())
+}
+
+fn on_agent(status: &MonitorStatus) -> bool {
+    matches!(transport(status, "r"), Some(TransportStatus::Agent { .. }))
+}
+
+/// The pids of agents running from `binary`.
+fn agents(binary: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|b| *b == 0);
+        if args.next() == Some(binary.as_os_str().as_encoded_bytes())
+            && args.next() == Some(&b"agent"[..])
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A change written and flushed, then checked on the remote.
+fn round(m: &mut MonitorProc, src: &Path, dst: &Path, name: &str) {
+    write(&src.join(name), name);
+    m.flush_ok(FLUSH);
+    let diffs = diff_trees(src, dst);
+    if !diffs.is_empty() {
+        m.fail(&format!("{diffs:?}"));
+    }
+}
+
+#[test]
+fn installed_on_first_use_then_reused_by_the_next_monitor() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("seed"), "s");
+    let ws = workspace(
+        "agent",
+        &src,
+        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws.clone());
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "first");
+    write(&src.join("d/e/f"), "deep");
+    std::fs::rename(src.join("first"), src.join("moved")).unwrap();
+    std::fs::remove_file(src.join("seed")).unwrap();
+    m.flush_ok(FLUSH);
+    assert!(
+        diff_trees(&src, &dst).is_empty(),
+        "{:?}",
+        diff_trees(&src, &dst)
+    );
+    let status = m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let Some(TransportStatus::Agent { version, protocol }) = transport(&status, "r") else {
+        unreachable!()
+    };
+    assert_eq!(version, wsync_core::VERSION);
+    assert_eq!(protocol, wsync_core::agent::PROTOCOL_MAX);
+    let binary = installed(&sshd);
+    let meta = std::fs::metadata(&binary).unwrap_or_else(|e| m.fail(&format!("{e}")));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+    let leftovers: Vec<_> = std::fs::read_dir(binary.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != "wsync-monitor")
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    assert!(m.shutdown(Duration::from_secs(10)).success());
+    drop(m);
+
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "second");
+    m.wait_status("the remote on its agent again", FLUSH, on_agent);
+    let again = std::fs::metadata(&binary).unwrap();
+    assert_eq!(
+        (again.ino(), again.mtime(), again.mtime_nsec()),
+        (meta.ino(), meta.mtime(), meta.mtime_nsec()),
+        "the installed agent must be reused, not uploaded again"
+    );
+}
+
+#[test]
+fn an_incompatible_agent_is_replaced() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let binary = installed(&sshd);
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    // An agent of a future wsync that speaks only protocol 99.
+    std::fs::write(
+        &binary,
+        "#!/bin/sh\necho '{\"agent\":\"wsync-agent\",\"version\":\"99.0.0\",\"protocol_min\":99,\"protocol_max\":99,\"pid\":1}'\ncat >/dev/null\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = workspace("skew", &src, vec![ssh_remote(&sshd, &dst, Transport::Auto)]);
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "a");
+    let status = m.wait_status("the remote on the replaced agent", FLUSH, on_agent);
+    assert!(
+        matches!(transport(&status, "r"), Some(TransportStatus::Agent { version, .. }) if version == wsync_core::VERSION)
+    );
+}
+
+#[test]
+fn an_upload_directory_that_cannot_be_made_falls_back_to_rsync_and_says_why() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    // `~/.cache/wsync` is a file: no directory can be made below it, root or not.
+    std::fs::create_dir_all(sshd.remote_cache()).unwrap();
+    std::fs::write(sshd.remote_cache().join("wsync"), "not a directory").unwrap();
+    let ws = workspace(
+        "noagent",
+        &src,
+        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "a");
+    let status = m.wait_status("the remote on rsync", FLUSH, |s| {
+        matches!(transport(s, "r"), Some(TransportStatus::Rsync { why }) if why.contains("cannot create"))
+    });
+    // Sync goes on by rsync, and the agent is not tried again on every batch.
+    round(&mut m, &src, &dst, "b");
+    round(&mut m, &src, &dst, "c");
+    assert_eq!(
+        transport(&m.status().unwrap(), "r"),
+        transport(&status, "r")
+    );
+    let attempts = m.logs().matches("installing the agent").count();
+    assert_eq!(attempts, 1, "{}", m.logs());
+}
+
+#[test]
+fn a_killed_agent_is_started_again_and_the_remote_converges() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    churn::seed(&src, 3);
+    let ws = workspace(
+        "killed",
+        &src,
+        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "first");
+    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let binary = installed(&sshd);
+    let before = agents(&binary);
+    assert_eq!(before.len(), 1, "one agent session per remote: {before:?}");
+    // Killed while a churn is under way: batches in flight lose their answers.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        for pid in before {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    });
+    churn::run(&src, 300, 0x5eed_0014);
+    killer.join().unwrap();
+    m.flush_ok(FLUSH);
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
+    round(&mut m, &src, &dst, "after");
+    m.wait_status("the remote back on an agent", FLUSH, on_agent);
+    let now = agents(&binary);
+    assert_eq!(now.len(), 1, "{now:?}\n{}", m.logs());
+    let started = m.logs().matches("agent session started").count();
+    assert!(
+        started >= 2,
+        "the agent was not started again:\n{}",
+        m.logs()
+    );
+}
+
+#[test]
+fn transport_rsync_forces_the_old_path_and_local_targets_go_in_process() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst, local) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("local"),
+    );
+    std::fs::create_dir_all(&src).unwrap();
+    let ws = workspace(
+        "forced",
+        &src,
+        vec![
+            ssh_remote(&sshd, &dst, Transport::Rsync),
+            local_remote("l", &local),
+        ],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "a");
+    let status = m.status().unwrap();
+    assert!(
+        matches!(transport(&status, "r"), Some(TransportStatus::Rsync { why }) if why.contains("setting")),
+        "{status:?}"
+    );
+    assert_eq!(transport(&status, "l"), Some(TransportStatus::InProcess));
+    assert!(
+        !sshd.remote_cache().join("wsync").exists(),
+        "nothing is installed on a remote forced to rsync"
+    );
+}
