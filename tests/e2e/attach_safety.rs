@@ -190,7 +190,17 @@ fn hand_edited_registry_entries_get_the_attach_rules_at_daemon_start() {
     env.start_daemon();
 
     for (name, remote) in [("bad", "home"), ("bad2", "up")] {
-        let st = status(&env, name);
+        // Entries are checked after the socket is up (in check processes, several at once).
+        let st = wsync_tests::poll::poll_until(
+            &format!("{name} to be refused"),
+            Duration::from_secs(30),
+            wsync_tests::poll::INTERVAL,
+            || {
+                Some(status(&env, name))
+                    .filter(|st| st.monitor.state != MonitorProcessState::Stopped)
+            },
+        )
+        .unwrap_or_else(|e| env.fail(&e.to_string()));
         assert_eq!(st.monitor.state, MonitorProcessState::Failed, "{name}");
         assert_eq!(st.monitor.pid, None, "{name}");
         let why = st.monitor.last_exit.unwrap_or_default();

@@ -385,3 +385,58 @@ fn a_monitor_sends_heartbeats_on_its_status_channel() {
     })
     .unwrap_or_else(|e| m.fail(&e.to_string()));
 }
+
+/// Daemon start-up checks each registry entry (its root and local targets) in a check process
+/// with the deadline: a workspace whose root sits on a hung mount fails with the reason, while
+/// the socket answers at once and the other workspaces start; `wsync restart` starts it once
+/// the mount answers again.
+#[test]
+fn a_workspace_on_a_hung_mount_does_not_hold_up_the_daemons_start() {
+    let mut env = TestEnv::with_config(&format!("{FAST}PathCheckTimeoutMs=1000\n"));
+    env.start_daemon();
+    add_with_remote(&env, "healthy");
+    let stuck = env.mkdir("hung");
+    std::fs::write(stuck.join("a.txt"), "on a mount that will hang").unwrap();
+    env.wsync_ok(&["add", s(&stuck), "--name", "stuck"]);
+    let mirror = env.root.join("stuck-mirror");
+    env.wsync_ok(&["attach", "stuck", s(&mirror), "--no-wait"]);
+    env.wsync_ok(&["flush", "stuck"]);
+    env.stop_daemon();
+    // The root's filesystem stops answering while the daemon is down (declared after `env`).
+    let Some(hung) = hang_fs(&env) else { return };
+    assert_eq!(hung.path(), stuck);
+
+    env.start_daemon();
+    let list = env.wsync(&["list"]);
+    assert!(list.success(), "`wsync list` right after start: {list:?}");
+    running_pid(&env, "healthy", None);
+    std::fs::write(env.root.join("healthy/src/b.txt"), "after the restart").unwrap();
+    env.wsync_ok(&["flush", "healthy"]);
+    assert_eq!(
+        std::fs::read_to_string(env.root.join("healthy/mirror/b.txt")).unwrap_or_default(),
+        "after the restart"
+    );
+    let failed = poll_until("the hung workspace to be refused", WAIT, INTERVAL, || {
+        let s = status(&env, "stuck");
+        (s.monitor.state == MonitorProcessState::Failed).then_some(s.monitor)
+    })
+    .unwrap_or_else(|e| env.fail(&e.to_string()));
+    let why = failed.last_exit.unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "path {} did not respond within 1 s",
+            stuck.display()
+        )) && why.contains("wsync restart stuck"),
+        "{why}"
+    );
+    let table = env.wsync_ok(&["list"]);
+    assert!(
+        table.contains("stuck") && table.contains("healthy"),
+        "{table}"
+    );
+
+    drop(hung);
+    env.wsync_ok(&["restart", "stuck"]);
+    running_pid(&env, "stuck", None);
+    env.wsync_ok(&["flush", "stuck"]);
+}

@@ -1,11 +1,13 @@
 //! wsync-monitor under load with a local remote: lsyncd's churn test (500 random creates, edits,
 //! moves and deletes) and watchman's recrawl test (SIGSTOP the monitor, create 20,000 files so
-//! the inotify queue overflows, SIGCONT: one rescan, and the remote converges).
+//! the inotify queue overflows, SIGCONT: one rescan, and the remote converges); and a rescan
+//! that cannot finish (it reached a hung mount inside the workspace) must not stop the events.
 
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wsync_tests::hang_fs::HangFs;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::tree::{churn, scratch_dir, wait_until_equal};
 
@@ -47,16 +49,9 @@ fn recrawl_after_a_queue_overflow_converges() {
         workspace("recrawl", &src, vec![local_remote("d", &dst)]),
     );
     m.flush_ok(FLUSH);
-    let pid = Pid::from_raw(m.pid() as i32);
-    kill(pid, Signal::SIGSTOP).unwrap();
-    for d in 0..20 {
-        let dir = src.join(format!("burst{d}"));
-        for f in 0..1000 {
-            std::fs::write(dir.join(format!("file{f}")), format!("{d}/{f}")).unwrap();
-        }
-    }
-    std::fs::write(src.join("existing/f"), "edited while stopped").unwrap();
-    kill(pid, Signal::SIGCONT).unwrap();
+    overflow_while_stopped(&m, &src, || {
+        std::fs::write(src.join("existing/f"), "edited while stopped").unwrap()
+    });
     m.flush_ok(Duration::from_secs(60));
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
     let status = m.wait_status("overflow counted", FLUSH, |s| s.overflows >= 1);
@@ -67,4 +62,70 @@ fn recrawl_after_a_queue_overflow_converges() {
     std::fs::write(src.join("burst3/new-dir/after"), "after the recrawl").unwrap();
     m.flush_ok(FLUSH);
     wait_until_equal(&src, &dst, Duration::from_secs(5)).unwrap_or_else(|e| m.fail(&e));
+}
+
+/// Creates 20,000 files in `burst0..20` of `src` while the monitor is stopped: more events than
+/// the kernel queues (16,384 by default), so it reports an overflow when it runs again; `also`
+/// runs before it does.
+fn overflow_while_stopped(m: &MonitorProc, src: &std::path::Path, also: impl FnOnce()) {
+    let pid = Pid::from_raw(m.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    for d in 0..20 {
+        let dir = src.join(format!("burst{d}"));
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("file{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    also();
+    kill(pid, Signal::SIGCONT).unwrap();
+}
+
+#[test]
+fn a_rescan_stuck_on_a_hung_mount_does_not_stop_the_events() {
+    let tmp = scratch_dir();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    for d in 0..20 {
+        std::fs::create_dir_all(src.join(format!("burst{d}"))).unwrap();
+    }
+    // Watched from the start: a directory created later is walked by the reader itself.
+    std::fs::create_dir_all(src.join("mnt")).unwrap();
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("stuck-rescan", &src, vec![local_remote("d", &dst)]),
+    );
+    m.flush_ok(FLUSH);
+    // A mount inside the workspace that stops answering after the initial sync (a hung NFS
+    // share below a project): the overflow rescan walks into it and never comes back.
+    let hung = match HangFs::mount(&src.join("mnt")) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipping: no never-answering FUSE filesystem here: {why}");
+            return;
+        }
+    };
+    m.flush_ok(FLUSH);
+    let before = hung.requests();
+    overflow_while_stopped(&m, &src, || {});
+    assert!(
+        hung.wait_for_requests(before + 1, FLUSH),
+        "the rescan never reached the hung mount"
+    );
+    // The walk is blocked in the mount: changes still reach the remote and flushes answer.
+    std::fs::write(src.join("during-the-rescan"), "delivered").unwrap();
+    m.flush_ok(FLUSH);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("during-the-rescan")).unwrap_or_default(),
+        "delivered"
+    );
+    let status = m.status().unwrap();
+    assert_eq!(
+        status.overflows, 0,
+        "counted once the walk is done: {status:?}"
+    );
+    // The mount answers again (failing every call): the walk ends, the full sync follows.
+    drop(hung);
+    m.wait_status("overflow counted", FLUSH, |s| s.overflows >= 1);
+    m.flush_ok(Duration::from_secs(60));
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
 }

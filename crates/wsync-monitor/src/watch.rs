@@ -20,7 +20,7 @@ use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 use crate::backend::WatchBackend;
 use crate::engine::checksum::TreeSize;
 pub use crate::watch_excludes::ExcludeConfig;
-use crate::watch_excludes::ExcludeState;
+use crate::watch_excludes::{read_entries, ExcludeState};
 use crate::watch_paths::WatchPaths;
 
 /// What a change event was; kept (not just the path) so rename pairing can use the cookies.
@@ -117,6 +117,9 @@ pub struct WatchTable {
     /// During the first walk: the included files and bytes seen (whether the initial sync
     /// can afford `--checksum`).
     pub(crate) counting: Option<TreeSize>,
+    /// The kernel queue overflowed in the events just translated: the reader starts a rescan
+    /// once it has let go of the table.
+    overflowed: bool,
 }
 
 /// Test switch: `WSYNC_TEST_MAX_WATCHES=N` makes the watcher refuse more than N watches, exactly
@@ -138,13 +141,22 @@ fn max_watches_from_env() -> Option<usize> {
 }
 
 /// The inotify backend's handle: the table (for rescans) and what status reads without its
-/// lock (an overflow rescan of a huge tree holds it for seconds).
+/// lock.
 #[derive(Clone)]
 pub struct Watcher {
     table: Arc<Mutex<WatchTable>>,
     count: Arc<AtomicU64>,
     rules_file: PathBuf,
     tree: TreeSize,
+    overflow: Arc<Mutex<OverflowRescan>>,
+}
+
+/// The overflow rescan's turn: one walk at a time, and an overflow during a walk asks for one
+/// more (what the first walk already passed may have changed unseen).
+#[derive(Default)]
+struct OverflowRescan {
+    running: bool,
+    again: bool,
 }
 
 impl Watcher {
@@ -178,6 +190,7 @@ impl Watcher {
             moved_dir: None,
             max_watches: max_watches_from_env(),
             counting: Some(TreeSize::default()),
+            overflowed: false,
         };
         if let Err(message) = table.add_tree(Path::new("")) {
             tracing::error!("{message}");
@@ -199,6 +212,7 @@ impl Watcher {
             count,
             rules_file,
             tree,
+            overflow: Arc::default(),
         };
         let reader = watcher.clone();
         std::thread::Builder::new()
@@ -227,6 +241,7 @@ impl Watcher {
             };
             let mut out = Vec::new();
             let mut changes = Vec::new();
+            let overflowed;
             self.translate_all(events, &mut out, &mut changes);
             // The engine pairs a MOVED_FROM only with the change right after it in the same
             // message. The kernel queues a rename's two halves one after the other, so a read
@@ -267,6 +282,10 @@ impl Watcher {
                 // Before the changes go out: a batch may only run with the rules current.
                 table.flush_rules();
                 table.publish_count();
+                overflowed = std::mem::take(&mut table.overflowed);
+            }
+            if overflowed {
+                self.start_overflow_rescan(&tx);
             }
             if !changes.is_empty() {
                 out.insert(0, WatchMsg::Changes(changes));
@@ -277,6 +296,55 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// After a queue overflow: re-walks the tree on a thread of its own, so this reader goes
+    /// on delivering events meanwhile (a walk of a huge tree takes seconds, one reaching a hung
+    /// mount never ends), then reports [`WatchMsg::Overflow`] — the full sync starts only once
+    /// every directory is watched again. An overflow during the walk asks for one more.
+    fn start_overflow_rescan(&self, tx: &UnboundedSender<WatchMsg>) {
+        {
+            let mut turn = self.overflow.lock().unwrap_or_else(|e| e.into_inner());
+            if turn.running {
+                turn.again = true;
+                return;
+            }
+            turn.running = true;
+        }
+        let (watcher, tx) = (self.clone(), tx.clone());
+        let rescan = move || loop {
+            if let Err(message) = watcher.rescan() {
+                let _ = tx.send(WatchMsg::Error(message));
+            }
+            let _ = tx.send(WatchMsg::Overflow);
+            let mut turn = watcher.overflow.lock().unwrap_or_else(|e| e.into_inner());
+            if !std::mem::take(&mut turn.again) {
+                turn.running = false;
+                return;
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("rescan".into())
+            .spawn(rescan.clone())
+        {
+            tracing::warn!("cannot start a rescan thread ({e}); rescanning on the reader");
+            rescan();
+        }
+    }
+
+    /// [`WatchTable::walk`] without holding the table's lock across a filesystem call: each
+    /// directory's watch and listing happen unlocked, their bookkeeping in short critical
+    /// sections, so the reader keeps translating events during a long rescan.
+    fn walk_unlocked(&self, rel: &Path) -> Result<(), WatchError> {
+        let (root, mut watches) = {
+            let table = self.lock();
+            (table.root.clone(), table.watches.clone())
+        };
+        let result = walk(&mut Unlocked(&self.table), &root, &mut watches, rel, None);
+        let mut table = self.lock();
+        table.flush_rules();
+        table.publish_count();
+        result
     }
 
     /// Translates one read's events under the table's lock.
@@ -336,25 +404,20 @@ impl WatchBackend for Watcher {
         self.rules_file.clone()
     }
 
-    /// Re-walks the tree and adds any missing watch.
+    /// Re-walks the tree and adds any missing watch, without holding the table's lock.
     fn rescan(&self) -> Result<(), WatchError> {
-        let mut table = self.lock();
-        let result = table.add_tree(Path::new(""));
-        table.flush_rules();
-        table.publish_count();
-        result
+        self.walk_unlocked(Path::new(""))
     }
 
-    /// Drops every watch and watches the tree afresh.
+    /// Drops every watch and watches the tree afresh (the walk without the table's lock).
     fn rewatch(&self) -> Result<(), WatchError> {
-        let mut table = self.lock();
-        table.remove_tree(Path::new(""));
-        let root = table.root.clone();
-        table.filter.reload_patterns(&root);
-        let result = table.add_tree(Path::new(""));
-        table.flush_rules();
-        table.publish_count();
-        result
+        {
+            let mut table = self.lock();
+            table.remove_tree(Path::new(""));
+            let root = table.root.clone();
+            table.filter.reload_patterns(&root);
+        }
+        self.walk_unlocked(Path::new(""))
     }
 }
 
@@ -374,48 +437,45 @@ impl WatchTable {
     pub(crate) fn walk(
         &mut self,
         rel: &Path,
-        mut visited: Option<&mut HashSet<PathBuf>>,
+        visited: Option<&mut HashSet<PathBuf>>,
     ) -> Result<(), WatchError> {
-        let mut stack = vec![rel.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let full = self.root.join(&dir);
-            let added = if self.at_watch_cap(&dir) {
-                Err(io::Error::from_raw_os_error(libc::ENOSPC))
-            } else {
-                self.watches.add(&full, MASK)
-            };
-            match added {
-                Ok(wd) => {
-                    self.by_wd
-                        .insert(wd.get_watch_descriptor_id(), wd, dir.clone());
-                }
-                Err(e) => {
-                    match e.raw_os_error() {
-                        Some(libc::ENOENT | libc::ENOTDIR) => continue,
-                        Some(libc::ENOSPC) => {
-                            let error = WatchError::WatchLimit {
-                                watches: self.by_wd.len(),
-                                dir: full,
-                            };
-                            self.error = Some(error.clone());
-                            return Err(error);
-                        }
-                        _ => {
-                            tracing::warn!("cannot watch {}: {e}; changes inside are synced only by full syncs", full.display());
-                            continue;
-                        }
-                    }
-                }
+        let (root, mut watches) = (self.root.clone(), self.watches.clone());
+        walk(&mut Locked(self), &root, &mut watches, rel, visited)
+    }
+
+    /// Records the outcome of watching `dir` (at `full`); `Ok(false)` when the walk skips it
+    /// (gone, or not watchable: then only full syncs cover it).
+    fn record_watch(
+        &mut self,
+        dir: &Path,
+        full: &Path,
+        added: io::Result<WatchDescriptor>,
+    ) -> Result<bool, WatchError> {
+        match added {
+            Ok(wd) => {
+                self.by_wd
+                    .insert(wd.get_watch_descriptor_id(), wd, dir.to_path_buf());
+                Ok(true)
             }
-            if let Some(visited) = visited.as_deref_mut() {
-                visited.insert(dir.clone());
-            }
-            let subdirs = self
-                .filter
-                .list_dir(&self.root, &dir, self.counting.as_mut());
-            stack.extend(subdirs);
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => Ok(false),
+                Some(libc::ENOSPC) => {
+                    let error = WatchError::WatchLimit {
+                        watches: self.by_wd.len(),
+                        dir: full.to_path_buf(),
+                    };
+                    self.error = Some(error.clone());
+                    Err(error)
+                }
+                _ => {
+                    tracing::warn!(
+                        "cannot watch {}: {e}; changes inside are synced only by full syncs",
+                        full.display()
+                    );
+                    Ok(false)
+                }
+            },
         }
-        Ok(())
     }
 
     /// True when the test cap ([`MAX_WATCHES_ENV`]) forbids a new watch on `dir`.
@@ -443,10 +503,7 @@ impl WatchTable {
     ) {
         if mask.contains(EventMask::Q_OVERFLOW) {
             tracing::warn!("inotify queue overflowed; rescanning and running a full sync");
-            if let Err(message) = self.add_tree(Path::new("")) {
-                out.push(WatchMsg::Error(message));
-            }
-            out.push(WatchMsg::Overflow);
+            self.overflowed = true;
             return;
         }
         if self.moved_dir.is_some() && !mask.contains(EventMask::MOVED_TO) {
@@ -562,6 +619,63 @@ impl WatchTable {
         self.filter.forget_below(from);
         self.add_tree(to)
     }
+}
+
+/// How a walk reaches the table: already locked (the reader, the first walk) or through the
+/// mutex, locked only for the bookkeeping between filesystem calls (rescans).
+trait TableAccess {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WatchTable) -> R) -> R;
+}
+
+struct Locked<'a>(&'a mut WatchTable);
+
+impl TableAccess for Locked<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WatchTable) -> R) -> R {
+        f(self.0)
+    }
+}
+
+struct Unlocked<'a>(&'a Mutex<WatchTable>);
+
+impl TableAccess for Unlocked<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut WatchTable) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Adds watches on `rel` and every included directory below it (watch first, then list, so
+/// nothing created in between is missed), recording the excluded entries found, and every
+/// directory reached in `visited`. The watch and the listing of each directory are made
+/// outside `table.with`: through [`Unlocked`] no filesystem call holds the lock.
+fn walk(
+    table: &mut impl TableAccess,
+    root: &Path,
+    watches: &mut Watches,
+    rel: &Path,
+    mut visited: Option<&mut HashSet<PathBuf>>,
+) -> Result<(), WatchError> {
+    let mut stack = vec![rel.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let full = root.join(&dir);
+        let added = if table.with(|t| t.at_watch_cap(&dir)) {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            watches.add(&full, MASK)
+        };
+        if !table.with(|t| t.record_watch(&dir, &full, added))? {
+            continue;
+        }
+        if let Some(visited) = visited.as_deref_mut() {
+            visited.insert(dir.clone());
+        }
+        let entries = read_entries(&full);
+        let subdirs = table.with(|t| {
+            let counting = t.counting.as_mut();
+            t.filter.classify(&dir, entries, counting)
+        });
+        stack.extend(subdirs);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -133,14 +133,23 @@ impl ExcludeState {
         &mut self,
         root: &Path,
         dir: &Path,
+        counting: Option<&mut TreeSize>,
+    ) -> Vec<PathBuf> {
+        let entries = read_entries(&root.join(dir));
+        self.classify(dir, entries, counting)
+    }
+
+    /// The bookkeeping half of [`ExcludeState::list_dir`], on entries read by
+    /// [`read_entries`] (possibly without the watch table's lock).
+    pub(crate) fn classify(
+        &mut self,
+        dir: &Path,
+        entries: Vec<std::fs::DirEntry>,
         mut counting: Option<&mut TreeSize>,
     ) -> Vec<PathBuf> {
         self.excludes.load_dir(dir);
         let mut subdirs = Vec::new();
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
-            return subdirs;
-        };
-        for entry in entries.flatten() {
+        for entry in entries {
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             let child = dir.join(entry.file_name());
             if self.exclude_if_matched(&child, is_dir) {
@@ -182,6 +191,12 @@ impl ExcludeState {
             })
             .collect()
     }
+}
+
+/// The entries of directory `full` (the I/O half of a listing: the file types come with the
+/// listing on most filesystems). An unreadable directory lists as empty.
+pub(crate) fn read_entries(full: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(full).map_or_else(|_| Vec::new(), |entries| entries.flatten().collect())
 }
 
 fn load(root: &Path, config: &ExcludeConfig) -> Excludes {

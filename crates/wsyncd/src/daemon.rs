@@ -1,8 +1,13 @@
 //! [`run`]: the daemon's startup sequence, its async main and its clean shutdown.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use wsync_core::config::Config;
 use wsync_core::registry::Registry;
+
+use crate::handlers::chain;
+use crate::path_check::{PathAnswer, PathJob};
 
 use crate::pidfile::{PidfileError, PidfileGuard};
 use crate::shutdown::Shutdown;
@@ -48,13 +53,12 @@ fn start(config: Config) -> Result<(), Fatal> {
     let registry_path = &config.workspace_config_file_path;
     let mut registry = Registry::load(registry_path)
         .with_context(|| format!("loading the registry {}", registry_path.display()))?;
-    // Before anything touches a path: an entry written by hand gets the rules attach applies,
-    // and one that breaks them is neither adopted below nor started.
-    let refused = crate::target_check::refused_entries(&registry);
+    // Entries from before target markers (no id yet): their local targets are marked by the
+    // start-up check, unless it refuses them.
     let before_markers: Vec<String> = registry
         .workspaces
         .iter()
-        .filter(|w| w.id.is_empty() && !refused.iter().any(|(name, _)| *name == w.name))
+        .filter(|w| w.id.is_empty())
         .map(|w| w.name.clone())
         .collect();
     if registry.backfill_ids() {
@@ -63,13 +67,6 @@ fn start(config: Config) -> Result<(), Fatal> {
             .save(registry_path)
             .with_context(|| format!("saving workspace ids to {}", registry_path.display()))?;
         tracing::info!("workspace ids added to the registry");
-    }
-    for ws in registry
-        .workspaces
-        .iter()
-        .filter(|w| before_markers.contains(&w.name))
-    {
-        crate::target_check::adopt_pre_marker_targets(ws);
     }
     tracing::info!(
         workspaces = registry.workspaces.len(),
@@ -101,13 +98,8 @@ fn start(config: Config) -> Result<(), Fatal> {
             .listen_for_signals()
             .context("installing signal handlers")?;
         watchdog::arm_test_poison_trigger(&shared).context("installing the test trigger")?;
-        if let Ok(mut state) = shared.lock() {
-            for (name, why) in refused {
-                state.supervisor.refuse(&name, why);
-            }
-            state.start_all_monitors();
-        }
         watchdog::spawn(shared.clone(), interval, cleanup).context("starting the watchdog")?;
+        tokio::spawn(check_and_start_all(shared.clone(), before_markers));
         server::serve(listener, shared.clone(), shutdown).await;
         stop_monitors(&shared).await;
         anyhow::Ok(())
@@ -119,6 +111,62 @@ fn start(config: Config) -> Result<(), Fatal> {
     result?;
     tracing::info!("wsyncd stopped");
     Ok(())
+}
+
+/// How many registry entries are checked at once at start-up (each in a check process).
+const STARTUP_CHECKS_AT_ONCE: usize = 8;
+
+/// Checks every registry entry in a check process with the path deadline
+/// ([`PathJob::StartupCheck`]: the rules `attach` applies, for entries written by hand, and
+/// the marking of targets from before markers), several at once, and starts each monitor as
+/// soon as its entry passes. The socket answers meanwhile: a root or target on a hung mount
+/// fails only its own workspace, with the reason and the fix, and the others start.
+async fn check_and_start_all(shared: SharedState, before_markers: Vec<String>) {
+    let (workspaces, checks) = match shared.lock() {
+        Ok(state) => (state.registry.workspaces.clone(), state.path_checks.clone()),
+        Err(_) => return,
+    };
+    let turns = Arc::new(tokio::sync::Semaphore::new(STARTUP_CHECKS_AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    for workspace in workspaces {
+        let (shared, checks, turns) = (shared.clone(), checks.clone(), turns.clone());
+        let adopt = before_markers.contains(&workspace.name);
+        tasks.spawn(async move {
+            let Ok(_turn) = turns.acquire_owned().await else {
+                return;
+            };
+            let (name, path) = (workspace.name.clone(), workspace.path.clone());
+            let job = PathJob::StartupCheck { workspace, adopt };
+            let answer = tokio::task::spawn_blocking(move || checks.run(&path, &job)).await;
+            let refused = match answer {
+                Ok(Ok(PathAnswer::EntryRefusal { why })) => why,
+                Ok(Ok(other)) => Some(format!("unexpected start-up check answer {other:?}")),
+                Ok(Err(e)) => Some(format!(
+                    "{}; `wsync restart {name}` starts it once its paths answer",
+                    chain(&e)
+                )),
+                Err(e) => Some(format!("the start-up check did not finish: {e}")),
+            };
+            let Ok(mut state) = shared.lock() else {
+                return;
+            };
+            // What the registry holds now: the entry may have changed or gone meanwhile.
+            let Some(current) = state
+                .registry
+                .workspaces
+                .iter()
+                .find(|w| w.name == name)
+                .cloned()
+            else {
+                return;
+            };
+            match refused {
+                Some(why) => state.supervisor.refuse(&name, why),
+                None => state.start_monitor_if_stopped(&current, Vec::new()),
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Stops every monitor in parallel, each within the stop grace.

@@ -414,7 +414,7 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
 }
 
 /// The entry is checked again first (with the state lock released), as at daemon start: one
-/// that breaks a rule stays failed with the reason ([`target_check::refused_entries`]).
+/// that breaks a rule stays failed with the reason ([`target_check::refusal`]).
 fn restart(shared: &SharedState, name_or_path: &str) -> Reply {
     let wanted = workspace_ref(shared, name_or_path)?;
     let (checked, checks) = {

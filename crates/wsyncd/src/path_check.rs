@@ -69,6 +69,10 @@ pub enum PathJob {
     /// `restart`: why the entry must not be started, if it must not
     /// ([`target_check::refusal`]).
     EntryRefusal { workspace: Workspace },
+    /// Daemon start-up: [`PathJob::EntryRefusal`], and when the entry may start and `adopt` is
+    /// set (an entry from before target markers), its unmarked local targets get one
+    /// ([`target_check::adopt_pre_marker_targets`]).
+    StartupCheck { workspace: Workspace, adopt: bool },
     /// `attach`: inspect a local target, then create or mark it (see [`target_check`]).
     PrepareTarget {
         workspace: Workspace,
@@ -176,6 +180,13 @@ impl PathJob {
             PathJob::EntryRefusal { workspace } => PathAnswer::EntryRefusal {
                 why: target_check::refusal(&workspace, &target_path::local_homes()),
             },
+            PathJob::StartupCheck { workspace, adopt } => {
+                let why = target_check::refusal(&workspace, &target_path::local_homes());
+                if why.is_none() && adopt {
+                    target_check::adopt_pre_marker_targets(&workspace);
+                }
+                PathAnswer::EntryRefusal { why }
+            }
             PathJob::RootIdentity { path } => PathAnswer::RootIdentity {
                 root: RootIdentity::of(&path),
             },

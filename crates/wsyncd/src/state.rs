@@ -138,14 +138,6 @@ impl DaemonState {
         }
     }
 
-    /// Starts a monitor for every workspace that should have one (daemon startup).
-    pub fn start_all_monitors(&mut self) {
-        let workspaces = self.registry.workspaces.clone();
-        for workspace in &workspaces {
-            self.start_monitor_if_stopped(workspace, Vec::new());
-        }
-    }
-
     /// The full status of one workspace.
     pub fn workspace_status(&self, workspace: &Workspace) -> WorkspaceStatus {
         let (monitor, report) = self.supervisor.status(workspace);

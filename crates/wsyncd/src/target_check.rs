@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wsync_core::excludes::{excluded_entries, write_rules, Excludes};
-use wsync_core::registry::{Registry, Remote, Workspace};
+use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
     parse_itemized, rsync_argv, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
@@ -306,19 +306,9 @@ pub fn adopt_pre_marker_targets(workspace: &Workspace) {
     }
 }
 
-/// The registry entries the daemon must not start (checked at start-up, before adopting or
-/// starting anything, and again by `wsync restart`): their names and why, with the fix. Reads
-/// the filesystem; call it without the state lock.
-pub fn refused_entries(registry: &Registry) -> Vec<(String, String)> {
-    let homes = target_path::local_homes();
-    registry
-        .workspaces
-        .iter()
-        .filter_map(|w| refusal(w, &homes).map(|why| (w.name.clone(), why)))
-        .collect()
-}
-
-/// Why `workspace`'s entry must not be started, if it must not (see [`refused_entries`]).
+/// Why `workspace`'s entry must not be started, if it must not, with the fix: checked at
+/// daemon start-up before adopting or starting it, and again by `wsync restart`, each time in
+/// a check process ([`crate::path_check`]). Reads the filesystem.
 pub fn refusal(workspace: &Workspace, homes: &[std::path::PathBuf]) -> Option<String> {
     target_path::check_entry(workspace, homes)
         .err()

@@ -1,6 +1,7 @@
 //! Soak phase 2: one very large workspace (200,000 files by default) on the same daemon:
 //! initial sync against plain `rsync -a` of the same tree, then single-edit latency, the
-//! monitor's memory and watches, and its idle CPU.
+//! monitor's memory and watches, its idle CPU, and (`--overflow-files`) the recovery from an
+//! inotify queue overflow: files created while the monitor is SIGSTOPped.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +17,6 @@ use super::{secs, Budget, Section, SoakOptions};
 use crate::data::{make_tree, ms, percentile, poll_since, timed};
 use crate::procfs::{mib, proc_stats};
 
-const FILES_PER_DIR: usize = 100;
 const NAME: &str = "big";
 
 /// Runs the phase; `Ok(false)` when a check failed (the figures say which).
@@ -30,14 +30,15 @@ pub fn run(
     budget.check("the large workspace")?;
     let (src, dst, plain) = (base.join("src"), base.join("dst"), base.join("plain"));
     std::fs::create_dir_all(&dst)?;
-    let dirs = opts.big_files.div_ceil(FILES_PER_DIR);
+    let per_dir = opts.files_per_dir;
+    let dirs = opts.big_files.div_ceil(per_dir);
     let start = Instant::now();
-    make_tree(&src, "d", dirs, FILES_PER_DIR, 64)?;
+    make_tree(&src, "d", dirs, per_dir, 64)?;
     out.add(
         "create the tree (64-byte files)",
         format!(
             "{} files in {dirs} dirs, {}",
-            dirs * FILES_PER_DIR,
+            dirs * per_dir,
             secs(start.elapsed())
         ),
     );
@@ -100,6 +101,12 @@ pub fn run(
             initial.as_secs_f64() / plain_time.as_secs_f64().max(1e-9)
         ),
     );
+    if let Some((walk, full_sync)) = setup_split(daemon.log_dir()) {
+        out.add(
+            "of which: the monitor's watch walk / its initial full sync (from its log)",
+            format!("{} / {}", secs(walk), secs(full_sync)),
+        );
+    }
     let (n_src, n_dst) = (count_entries(&src), count_entries(&dst));
     let mut ok = n_src == n_dst;
     out.add(
@@ -113,11 +120,7 @@ pub fn run(
     let mut samples = Vec::new();
     for i in 0..opts.edits {
         budget.check("an edit")?;
-        let rel = format!(
-            "d{:04}/f{:05}.txt",
-            (i * 7919) % dirs,
-            (i * 31) % FILES_PER_DIR
-        );
+        let rel = format!("d{:04}/f{:05}.txt", (i * 7919) % dirs, (i * 31) % per_dir);
         let content = format!("soak edit {i}\n").repeat(8);
         let start = Instant::now();
         std::fs::write(src.join(&rel), &content)?;
@@ -168,6 +171,14 @@ pub fn run(
                 (d1.cpu_secs() - d0.cpu_secs()) * 1000.0
             ),
         );
+        if opts.overflow_files > 0 {
+            ok &= overflow(opts, daemon, pid, &src, &dst, dirs, budget, out)?;
+            let m2 = proc_stats(pid)?;
+            out.add(
+                "monitor RSS after the overflow recovery (peak over the whole run)",
+                format!("{} ({})", mib(m2.rss_kib), mib(m2.hwm_kib)),
+            );
+        }
         out.add(
             "daemon RSS at the end (peak over the whole run)",
             format!("{} ({})", mib(d1.rss_kib), mib(d1.hwm_kib)),
@@ -180,6 +191,126 @@ pub fn run(
         workspace: NAME.into(),
     })?;
     Ok(ok)
+}
+
+/// SIGSTOPs the monitor, creates `opts.overflow_files` files across the watched directories
+/// (far more events than the kernel queues), SIGCONTs it and times until status shows the
+/// overflow and the remote in sync again; then checks every new file arrived.
+#[allow(clippy::too_many_arguments)]
+fn overflow(
+    opts: &SoakOptions,
+    daemon: &Daemon,
+    pid: u32,
+    src: &Path,
+    dst: &Path,
+    dirs: usize,
+    budget: Budget,
+    out: &mut Section,
+) -> Result<bool> {
+    budget.check("the overflow step")?;
+    let per_dir = opts.overflow_files.div_ceil(dirs).max(1);
+    let new_files: Vec<String> = (0..opts.overflow_files)
+        .map(|i| format!("d{:04}/overflow{:05}.txt", i / per_dir, i % per_dir))
+        .collect();
+    let overflows_before = overflows(daemon)?;
+    let monitor = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGSTOP)?;
+    let created = (|| -> Result<Duration> {
+        let start = Instant::now();
+        for rel in &new_files {
+            std::fs::write(src.join(rel), b"created while the monitor was stopped\n")?;
+        }
+        Ok(start.elapsed())
+    })();
+    nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGCONT)?;
+    let created = created?;
+    let start = Instant::now();
+    let recovered = poll_since(start, budget.cap(Duration::from_secs(600)), || {
+        let Ok(status) = daemon.status() else {
+            return false;
+        };
+        status
+            .iter()
+            .find(|w| w.workspace.name == NAME)
+            .and_then(|w| w.report.as_ref())
+            .is_some_and(|r| {
+                r.overflows > overflows_before
+                    && !r.remotes.is_empty()
+                    && r.remotes
+                        .iter()
+                        .all(|r| r.state == RemoteState::InSync && r.pending == 0)
+            })
+    });
+    let Ok(recovered) = recovered else {
+        out.add("**overflow recovery**", "did not get back in sync in time");
+        return Ok(false);
+    };
+    let missing = new_files
+        .iter()
+        .filter(|rel| !dst.join(rel).exists())
+        .count();
+    out.add(
+        format!(
+            "overflow: {} files created while SIGSTOPped ({}), SIGCONT → in sync",
+            new_files.len(),
+            secs(created)
+        ),
+        format!(
+            "{}{}",
+            secs(recovered),
+            if missing == 0 {
+                String::new()
+            } else {
+                format!(" **({missing} missing on the remote)**")
+            }
+        ),
+    );
+    Ok(missing == 0)
+}
+
+/// The large workspace's overflow count, as status reports it.
+fn overflows(daemon: &Daemon) -> Result<u64> {
+    Ok(daemon
+        .status()?
+        .iter()
+        .find(|w| w.workspace.name == NAME)
+        .and_then(|w| w.report.as_ref())
+        .map_or(0, |r| r.overflows))
+}
+
+/// From the large workspace's monitor log: the watch walk (from "monitor starting" to
+/// "watching") and the first full sync's own duration (its `synced … full=true … ms=` line).
+fn setup_split(log_dir: &Path) -> Option<(Duration, Duration)> {
+    let log = std::fs::read_dir(log_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("monitor-big"))
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())?;
+    // "2026-12-01T21:04:23.130432Z  INFO …": seconds of the day.
+    let at = |line: &str| -> Option<f64> {
+        let time = line.get(11..26)?;
+        let mut parts = time.split(':');
+        let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(
+            h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?,
+        )
+    };
+    let line = |needle: &str| log.lines().find(|l| l.contains(needle));
+    let walk = at(line("wsync_monitor::watch: watching ")?)? - at(line("monitor starting")?)?;
+    let synced = line("full=true")?;
+    let ms: f64 = synced
+        .split("ms=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((
+        Duration::from_secs_f64(walk.max(0.0)),
+        Duration::from_secs_f64(ms / 1000.0),
+    ))
 }
 
 fn slash(p: &Path) -> String {

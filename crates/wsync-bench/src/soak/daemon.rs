@@ -86,6 +86,11 @@ impl Daemon {
         }
     }
 
+    /// Where the daemon and its monitors write their logs.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
