@@ -174,6 +174,7 @@ fn the_registry_survives_a_daemon_restart() {
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        rsync_path: None,
     };
     assert!(matches!(env.request(&attach), Response::Workspace { .. }));
     let pause = Request::Pause {

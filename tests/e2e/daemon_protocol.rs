@@ -220,6 +220,7 @@ fn mutations_are_validated_and_saved_before_the_reply() {
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        rsync_path: None,
     };
     expect_error(
         raw.request(&attach(ws.join("inside").display().to_string())),

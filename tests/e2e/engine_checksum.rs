@@ -113,6 +113,7 @@ fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_an_ssh_remote() {
         name: "d".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     });
 }
 

@@ -87,6 +87,7 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
                 name: "r".into(),
                 target: sshd.target(&remote),
                 keep_deleted_days: 0,
+                rsync_path: None,
             },
         ],
     );

@@ -121,5 +121,6 @@ fn hard_links_stay_linked_and_current_over_ssh() {
         name: "r".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     });
 }

@@ -84,5 +84,6 @@ fn names_starting_with_comment_or_option_characters_sync_over_ssh() {
         name: "r".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     });
 }

@@ -48,6 +48,7 @@ fn start_local_and_ssh(
                 name: "r".into(),
                 target: sshd.target(remote),
                 keep_deleted_days: 0,
+                rsync_path: None,
             },
         ],
     );

@@ -151,5 +151,6 @@ fn renames_are_replayed_over_ssh() {
         name: "r".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     });
 }

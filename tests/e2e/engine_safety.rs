@@ -183,6 +183,7 @@ fn ssh_remote(sshd: &Sshd, name: &str, path: &Path) -> Remote {
         name: name.into(),
         target: sshd.target(path),
         keep_deleted_days: 0,
+        rsync_path: None,
     }
 }
 

@@ -124,6 +124,7 @@ fn a_file_growing_for_seconds_is_appended_not_resent_whole_over_ssh() {
         name: "r".into(),
         target: sshd.target(&dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     };
     let mut m = MonitorProc::start(tmp.path(), workspace("grow-ssh", &src, vec![remote]));
     grows_within_twice_its_size(&mut m, &src, &dst, 30);

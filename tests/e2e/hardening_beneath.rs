@@ -153,5 +153,6 @@ fn a_symlinked_mirror_directory_stops_the_ssh_rename_replay() {
         name: "r".into(),
         target: sshd.target(dst),
         keep_deleted_days: 0,
+        rsync_path: None,
     });
 }

@@ -107,6 +107,7 @@ fn a_hung_path_fails_its_own_request_while_the_daemon_keeps_answering() {
                 wait: false,
                 overwrite: false,
                 keep_deleted: None,
+                rsync_path: None,
             });
             (answer, started.elapsed())
         });

@@ -40,6 +40,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        rsync_path: None,
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}

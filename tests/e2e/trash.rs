@@ -34,6 +34,7 @@ fn ssh_remote(sshd: &Sshd, path: &Path) -> Remote {
         name: "r".into(),
         target: sshd.target(path),
         keep_deleted_days: 0,
+        rsync_path: None,
     }
 }
 

@@ -77,6 +77,7 @@ pub fn local_remote(name: &str, path: &Path) -> Remote {
             path: path.to_path_buf(),
         },
         keep_deleted_days: 0,
+        rsync_path: None,
     }
 }
 

@@ -169,6 +169,7 @@ impl<'a> Area<'a> {
                 name: "dst".into(),
                 target,
                 keep_deleted_days: 0,
+                rsync_path: None,
             }],
             paused: false,
             excludes: vec![],

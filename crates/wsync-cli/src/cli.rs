@@ -425,6 +425,10 @@ pub struct AttachArgs {
     /// that remote's setting.
     #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(0..=i64::from(wsync_core::trash::MAX_KEEP_DELETED_DAYS)))]
     pub keep_deleted: Option<u32>,
+    /// For an SSH remote: the rsync it runs (an absolute path, e.g. /opt/homebrew/bin/rsync),
+    /// instead of `rsync` on its PATH. wsync needs rsync 3.1.3 or later on both ends.
+    #[arg(long, value_name = "PATH")]
+    pub rsync_path: Option<String>,
     /// Seconds to wait for the initial sync.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,

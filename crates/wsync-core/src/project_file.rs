@@ -252,6 +252,7 @@ mod tests {
             name: name.into(),
             target: RemoteTarget::Local { path: path.into() },
             keep_deleted_days: days,
+            rsync_path: None,
         }
     }
 

@@ -67,6 +67,10 @@ pub enum Request {
         /// reply is the updated entry; no sync is waited for). Absent: 0 for a new remote.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         keep_deleted: Option<u32>,
+        /// `wsync attach --rsync-path PATH`: what the SSH remote runs as rsync. Absent: `rsync`
+        /// on its PATH.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rsync_path: Option<String>,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

@@ -663,6 +663,7 @@ mod tests {
                     path: p.to_path_buf(),
                 },
                 keep_deleted_days: 0,
+                rsync_path: None,
             })
             .collect();
         ws

@@ -38,6 +38,7 @@ fn workspace() -> Workspace {
                     path: "/srv/m".into(),
                 },
                 keep_deleted_days: 0,
+                rsync_path: None,
             },
             Remote {
                 name: "box".into(),
@@ -53,6 +54,7 @@ fn workspace() -> Workspace {
                     }],
                 },
                 keep_deleted_days: 7,
+                rsync_path: None,
             },
         ],
         paused: false,
@@ -111,6 +113,7 @@ fn requests() {
             wait: true,
             overwrite: true,
             keep_deleted: Some(7),
+            rsync_path: None,
         },
         r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
@@ -125,6 +128,7 @@ fn requests() {
             wait: false,
             overwrite: false,
             keep_deleted: None,
+            rsync_path: None,
             ..
         }
     ));

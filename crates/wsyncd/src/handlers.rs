@@ -131,6 +131,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             wait,
             overwrite,
             keep_deleted,
+            rsync_path,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -139,6 +140,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 identity_file,
                 ssh_options,
                 keep_deleted_days: keep_deleted.unwrap_or(0),
+                rsync_path,
             };
             attach(shared, &workspace, &new, wait, overwrite, keep_deleted)
         }
@@ -229,6 +231,7 @@ fn attach(
             identity_file: new.identity_file.clone(),
             ssh_options: new.ssh_options.clone(),
             keep_deleted_days: new.keep_deleted_days,
+            rsync_path: new.rsync_path.clone(),
         })
     };
     let remote_of = |a| match a {
@@ -245,6 +248,10 @@ fn attach(
     let checks = s.path_checks.clone();
     drop(s);
     let remote = refused_or(answer, remote_of)?;
+    // Both ends' rsync before anything is written (the remote's comes with its inspection).
+    let local_rsync =
+        target_check::check_local_rsync().map_err(|e| error(target_error_code(&e), chain(&e)))?;
+    tracing::info!(workspace = %workspace.name, "local rsync: {local_rsync}");
     let description = match &remote.target {
         RemoteTarget::Local { path } => {
             let job = PathJob::PrepareTarget {
@@ -737,6 +744,7 @@ pub(crate) fn attach_error_code(e: &AttachError) -> ErrorCode {
         | AttachError::PortZero
         | AttachError::KeepDeletedTooLong
         | AttachError::PortMismatch
+        | AttachError::RsyncPathLocal
         | AttachError::SshOnlyOption
         | AttachError::ParentSegment { .. }
         | AttachError::Unresolvable { .. }
@@ -761,7 +769,8 @@ pub(crate) fn target_error_code(e: &TargetError) -> ErrorCode {
         TargetError::NotADirectory { .. }
         | TargetError::OtherWorkspace { .. }
         | TargetError::Unmarked { .. }
-        | TargetError::Unsafe { .. } => ErrorCode::Invalid,
+        | TargetError::Unsafe { .. }
+        | TargetError::Rsync { .. } => ErrorCode::Invalid,
         TargetError::Inspect { .. } | TargetError::Mark { .. } => ErrorCode::Internal,
     }
 }

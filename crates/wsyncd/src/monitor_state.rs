@@ -312,6 +312,7 @@ mod tests {
                         path: format!("/m{i}").into(),
                     },
                     keep_deleted_days: 0,
+                    rsync_path: None,
                 })
                 .collect(),
             paused,

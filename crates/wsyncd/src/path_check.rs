@@ -62,6 +62,8 @@ pub enum PathJob {
         identity_file: Option<PathBuf>,
         ssh_options: Vec<String>,
         keep_deleted_days: u32,
+        #[serde(default)]
+        rsync_path: Option<String>,
     },
     /// `resume`: the identity of the workspace root now.
     RootIdentity { path: PathBuf },
@@ -146,6 +148,7 @@ impl PathJob {
                 identity_file,
                 ssh_options,
                 keep_deleted_days,
+                rsync_path,
             } => {
                 let new = NewRemote {
                     spec,
@@ -154,6 +157,7 @@ impl PathJob {
                     identity_file,
                     ssh_options,
                     keep_deleted_days,
+                    rsync_path,
                 };
                 match registry.check_new_remote(index, &new) {
                     Ok(remote) => PathAnswer::Remote { remote },

@@ -65,6 +65,7 @@ pub fn run(
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        rsync_path: None,
     })?;
     let mut monitor_pid = None;
     let mut watches = 0;

@@ -67,6 +67,7 @@ pub fn run(
             wait: false,
             overwrite: false,
             keep_deleted: None,
+            rsync_path: None,
         })?;
     }
     let registered = start.elapsed();

@@ -212,6 +212,7 @@ fn add_workspace(daemon: &Daemon, root: &Path, i: usize) -> Result<()> {
         wait: false,
         overwrite: false,
         keep_deleted: None,
+        rsync_path: None,
     })?;
     Ok(())
 }

@@ -39,6 +39,7 @@ fn parses_attach_with_repeated_options() {
         no_wait,
         overwrite,
         keep_deleted,
+        rsync_path,
         timeout,
     }) = cli.command
     else {
@@ -54,6 +55,7 @@ fn parses_attach_with_repeated_options() {
     assert_eq!(name, None);
     assert!(!no_wait && !overwrite);
     assert_eq!(keep_deleted, None);
+    assert_eq!(rsync_path, None);
     assert_eq!(timeout, 600);
 }
 

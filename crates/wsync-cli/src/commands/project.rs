@@ -80,6 +80,7 @@ fn new_remote(root: &Path, r: &ProjectRemote) -> NewRemote {
         identity_file,
         ssh_options: r.ssh_options.clone(),
         keep_deleted_days: r.keep_deleted_days,
+        rsync_path: None,
     }
 }
 
@@ -222,6 +223,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<i32> {
                 overwrite: args.overwrite,
                 // Always set: on a target already attached it updates the remote's setting.
                 keep_deleted: Some(new.keep_deleted_days),
+                rsync_path: None,
             })
             .with_context(|| format!("attaching remote {} from {FILE_NAME}", r.name))?;
         expect_workspace(reply)?;

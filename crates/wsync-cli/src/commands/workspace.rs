@@ -216,6 +216,7 @@ pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
         wait: wait.is_some(),
         overwrite: args.overwrite,
         keep_deleted: args.keep_deleted,
+        rsync_path: args.rsync_path,
     })?)?;
     let added = ws
         .remotes

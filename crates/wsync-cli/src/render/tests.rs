@@ -44,6 +44,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
                     path: PathBuf::from(format!("/mirror/{r}")),
                 },
                 keep_deleted_days: 0,
+                rsync_path: None,
             })
             .collect(),
         paused: false,

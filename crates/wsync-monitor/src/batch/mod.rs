@@ -392,6 +392,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir,
             checksum: opts.checksum && matches!(mode, RsyncMode::Full),
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -534,6 +537,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -622,6 +628,9 @@ impl Destination {
                 marker_id: Some(&self.workspace_id),
                 backup_dir: backup_dir.as_deref(),
                 checksum: false,
+                remote_rsync: None,
+                no_delete_missing_args: false,
+                deletion_rules: None,
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
             let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
@@ -713,6 +722,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir: None,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;

@@ -52,6 +52,7 @@ impl Destination {
             local: empty.path(),
             op,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            remote_rsync: None,
         };
         let (listed, output) = run(
             trash_argv(&request(TrashOp::List { files: false })),

@@ -44,6 +44,7 @@ fn remote(name: &str) -> Remote {
             path: PathBuf::from("/mirror").join(name),
         },
         keep_deleted_days: 0,
+        rsync_path: None,
     }
 }
 
