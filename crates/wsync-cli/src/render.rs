@@ -64,7 +64,21 @@ pub struct StatusRow {
     pub pending: Option<u64>,
     pub restarts: u32,
     pub pid: Option<u32>,
+    /// Both ends' rsync: `local / remote`, `+fallback` when deletions go by the filter list.
+    pub rsync: Option<String>,
     pub last_error: Option<String>,
+}
+
+/// The RSYNC cell: both ends' versions, and whether deletions go by the fallback.
+fn rsync_cell(ends: &wsync_core::rsync_version::RsyncEnds) -> String {
+    let label = |v: &Option<wsync_core::rsync_version::RsyncVersion>| {
+        v.as_ref().map_or("?".to_owned(), |v| v.label())
+    };
+    let mut cell = format!("{} / {}", label(&ends.local), label(&ends.remote));
+    if ends.deletion_fallback {
+        cell.push_str(" +fallback");
+    }
+    cell
 }
 
 /// Sort key: problems first, the worst first; everything else keeps the daemon's order.
@@ -174,6 +188,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
                 pending: remote.map(|r| r.pending),
                 restarts: ws.monitor.restarts,
                 pid: ws.monitor.pid,
+                rsync: remote.and_then(|r| r.rsync.as_ref()).map(rsync_cell),
                 last_error: row_error(ws, remote, state),
             });
         }
@@ -251,6 +266,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
                 r.pending.map_or("-".into(), |p| p.to_string()),
                 r.restarts.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
+                r.rsync.unwrap_or_else(|| "-".into()),
                 r.last_error.unwrap_or_else(|| "-".into()),
             ]
         })
@@ -265,6 +281,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
         "PENDING",
         "RESTARTS",
         "PID",
+        "RSYNC local/remote",
         "LAST ERROR",
     ];
     table(&header, &rows, |col, cell| match colour_code(cell) {

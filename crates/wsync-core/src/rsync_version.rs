@@ -130,6 +130,17 @@ impl RsyncVersion {
     }
 }
 
+impl RsyncVersion {
+    /// A short name for tables: `3.2.7`, `3.4.3-67-g680b8494`, `openrsync`.
+    pub fn label(&self) -> String {
+        match (self.flavor, self.release) {
+            (Flavor::Rsync, Some(release)) => format!("{release}{}", self.suffix),
+            (Flavor::Rsync, None) => "rsync".into(),
+            (Flavor::Openrsync, _) => "openrsync".into(),
+        }
+    }
+}
+
 impl fmt::Display for RsyncVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.flavor, self.release) {

@@ -387,6 +387,7 @@ fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
         progress,
         verified_unix_ms: None,
         throughput: None,
+        rsync: None,
     }
 }
 

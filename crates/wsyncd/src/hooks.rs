@@ -421,6 +421,7 @@ mod tests {
                     progress: None,
                     verified_unix_ms: None,
                     throughput: None,
+                    rsync: None,
                 })
                 .collect(),
             ..MonitorStatus::default()

@@ -86,6 +86,7 @@ fn remote(
         progress: None,
         verified_unix_ms: None,
         throughput: None,
+        rsync: None,
     }
 }
 

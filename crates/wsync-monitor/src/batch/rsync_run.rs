@@ -125,6 +125,7 @@ pub(super) async fn run_reporting(
         vanished: None,
         failed_paths: None,
         sent_lengths: Vec::new(),
+        rsync: None,
     };
     (outcome, text.into_owned())
 }
