@@ -115,6 +115,18 @@ pub struct Remote {
     pub rsync_path: Option<String>,
 }
 
+impl Remote {
+    /// A remote with every per-remote setting at its default.
+    pub fn new(name: impl Into<String>, target: RemoteTarget) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            keep_deleted_days: 0,
+            rsync_path: None,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
