@@ -91,6 +91,17 @@ pub struct BatchOptions {
     pub checksum: bool,
 }
 
+impl BatchOptions {
+    /// These options for the rest of a batch once an earlier pass deleted `deleted` paths:
+    /// what is left of the `--max-delete` budget.
+    fn less_deleted(&self, deleted: u64) -> Self {
+        Self {
+            max_delete: self.max_delete.map(|m| m.saturating_sub(deleted)),
+            ..self.clone()
+        }
+    }
+}
+
 /// Result of one batch.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -342,12 +353,7 @@ impl Destination {
                         }
                         if outcome.stats.files_deleted > 0 {
                             // What rsync may still delete is what the executor left.
-                            rest_opts = BatchOptions {
-                                max_delete: opts
-                                    .max_delete
-                                    .map(|m| m.saturating_sub(outcome.stats.files_deleted)),
-                                ..opts.clone()
-                            };
+                            rest_opts = opts.less_deleted(outcome.stats.files_deleted);
                             opts = &rest_opts;
                         }
                         in_process_pass = Some(outcome);
@@ -437,13 +443,9 @@ impl Destination {
                             pass.elapsed = started.elapsed();
                             return pass;
                         }
-                        if pass.stats.files_deleted > 0 && !opts.moves {
-                            deletions_opts = BatchOptions {
-                                max_delete: opts
-                                    .max_delete
-                                    .map(|m| m.saturating_sub(pass.stats.files_deleted)),
-                                ..opts.clone()
-                            };
+                        if pass.stats.files_deleted > 0 {
+                            // What rsync may still delete is what the fallback left.
+                            deletions_opts = opts.less_deleted(pass.stats.files_deleted);
                             opts = &deletions_opts;
                         }
                         deletion_pass = Some(pass);
