@@ -248,7 +248,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__attach)
-            opts="-h -V --name --port --identity-file --ssh-option --no-wait --overwrite --keep-deleted --transport --timeout --help --version"
+            opts="-h -V --name --port --identity-file --ssh-option --no-wait --overwrite --keep-deleted --transport --rsync-path --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -275,6 +275,10 @@ _wsync() {
                     return 0
                     ;;
                 --transport)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rsync-path)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

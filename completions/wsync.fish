@@ -60,6 +60,7 @@ complete -c wsync -n "__fish_wsync_using_subcommand attach" -l identity-file -d 
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l ssh-option -d 'An ssh `-o KEY=VALUE` option (repeatable)' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l keep-deleted -d 'Keep what syncs delete or overwrite on the remote for DAYS days, in `.wsync-trash` there (`wsync trash`); 0 keeps nothing (the default). On a target already attached, changes that remote\'s setting' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l transport -d 'How small changes reach the remote: `auto` (wsync\'s executor — in process for a local target, its agent over SSH, installed on first use — with rsync for the rest) or `rsync` (rsync for everything, the old path)' -r
+complete -c wsync -n "__fish_wsync_using_subcommand attach" -l rsync-path -d 'For an SSH remote: the rsync it runs (an absolute path, e.g. /opt/homebrew/bin/rsync), instead of `rsync` on its PATH. wsync needs rsync 3.1.3 or later on both ends' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l timeout -d 'Seconds to wait for the initial sync' -r
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l no-wait -d 'Return once the daemon accepted the remote, without waiting for the initial sync'
 complete -c wsync -n "__fish_wsync_using_subcommand attach" -l overwrite -d 'Make a non-empty target that holds no `.wsync-target` marker the mirror anyway: what the workspace lacks is deleted there, what differs is overwritten (attach without it prints a preview first)'

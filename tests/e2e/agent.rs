@@ -19,10 +19,8 @@ const FLUSH: Duration = Duration::from_secs(30);
 
 fn ssh_remote(sshd: &Sshd, path: &Path, transport: Transport) -> Remote {
     Remote {
-        name: "r".into(),
-        target: sshd.target(path),
-        keep_deleted_days: 0,
         transport,
+        ..sshd.remote("r", path)
     }
 }
 

@@ -175,6 +175,7 @@ fn the_registry_survives_a_daemon_restart() {
         overwrite: false,
         keep_deleted: None,
         transport: Default::default(),
+        rsync_path: None,
     };
     assert!(matches!(env.request(&attach), Response::Workspace { .. }));
     let pause = Request::Pause {

@@ -221,6 +221,7 @@ fn mutations_are_validated_and_saved_before_the_reply() {
         overwrite: false,
         keep_deleted: None,
         transport: Default::default(),
+        rsync_path: None,
     };
     expect_error(
         raw.request(&attach(ws.join("inside").display().to_string())),

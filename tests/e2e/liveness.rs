@@ -108,6 +108,7 @@ fn a_hung_path_fails_its_own_request_while_the_daemon_keeps_answering() {
                 overwrite: false,
                 keep_deleted: None,
                 transport: Default::default(),
+                rsync_path: None,
             });
             (answer, started.elapsed())
         });

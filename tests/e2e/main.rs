@@ -43,6 +43,7 @@ mod poll_mode;
 mod progress;
 mod project_file;
 mod proof_of_sync;
+mod rsync_versions;
 mod supervisor;
 mod target_identity;
 mod trash;

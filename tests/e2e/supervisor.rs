@@ -41,6 +41,7 @@ fn attach(env: &TestEnv, ws: &str, target: &Path) {
         overwrite: false,
         keep_deleted: None,
         transport: Default::default(),
+        rsync_path: None,
     };
     match env.request(&req) {
         Response::Workspace { .. } => {}

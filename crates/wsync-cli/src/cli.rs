@@ -434,6 +434,10 @@ pub struct AttachArgs {
     /// `rsync` (rsync for everything, the old path).
     #[arg(long, value_name = "auto|rsync", default_value = "auto")]
     pub transport: wsync_core::registry::Transport,
+    /// For an SSH remote: the rsync it runs (an absolute path, e.g. /opt/homebrew/bin/rsync),
+    /// instead of `rsync` on its PATH. wsync needs rsync 3.1.3 or later on both ends.
+    #[arg(long, value_name = "PATH")]
+    pub rsync_path: Option<String>,
     /// Seconds to wait for the initial sync.
     #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout: u64,

@@ -66,6 +66,8 @@ pub struct StatusRow {
     pub pid: Option<u32>,
     /// How small changes reach the remote: `agent`, `in-process`, or `rsync: why`.
     pub transport: Option<String>,
+    /// Both ends' rsync: `local / remote`, `+fallback` when deletions go by the filter list.
+    pub rsync: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -81,6 +83,18 @@ fn transport_cell(transport: &wsync_core::monitor_proto::TransportStatus) -> Str
         }
         other => other.word().to_owned(),
     }
+}
+
+/// The RSYNC cell: both ends' versions, and whether deletions go by the fallback.
+fn rsync_cell(ends: &wsync_core::rsync_version::RsyncEnds) -> String {
+    let label = |v: &Option<wsync_core::rsync_version::RsyncVersion>| {
+        v.as_ref().map_or("?".to_owned(), |v| v.label())
+    };
+    let mut cell = format!("{} / {}", label(&ends.local), label(&ends.remote));
+    if ends.deletion_fallback {
+        cell.push_str(" +fallback");
+    }
+    cell
 }
 
 /// Sort key: problems first, the worst first; everything else keeps the daemon's order.
@@ -193,6 +207,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
                 transport: remote
                     .and_then(|r| r.transport.as_ref())
                     .map(transport_cell),
+                rsync: remote.and_then(|r| r.rsync.as_ref()).map(rsync_cell),
                 last_error: row_error(ws, remote, state),
             });
         }
@@ -271,6 +286,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
                 r.restarts.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.transport.unwrap_or_else(|| "-".into()),
+                r.rsync.unwrap_or_else(|| "-".into()),
                 r.last_error.unwrap_or_else(|| "-".into()),
             ]
         })
@@ -286,6 +302,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
         "RESTARTS",
         "PID",
         "TRANSPORT",
+        "RSYNC local/remote",
         "LAST ERROR",
     ];
     table(&header, &rows, |col, cell| match colour_code(cell) {

@@ -350,6 +350,24 @@ impl Excludes {
 pub fn rsync_rule(rel: &Path) -> Vec<u8> {
     let bytes = rel.as_os_str().as_bytes();
     let wild = bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+    escaped_rule(bytes, wild)
+}
+
+/// The anchored rsync pattern matching every entry directly inside the directory `rel`
+/// (`/rel/*`; `/*` for the root), `rel` escaped so only its own name matches.
+pub fn rsync_children_rule(rel: &Path) -> Vec<u8> {
+    let bytes = rel.as_os_str().as_bytes();
+    let mut rule = if bytes.is_empty() || bytes == b"." {
+        Vec::new()
+    } else {
+        // The `*` makes the pattern wild: every special byte of the name is escaped.
+        escaped_rule(bytes, true)
+    };
+    rule.extend_from_slice(b"/*");
+    rule
+}
+
+fn escaped_rule(bytes: &[u8], wild: bool) -> Vec<u8> {
     let mut rule = Vec::with_capacity(bytes.len() + 2);
     rule.push(b'/');
     for &b in bytes {
@@ -818,6 +836,13 @@ mod tests {
         assert_eq!(rsync_rule(Path::new("x/*[1]?")), b"/x/\\*\\[1]\\?");
         assert_eq!(rsync_rule(Path::new("back\\slash")), b"/back\\slash");
         assert_eq!(rsync_rule(Path::new("w*\\")), b"/w\\*\\\\");
+        assert_eq!(rsync_children_rule(Path::new("")), b"/*");
+        assert_eq!(rsync_children_rule(Path::new("a/b")), b"/a/b/*");
+        assert_eq!(
+            rsync_children_rule(Path::new("back\\slash")),
+            b"/back\\\\slash/*"
+        );
+        assert_eq!(rsync_children_rule(Path::new("x[1]")), b"/x\\[1]/*");
     }
 }
 

@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod registry;
 pub mod remote;
 pub mod rsync;
+pub mod rsync_version;
 pub mod ssh;
 pub mod target;
 pub mod target_path;

@@ -274,6 +274,10 @@ pub struct RemoteStatus {
     /// Change-to-remote latency and throughput; absent until a change has landed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<Throughput>,
+    /// Both ends' rsync as the monitor found them before its first transfer (and whether
+    /// deletions go by the fallback); absent until checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync: Option<crate::rsync_version::RsyncEnds>,
     /// How small changes reach the remote now; absent from a monitor that predates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportStatus>,

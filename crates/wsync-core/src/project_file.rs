@@ -253,6 +253,7 @@ mod tests {
             target: RemoteTarget::Local { path: path.into() },
             keep_deleted_days: days,
             transport: Default::default(),
+            rsync_path: None,
         }
     }
 

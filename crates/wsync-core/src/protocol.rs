@@ -71,6 +71,10 @@ pub enum Request {
         /// `auto`.
         #[serde(default, skip_serializing_if = "crate::registry::Transport::is_auto")]
         transport: crate::registry::Transport,
+        /// `wsync attach --rsync-path PATH`: what the SSH remote runs as rsync. Absent: `rsync`
+        /// on its PATH.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rsync_path: Option<String>,
     },
     /// Answered by [`Response::Workspace`] with the updated entry.
     Detach { workspace: String, remote: String },

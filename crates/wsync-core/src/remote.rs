@@ -59,6 +59,37 @@ pub enum SpecError {
     NotAbsolute { what: &'static str, path: String },
     #[error(transparent)]
     SshOption(#[from] SshOptionError),
+    /// An rsync path (`--rsync-path`) that is not a plain absolute path.
+    #[error("rsync path {path:?} {problem}; give the absolute path of the remote's rsync, e.g. /opt/homebrew/bin/rsync")]
+    BadRsyncPath { path: String, problem: &'static str },
+}
+
+/// Checks the program an SSH remote runs as rsync (`wsync attach --rsync-path`): an absolute
+/// path of plain characters (`A-Z a-z 0-9 / . _ + -`), so it can be neither an option nor
+/// shell text on the remote (it is quoted there as well).
+pub fn validate_rsync_path(path: &str) -> Result<(), SpecError> {
+    let bad = |problem| {
+        Err(SpecError::BadRsyncPath {
+            path: path.to_owned(),
+            problem,
+        })
+    };
+    if !path.starts_with('/') {
+        return bad("is not absolute");
+    }
+    if path.ends_with('/') {
+        return bad("names a directory");
+    }
+    if !path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '+' | '-'))
+    {
+        return bad("contains a character other than letters, digits and / . _ + -");
+    }
+    if path.split('/').any(|part| part == "..") {
+        return bad("contains a '..' segment");
+    }
+    Ok(())
 }
 
 /// Why a `KEY=VALUE` ssh option was refused.
@@ -793,6 +824,41 @@ mod tests {
                 },
             };
             assert_eq!(target.to_string(), spec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod rsync_path_tests {
+    use super::validate_rsync_path;
+
+    #[test]
+    fn an_rsync_path_is_a_plain_absolute_path() {
+        for ok in [
+            "/usr/bin/rsync",
+            "/opt/homebrew/bin/rsync",
+            "/home/u/.local/bin/rsync-3.4_1+x",
+        ] {
+            assert!(validate_rsync_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "rsync",
+            "-e",
+            "--daemon",
+            "/usr/bin/rsync --daemon",
+            "/usr/bin/$(id)",
+            "/bin/rsync;rm",
+            "/a/'b",
+            "/a/../rsync",
+            "/usr/bin/",
+            "/a\nb",
+        ] {
+            let err = validate_rsync_path(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("absolute path of the remote's rsync"),
+                "{bad}: {err}"
+            );
         }
     }
 }

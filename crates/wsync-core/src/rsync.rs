@@ -136,6 +136,11 @@ pub enum RsyncMode {
     /// is as long or longer, so the caller appends only when it knows the remote copy is
     /// shorter. Without `append`, `--ignore-times`, like a list of files in `Paths`.
     Growing { append: bool },
+    /// Deletions without `--delete-missing-args` (for a receiver where it is broken): the
+    /// directories on stdin (listed like [`RsyncMode::Paths`], `.` for the root) are synced
+    /// with `--delete`, and the rules file of [`deletion_rules`] lets nothing but the missing
+    /// names in them be looked at, so only those are deleted.
+    Deletions,
 }
 
 /// With [`RsyncMode::Growing`], rsync prints this, the file's length in bytes, a space and
@@ -181,6 +186,17 @@ pub struct RsyncRequest<'a> {
     /// initial sync of a small tree, `wsync verify`). Both sides read every file: the cost
     /// grows with the bytes in the tree.
     pub checksum: bool,
+    /// The program an SSH remote runs as rsync (the remote's `rsync_path`, validated by
+    /// [`crate::remote::validate_rsync_path`]); `None`: `rsync` on its PATH.
+    pub remote_rsync: Option<&'a str>,
+    /// [`RsyncMode::Paths`] for a receiver whose `--delete-missing-args` is broken
+    /// ([`crate::rsync_version`]): the list holds no missing path, and its deletions run
+    /// separately ([`RsyncMode::Deletions`]). Also drops the option from
+    /// [`RsyncMode::Growing`] (a file gone by then is reported, not deleted).
+    pub no_delete_missing_args: bool,
+    /// [`RsyncMode::Deletions`]: the rules file [`deletion_rules`] wrote, merged after every
+    /// other rule.
+    pub deletion_rules: Option<&'a Path>,
 }
 
 /// Builds the rsync argv, program first.
@@ -201,12 +217,15 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
             if ignore_times {
                 argv.push("--ignore-times".into());
             }
-            for arg in [
-                "--delete",
-                "--delete-missing-args",
-                "--files-from=-",
-                "--from0",
-            ] {
+            argv.push("--delete".into());
+            if !req.no_delete_missing_args {
+                argv.push("--delete-missing-args".into());
+            }
+            argv.push("--files-from=-".into());
+            argv.push("--from0".into());
+        }
+        RsyncMode::Deletions => {
+            for arg in ["-r", "--delete", "--files-from=-", "--from0"] {
                 argv.push(arg.into());
             }
         }
@@ -225,9 +244,11 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
                 .into(),
             );
             argv.push(format!("--out-format={SENT_LENGTH_PREFIX}%l %n").into());
-            for arg in ["--delete-missing-args", "--files-from=-", "--from0"] {
-                argv.push(arg.into());
+            if !req.no_delete_missing_args {
+                argv.push("--delete-missing-args".into());
             }
+            argv.push("--files-from=-".into());
+            argv.push("--from0".into());
         }
     }
     // Every mode: the deletion budget bounds incremental batches as well as full syncs (rsync
@@ -251,6 +272,15 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
         argv.push(format!("--backup-dir={dir}").into());
     }
     push_fixed_excludes(&mut argv);
+    if let (RsyncMode::Deletions, Some(file)) = (req.mode, req.deletion_rules) {
+        // Right after the fixed excludes: its `- /dir/*` rules must hide every other entry of
+        // a listed directory from the receiver before a user's receiver-side `R` rule could
+        // make one look extraneous. Its `+` rules name only paths the watcher did not exclude.
+        // NUL-separated (any name can be a rule), so --from0 (given with the list) comes first.
+        let mut arg = OsString::from("--filter=merge ");
+        arg.push(file.as_os_str());
+        argv.push(arg);
+    }
     for pattern in req.excludes {
         argv.push(format!("--exclude={pattern}").into());
     }
@@ -259,7 +289,7 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
         // parsing the options, so --from0 must come first.
         if !matches!(
             req.mode,
-            RsyncMode::Paths { .. } | RsyncMode::Growing { .. }
+            RsyncMode::Paths { .. } | RsyncMode::Growing { .. } | RsyncMode::Deletions
         ) {
             argv.push("--from0".into());
         }
@@ -278,7 +308,13 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
         source.push("/");
     }
     let writes_trash = req.backup_dir.is_some() && !matches!(req.mode, RsyncMode::Verify);
-    let (access, dest) = remote_access(req.target, req.control_path, req.marker_id, writes_trash);
+    let (access, dest) = remote_access(
+        req.target,
+        req.control_path,
+        req.marker_id,
+        writes_trash,
+        req.remote_rsync,
+    );
     argv.extend(access);
     argv.push("--".into());
     argv.push(source);
@@ -311,12 +347,14 @@ fn push_fixed_excludes(argv: &mut Vec<OsString>) {
 /// `marker_id` is set, `--protect-args`) and the target directory as rsync names it (`/path`
 /// or `user@host:path`). The guard refuses a target that resolves to `/` or the remote home
 /// ([`ssh_target_checks`]), that lacks the marker, or (`trash`: the run writes or reads the
-/// trash) whose trash is not a real directory ([`ssh_trash_check`]).
+/// trash) whose trash is not a real directory ([`ssh_trash_check`]). The remote runs
+/// `remote_rsync` ([`remote_rsync_program`]).
 fn remote_access(
     target: &RemoteTarget,
     control_path: Option<&Path>,
     marker_id: Option<&str>,
     trash: bool,
+    remote_rsync: Option<&str>,
 ) -> (Vec<OsString>, OsString) {
     let mut argv: Vec<OsString> = Vec::new();
     let (endpoint, path) = match target {
@@ -331,36 +369,72 @@ fn remote_access(
         .unwrap_or_else(|| PathBuf::from("none"));
     argv.push("-e".into());
     argv.push(endpoint.rsync_rsh(&control));
-    if let Some(id) = marker_id {
-        // rsync appends its own `--server ...` arguments to this prefix. The check runs in
-        // `sh` whatever the login shell is, with builtins only (no process besides rsync per
-        // batch); a target that is itself a symlink is never followed (whoever controls the
-        // link would choose what is emptied; attach refuses one too); only a regular file that
-        // is not a symlink is read (a planted link to a FIFO or /dev/zero must not hang it);
-        // the path and the id (hex) are its arguments, quoted by the one POSIX quoting
-        // function.
-        let marker = crate::target::MARKER_FILE;
-        let checks = ssh_target_checks();
-        let trash_check = if trash {
-            ssh_trash_check()
-        } else {
-            String::new()
-        };
-        let mut guard = format!(
-            "sh -c 'd=$1; id=$2; shift 2; {checks}m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; {trash_check}exec rsync \"$@\"' wsync-guard "
-        )
-        .into_bytes();
-        guard.extend_from_slice(&crate::ssh::quote_posix_sh(path.as_bytes()));
-        guard.push(b' ');
-        guard.extend_from_slice(&crate::ssh::quote_posix_sh(id.as_bytes()));
+    let program = remote_rsync_program(remote_rsync);
+    if let Some(guard) = marker_id.map(|id| remote_guard(path, id, trash, program)) {
         let mut arg = OsString::from("--rsync-path=");
         arg.push(OsString::from_vec(guard));
+        argv.push(arg);
+    } else if remote_rsync.is_some() {
+        let mut arg = OsString::from("--rsync-path=");
+        arg.push(OsString::from_vec(crate::ssh::quote_posix_sh(
+            program.as_bytes(),
+        )));
         argv.push(arg);
     }
     // Remote paths with spaces must reach the remote rsync as one argument.
     argv.push("--protect-args".into());
     let dest = format!("{}:{}", endpoint.user_host(true), path);
     (argv, dest.into())
+}
+
+/// The program an SSH remote runs as rsync: its `rsync_path`, or `rsync` from its PATH.
+pub fn remote_rsync_program(rsync_path: Option<&str>) -> &str {
+    rsync_path.unwrap_or("rsync")
+}
+
+/// The remote command that runs the guard of every transfer to `target` (the checks of
+/// [`remote_access`]) and then `PROGRAM --version` instead of a transfer: a monitor's check
+/// of the remote's rsync before its first transfer, over the connection the transfers then
+/// share. `None` for a local target.
+pub fn remote_version_command(
+    target: &RemoteTarget,
+    marker_id: &str,
+    remote_rsync: Option<&str>,
+) -> Option<String> {
+    let RemoteTarget::Ssh { path, .. } = target else {
+        return None;
+    };
+    let mut guard = remote_guard(path, marker_id, false, remote_rsync_program(remote_rsync));
+    guard.extend_from_slice(b" --version");
+    Some(String::from_utf8_lossy(&guard).into_owned())
+}
+
+/// The `--rsync-path` guard: see [`remote_access`].
+fn remote_guard(path: &str, id: &str, trash: bool, program: &str) -> Vec<u8> {
+    // rsync appends its own `--server ...` arguments to this prefix. The check runs in
+    // `sh` whatever the login shell is, with builtins only (no process besides rsync per
+    // batch); a target that is itself a symlink is never followed (whoever controls the
+    // link would choose what is emptied; attach refuses one too); only a regular file that
+    // is not a symlink is read (a planted link to a FIFO or /dev/zero must not hang it);
+    // the path, the id (hex) and the rsync program are its arguments, quoted by the one
+    // POSIX quoting function.
+    let marker = crate::target::MARKER_FILE;
+    let checks = ssh_target_checks();
+    let trash_check = if trash {
+        ssh_trash_check()
+    } else {
+        String::new()
+    };
+    let mut guard = format!(
+        "sh -c 'd=$1; id=$2; rsync=$3; shift 3; {checks}m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; {trash_check}exec \"$rsync\" \"$@\"' wsync-guard "
+    )
+    .into_bytes();
+    for arg in [path, id, program] {
+        guard.extend_from_slice(&crate::ssh::quote_posix_sh(arg.as_bytes()));
+        guard.push(b' ');
+    }
+    guard.pop();
+    guard
 }
 
 /// What a [`trash_argv`] run does with a target's trash ([`crate::trash`]).
@@ -398,13 +472,21 @@ pub struct TrashRequest<'a> {
     pub local: &'a Path,
     pub op: TrashOp<'a>,
     pub timeout_secs: u32,
+    /// The program an SSH remote runs as rsync (see [`RsyncRequest::remote_rsync`]).
+    pub remote_rsync: Option<&'a str>,
 }
 
 /// The argv listing, pruning or restoring from a target's trash, program first.
 pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
     use crate::trash::TRASH_DIR;
     let mut argv: Vec<OsString> = vec!["rsync".into()];
-    let (access, target_dir) = remote_access(req.target, req.control_path, req.marker_id, true);
+    let (access, target_dir) = remote_access(
+        req.target,
+        req.control_path,
+        req.marker_id,
+        true,
+        req.remote_rsync,
+    );
     let mut remote = with_slash(target_dir);
     let local = with_slash(req.local.as_os_str().to_owned());
     let (from, to) = match req.op {
@@ -499,6 +581,59 @@ pub fn files_from(paths: &[PathBuf]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+/// What an [`RsyncMode::Deletions`] run needs to delete `entries` on the remote (relative
+/// paths, none below another, each missing from the source while its parent is a directory
+/// there): the directories to list on stdin (written by [`files_from`]; `.` for the root) and
+/// the NUL-separated rules file for [`RsyncRequest::deletion_rules`]. The rules include each
+/// entry, each listed directory and the directories on the way to it, and exclude every other
+/// entry of those directories: rsync's `--delete` then looks at nothing but the entries (and
+/// the ways to them), which the source lacks, so it deletes exactly them (the fallback for a
+/// receiver whose `--delete-missing-args` is broken, see [`crate::rsync_version`]).
+pub fn deletion_rules(entries: &[PathBuf]) -> (Vec<PathBuf>, Vec<u8>) {
+    use crate::excludes::{rsync_children_rule, rsync_rule};
+    use std::collections::BTreeSet;
+    let mut listed: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut on_the_way: BTreeSet<PathBuf> = BTreeSet::new();
+    for entry in entries {
+        let parent = entry.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut up = parent.clone();
+        while !up.as_os_str().is_empty() {
+            on_the_way.insert(up.clone());
+            up = up.parent().unwrap_or(Path::new("")).to_path_buf();
+        }
+        listed.insert(parent);
+    }
+    let mut rules = Vec::new();
+    let mut push = |kind: &[u8], rule: Vec<u8>| {
+        rules.extend_from_slice(kind);
+        rules.extend_from_slice(&rule);
+        rules.push(0);
+    };
+    for dir in &on_the_way {
+        let mut rule = rsync_rule(dir);
+        rule.push(b'/');
+        push(b"+ ", rule);
+    }
+    for entry in entries {
+        push(b"+ ", rsync_rule(entry));
+    }
+    push(b"- ", rsync_children_rule(Path::new("")));
+    for dir in &on_the_way {
+        push(b"- ", rsync_children_rule(dir));
+    }
+    let dirs = listed
+        .into_iter()
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+        })
+        .collect();
+    (dirs, rules)
 }
 
 /// The number of deletions rsync skipped at its `--max-delete` cap, if it hit it.
@@ -890,6 +1025,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
                 marker_id: None,
                 backup_dir: None,
                 checksum: false,
+                remote_rsync: None,
+                no_delete_missing_args: false,
+                deletion_rules: None,
             }))
         };
         let appending = argv(true);
@@ -966,6 +1104,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: None,
             backup_dir: None,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         // Only this process's own proof files: `.wsync-proof-<pid>-*`.
         let proof = format!("--include=/.wsync-proof-{}-*", std::process::id());
@@ -1009,6 +1150,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: None,
             backup_dir: Some(".wsync-trash/2025-01-31T12-00-00.123Z"),
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         };
         for mode in [
             RsyncMode::Full,
@@ -1046,6 +1190,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             local: Path::new("/ws"),
             op,
             timeout_secs: 15,
+            remote_rsync: None,
         };
         let list = words(&trash_argv(&request(TrashOp::List { files: true })));
         assert_eq!(
@@ -1124,6 +1269,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: Some("00ff"),
             backup_dir: None,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         }));
         assert_eq!(
             &argv[..9],
@@ -1157,7 +1305,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         );
         assert!(argv.contains(&"--protect-args".to_owned()));
         assert!(argv.contains(
-            &format!("--rsync-path=sh -c 'd=$1; id=$2; shift 2; {}m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec rsync \"$@\"' wsync-guard '/srv/my mirror' 00ff", ssh_target_checks())
+            &format!("--rsync-path=sh -c 'd=$1; id=$2; rsync=$3; shift 3; {}m=; ! [ -h \"$d\" ] && [ -f \"$d/.wsync-target\" ] && ! [ -h \"$d/.wsync-target\" ] && IFS= read -r m 2>/dev/null < \"$d/.wsync-target\"; case \"$m\" in *\"$id\"*) ;; *) echo \"wsync: target holds no marker of this workspace\" >&2; exit 97;; esac; exec \"$rsync\" \"$@\"' wsync-guard '/srv/my mirror' 00ff rsync", ssh_target_checks())
         ));
     }
 
@@ -1179,6 +1327,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: Some("00ff"),
             backup_dir: None,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         }));
         let debug = argv.iter().position(|w| w == "--debug=EXIT2").unwrap();
         assert_eq!(argv[debug + 1], "--info=progress2");
@@ -1306,6 +1457,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: Some("00ff"),
             backup_dir: None,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         let guard = argv
             .iter()
@@ -1357,6 +1511,98 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         assert_eq!(run(), Some(97), "a target that is a link");
     }
 
+    /// The deletion fallback run by a real rsync: exactly the entries go (a directory with
+    /// its contents, names with wildcards and backslashes), every other extra on the remote
+    /// stays (the filter-list fallback must delete only what it was given).
+    #[test]
+    fn the_deletion_fallback_deletes_exactly_its_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        for dir in [&src, &dst] {
+            std::fs::create_dir_all(dir.join("a/b")).unwrap();
+            std::fs::write(dir.join("a/keep"), "k").unwrap();
+            std::fs::write(dir.join("a/b/keep2"), "k").unwrap();
+        }
+        for gone in ["a/gone", "a/w*[x]\\y", "top", "a/b/dir/inner/f"] {
+            let path = dst.join(gone);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
+        }
+        // Extras nobody asked to delete: a mirror keeps them until a full sync.
+        for extra in ["a/extra", "a/b/extra2", "top-extra", "a/w*x"] {
+            std::fs::write(dst.join(extra), "e").unwrap();
+        }
+        let entries: Vec<PathBuf> = ["a/gone", "a/w*[x]\\y", "top", "a/b/dir"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let (dirs, rules) = deletion_rules(&entries);
+        assert_eq!(
+            dirs,
+            [PathBuf::from("."), PathBuf::from("a"), PathBuf::from("a/b")]
+        );
+        let rules_file = tmp.path().join("rules");
+        std::fs::write(&rules_file, &rules).unwrap();
+        let target = RemoteTarget::Local { path: dst.clone() };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: &src,
+            target: &target,
+            control_path: None,
+            mode: RsyncMode::Deletions,
+            timeout_secs: 30,
+            excludes: &[],
+            protect: &[],
+            max_delete: Some(100),
+            exclude_from: None,
+            report_transfer_done: false,
+            progress: false,
+            marker_id: None,
+            backup_dir: None,
+            checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: Some(&rules_file),
+        });
+        assert!(!argv.iter().any(|w| w == "--delete-missing-args"));
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&files_from(&dirs))
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            parse_stats(&String::from_utf8_lossy(&out.stdout)).files_deleted,
+            6
+        );
+        for gone in ["a/gone", "a/w*[x]\\y", "top", "a/b/dir"] {
+            assert!(!dst.join(gone).exists(), "{gone} deleted");
+        }
+        for kept in [
+            "a/extra",
+            "a/b/extra2",
+            "top-extra",
+            "a/w*x",
+            "a/keep",
+            "a/b/keep2",
+        ] {
+            assert!(dst.join(kept).exists(), "{kept} kept");
+        }
+    }
+
     /// The `--rsync-path` guard of an SSH request for `path`, as the remote shell gets it.
     fn guard_for(path: &str, backup_dir: Option<&str>) -> String {
         let target = RemoteTarget::Ssh {
@@ -1384,6 +1630,9 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: Some("00ff"),
             backup_dir,
             checksum: false,
+            remote_rsync: None,
+            no_delete_missing_args: false,
+            deletion_rules: None,
         });
         argv.iter()
             .find_map(|w| w.as_bytes().strip_prefix(b"--rsync-path="))
@@ -1518,6 +1767,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             local: &base,
             op: TrashOp::Prune,
             timeout_secs: 30,
+            remote_rsync: None,
         });
         let prune_guard = prune
             .iter()

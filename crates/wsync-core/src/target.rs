@@ -160,22 +160,25 @@ pub fn write_local(path: &Path, marker: &Marker) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The remote command (for `ssh host CMD`) that inspects an SSH target: its path is the one
-/// argument, quoted by [`crate::ssh::quote_posix_sh`]. It prints five lines — the state word,
-/// the resolved directory (`cd -P` + `pwd -P`, empty when there is none), the login directory
-/// and `$HOME` (both resolved: what [`crate::target_path::remote_hazard`] compares with), and
-/// whether the path itself is a symlink — then the marker when there is one; see
-/// [`parse_ssh_inspection`].
-pub fn ssh_inspect_command(path: &str) -> String {
+/// The remote command (for `ssh host CMD`) that inspects an SSH target: its path and the
+/// rsync the remote runs ([`crate::rsync::remote_rsync_program`]) are its arguments, quoted by
+/// [`crate::ssh::quote_posix_sh`]. It prints six lines — the state word, the resolved
+/// directory (`cd -P` + `pwd -P`, empty when there is none), the login directory and `$HOME`
+/// (both resolved: what [`crate::target_path::remote_hazard`] compares with), whether the path
+/// itself is a symlink, and the first line of that rsync's `--version` (empty when it does not
+/// run) — then the marker when there is one; see [`parse_ssh_inspection`]. The version rides
+/// on the round trip attach makes anyway.
+pub fn ssh_inspect_command(path: &str, rsync_program: &str) -> String {
     let script = format!(
         "d=$1; l=$(pwd -P); h=$(cd -P -- \"$HOME\" 2>/dev/null && pwd -P); k=nolink; [ -h \"$d\" ] && k=link; \
-         say() {{ printf '%s\\n' \"$1\" \"$2\" \"$l\" \"$h\" $k; }}; \
+         v=$(\"$2\" --version 2>/dev/null </dev/null | head -n 1); \
+         say() {{ printf '%s\\n' \"$1\" \"$2\" \"$l\" \"$h\" $k \"$v\"; }}; \
          if ! [ -e \"$d\" ] && ! [ -h \"$d\" ]; then say missing ''; exit 0; fi; \
          cd -P -- \"$d\" 2>/dev/null || {{ say notdir ''; exit 0; }}; \
          if [ -f {MARKER_FILE} ]; then say marked \"$(pwd -P)\"; head -c 4096 {MARKER_FILE}; \
          elif [ -z \"$(ls -A)\" ]; then say empty \"$(pwd -P)\"; else say unmarked \"$(pwd -P)\"; fi"
     );
-    sh_c(&script, "wsync-inspect", path)
+    sh_c(&script, "wsync-inspect", &[path, rsync_program])
 }
 
 /// What [`ssh_inspect_command`] found.
@@ -183,16 +186,19 @@ pub fn ssh_inspect_command(path: &str) -> String {
 pub struct SshInspection {
     pub state: TargetState,
     pub resolution: crate::target_path::RemoteResolution,
+    /// The first line of the remote rsync's `--version` (empty when it did not run).
+    pub rsync_banner: String,
 }
 
 /// Parses the output of [`ssh_inspect_command`].
 pub fn parse_ssh_inspection(stdout: &[u8]) -> Option<SshInspection> {
     let text = String::from_utf8_lossy(stdout);
-    let mut lines = text.splitn(6, '\n');
+    let mut lines = text.splitn(7, '\n');
     let word = lines.next()?.trim();
     let mut line = || lines.next().map(str::to_owned);
     let some = |l: String| (!l.is_empty()).then_some(l);
     let (resolved, login_dir, home, link) = (line()?, line()?, line()?, line()?);
+    let rsync_banner = line()?;
     let state = match word {
         "missing" => TargetState::Missing,
         "notdir" => TargetState::NotADirectory,
@@ -217,6 +223,7 @@ pub fn parse_ssh_inspection(stdout: &[u8]) -> Option<SshInspection> {
             home: some(home),
             is_link,
         },
+        rsync_banner,
     })
 }
 
@@ -226,15 +233,20 @@ pub fn ssh_mark_command(path: &str) -> String {
     let script = format!(
         "d=$1; mkdir -p -- \"$d\" && cd -P -- \"$d\" && cat > {MARKER_FILE}.tmp && mv -f -- {MARKER_FILE}.tmp {MARKER_FILE}"
     );
-    sh_c(&script, "wsync-mark", path)
+    sh_c(&script, "wsync-mark", &[path])
 }
 
-/// `sh -c 'SCRIPT' NAME 'ARG'`: the script is constant text (no user data), the argument is
-/// quoted by the one POSIX quoter.
-fn sh_c(script: &str, name: &str, arg: &str) -> String {
+/// `sh -c 'SCRIPT' NAME 'ARG'...`: the script is constant text (no user data), the arguments
+/// are quoted by the one POSIX quoter.
+fn sh_c(script: &str, name: &str, args: &[&str]) -> String {
     let quote =
         |s: &str| String::from_utf8_lossy(&crate::ssh::quote_posix_sh(s.as_bytes())).into_owned();
-    format!("sh -c {} {name} {}", quote(script), quote(arg))
+    let mut command = format!("sh -c {} {name}", quote(script));
+    for arg in args {
+        command.push(' ');
+        command.push_str(&quote(arg));
+    }
+    command
 }
 
 /// The error for a target that holds no marker of this workspace (before a transfer).
@@ -315,10 +327,16 @@ mod tests {
     #[test]
     fn parses_the_ssh_inspection() {
         let marker = Marker::new(&ws());
-        let mut out = b"marked\n/real/t\n/home/u\n/home/u\nlink\n".to_vec();
+        let mut out =
+            b"marked\n/real/t\n/home/u\n/home/u\nlink\nrsync  version 3.2.7  protocol version 31\n"
+                .to_vec();
         out.extend_from_slice(&marker.to_bytes());
         let found = parse_ssh_inspection(&out).unwrap();
         assert_eq!(found.state, TargetState::Marked(marker));
+        assert_eq!(
+            found.rsync_banner,
+            "rsync  version 3.2.7  protocol version 31"
+        );
         assert_eq!(
             found.resolution,
             crate::target_path::RemoteResolution {
@@ -328,15 +346,16 @@ mod tests {
                 is_link: true,
             }
         );
-        let missing = parse_ssh_inspection(b"missing\n\n/home/u\n\nnolink\n").unwrap();
+        let missing = parse_ssh_inspection(b"missing\n\n/home/u\n\nnolink\n\n").unwrap();
         assert_eq!(missing.state, TargetState::Missing);
         assert_eq!(missing.resolution.resolved, None);
         assert_eq!(missing.resolution.home, None);
+        assert_eq!(missing.rsync_banner, "");
         assert_eq!(parse_ssh_inspection(b"bash: no\n"), None);
         assert_eq!(parse_ssh_inspection(b"missing\n"), None);
     }
 
-    /// The script, run by a real `sh` here: the five lines for each state, `~`-free.
+    /// The script, run by a real `sh` here: the six lines for each state, `~`-free.
     #[test]
     fn the_inspection_script_reports_state_resolution_home_and_link() {
         let tmp = tempfile::tempdir().unwrap();
@@ -347,7 +366,7 @@ mod tests {
         let run = |path: &str| {
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(ssh_inspect_command(path))
+                .arg(ssh_inspect_command(path, "rsync"))
                 .current_dir(&home)
                 .env("HOME", &home)
                 .output()
@@ -360,6 +379,7 @@ mod tests {
         assert_eq!(t.resolution.login_dir, home.to_str().unwrap());
         assert_eq!(t.resolution.home.as_deref(), home.to_str());
         assert!(!t.resolution.is_link);
+        assert!(t.rsync_banner.starts_with("rsync  version "), "{t:?}");
         let link = run(root.join("to-home").to_str().unwrap());
         assert!(link.resolution.is_link);
         assert_eq!(link.resolution.resolved.as_deref(), home.to_str());

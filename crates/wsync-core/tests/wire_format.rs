@@ -53,6 +53,7 @@ fn workspace() -> Workspace {
                 },
                 keep_deleted_days: 7,
                 transport: Default::default(),
+                rsync_path: None,
             },
         ],
         paused: false,
@@ -112,6 +113,7 @@ fn requests() {
             overwrite: true,
             keep_deleted: Some(7),
             transport: Default::default(),
+            rsync_path: None,
         },
         r#"{"type":"attach","workspace":"w","target":"h:/srv","name":null,"port":22,"identity_file":"/id","ssh_options":["A=b"],"wait":true,"overwrite":true,"keep_deleted":7}"#,
     );
@@ -127,6 +129,7 @@ fn requests() {
             overwrite: false,
             keep_deleted: None,
             transport: wsync_core::registry::Transport::Auto,
+            rsync_path: None,
             ..
         }
     ));
@@ -388,6 +391,7 @@ fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {
         verified_unix_ms: None,
         throughput: None,
         transport: None,
+        rsync: None,
     }
 }
 

@@ -132,6 +132,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
             overwrite,
             keep_deleted,
             transport,
+            rsync_path,
         } => {
             let new = NewRemote {
                 spec: target,
@@ -141,6 +142,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
                 ssh_options,
                 keep_deleted_days: keep_deleted.unwrap_or(0),
                 transport,
+                rsync_path,
             };
             attach(shared, &workspace, &new, wait, overwrite, keep_deleted)
         }
@@ -232,6 +234,7 @@ fn attach(
             ssh_options: new.ssh_options.clone(),
             keep_deleted_days: new.keep_deleted_days,
             transport: new.transport,
+            rsync_path: new.rsync_path.clone(),
         })
     };
     let remote_of = |a| match a {
@@ -248,6 +251,10 @@ fn attach(
     let checks = s.path_checks.clone();
     drop(s);
     let remote = refused_or(answer, remote_of)?;
+    // Both ends' rsync before anything is written (the remote's comes with its inspection).
+    let local_rsync =
+        target_check::check_local_rsync().map_err(|e| error(target_error_code(&e), chain(&e)))?;
+    tracing::info!(workspace = %workspace.name, "local rsync: {local_rsync}");
     let description = match &remote.target {
         RemoteTarget::Local { path } => {
             let job = PathJob::PrepareTarget {
@@ -740,6 +747,7 @@ pub(crate) fn attach_error_code(e: &AttachError) -> ErrorCode {
         | AttachError::PortZero
         | AttachError::KeepDeletedTooLong
         | AttachError::PortMismatch
+        | AttachError::RsyncPathLocal
         | AttachError::SshOnlyOption
         | AttachError::ParentSegment { .. }
         | AttachError::Unresolvable { .. }
@@ -764,7 +772,8 @@ pub(crate) fn target_error_code(e: &TargetError) -> ErrorCode {
         TargetError::NotADirectory { .. }
         | TargetError::OtherWorkspace { .. }
         | TargetError::Unmarked { .. }
-        | TargetError::Unsafe { .. } => ErrorCode::Invalid,
+        | TargetError::Unsafe { .. }
+        | TargetError::Rsync { .. } => ErrorCode::Invalid,
         TargetError::Inspect { .. } | TargetError::Mark { .. } => ErrorCode::Internal,
     }
 }

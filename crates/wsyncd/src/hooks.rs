@@ -422,6 +422,7 @@ mod tests {
                     verified_unix_ms: None,
                     throughput: None,
                     transport: None,
+                    rsync: None,
                 })
                 .collect(),
             ..MonitorStatus::default()

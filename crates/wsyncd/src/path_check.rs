@@ -63,6 +63,8 @@ pub enum PathJob {
         ssh_options: Vec<String>,
         keep_deleted_days: u32,
         transport: wsync_core::registry::Transport,
+        #[serde(default)]
+        rsync_path: Option<String>,
     },
     /// `resume`: the identity of the workspace root now.
     RootIdentity { path: PathBuf },
@@ -152,6 +154,7 @@ impl PathJob {
                 ssh_options,
                 keep_deleted_days,
                 transport,
+                rsync_path,
             } => {
                 let new = NewRemote {
                     spec,
@@ -161,6 +164,7 @@ impl PathJob {
                     ssh_options,
                     keep_deleted_days,
                     transport,
+                    rsync_path,
                 };
                 match registry.check_new_remote(index, &new) {
                     Ok(remote) => PathAnswer::Remote { remote },

@@ -16,8 +16,9 @@ use wsync_core::excludes::{excluded_entries, write_rules, Excludes};
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    parse_itemized, rsync_argv, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
+    self, parse_itemized, rsync_argv, RsyncMode, RsyncRequest, DEFAULT_TIMEOUT_SECS,
 };
+use wsync_core::rsync_version::{self, End, RsyncVersion};
 use wsync_core::ssh::SshEndpoint;
 use wsync_core::target::{self, Marker, TargetState, MARKER_FILE};
 use wsync_core::target_path::{self, RemoteHazard};
@@ -56,6 +57,55 @@ pub enum TargetError {
         target: String,
         problem: RemoteHazard,
     },
+    /// An rsync on one end that wsync cannot use; the message names the fix.
+    #[error("{message}")]
+    Rsync { message: String },
+}
+
+/// How long `rsync --version` may take on this machine.
+const LOCAL_RSYNC_DEADLINE: Duration = Duration::from_secs(10);
+
+/// This machine's rsync (the first on wsyncd's PATH, what the monitors run), or why wsync
+/// cannot use it, naming the fix: checked at every attach, before anything is written.
+pub fn check_local_rsync() -> Result<RsyncVersion, TargetError> {
+    let argv: Vec<OsString> = vec!["rsync".into(), "--version".into()];
+    let refused = |message| TargetError::Rsync { message };
+    let (_, stdout, _) = run(&argv, None, LOCAL_RSYNC_DEADLINE).map_err(|e| {
+        refused(format!(
+            "cannot run the local rsync ({e}): install rsync {} or later (macOS: `brew install rsync`) on the PATH wsyncd runs with",
+            rsync_version::MINIMUM
+        ))
+    })?;
+    let banner = String::from_utf8_lossy(&stdout);
+    judge(&banner, End::Local).map_err(refused)
+}
+
+/// The version `banner` names, or the message refusing it for `end`.
+fn judge(banner: &str, end: End<'_>) -> Result<RsyncVersion, String> {
+    let first = banner.lines().next().unwrap_or("").trim();
+    let Some(version) = RsyncVersion::parse(banner) else {
+        let what = match end {
+            End::Local => "the local rsync".to_owned(),
+            End::Remote { host, rsync_path } => {
+                format!("{} on {host}", rsync::remote_rsync_program(rsync_path))
+            }
+        };
+        let said = if first.is_empty() {
+            "did not run".to_owned()
+        } else {
+            format!("answered {first:?}")
+        };
+        let fix = match end {
+            End::Local => "install it (macOS: `brew install rsync`) on the PATH wsyncd runs with",
+            End::Remote { .. } => "install it there (macOS: `brew install rsync`), or give its path with `wsync attach --rsync-path`",
+        };
+        return Err(format!(
+            "{what} {said} to `--version`; wsync needs rsync {} or later on both ends: {fix}",
+            rsync_version::MINIMUM
+        ));
+    };
+    version.check().map_err(|e| e.message(end))?;
+    Ok(version)
 }
 
 /// Inspects `remote`'s target for `workspace` and makes it ours (created, marked or adopted),
@@ -66,7 +116,7 @@ pub fn prepare(
     overwrite: bool,
 ) -> Result<Prepared, TargetError> {
     let name = remote.target.to_string();
-    let state = inspect(&remote.target)?;
+    let state = inspect(remote)?;
     let outcome = match state {
         TargetState::NotADirectory => return Err(TargetError::NotADirectory { target: name }),
         TargetState::Marked(marker) if marker.workspace_id == workspace.id => {
@@ -83,7 +133,7 @@ pub fn prepare(
         TargetState::Unmarked if overwrite => Prepared::Overwritten,
         TargetState::Unmarked => {
             return Err(TargetError::Unmarked {
-                preview: preview(workspace, &remote.target),
+                preview: preview(workspace, remote),
                 target: name,
             })
         }
@@ -98,7 +148,8 @@ pub fn prepare(
 /// The target's state; an SSH target resolved on the remote is refused first when it is the
 /// remote's root, home or a parent of it, or a symlink (`wsync_core::target_path`). A local
 /// target was resolved and judged when the remote was validated (`check_new_remote`).
-fn inspect(target: &RemoteTarget) -> Result<TargetState, TargetError> {
+fn inspect(remote: &Remote) -> Result<TargetState, TargetError> {
+    let target = &remote.target;
     let name = || target.to_string();
     let failed = |message: String| TargetError::Inspect {
         target: name(),
@@ -108,8 +159,11 @@ fn inspect(target: &RemoteTarget) -> Result<TargetState, TargetError> {
         RemoteTarget::Local { path } => {
             target::inspect_local(path).map_err(|e| failed(e.to_string()))
         }
-        RemoteTarget::Ssh { path, .. } => {
-            let out = ssh(target, &target::ssh_inspect_command(path), None).map_err(failed)?;
+        RemoteTarget::Ssh { path, host, .. } => {
+            let rsync_path = remote.rsync_path.as_deref();
+            let command =
+                target::ssh_inspect_command(path, rsync::remote_rsync_program(rsync_path));
+            let out = ssh(target, &command, None).map_err(failed)?;
             let found = target::parse_ssh_inspection(&out).ok_or_else(|| {
                 failed(format!(
                     "unexpected answer: {}",
@@ -123,6 +177,11 @@ fn inspect(target: &RemoteTarget) -> Result<TargetState, TargetError> {
                     problem,
                 });
             }
+            // The remote's rsync came with the inspection (no round trip of its own).
+            let end = End::Remote { host, rsync_path };
+            let version = judge(&found.rsync_banner, end)
+                .map_err(|message| TargetError::Rsync { message })?;
+            tracing::info!(%target, "remote rsync: {version}");
             Ok(found.state)
         }
     }
@@ -158,8 +217,8 @@ fn ssh(target: &RemoteTarget, command: &str, stdin: Option<Vec<u8>>) -> Result<V
 }
 
 /// What a first sync would delete and overwrite in `target`: counts and the first paths.
-fn preview(workspace: &Workspace, target: &RemoteTarget) -> String {
-    match dry_run(workspace, target) {
+fn preview(workspace: &Workspace, remote: &Remote) -> String {
+    match dry_run(workspace, remote) {
         Ok(output) => {
             let mut drift = parse_itemized(&output);
             drift.extra.sort();
@@ -187,7 +246,8 @@ fn preview(workspace: &Workspace, target: &RemoteTarget) -> String {
     }
 }
 
-fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, String> {
+fn dry_run(workspace: &Workspace, remote: &Remote) -> Result<String, String> {
+    let target = &remote.target;
     let rules_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rules = rules_dir.path().join("excludes");
     let mut excludes = Excludes::new(
@@ -213,6 +273,9 @@ fn dry_run(workspace: &Workspace, target: &RemoteTarget) -> Result<String, Strin
         marker_id: None,
         backup_dir: None,
         checksum: false,
+        remote_rsync: remote.rsync_path.as_deref(),
+        no_delete_missing_args: false,
+        deletion_rules: None,
     });
     tracing::debug!(?argv, "attach preview");
     let (ok, stdout, stderr) = run(&argv, None, PREVIEW_DEADLINE)?;

@@ -67,6 +67,7 @@ pub fn run(
         overwrite: false,
         keep_deleted: None,
         transport: Default::default(),
+        rsync_path: None,
     })?;
     let mut monitor_pid = None;
     let mut watches = 0;

@@ -68,6 +68,7 @@ pub fn run(
             overwrite: false,
             keep_deleted: None,
             transport: Default::default(),
+            rsync_path: None,
         })?;
     }
     let registered = start.elapsed();

@@ -213,6 +213,7 @@ fn add_workspace(daemon: &Daemon, root: &Path, i: usize) -> Result<()> {
         overwrite: false,
         keep_deleted: None,
         transport: Default::default(),
+        rsync_path: None,
     })?;
     Ok(())
 }

@@ -40,6 +40,7 @@ fn parses_attach_with_repeated_options() {
         overwrite,
         keep_deleted,
         transport,
+        rsync_path,
         timeout,
     }) = cli.command
     else {
@@ -56,6 +57,7 @@ fn parses_attach_with_repeated_options() {
     assert_eq!(name, None);
     assert!(!no_wait && !overwrite);
     assert_eq!(keep_deleted, None);
+    assert_eq!(rsync_path, None);
     assert_eq!(timeout, 600);
 }
 

@@ -81,6 +81,7 @@ fn new_remote(root: &Path, r: &ProjectRemote) -> NewRemote {
         ssh_options: r.ssh_options.clone(),
         keep_deleted_days: r.keep_deleted_days,
         transport: Default::default(),
+        rsync_path: None,
     }
 }
 
@@ -224,6 +225,7 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<i32> {
                 // Always set: on a target already attached it updates the remote's setting.
                 keep_deleted: Some(new.keep_deleted_days),
                 transport: Default::default(),
+                rsync_path: None,
             })
             .with_context(|| format!("attaching remote {} from {FILE_NAME}", r.name))?;
         expect_workspace(reply)?;

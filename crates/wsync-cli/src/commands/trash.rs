@@ -133,6 +133,7 @@ pub fn restore(ctx: &Ctx, args: TrashRestoreArgs) -> Result<i32> {
             force,
         },
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        remote_rsync: None,
     });
     let stdin = (!relative.is_empty()).then(|| files_from(&relative));
     let output = run(&argv, stdin)?;
@@ -228,6 +229,7 @@ fn snapshots(ws: &Workspace, remote: &Remote) -> Result<Vec<Snapshot>, String> {
         local: &ws.path,
         op: TrashOp::List { files: true },
         timeout_secs: DEFAULT_TIMEOUT_SECS,
+        remote_rsync: None,
     });
     let output = run(&argv, None).map_err(|e| e.to_string())?;
     if classify_exit(output.status.code()) != ExitClass::Success {

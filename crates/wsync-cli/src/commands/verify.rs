@@ -68,6 +68,9 @@ pub fn verify_argv(
         marker_id: None,
         backup_dir: None,
         checksum: true,
+        remote_rsync: None,
+        no_delete_missing_args: false,
+        deletion_rules: None,
     })
 }
 

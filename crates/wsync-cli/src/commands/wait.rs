@@ -216,6 +216,7 @@ mod tests {
                         verified_unix_ms: None,
                         throughput: None,
                         transport: None,
+                        rsync: None,
                     })
                     .collect(),
                 ..MonitorStatus::default()

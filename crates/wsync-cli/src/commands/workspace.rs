@@ -217,6 +217,7 @@ pub fn attach(ctx: &Ctx, args: AttachArgs) -> Result<i32> {
         overwrite: args.overwrite,
         keep_deleted: args.keep_deleted,
         transport: args.transport,
+        rsync_path: args.rsync_path,
     })?)?;
     let added = ws
         .remotes

@@ -87,6 +87,7 @@ fn remote(
         verified_unix_ms: None,
         throughput: None,
         transport: None,
+        rsync: None,
     }
 }
 

@@ -108,6 +108,11 @@ pub struct Remote {
     /// days ([`crate::trash`]); 0 (the default, and what older registries mean) keeps nothing.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub keep_deleted_days: u32,
+    /// For an SSH remote: the program it runs as rsync (`wsync attach --rsync-path`), an
+    /// absolute path checked by [`crate::remote::validate_rsync_path`]; `None`: `rsync` on
+    /// the remote's PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rsync_path: Option<String>,
     /// How small changes reach this remote (`wsync attach --transport`); `auto` (the default,
     /// and what older registries mean) omitted.
     #[serde(default, skip_serializing_if = "Transport::is_auto")]
@@ -149,6 +154,7 @@ impl Remote {
             target,
             keep_deleted_days: 0,
             transport: Transport::Auto,
+            rsync_path: None,
         }
     }
 }
@@ -309,6 +315,9 @@ pub enum AttachError {
     PortZero,
     #[error("the port in the ssh:// URL and --port disagree")]
     PortMismatch,
+    /// `--rsync-path` names the remote side's rsync; a local target runs this machine's.
+    #[error("--rsync-path is for SSH remotes; a local target is written by this machine's rsync (the first on wsyncd's PATH)")]
+    RsyncPathLocal,
     #[error("--port, --identity-file and --ssh-option only apply to SSH remotes")]
     SshOnlyOption,
     #[error("remote path {} contains a '..' segment", path.display())]
@@ -624,6 +633,8 @@ pub struct NewRemote {
     pub keep_deleted_days: u32,
     /// See [`Remote::transport`].
     pub transport: Transport,
+    /// See [`Remote::rsync_path`] (SSH remotes only).
+    pub rsync_path: Option<String>,
 }
 
 impl Registry {
@@ -838,11 +849,20 @@ impl Registry {
                 name,
             });
         }
+        let rsync_path = match (&new.rsync_path, &target) {
+            (None, _) => None,
+            (Some(_), RemoteTarget::Local { .. }) => return Err(AttachError::RsyncPathLocal),
+            (Some(path), RemoteTarget::Ssh { .. }) => {
+                crate::remote::validate_rsync_path(path)?;
+                Some(path.clone())
+            }
+        };
         Ok(Remote {
             name,
             target,
             keep_deleted_days: new.keep_deleted_days,
             transport: new.transport,
+            rsync_path,
         })
     }
 }

@@ -1,12 +1,13 @@
 //! A remote's connection settings and the commands run on it besides rsync: the shared ssh
-//! master (`ControlPath` private to this workspace's remote), shell commands over it, and the
-//! check of a local target's `.wsync-target` marker. Nothing here creates a target: attach
+//! master (`ControlPath` private to this workspace's remote), shell commands over it, the
+//! check of a local target's `.wsync-target` marker, and the check of both ends' rsync before
+//! the first transfer ([`Destination::check_rsync`]). Nothing here creates a target: attach
 //! does, with its marker (`wsync_core::target`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
@@ -15,8 +16,41 @@ use tokio::process::Command;
 use wsync_core::beneath::TargetRoot;
 use wsync_core::registry::Remote;
 use wsync_core::remote::RemoteTarget;
-use wsync_core::rsync::{ssh_target_checks, DEFAULT_TIMEOUT_SECS};
+use wsync_core::rsync::{
+    guard_refusal, remote_version_command, ssh_target_checks, ExitClass, DEFAULT_TIMEOUT_SECS,
+};
+use wsync_core::rsync_version::{self, End, RsyncEnds, RsyncVersion};
+
+use super::Outcome;
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
+
+/// This machine's rsync (what every transfer runs), or why it cannot be used.
+async fn local_rsync() -> Result<RsyncVersion, String> {
+    let mut cmd = Command::new("rsync");
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let cannot = |why: String| {
+        format!(
+            "cannot run the local rsync ({why}): install rsync {} or later (macOS: `brew install rsync`) on the PATH wsyncd runs with",
+            rsync_version::MINIMUM
+        )
+    };
+    let output = match tokio::time::timeout(VERSION_DEADLINE, cmd.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(cannot(e.to_string())),
+        Err(_) => return Err(cannot("no answer to --version".into())),
+    };
+    let banner = String::from_utf8_lossy(&output.stdout);
+    RsyncVersion::parse(&banner).ok_or_else(|| {
+        cannot(format!(
+            "it answered {:?} to --version",
+            banner.lines().next().unwrap_or("")
+        ))
+    })
+}
 
 /// Where a remote's rsyncs go and with what connection settings.
 #[derive(Debug, Clone)]
@@ -29,7 +63,13 @@ pub struct Destination {
     gate: Gate,
     /// The remote's transport for small changes: its agent session (SSH), what status shows.
     pub(super) agent: Arc<super::agent::Link>,
+    /// Both ends' rsync once checked and found usable (checked again after a refusal, so a
+    /// fix is picked up by the next retry); shared by the batches of this remote.
+    rsync: Arc<Mutex<Option<RsyncEnds>>>,
 }
+
+/// How long `rsync --version` may take, locally or over the connection.
+const VERSION_DEADLINE: Duration = Duration::from_secs(15);
 
 impl Destination {
     /// The ssh master is private to this workspace's remote: detaching it (`ssh -O exit`)
@@ -51,7 +91,95 @@ impl Destination {
             workspace_id: workspace_id.to_owned(),
             gate: Gate::default(),
             agent,
+            rsync: Arc::default(),
         }
+    }
+
+    /// Both ends' rsync, once checked.
+    pub fn rsync_ends(&self) -> Option<RsyncEnds> {
+        self.rsync.lock().ok().and_then(|ends| ends.clone())
+    }
+
+    /// Whether deletions go by the filter-list fallback ([`RsyncMode::Deletions`]): the
+    /// receiving rsync's `--delete-missing-args` is broken.
+    ///
+    /// [`RsyncMode::Deletions`]: wsync_core::rsync::RsyncMode::Deletions
+    pub fn deletion_fallback(&self) -> bool {
+        self.rsync_ends().is_some_and(|ends| ends.deletion_fallback)
+    }
+
+    /// The receiving rsync rejected `--delete-missing-args` (a backport of 3.4.3's bug under
+    /// an older number): deletions go by the fallback from now on.
+    pub fn use_deletion_fallback(&self) {
+        if let Ok(mut ends) = self.rsync.lock() {
+            if let Some(ends) = ends.as_mut() {
+                if !ends.deletion_fallback {
+                    tracing::warn!(remote = %self.remote.name, "the receiving rsync rejects --delete-missing-args: deletions go by the filter-list fallback from now on");
+                }
+                ends.deletion_fallback = true;
+            }
+        }
+    }
+
+    /// Checks both ends' rsync before this remote's first transfer (a monitor start, an
+    /// attach, an update), and after a refusal before each retry: `Err` with the outcome that
+    /// ends the batch (the version refused and the fix named, or the remote unreachable).
+    /// An SSH remote runs the transfers' own guard with `--version` (the marker and the
+    /// target are checked with it) over the connection the transfers then share.
+    pub async fn check_rsync(&self) -> Result<(), Outcome> {
+        if self.rsync_ends().is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let fatal = |message: String| Outcome::failed(ExitClass::Fatal, message, started);
+        let local = local_rsync().await.map_err(|e| fatal(e.clone()))?;
+        local.check().map_err(|e| fatal(e.message(End::Local)))?;
+        let remote = match &self.remote.target {
+            RemoteTarget::Local { .. } => local.clone(),
+            RemoteTarget::Ssh { host, .. } => {
+                let rsync_path = self.remote.rsync_path.as_deref();
+                let end = End::Remote { host, rsync_path };
+                let command =
+                    remote_version_command(&self.remote.target, &self.workspace_id, rsync_path)
+                        .unwrap_or_default();
+                let out = match self.remote_command(command.as_bytes(), None).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let text = e.to_string();
+                        return Err(match guard_refusal(&text, &self.remote.target) {
+                            Some(refused) => fatal(refused),
+                            None => Outcome::failed(
+                                ExitClass::Connection,
+                                format!("cannot check the remote's rsync: {text}"),
+                                started,
+                            ),
+                        });
+                    }
+                };
+                let banner = String::from_utf8_lossy(&out);
+                let version = RsyncVersion::parse(&banner).ok_or_else(|| {
+                    fatal(format!(
+                        "{} on {host} is not rsync (it answered {:?} to --version); wsync needs rsync {} or later there: install it (macOS: `brew install rsync`), or give its path with `wsync attach --rsync-path` (detach it first)",
+                        wsync_core::rsync::remote_rsync_program(rsync_path),
+                        banner.lines().next().unwrap_or(""),
+                        rsync_version::MINIMUM
+                    ))
+                })?;
+                version.check().map_err(|e| fatal(e.message(end)))?;
+                version
+            }
+        };
+        // The receiver is the remote's rsync (for a local target, this machine's).
+        let ends = RsyncEnds {
+            deletion_fallback: remote.delete_missing_args_broken(),
+            local: Some(local),
+            remote: Some(remote),
+        };
+        tracing::info!(remote = %self.remote.name, local = ?ends.local.as_ref().map(ToString::to_string), remote_rsync = ?ends.remote.as_ref().map(ToString::to_string), deletion_fallback = ends.deletion_fallback, "rsync checked on both ends");
+        if let Ok(mut slot) = self.rsync.lock() {
+            *slot = Some(ends);
+        }
+        Ok(())
     }
 
     /// Runs a blocking filesystem call of this remote's batch off the loop (see

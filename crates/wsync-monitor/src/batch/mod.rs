@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    dry_run_argv, failed_paths, files_from, guard_refusal, max_delete_skipped, parse_itemized,
-    rsync_argv, sent_lengths, vanished_paths, ExitClass, PathFailure, RsyncMode, RsyncRequest,
-    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
+    deletion_rules, dry_run_argv, failed_paths, files_from, guard_refusal, max_delete_skipped,
+    parse_itemized, rsync_argv, sent_lengths, vanished_paths, ExitClass, PathFailure, RsyncMode,
+    RsyncRequest, RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
 };
+use wsync_core::rsync_version::{delete_missing_args_broken_in, RsyncEnds};
 
 pub use destination::Destination;
 pub use renames::fallback_paths;
@@ -117,6 +118,17 @@ pub struct BatchOptions {
     pub checksum: bool,
 }
 
+impl BatchOptions {
+    /// These options for the rest of a batch once an earlier pass deleted `deleted` paths:
+    /// what is left of the `--max-delete` budget.
+    fn less_deleted(&self, deleted: u64) -> Self {
+        Self {
+            max_delete: self.max_delete.map(|m| m.saturating_sub(deleted)),
+            ..self.clone()
+        }
+    }
+}
+
 /// Result of one batch.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -138,6 +150,8 @@ pub struct Outcome {
     /// Deletions that were the old side of a move (see [`BatchOptions::moved`]): not counted
     /// against the deletion budget.
     pub moved: u64,
+    /// Both ends' rsync as this remote's check found them (for status); `None` until checked.
+    pub rsync: Option<RsyncEnds>,
 }
 
 impl Outcome {
@@ -153,6 +167,7 @@ impl Outcome {
             failed_paths: None,
             sent_lengths: Vec::new(),
             moved: 0,
+            rsync: None,
         }
     }
 
@@ -167,6 +182,7 @@ impl Outcome {
             failed_paths: None,
             sent_lengths: Vec::new(),
             moved: 0,
+            rsync: None,
         }
     }
 }
@@ -177,6 +193,39 @@ impl Destination {
     /// `progress` with a full sync's progress (see [`progress`]), and `stall` when one of its
     /// filesystem calls (all made off the event loop) passes its deadline or returns after all.
     pub async fn sync(
+        &self,
+        root: &Path,
+        batch: &Batch,
+        opts: &BatchOptions,
+        transferred: impl FnOnce() + Send,
+        progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+        stall: StallReport<'_>,
+    ) -> Outcome {
+        // Both ends' rsync before the first transfer (see `Destination::check_rsync`).
+        let mut outcome = match self.check_rsync().await {
+            Ok(()) => {
+                self.transfer(root, batch, opts, transferred, progress, stall)
+                    .await
+            }
+            Err(refused) => refused,
+        };
+        if outcome.class != ExitClass::Success
+            && outcome
+                .error
+                .as_deref()
+                .is_some_and(delete_missing_args_broken_in)
+        {
+            // A backport of 3.4.3's bug under an older number: the retry (with backoff, the
+            // batch's paths kept) deletes by the fallback; not a fatal error.
+            self.use_deletion_fallback();
+            outcome.class = ExitClass::Other;
+        }
+        outcome.rsync = self.rsync_ends();
+        outcome
+    }
+
+    /// [`Destination::sync`] once both ends' rsync are known to be usable.
+    async fn transfer(
         &self,
         root: &Path,
         batch: &Batch,
@@ -301,6 +350,10 @@ impl Destination {
         let capped_opts: BatchOptions;
         // Deletions below moved names the dry run found (see `BatchOptions::moved`).
         let mut moved_deletions = 0;
+        // The deletion fallback's pass, when it ran (merged likewise), and the options for
+        // what it left.
+        let mut deletion_pass: Option<Outcome> = None;
+        let deletions_opts: BatchOptions;
         let mut opts = opts;
         let (mode, list) = match batch {
             // A checksum full sync compares the known files by content anyway.
@@ -393,12 +446,7 @@ impl Destination {
                         }
                         if outcome.stats.files_deleted > 0 {
                             // What rsync may still delete is what the executor left.
-                            rest_opts = BatchOptions {
-                                max_delete: opts
-                                    .max_delete
-                                    .map(|m| m.saturating_sub(outcome.stats.files_deleted)),
-                                ..opts.clone()
-                            };
+                            rest_opts = opts.less_deleted(outcome.stats.files_deleted);
                             opts = &rest_opts;
                         }
                         in_process_pass = Some(outcome);
@@ -462,6 +510,45 @@ impl Destination {
                 } else {
                     list
                 };
+                // A receiver whose --delete-missing-args is broken: the missing paths go in a
+                // pass of their own, by filter rules.
+                let list = if self.deletion_fallback() {
+                    let owned = root.to_path_buf();
+                    let call = format!("looking up the batch's deletions in {}", root.display());
+                    let (missing, rest) = self
+                        .blocking(call, stall, move || split_missing(&owned, list))
+                        .await;
+                    if !missing.is_empty() {
+                        let mut pass = self
+                            .delete_by_rules(root, &missing, opts, &protect, backup_dir, stall)
+                            .await;
+                        if pass.class == ExitClass::MaxDelete {
+                            pass.halt = Some(self.max_delete_reason(batch, opts, ""));
+                        }
+                        if rest.is_empty() || !landed_but_for_known_paths(&pass) {
+                            for earlier in [files_pass.take(), in_process_pass.take()]
+                                .into_iter()
+                                .flatten()
+                            {
+                                merge_files_pass(&mut pass, earlier);
+                            }
+                            if rest.is_empty() && pass.class == ExitClass::Success {
+                                transferred();
+                            }
+                            pass.elapsed = started.elapsed();
+                            return pass;
+                        }
+                        if pass.stats.files_deleted > 0 {
+                            // What rsync may still delete is what the fallback left.
+                            deletions_opts = opts.less_deleted(pass.stats.files_deleted);
+                            opts = &deletions_opts;
+                        }
+                        deletion_pass = Some(pass);
+                    }
+                    rest
+                } else {
+                    list
+                };
                 let mode = RsyncMode::Paths {
                     ignore_times: !has_dir,
                 };
@@ -483,6 +570,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir,
             checksum: opts.checksum && matches!(mode, RsyncMode::Full),
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: self.deletion_fallback(),
+            deletion_rules: None,
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -507,6 +597,10 @@ impl Destination {
             outcome.elapsed = started.elapsed();
         }
         if let Some(pass) = in_process_pass {
+            merge_files_pass(&mut outcome, pass);
+            outcome.elapsed = started.elapsed();
+        }
+        if let Some(pass) = deletion_pass {
             merge_files_pass(&mut outcome, pass);
             outcome.elapsed = started.elapsed();
         }
@@ -631,6 +725,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir: backup_dir.as_deref(),
             checksum: false,
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: self.deletion_fallback(),
+            deletion_rules: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let keep = backup.and_then(Backup::descriptor);
@@ -723,6 +820,9 @@ impl Destination {
                 marker_id: Some(&self.workspace_id),
                 backup_dir: backup_dir.as_deref(),
                 checksum: false,
+                remote_rsync: self.remote.rsync_path.as_deref(),
+                no_delete_missing_args: self.deletion_fallback(),
+                deletion_rules: None,
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
             let (mut outcome, output) =
@@ -747,6 +847,61 @@ impl Destination {
             }
         }
         (rest, pass)
+    }
+
+    /// Deletes `entries` (paths the source lacks, none below another, each with a directory
+    /// for a parent there) on the remote without `--delete-missing-args`: an
+    /// [`RsyncMode::Deletions`] run over their parent directories with the rules of
+    /// [`deletion_rules`], which let `--delete` see nothing else. For a receiver whose
+    /// `--delete-missing-args` is broken (3.4.3 and its backports).
+    async fn delete_by_rules(
+        &self,
+        root: &Path,
+        entries: &[PathBuf],
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+        backup_dir: Option<&str>,
+        stall: StallReport<'_>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let (dirs, rules) = deletion_rules(entries);
+        let file = tempfile::Builder::new()
+            .prefix("wsync-deletions-")
+            .tempfile()
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, &rules)?;
+                Ok(file)
+            });
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                let error = format!("cannot write the deletion rules: {e}");
+                return Outcome::failed(ExitClass::Other, error, started);
+            }
+        };
+        let argv = rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Deletions,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: opts.max_delete,
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some(&self.workspace_id),
+            backup_dir,
+            checksum: false,
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: true,
+            deletion_rules: Some(file.path()),
+        });
+        tracing::debug!(remote = %self.remote.name, ?argv, entries = entries.len(), "deleting by the filter-list fallback");
+        let (mut outcome, output) = run(argv, Some(files_from(&dirs)), || {}).await;
+        self.read_output(&mut outcome, &output, root, stall).await;
+        outcome
     }
 
     /// On exit 23, the paths that failed (see [`failed_paths`]), mapped back to the workspace
@@ -815,6 +970,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir: None,
             checksum: false,
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: self.deletion_fallback(),
+            deletion_rules: None,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;
@@ -898,6 +1056,9 @@ impl Destination {
             marker_id: Some(&self.workspace_id),
             backup_dir: None,
             checksum: false,
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: self.deletion_fallback(),
+            deletion_rules: None,
         }));
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run of a batch that moves or deletes unknown contents");
         let (mut outcome, output) = run(argv, Some(files_from(&list)), || {}).await;
@@ -1052,6 +1213,29 @@ fn merge_files_pass(outcome: &mut Outcome, first: Outcome) {
         }
         _ => {}
     }
+}
+
+/// Splits a transfer list into what the source lacks, as entries for [`deletion_rules`] (each
+/// raised to its topmost ancestor whose parent is a directory in the source: a directory
+/// deleted with its contents goes as one entry), and the rest.
+fn split_missing(root: &Path, list: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let is_dir = |rel: &Path| {
+        rel.as_os_str().is_empty()
+            || std::fs::symlink_metadata(root.join(rel)).is_ok_and(|m| m.is_dir())
+    };
+    let (missing, rest): (Vec<PathBuf>, Vec<PathBuf>) = list
+        .into_iter()
+        .partition(|path| std::fs::symlink_metadata(root.join(path)).is_err());
+    let raised: Vec<PathBuf> = missing
+        .into_iter()
+        .map(|mut entry| {
+            while let Some(parent) = entry.parent().filter(|p| !is_dir(p)) {
+                entry = parent.to_path_buf();
+            }
+            entry
+        })
+        .collect();
+    (collapse(raised.iter()), rest)
 }
 
 /// Splits a transfer list into the entries that exist and are not directories, and the rest

@@ -129,6 +129,7 @@ pub(super) async fn run_reporting(
         failed_paths: None,
         sent_lengths: Vec::new(),
         moved: 0,
+        rsync: None,
     };
     (outcome, text.into_owned())
 }

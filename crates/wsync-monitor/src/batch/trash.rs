@@ -132,6 +132,7 @@ impl Destination {
             local: empty.path(),
             op,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            remote_rsync: self.remote.rsync_path.as_deref(),
         };
         let (listed, output) = run(
             trash_argv(&request(TrashOp::List { files: false })),

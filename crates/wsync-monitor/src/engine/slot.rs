@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use wsync_core::backoff::Backoff;
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
 use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
+use wsync_core::rsync_version::RsyncEnds;
 
 use super::budget::DeletionLedger;
 use super::growing::{GrowingFile, GrowingFiles};
@@ -284,6 +285,8 @@ pub(super) struct RemoteSlot {
     /// Files still being written: held between sends, appended when that is safe.
     growing: GrowingFiles,
     last_sync_unix_ms: Option<u64>,
+    /// Both ends' rsync, from the last batch that checked them (see `Destination::sync`).
+    rsync: Option<RsyncEnds>,
     files_sent: u64,
     bytes_sent: u64,
     /// Report rsync's progress on the next full sync (someone waits for the initial sync);
@@ -346,6 +349,7 @@ impl RemoteSlot {
             stuck: StuckPaths::default(),
             growing: GrowingFiles::default(),
             last_sync_unix_ms: None,
+            rsync: None,
             files_sent: 0,
             bytes_sent: 0,
             report_progress,
@@ -773,7 +777,11 @@ impl RemoteSlot {
             failed_paths,
             sent_lengths,
             moved: outcome_moved,
+            rsync,
         } = outcome;
+        if rsync.is_some() {
+            self.rsync = rsync;
+        }
         self.growing.finished(flight.id, &sent_lengths);
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
@@ -1101,6 +1109,7 @@ impl RemoteSlot {
             verified_unix_ms: None,
             throughput: self.latencies.throughput(now),
             transport: Some(self.dest.transport()),
+            rsync: self.rsync.clone(),
         }
     }
 }
