@@ -23,6 +23,7 @@ mod engine_names;
 mod engine_protect;
 mod engine_renames;
 mod engine_safety;
+mod events;
 mod faults;
 mod faults_network;
 mod growing;

@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(crate::error::exit_code(&err), exit_codes::PROTOCOL_MISMATCH);
         let text = crate::error::render(&err);
         assert!(
-            text.contains("wsyncd 9.9.9 (pid 77) speaks protocol 2"),
+            text.contains(&format!(
+                "wsyncd 9.9.9 (pid 77) speaks protocol {}",
+                PROTOCOL_VERSION + 1
+            )),
             "{text}"
         );
         assert!(

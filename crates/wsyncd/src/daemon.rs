@@ -126,6 +126,8 @@ async fn stop_monitors(shared: &SharedState) {
     let (monitors, grace) = match shared.lock() {
         Ok(mut state) => {
             state.shutting_down = true;
+            let stopping = wsync_core::protocol::EventKind::DaemonStopping {};
+            state.supervisor.subscribers.publish(None, stopping);
             (state.supervisor.take_all(), state.supervisor.stop_grace)
         }
         // The watchdog handles a poisoned lock (it exits the process).

@@ -1,0 +1,341 @@
+//! End-to-end: the event stream (`subscribe` on the daemon socket). A change in a workspace is
+//! pushed as it happens (pending, syncing, synced, proof), registry changes too, a workspace
+//! filter keeps other workspaces' events away, a subscriber that never reads is dropped with a
+//! final `lagged` event while the daemon and other subscribers carry on, and a protocol-1
+//! client is still served (and told subscribe needs protocol 2).
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wsync_core::framing::{read_frame, write_frame, FrameError};
+use wsync_core::monitor_proto::RemoteState;
+use wsync_core::protocol::{
+    ErrorCode, Event, EventKind, Request, Response, WorkspaceChange, PROTOCOL_VERSION,
+};
+use wsync_tests::env::TestEnv;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 test path")
+}
+
+/// A raw connection that said hello with `protocol`.
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Conn {
+    fn open(env: &TestEnv, protocol: u32) -> Self {
+        let stream = UnixStream::connect(&env.socket).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut conn = Self {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        };
+        let hello = Request::Hello {
+            protocol,
+            version: "test".into(),
+        };
+        match conn.request(&hello) {
+            Response::Hello { protocol: p, .. } if p == protocol => conn,
+            other => env.fail(&format!("hello with protocol {protocol}: {other:?}")),
+        }
+    }
+
+    fn subscribed(env: &TestEnv, workspace: Option<&str>) -> Self {
+        let mut conn = Self::open(env, PROTOCOL_VERSION);
+        let request = Request::Subscribe {
+            workspace: workspace.map(str::to_owned),
+        };
+        match conn.request(&request) {
+            Response::Subscribed { queue, .. } if queue > 0 => conn,
+            other => env.fail(&format!("subscribe: {other:?}")),
+        }
+    }
+
+    fn send(&mut self, request: &Request) {
+        write_frame(&mut self.writer, request).expect("write request");
+    }
+
+    fn recv(&mut self) -> Result<Response, FrameError> {
+        read_frame(&mut self.reader)
+    }
+
+    fn request(&mut self, request: &Request) -> Response {
+        self.send(request);
+        self.recv().expect("an answer")
+    }
+
+    /// Reads events until one satisfies `wanted` (returned) or WAIT passes; every event read
+    /// is appended to `seen`.
+    fn wait_for(
+        &mut self,
+        env: &TestEnv,
+        what: &str,
+        seen: &mut Vec<Event>,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Event {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.recv() {
+                Ok(Response::Event { event }) => {
+                    seen.push(event.clone());
+                    if wanted(&event) {
+                        return event;
+                    }
+                }
+                Ok(other) => env.fail(&format!("waiting for {what}: unexpected {other:?}")),
+                Err(e) => env.fail(&format!(
+                    "waiting for {what}: {e}; events so far: {seen:#?}"
+                )),
+            }
+        }
+        env.fail(&format!("no {what} within {WAIT:?}; events: {seen:#?}"))
+    }
+}
+
+fn is_change(event: &Event, workspace: &str, change: WorkspaceChange) -> bool {
+    event.workspace.as_deref() == Some(workspace) && event.kind == EventKind::Workspace { change }
+}
+
+#[test]
+fn a_change_is_pushed_as_pending_then_synced_and_proved_and_the_filter_holds() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("src");
+    let other = env.mkdir("other");
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["add", s(&other)]);
+    let mut all = Conn::subscribed(&env, None);
+    // Filtered by path: the daemon resolves it to the workspace's name.
+    let mut only_src = Conn::subscribed(&env, Some(s(&src)));
+    let mirror = env.root.join("mirror");
+    env.wsync_ok(&["attach", "src", s(&mirror), "--no-wait"]);
+    let mut seen = Vec::new();
+    all.wait_for(&env, "the attach", &mut seen, |e| {
+        is_change(e, "src", WorkspaceChange::Attached)
+    });
+    all.wait_for(&env, "the initial sync to end in sync", &mut seen, |e| {
+        matches!(
+            &e.kind,
+            EventKind::RemoteState {
+                state: RemoteState::InSync,
+                ..
+            }
+        )
+    });
+
+    // Paused, the change waits (a closed file is otherwise sent at once, often before a status
+    // could show it pending); resumed, it is sent.
+    env.wsync_ok(&["pause", "src"]);
+    std::fs::write(src.join("new.txt"), "hello").unwrap();
+    let pending = all.wait_for(&env, "the change pending", &mut seen, |e| {
+        matches!(&e.kind,
+            EventKind::RemoteState { pending, .. } | EventKind::Pending { pending, .. } if *pending > 0)
+    });
+    assert_eq!(pending.workspace.as_deref(), Some("src"));
+    env.wsync_ok(&["resume", "src"]);
+    let synced = all.wait_for(
+        &env,
+        "the sync",
+        &mut seen,
+        |e| matches!(&e.kind, EventKind::Synced { files, .. } if *files > 0),
+    );
+    let EventKind::Synced {
+        remote,
+        bytes,
+        latency_p50_us,
+        ..
+    } = &synced.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(remote, "mirror");
+    assert!(*bytes > 0 && latency_p50_us.is_some(), "{synced:?}");
+    all.wait_for(&env, "in sync again", &mut seen, |e| {
+        matches!(
+            &e.kind,
+            EventKind::RemoteState {
+                state: RemoteState::InSync,
+                pending: 0,
+                ..
+            }
+        )
+    });
+    all.wait_for(&env, "a proof of sync", &mut seen, |e| {
+        matches!(&e.kind, EventKind::Verified { .. })
+    });
+    assert_eq!(std::fs::read(mirror.join("new.txt")).unwrap(), b"hello");
+
+    // The filtered subscriber saw the same change and nothing of "other".
+    env.wsync_ok(&["pause", "other"]);
+    env.wsync_ok(&["pause", "src"]);
+    let mut filtered = Vec::new();
+    for time in ["first", "second"] {
+        only_src.wait_for(
+            &env,
+            &format!("src paused a {time} time"),
+            &mut filtered,
+            |e| is_change(e, "src", WorkspaceChange::Paused),
+        );
+    }
+    assert!(
+        filtered
+            .iter()
+            .all(|e| e.workspace.as_deref() == Some("src")),
+        "{filtered:#?}"
+    );
+    assert!(
+        filtered
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Synced { .. })),
+        "{filtered:#?}"
+    );
+
+    // Requests still work on a subscribed connection: the answer comes between events.
+    all.send(&Request::List {});
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match all.recv().expect("a frame") {
+            Response::Workspaces { workspaces } => {
+                assert_eq!(workspaces.len(), 2);
+                break;
+            }
+            Response::Event { .. } if Instant::now() < deadline => {}
+            other => env.fail(&format!("expected the list: {other:?}")),
+        }
+    }
+    match all.request(&Request::Subscribe { workspace: None }) {
+        Response::Error {
+            code: ErrorCode::Invalid,
+            message,
+        } => assert!(message.contains("subscribed already"), "{message}"),
+        other => env.fail(&format!("a second subscribe: {other:?}")),
+    }
+    // A filter naming no workspace is refused like any request's.
+    let mut conn = Conn::open(&env, PROTOCOL_VERSION);
+    match conn.request(&Request::Subscribe {
+        workspace: Some("nope".into()),
+    }) {
+        Response::Error {
+            code: ErrorCode::NotFound,
+            ..
+        } => {}
+        other => env.fail(&format!("subscribe to nothing: {other:?}")),
+    }
+
+    // Stopping the daemon ends every stream with daemon_stopping.
+    env.stop_daemon();
+    all.wait_for(&env, "daemon_stopping", &mut seen, |e| {
+        e.kind == EventKind::DaemonStopping {}
+    });
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_dropped_with_lagged_and_slows_nothing() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("src");
+    env.wsync_ok(&["add", s(&src)]);
+    let mut slow = Conn::subscribed(&env, None);
+    let mut reader = Conn::subscribed(&env, Some("src"));
+    // Registry changes are cheap events: toggle until the daemon has dropped the slow one.
+    let mut control = Conn::open(&env, PROTOCOL_VERSION);
+    let mut toggles = 0;
+    let mut seen = Vec::new();
+    let dropped = loop {
+        for paused in [true, false] {
+            let request = if paused {
+                Request::Pause {
+                    workspace: "src".into(),
+                }
+            } else {
+                Request::Resume {
+                    workspace: "src".into(),
+                }
+            };
+            let answer = control.request(&request);
+            assert!(matches!(answer, Response::Workspace { .. }), "{answer:?}");
+            // The reading subscriber keeps up with every one of them.
+            let change = if paused {
+                WorkspaceChange::Paused
+            } else {
+                WorkspaceChange::Resumed
+            };
+            reader.wait_for(&env, "the toggle's event", &mut seen, |e| {
+                is_change(e, "src", change)
+            });
+        }
+        toggles += 1;
+        if toggles % 25 == 0 && env.logs().contains("fell 256 events behind") {
+            break true;
+        }
+        if toggles > 2000 {
+            break false;
+        }
+    };
+    if !dropped {
+        env.fail("2000 toggles and the subscriber that never reads was not dropped");
+    }
+    // Now it reads: what was queued, then `lagged` last, then the end of the connection.
+    let mut last = None;
+    let mut events = 0;
+    loop {
+        match slow.recv() {
+            Ok(Response::Event { event }) => {
+                events += 1;
+                last = Some(event);
+            }
+            Ok(other) => env.fail(&format!("unexpected {other:?}")),
+            Err(FrameError::Closed) => break,
+            Err(e) => env.fail(&format!("reading the dropped subscriber: {e}")),
+        }
+    }
+    let last = last.expect("events before the drop");
+    assert_eq!(
+        last.kind,
+        EventKind::Lagged { queue: 256 },
+        "the last of {events} events"
+    );
+    assert!(
+        events > 256,
+        "{events} events: the queue's and the socket's"
+    );
+    // The daemon is unaffected: it answers, and a new subscriber gets events.
+    let answer = control.request(&Request::Status { workspace: None });
+    assert!(matches!(answer, Response::Status { .. }), "{answer:?}");
+    let mut fresh = Conn::subscribed(&env, None);
+    env.wsync_ok(&["pause", "src"]);
+    fresh.wait_for(&env, "a pause after the drop", &mut Vec::new(), |e| {
+        is_change(e, "src", WorkspaceChange::Paused)
+    });
+}
+
+#[test]
+fn a_protocol_1_client_is_answered_in_protocol_1_and_cannot_subscribe() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("src");
+    env.wsync_ok(&["add", s(&src)]);
+    let mut old = Conn::open(&env, 1);
+    match old.request(&Request::Status { workspace: None }) {
+        Response::Status { workspaces } => assert_eq!(workspaces.len(), 1),
+        other => env.fail(&format!("status for an old client: {other:?}")),
+    }
+    match old.request(&Request::Subscribe { workspace: None }) {
+        Response::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        } => assert!(message.contains("protocol 2"), "{message}"),
+        other => env.fail(&format!("subscribe in protocol 1: {other:?}")),
+    }
+    // The connection still serves the old client afterwards.
+    assert!(matches!(
+        old.request(&Request::List {}),
+        Response::Workspaces { .. }
+    ));
+}
