@@ -339,3 +339,174 @@ fn a_protocol_1_client_is_answered_in_protocol_1_and_cannot_subscribe() {
         Response::Workspaces { .. }
     ));
 }
+
+/// A running CLI whose stdout lines arrive on a channel.
+struct Streaming {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Streaming {
+    fn start(env: &TestEnv, args: &[&str]) -> Self {
+        let mut child = env
+            .command("wsync")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn wsync");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Lines until one contains `needle` (returned), failing after WAIT.
+    fn line_with(&self, env: &TestEnv, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        env.fail(&format!(
+            "no line with {needle:?} within {WAIT:?}; got {seen:#?}"
+        ))
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write stdin");
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn wsync_events_and_status_watch_follow_the_stream() {
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    let src = env.mkdir("src");
+    let other = env.mkdir("other");
+    env.wsync_ok(&["add", s(&src)]);
+    env.wsync_ok(&["add", s(&other)]);
+    let json = Streaming::start(&env, &["events", "--all", "--json"]);
+    // Standing in a workspace, the stream is that workspace's.
+    let mut human = env.command("wsync");
+    human
+        .current_dir(&src)
+        .arg("events")
+        .stdout(std::process::Stdio::piped());
+    let human = {
+        let mut child = human.spawn().expect("spawn wsync events");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Streaming { child, lines }
+    };
+    let watch = Streaming::start(&env, &["status", "src", "--watch", "--json"]);
+    let first = watch.line_with(&env, "\"paused\":false");
+    assert!(first.starts_with('['), "{first}");
+    // Subscriptions are registered before the first snapshot is printed; wait for both
+    // `events` to be subscribed the same way: their first event proves it.
+    poll_subscribed(&env, 3);
+    env.wsync_ok(&["pause", "other"]);
+    env.wsync_ok(&["pause", "src"]);
+    let line = json.line_with(&env, r#""kind":"workspace","change":"paused""#);
+    let event: Event = serde_json::from_str(&line).expect("an event per line");
+    assert_eq!(event.workspace.as_deref(), Some("other"));
+    let line = human.line_with(&env, "workspace paused");
+    assert!(line.contains(" src workspace paused"), "{line}");
+    // status --watch printed a new snapshot for the change, without being asked.
+    let line = watch.line_with(&env, "\"paused\":true");
+    let statuses: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(statuses[0]["workspace"]["name"], "src");
+    // The daemon stopping ends `events` with exit 0.
+    env.stop_daemon();
+    let mut json = json;
+    json.line_with(&env, "daemon_stopping");
+    let status = json.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "events after the daemon stopped");
+}
+
+/// Waits until `n` subscriptions have been registered (the daemon logs each).
+fn poll_subscribed(env: &TestEnv, n: usize) {
+    wsync_tests::poll::poll_until(
+        "the subscriptions",
+        WAIT,
+        wsync_tests::poll::INTERVAL,
+        || (env.logs().matches("event subscriber added").count() >= n).then_some(()),
+    )
+    .unwrap_or_else(|e| env.fail(&e.to_string()));
+}
+
+#[test]
+fn wsync_client_relays_both_ways_and_needs_a_daemon() {
+    let mut env = TestEnv::new();
+    // No daemon: a clear error, nothing started.
+    let out = env.wsync(&["client"]);
+    assert_eq!(out.code(), Some(3), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("wsyncd is not running"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("wsync daemon start"), "{}", out.stderr);
+    assert!(!env.socket.exists());
+
+    env.start_daemon();
+    let src = env.mkdir("src");
+    env.wsync_ok(&["add", s(&src)]);
+    let mut bridge = Streaming::start(&env, &["client"]);
+    bridge.send(&format!(
+        r#"{{"type":"hello","protocol":{PROTOCOL_VERSION},"version":"editor"}}"#
+    ));
+    bridge.line_with(&env, r#""type":"hello""#);
+    bridge.send(r#"{"type":"list"}"#);
+    let line = bridge.line_with(&env, r#""type":"workspaces""#);
+    assert!(line.contains(r#""name":"src""#), "{line}");
+    bridge.send(r#"{"type":"subscribe","workspace":"src"}"#);
+    bridge.line_with(&env, r#""type":"subscribed""#);
+    env.wsync_ok(&["pause", "src"]);
+    bridge.line_with(&env, r#""change":"paused""#);
+    // What the daemon refuses is relayed like the rest.
+    bridge.send("not json");
+    bridge.line_with(&env, r#""code":"bad_request""#);
+    // stdin's end closes the connection and the bridge exits 0.
+    drop(bridge.child.stdin.take());
+    let status = poll_exit(&mut bridge.child);
+    assert_eq!(status.code(), Some(0));
+}
+
+fn poll_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    wsync_tests::poll::poll_until(
+        "the process to exit",
+        WAIT,
+        wsync_tests::poll::INTERVAL,
+        || child.try_wait().ok().flatten(),
+    )
+    .expect("exited")
+}

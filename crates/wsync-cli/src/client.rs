@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use wsync_core::framing::{self, FrameError};
-use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{ErrorCode, Event, Request, Response, PROTOCOL_VERSION};
 
 use crate::error::CliError;
 use crate::exit_codes;
@@ -43,7 +43,7 @@ pub fn not_running(socket: &Path) -> CliError {
 }
 
 /// True for connect errors that mean "no daemon here" rather than "something is wrong".
-fn means_not_running(err: &std::io::Error) -> bool {
+pub fn means_not_running(err: &std::io::Error) -> bool {
     matches!(
         err.kind(),
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
@@ -143,6 +143,22 @@ impl Client {
         }
     }
 
+    /// Subscribes this connection to the daemon's events (`workspace`'s only, when set): the
+    /// connection becomes an [`EventStream`], read without a timeout.
+    pub fn subscribe(mut self, workspace: Option<String>) -> Result<EventStream> {
+        match self.call(&Request::Subscribe { workspace })? {
+            Response::Subscribed { .. } => {}
+            other => return Err(unexpected(&other)),
+        }
+        self.writer
+            .set_read_timeout(None)
+            .context("setting socket timeouts")?;
+        Ok(EventStream {
+            reader: self.reader,
+            socket: self.socket,
+        })
+    }
+
     fn exchange(&mut self, request: &Request) -> Result<Response> {
         tracing::debug!(?request, "sending");
         framing::write_frame(&mut self.writer, request)
@@ -176,6 +192,42 @@ impl Client {
             ));
         }
         anyhow::Error::new(err).context(doing.to_owned())
+    }
+}
+
+/// A subscribed connection: the daemon's events as they happen.
+#[derive(Debug)]
+pub struct EventStream {
+    reader: BufReader<UnixStream>,
+    socket: PathBuf,
+}
+
+impl EventStream {
+    /// Waits for the next event; an error once the daemon has closed the connection.
+    pub fn next_event(&mut self) -> Result<Event> {
+        loop {
+            match framing::read_frame(&mut self.reader) {
+                Ok(Response::Event { event }) => return Ok(event),
+                // Nothing else is asked on this connection; an answer would be stray.
+                Ok(other) => tracing::debug!(?other, "ignoring a non-event frame"),
+                Err(FrameError::Closed | FrameError::Truncated) => {
+                    return Err(CliError::new(
+                        exit_codes::DAEMON_NOT_RUNNING,
+                        format!(
+                            "wsyncd (socket {}) closed the event stream",
+                            self.socket.display()
+                        ),
+                    )
+                    .with_hint(
+                        "check it with `wsync daemon status`; start it with `wsync daemon start`",
+                    )
+                    .into())
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("reading wsyncd's events"));
+                }
+            }
+        }
     }
 }
 

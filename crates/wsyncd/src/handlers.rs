@@ -609,7 +609,7 @@ fn subscribe_blocking(
         .subscribers
         .subscribe(name.clone())
         .map_err(|e| invalid(e.to_string()))?;
-    tracing::debug!(subscriber = subscription.id, workspace = ?name, "event subscriber added");
+    tracing::info!(subscriber = subscription.id, workspace = ?name, "event subscriber added");
     let reply = Response::Subscribed {
         workspace: name,
         queue: QUEUE as u32,
