@@ -15,6 +15,7 @@ mod cli_ux;
 mod daemon_lifecycle;
 mod daemon_protocol;
 mod deletion_gate;
+mod editor_nvim;
 mod engine_checksum;
 mod engine_content;
 mod engine_excludes;
