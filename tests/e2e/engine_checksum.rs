@@ -109,11 +109,7 @@ fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_a_local_remote() {
 fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_an_ssh_remote() {
     let tmp = scratch_dir();
     let sshd = Sshd::start(tmp.path());
-    many_files_copied_over_while_paused(|dst| Remote {
-        name: "d".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    many_files_copied_over_while_paused(|dst| sshd.remote("d", dst));
 }
 
 /// Initial syncs by checksum would repair the paused changes on their own: switched off, so

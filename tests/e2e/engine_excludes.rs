@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use wsync_core::registry::Remote;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::scratch_dir;
@@ -81,14 +80,7 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
     let mut ws = workspace(
         "excl",
         &src,
-        vec![
-            local_remote("l", &local),
-            Remote {
-                name: "r".into(),
-                target: sshd.target(&remote),
-                keep_deleted_days: 0,
-            },
-        ],
+        vec![local_remote("l", &local), sshd.remote("r", &remote)],
     );
     ws.excludes = vec!["node_modules/".into()];
     ws.respect_gitignore = true;

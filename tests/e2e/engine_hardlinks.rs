@@ -117,9 +117,5 @@ fn hard_links_stay_linked_and_current_on_a_local_remote() {
 fn hard_links_stay_linked_and_current_over_ssh() {
     let tmp = scratch_dir();
     let sshd = Sshd::start(tmp.path());
-    hard_links_scenario(tmp.path(), |dst| Remote {
-        name: "r".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    hard_links_scenario(tmp.path(), |dst| sshd.remote("r", dst));
 }

@@ -80,9 +80,5 @@ fn names_starting_with_comment_or_option_characters_sync_to_a_local_remote() {
 fn names_starting_with_comment_or_option_characters_sync_over_ssh() {
     let tmp = scratch_dir();
     let sshd = Sshd::start(tmp.path());
-    odd_names_scenario(tmp.path(), |dst| Remote {
-        name: "r".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    odd_names_scenario(tmp.path(), |dst| sshd.remote("r", dst));
 }

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
-use wsync_core::registry::Remote;
 use wsync_tests::env::TestEnv;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::poll::{poll_until, INTERVAL};
@@ -42,14 +41,7 @@ fn start_local_and_ssh(
     let mut ws = workspace(
         name,
         src,
-        vec![
-            local_remote("l", local),
-            Remote {
-                name: "r".into(),
-                target: sshd.target(remote),
-                keep_deleted_days: 0,
-            },
-        ],
+        vec![local_remote("l", local), sshd.remote("r", remote)],
     );
     ws.respect_gitignore = true;
     MonitorProc::start(tmp, ws)

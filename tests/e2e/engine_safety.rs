@@ -179,11 +179,7 @@ fn a_local_target_that_disappears_is_an_error_and_is_not_recreated() {
 }
 
 fn ssh_remote(sshd: &Sshd, name: &str, path: &Path) -> Remote {
-    Remote {
-        name: name.into(),
-        target: sshd.target(path),
-        keep_deleted_days: 0,
-    }
+    sshd.remote(name, path)
 }
 
 #[test]

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::{MonitorStatus, RemoteState};
-use wsync_core::registry::Remote;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::churn::Rng;
@@ -120,11 +119,7 @@ fn a_file_growing_for_seconds_is_appended_not_resent_whole_over_ssh() {
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
     std::fs::create_dir_all(src.join("logs")).unwrap();
-    let remote = Remote {
-        name: "r".into(),
-        target: sshd.target(&dst),
-        keep_deleted_days: 0,
-    };
+    let remote = sshd.remote("r", &dst);
     let mut m = MonitorProc::start(tmp.path(), workspace("grow-ssh", &src, vec![remote]));
     grows_within_twice_its_size(&mut m, &src, &dst, 30);
 }

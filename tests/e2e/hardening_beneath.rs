@@ -149,9 +149,5 @@ fn a_symlinked_mirror_directory_stops_the_ssh_rename_replay() {
     }
     let sshd_dir = scratch_dir();
     let sshd = Sshd::start(sshd_dir.path());
-    scenario(test, Then::Rename, |dst| Remote {
-        name: "r".into(),
-        target: sshd.target(dst),
-        keep_deleted_days: 0,
-    });
+    scenario(test, Then::Rename, |dst| sshd.remote("r", dst));
 }

@@ -140,3 +140,29 @@ fn a_hung_target_stalls_only_its_remote_and_recovers() {
         })
     });
 }
+
+/// `wsync status` reads each workspace's `.wsync.toml` to compare it with the registry: a
+/// workspace root on a mount that stops answering costs it that read's 2 s deadline and a
+/// line naming the root, never a hang.
+#[test]
+fn status_answers_when_a_workspace_root_hangs() {
+    let mut env = TestEnv::new();
+    let root = env.mkdir("src");
+    std::fs::write(root.join(".wsync.toml"), "").unwrap();
+    env.start_daemon();
+    add_workspace(&env, &root, WS);
+    let _hung = match HungMount::mount(&root) {
+        Ok(mount) => mount,
+        Err(why) => {
+            eprintln!("SKIPPED status_answers_when_a_workspace_root_hangs: {why}");
+            return;
+        }
+    };
+    let out = env.wsync(&["status", WS]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    if !text.contains("did not answer within 2 s") || !text.contains(&root.display().to_string()) {
+        env.fail(&format!(
+            "status does not say the hung root did not answer:\n{text}"
+        ));
+    }
+}

@@ -17,17 +17,33 @@ use wsync_tests::tree::{diff_trees, wait_until_equal};
 const FAST: &str = "WatchdogIntervalMs=100\nMonitorStopGraceMs=2000\n";
 const WS: &str = "ws";
 
-#[test]
-fn a_path_the_remote_cannot_write_fails_alone_while_other_changes_arrive() {
+/// A running daemon with workspace [`WS`] (`files` written in `src`) synced to a local
+/// remote `mirror` at `dst`, and the hook log when `hook`.
+struct Synced {
+    env: TestEnv,
+    log: Option<std::path::PathBuf>,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+}
+
+fn synced(files: &[&str], hook: bool) -> Synced {
     let mut env = TestEnv::with_config(FAST);
+    let log = hook.then(|| env.install_hook());
     let src = env.mkdir("src");
     let dst = env.root.join("mirror");
-    write(&src.join("ro/f.txt"), "old");
-    write(&src.join("rw/f.txt"), "old");
+    for file in files {
+        write(&src.join(file), "old");
+    }
     env.start_daemon();
     add_workspace(&env, &src, WS);
     attach_local(&env, WS, &dst, "mirror");
     flush_ok(&env, WS, 30);
+    Synced { env, log, src, dst }
+}
+
+#[test]
+fn a_path_the_remote_cannot_write_fails_alone_while_other_changes_arrive() {
+    let Synced { env, src, dst, .. } = synced(&["ro/f.txt", "rw/f.txt"], false);
 
     let guard = match Unwritable::make(&dst.join("ro")) {
         Ok(guard) => guard,
@@ -91,16 +107,8 @@ fn a_path_the_remote_cannot_write_fails_alone_while_other_changes_arrive() {
 
 #[test]
 fn a_path_failing_three_times_fires_the_hook_naming_it() {
-    let mut env = TestEnv::with_config(FAST);
-    let log = env.install_hook();
-    let src = env.mkdir("src");
-    let dst = env.root.join("mirror");
-    write(&src.join("ro/f.txt"), "old");
-    write(&src.join("rw/f.txt"), "old");
-    env.start_daemon();
-    add_workspace(&env, &src, WS);
-    attach_local(&env, WS, &dst, "mirror");
-    flush_ok(&env, WS, 30);
+    let Synced { env, log, src, dst } = synced(&["ro/f.txt", "rw/f.txt"], true);
+    let log = log.expect("hook installed");
     let guard = match Unwritable::make(&dst.join("ro")) {
         Ok(guard) => guard,
         Err(why) => {
@@ -149,15 +157,8 @@ fn a_path_failing_three_times_fires_the_hook_naming_it() {
 /// the directory is writable again it converges and shows `in-sync`.
 #[test]
 fn a_remote_failing_whole_three_times_shows_error_and_fires_the_hook_once() {
-    let mut env = TestEnv::with_config(FAST);
-    let log = env.install_hook();
-    let src = env.mkdir("src");
-    let dst = env.root.join("mirror");
-    write(&src.join("sub/f.txt"), "old");
-    env.start_daemon();
-    add_workspace(&env, &src, WS);
-    attach_local(&env, WS, &dst, "mirror");
-    flush_ok(&env, WS, 30);
+    let Synced { env, log, src, dst } = synced(&["sub/f.txt"], true);
+    let log = log.expect("hook installed");
     // Not a bind mount over the target: a handle opened on the target before it would still
     // reach the directory below the mount.
     let guard = match Unwritable::immutable(&dst) {

@@ -38,6 +38,7 @@ mod liveness;
 mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;
+mod one_path;
 mod packaging;
 mod poll_mode;
 mod progress;

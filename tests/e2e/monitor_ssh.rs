@@ -15,11 +15,7 @@ use wsync_tests::tree::{churn, diff_trees, scratch_dir, wait_until_equal};
 const FLUSH: Duration = Duration::from_secs(30);
 
 fn ssh_remote(sshd: &Sshd, name: &str, path: &Path) -> Remote {
-    Remote {
-        name: name.into(),
-        target: sshd.target(path),
-        keep_deleted_days: 0,
-    }
+    sshd.remote(name, path)
 }
 
 fn write(path: &Path, text: &str) {

@@ -30,11 +30,7 @@ fn keeping(mut remote: Remote, days: u32) -> Remote {
 }
 
 fn ssh_remote(sshd: &Sshd, path: &Path) -> Remote {
-    Remote {
-        name: "r".into(),
-        target: sshd.target(path),
-        keep_deleted_days: 0,
-    }
+    sshd.remote("r", path)
 }
 
 /// The snapshot directories in `dst`'s trash, sorted.

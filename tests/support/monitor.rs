@@ -71,13 +71,12 @@ pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
 
 /// A local remote.
 pub fn local_remote(name: &str, path: &Path) -> Remote {
-    Remote {
-        name: name.into(),
-        target: RemoteTarget::Local {
+    Remote::new(
+        name,
+        RemoteTarget::Local {
             path: path.to_path_buf(),
         },
-        keep_deleted_days: 0,
-    }
+    )
 }
 
 /// Does what the daemon's attach does before a monitor sees a remote: creates its target (on

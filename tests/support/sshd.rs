@@ -175,6 +175,12 @@ impl Sshd {
     }
 
     /// A remote target reaching `path` on this machine through this server.
+    /// A remote named `name` at `path` through this server, every other setting at its
+    /// default (the SSH twin of [`crate::monitor::local_remote`]).
+    pub fn remote(&self, name: &str, path: &Path) -> wsync_core::registry::Remote {
+        wsync_core::registry::Remote::new(name, self.target(path))
+    }
+
     pub fn target(&self, path: &Path) -> RemoteTarget {
         RemoteTarget::Ssh {
             user: Some(current_user()),

@@ -165,11 +165,7 @@ impl<'a> Area<'a> {
             name: "bench".into(),
             id: self.id.clone(),
             path: self.src.clone(),
-            remotes: vec![Remote {
-                name: "dst".into(),
-                target,
-                keep_deleted_days: 0,
-            }],
+            remotes: vec![Remote::new("dst", target)],
             paused: false,
             excludes: vec![],
             respect_gitignore: false,

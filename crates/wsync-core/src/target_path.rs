@@ -657,12 +657,13 @@ mod tests {
         ws.remotes = targets
             .iter()
             .enumerate()
-            .map(|(i, p)| crate::registry::Remote {
-                name: format!("r{i}"),
-                target: RemoteTarget::Local {
-                    path: p.to_path_buf(),
-                },
-                keep_deleted_days: 0,
+            .map(|(i, p)| {
+                crate::registry::Remote::new(
+                    format!("r{i}"),
+                    RemoteTarget::Local {
+                        path: p.to_path_buf(),
+                    },
+                )
             })
             .collect();
         ws

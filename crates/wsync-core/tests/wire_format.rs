@@ -36,13 +36,12 @@ fn workspace() -> Workspace {
         id: "0123abcd".into(),
         path: "/home/u/proj".into(),
         remotes: vec![
-            Remote {
-                name: "mirror".into(),
-                target: RemoteTarget::Local {
+            Remote::new(
+                "mirror",
+                RemoteTarget::Local {
                     path: "/srv/m".into(),
                 },
-                keep_deleted_days: 0,
-            },
+            ),
             Remote {
                 name: "box".into(),
                 target: RemoteTarget::Ssh {

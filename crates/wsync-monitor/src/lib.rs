@@ -46,7 +46,8 @@
 //! # Renames
 //!
 //! A MOVED_FROM paired by cookie with the MOVED_TO right after it is a rename inside the
-//! workspace: the watcher keeps the directory's watches (same inodes, paths remapped) and the
+//! workspace (a read that ends on a MOVED_FROM waits up to 50 ms for its MOVED_TO, which the
+//! kernel may not have queued yet, so both halves always go out together): the watcher keeps the directory's watches (same inodes, paths remapped) and the
 //! engine queues a rename instead of a delete plus a re-upload; pending changes below the old
 //! name move along. Before a batch's rsync, its renames are replayed in order on each remote —
 //! `rename(2)` for a local target, one `sh -s` script of guarded `mv` lines over the shared ssh

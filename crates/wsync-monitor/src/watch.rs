@@ -156,6 +156,16 @@ impl Watcher {
         config: ExcludeConfig,
         tx: UnboundedSender<WatchMsg>,
     ) -> io::Result<Self> {
+        Self::start_reading(root, config, tx, READ_BUFFER_BYTES)
+    }
+
+    /// [`Watcher::start`], reading `buffer_len` bytes of events at most per read.
+    fn start_reading(
+        root: &Path,
+        config: ExcludeConfig,
+        tx: UnboundedSender<WatchMsg>,
+        buffer_len: usize,
+    ) -> io::Result<Self> {
         let inotify = Inotify::init()?;
         let count = Arc::new(AtomicU64::new(0));
         let mut table = WatchTable {
@@ -193,7 +203,7 @@ impl Watcher {
         let reader = watcher.clone();
         std::thread::Builder::new()
             .name("inotify".into())
-            .spawn(move || reader.read_loop(inotify, tx))?;
+            .spawn(move || reader.read_loop(inotify, tx, buffer_len))?;
         Ok(watcher)
     }
 
@@ -202,8 +212,10 @@ impl Watcher {
         // A panic while holding the lock leaves a usable table; recover it.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>) {
-        let mut buffer = vec![0u8; 256 * 1024];
+    /// The reader thread's loop, reading `buffer_len` bytes of events at most per read (a test
+    /// uses a buffer that holds one event, to split every rename across reads).
+    fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>, buffer_len: usize) {
+        let mut buffer = vec![0u8; buffer_len];
         loop {
             let events = match inotify.read_events_blocking(&mut buffer) {
                 Ok(events) => events,
@@ -215,18 +227,35 @@ impl Watcher {
             };
             let mut out = Vec::new();
             let mut changes = Vec::new();
+            self.translate_all(events, &mut out, &mut changes);
+            // The engine pairs a MOVED_FROM only with the change right after it in the same
+            // message. The kernel queues a rename's two halves one after the other, so a read
+            // can wake between them (or the buffer can end between them): wait briefly for
+            // the MOVED_TO before the MOVED_FROM is settled as a move out of the workspace,
+            // which would turn a directory rename into a deletion of its whole tree.
+            for _ in 0..MOVE_PAIR_READS {
+                if !changes
+                    .last()
+                    .is_some_and(|c| matches!(c.kind, ChangeKind::MovedFrom { .. }))
+                    || !readable_within(&inotify, MOVE_PAIR_WAIT)
+                {
+                    break;
+                }
+                match inotify.read_events(&mut buffer) {
+                    Ok(events) => self.translate_all(events, &mut out, &mut changes),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        let _ = tx.send(WatchMsg::Error(WatchError::Read(e.to_string())));
+                        return;
+                    }
+                }
+            }
             {
                 let mut table = self.lock();
-                for event in events {
-                    table.translate(
-                        event.wd,
-                        event.mask,
-                        event.cookie,
-                        event.name,
-                        &mut out,
-                        &mut changes,
-                    );
-                }
                 table.settle_moved_dir();
                 if std::mem::take(&mut table.filter.reload_needed) {
                     let (included, result) = table.reload();
@@ -247,6 +276,43 @@ impl Watcher {
                     return;
                 }
             }
+        }
+    }
+
+    /// Translates one read's events under the table's lock.
+    fn translate_all(
+        &self,
+        events: inotify::Events<'_>,
+        out: &mut Vec<WatchMsg>,
+        changes: &mut Vec<Change>,
+    ) {
+        let mut table = self.lock();
+        for event in events {
+            table.translate(event.wd, event.mask, event.cookie, event.name, out, changes);
+        }
+    }
+}
+
+/// Bytes read from inotify at a time.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// How long a read that ended on a MOVED_FROM waits for the MOVED_TO (the kernel queues it
+/// within the same `rename(2)`: microseconds, unless the renaming thread is preempted), and
+/// how many further reads it takes for it. A move out of the workspace pays this once.
+const MOVE_PAIR_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+const MOVE_PAIR_READS: usize = 4;
+
+/// Whether `inotify` has events to read within `wait`.
+fn readable_within(inotify: &Inotify, wait: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+    loop {
+        match poll(&mut fds, timeout) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
         }
     }
 }
@@ -495,5 +561,83 @@ impl WatchTable {
         self.by_wd.rename_below(from, to);
         self.filter.forget_below(from);
         self.add_tree(to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A read can end between a rename's MOVED_FROM and MOVED_TO (the reader woke between
+    /// them, or the buffer was full): both halves must still go out in one message, or the
+    /// engine settles the MOVED_FROM as a move out of the workspace and a directory rename
+    /// becomes a deletion of its whole tree (the engine_renames flake). A buffer that holds
+    /// one event splits every rename.
+    #[test]
+    fn a_rename_split_across_reads_goes_out_as_one_pair() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        std::fs::write(root.join("d/sub/f"), b"x").unwrap();
+        let config = ExcludeConfig {
+            registry: Vec::new(),
+            respect_gitignore: false,
+            rules_file: tmp.path().join("rules"),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // One event with a name of up to 15 bytes: a 16-byte header and the padded name.
+        let watcher = Watcher::start_reading(&root, config, tx, 32).unwrap();
+        std::fs::rename(root.join("d"), root.join("e")).unwrap();
+        std::fs::rename(root.join("e/sub/f"), root.join("e/g")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut messages = Vec::new();
+        let moved_to = |messages: &Vec<Vec<Change>>| {
+            messages
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.kind, ChangeKind::MovedTo { .. }))
+                .count()
+        };
+        while moved_to(&messages) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "renames not seen (a split rename dropped the directory's watches?): {messages:?}"
+            );
+            match rx.try_recv() {
+                Ok(WatchMsg::Changes(changes)) => messages.push(changes),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        for changes in &messages {
+            for (i, change) in changes.iter().enumerate() {
+                if let ChangeKind::MovedFrom { cookie } = change.kind {
+                    let next = changes.get(i + 1).map(|c| c.kind);
+                    assert_eq!(
+                        next,
+                        Some(ChangeKind::MovedTo { cookie }),
+                        "a MOVED_FROM went out without its MOVED_TO: {messages:?}"
+                    );
+                }
+            }
+        }
+        // The directory's watches moved with it: a change inside the new name is seen.
+        std::fs::write(root.join("e/sub/h"), b"y").unwrap();
+        let seen = |messages: &Vec<Vec<Change>>| {
+            messages
+                .iter()
+                .flatten()
+                .any(|c| c.path == Path::new("e/sub/h"))
+        };
+        while !seen(&messages) {
+            assert!(Instant::now() < deadline, "no event below the renamed dir");
+            match rx.try_recv() {
+                Ok(WatchMsg::Changes(changes)) => messages.push(changes),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        drop(watcher);
     }
 }

@@ -306,12 +306,13 @@ mod tests {
             id: String::new(),
             path: "/w".into(),
             remotes: (0..remotes)
-                .map(|i| Remote {
-                    name: format!("r{i}"),
-                    target: RemoteTarget::Local {
-                        path: format!("/m{i}").into(),
-                    },
-                    keep_deleted_days: 0,
+                .map(|i| {
+                    Remote::new(
+                        format!("r{i}"),
+                        RemoteTarget::Local {
+                            path: format!("/m{i}").into(),
+                        },
+                    )
                 })
                 .collect(),
             paused,

@@ -38,12 +38,13 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
         path: PathBuf::from(format!("/src/{name}")),
         remotes: remotes
             .iter()
-            .map(|r| Remote {
-                name: (*r).into(),
-                target: RemoteTarget::Local {
-                    path: PathBuf::from(format!("/mirror/{r}")),
-                },
-                keep_deleted_days: 0,
+            .map(|r| {
+                Remote::new(
+                    *r,
+                    RemoteTarget::Local {
+                        path: PathBuf::from(format!("/mirror/{r}")),
+                    },
+                )
             })
             .collect(),
         paused: false,

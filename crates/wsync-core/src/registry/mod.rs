@@ -110,6 +110,17 @@ pub struct Remote {
     pub keep_deleted_days: u32,
 }
 
+impl Remote {
+    /// A remote with every per-remote setting at its default.
+    pub fn new(name: impl Into<String>, target: RemoteTarget) -> Self {
+        Self {
+            name: name.into(),
+            target,
+            keep_deleted_days: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }

@@ -72,7 +72,8 @@ impl Intake {
     }
 
     /// Everything the watcher had was read: a MOVED_FROM still waiting left the workspace
-    /// (both halves of a rename come in one read).
+    /// (the watcher sends both halves of a rename in one message, waiting for the MOVED_TO
+    /// when a read ends on a MOVED_FROM).
     pub fn end_of_read(&mut self, now: Instant) -> Option<Queued> {
         let (_, from) = self.pending_move.take()?;
         Some(self.plain(&from, now))

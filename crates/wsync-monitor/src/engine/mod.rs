@@ -388,7 +388,7 @@ impl Engine {
                 for message in messages {
                     self.on_watch(message, now, &mut fx);
                 }
-                // Both halves of a rename come in one read; a lone half is a move into or out
+                // Both halves of a rename come in one message; a lone half is a move into or out
                 // of the workspace.
                 if let Some(queued) = self.intake.end_of_read(now) {
                     for slot in &mut self.slots {

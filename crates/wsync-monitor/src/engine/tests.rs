@@ -38,13 +38,12 @@ struct Harness {
 }
 
 fn remote(name: &str) -> Remote {
-    Remote {
-        name: name.into(),
-        target: RemoteTarget::Local {
+    Remote::new(
+        name,
+        RemoteTarget::Local {
             path: PathBuf::from("/mirror").join(name),
         },
-        keep_deleted_days: 0,
-    }
+    )
 }
 
 impl Harness {
