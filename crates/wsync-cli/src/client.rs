@@ -42,8 +42,21 @@ pub fn not_running(socket: &Path) -> CliError {
     .with_hint("start it with `wsync daemon start`")
 }
 
+/// Connects to the socket without a handshake (`wsync client` leaves that to its user); a
+/// missing socket or refused connection is [`exit_codes::DAEMON_NOT_RUNNING`].
+pub fn connect_socket(socket: &Path) -> Result<UnixStream> {
+    match UnixStream::connect(socket) {
+        Ok(stream) => Ok(stream),
+        Err(e) if means_not_running(&e) => Err(not_running(socket).into()),
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("connecting to wsyncd at {}", socket.display())))
+        }
+    }
+}
+
 /// True for connect errors that mean "no daemon here" rather than "something is wrong".
-pub fn means_not_running(err: &std::io::Error) -> bool {
+fn means_not_running(err: &std::io::Error) -> bool {
     matches!(
         err.kind(),
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
@@ -54,15 +67,7 @@ impl Client {
     /// Connects and handshakes; a missing socket or refused connection is
     /// [`exit_codes::DAEMON_NOT_RUNNING`] with a hint naming `wsync daemon start`.
     pub fn connect(socket: &Path) -> Result<Self> {
-        let stream = match UnixStream::connect(socket) {
-            Ok(s) => s,
-            Err(e) if means_not_running(&e) => return Err(not_running(socket).into()),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("connecting to wsyncd at {}", socket.display())))
-            }
-        };
-        Self::handshake_on(stream, socket)
+        Self::handshake_on(connect_socket(socket)?, socket)
     }
 
     /// Handshakes on an already connected stream; `socket` names it in messages.

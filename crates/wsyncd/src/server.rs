@@ -290,7 +290,12 @@ async fn write_subscribed(
                 None => return,
             },
         };
-        if send(&mut write, &frame).await.is_err() {
+        let last = matches!(
+            &frame,
+            Response::Event { event } if event.kind == EventKind::DaemonStopping {}
+        );
+        // Returning drops the subscription: the daemon's exit waits for that (see daemon.rs).
+        if send(&mut write, &frame).await.is_err() || last {
             return;
         }
     }

@@ -127,6 +127,12 @@ impl Subscribers {
         }
     }
 
+    /// Whether every subscriber's connection has let go of its queue (after `daemon_stopping`,
+    /// once it is written).
+    pub fn all_closed(&self) -> bool {
+        self.list.iter().all(|s| s.queue.is_closed())
+    }
+
     /// Subscribers now (for tests and logs).
     pub fn len(&self) -> usize {
         self.list.len()

@@ -5,24 +5,16 @@
 
 use std::io::{ErrorKind, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::client::{means_not_running, not_running};
+use crate::client::connect_socket;
 use crate::exit_codes;
 
 pub fn relay(ctx: &Ctx) -> Result<i32> {
     let socket = &ctx.config.daemon_command_socket_path;
-    let stream = match UnixStream::connect(socket) {
-        Ok(stream) => stream,
-        Err(e) if means_not_running(&e) => return Err(not_running(socket).into()),
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("connecting to wsyncd at {}", socket.display())))
-        }
-    };
+    let stream = connect_socket(socket)?;
     let mut to_daemon = stream.try_clone().context("cloning the socket handle")?;
     // stdin → daemon on a thread; at stdin's end the daemon is told (half-close), and it
     // closes the connection once it has answered what it read.
