@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use wsync_core::registry::Remote;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::{count_entries, scratch_dir, wait_until_equal};
 
 const FLUSH: Duration = Duration::from_secs(30);
@@ -23,6 +25,9 @@ fn tree(root: &Path, dirs: usize, files: usize) {
     }
 }
 
+/// `mv` of a 3,000-file directory out of the workspace: one event, 3,031 remote deletions.
+/// The batch is dry-run first (the engine cannot count what the directory held), halts with
+/// nothing deleted, and its message gives the count and the first paths inside it.
 #[test]
 fn a_directory_moved_out_of_the_workspace_is_bounded_by_max_delete() {
     let tmp = scratch_dir();
@@ -37,15 +42,75 @@ fn a_directory_moved_out_of_the_workspace_is_bounded_by_max_delete() {
     std::fs::rename(src.join("big"), tmp.path().join("big-elsewhere")).unwrap();
     let status = m.wait_status("halted at the budget", FLUSH, |s| s.halted.is_some());
     let reason = status.halted.unwrap();
-    assert!(reason.contains("--max-delete"), "{reason}");
-    let deleted = before - count_entries(&dst);
+    if count_entries(&dst) != before {
+        m.fail(&format!("deleted before the halt: {reason}"));
+    }
     assert!(
-        deleted <= 1_000,
-        "{deleted} remote paths deleted past max_delete"
+        reason.contains("would delete 3031 paths") && reason.contains("\"big/d0"),
+        "the preview names the count and the paths inside the moved directory: {reason}"
     );
     // Resume is the confirmation: the move propagates.
     m.send(&wsync_core::monitor_proto::MonitorCommand::Resume);
     wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+}
+
+/// Renames that rsync carries out are capped like every batch. A rename that cannot be
+/// replayed (the remote already has a directory at the new name) goes through rsync, which
+/// deletes the old subtree and re-creates it: a move, not a loss, so 1,516 entries move under
+/// a `max_delete` of 1,000. The same kind of batch with a 3,000-file directory moved out of the
+/// workspace is dry-run first and halts with nothing of it deleted.
+fn renames_through_rsync_scenario(dir: &Path, remote: impl Fn(&Path) -> Remote) {
+    let (src, dst) = (dir.join("src"), dir.join("dst"));
+    tree(&src.join("m"), 15, 100);
+    tree(&src.join("m2"), 1, 10);
+    tree(&src.join("big"), 30, 100);
+    let mut ws = workspace("moves", &src, vec![remote(&dst)]);
+    ws.max_delete = Some(1_000);
+    let mut m = MonitorProc::start(dir, ws);
+    m.flush_ok(FLUSH);
+    std::fs::create_dir(dst.join("taken")).unwrap();
+    std::fs::rename(src.join("m"), src.join("taken")).unwrap();
+    m.flush_ok(FLUSH);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+    if let Some(reason) = m.status().and_then(|s| s.halted) {
+        m.fail(&format!("a move through rsync halted: {reason}"));
+    }
+    if !m.logs().contains("renames fall back to rsync") {
+        m.fail("the rename was replayed: the test needs rsync to carry it out");
+    }
+    // A rename rsync carries out and a directory moved out of the workspace, back to back.
+    std::fs::create_dir(dst.join("taken2")).unwrap();
+    let big = count_entries(&dst.join("big"));
+    std::fs::rename(src.join("m2"), src.join("taken2")).unwrap();
+    std::fs::rename(src.join("big"), dir.join("big-elsewhere")).unwrap();
+    let status = m.wait_status("halted at the budget", FLUSH, |s| s.halted.is_some());
+    let reason = status.halted.unwrap();
+    assert_eq!(
+        count_entries(&dst.join("big")),
+        big,
+        "the moved-out directory was deleted in part: {reason}"
+    );
+    assert!(reason.contains("would delete 3031 paths"), "{reason}");
+    m.send(&wsync_core::monitor_proto::MonitorCommand::Resume);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+    assert!(m.shutdown(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn renames_rsync_carries_out_are_capped_but_a_move_costs_nothing_locally() {
+    let tmp = scratch_dir();
+    renames_through_rsync_scenario(tmp.path(), |dst| local_remote("d", dst));
+}
+
+#[test]
+fn renames_rsync_carries_out_are_capped_but_a_move_costs_nothing_over_ssh() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    renames_through_rsync_scenario(tmp.path(), |dst| Remote {
+        name: "d".into(),
+        target: sshd.target(dst),
+        keep_deleted_days: 0,
+    });
 }
 
 #[test]

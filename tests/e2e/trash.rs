@@ -33,11 +33,23 @@ fn ssh_remote(sshd: &Sshd, path: &Path) -> Remote {
     sshd.remote("r", path)
 }
 
-/// The snapshot directories in `dst`'s trash, sorted.
+/// A local batch holds its snapshot open until rsync exits, after the flush that waited for
+/// it answered; one that kept nothing leaves no trash behind.
+fn no_trash_once_the_batch_ends(m: &MonitorProc, dst: &Path, why: &str) {
+    poll_until(why, FLUSH, POLL, || {
+        (!dst.join(TRASH_DIR).exists()).then_some(())
+    })
+    .unwrap_or_else(|e| m.fail(&e.to_string()));
+}
+
+/// The snapshot directories in `dst`'s trash that hold something, sorted (a local batch's
+/// snapshot is there, empty, while the batch runs: removed if it kept nothing).
 fn snapshots(dst: &Path) -> Vec<PathBuf> {
+    let holds_something = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some());
     let mut out: Vec<PathBuf> = std::fs::read_dir(dst.join(TRASH_DIR))
         .map(|entries| entries.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
+    out.retain(|dir| holds_something(dir));
     out.sort();
     out
 }
@@ -65,9 +77,10 @@ fn deletions_scenario(dir: &Path, remote: impl Fn(&Path) -> Remote) {
         workspace("trash", &src, vec![keeping(remote(&dst), 7)]),
     );
     m.flush_ok(FLUSH);
-    assert!(
-        !dst.join(TRASH_DIR).exists(),
-        "an initial sync into an empty target keeps nothing"
+    no_trash_once_the_batch_ends(
+        &m,
+        &dst,
+        "an initial sync into an empty target keeps nothing",
     );
     write(&src.join("a.txt"), "new a, longer");
     std::fs::remove_file(src.join("b.txt")).unwrap();
@@ -410,6 +423,7 @@ fn a_trash_planted_as_a_symlink_on_a_local_target_is_refused() {
         workspace("trash", &src, vec![keeping(local_remote("r", &dst), 7)]),
     );
     m.flush_ok(FLUSH);
+    no_trash_once_the_batch_ends(&m, &dst, "the initial sync keeps nothing");
     // The target is a directory the other user can write (a shared one).
     attacker.chown(&dst);
     attacker.sh(
@@ -436,6 +450,95 @@ fn a_trash_planted_as_a_symlink_on_a_local_target_is_refused() {
     m.flush_ok(FLUSH);
     wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
     assert_eq!(kept(&dst, "a.txt"), ["old a"]);
+    assert!(std::fs::read_dir(&secret).unwrap().next().is_none());
+    assert!(m.shutdown(Duration::from_secs(10)).success());
+    drop(attacker);
+}
+
+/// Another user who can write the target races the daemon (root) in a loop while syncs
+/// delete and overwrite: whenever a real `.wsync-trash` is there, it is renamed aside and a
+/// symlink to a directory only root may write takes its place for 30 ms, then the directory
+/// is put back. A trash checked by name and then handed to rsync by name would
+/// write into that directory whenever the swap fell between the two; the snapshot held by
+/// descriptor never does. Nothing may land outside the target, and once the race stops
+/// syncing converges.
+#[test]
+fn a_trash_swapped_for_a_symlink_while_syncs_run_redirects_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = scratch_dir();
+    let Some(attacker) = wsync_tests::other_user::OtherUser::create("trash::swap_race") else {
+        return;
+    };
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst, secret, stop) = (
+        tmp.path().join("src"),
+        tmp.path().join("dst"),
+        tmp.path().join("root-only"),
+        tmp.path().join("stop"),
+    );
+    for i in 0..40 {
+        write(&src.join(format!("f{i:02}")), &format!("version 0 of {i}"));
+    }
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("trash", &src, vec![keeping(local_remote("r", &dst), 7)]),
+    );
+    m.flush_ok(FLUSH);
+    attacker.chown(&dst);
+    // $1 target, $2 the link's destination, $3 the stop file.
+    let mut race = attacker.spawn_sh(
+        r#"t="$1/.wsync-trash"
+        while [ ! -e "$3" ]; do
+            if [ -d "$t" ] && [ ! -L "$t" ] && mv -T "$t" "$1/.aside" 2>/dev/null; then
+                ln -s "$2" "$t"; sleep 0.03; rm -f "$t"; mv -T "$1/.aside" "$t"
+            fi
+            sleep 0.005
+        done 2>/dev/null; exit 0"#,
+        &[dst.as_os_str(), secret.as_os_str(), stop.as_os_str()],
+    );
+    for round in 1..=25 {
+        for i in 0..40 {
+            if (i + round) % 3 == 0 {
+                let _ = std::fs::remove_file(src.join(format!("f{i:02}")));
+            } else {
+                write(
+                    &src.join(format!("f{i:02}")),
+                    &format!(
+                        "version {round} of {i}, longer each time {}",
+                        "x".repeat(round)
+                    ),
+                );
+            }
+        }
+        // A refused batch backs off; resume retries at once, so batches keep running.
+        m.send(&MonitorCommand::Resume);
+        m.flush(Duration::from_secs(2));
+    }
+    std::fs::write(&stop, "").unwrap();
+    let status = race.wait().unwrap();
+    assert!(status.success(), "the racing script failed: {status}");
+    let written: Vec<_> = std::fs::read_dir(&secret).unwrap().flatten().collect();
+    if !written.is_empty() {
+        m.fail(&format!(
+            "a sync wrote outside the target, through the swapped link: {written:?}"
+        ));
+    }
+    // What the race left: a link, or the trash renamed aside (inside the target).
+    let trash = dst.join(TRASH_DIR);
+    if std::fs::symlink_metadata(&trash).is_ok_and(|m| m.is_symlink()) {
+        std::fs::remove_file(&trash).unwrap();
+    }
+    if dst.join(".aside").exists() {
+        std::fs::remove_dir_all(dst.join(".aside")).unwrap();
+    }
+    write(&src.join("after"), "the race is over");
+    m.send(&MonitorCommand::Resume);
+    m.flush_ok(FLUSH);
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+    let kept_somewhere = snapshots(&dst).len();
+    eprintln!("snapshots kept after the race: {kept_somewhere}");
     assert!(std::fs::read_dir(&secret).unwrap().next().is_none());
     assert!(m.shutdown(Duration::from_secs(10)).success());
     drop(attacker);

@@ -84,16 +84,8 @@ impl OtherUser {
     /// Runs `sh -c script` as this user (no supplementary groups), with `args` as `$1`, `$2`,
     /// ...: paths go as arguments, never into the script. Panics unless it succeeds.
     pub fn sh(&self, script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
-        use std::os::unix::process::CommandExt;
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg(&self.name)
-            .args(args)
-            .uid(self.uid)
-            .gid(self.gid)
-            .current_dir("/")
-            .stdin(Stdio::null())
+        let out = self
+            .sh_command(script, args)
             .output()
             .unwrap_or_else(|e| panic!("running sh as {}: {e}", self.name));
         assert!(
@@ -103,6 +95,30 @@ impl OtherUser {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// Starts `sh -c script` as this user like [`OtherUser::sh`], in the background (an
+    /// attacker racing the daemon); the caller stops and reaps it.
+    pub fn spawn_sh(&self, script: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+        self.sh_command(script, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sh as {}: {e}", self.name))
+    }
+
+    fn sh_command(&self, script: &str, args: &[&std::ffi::OsStr]) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .arg(&self.name)
+            .args(args)
+            .uid(self.uid)
+            .gid(self.gid)
+            .current_dir("/")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// Makes `path` (not followed if a symlink) this user's.

@@ -286,6 +286,14 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     argv
 }
 
+/// `argv` (from [`rsync_argv`]) as a dry run that itemizes what it would change and delete
+/// (`*deleting` lines, see [`parse_itemized`]): the deletion gate's count before a batch
+/// deletes anything.
+pub fn dry_run_argv(mut argv: Vec<OsString>) -> Vec<OsString> {
+    argv.splice(1..1, ["--dry-run".into(), "--itemize-changes".into()]);
+    argv
+}
+
 /// The entries at the top of every transfer that belong to wsync, not to the workspace: flush
 /// cookies, the target's marker and its trash. Excluded at the root, they are never sent from
 /// a source that has them and never deleted or overwritten on a target (a source's own

@@ -31,6 +31,219 @@ pub fn local_trash_is_safe(target: &std::path::Path) -> bool {
     }
 }
 
+/// Why a local target's trash cannot take a batch's snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalTrashError {
+    /// `.wsync-trash` is a symlink or not a directory.
+    #[error(".wsync-trash is a symlink or not a directory")]
+    NotADirectory,
+    /// `.wsync-trash` (or the snapshot) is a directory of another user.
+    #[error(".wsync-trash belongs to uid {owner}, not to uid {us} that wsync runs as")]
+    NotOurs { owner: u32, us: u32 },
+    /// The target, or the trash below it, could not be opened or created.
+    #[error("cannot open the trash")]
+    Beneath(#[from] crate::beneath::BeneathError),
+    /// A call on the opened trash failed.
+    #[error("{op} in the trash")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/proc/self/fd` does not show the opened snapshot (`/proc` not mounted).
+    #[error("/proc/self/fd does not show the trash's descriptor (is /proc mounted?)")]
+    NoProc,
+}
+
+impl LocalTrashError {
+    /// The error for status and logs, naming the target and the fix.
+    pub fn message(&self, target: &dyn std::fmt::Display) -> String {
+        match self {
+            Self::NotADirectory => not_a_directory_message(target),
+            Self::NotOurs { owner, us } => format!(
+                "remote target {target}: {TRASH_DIR} belongs to uid {owner}, not to uid {us} that wsync runs as (whoever owns it could redirect what a sync keeps there); nothing is written there until it is removed or given to uid {us}"
+            ),
+            other => {
+                let mut message = format!("remote target {target}: {other}");
+                let mut source = std::error::Error::source(other);
+                while let Some(cause) = source {
+                    message.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                message
+            }
+        }
+    }
+}
+
+/// A batch's snapshot directory in the trash of a local target, created and held open for
+/// the batch. rsync is handed it as `/proc/self/fd/N` ([`LocalSnapshot::backup_dir`]), a
+/// descriptor it inherits: the kernel resolves that magic link to the directory opened here,
+/// so renaming `.wsync-trash` away and planting a symlink in its place while rsync runs
+/// redirects nothing (a `--backup-dir` by name is resolved again for every file).
+///
+/// The trash and the snapshot are made private (owned by the user wsync runs as, mode
+/// 0700) and checked on their descriptors, never by name:
+/// - nobody else can create, rename or replace anything inside them, so the subdirectories
+///   rsync creates in the snapshot cannot be swapped for links either;
+/// - nobody else can move them out of the target: Linux lets a directory change its parent
+///   only for a caller who may write the directory itself (its `..` changes). Another user
+///   who may write the target's top directory can only rename `.wsync-trash` beside it,
+///   still inside the target (that batch's backups follow the directory; the next batch
+///   creates a new trash).
+///
+/// A `.wsync-trash` that is a symlink, not a directory or another user's is refused.
+#[derive(Debug)]
+pub struct LocalSnapshot {
+    root: crate::beneath::TargetRoot,
+    trash: std::fs::File,
+    dir: std::fs::File,
+    name: String,
+}
+
+impl LocalSnapshot {
+    /// Opens (or creates) the trash of the local `target` and creates the snapshot `name`
+    /// in it (see [`snapshot_name`]).
+    pub fn create(target: &std::path::Path, name: &str) -> Result<Self, LocalTrashError> {
+        use crate::beneath::{BeneathError, TargetRoot};
+        let root = TargetRoot::open(target)?;
+        let rel = std::path::Path::new(TRASH_DIR);
+        let trash = match root.open_dir(rel) {
+            Ok(dir) => dir,
+            Err(e) if e.is_not_found() => {
+                match root.mkdir(rel) {
+                    Ok(()) => {}
+                    Err(BeneathError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e.into()),
+                }
+                root.open_dir(rel)?
+            }
+            Err(BeneathError::Symlink { .. } | BeneathError::NotADirectory { .. }) => {
+                return Err(LocalTrashError::NotADirectory)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        make_private(&trash)?;
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o700);
+        match nix::sys::stat::mkdirat(&trash, name, mode) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(errno) => return Err(io("mkdir", errno)),
+        }
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::openat(&trash, name, flags, nix::sys::stat::Mode::empty())
+            .map(std::fs::File::from)
+            .map_err(|errno| match errno {
+                nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                    LocalTrashError::NotADirectory
+                }
+                errno => io("open", errno),
+            })?;
+        make_private(&dir)?;
+        let snapshot = Self {
+            root,
+            trash,
+            dir,
+            name: name.to_owned(),
+        };
+        // The path rsync gets must lead to this very directory.
+        use std::os::unix::fs::MetadataExt;
+        let shown = std::fs::metadata(snapshot.backup_dir()).ok();
+        let held = snapshot
+            .dir
+            .metadata()
+            .map_err(|source| LocalTrashError::Io { op: "stat", source })?;
+        if shown.is_none_or(|m| (m.dev(), m.ino()) != (held.dev(), held.ino())) {
+            return Err(LocalTrashError::NoProc);
+        }
+        Ok(snapshot)
+    }
+
+    /// rsync's `--backup-dir`: the snapshot's descriptor as seen by a process that inherited
+    /// it ([`LocalSnapshot::descriptor`]).
+    pub fn backup_dir(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.dir.as_raw_fd())
+    }
+
+    /// The descriptor rsync must inherit (it is close-on-exec here, so no other child does).
+    pub fn descriptor(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.dir.as_fd()
+    }
+}
+
+impl Drop for LocalSnapshot {
+    /// A snapshot nothing was kept in is removed, and then an empty trash (anything holding
+    /// a file stays): a target gets a trash only once a sync keeps something.
+    fn drop(&mut self) {
+        let removed = nix::unistd::unlinkat(
+            &self.trash,
+            self.name.as_str(),
+            nix::unistd::UnlinkatFlags::RemoveDir,
+        );
+        if removed.is_ok() {
+            let _ = self.root.remove(std::path::Path::new(TRASH_DIR));
+        }
+    }
+}
+
+/// The opened directory `dir` must be ours; its group and others lose every permission.
+fn make_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = dir
+        .metadata()
+        .map_err(|source| LocalTrashError::Io { op: "stat", source })?;
+    let us = nix::unistd::geteuid().as_raw();
+    if meta.uid() != us {
+        return Err(LocalTrashError::NotOurs {
+            owner: meta.uid(),
+            us,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        nix::sys::stat::fchmod(dir, nix::sys::stat::Mode::from_bits_truncate(0o700))
+            .map_err(|errno| io("chmod", errno))?;
+    }
+    Ok(())
+}
+
+fn io(op: &'static str, errno: nix::errno::Errno) -> LocalTrashError {
+    LocalTrashError::Io {
+        op,
+        source: std::io::Error::from(errno),
+    }
+}
+
+/// Removes the snapshots of the local `target`'s trash older than `keep_days` (see
+/// [`expired`]), in process: listed and removed by descriptor beneath the target, never
+/// through a symlink, so a `.wsync-trash` replaced by a link to another directory makes the
+/// prune fail, not delete there. Returns the snapshots removed and those kept.
+pub fn prune_local(
+    target: &std::path::Path,
+    now: SystemTime,
+    keep_days: u32,
+) -> Result<(usize, usize), crate::beneath::BeneathError> {
+    let root = crate::beneath::TargetRoot::open(target)?;
+    let trash = std::path::Path::new(TRASH_DIR);
+    let names: Vec<String> = match root.list_dir(trash) {
+        Ok(names) => names
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .collect(),
+        Err(e) if e.is_not_found() => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let old = expired(&names, now, keep_days);
+    for name in &old {
+        root.remove_tree(&trash.join(name))?;
+    }
+    Ok((old.len(), names.len() - old.len()))
+}
+
 /// The error for a target whose trash is a symlink or not a directory.
 pub fn not_a_directory_message(target: &dyn std::fmt::Display) -> String {
     format!(
@@ -205,6 +418,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn snapshot_names_are_utc_sortable_and_round_trip() {
@@ -274,6 +488,80 @@ drwxr-xr-x           4096 2025/01/30 12:00:00 .wsync-trash/stray
                     bytes: 1010
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_local_snapshot_is_private_held_open_and_removed_when_nothing_was_kept() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path();
+        let name = "2025-01-31T12-00-00.123Z";
+        let snapshot = LocalSnapshot::create(target, name).unwrap();
+        let trash = target.join(TRASH_DIR);
+        for dir in [trash.clone(), trash.join(name)] {
+            let meta = std::fs::symlink_metadata(&dir).unwrap();
+            assert!(meta.is_dir());
+            assert_eq!(meta.mode() & 0o777, 0o700, "{}", dir.display());
+            assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        }
+        // The trash renamed away and a link planted: the descriptor still leads to the
+        // snapshot made, never through the link.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&trash, target.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &trash).unwrap();
+        std::fs::write(Path::new(&snapshot.backup_dir()).join("kept"), "k").unwrap();
+        assert!(target.join("moved").join(name).join("kept").exists());
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+        drop(snapshot);
+        assert!(
+            target.join("moved").join(name).join("kept").exists(),
+            "kept stays"
+        );
+        // A symlink is refused; an empty snapshot and trash are removed when let go.
+        assert!(matches!(
+            LocalSnapshot::create(target, name),
+            Err(LocalTrashError::NotADirectory)
+        ));
+        std::fs::remove_file(&trash).unwrap();
+        std::fs::create_dir(&trash).unwrap();
+        std::fs::set_permissions(&trash, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let empty = LocalSnapshot::create(target, name).unwrap();
+        let meta = std::fs::metadata(&trash).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700, "made private");
+        drop(empty);
+        assert!(!trash.exists(), "an empty trash is removed");
+        if nix::unistd::geteuid().is_root() {
+            std::fs::create_dir(&trash).unwrap();
+            std::os::unix::fs::lchown(&trash, Some(65534), Some(65534)).unwrap();
+            assert!(matches!(
+                LocalSnapshot::create(target, name),
+                Err(LocalTrashError::NotOurs { owner: 65534, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_local_prune_removes_only_expired_snapshots_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, outside) = (tmp.path().join("t"), tmp.path().join("outside"));
+        let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        let (old, new) = (snapshot_name(now - DAY * 8), snapshot_name(now));
+        for name in [&old, &new] {
+            std::fs::create_dir_all(target.join(TRASH_DIR).join(name).join("d")).unwrap();
+            std::fs::write(target.join(TRASH_DIR).join(name).join("d/f"), "x").unwrap();
+        }
+        assert_eq!(prune_local(&target, now, 7).unwrap(), (1, 1));
+        assert!(!target.join(TRASH_DIR).join(&old).exists());
+        assert!(target.join(TRASH_DIR).join(&new).exists());
+        std::fs::create_dir_all(outside.join(&old)).unwrap();
+        std::fs::rename(target.join(TRASH_DIR), tmp.path().join("aside")).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join(TRASH_DIR)).unwrap();
+        assert!(prune_local(&target, now, 7).is_err());
+        assert!(
+            outside.join(&old).exists(),
+            "nothing removed through the link"
         );
     }
 }

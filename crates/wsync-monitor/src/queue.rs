@@ -104,9 +104,14 @@ pub struct DirtySet {
     /// were packed into it (`git gc`, `git repack`), not lost. Kept across batches: the pack
     /// and the pruning of loose objects may go out in different ones.
     repacked_at: Option<Instant>,
-    /// A rename is queued as its two plain paths (not replayed): rsync deletes the old name's
+    /// Renames queued as their two plain paths (not replayed): rsync deletes the old name's
     /// whole subtree and re-creates it under the new one, which is a move, not a loss.
-    moves_as_paths: bool,
+    moved: Vec<Rename>,
+    /// Deleted directories (or ones moved out of the workspace), among `deleted`: what they
+    /// held on the remote is known only for the entries whose deletions were reported.
+    deleted_dirs: BTreeSet<PathBuf>,
+    /// A failed batch put back deleted unknown contents (see `deletes_unknown_contents`).
+    unknown_contents_restored: bool,
     /// Change events of any kind since the last batch was taken.
     events: u64,
     first_delete_at: Option<Instant>,
@@ -133,9 +138,12 @@ impl DirtySet {
 
     /// Notes the deletion of `path` (call with [`DirtySet::add`]); deletions decide the timing
     /// and the deletion budget.
-    pub fn note_delete(&mut self, path: &Path, now: Instant) {
+    pub fn note_delete(&mut self, path: &Path, is_dir: bool, now: Instant) {
         if self.deleted.len() < FULL_SYNC_THRESHOLD {
             self.deleted.insert(path.to_path_buf());
+            if is_dir {
+                self.deleted_dirs.insert(path.to_path_buf());
+            }
         } else if !self.deleted.contains(path) {
             self.deleted_beyond += 1;
         }
@@ -153,11 +161,29 @@ impl DirtySet {
             return;
         }
         self.deleted.remove(path);
+        self.deleted_dirs.remove(path);
         if is_dir {
             for p in below(&self.deleted, path) {
                 self.deleted.remove(&p);
+                self.deleted_dirs.remove(&p);
             }
         }
+    }
+
+    /// True when a deleted directory's contents were not reported deleted with it (a
+    /// directory moved out of the workspace, or one whose entries were deleted before it was
+    /// watched): rsync deletes whatever the remote holds below it, which only a dry run counts.
+    pub fn deletes_unknown_contents(&self) -> bool {
+        self.unknown_contents_restored
+            || self
+                .deleted_dirs
+                .iter()
+                .any(|dir| below(&self.deleted, dir).is_empty())
+    }
+
+    /// A failed batch that deleted unknown contents is put back: its retry still does.
+    pub fn restore_unknown_contents(&mut self) {
+        self.unknown_contents_restored = true;
     }
 
     /// Distinct paths deleted and not re-created, and how long the deletions have been coming
@@ -170,15 +196,16 @@ impl DirtySet {
         (self.deletion_count(), span)
     }
 
-    /// Notes a rename queued as its two plain paths (see `moves_as_paths`).
-    pub fn note_move_as_paths(&mut self) {
-        self.moves_as_paths = true;
+    /// Notes a rename queued as its two plain paths (see `moved`).
+    pub fn note_moved(&mut self, rename: Rename) {
+        if !self.moved.contains(&rename) {
+            self.moved.push(rename);
+        }
     }
 
-    /// Whether the next batch may re-create a moved subtree through rsync, or replays renames
-    /// that may fall back to rsync.
-    pub fn has_moves(&self) -> bool {
-        self.moves_as_paths || !self.renames.is_empty()
+    /// The renames queued as plain paths: the next batch's rsync moves their subtrees.
+    pub fn moved(&self) -> &[Rename] {
+        &self.moved
     }
 
     /// The distinct deleted paths known (up to [`FULL_SYNC_THRESHOLD`]) that count as
@@ -219,6 +246,7 @@ impl DirtySet {
     /// Forgets the deletions (the user confirmed, or a halt was lifted).
     pub fn reset_deletions(&mut self) {
         self.deleted.clear();
+        self.deleted_dirs.clear();
         self.deleted_beyond = 0;
         self.events = 0;
         self.first_delete_at = None;
@@ -360,7 +388,7 @@ impl DirtySet {
         {
             self.add(&rename.from, now);
             self.add(&rename.to, now);
-            self.moves_as_paths = true;
+            self.note_moved(rename);
             return;
         }
         self.touch(now);
@@ -435,7 +463,8 @@ impl DirtySet {
         self.first_at = None;
         self.last_at = None;
         self.reset_deletions();
-        self.moves_as_paths = false;
+        self.moved.clear();
+        self.unknown_contents_restored = false;
         // A file still being written shows up again with its next modify or close-write.
         self.open.clear();
         if std::mem::take(&mut self.full) {
@@ -470,7 +499,7 @@ impl DirtySet {
                 for rename in renames {
                     self.add(&rename.from, now);
                     self.add(&rename.to, now);
-                    self.moves_as_paths = true;
+                    self.note_moved(rename);
                 }
                 for path in paths {
                     self.add(&path, now);
@@ -759,10 +788,10 @@ mod tests {
         let mut set = DirtySet::default();
         for p in ["p/.git/objects/ab/cdef01", "p/.git/objects/ab", "src/gone"] {
             set.add(Path::new(p), t0);
-            set.note_delete(Path::new(p), t0);
+            set.note_delete(Path::new(p), false, t0);
         }
         // A plain file named like an object elsewhere is a deletion like any other.
-        set.note_delete(Path::new("objects/ab/cd"), t0);
+        set.note_delete(Path::new("objects/ab/cd"), false, t0);
         assert_eq!(set.deletions().0, 4, "no pack yet: all count");
         set.note_created(Path::new("p/.git/objects/pack/pack-1.pack"), false);
         assert_eq!(set.deletions().0, 2);
@@ -775,13 +804,13 @@ mod tests {
         set.take();
         let later = t0 + Duration::from_secs(2);
         set.add(Path::new("p/.git/objects/cd/0123"), later);
-        set.note_delete(Path::new("p/.git/objects/cd/0123"), later);
+        set.note_delete(Path::new("p/.git/objects/cd/0123"), false, later);
         assert_eq!(set.packed_deletions(), 1);
         // ... but not long after.
         set.take();
         let much_later = t0 + REPACK_WINDOW + Duration::from_secs(1);
         set.add(Path::new("p/.git/objects/ef/0123"), much_later);
-        set.note_delete(Path::new("p/.git/objects/ef/0123"), much_later);
+        set.note_delete(Path::new("p/.git/objects/ef/0123"), false, much_later);
         assert_eq!(set.packed_deletions(), 0);
     }
 
@@ -795,13 +824,13 @@ mod tests {
         // An editor's save deleting its backup file: the ordinary settle.
         set.add(Path::new("f"), t0);
         set.add(Path::new("f~"), t0);
-        set.note_delete(Path::new("f~"), t0);
+        set.note_delete(Path::new("f~"), false, t0);
         set.add(Path::new("f"), t0);
         assert_eq!(set.due_at(settle, cap), Some(t0 + settle));
         set.take();
         // Mostly deletions (even one): DELETE_SETTLE of quiet.
         set.add(Path::new("gone"), t0);
-        set.note_delete(Path::new("gone"), t0);
+        set.note_delete(Path::new("gone"), false, t0);
         assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
         set.take();
         // Many deletions among many other changes: a burst all the same.
@@ -810,14 +839,14 @@ mod tests {
                 set.add(Path::new(&format!("new{i}-{j}")), t0);
             }
             set.add(Path::new(&format!("f{i}")), t0);
-            set.note_delete(Path::new(&format!("f{i}")), t0);
+            set.note_delete(Path::new(&format!("f{i}")), false, t0);
         }
         assert_eq!(set.due_at(settle, cap), Some(t0 + DELETE_SETTLE));
         // A storm lasting past the latency cap is held until STORM_QUIET after its last one.
         for i in 0..STORM_MIN * 2 {
             let at = t0 + ms(i);
             set.add(Path::new(&format!("s{i}")), at);
-            set.note_delete(Path::new(&format!("s{i}")), at);
+            set.note_delete(Path::new(&format!("s{i}")), false, at);
         }
         let last = t0 + ms(STORM_MIN * 2 - 1);
         assert_eq!(set.due_at(settle, cap), Some(last + STORM_QUIET));
@@ -828,13 +857,13 @@ mod tests {
         // ... but not forever.
         let late = t0 + STORM_CAP + ms(1);
         set.add(Path::new("late"), late);
-        set.note_delete(Path::new("late"), late);
+        set.note_delete(Path::new("late"), false, late);
         assert_eq!(set.due_at(settle, cap), Some(t0 + STORM_CAP));
         set.take();
         assert_eq!(set.deletions(), (0, Duration::ZERO));
         set.add(Path::new("one"), late);
         set.add(Path::new("one~"), late);
-        set.note_delete(Path::new("one~"), late);
+        set.note_delete(Path::new("one~"), false, late);
         assert_eq!(set.due_at(settle, cap), Some(late + settle));
     }
 
@@ -919,5 +948,40 @@ mod tests {
         set.add(Path::new("x"), now);
         set.restore(Batch::Full, now);
         assert_eq!(set.take(), Some(Batch::Full));
+    }
+
+    #[test]
+    fn a_deleted_directory_without_its_contents_is_unknown_and_renames_as_paths_are_kept() {
+        let now = Instant::now();
+        let mut set = DirtySet::default();
+        // `rm -rf d`: the entries first, then the directory.
+        set.add(Path::new("d/f"), now);
+        set.note_delete(Path::new("d/f"), false, now);
+        set.add(Path::new("d"), now);
+        set.note_delete(Path::new("d"), true, now);
+        assert!(!set.deletes_unknown_contents());
+        // `mv big ..`: only the directory is reported.
+        set.add(Path::new("big"), now);
+        set.note_delete(Path::new("big"), true, now);
+        assert!(set.deletes_unknown_contents());
+        set.note_created(Path::new("big"), true);
+        assert!(!set.deletes_unknown_contents(), "moved back in");
+        set.note_delete(Path::new("big"), true, now);
+        let r = rename("x", "y");
+        set.restore(
+            Batch::Paths {
+                renames: vec![r.clone()],
+                paths: Vec::new(),
+            },
+            now,
+        );
+        assert_eq!(set.moved(), [r]);
+        set.take();
+        set.add(Path::new("big"), now);
+        set.restore_unknown_contents();
+        assert!(set.deletes_unknown_contents(), "a failed batch's retry");
+        set.take();
+        assert!(set.moved().is_empty());
+        assert!(!set.deletes_unknown_contents());
     }
 }

@@ -72,25 +72,6 @@ impl Destination {
         }
     }
 
-    /// For a local target: whether its trash is absent or a real directory (SSH targets are
-    /// checked by the remote guard of each command instead).
-    pub async fn local_trash_is_safe(&self, stall: StallReport<'_>) -> bool {
-        match &self.remote.target {
-            RemoteTarget::Local { path } => {
-                let path = path.clone();
-                let call = format!(
-                    "looking at the trash {}",
-                    path.join(wsync_core::trash::TRASH_DIR).display()
-                );
-                self.blocking(call, stall, move || {
-                    wsync_core::trash::local_trash_is_safe(&path)
-                })
-                .await
-            }
-            RemoteTarget::Ssh { .. } => true,
-        }
-    }
-
     /// Whether the target directory holds nothing but its marker and its trash (missing counts
     /// as empty): what wsync keeps there is not the workspace's.
     pub async fn target_is_empty(&self, stall: StallReport<'_>) -> std::io::Result<bool> {

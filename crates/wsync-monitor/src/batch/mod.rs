@@ -13,6 +13,8 @@ mod renames;
 mod rsync_run;
 mod trash;
 
+use trash::Backup;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::{
-    failed_paths, files_from, guard_refusal, max_delete_skipped, rsync_argv, sent_lengths,
-    vanished_paths, ExitClass, PathFailure, RsyncMode, RsyncRequest, RsyncStats, COOKIE_PREFIX,
-    DEFAULT_TIMEOUT_SECS,
+    dry_run_argv, failed_paths, files_from, guard_refusal, max_delete_skipped, parse_itemized,
+    rsync_argv, sent_lengths, vanished_paths, ExitClass, PathFailure, RsyncMode, RsyncRequest,
+    RsyncStats, COOKIE_PREFIX, DEFAULT_TIMEOUT_SECS,
 };
 
 pub use destination::Destination;
@@ -30,7 +32,25 @@ pub use renames::fallback_paths;
 use rsync_run::{run, run_reporting};
 
 use crate::blocking::StallReport;
-use crate::queue::{collapse, transfer_list, Batch};
+use crate::queue::{collapse, transfer_list, Batch, Rename};
+
+/// How many paths a halt's message names.
+pub const FIRST_PATHS: usize = 10;
+
+/// The first [`FIRST_PATHS`] of `paths` (of `total`), quoted, for a halt's message.
+pub fn first_paths(paths: &[impl std::fmt::Display], total: u64) -> String {
+    let first: Vec<String> = paths
+        .iter()
+        .take(FIRST_PATHS)
+        .map(|p| format!("{:?}", p.to_string()))
+        .collect();
+    let more = if total > first.len() as u64 {
+        ", ..."
+    } else {
+        ""
+    };
+    format!("{}{more}", first.join(", "))
+}
 
 /// How a full sync may delete on the remote, decided by the engine's safety rails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,11 +82,17 @@ pub struct BatchOptions {
     /// `--max-delete` for the batch, whatever its kind: what is left of the remote's deletion
     /// budget (`None`: the user confirmed, no cap).
     pub max_delete: Option<u64>,
-    /// The batch holds renames, or renames queued as plain paths: when rsync (not a replayed
-    /// rename) moves a directory, it deletes the whole old subtree and re-creates it, which the
-    /// budget must not count as a loss, so such a batch runs without `--max-delete` (its known
-    /// deletions were already checked against the budget by the engine).
-    pub moves: bool,
+    /// Renames queued as plain paths (a failed batch's, one racing a transfer). When rsync
+    /// (not a replayed rename) moves a directory, it deletes the whole old subtree and
+    /// re-creates it under the new name: a move, not a loss. A batch with such renames, or
+    /// with renames whose replay falls back to rsync, is dry-run first while it is capped
+    /// (see [`Destination::precheck_paths`]): the deletions below a moved name whose new
+    /// name exists are added to its `--max-delete`, every other deletion counts.
+    pub moved: Vec<crate::queue::Rename>,
+    /// A deleted directory's contents were not reported with it (a directory moved out of
+    /// the workspace): what rsync deletes below it is known only from a dry run, which a
+    /// capped batch runs first.
+    pub deletes_unknown_contents: bool,
     /// Count the batch as synced as soon as rsync reports the transfer complete, before its
     /// exit handshake. Off for a capped batch that deletes: rsync reports the transfer complete
     /// even when `--max-delete` stopped deletions, which only its exit status tells.
@@ -108,6 +134,9 @@ pub struct Outcome {
     /// The growing files (see [`BatchOptions::growing`]) that landed, and the length rsync
     /// sent of each: what their remote copy holds.
     pub sent_lengths: Vec<(PathBuf, u64)>,
+    /// Deletions that were the old side of a move (see [`BatchOptions::moved`]): not counted
+    /// against the deletion budget.
+    pub moved: u64,
 }
 
 impl Outcome {
@@ -122,6 +151,7 @@ impl Outcome {
             vanished: None,
             failed_paths: None,
             sent_lengths: Vec::new(),
+            moved: 0,
         }
     }
 
@@ -135,6 +165,7 @@ impl Outcome {
             vanished: None,
             failed_paths: None,
             sent_lengths: Vec::new(),
+            moved: 0,
         }
     }
 }
@@ -150,13 +181,56 @@ impl Destination {
         batch: &Batch,
         opts: &BatchOptions,
         transferred: impl FnOnce() + Send,
-        mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+        progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
         stall: StallReport<'_>,
     ) -> Outcome {
         let started = Instant::now();
-        // One trash snapshot per batch (its passes share it), when the remote keeps deletions.
-        let backup_dir = self.backup_dir();
+        // Before every transfer: nothing is written to a target that is not provably ours
+        // (SSH targets: the guard in rsync's --rsync-path and in the rename script).
+        if !self.local_target_is_ours(stall).await {
+            let error = not_ours(&self.remote.target);
+            return Outcome::failed(ExitClass::Fatal, error, started);
+        }
+        // One trash snapshot per batch (its passes share it), when the remote keeps deletions;
+        // a local one held open, so a trash swapped for a link redirects nothing (SSH
+        // targets: the guard checks it).
+        let backup = match self.backup(stall).await {
+            Ok(backup) => backup,
+            Err(error) => return Outcome::failed(ExitClass::Fatal, error, started),
+        };
+        let outcome = self
+            .sync_into(
+                root,
+                batch,
+                opts,
+                backup.as_ref(),
+                transferred,
+                progress,
+                stall,
+                started,
+            )
+            .await;
+        self.release(backup, stall).await;
+        outcome
+    }
+
+    /// [`Destination::sync`] once the target proved ours, keeping what it deletes or
+    /// overwrites in `backup`.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_into(
+        &self,
+        root: &Path,
+        batch: &Batch,
+        opts: &BatchOptions,
+        backup: Option<&Backup>,
+        transferred: impl FnOnce() + Send,
+        mut progress: impl FnMut(wsync_core::monitor_proto::SyncProgress) + Send,
+        stall: StallReport<'_>,
+        started: Instant,
+    ) -> Outcome {
+        let backup_dir = backup.map(Backup::dir);
         let backup_dir = backup_dir.as_deref();
+        let keep = backup.and_then(Backup::descriptor);
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
         // The watcher's rules file carries the protect rules, current before any batch runs;
         // without one, read every ignore file now (slow on a big tree).
@@ -175,18 +249,6 @@ impl Destination {
                 .await
             }
         };
-        // Before every transfer: nothing is written to a target that is not provably ours
-        // (SSH targets: the guard in rsync's --rsync-path and in the rename script).
-        if !self.local_target_is_ours(stall).await {
-            let error = not_ours(&self.remote.target);
-            return Outcome::failed(ExitClass::Fatal, error, started);
-        }
-        // A trash planted as a symlink would take `--backup-dir` out of the target (SSH
-        // targets: the guard checks it).
-        if backup_dir.is_some() && !self.local_trash_is_safe(stall).await {
-            let error = wsync_core::trash::not_a_directory_message(&self.remote.target);
-            return Outcome::failed(ExitClass::Fatal, error, started);
-        }
         let root_empty = || {
             let owned = root.to_path_buf();
             let call = format!("listing the workspace root {}", root.display());
@@ -235,6 +297,9 @@ impl Destination {
         // what it left to rsync.
         let mut in_process_pass: Option<Outcome> = None;
         let rest_opts: BatchOptions;
+        let capped_opts: BatchOptions;
+        // Deletions below moved names the dry run found (see `BatchOptions::moved`).
+        let mut moved_deletions = 0;
         let mut opts = opts;
         let (mode, list) = match batch {
             // A checksum full sync compares the known files by content anyway.
@@ -251,7 +316,7 @@ impl Destination {
                     .await;
                 tracing::debug!(remote = %self.remote.name, known = opts.by_content.len(), files = files.len(), "full sync: known changed files go by content first");
                 match self
-                    .files_first(root, files, opts, &protect, backup_dir, stall)
+                    .files_first(root, files, opts, &protect, backup, stall)
                     .await
                 {
                     Ok(first) => files_pass = first,
@@ -278,8 +343,35 @@ impl Destination {
                 let fallback =
                     fallback_paths(&renames[replayed.done..]).chain(replayed.diverged.as_ref());
                 let all = collapse(paths.iter().chain(fallback));
+                // rsync moves what the replay did not: a capped batch learns from a dry run
+                // how much of what it deletes is the old side of a move.
+                let moved: Vec<Rename> = opts
+                    .moved
+                    .iter()
+                    .chain(&renames[replayed.done..])
+                    .cloned()
+                    .collect();
+                let precheck = opts.max_delete.is_some()
+                    && (!moved.is_empty() || opts.deletes_unknown_contents);
+                if precheck {
+                    match self
+                        .precheck_paths(root, &all, &moved, opts, &protect, started, stall)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            moved_deletions = n;
+                            capped_opts = BatchOptions {
+                                max_delete: opts.max_delete.map(|m| m.saturating_add(n)),
+                                ..opts.clone()
+                            };
+                            opts = &capped_opts;
+                        }
+                        Err(outcome) => return outcome,
+                    }
+                }
                 let all = match self
-                    .run_in_process(root, all, opts, backup_dir, stall)
+                    .run_in_process(root, all, opts, backup_dir, !precheck, stall)
                     .await
                 {
                     in_process::Pass::Stop(mut outcome) => {
@@ -312,7 +404,9 @@ impl Destination {
                         rest
                     }
                 };
-                let (all, growing) = self.send_growing(root, all, opts, &protect, stall).await;
+                let (all, growing) = self
+                    .send_growing(root, all, opts, &protect, backup, stall)
+                    .await;
                 if let Some(mut pass) = growing {
                     if all.is_empty() || !landed_but_for_known_paths(&pass) {
                         pass.elapsed = started.elapsed();
@@ -352,7 +446,7 @@ impl Destination {
                     });
                     let (files, rest) = files_and_rest.await;
                     match self
-                        .files_first(root, files, opts, &protect, backup_dir, stall)
+                        .files_first(root, files, opts, &protect, backup, stall)
                         .await
                     {
                         Ok(first) => files_pass = first,
@@ -381,11 +475,7 @@ impl Destination {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             excludes: &[],
             protect: &protect,
-            max_delete: if opts.moves && matches!(mode, RsyncMode::Paths { .. }) {
-                None
-            } else {
-                opts.max_delete
-            },
+            max_delete: opts.max_delete,
             exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
@@ -397,7 +487,7 @@ impl Destination {
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
         let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
-        let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter).await;
+        let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter, keep).await;
         if let Some(refused) = self.refusal(&outcome, &output) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(refused);
@@ -422,19 +512,22 @@ impl Destination {
         if outcome.class == ExitClass::MaxDelete {
             outcome.halt = Some(self.max_delete_reason(batch, opts, &output));
         }
+        outcome.moved = moved_deletions.min(outcome.stats.files_deleted);
         outcome
     }
 
     /// Applies what of `paths` it can in-process ([`in_process`]) when the target is local and
     /// nothing in the batch needs rsync as a whole: no trash (rsync's `--backup` keeps what is
-    /// overwritten), no growing files (their append pass), no dry run first. Off the event
-    /// loop. Returns the pass, or every path left to rsync.
+    /// overwritten), no growing files (their append pass), no dry run first, and `allowed`
+    /// (a batch whose deletions a dry run counted goes whole through rsync, capped by what
+    /// the dry run found). Off the event loop. Returns the pass, or every path left to rsync.
     async fn run_in_process(
         &self,
         root: &Path,
         paths: Vec<PathBuf>,
         opts: &BatchOptions,
         backup_dir: Option<&str>,
+        allowed: bool,
         stall: StallReport<'_>,
     ) -> in_process::Pass {
         let not_whole_batch = || in_process::Pass::Done {
@@ -444,7 +537,8 @@ impl Destination {
         let RemoteTarget::Local { path: target } = &self.remote.target else {
             return with_rest(not_whole_batch(), paths);
         };
-        if backup_dir.is_some()
+        if !allowed
+            || backup_dir.is_some()
             || !opts.growing.is_empty()
             || opts.delete_policy == DeletePolicy::DryRunFirst
             || paths.is_empty()
@@ -456,8 +550,7 @@ impl Destination {
             .exclude_from
             .as_deref()
             .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0));
-        // A batch with moves runs its rsync without --max-delete (see `BatchOptions::moves`).
-        let max_delete = if opts.moves { None } else { opts.max_delete };
+        let max_delete = opts.max_delete;
         let (root, target, id) = (
             root.to_path_buf(),
             target.clone(),
@@ -482,14 +575,14 @@ impl Destination {
         files: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
-        backup_dir: Option<&str>,
+        backup: Option<&Backup>,
         stall: StallReport<'_>,
     ) -> Result<Option<Outcome>, Outcome> {
         if files.is_empty() {
             return Ok(None);
         }
         let first = self
-            .send_files_by_content(root, files, opts, protect, backup_dir, stall)
+            .send_files_by_content(root, files, opts, protect, backup, stall)
             .await;
         // Files that vanished in this pass are queued again by the engine, which counts the
         // rest of the batch as done: the second pass (the directories and the deletions, or
@@ -516,9 +609,10 @@ impl Destination {
         files: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
-        backup_dir: Option<&str>,
+        backup: Option<&Backup>,
         stall: StallReport<'_>,
     ) -> Outcome {
+        let backup_dir = backup.map(Backup::dir);
         let argv = rsync_argv(&RsyncRequest {
             source_root: root,
             target: &self.remote.target,
@@ -532,11 +626,13 @@ impl Destination {
             report_transfer_done: false,
             progress: false,
             marker_id: Some(&self.workspace_id),
-            backup_dir,
+            backup_dir: backup_dir.as_deref(),
             checksum: false,
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
-        let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+        let keep = backup.and_then(Backup::descriptor);
+        let (mut outcome, output) =
+            run_reporting(argv, Some(files_from(&files)), || {}, None, keep).await;
         self.read_output(&mut outcome, &output, root, stall).await;
         outcome
     }
@@ -572,6 +668,7 @@ impl Destination {
         list: Vec<PathBuf>,
         opts: &BatchOptions,
         protect: &[Vec<u8>],
+        backup: Option<&Backup>,
         stall: StallReport<'_>,
     ) -> (Vec<PathBuf>, Option<Outcome>) {
         if opts.growing.is_empty() {
@@ -602,7 +699,8 @@ impl Destination {
         let (append, by_content, rest) = sorted.await;
         let mut pass: Option<Outcome> = None;
         // What a growing file's send overwrites is kept like any other overwrite.
-        let backup_dir = self.backup_dir();
+        let backup_dir = backup.map(Backup::dir);
+        let keep = backup.and_then(Backup::descriptor);
         for (files, append) in [(append, true), (by_content, false)] {
             if files.is_empty() {
                 continue;
@@ -624,7 +722,8 @@ impl Destination {
                 checksum: false,
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
-            let (mut outcome, output) = run(argv, Some(files_from(&files)), || {}).await;
+            let (mut outcome, output) =
+                run_reporting(argv, Some(files_from(&files)), || {}, None, keep).await;
             self.read_output(&mut outcome, &output, root, stall).await;
             if !landed_but_for_known_paths(&outcome) {
                 return (rest, Some(outcome));
@@ -730,13 +829,110 @@ impl Destination {
     }
 
     fn max_delete_reason(&self, batch: &Batch, opts: &BatchOptions, output: &str) -> String {
+        // A dry run itemizes what it would delete: name the first of them.
+        let deleting = parse_itemized(output).extra;
+        let first = if deleting.is_empty() {
+            String::new()
+        } else {
+            format!(", first {}", first_paths(&deleting, deleting.len() as u64))
+        };
         format!(
-            "a {} to remote {} stopped at the --max-delete cap of {} deletions, what is left of its deletion budget ({} more skipped); nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            "a {} to remote {} stopped at the --max-delete cap of {} deletions, what is left of its deletion budget ({} more skipped){first}; nothing more is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
             if *batch == Batch::Full { "full sync" } else { "sync" },
             self.remote.name,
             opts.max_delete.unwrap_or(0),
             max_delete_skipped(output).map_or("some".into(), |n| n.to_string()),
         )
+    }
+
+    /// A dry run of a capped paths batch whose deletions the engine cannot count: renames
+    /// rsync carries out (`moved`: queued as plain paths, or whose replay fell back) and
+    /// directories whose contents were not reported deleted (moved out of the workspace).
+    /// What it would delete below a moved name whose new name exists is a move; everything
+    /// else counts, and more than what is left of the budget ends the batch before anything
+    /// is deleted, naming the count and the first paths. `Ok` with the deletions that are
+    /// moves (the real run's `--max-delete` is raised by them, so it stays a bound), `Err`
+    /// with the outcome that ends the batch.
+    #[allow(clippy::too_many_arguments)]
+    async fn precheck_paths(
+        &self,
+        root: &Path,
+        all: &[PathBuf],
+        moved: &[Rename],
+        opts: &BatchOptions,
+        protect: &[Vec<u8>],
+        started: Instant,
+        stall: StallReport<'_>,
+    ) -> Result<u64, Outcome> {
+        let (owned, paths, renames) = (root.to_path_buf(), all.to_vec(), moved.to_vec());
+        let call = format!("looking up the batch's paths in {}", root.display());
+        let (list, moved_from) = self
+            .blocking(call, stall, move || {
+                let (list, _) = transfer_list(&owned, &paths);
+                // A rename whose new name is gone again was a move and then a deletion.
+                let moved_from: Vec<PathBuf> = renames
+                    .into_iter()
+                    .filter(|r| std::fs::symlink_metadata(owned.join(&r.to)).is_ok())
+                    .map(|r| r.from)
+                    .collect();
+                (list, moved_from)
+            })
+            .await;
+        let argv = dry_run_argv(rsync_argv(&RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode: RsyncMode::Paths {
+                ignore_times: false,
+            },
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: None,
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some(&self.workspace_id),
+            backup_dir: None,
+            checksum: false,
+        }));
+        tracing::debug!(remote = %self.remote.name, ?argv, "dry run of a batch that moves or deletes unknown contents");
+        let (mut outcome, output) = run(argv, Some(files_from(&list)), || {}).await;
+        // A path that fails or vanishes fails the real run the same way, on its own.
+        if !matches!(
+            outcome.class,
+            ExitClass::Success | ExitClass::Vanished | ExitClass::Partial
+        ) {
+            self.read_output(&mut outcome, &output, root, stall).await;
+            outcome.elapsed = started.elapsed();
+            return Err(outcome);
+        }
+        let is_move = |p: &String| {
+            let p = Path::new(p.trim_end_matches('/'));
+            moved_from.iter().any(|from| p.starts_with(from))
+        };
+        let (moves, lost): (Vec<String>, Vec<String>) =
+            parse_itemized(&output).extra.into_iter().partition(is_move);
+        let left = opts.max_delete.unwrap_or(u64::MAX);
+        tracing::debug!(remote = %self.remote.name, moves = moves.len(), lost = lost.len(), left, "dry run counted the batch's deletions");
+        if lost.len() as u64 <= left {
+            return Ok(moves.len() as u64);
+        }
+        let mut outcome = Outcome::failed(
+            ExitClass::MaxDelete,
+            format!(
+                "the sync would delete {} paths, more than what is left of the deletion budget ({left})",
+                lost.len()
+            ),
+            started,
+        );
+        outcome.halt = Some(format!(
+            "a sync to remote {} would delete {} paths (a dry run ran first: nothing was deleted), more than the {left} left of its deletion budget, first {}; nothing is deleted until `wsync resume` confirms it (or raise the workspace's max_delete)",
+            self.remote.name,
+            lost.len(),
+            first_paths(&lost, lost.len() as u64),
+        ));
+        Err(outcome)
     }
 }
 

@@ -4,6 +4,7 @@
 //! tail of rsync's messages. Dropping the future kills rsync (`kill_on_drop`).
 
 use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
 use std::process::Stdio;
 use std::time::Instant;
 
@@ -22,15 +23,17 @@ pub(super) async fn run(
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
 ) -> (Outcome, String) {
-    run_reporting(argv, stdin, transferred, None).await
+    run_reporting(argv, stdin, transferred, None, None).await
 }
 
-/// [`run`], passing rsync's progress lines (left out of the returned output) to `progress`.
+/// [`run`], passing rsync's progress lines (left out of the returned output) to `progress`;
+/// rsync inherits `keep` (a trash snapshot it names as `/proc/self/fd/N`).
 pub(super) async fn run_reporting(
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
     mut progress: Option<Reporter<'_>>,
+    keep: Option<BorrowedFd<'_>>,
 ) -> (Outcome, String) {
     let started = Instant::now();
     let failed = |error: String| {
@@ -63,7 +66,7 @@ pub(super) async fn run_reporting(
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))
         .kill_on_drop(true);
-    let spawned = cmd.spawn();
+    let spawned = spawn_keeping(&mut cmd, keep);
     // Our copies of the write end must go, or the pipe never reaches EOF.
     drop(cmd);
     let mut child = match spawned {
@@ -125,8 +128,30 @@ pub(super) async fn run_reporting(
         vanished: None,
         failed_paths: None,
         sent_lengths: Vec::new(),
+        moved: 0,
     };
     (outcome, text.into_owned())
+}
+
+/// Spawns `cmd`, its child inheriting `keep`. Our descriptors are close-on-exec; `keep` is
+/// made inheritable only for this spawn, under a lock every rsync spawn takes, so no other
+/// rsync of this monitor inherits it (a child spawned elsewhere at that instant could; it is
+/// ours, and the directory stays private to our user either way).
+fn spawn_keeping(
+    cmd: &mut Command,
+    keep: Option<BorrowedFd<'_>>,
+) -> std::io::Result<tokio::process::Child> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let Some(fd) = keep else {
+        let _spawning = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        return cmd.spawn();
+    };
+    let _spawning = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    let spawned = cmd.spawn();
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    spawned
 }
 
 /// True for rsync output lines worth showing as an error (not stats or exit debugging).

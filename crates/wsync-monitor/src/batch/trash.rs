@@ -1,10 +1,17 @@
 //! A remote's trash, from the monitor's side: the snapshot a batch backs up into (when the
 //! remote keeps deletions) and the age-based prune, run at start and hourly off the event loop.
-//! Both local and SSH targets are pruned by rsync itself (a listing of the trash, then a
-//! `--delete` from an empty directory restricted to the expired snapshots), through the one
-//! argv builder and, for SSH, its marker guard: no shell text is built from names.
+//! A local target's snapshot is created and held open by descriptor
+//! ([`wsync_core::trash::LocalSnapshot`]) and its prune runs in process beneath the target's
+//! handle: nobody who can write the target can redirect either. SSH targets are pruned by
+//! rsync itself (a listing of the trash, then a `--delete` from an empty directory restricted
+//! to the expired snapshots), through the one argv builder and its marker guard: no shell
+//! text is built from names.
 
+use std::os::fd::BorrowedFd;
 use std::time::SystemTime;
+
+use wsync_core::remote::RemoteTarget;
+use wsync_core::trash::LocalSnapshot;
 
 use wsync_core::rsync::{
     prune_rules, trash_argv, ExitClass, TrashOp, TrashRequest, DEFAULT_TIMEOUT_SECS,
@@ -15,10 +22,64 @@ use super::rsync_run::run;
 use super::Destination;
 use crate::blocking::StallReport;
 
+/// Where one batch keeps what it deletes or overwrites.
+pub(super) enum Backup {
+    /// A local target's snapshot, open (rsync inherits it).
+    Local(LocalSnapshot),
+    /// An SSH target's snapshot, relative to the target (the remote guard checks the trash).
+    Remote(String),
+}
+
+impl Backup {
+    /// rsync's `--backup-dir`.
+    pub fn dir(&self) -> String {
+        match self {
+            Backup::Local(snapshot) => snapshot.backup_dir(),
+            Backup::Remote(dir) => dir.clone(),
+        }
+    }
+
+    /// The descriptor rsync must inherit for [`Backup::dir`] to mean anything.
+    pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Backup::Local(snapshot) => Some(snapshot.descriptor()),
+            Backup::Remote(_) => None,
+        }
+    }
+}
+
 impl Destination {
-    /// The `--backup-dir` for a batch starting now, when this remote keeps deletions.
-    pub(super) fn backup_dir(&self) -> Option<String> {
-        (self.remote.keep_deleted_days > 0).then(|| backup_dir(&snapshot_name(SystemTime::now())))
+    /// The snapshot for a batch starting now, when this remote keeps deletions: for a local
+    /// target created beneath its handle (behind the remote's gate); `Err` with the message
+    /// when its trash cannot be trusted.
+    pub(super) async fn backup(&self, stall: StallReport<'_>) -> Result<Option<Backup>, String> {
+        if self.remote.keep_deleted_days == 0 {
+            return Ok(None);
+        }
+        let name = snapshot_name(SystemTime::now());
+        match &self.remote.target {
+            RemoteTarget::Ssh { .. } => Ok(Some(Backup::Remote(backup_dir(&name)))),
+            RemoteTarget::Local { path } => {
+                let target = path.clone();
+                let call = format!(
+                    "creating a snapshot in the trash {}",
+                    path.join(wsync_core::trash::TRASH_DIR).display()
+                );
+                let made = self
+                    .blocking(call, stall, move || LocalSnapshot::create(&target, &name))
+                    .await;
+                made.map(|snapshot| Some(Backup::Local(snapshot)))
+                    .map_err(|e| e.message(&self.remote.target))
+            }
+        }
+    }
+
+    /// Lets go of a batch's snapshot (one nothing was kept in is removed), behind the gate.
+    pub(super) async fn release(&self, backup: Option<Backup>, stall: StallReport<'_>) {
+        if let Some(Backup::Local(snapshot)) = backup {
+            let call = "removing an empty trash snapshot".to_owned();
+            self.blocking(call, stall, move || drop(snapshot)).await;
+        }
     }
 
     /// Removes the snapshots older than `keep_deleted_days` from the remote's trash; logs what
@@ -33,9 +94,28 @@ impl Destination {
             tracing::warn!(remote = %self.remote.name, "trash not pruned: the target holds no marker of this workspace");
             return;
         }
-        if !self.local_trash_is_safe(stall).await {
-            let why = wsync_core::trash::not_a_directory_message(&self.remote.target);
-            tracing::warn!(remote = %self.remote.name, "trash not pruned: {why}");
+        if let RemoteTarget::Local { path } = &self.remote.target {
+            let target = path.clone();
+            let call = format!(
+                "pruning the trash {}",
+                path.join(wsync_core::trash::TRASH_DIR).display()
+            );
+            let pruned = self
+                .blocking(call, stall, move || {
+                    wsync_core::trash::prune_local(&target, SystemTime::now(), days)
+                })
+                .await;
+            match pruned {
+                Ok((0, kept)) => {
+                    tracing::debug!(remote = %self.remote.name, snapshots = kept, "trash pruned: nothing older than {days} days")
+                }
+                Ok((removed, kept)) => {
+                    tracing::info!(remote = %self.remote.name, removed, kept, "trash pruned: snapshots older than {days} days removed")
+                }
+                Err(e) => {
+                    tracing::warn!(remote = %self.remote.name, "pruning the trash failed ({e}); the next prune tries again")
+                }
+            }
             return;
         }
         let empty = match tempfile::Builder::new().prefix("wsync-prune-").tempdir() {

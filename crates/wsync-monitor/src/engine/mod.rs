@@ -1079,21 +1079,17 @@ impl Engine {
                 return;
             }
             if probe.empty != Some(true) {
-                let first: Vec<String> = over
-                    .first
-                    .iter()
-                    .map(|p| format!("{:?}", p.display().to_string()))
-                    .collect();
+                let first: Vec<std::path::Display<'_>> =
+                    over.first.iter().map(|p| p.display()).collect();
                 let reason = format!(
-                    "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s), first {}{}; nothing is deleted remotely until `wsync resume` confirms it",
+                    "mass deletion: {} paths deleted in {:.1} s in workspace root {} (more than remote {remote}'s deletion budget, max_delete = {}, allows: {} deleted in the last {} s), first {}; nothing is deleted remotely until `wsync resume` confirms it",
                     over.count,
                     over.span.as_secs_f64(),
                     self.root.display(),
                     over.limit,
                     over.made,
                     budget::DELETION_WINDOW.as_secs(),
-                    first.join(", "),
-                    if over.count > first.len() as u64 { ", ..." } else { "" },
+                    crate::batch::first_paths(&first, over.count),
                 );
                 self.halt(Halt::deletions(reason), now, fx);
                 return;
@@ -1114,7 +1110,8 @@ impl Engine {
                 options: BatchOptions {
                     delete_policy: started.delete_policy,
                     max_delete: started.max_delete,
-                    moves: started.moves,
+                    moved: started.moved,
+                    deletes_unknown_contents: started.deletes_unknown_contents,
                     report_transfer_done: started.report_transfer_done,
                     exclude_from: self.rules_file.clone(),
                     protect: self.protect.clone(),

@@ -54,8 +54,11 @@ struct Flight {
     reserved: u64,
     /// The paths it is known to delete.
     deletes: Vec<PathBuf>,
-    /// It may move a subtree through rsync: deletions beyond `deletes` are moves.
-    moves: bool,
+    /// Renames it carries as plain paths (rsync moves their subtrees); put back with it.
+    moved: Vec<Rename>,
+    /// It deletes directories whose contents were not reported (see
+    /// `BatchOptions::deletes_unknown_contents`); put back with it.
+    deletes_unknown_contents: bool,
     /// Packed git objects it deletes, which are not charged.
     packed: u64,
     /// The batch ran under the user's confirmation.
@@ -232,8 +235,10 @@ pub(super) struct Started {
     pub delete_policy: DeletePolicy,
     /// `--max-delete` for the batch: what is left of the deletion budget (`None`: confirmed).
     pub max_delete: Option<u64>,
-    /// The batch may move a subtree through rsync (see `DirtySet::has_moves`).
-    pub moves: bool,
+    /// See `BatchOptions::moved`.
+    pub moved: Vec<Rename>,
+    /// See `BatchOptions::deletes_unknown_contents`.
+    pub deletes_unknown_contents: bool,
     /// See `BatchOptions::report_transfer_done`.
     pub report_transfer_done: bool,
     pub progress: bool,
@@ -400,7 +405,7 @@ impl RemoteSlot {
                 }
                 self.dirty.add(queue, now);
                 if *deletion {
-                    self.dirty.note_delete(changed, now);
+                    self.dirty.note_delete(changed, *is_dir, now);
                 } else if *creation {
                     self.dirty.note_created(changed, *is_dir);
                     self.deletions.recreated(changed, *is_dir);
@@ -433,7 +438,7 @@ impl RemoteSlot {
         if racing {
             self.dirty.add(&rename.from, now);
             self.dirty.add(&rename.to, now);
-            self.dirty.note_move_as_paths();
+            self.dirty.note_moved(rename.clone());
         } else {
             self.dirty.add_rename(rename.clone(), now);
         }
@@ -573,7 +578,12 @@ impl RemoteSlot {
             span,
             limit: self.deletions.limit(explicit),
             made: self.deletions.made_within(now),
-            first: self.dirty.deleted_paths().into_iter().take(10).collect(),
+            first: self
+                .dirty
+                .deleted_paths()
+                .into_iter()
+                .take(crate::batch::FIRST_PATHS)
+                .collect(),
         })
     }
 
@@ -602,7 +612,8 @@ impl RemoteSlot {
         }
         let (known_deletions, _) = self.dirty.deletions();
         let deletes = self.dirty.deleted_paths();
-        let moves = self.dirty.has_moves();
+        let moved = self.dirty.moved().to_vec();
+        let deletes_unknown_contents = self.dirty.deletes_unknown_contents();
         // Loose git objects packed by `git gc` are deleted by rsync but are not a loss.
         let packed = self.dirty.packed_deletions();
         let confirmed = self.delete_policy == DeletePolicy::Confirmed;
@@ -610,6 +621,11 @@ impl RemoteSlot {
             (!confirmed).then(|| self.deletions.left(now, explicit, self.reserved()) + packed);
         let open = self.dirty.take_open();
         let (batch, known) = self.dirty.take_with_known()?;
+        // rsync reports the transfer complete even when --max-delete stopped deletions: a
+        // capped batch that may delete waits for its exit status.
+        let may_delete = known_deletions > 0
+            || !moved.is_empty()
+            || matches!(&batch, Batch::Paths { renames, .. } if !renames.is_empty());
         let known = Arc::new(known);
         let oldest = self.oldest_dirty.take().unwrap_or(newest);
         self.health.retry_at = None;
@@ -644,7 +660,8 @@ impl RemoteSlot {
             progress: None,
             reserved: known_deletions,
             deletes,
-            moves,
+            moved: moved.clone(),
+            deletes_unknown_contents,
             packed,
             confirmed,
             arrivals: std::mem::take(&mut self.arrivals),
@@ -652,9 +669,10 @@ impl RemoteSlot {
         Some(Started {
             flight: self.next_flight,
             delete_policy: self.delete_policy,
-            report_transfer_done: max_delete.is_none() || known_deletions == 0,
+            report_transfer_done: max_delete.is_none() || !may_delete,
             max_delete,
-            moves,
+            moved,
+            deletes_unknown_contents,
             progress: self.report_progress && full,
             growing,
             batch,
@@ -754,18 +772,17 @@ impl RemoteSlot {
             vanished,
             failed_paths,
             sent_lengths,
+            moved: outcome_moved,
         } = outcome;
         self.growing.finished(flight.id, &sent_lengths);
         let full = batch == Batch::Full;
         // What rsync deleted counts against the budget whatever the exit; a confirmed batch's
         // deletions were the user's decision and clear the slate.
-        let deleted = stats.files_deleted.saturating_sub(flight.packed);
-        let deleted = if flight.moves {
-            // rsync moving a directory deletes the old subtree it re-creates: not a loss.
-            deleted.min(flight.deletes.len() as u64)
-        } else {
-            deleted
-        };
+        // rsync moving a directory deletes the old subtree it re-creates: not a loss.
+        let deleted = stats
+            .files_deleted
+            .saturating_sub(flight.packed)
+            .saturating_sub(outcome_moved);
         self.deletions.record(now, &flight.deletes, deleted);
         if flight.confirmed {
             self.deletions.forgive();
@@ -826,7 +843,7 @@ impl RemoteSlot {
                             }
                         }
                         None => {
-                            self.restore(batch, flight.moves, now);
+                            self.restore(batch, &flight, now);
                             self.put_back_known(&flight, now);
                         }
                     }
@@ -848,7 +865,7 @@ impl RemoteSlot {
             }
             (_, _) => {
                 self.synced_through = self.synced_through.min(flight.synced_before);
-                self.restore(batch, flight.moves, now);
+                self.restore(batch, &flight, now);
                 self.put_back_known(&flight, now);
                 self.put_back_from(flight.oldest);
                 let message = error.unwrap_or_else(|| format!("rsync failed ({class:?})"));
@@ -897,13 +914,16 @@ impl RemoteSlot {
         self.last_sync_unix_ms = Some(now_unix_ms);
     }
 
-    /// A batch that did not land waits again, still a move when it was one: its retry may
-    /// re-create a moved subtree through rsync, which a cap sized for losses would stop (and
-    /// halt the workspace over a rename).
-    fn restore(&mut self, batch: Batch, moves: bool, now: Instant) {
+    /// A batch that did not land waits again, still a move when it was one (its retry's dry
+    /// run must not count the moved subtree as a loss) and still deleting unknown contents
+    /// when it did (its retry is dry-run first too).
+    fn restore(&mut self, batch: Batch, flight: &Flight, now: Instant) {
         self.dirty.restore(batch, now);
-        if moves {
-            self.dirty.note_move_as_paths();
+        for rename in &flight.moved {
+            self.dirty.note_moved(rename.clone());
+        }
+        if flight.deletes_unknown_contents {
+            self.dirty.restore_unknown_contents();
         }
     }
 

@@ -2037,10 +2037,22 @@ fn a_dir_renamed_while_a_batch_sends_a_file_inside_it_goes_as_a_move_not_a_delet
     h.succeed(first);
     h.advance(SETTLE * 2);
     let second = h.take_one();
-    assert!(
-        second.options.moves,
+    let moved = |s: &BatchStart| -> Vec<(String, String)> {
+        s.options
+            .moved
+            .iter()
+            .map(|r| (r.from.display().to_string(), r.to.display().to_string()))
+            .collect()
+    };
+    assert_eq!(
+        moved(&second),
+        [("big".to_string(), "big2".to_string())],
         "both ends rsynced for a racing rename are a move: {:?}",
         second.batch
+    );
+    assert!(
+        !second.options.report_transfer_done,
+        "a capped move waits for rsync's exit status"
     );
 }
 
@@ -2058,13 +2070,70 @@ fn a_failed_move_batch_is_retried_as_a_move() {
     h.succeed(first);
     h.advance(SETTLE * 2);
     let second = h.take_one();
-    assert!(second.options.moves);
+    assert_eq!(second.options.moved.len(), 1);
     h.fail(second, ExitClass::Partial);
     h.advance(Duration::from_secs(2));
     let retry = h.take_one();
-    assert!(
-        retry.options.moves,
+    assert_eq!(
+        retry.options.moved.len(),
+        1,
         "the retry still moves a subtree through rsync: {:?}",
         retry.batch
+    );
+}
+
+#[test]
+fn a_directory_moved_out_counts_whole_and_the_old_side_of_a_move_costs_nothing() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    // `mv big ..`: only the directory is reported; what it held is known from a dry run.
+    h.changes(vec![change(
+        "big",
+        ChangeKind::MovedFrom { cookie: 3 },
+        true,
+    )]);
+    h.advance(Duration::from_secs(1));
+    let start = h.take_one();
+    assert!(start.options.deletes_unknown_contents);
+    assert_eq!(start.options.max_delete, Some(100), "the cap bounds it");
+    assert!(!start.options.report_transfer_done);
+    let stats = RsyncStats {
+        files_deleted: 61,
+        ..RsyncStats::default()
+    };
+    h.done(start, Outcome::success(stats, Duration::ZERO));
+    h.closed("x");
+    h.advance(Duration::from_secs(1));
+    let next = h.take_one();
+    assert_eq!(next.options.max_delete, Some(39), "all 61 counted");
+    // A rename carried out by rsync: the old subtree's deletions were a move.
+    h.closed("d/sub/f1");
+    h.advance(Duration::from_secs(1));
+    h.succeed(next);
+    let sending = h.take_one();
+    h.changes(vec![
+        change("d", ChangeKind::MovedFrom { cookie: 9 }, true),
+        change("d2", ChangeKind::MovedTo { cookie: 9 }, true),
+    ]);
+    h.succeed(sending);
+    h.advance(Duration::from_secs(1));
+    let moving = h.take_one();
+    assert_eq!(moving.options.moved.len(), 1);
+    assert_eq!(moving.options.max_delete, Some(39), "capped like any batch");
+    let mut outcome = Outcome::success(
+        RsyncStats {
+            files_deleted: 31,
+            ..RsyncStats::default()
+        },
+        Duration::ZERO,
+    );
+    outcome.moved = 30;
+    h.done(moving, outcome);
+    h.closed("y");
+    h.advance(Duration::from_secs(1));
+    assert_eq!(
+        h.take_one().options.max_delete,
+        Some(38),
+        "only the deletion that was not a move counts"
     );
 }
