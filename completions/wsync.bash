@@ -25,6 +25,9 @@ _wsync() {
             wsync,check-ignore)
                 cmd="wsync__subcmd__check__subcmd__ignore"
                 ;;
+            wsync,client)
+                cmd="wsync__subcmd__client"
+                ;;
             wsync,completions)
                 cmd="wsync__subcmd__completions"
                 ;;
@@ -39,6 +42,9 @@ _wsync() {
                 ;;
             wsync,down)
                 cmd="wsync__subcmd__down"
+                ;;
+            wsync,events)
+                cmd="wsync__subcmd__events"
                 ;;
             wsync,flush)
                 cmd="wsync__subcmd__flush"
@@ -115,6 +121,9 @@ _wsync() {
             wsync__subcmd__help,check-ignore)
                 cmd="wsync__subcmd__help__subcmd__check__subcmd__ignore"
                 ;;
+            wsync__subcmd__help,client)
+                cmd="wsync__subcmd__help__subcmd__client"
+                ;;
             wsync__subcmd__help,completions)
                 cmd="wsync__subcmd__help__subcmd__completions"
                 ;;
@@ -129,6 +138,9 @@ _wsync() {
                 ;;
             wsync__subcmd__help,down)
                 cmd="wsync__subcmd__help__subcmd__down"
+                ;;
+            wsync__subcmd__help,events)
+                cmd="wsync__subcmd__help__subcmd__events"
                 ;;
             wsync__subcmd__help,flush)
                 cmd="wsync__subcmd__help__subcmd__flush"
@@ -212,7 +224,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status events client pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,6 +307,20 @@ _wsync() {
             ;;
         wsync__subcmd__check__subcmd__ignore)
             opts="-h -V --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__client)
+            opts="-h -V --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -501,6 +527,20 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__events)
+            opts="-h -V --all --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__flush)
             opts="-h -V --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -534,7 +574,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="add remove attach detach list status events client pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -576,6 +616,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help__subcmd__check__subcmd__ignore)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__client)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -688,6 +742,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help__subcmd__down)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__help__subcmd__events)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs wsync's whole test suite: formatting, lints, and every unit and end-to-end test.
-# Installs rsync, openssh-server, graphviz (and fuse3, as root) with apt when they are missing and
+# Installs rsync, openssh-server, graphviz (and fuse3 and neovim, as root) with apt when they are missing and
 # this runs as root.
 # Arguments go to `cargo test`; the end-to-end tests are one binary, e2e, with tests named
 # <module>::<test>: e.g. scripts/test.sh --test e2e -- monitor_basic::
@@ -13,6 +13,8 @@ command -v rsync >/dev/null 2>&1 || need_pkgs+=(rsync)
 command -v dot >/dev/null 2>&1 || need_pkgs+=(graphviz)  # the diagram-is-current test renders it
 # The hung-mount test's FUSE server; without it (and not root) that test skips, saying why.
 if [ "$(id -u)" -eq 0 ]; then command -v fusermount3 >/dev/null 2>&1 || need_pkgs+=(fuse3); fi
+# The editor plugin's test runs nvim --headless; without it (and not root) that test skips.
+if [ "$(id -u)" -eq 0 ]; then command -v nvim >/dev/null 2>&1 || need_pkgs+=(neovim); fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing ${need_pkgs[*]}"

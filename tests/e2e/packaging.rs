@@ -582,14 +582,14 @@ macro_rules! assert_wire_example {
         let line: &str = $line;
         let value: $ty = serde_json::from_str(line).unwrap_or_else(|e| {
             panic!(
-                "docs/ARCHITECTURE.md example is not a valid {}: {e}\n{line}",
+                "docs/ARCHITECTURE.md or PROTOCOL.md example is not a valid {}: {e}\n{line}",
                 stringify!($ty)
             )
         });
         assert_eq!(
             serde_json::to_string(&value).unwrap(),
             line,
-            "docs/ARCHITECTURE.md example is not in the exact wire form"
+            "docs/ARCHITECTURE.md or PROTOCOL.md example is not in the exact wire form"
         );
     }};
 }
@@ -599,7 +599,8 @@ fn architecture_doc_examples_match_the_wire_types() {
     use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent};
     use wsync_core::protocol::WorkspaceStatus;
 
-    let doc = read(&repo().join("docs/ARCHITECTURE.md"));
+    // The socket examples live in PROTOCOL.md, the monitor channel's and the registry's here.
+    let doc = read(&repo().join("docs/ARCHITECTURE.md")) + &read(&repo().join("docs/PROTOCOL.md"));
     let mut counts = [0usize; 4];
     for block in code_blocks(&doc, "text") {
         for line in block.lines() {

@@ -136,14 +136,44 @@ transport.kind is agent, in_process or rsync (with \"why\").
 monitor.state is one of idle, paused, running, backing_off, failed, stopped; remote states are
 initial-sync, in-sync, syncing, backoff, halted, error, paused. New fields may be added.
 
---watch redraws every second until Ctrl-C; when stdout is not a terminal it prints one snapshot
-(a table, or with --json one JSON array per line) each time something changes.
+--watch follows the daemon's events (as `wsync events` does) and redraws on each change until
+Ctrl-C, and every second on a terminal for the relative times; when stdout is not a terminal it
+prints one snapshot (a table, or with --json one JSON array per line) each time something
+changes.
 
 Examples:
   wsync status
   wsync status project --json | jq '.[0].report.remotes'
   wsync status --watch")]
     Status(StatusArgs),
+
+    /// Print the daemon's events as they happen (syncs, state changes, errors, halts).
+    #[command(after_help = "\
+One line per event: the time (UTC), the workspace (and remote), what happened. Events are
+remote states (in-sync, syncing, error, halted...), pending changes, syncs (files, bytes,
+latency), proofs of sync, errors, halts, monitor crashes and registry changes (added, attached,
+paused...). --json prints each event as one compact JSON object per line, as the daemon sends
+it (the fields are in docs/PROTOCOL.md; new kinds and fields may appear).
+
+The stream ends when the daemon stops (exit 0) or when this command reads too slowly and the
+daemon drops it (a `lagged` event, exit 1).
+
+Examples:
+  wsync events
+  wsync events project --json | jq -c 'select(.kind == \"synced\")'")]
+    Events(EventsArgs),
+
+    /// Relay the daemon socket over stdin/stdout (for editors that cannot open a unix socket).
+    #[command(after_help = "\
+Connects to the socket of the configured daemon (DaemonCommandSocketPath; nothing is started)
+and copies NDJSON both ways: each line on stdin goes to the daemon, each line from the daemon
+to stdout, byte for byte. The client speaks the protocol itself, starting with hello
+(docs/PROTOCOL.md). Exits 0 when the daemon closes the connection, 3 when no daemon runs.
+
+Examples:
+  wsync client    (from an editor: see editors/nvim)
+  printf '%s\\n' '{\"type\":\"hello\",\"protocol\":2,\"version\":\"me\"}' '{\"type\":\"list\"}' | wsync client")]
+    Client,
 
     /// Stop pushing changes for a workspace (persisted; changes are still collected).
     #[command(after_help = "Examples:\n  wsync pause project")]
@@ -477,6 +507,21 @@ pub struct StatusArgs {
     /// Keep refreshing until interrupted.
     #[arg(long)]
     pub watch: bool,
+}
+
+/// The arguments of `wsync events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this workspace (name or path; default: the workspace holding the current
+    /// directory, else every workspace).
+    #[arg(conflicts_with = "all")]
+    pub workspace: Option<String>,
+    /// Every workspace, even inside one.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per event and line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The arguments of `wsync flush`.

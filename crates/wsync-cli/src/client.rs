@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use wsync_core::framing::{self, FrameError};
-use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{ErrorCode, Event, Request, Response, PROTOCOL_VERSION};
 
 use crate::error::CliError;
 use crate::exit_codes;
@@ -42,6 +42,19 @@ pub fn not_running(socket: &Path) -> CliError {
     .with_hint("start it with `wsync daemon start`")
 }
 
+/// Connects to the socket without a handshake (`wsync client` leaves that to its user); a
+/// missing socket or refused connection is [`exit_codes::DAEMON_NOT_RUNNING`].
+pub fn connect_socket(socket: &Path) -> Result<UnixStream> {
+    match UnixStream::connect(socket) {
+        Ok(stream) => Ok(stream),
+        Err(e) if means_not_running(&e) => Err(not_running(socket).into()),
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("connecting to wsyncd at {}", socket.display())))
+        }
+    }
+}
+
 /// True for connect errors that mean "no daemon here" rather than "something is wrong".
 fn means_not_running(err: &std::io::Error) -> bool {
     matches!(
@@ -54,15 +67,7 @@ impl Client {
     /// Connects and handshakes; a missing socket or refused connection is
     /// [`exit_codes::DAEMON_NOT_RUNNING`] with a hint naming `wsync daemon start`.
     pub fn connect(socket: &Path) -> Result<Self> {
-        let stream = match UnixStream::connect(socket) {
-            Ok(s) => s,
-            Err(e) if means_not_running(&e) => return Err(not_running(socket).into()),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("connecting to wsyncd at {}", socket.display())))
-            }
-        };
-        Self::handshake_on(stream, socket)
+        Self::handshake_on(connect_socket(socket)?, socket)
     }
 
     /// Handshakes on an already connected stream; `socket` names it in messages.
@@ -143,6 +148,22 @@ impl Client {
         }
     }
 
+    /// Subscribes this connection to the daemon's events (`workspace`'s only, when set): the
+    /// connection becomes an [`EventStream`], read without a timeout.
+    pub fn subscribe(mut self, workspace: Option<String>) -> Result<EventStream> {
+        match self.call(&Request::Subscribe { workspace })? {
+            Response::Subscribed { .. } => {}
+            other => return Err(unexpected(&other)),
+        }
+        self.writer
+            .set_read_timeout(None)
+            .context("setting socket timeouts")?;
+        Ok(EventStream {
+            reader: self.reader,
+            socket: self.socket,
+        })
+    }
+
     fn exchange(&mut self, request: &Request) -> Result<Response> {
         tracing::debug!(?request, "sending");
         framing::write_frame(&mut self.writer, request)
@@ -176,6 +197,42 @@ impl Client {
             ));
         }
         anyhow::Error::new(err).context(doing.to_owned())
+    }
+}
+
+/// A subscribed connection: the daemon's events as they happen.
+#[derive(Debug)]
+pub struct EventStream {
+    reader: BufReader<UnixStream>,
+    socket: PathBuf,
+}
+
+impl EventStream {
+    /// Waits for the next event; an error once the daemon has closed the connection.
+    pub fn next_event(&mut self) -> Result<Event> {
+        loop {
+            match framing::read_frame(&mut self.reader) {
+                Ok(Response::Event { event }) => return Ok(event),
+                // Nothing else is asked on this connection; an answer would be stray.
+                Ok(other) => tracing::debug!(?other, "ignoring a non-event frame"),
+                Err(FrameError::Closed | FrameError::Truncated) => {
+                    return Err(CliError::new(
+                        exit_codes::DAEMON_NOT_RUNNING,
+                        format!(
+                            "wsyncd (socket {}) closed the event stream",
+                            self.socket.display()
+                        ),
+                    )
+                    .with_hint(
+                        "check it with `wsync daemon status`; start it with `wsync daemon start`",
+                    )
+                    .into())
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context("reading wsyncd's events"));
+                }
+            }
+        }
     }
 }
 
@@ -240,7 +297,10 @@ mod tests {
         assert_eq!(crate::error::exit_code(&err), exit_codes::PROTOCOL_MISMATCH);
         let text = crate::error::render(&err);
         assert!(
-            text.contains("wsyncd 9.9.9 (pid 77) speaks protocol 2"),
+            text.contains(&format!(
+                "wsyncd 9.9.9 (pid 77) speaks protocol {}",
+                PROTOCOL_VERSION + 1
+            )),
             "{text}"
         );
         assert!(

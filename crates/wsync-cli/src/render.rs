@@ -1,10 +1,10 @@
 //! Human output: aligned tables for `list` and `status` (problems first, state coloured on
-//! terminals), and relative times such as "3 s ago".
+//! terminals), one line per event for `events`, and relative times such as "3 s ago".
 
 use std::time::SystemTime;
 
 use wsync_core::monitor_proto::{RemoteState, RemoteStatus};
-use wsync_core::protocol::{MonitorProcessState, WorkspaceStatus};
+use wsync_core::protocol::{Event, EventKind, MonitorProcessState, WorkspaceStatus};
 use wsync_core::registry::Workspace;
 
 /// Longest "last error" shown in the table; `--json` has the full text.
@@ -107,6 +107,85 @@ fn severity(state: &str) -> u8 {
         "unverified" => 4,
         _ => 10,
     }
+}
+
+/// One event as a line: "21:40:01 project/mirror syncing (was in-sync), 3 pending".
+pub fn event_line(event: &Event) -> String {
+    let secs = (event.unix_ms / 1000) % 86_400;
+    let clock = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let place = |remote: Option<&str>| match (event.workspace.as_deref(), remote) {
+        (Some(ws), Some(r)) => format!("{ws}/{r}"),
+        (Some(ws), None) => ws.to_owned(),
+        (None, _) => "wsyncd".to_owned(),
+    };
+    let (at, what) = match &event.kind {
+        EventKind::RemoteState {
+            remote,
+            state,
+            previous,
+            pending,
+            error,
+        } => {
+            let mut what = remote_state_name(*state).to_owned();
+            if let Some(previous) = previous {
+                what += &format!(" (was {})", remote_state_name(*previous));
+            }
+            if *pending > 0 {
+                what += &format!(", {pending} pending");
+            }
+            if let Some(error) = error.as_deref().filter(|_| *state != RemoteState::InSync) {
+                what += &format!(": {}", one_line(error, MAX_ERROR_CHARS));
+            }
+            (place(Some(remote)), what)
+        }
+        EventKind::Pending { remote, pending } => {
+            (place(Some(remote)), format!("{pending} pending"))
+        }
+        EventKind::Synced {
+            remote,
+            files,
+            bytes,
+            latency_p50_us,
+            ..
+        } => {
+            let mut what = format!("synced {files} file(s), {bytes} bytes");
+            if let Some(us) = latency_p50_us {
+                what += &format!(", latency {}", millis(*us));
+            }
+            (place(Some(remote)), what)
+        }
+        EventKind::Error { remote, message } => (
+            place(remote.as_deref()),
+            format!("error: {}", one_line(message, MAX_ERROR_CHARS)),
+        ),
+        EventKind::Halted { reason } => (place(None), format!("halted: {reason}")),
+        EventKind::HaltLifted {} => (place(None), "halt lifted".to_owned()),
+        EventKind::Verified { remote, .. } => (place(Some(remote)), "verified".to_owned()),
+        EventKind::Monitor { state, detail } => {
+            let state = serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let mut what = format!("monitor {state}");
+            if let Some(detail) = detail {
+                what += &format!(" ({detail})");
+            }
+            (place(None), what)
+        }
+        EventKind::Workspace { change } => {
+            let change = serde_json::to_value(change)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (place(None), format!("workspace {change}"))
+        }
+        EventKind::Lagged { queue } => (
+            place(None),
+            format!("this stream fell {queue} events behind and is dropped"),
+        ),
+        EventKind::DaemonStopping {} => (place(None), "stopping".to_owned()),
+    };
+    format!("{clock} {at} {what}")
 }
 
 pub fn remote_state_name(state: RemoteState) -> &'static str {

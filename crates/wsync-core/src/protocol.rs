@@ -1,17 +1,26 @@
 //! The daemon socket protocol: typed requests and responses, one compact JSON object per line.
 //!
 //! Every connection starts with [`Request::Hello`]; the daemon answers [`Response::Hello`] and the
-//! client checks `protocol` before sending anything else. A connection may carry many requests.
+//! client checks `protocol` before sending anything else. A connection may carry many requests;
+//! after [`Request::Subscribe`] it also carries [`Response::Event`]s pushed by the daemon.
+//! The whole contract, with the compatibility policy, is `docs/PROTOCOL.md`.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::monitor_proto::MonitorStatus;
+use crate::monitor_proto::{MonitorStatus, RemoteState};
 use crate::registry::Workspace;
 
-/// Bumped on any incompatible change to [`Request`] or [`Response`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol this build speaks. Bumped when a message is added (a client must know the daemon
+/// understands it) or changed incompatibly; see the policy in `docs/PROTOCOL.md`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol a daemon still serves: a client speaking it is answered in it.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// The first protocol with [`Request::Subscribe`] and [`Response::Event`].
+pub const SUBSCRIBE_SINCE: u32 = 2;
 
 /// A client's request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +109,13 @@ pub enum Request {
     },
     /// Stops the daemon gracefully; answered by [`Response::Done`] before it exits.
     Shutdown {},
+    /// Answered by [`Response::Subscribed`]; from then on the connection also carries an
+    /// [`Response::Event`] for each thing that happens (to `workspace` only, when set). Other
+    /// requests keep working on the connection. Protocol 2 and later.
+    Subscribe {
+        #[serde(default)]
+        workspace: Option<String>,
+    },
 }
 
 /// The daemon's reply to one request.
@@ -140,6 +156,95 @@ pub enum Response {
     Done { message: String },
     /// Any request that failed; `message` is meant for the user and names the fix.
     Error { code: ErrorCode, message: String },
+    /// Answers [`Request::Subscribe`]: `workspace` is the filter (resolved to a name), `queue`
+    /// how many events may wait for this subscriber before it is dropped as lagging.
+    Subscribed {
+        workspace: Option<String>,
+        queue: u32,
+    },
+    /// One pushed event (only on a subscribed connection, never as an answer).
+    Event { event: Event },
+}
+
+/// Something that happened, pushed to subscribers as it happens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When the daemon learnt of it (unix milliseconds).
+    pub unix_ms: u64,
+    /// The workspace concerned; absent for events about the daemon or the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an [`Event`] reports; its `kind` field on the wire. Clients ignore kinds and fields
+/// they do not know (new ones may be added without a protocol bump).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A remote entered a new state (`previous` is `None` for a remote seen for the first
+    /// time since its monitor started); `pending` and `error` as in its status.
+    RemoteState {
+        remote: String,
+        state: RemoteState,
+        previous: Option<RemoteState>,
+        pending: u64,
+        error: Option<String>,
+    },
+    /// The changes waiting for a remote changed in number while its state stayed the same.
+    Pending { remote: String, pending: u64 },
+    /// Changes landed on a remote: the files and bytes sent since the monitor's previous
+    /// report, and the change-to-remote latency (median and 99th percentile over the last
+    /// changes, microseconds) once known.
+    Synced {
+        remote: String,
+        files: u64,
+        bytes: u64,
+        latency_p50_us: Option<u64>,
+        latency_p99_us: Option<u64>,
+    },
+    /// A new error message: a remote's sync failed (`remote` set), or watching degraded.
+    Error {
+        remote: Option<String>,
+        message: String,
+    },
+    /// Syncing of the workspace halted for safety; `wsync resume` lifts it.
+    Halted { reason: String },
+    /// The halt was lifted.
+    HaltLifted {},
+    /// Proof of sync: a change was seen arriving on the remote at `verified_unix_ms`.
+    Verified {
+        remote: String,
+        verified_unix_ms: u64,
+    },
+    /// The workspace's monitor process changed state (started, crashed and backing off,
+    /// failed, killed as unresponsive); `detail` says how it ended, when it did.
+    Monitor {
+        state: MonitorProcessState,
+        detail: Option<String>,
+    },
+    /// The workspace's registry entry changed.
+    Workspace { change: WorkspaceChange },
+    /// The subscriber fell `queue` events behind and is dropped: the last event on the
+    /// connection, which the daemon then closes. Subscribe again (and re-read `status`).
+    Lagged { queue: u32 },
+    /// The daemon is stopping: the last event on the connection.
+    DaemonStopping {},
+}
+
+/// How a registry entry changed ([`EventKind::Workspace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceChange {
+    Added,
+    Removed,
+    Attached,
+    Detached,
+    Paused,
+    Resumed,
+    /// A remote's settings changed (e.g. `keep_deleted_days`).
+    Updated,
 }
 
 /// Why a request failed; the CLI maps these to exit codes.

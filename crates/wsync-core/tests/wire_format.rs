@@ -1,6 +1,7 @@
 //! Golden tests pinning the wire format of the daemon socket and the monitor channel: each
 //! value encodes to exactly the pinned line, and the pinned line decodes back to the value.
-//! A change here is a protocol change: bump `PROTOCOL_VERSION` and update docs/ARCHITECTURE.md.
+//! A change here is a protocol change: follow the compatibility policy in docs/PROTOCOL.md
+//! (bump `PROTOCOL_VERSION` when it says so) and update that document.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,10 @@ use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
     SyncProgress, Throughput, WatchBackendKind, WatchMode,
 };
-use wsync_core::protocol::{ErrorCode, MonitorProcessState, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{
+    ErrorCode, Event, EventKind, MonitorProcessState, Request, Response, WorkspaceChange,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUBSCRIBE_SINCE,
+};
 use wsync_core::registry::{Remote, RootIdentity, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
 
@@ -69,7 +73,164 @@ const WORKSPACE_JSON: &str = r#"{"name":"proj","id":"0123abcd","path":"/home/u/p
 
 #[test]
 fn protocol_version_is_pinned() {
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(MIN_PROTOCOL_VERSION, 1);
+    assert_eq!(SUBSCRIBE_SINCE, 2);
+}
+
+#[test]
+fn subscribe_and_its_answer() {
+    pin(
+        Request::Subscribe { workspace: None },
+        r#"{"type":"subscribe","workspace":null}"#,
+    );
+    pin(
+        Request::Subscribe {
+            workspace: Some("proj".into()),
+        },
+        r#"{"type":"subscribe","workspace":"proj"}"#,
+    );
+    let bare: Request = decode(br#"{"type":"subscribe"}"#).unwrap();
+    assert_eq!(bare, Request::Subscribe { workspace: None });
+    assert!(decode::<Request>(br#"{"type":"subscribe","queue":9999}"#).is_err());
+    pin(
+        Response::Subscribed {
+            workspace: Some("proj".into()),
+            queue: 256,
+        },
+        r#"{"type":"subscribed","workspace":"proj","queue":256}"#,
+    );
+}
+
+fn event(workspace: Option<&str>, kind: EventKind) -> Response {
+    Response::Event {
+        event: Event {
+            unix_ms: 1_700_000_000_000,
+            workspace: workspace.map(str::to_owned),
+            kind,
+        },
+    }
+}
+
+#[test]
+fn events() {
+    let head = r#"{"type":"event","event":{"unix_ms":1700000000000,"workspace":"proj","#;
+    for (kind, golden) in [
+        (
+            EventKind::RemoteState {
+                remote: "m".into(),
+                state: RemoteState::Syncing,
+                previous: Some(RemoteState::InSync),
+                pending: 3,
+                error: None,
+            },
+            r#""kind":"remote_state","remote":"m","state":"syncing","previous":"in-sync","pending":3,"error":null}}"#,
+        ),
+        (
+            EventKind::Pending {
+                remote: "m".into(),
+                pending: 4,
+            },
+            r#""kind":"pending","remote":"m","pending":4}}"#,
+        ),
+        (
+            EventKind::Synced {
+                remote: "m".into(),
+                files: 2,
+                bytes: 2048,
+                latency_p50_us: Some(4100),
+                latency_p99_us: None,
+            },
+            r#""kind":"synced","remote":"m","files":2,"bytes":2048,"latency_p50_us":4100,"latency_p99_us":null}}"#,
+        ),
+        (
+            EventKind::Error {
+                remote: Some("m".into()),
+                message: "rsync: connection refused".into(),
+            },
+            r#""kind":"error","remote":"m","message":"rsync: connection refused"}}"#,
+        ),
+        (
+            EventKind::Halted {
+                reason: "the workspace root is gone".into(),
+            },
+            r#""kind":"halted","reason":"the workspace root is gone"}}"#,
+        ),
+        (EventKind::HaltLifted {}, r#""kind":"halt_lifted"}}"#),
+        (
+            EventKind::Verified {
+                remote: "m".into(),
+                verified_unix_ms: 1_700_000_000_001,
+            },
+            r#""kind":"verified","remote":"m","verified_unix_ms":1700000000001}}"#,
+        ),
+        (
+            EventKind::Monitor {
+                state: MonitorProcessState::BackingOff,
+                detail: Some("exit status 1".into()),
+            },
+            r#""kind":"monitor","state":"backing_off","detail":"exit status 1"}}"#,
+        ),
+        (
+            EventKind::Workspace {
+                change: WorkspaceChange::Paused,
+            },
+            r#""kind":"workspace","change":"paused"}}"#,
+        ),
+    ] {
+        pin(event(Some("proj"), kind), &format!("{head}{golden}"));
+    }
+    // Events about the subscription or the daemon name no workspace.
+    pin(
+        event(None, EventKind::Lagged { queue: 256 }),
+        r#"{"type":"event","event":{"unix_ms":1700000000000,"kind":"lagged","queue":256}}"#,
+    );
+    pin(
+        event(None, EventKind::DaemonStopping {}),
+        r#"{"type":"event","event":{"unix_ms":1700000000000,"kind":"daemon_stopping"}}"#,
+    );
+    for (change, name) in [
+        (WorkspaceChange::Added, "added"),
+        (WorkspaceChange::Removed, "removed"),
+        (WorkspaceChange::Attached, "attached"),
+        (WorkspaceChange::Detached, "detached"),
+        (WorkspaceChange::Paused, "paused"),
+        (WorkspaceChange::Resumed, "resumed"),
+        (WorkspaceChange::Updated, "updated"),
+    ] {
+        pin(change, &format!("\"{name}\""));
+    }
+}
+
+#[test]
+fn an_event_with_fields_a_client_does_not_know_still_decodes() {
+    // The policy lets a daemon add fields to an event without a bump.
+    let r: Response = decode(
+        br#"{"type":"event","event":{"unix_ms":1,"workspace":"w","kind":"pending","remote":"m","pending":2,"paths":["a"]}}"#,
+    )
+    .unwrap();
+    let expected = Event {
+        unix_ms: 1,
+        workspace: Some("w".into()),
+        kind: EventKind::Pending {
+            remote: "m".into(),
+            pending: 2,
+        },
+    };
+    assert_eq!(r, Response::Event { event: expected });
+}
+
+#[test]
+fn an_old_clients_hello_still_decodes() {
+    // What a protocol-1 client sends; the daemon answers it in protocol 1 (e2e: daemon_protocol).
+    let r: Request = decode(br#"{"type":"hello","protocol":1,"version":"0.1.0"}"#).unwrap();
+    assert_eq!(
+        r,
+        Request::Hello {
+            protocol: 1,
+            version: "0.1.0".into()
+        }
+    );
 }
 
 #[test]

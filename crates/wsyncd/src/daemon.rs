@@ -102,6 +102,7 @@ fn start(config: Config) -> Result<(), Fatal> {
         tokio::spawn(check_and_start_all(shared.clone(), before_markers));
         server::serve(listener, shared.clone(), shutdown).await;
         stop_monitors(&shared).await;
+        subscribers_told(&shared).await;
         anyhow::Ok(())
     });
     // Connections still open are dropped; a handler stuck in a blocking call is not waited for.
@@ -169,11 +170,31 @@ async fn check_and_start_all(shared: SharedState, before_markers: Vec<String>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// Waits (at most [`SUBSCRIBERS_GRACE`]) until every subscribed connection has written its
+/// `daemon_stopping` event, published when the monitors began stopping.
+async fn subscribers_told(shared: &SharedState) {
+    let deadline = tokio::time::Instant::now() + SUBSCRIBERS_GRACE;
+    while tokio::time::Instant::now() < deadline {
+        let told = shared
+            .lock()
+            .map_or(true, |s| s.supervisor.subscribers.all_closed());
+        if told {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// How long a stopping daemon waits for subscribers to be told.
+const SUBSCRIBERS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Stops every monitor in parallel, each within the stop grace.
 async fn stop_monitors(shared: &SharedState) {
     let (monitors, grace) = match shared.lock() {
         Ok(mut state) => {
             state.shutting_down = true;
+            let stopping = wsync_core::protocol::EventKind::DaemonStopping {};
+            state.supervisor.subscribers.publish(None, stopping);
             (state.supervisor.take_all(), state.supervisor.stop_grace)
         }
         // The watchdog handles a poisoned lock (it exits the process).

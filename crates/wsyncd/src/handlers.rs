@@ -16,12 +16,13 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
-use wsync_core::protocol::{ErrorCode, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{ErrorCode, Request, Response, WorkspaceChange, PROTOCOL_VERSION};
 use wsync_core::registry::{AddError, AttachError, NewRemote, Registry};
 use wsync_core::remote::RemoteTarget;
 
 use crate::path_check::{PathAnswer, PathCheckError, PathJob};
 use crate::state::{lock, DaemonState, SharedState};
+use crate::subscribers::{Subscription, QUEUE};
 use crate::supervisor::{should_run, FlushStart};
 use crate::target_check::{self, TargetError};
 
@@ -151,7 +152,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
         Request::Resume { workspace } => set_paused(shared, &workspace, false),
         Request::Restart { workspace } => restart(shared, &workspace),
         Request::Repair { workspace, remote } => repair(shared, &workspace, remote),
-        Request::Flush { .. } | Request::Shutdown {} => Err(error(
+        Request::Flush { .. } | Request::Shutdown {} | Request::Subscribe { .. } => Err(error(
             ErrorCode::Internal,
             "request routed to the wrong handler".into(),
         )),
@@ -178,6 +179,7 @@ fn add(shared: &SharedState, path: PathBuf, name: Option<String>, excludes: Vec<
         _ => None,
     })?;
     commit(&mut s, |r| r.workspaces.push(workspace.clone()))?;
+    s.publish_change(&workspace.name, WorkspaceChange::Added);
     tracing::info!(workspace = %workspace.name, path = %workspace.path.display(), "workspace added");
     Ok(Response::Workspace { workspace })
 }
@@ -191,6 +193,7 @@ fn remove(shared: &SharedState, name_or_path: &str) -> Reply {
         commit(&mut s, |r| {
             r.workspaces.remove(index);
         })?;
+        s.publish_change(&name, WorkspaceChange::Removed);
         let grace = s.supervisor.stop_grace;
         let monitor = s.supervisor.remove(&name);
         (name, monitor, grace)
@@ -287,6 +290,7 @@ fn attach(
     }
     commit(&mut s, |r| r.workspaces[index].remotes.push(remote.clone()))?;
     let workspace = s.registry.workspaces[index].clone();
+    s.publish_change(&workspace.name, WorkspaceChange::Attached);
     tracing::info!(workspace = %workspace.name, remote = %remote.name, target = %remote.target, "remote attached");
     let progress = if wait {
         vec![remote.name.clone()]
@@ -326,6 +330,7 @@ fn set_keep_deleted(
     })?;
     let workspace = s.registry.workspaces[index].clone();
     let remote = workspace.remotes[r_index].clone();
+    s.publish_change(&workspace.name, WorkspaceChange::Updated);
     tracing::info!(workspace = %workspace.name, remote = %remote.name, keep_deleted_days = days, "remote updated");
     s.supervisor
         .send_to_running(&workspace.name, MonitorCommand::Update { remote });
@@ -351,6 +356,7 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
             r.workspaces[index].remotes.remove(r_index);
         })?;
         let workspace = s.registry.workspaces[index].clone();
+        s.publish_change(&workspace.name, WorkspaceChange::Detached);
         tracing::info!(workspace = %workspace.name, remote, "remote detached");
         let to_stop = if workspace.remotes.is_empty() {
             s.supervisor.take_running(&workspace.name)
@@ -398,6 +404,12 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
     let entry = &s.registry.workspaces[index];
     let new_root = root_now.filter(|now| entry.root_id != Some(*now));
     if entry.paused != paused || new_root.is_some() {
+        let change = match (entry.paused != paused, paused) {
+            (false, _) => None,
+            (true, true) => Some(WorkspaceChange::Paused),
+            (true, false) => Some(WorkspaceChange::Resumed),
+        };
+        let name = entry.name.clone();
         commit(&mut s, |r| {
             let entry = &mut r.workspaces[index];
             entry.paused = paused;
@@ -405,6 +417,9 @@ fn set_paused(shared: &SharedState, name_or_path: &str, paused: bool) -> Reply {
                 entry.root_id = new_root;
             }
         })?;
+        if let Some(change) = change {
+            s.publish_change(&name, change);
+        }
     }
     let workspace = s.registry.workspaces[index].clone();
     let command = if paused {
@@ -573,6 +588,43 @@ async fn flush(shared: &SharedState, name_or_path: &str, timeout_ms: Option<u64>
             ))
         }
     }
+}
+
+/// Registers a subscriber to the events of `workspace` (a name or a path; every workspace's
+/// when `None`); the connection then forwards what arrives on the subscription (see
+/// [`crate::server`]).
+pub async fn subscribe(
+    shared: &SharedState,
+    workspace: Option<String>,
+) -> Result<(Response, Subscription), Response> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || subscribe_blocking(&shared, workspace.as_deref()))
+        .await
+        .map_err(|e| error(ErrorCode::Internal, format!("request handler failed: {e}")))?
+}
+
+/// A path filter is resolved within its deadline: this blocks.
+fn subscribe_blocking(
+    shared: &SharedState,
+    workspace: Option<&str>,
+) -> Result<(Response, Subscription), Response> {
+    let wanted = workspace.map(|w| workspace_ref(shared, w)).transpose()?;
+    let mut s = locked(shared)?;
+    let name = match &wanted {
+        Some(w) => Some(s.registry.workspaces[find(&s.registry, w)?].name.clone()),
+        None => None,
+    };
+    let subscription = s
+        .supervisor
+        .subscribers
+        .subscribe(name.clone())
+        .map_err(|e| invalid(e.to_string()))?;
+    tracing::info!(subscriber = subscription.id, workspace = ?name, "event subscriber added");
+    let reply = Response::Subscribed {
+        workspace: name,
+        queue: QUEUE as u32,
+    };
+    Ok((reply, subscription))
 }
 
 fn locked(shared: &SharedState) -> Result<std::sync::MutexGuard<'_, DaemonState>, Response> {

@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod socket;
 pub mod ssh_masters;
 pub mod state;
+pub mod subscribers;
 pub mod supervisor;
 mod target_check;
 pub mod watchdog;

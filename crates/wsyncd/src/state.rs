@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use wsync_core::config::Config;
 use wsync_core::monitor_proto::MonitorEvent;
-use wsync_core::protocol::WorkspaceStatus;
+use wsync_core::protocol::{EventKind, WorkspaceChange, WorkspaceStatus};
 use wsync_core::registry::{Registry, Workspace};
 
 use crate::path_check::PathChecks;
@@ -136,6 +136,13 @@ impl DaemonState {
         if !self.shutting_down {
             self.supervisor.start_if_stopped(workspace, progress);
         }
+    }
+
+    /// Tells subscribers that `workspace`'s registry entry changed.
+    pub fn publish_change(&mut self, workspace: &str, change: WorkspaceChange) {
+        self.supervisor
+            .subscribers
+            .publish(Some(workspace), EventKind::Workspace { change });
     }
 
     /// The full status of one workspace.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wsync_core::config::Config;
 use wsync_core::monitor_proto::{MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables};
-use wsync_core::protocol::SupervisorStatus;
+use wsync_core::protocol::{EventKind, MonitorProcessState, SupervisorStatus};
 use wsync_core::registry::Workspace;
 
 use crate::hooks::Hooks;
@@ -29,6 +29,7 @@ use crate::monitor_state::{MonitorEnd, MonitorState, Now, Supervision};
 use crate::process;
 use crate::restart_policy::{RestartPolicy, Verdict};
 use crate::state::{EventSink, MonitorMessage};
+use crate::subscribers::{status_changes, Subscribers};
 
 /// Whether `workspace` should have a monitor started for it.
 pub fn should_run(workspace: &Workspace) -> bool {
@@ -64,6 +65,8 @@ pub struct Supervisor {
     flushes: HashMap<u64, PendingFlush>,
     /// The notification hook (`HookCommand`), fired on state transitions.
     pub hooks: Hooks,
+    /// The event stream's subscribers: every transition seen here is published to them.
+    pub subscribers: Subscribers,
 }
 
 /// Why a flush cannot be started.
@@ -109,6 +112,7 @@ impl Supervisor {
             next_flush_id: 0,
             flushes: HashMap::new(),
             hooks: Hooks::new(config.hook_command.clone(), config.tuning.hook_timeout),
+            subscribers: Subscribers::default(),
         }
     }
 
@@ -153,6 +157,7 @@ impl Supervisor {
             tail.clone(),
         )?;
         tracing::info!(workspace = %workspace.name, pid = monitor.pid, "monitor started");
+        self.publish_monitor(&workspace.name, MonitorProcessState::Running, None);
         let slot = self.slot(&workspace.name);
         slot.tail = tail;
         slot.report = None;
@@ -277,6 +282,8 @@ impl Supervisor {
                         .is_some_and(|m| m.generation == generation)
                     {
                         self.hooks.on_status(&workspace, &status);
+                        let changes = status_changes(slot.report.as_ref(), &status);
+                        self.subscribers.publish_all(&workspace, changes);
                         slot.report = Some(status);
                     }
                 }
@@ -372,6 +379,13 @@ impl Supervisor {
                     "monitor sent no heartbeat for {silent:?} (its event loop is stuck); killed it"
                 );
                 self.hooks.on_unresponsive(name, silent);
+                self.subscribers.publish(
+                    Some(name),
+                    EventKind::Monitor {
+                        state: MonitorProcessState::Unresponsive,
+                        detail: Some(format!("no heartbeat for {} s; killed", silent.as_secs())),
+                    },
+                );
                 killed.push(monitor);
             }
             self.record_crash(name, end, up_for, now);
@@ -433,6 +447,7 @@ impl Supervisor {
                     "monitor exited unexpectedly ({exit}) after {up_for:?}; restart attempt {attempt} of {} in {delay:?}",
                     policy.limit
                 );
+                self.publish_monitor(workspace, MonitorProcessState::BackingOff, Some(exit));
             }
             Verdict::GiveUp { crashes } => {
                 tracing::error!(
@@ -442,7 +457,18 @@ impl Supervisor {
                     policy.window
                 );
                 self.hooks.on_failed(workspace, &exit);
+                self.publish_monitor(workspace, MonitorProcessState::Failed, Some(exit));
             }
         }
+    }
+
+    fn publish_monitor(
+        &mut self,
+        workspace: &str,
+        state: MonitorProcessState,
+        detail: Option<String>,
+    ) {
+        self.subscribers
+            .publish(Some(workspace), EventKind::Monitor { state, detail });
     }
 }

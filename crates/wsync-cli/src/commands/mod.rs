@@ -1,9 +1,11 @@
 //! One function per command; [`dispatch`] loads the config and routes a parsed command line.
 
 pub mod check_ignore;
+mod client;
 mod config;
 mod daemon;
 pub mod docs;
+mod events;
 mod logs;
 mod project;
 mod show;
@@ -68,6 +70,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init(args) => project::init(args),
         Command::List(args) => show::list(&ctx, args),
         Command::Status(args) => show::status(&ctx, args),
+        Command::Events(args) => events::events(&ctx, args),
+        Command::Client => client::relay(&ctx),
         Command::Logs(args) => logs::logs(&ctx, args),
         Command::Verify(args) => verify::verify(&ctx, args),
         Command::Trash(TrashCommand::List(args)) => trash::list(&ctx, args),

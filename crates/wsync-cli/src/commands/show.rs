@@ -1,4 +1,5 @@
-//! Read-only commands: `list` and `status` (table or JSON, once or `--watch`).
+//! Read-only commands: `list` and `status` (table or JSON, once or `--watch`, which follows the
+//! daemon's event stream and asks for the status again only when something happened).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -14,8 +15,8 @@ use crate::exit_codes;
 use crate::output::{print, print_json};
 use crate::render;
 
-/// How often `status --watch` asks the daemon.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often `status --watch` redraws a terminal (the relative times move) with nothing new.
+const REDRAW_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn list(ctx: &Ctx, args: ListArgs) -> Result<i32> {
     let mut client = ctx.connect()?;
@@ -84,23 +85,64 @@ pub fn status(ctx: &Ctx, args: StatusArgs) -> Result<i32> {
         }
         return Ok(exit_codes::OK);
     }
+    watch_status(ctx, client, workspace.map(str::to_owned), json)
+}
+
+/// `status --watch`: subscribed first (so nothing that happens after the first snapshot is
+/// missed), then a snapshot after each burst of events.
+fn watch_status(
+    ctx: &Ctx,
+    mut client: Client,
+    workspace: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    let mut stream = ctx.connect()?.subscribe(workspace.clone())?;
+    let (events, arrived) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || loop {
+            let next = stream.next_event();
+            let end = next.is_err();
+            if events.send(next).is_err() || end {
+                return;
+            }
+        })
+        .context("starting the event reader")?;
     let terminal = std::io::stdout().is_terminal();
     let mut last: Option<Vec<WorkspaceStatus>> = None;
+    let mut statuses = fetch(&mut client, workspace.as_deref())?;
     loop {
-        let statuses = fetch(&mut client, workspace)?;
         if terminal {
             // Home the cursor and clear the screen, then redraw (relative times change anyway).
             let body = snapshot(&statuses, json, true)?;
             print(&format!(
-                "\x1b[H\x1b[2J{body}\nrefreshing every {} s; Ctrl-C to stop\n",
-                WATCH_INTERVAL.as_secs()
+                "\x1b[H\x1b[2J{body}\nfollowing wsyncd's events; Ctrl-C to stop\n"
             ))?;
         } else if last.as_ref() != Some(&statuses) {
             // One compact JSON document per line, or one table per change separated by a blank line.
             let body = snapshot(&statuses, json, false)?;
             print(&if json { body } else { format!("{body}\n") })?;
         }
-        last = Some(statuses);
-        std::thread::sleep(WATCH_INTERVAL);
+        last = Some(statuses.clone());
+        let wait = if terminal {
+            REDRAW_INTERVAL
+        } else {
+            Duration::MAX
+        };
+        let first = match arrived.recv_timeout(wait) {
+            Ok(next) => next?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(anyhow::anyhow!("the event reader stopped"))
+            }
+        };
+        // A burst costs one status request.
+        for event in std::iter::once(Ok(first)).chain(arrived.try_iter()) {
+            if let Some(end) = super::events::end_of_stream(&event?) {
+                return end;
+            }
+        }
+        // A fresh connection: the daemon closes one left idle for 30 s between events.
+        statuses = fetch(&mut ctx.connect()?, workspace.as_deref())?;
     }
 }
