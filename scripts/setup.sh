@@ -2,7 +2,8 @@
 # Installs wsync for the current user from this checkout: builds the release binaries, installs
 # wsync, wsyncd and wsync-monitor into a directory on PATH, writes ~/.wsync/wsync.config and an
 # empty registry when they are missing (never overwriting), and starts the daemon (systemd user
-# service when available, otherwise in the background). Safe to re-run. See --help.
+# service when available, a launchd agent on macOS, otherwise in the background). Prerequisites
+# come from apt on Linux (as root) and Homebrew on macOS. Safe to re-run. See --help.
 set -euo pipefail
 
 readonly BINS=(wsync wsyncd wsync-monitor)
@@ -18,19 +19,24 @@ Usage: scripts/setup.sh [OPTIONS]
 Builds wsync in release mode, installs wsync, wsyncd and wsync-monitor, writes the config
 (~/.wsync/wsync.config, or $WSYNC_CONFIG_PATH) and an empty registry when they are missing,
 and starts the daemon: as the systemd user service `wsync` when systemd user services work,
-otherwise in the background with `wsync daemon start`. Re-running it is safe: existing config
+as the launchd agent `dev.wsync` on macOS, otherwise in the background with
+`wsync daemon start`. On macOS a missing or too old rsync (openrsync, 2.6.9) is replaced by
+Homebrew's (`brew install rsync`). Re-running it is safe: existing config
 and registry files are never overwritten, and a running daemon is restarted only when its
 binaries changed.
 
 Options:
   --prefix DIR      install into DIR/bin (default: cargo's bin directory,
                     ${CARGO_HOME:-~/.cargo}/bin, which rustup already put on PATH)
-  --no-service      do not install the systemd user unit; start wsyncd in the background
+  --no-service      do not install the systemd user unit (launchd agent on macOS);
+                    start wsyncd in the background
   --no-start        install only: start neither the service nor the daemon
   --prebuilt DIR    install the binaries already built in DIR (e.g. target/debug)
                     instead of running `cargo build --release`
   --print-unit      print the systemd user unit setup.sh would install, and exit
-  --uninstall       stop the daemon, remove the binaries and the systemd unit;
+  --print-plist     print the launchd agent setup.sh would install on macOS, and exit
+  --uninstall       stop the daemon, remove the binaries and the systemd unit (or
+                    launchd agent);
                     keeps the config, the registry and the logs
   --purge           with --uninstall: also remove the config, the registry and the
                     default log directory
@@ -51,7 +57,7 @@ die() {
 }
 
 # --- arguments -----------------------------------------------------------------------------------
-prefix="" prebuilt="" no_service=0 no_start=0 uninstall=0 purge=0 print_unit=0
+prefix="" prebuilt="" no_service=0 no_start=0 uninstall=0 purge=0 print_unit=0 print_plist=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix=$2; shift ;;
@@ -61,6 +67,7 @@ while [ $# -gt 0 ]; do
     --no-service) no_service=1 ;;
     --no-start) no_start=1 ;;
     --print-unit) print_unit=1 ;;
+    --print-plist) print_plist=1 ;;
     --uninstall) uninstall=1 ;;
     --purge) purge=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -171,13 +178,55 @@ render_unit() {
   done <"$repo/config-examples/wsync.service"
 }
 
+# launchd (macOS): the agent from config-examples with the installed wsyncd, the log path and
+# WSYNC_CONFIG_PATH filled in (launchd expands neither ~ nor variables).
+is_macos() { [ "$(uname -s)" = Darwin ]; }
+agent_label=dev.wsync
+agent_file=$HOME/Library/LaunchAgents/$agent_label.plist
+launchd_domain=gui/$(id -u)
+
+xml_escape() {
+  printf '%s' "$1" | sed -e 's/&/\&amp;/g' -e 's/</\&lt;/g' -e 's/>/\&gt;/g'
+}
+
+render_plist() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+      *"<string>/Users/YOU/.cargo/bin/wsyncd</string>"*)
+        printf '\t\t<string>%s</string>\n' "$(xml_escape "$bin_dir/wsyncd")" ;;
+      *"<string>/Users/YOU/.wsync/launchd.log</string>"*)
+        printf '\t<string>%s</string>\n' "$(xml_escape "$HOME/.wsync/launchd.log")" ;;
+      *"<string>/opt/homebrew/bin:"*)
+        printf '%s\n' "$line"
+        if [ -n "${WSYNC_CONFIG_PATH:-}" ]; then
+          printf '\t\t<key>WSYNC_CONFIG_PATH</key>\n\t\t<string>%s</string>\n' "$(xml_escape "$config_file")"
+        fi
+        ;;
+      *) printf '%s\n' "$line" ;;
+    esac
+  done <"$repo/config-examples/dev.wsync.plist"
+}
+
+launchd_loaded() { launchctl print "$launchd_domain/$agent_label" >/dev/null 2>&1; }
+
 if [ "$print_unit" -eq 1 ]; then
   render_unit
+  exit 0
+fi
+if [ "$print_plist" -eq 1 ]; then
+  render_plist
   exit 0
 fi
 
 # --- uninstall -----------------------------------------------------------------------------------
 if [ "$uninstall" -eq 1 ]; then
+  if is_macos && [ -e "$agent_file" ]; then
+    say "stopping and removing the launchd agent $agent_label"
+    launchctl bootout "$launchd_domain/$agent_label" 2>/dev/null || true
+    rm -f -- "$agent_file"
+    say "removed $agent_file"
+  fi
   if [ -e "$unit_file" ] && systemd_user_works; then
     say "stopping and disabling the systemd user service"
     systemctl --user disable --now wsync.service || warn "could not stop wsync.service"
@@ -227,7 +276,18 @@ if [ -z "$prebuilt" ] && ! command -v cargo >/dev/null 2>&1; then
   fi
   die "cargo not found: install Rust with rustup (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh), then re-run"
 fi
-if ! command -v rsync >/dev/null 2>&1; then
+# macOS ships openrsync (15.4 and later) or rsync 2.6.9 as /usr/bin/rsync; wsync needs 3.x.
+rsync_is_3() { rsync --version 2>/dev/null | head -n 1 | grep -Eq 'rsync +version v?3\.'; }
+if is_macos; then
+  if ! rsync_is_3; then
+    command -v brew >/dev/null 2>&1 ||
+      die "wsync needs rsync 3.x, and macOS ships openrsync or 2.6.9: install Homebrew (https://brew.sh), then re-run (setup.sh runs 'brew install rsync')"
+    say "installing rsync 3 with Homebrew (brew install rsync)"
+    brew install rsync
+    PATH=$(brew --prefix)/bin:$PATH
+    rsync_is_3 || die "rsync 3 is still not first on PATH; put $(brew --prefix)/bin before /usr/bin and re-run"
+  fi
+elif ! command -v rsync >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing rsync"
     apt-get update -qq
@@ -330,6 +390,39 @@ wait_for_daemon() {
 
 if [ "$no_start" -eq 1 ]; then
   say "not starting the daemon (--no-start); start it with: wsync daemon start"
+elif [ "$no_service" -eq 0 ] && is_macos; then
+  agent_text=$(render_plist)
+  agent_changed=0
+  if [ ! -f "$agent_file" ] || [ "$(cat -- "$agent_file")" != "$agent_text" ]; then
+    mkdir -p -- "$(dirname -- "$agent_file")"
+    printf '%s\n' "$agent_text" >"$agent_file.tmp"
+    if command -v plutil >/dev/null 2>&1; then
+      plutil -lint -s "$agent_file.tmp" || die "the rendered $agent_file does not parse (see above)"
+    fi
+    mv -f -- "$agent_file.tmp" "$agent_file"
+    agent_changed=1
+    say "installed $agent_file"
+  fi
+  [ -d "$HOME/.wsync" ] || mkdir -m 0700 -- "$HOME/.wsync"
+  if ! launchd_loaded && daemon_status; then
+    say "stopping the background daemon so that launchd can run it"
+    "$wsync_cli" daemon stop
+  fi
+  if launchd_loaded && [ "$agent_changed" -eq 1 ]; then
+    # A changed agent is only read at bootstrap.
+    launchctl bootout "$launchd_domain/$agent_label" || true
+  fi
+  if launchd_loaded; then
+    if [ "$changed" -eq 1 ]; then
+      say "restarting $agent_label to pick up the new binaries"
+      launchctl kickstart -k "$launchd_domain/$agent_label"
+    fi
+  else
+    launchctl bootstrap "$launchd_domain" "$agent_file" ||
+      die "launchctl bootstrap $launchd_domain $agent_file failed"
+  fi
+  wait_for_daemon || die "$agent_label did not come up; see: launchctl print $launchd_domain/$agent_label; $HOME/.wsync/launchd.log"
+  say "$agent_label is loaded and running (logs: $log_dir)"
 elif [ "$no_service" -eq 0 ] && systemd_user_works; then
   unit_text=$(render_unit)
   unit_changed=0

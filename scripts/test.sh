@@ -30,6 +30,20 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# macOS is a source platform: the product crates must build and lint clean for both Mac
+# targets. A check, not a run: no macOS SDK is needed for pure Rust + libc, and nothing is
+# linked. The test package (tests/support: FUSE, mounts, Linux users) is Linux only.
+mac_crates=(-p wsync-core -p wsyncd -p wsync-monitor -p wsync-cli)
+mac_targets=(x86_64-apple-darwin aarch64-apple-darwin)
+if command -v rustup >/dev/null 2>&1 && rustup target add "${mac_targets[@]}" >/dev/null 2>&1; then
+  for target in "${mac_targets[@]}"; do
+    echo "==> cargo check + clippy --target $target"
+    cargo check "${mac_crates[@]}" --all-targets --locked --target "$target"
+    cargo clippy "${mac_crates[@]}" --all-targets --locked --target "$target" -- -D warnings
+  done
+else
+  echo "SKIPPED: macOS check (target not installable here)"
+fi
 echo "==> cargo build (the end-to-end tests run these binaries)"
 cargo build --workspace --bins --locked
 echo "==> cargo test"

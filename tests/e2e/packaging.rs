@@ -202,6 +202,94 @@ fn every_script_parses_and_is_executable() {
     }
 }
 
+/// A property list as JSON: `plutil -convert json` where macOS has it, else Python's plistlib
+/// (either parses it strictly); `None` when neither is here.
+fn plist_as_json(path: &Path) -> Option<serde_json::Value> {
+    let out = if have("plutil") {
+        let lint = Command::new("plutil")
+            .arg("-lint")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(lint.status.success(), "plutil -lint: {}", describe(&lint));
+        Command::new("plutil")
+            .args(["-convert", "json", "-o", "-"])
+            .arg(path)
+            .output()
+            .unwrap()
+    } else if have("python3") {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import json, plistlib, sys; print(json.dumps(plistlib.load(open(sys.argv[1], 'rb'))))",
+            ])
+            .arg(path)
+            .output()
+            .unwrap()
+    } else {
+        return None;
+    };
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        describe(&out)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("plist as JSON"))
+}
+
+#[test]
+fn launchd_agent_parses_and_setup_fills_in_the_paths() {
+    let (_dir, root) = short_tempdir();
+    let committed = repo().join("config-examples/dev.wsync.plist");
+    let Some(plist) = plist_as_json(&committed) else {
+        println!(
+            "SKIPPED: neither plutil nor python3 is installed, so the plist cannot be parsed here"
+        );
+        return;
+    };
+    assert_eq!(plist["Label"], "dev.wsync");
+    assert_eq!(plist["ProgramArguments"][0], "/Users/YOU/.cargo/bin/wsyncd");
+    // Restarted after a crash, not after `wsync daemon stop` (exit 0).
+    assert_eq!(plist["KeepAlive"]["SuccessfulExit"], false);
+    let path = plist["EnvironmentVariables"]["PATH"].as_str().unwrap();
+    assert!(
+        path.starts_with("/opt/homebrew/bin:/usr/local/bin:"),
+        "Homebrew's rsync must come before /usr/bin's: {path}"
+    );
+
+    // Rendered for a prefix and a config path with XML's special characters.
+    let prefix = root.join("my <dir> & co");
+    let config = root.join("cfg&x.config");
+    let rendered = setup_ok(
+        &root,
+        &[("WSYNC_CONFIG_PATH", &config)],
+        &["--prefix", prefix.to_str().unwrap(), "--print-plist"],
+    );
+    let file = root.join("dev.wsync.plist");
+    std::fs::write(&file, &rendered).unwrap();
+    let plist = plist_as_json(&file).expect("parsed above");
+    assert_eq!(
+        plist["ProgramArguments"][0],
+        prefix.join("bin/wsyncd").to_str().unwrap(),
+        "rendered:\n{rendered}"
+    );
+    assert_eq!(
+        plist["EnvironmentVariables"]["WSYNC_CONFIG_PATH"],
+        config.to_str().unwrap()
+    );
+    assert_eq!(
+        plist["StandardErrorPath"],
+        root.join(".wsync/launchd.log").to_str().unwrap()
+    );
+    assert!(
+        !rendered.contains("<string>/Users/YOU"),
+        "rendered:\n{rendered}"
+    );
+    // Printing installs nothing.
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+}
+
 #[test]
 fn setup_help_and_bad_options() {
     let (_dir, root) = short_tempdir();
@@ -212,6 +300,7 @@ fn setup_help_and_bad_options() {
         "--no-start",
         "--prebuilt",
         "--print-unit",
+        "--print-plist",
         "--uninstall",
         "--purge",
     ] {

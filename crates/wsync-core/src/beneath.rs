@@ -31,10 +31,14 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+#[cfg(target_os = "linux")]
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag};
+#[cfg(target_os = "linux")]
+use nix::fcntl::{OpenHow, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
@@ -100,10 +104,15 @@ pub enum Resolver {
 }
 
 /// Whether this process may call `openat2`: unknown until the first call, then remembered
-/// (a seccomp filter or an old kernel does not change while we run).
+/// (a seccomp filter or an old kernel does not change while we run). Linux only: elsewhere
+/// [`Resolver::Auto`] is the per-component walk.
+#[cfg(target_os = "linux")]
 static OPENAT2: AtomicU8 = AtomicU8::new(OPENAT2_UNKNOWN);
+#[cfg(target_os = "linux")]
 const OPENAT2_UNKNOWN: u8 = 0;
+#[cfg(target_os = "linux")]
 const OPENAT2_WORKS: u8 = 1;
+#[cfg(target_os = "linux")]
 const OPENAT2_MISSING: u8 = 2;
 
 /// An open target directory; every operation takes a path relative to it.
@@ -111,6 +120,8 @@ const OPENAT2_MISSING: u8 = 2;
 pub struct TargetRoot {
     fd: OwnedFd,
     path: PathBuf,
+    // Only Linux has a choice (`openat2`).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     resolver: Resolver,
 }
 
@@ -382,6 +393,7 @@ impl TargetRoot {
         if rel.parents.is_empty() {
             return Ok(Parent::Root(self.fd.as_fd()));
         }
+        #[cfg(target_os = "linux")]
         if self.resolver == Resolver::Auto && OPENAT2.load(Ordering::Relaxed) != OPENAT2_MISSING {
             if let Some(resolved) = self.parent_openat2(rel) {
                 return resolved;
@@ -390,6 +402,7 @@ impl TargetRoot {
         self.parent_per_component(rel)
     }
 
+    #[cfg(target_os = "linux")]
     /// `None` when `openat2` cannot be used (or cannot say precisely what went wrong: the
     /// per-component walk then names the offending component).
     fn parent_openat2(&self, rel: &Rel<'_>) -> Option<Result<Parent<'_>, BeneathError>> {
@@ -425,7 +438,8 @@ impl TargetRoot {
     }
 
     fn parent_per_component(&self, rel: &Rel<'_>) -> Result<Parent<'_>, BeneathError> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let flags =
+            crate::platform::DIR_HANDLE | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mut current = Parent::Root(self.fd.as_fd());
         let mut at = PathBuf::new();
         for component in &rel.parents {
@@ -488,8 +502,8 @@ fn split(path: &Path) -> Result<Rel<'_>, BeneathError> {
     })
 }
 
-// `nlink_t` is u64 on x86_64 and u32 elsewhere.
-#[allow(clippy::useless_conversion)]
+// `nlink_t` is u64 on x86_64 Linux and u32 elsewhere; `dev_t` is i32 and `mode_t` u16 on macOS.
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
 fn entry_stat(st: &nix::sys::stat::FileStat) -> EntryStat {
     let format = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let kind = match format {
@@ -500,11 +514,11 @@ fn entry_stat(st: &nix::sys::stat::FileStat) -> EntryStat {
     };
     EntryStat {
         kind,
-        dev: st.st_dev,
+        dev: st.st_dev as u64,
         ino: st.st_ino,
         nlink: u64::from(st.st_nlink),
         size: u64::try_from(st.st_size).unwrap_or(0),
-        mode: st.st_mode & 0o7777,
+        mode: u32::from(st.st_mode) & 0o7777,
     }
 }
 

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{Mode, UtimensatFlags};
+use nix::sys::stat::UtimensatFlags;
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
@@ -264,7 +264,7 @@ impl Executor {
                 }
             }
         }
-        nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(meta.mode))?;
+        nix::sys::stat::fchmod(fd, crate::platform::mode(meta.mode))?;
         let [atime, mtime] = meta.times();
         nix::sys::stat::futimens(fd, &atime, &mtime)
     }

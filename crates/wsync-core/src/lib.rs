@@ -15,6 +15,7 @@ pub mod monitor_proto;
 pub mod names;
 pub mod owned;
 pub mod paths;
+pub mod platform;
 pub mod project_file;
 pub mod protect;
 pub mod protocol;

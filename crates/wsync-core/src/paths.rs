@@ -21,8 +21,8 @@ pub fn wsync_home() -> PathBuf {
 
 /// Directory for the socket and pidfile: `$XDG_RUNTIME_DIR/wsync` when set, otherwise `~/.wsync`.
 pub fn default_runtime_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("wsync"),
+    match crate::platform::runtime_dir() {
+        Some(dir) => dir.join("wsync"),
         None => wsync_home(),
     }
 }

@@ -130,7 +130,7 @@ impl SshEndpoint {
     }
 
     /// The ControlPath socket for this endpoint inside `runtime_dir`: a short hash-based name,
-    /// because unix socket paths are limited to about 108 bytes. Endpoints with identical
+    /// because unix socket paths are limited to 104–108 bytes (`platform::SUN_PATH_LEN`). Endpoints with identical
     /// connection parameters share one master.
     pub fn control_path(&self, runtime_dir: &Path) -> PathBuf {
         self.control_path_for(runtime_dir, b"")

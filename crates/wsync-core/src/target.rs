@@ -39,7 +39,7 @@ impl Marker {
     pub fn new(workspace: &Workspace) -> Self {
         Self {
             workspace_id: workspace.id.clone(),
-            source_host: local_hostname(),
+            source_host: crate::platform::hostname(),
             source_path: workspace.path.clone(),
             created_unix: crate::unix_ms(std::time::SystemTime::now()) / 1000,
         }
@@ -58,14 +58,6 @@ impl Marker {
             .ok()
             .filter(|m| !m.workspace_id.is_empty())
     }
-}
-
-/// This machine's host name (for the marker only; empty when unknown).
-pub fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// What attach found at a target.

@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::monitor_proto::{WatchBackendKind, WatchMode};
 
 use crate::engine::checksum::TreeSize;
-use crate::watch::{ExcludeConfig, WatchError, WatchMsg, Watcher};
+use crate::watch::{ExcludeConfig, WatchError, WatchMsg};
 
 /// What the event loop asks of a running backend; its events come through the channel it was
 /// started with. `rescan` and `rewatch` block (they walk the tree) and run off the loop.
@@ -42,7 +42,8 @@ pub trait WatchBackend: Send + Sync {
 pub type Backend = Arc<dyn WatchBackend>;
 
 /// Starts the backend `mode` asks for on `root`. `auto` is inotify, except on a network or
-/// FUSE filesystem (polled: inotify sees only the writes made through this machine's kernel).
+/// FUSE filesystem (polled: inotify sees only the writes made through this machine's kernel);
+/// off Linux, where there is no inotify, `auto` and `inotify` are notify (FSEvents on macOS).
 /// When no inotify instance is left (EMFILE) the tree is polled instead, and a
 /// [`WatchMsg::Polling`] says so in status.
 pub fn start(
@@ -71,8 +72,15 @@ pub fn start(
             crate::watch_notify::NotifyWatcher::start(root, config.clone(), tx.clone())
                 .map(|w| Arc::new(w) as Backend)
         }
+        #[cfg(target_os = "linux")]
         WatchMode::Auto | WatchMode::Inotify => {
-            Watcher::start(root, config.clone(), tx.clone()).map(|w| Arc::new(w) as Backend)
+            crate::watch_inotify::Watcher::start(root, config.clone(), tx.clone())
+                .map(|w| Arc::new(w) as Backend)
+        }
+        #[cfg(not(target_os = "linux"))]
+        WatchMode::Auto | WatchMode::Inotify => {
+            crate::watch_notify::NotifyWatcher::start(root, config.clone(), tx.clone())
+                .map(|w| Arc::new(w) as Backend)
         }
     };
     match started {
@@ -105,11 +113,37 @@ const REMOTE_FILESYSTEMS: &[(i64, &str)] = &[
 ];
 
 /// The name of the network or FUSE filesystem `root` is on, if it is on one.
+#[cfg(target_os = "linux")]
 fn remote_filesystem(root: &Path) -> Option<&'static str> {
     let stat = nix::sys::statfs::statfs(root).ok()?;
     remote_filesystem_type(stat.filesystem_type().0 as i64)
 }
 
+/// Filesystem type names (statfs `f_fstypename`, macOS) whose changes need not pass through
+/// this kernel.
+#[cfg(not(target_os = "linux"))]
+const REMOTE_FILESYSTEM_NAMES: &[(&str, &str)] = &[
+    ("nfs", "NFS"),
+    ("smbfs", "SMB"),
+    ("afpfs", "AFP"),
+    ("webdav", "WebDAV"),
+    ("macfuse", "FUSE"),
+    ("osxfuse", "FUSE"),
+    ("fuse", "FUSE"),
+];
+
+/// The name of the network or FUSE filesystem `root` is on, if it is on one.
+#[cfg(not(target_os = "linux"))]
+fn remote_filesystem(root: &Path) -> Option<&'static str> {
+    let stat = nix::sys::statfs::statfs(root).ok()?;
+    let name = stat.filesystem_type_name();
+    REMOTE_FILESYSTEM_NAMES
+        .iter()
+        .find(|(fs, _)| *fs == name)
+        .map(|(_, shown)| *shown)
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn remote_filesystem_type(f_type: i64) -> Option<&'static str> {
     REMOTE_FILESYSTEMS
         .iter()

@@ -21,9 +21,10 @@ pub fn crash_requested() -> bool {
         .is_some_and(|path| path.exists())
 }
 
-/// Asks the kernel to send SIGTERM when the parent dies (best effort; logged on failure).
+/// Asks the kernel to send SIGTERM when the parent dies (best effort; logged on failure). Where
+/// the kernel cannot (macOS), stdin EOF and the driver's parent-pid check end the monitor.
 pub fn die_with_parent() {
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+    if let Err(e) = wsync_core::platform::die_with_parent(nix::sys::signal::Signal::SIGTERM) {
         eprintln!("wsync-monitor: warning: cannot set the parent-death signal: {e}");
     }
 }

@@ -143,7 +143,10 @@ pub mod poll;
 pub mod queue;
 pub mod watch;
 mod watch_excludes;
+#[cfg(target_os = "linux")]
+mod watch_inotify;
 pub mod watch_notify;
+#[cfg(target_os = "linux")]
 mod watch_paths;
 
 use std::path::{Path, PathBuf};
@@ -359,13 +362,12 @@ fn load_pending(
 /// `mkdtemp` directory; never a directory another user could have prepared (a ControlPath
 /// socket planted there would see every transfer).
 fn runtime_dir(requested: Option<&Path>) -> PathBuf {
-    // ssh adds a ".XXXXXXXXXXXXXXXX" suffix while binding "cm-<16 hex>"; sun_path holds 107.
-    const MAX_DIR_LEN: usize = 107 - 1 - 19 - 17;
+    // ssh adds a ".XXXXXXXXXXXXXXXX" suffix while binding "cm-<16 hex>" below the directory.
+    const MAX_DIR_LEN: usize = wsync_core::platform::SOCKET_PATH_MAX - 1 - 19 - 17;
     let fallback = PathBuf::from(format!("/tmp/wsync-{}", nix::unistd::getuid()));
     let preferred = requested.map(Path::to_path_buf).unwrap_or_else(|| {
-        std::env::var_os("XDG_RUNTIME_DIR")
-            .filter(|d| !d.is_empty())
-            .map(|d| PathBuf::from(d).join("wsync"))
+        wsync_core::platform::runtime_dir()
+            .map(|d| d.join("wsync"))
             .unwrap_or_else(|| fallback.clone())
     });
     for dir in [preferred, fallback] {

@@ -5,13 +5,13 @@
 //! `.gitignore` changes: watches follow the new patterns and newly included paths are reported
 //! as created so they get synced.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use wsync_core::excludes::{write_rules, Excludes};
 
 use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
-use crate::watch::{Change, ChangeKind, WatchTable};
+use crate::watch::{Change, ChangeKind};
 
 /// What the watcher needs to know about a workspace's excludes.
 #[derive(Debug, Clone)]
@@ -205,45 +205,4 @@ fn load(root: &Path, config: &ExcludeConfig) -> Excludes {
         tracing::warn!("excludes: {warning}");
     }
     excludes
-}
-
-impl WatchTable {
-    /// Writes the rules file if the excluded set or the patterns changed (`ExcludeState::flush_rules`).
-    pub(crate) fn flush_rules(&mut self) {
-        self.filter.flush_rules();
-    }
-
-    /// Re-reads the patterns and reconciles the watches with them: directories newly excluded
-    /// lose their watches (their remote copies are left alone), newly included ones are
-    /// watched and returned as created, so they get synced.
-    pub(crate) fn reload(&mut self) -> (Vec<Change>, Result<(), crate::watch::WatchError>) {
-        let old = std::mem::take(&mut self.filter.excluded);
-        let root = self.root.clone();
-        self.filter.reload_patterns(&root);
-        let mut visited = HashSet::new();
-        let result = self.walk(Path::new(""), Some(&mut visited));
-        if result.is_ok() {
-            let stale: Vec<i32> = self
-                .by_wd
-                .iter()
-                .filter(|(_, path)| !visited.contains(*path))
-                .map(|(id, _)| id)
-                .collect();
-            for id in stale {
-                if let Some((wd, _)) = self.by_wd.remove(id) {
-                    let _ = self.watches.remove(wd);
-                }
-            }
-        }
-        let included = self
-            .filter
-            .newly_included(&root, old, |parent| visited.contains(parent));
-        tracing::info!(
-            watches = self.by_wd.len(),
-            excluded = self.filter.excluded.len(),
-            newly_included = included.len(),
-            "ignore patterns changed; watches and rsync rules follow"
-        );
-        (included, result)
-    }
 }

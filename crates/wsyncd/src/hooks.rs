@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use wsync_core::monitor_proto::{MonitorStatus, RemoteState};
+use wsync_core::platform;
 
 use crate::process::{self, ExitDescription};
 
@@ -181,7 +182,7 @@ impl Hooks {
         let timeout = self.timeout;
         let spawned = std::thread::Builder::new()
             .name("hook".into())
-            .spawn(move || run(Path::new(process::SELF_EXE), &command, &event, timeout));
+            .spawn(move || run(&platform::current_exe(), &command, &event, timeout));
         if let Err(e) = spawned {
             tracing::warn!("cannot start a thread for the hook: {e}");
         }
@@ -231,7 +232,7 @@ pub fn run(runner: &Path, command: &Path, event: &HookEvent, timeout: Duration) 
     if let Err(e) = nix::unistd::access(command, nix::unistd::AccessFlags::X_OK) {
         return log_failure(command, event, HookError::Spawn(e.into()));
     }
-    let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+    let (reader, writer) = match platform::pipe_cloexec() {
         Ok(pair) => pair,
         Err(e) => return log_failure(command, event, HookError::Pipe(e.into())),
     };
@@ -323,18 +324,13 @@ pub fn subreaper_main(hook: &Path) -> ! {
 }
 
 fn subreap(hook: &Path) -> std::io::Result<std::process::ExitStatus> {
-    use nix::sys::signal::{SigSet, Signal};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    let parent = nix::unistd::getppid();
-    nix::sys::prctl::set_child_subreaper(true)?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-    // SIGTERM and SIGINT are read from a descriptor instead of ending the runner: the clean-up
-    // below must run. Spawned children start with an empty mask (std resets it).
-    let mut stops = SigSet::empty();
-    stops.add(Signal::SIGTERM);
-    stops.add(Signal::SIGINT);
-    stops.thread_block()?;
-    let signals = SignalFd::with_flags(&stops, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    use nix::sys::signal::Signal;
+    let parent = nix::unistd::getppid().as_raw() as u32;
+    // Without a subreaper (macOS) only what stays in the hook's process group is killed.
+    platform::become_subreaper()?;
+    platform::die_with_parent(Signal::SIGTERM)?;
+    // SIGTERM and SIGINT are read instead of ending the runner: the clean-up below must run.
+    let stops = platform::HeldSignals::hold(&[Signal::SIGTERM, Signal::SIGINT])?;
     let mut cmd = Command::new(hook);
     cmd.process_group(0);
     let mut spawned = cmd.spawn();
@@ -356,8 +352,9 @@ fn subreap(hook: &Path) -> std::io::Result<std::process::ExitStatus> {
         if process::has_exited(pid) {
             break;
         }
-        // The daemon gone before the parent-death signal was armed counts as a stop too.
-        let stop = matches!(signals.read_signal(), Ok(Some(_))) || nix::unistd::getppid() != parent;
+        // The daemon gone before the parent-death signal was armed (or where there is none)
+        // counts as a stop too.
+        let stop = stops.arrived() || !platform::parent_is(parent);
         if stop {
             let _ =
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
@@ -370,7 +367,7 @@ fn subreap(hook: &Path) -> std::io::Result<std::process::ExitStatus> {
     process::kill_group(pid);
     let status = child.wait()?;
     process::kill_and_reap_children(REAP_DEADLINE);
-    stops.thread_unblock()?;
+    stops.release()?;
     Ok(status)
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Signalling a process group by its leader's pid is only safe while the leader is an unreaped
 //! child of ours: once reaped, its pid (and so the pgid) can be reused by an unrelated process.
-//! So every wait here uses `waitid(WNOWAIT)`, which observes the exit and leaves the zombie in
-//! place; callers reap (`Child::wait`) only after their last signal to the group.
+//! So every wait here observes the exit and leaves the zombie in place
+//! ([`platform::child_has_exited`]: `waitid(WNOWAIT)` on Linux, kqueue elsewhere); callers reap (`Child::wait`) only after their last signal to the group.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -13,12 +13,9 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-
-/// The daemon's own executable, whatever became of its path on disk: the program of the
-/// helper processes it runs as itself (the hook runner, path checks).
-pub const SELF_EXE: &str = "/proc/self/exe";
+use wsync_core::platform;
 
 /// How often a wait for an exit looks again.
 const POLL: Duration = Duration::from_millis(20);
@@ -79,13 +76,7 @@ impl fmt::Display for ExitDescription {
 
 /// Whether process `pid` (an unreaped child of ours) has exited, without reaping it.
 pub fn has_exited(pid: u32) -> bool {
-    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-    match waitid(Id::Pid(as_pid(pid)), flags) {
-        Ok(WaitStatus::StillAlive) => false,
-        Ok(_) => true,
-        // ECHILD: not (or no longer) our child; nothing is left to wait for.
-        Err(_) => true,
-    }
+    platform::child_has_exited(pid)
 }
 
 /// Waits until every one of `pids` has exited or `timeout` passes; looks at least once.
@@ -128,44 +119,17 @@ pub fn terminate_groups(leaders: &[u32], grace: Duration) -> bool {
     exited
 }
 
-/// The pids whose parent is `parent` (from `/proc/*/stat`), zombies included.
-pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut children = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after
-        // the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            children.push(pid);
-        }
-    }
-    children
-}
-
 /// SIGKILLs and reaps every child of this process, again and again until none is left or
-/// `deadline` passes (then it says so on stderr). In a child subreaper that is every descendant:
-/// the children of a killed child become ours. A pid read from /proc cannot be reused before
-/// the signal, since only we reap our children.
+/// `deadline` passes (then it says so on stderr). In a child subreaper (Linux) that is every
+/// descendant: the children of a killed child become ours. A pid listed as our child cannot be
+/// reused before the signal, since only we reap our children.
 pub fn kill_and_reap_children(deadline: Duration) {
     use nix::errno::Errno;
     use nix::sys::wait::waitpid;
     let me = std::process::id();
     let until = Instant::now() + deadline;
     loop {
-        for child in children_of(me) {
+        for child in platform::children_of(me) {
             let _ = nix::sys::signal::kill(as_pid(child), Signal::SIGKILL);
         }
         loop {

@@ -96,7 +96,7 @@ pub fn new_shared(
     let supervisor = Supervisor::new(&config, runtime_dir, sink, runtime);
     let path_checks = PathChecks::new(
         config.tuning.path_check_timeout,
-        PathBuf::from(crate::process::SELF_EXE),
+        wsync_core::platform::current_exe(),
     );
     let shared = Arc::new(Mutex::new(DaemonState {
         config,

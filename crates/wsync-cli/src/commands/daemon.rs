@@ -161,17 +161,6 @@ pub fn start(ctx: &Ctx, args: DaemonStartArgs) -> Result<i32> {
     }
 }
 
-/// Whether `pid` is a live process (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 pub fn stop(ctx: &Ctx, args: DaemonStopArgs) -> Result<i32> {
     let timeout_secs = args.timeout;
     let socket = &ctx.config.daemon_command_socket_path;
@@ -194,7 +183,7 @@ pub fn stop(ctx: &Ctx, args: DaemonStopArgs) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     loop {
         let answering = matches!(Client::probe(socket), Ok(Some(_)));
-        if !answering && (!pidfile.exists() || !alive(pid)) {
+        if !answering && (!pidfile.exists() || !wsync_core::platform::pid_alive(pid)) {
             println(&format!("stopped wsyncd (pid {pid})"))?;
             return Ok(exit_codes::OK);
         }

@@ -44,7 +44,7 @@ pub(super) async fn run_reporting(
     };
     // stdout and stderr share one pipe, so an error message always arrives before the
     // transfer-done line that follows it: the line counts only when nothing came first.
-    let (reader, writer) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+    let (reader, writer) = match wsync_core::platform::pipe_cloexec() {
         Ok(pair) => pair,
         Err(e) => return failed(format!("cannot create a pipe for rsync: {e}")),
     };

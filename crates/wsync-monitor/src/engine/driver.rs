@@ -77,7 +77,7 @@ pub async fn run(
     };
     let mut engine = engine;
     driver.root = engine.root.clone();
-    let parent = nix::unistd::getppid();
+    let parent = nix::unistd::getppid().as_raw() as u32;
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut interrupt =
@@ -90,7 +90,7 @@ pub async fn run(
     driver.carry_out(initial);
     driver.feed(&mut engine, Input::Tick);
     let exit = loop {
-        if nix::unistd::getppid() != parent {
+        if !wsync_core::platform::parent_is(parent) {
             tracing::warn!("parent process is gone; exiting");
             break Exit::Orphaned;
         }
