@@ -12,6 +12,7 @@ use std::time::Duration;
 use wsync_core::monitor_proto::{MonitorStatus, TransportStatus};
 use wsync_core::registry::{Remote, Transport};
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
+use wsync_tests::poll::poll_until;
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::{churn, diff_trees, scratch_dir, wait_until_equal};
 
@@ -222,8 +223,22 @@ fn a_killed_agent_is_started_again_and_the_remote_converges() {
     killer.join().unwrap();
     m.flush_ok(FLUSH);
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
-    round(&mut m, &src, &dst, "after");
-    m.wait_status("the remote back on an agent", FLUSH, on_agent);
+    // The batch that finds the session lost goes by rsync; the next one starts the agent
+    // again (the kill may land between batches, so that may take one more change).
+    let mut n = 0;
+    let back = poll_until(
+        "the remote back on an agent",
+        FLUSH,
+        Duration::from_millis(500),
+        || {
+            n += 1;
+            round(&mut m, &src, &dst, &format!("after{n}"));
+            m.status().filter(on_agent)
+        },
+    );
+    if back.is_err() {
+        m.fail("the remote did not go back on an agent after changes");
+    }
     let now = agents(&binary);
     assert_eq!(now.len(), 1, "{now:?}\n{}", m.logs());
     let started = m.logs().matches("agent session started").count();
