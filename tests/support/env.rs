@@ -82,38 +82,14 @@ pub fn pids_mentioning(needle: &Path) -> Vec<u32> {
     found
 }
 
-/// All descendants of `pid` (from /proc), parents before children.
+/// All descendants of `pid`, parents before children ([`wsync_core::platform::children_of`]
+/// level by level).
 pub fn descendants(pid: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parents.push((child, ppid));
-        }
-    }
     let mut found = vec![pid];
     let mut i = 0;
     while i < found.len() {
-        let parent = found[i];
-        found.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(c, _)| *c),
-        );
+        let children = wsync_core::platform::children_of(found[i]);
+        found.extend(children);
         i += 1;
     }
     found.remove(0);
