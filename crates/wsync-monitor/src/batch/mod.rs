@@ -188,6 +188,36 @@ impl Outcome {
 }
 
 impl Destination {
+    /// The rsync request every transfer of this destination starts from: its target,
+    /// connection, marker and remote rsync, the batch's rules and deletion cap, and nothing
+    /// extra; each caller sets what it needs beyond that.
+    fn rsync_request<'a>(
+        &'a self,
+        root: &'a Path,
+        mode: RsyncMode,
+        opts: &'a BatchOptions,
+        protect: &'a [Vec<u8>],
+    ) -> RsyncRequest<'a> {
+        RsyncRequest {
+            source_root: root,
+            target: &self.remote.target,
+            control_path: self.control_path.as_deref(),
+            mode,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            excludes: &[],
+            protect,
+            max_delete: opts.max_delete,
+            exclude_from: opts.exclude_from.as_deref(),
+            report_transfer_done: false,
+            progress: false,
+            marker_id: Some(&self.workspace_id),
+            backup_dir: None,
+            checksum: false,
+            remote_rsync: self.remote.rsync_path.as_deref(),
+            no_delete_missing_args: self.deletion_fallback(),
+            deletion_rules: None,
+        }
+    }
     /// Runs one batch to this destination; `transferred` is called as soon as rsync reports
     /// the transfer complete without any message (before its slow exit handshake),
     /// `progress` with a full sync's progress (see [`progress`]), and `stall` when one of its
@@ -556,23 +586,11 @@ impl Destination {
             }
         };
         let argv = rsync_argv(&RsyncRequest {
-            source_root: root,
-            target: &self.remote.target,
-            control_path: self.control_path.as_deref(),
-            mode,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            excludes: &[],
-            protect: &protect,
-            max_delete: opts.max_delete,
-            exclude_from: opts.exclude_from.as_deref(),
             report_transfer_done: opts.report_transfer_done,
             progress: opts.progress && matches!(mode, RsyncMode::Full),
-            marker_id: Some(&self.workspace_id),
             backup_dir,
             checksum: opts.checksum && matches!(mode, RsyncMode::Full),
-            remote_rsync: self.remote.rsync_path.as_deref(),
-            no_delete_missing_args: self.deletion_fallback(),
-            deletion_rules: None,
+            ..self.rsync_request(root, mode, opts, &protect)
         });
         let stdin = list.map(|paths| files_from(&paths));
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
@@ -711,23 +729,9 @@ impl Destination {
     ) -> Outcome {
         let backup_dir = backup.map(Backup::dir);
         let argv = rsync_argv(&RsyncRequest {
-            source_root: root,
-            target: &self.remote.target,
-            control_path: self.control_path.as_deref(),
-            mode: RsyncMode::Paths { ignore_times: true },
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            excludes: &[],
-            protect,
             max_delete: None,
-            exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: false,
-            progress: false,
-            marker_id: Some(&self.workspace_id),
             backup_dir: backup_dir.as_deref(),
-            checksum: false,
-            remote_rsync: self.remote.rsync_path.as_deref(),
-            no_delete_missing_args: self.deletion_fallback(),
-            deletion_rules: None,
+            ..self.rsync_request(root, RsyncMode::Paths { ignore_times: true }, opts, protect)
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let keep = backup.and_then(Backup::descriptor);
@@ -806,23 +810,9 @@ impl Destination {
                 continue;
             }
             let argv = rsync_argv(&RsyncRequest {
-                source_root: root,
-                target: &self.remote.target,
-                control_path: self.control_path.as_deref(),
-                mode: RsyncMode::Growing { append },
-                timeout_secs: DEFAULT_TIMEOUT_SECS,
-                excludes: &[],
-                protect,
                 max_delete: None,
-                exclude_from: opts.exclude_from.as_deref(),
-                report_transfer_done: false,
-                progress: false,
-                marker_id: Some(&self.workspace_id),
                 backup_dir: backup_dir.as_deref(),
-                checksum: false,
-                remote_rsync: self.remote.rsync_path.as_deref(),
-                no_delete_missing_args: self.deletion_fallback(),
-                deletion_rules: None,
+                ..self.rsync_request(root, RsyncMode::Growing { append }, opts, protect)
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
             let (mut outcome, output) =
@@ -880,23 +870,10 @@ impl Destination {
             }
         };
         let argv = rsync_argv(&RsyncRequest {
-            source_root: root,
-            target: &self.remote.target,
-            control_path: self.control_path.as_deref(),
-            mode: RsyncMode::Deletions,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            excludes: &[],
-            protect,
-            max_delete: opts.max_delete,
-            exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: false,
-            progress: false,
-            marker_id: Some(&self.workspace_id),
             backup_dir,
-            checksum: false,
-            remote_rsync: self.remote.rsync_path.as_deref(),
             no_delete_missing_args: true,
             deletion_rules: Some(file.path()),
+            ..self.rsync_request(root, RsyncMode::Deletions, opts, protect)
         });
         tracing::debug!(remote = %self.remote.name, ?argv, entries = entries.len(), "deleting by the filter-list fallback");
         let (mut outcome, output) = run(argv, Some(files_from(&dirs)), || {}).await;
@@ -955,25 +932,7 @@ impl Destination {
         protect: &[Vec<u8>],
         started: Instant,
     ) -> Option<Outcome> {
-        let argv = rsync_argv(&RsyncRequest {
-            source_root: root,
-            target: &self.remote.target,
-            control_path: self.control_path.as_deref(),
-            mode: RsyncMode::Verify,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            excludes: &[],
-            protect,
-            max_delete: opts.max_delete,
-            exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: false,
-            progress: false,
-            marker_id: Some(&self.workspace_id),
-            backup_dir: None,
-            checksum: false,
-            remote_rsync: self.remote.rsync_path.as_deref(),
-            no_delete_missing_args: self.deletion_fallback(),
-            deletion_rules: None,
-        });
+        let argv = rsync_argv(&self.rsync_request(root, RsyncMode::Verify, opts, protect));
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
         let (mut outcome, output) = run(argv, None, || {}).await;
         match outcome.class {
@@ -1040,25 +999,15 @@ impl Destination {
             })
             .await;
         let argv = dry_run_argv(rsync_argv(&RsyncRequest {
-            source_root: root,
-            target: &self.remote.target,
-            control_path: self.control_path.as_deref(),
-            mode: RsyncMode::Paths {
-                ignore_times: false,
-            },
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-            excludes: &[],
-            protect,
             max_delete: None,
-            exclude_from: opts.exclude_from.as_deref(),
-            report_transfer_done: false,
-            progress: false,
-            marker_id: Some(&self.workspace_id),
-            backup_dir: None,
-            checksum: false,
-            remote_rsync: self.remote.rsync_path.as_deref(),
-            no_delete_missing_args: self.deletion_fallback(),
-            deletion_rules: None,
+            ..self.rsync_request(
+                root,
+                RsyncMode::Paths {
+                    ignore_times: false,
+                },
+                opts,
+                protect,
+            )
         }));
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run of a batch that moves or deletes unknown contents");
         let (mut outcome, output) = run(argv, Some(files_from(&list)), || {}).await;
