@@ -4,19 +4,27 @@
 //! renames), and both SSH setups again through [`DelayRelay`], 25 ms each way.
 //!
 //! Both tools are measured the same way: the time from the first filesystem change to the
-//! moment the destination holds the result, polled on the destination.
+//! moment the destination holds the result, polled on the destination. wsync runs twice, with
+//! its default transport (the in-process executor locally, the agent over SSH) and with
+//! `transport = rsync` (an rsync per batch), so the executor's gain is measured in the same run.
+//! CPU is the time every process below the bench used during the measured runs (the syncer, its
+//! rsync/ssh children, the private sshd with its session processes and the agent, the ssh
+//! ControlPersist masters — the bench is a child subreaper so they stay below it), divided by the
+//! runs: the cost of one change (or one burst) on both ends together.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use wsync_core::registry::Transport as RemoteTransport;
 use wsync_core::remote::RemoteTarget;
 use wsync_tests::sshd::{current_user, Sshd};
 
 use crate::area::{start_sshd, Area, Transport, TIMEOUT};
 use crate::data::{make_tree, ms, percentile, poll_since};
 use crate::monitor::MonitorProc;
+use crate::procfs::{subtree_cpu_ticks, TICKS_PER_SEC};
 use crate::relay::DelayRelay;
 use crate::Options;
 
@@ -50,6 +58,14 @@ impl Place<'_> {
         }
     }
 
+    /// What wsync's default transport is here.
+    fn wsync_transport(&self) -> &'static str {
+        match self {
+            Place::Local => "in-process",
+            Place::Ssh { .. } => "agent",
+        }
+    }
+
     fn transport(&self) -> Transport<'_> {
         match self {
             Place::Local => Transport::Local,
@@ -63,6 +79,7 @@ enum Scenario {
     OneFile,
     Burst,
     Rename,
+    Deletes,
 }
 
 impl Scenario {
@@ -71,6 +88,7 @@ impl Scenario {
             Scenario::OneFile => "one 1 KiB file",
             Scenario::Burst => "5,000 new files in 50 dirs",
             Scenario::Rename => "rename of a 5,000-file dir",
+            Scenario::Deletes => "1,000 files deleted (of 6,000)",
         }
     }
 }
@@ -78,10 +96,29 @@ impl Scenario {
 struct PeerRow {
     scenario: Scenario,
     place: &'static str,
+    transport: &'static str,
     peer: &'static str,
-    wsync: Duration,
-    lsyncd: Duration,
-    samples: usize,
+    wsync: Measured,
+    wsync_rsync: Measured,
+    lsyncd: Measured,
+}
+
+/// One tool's runs of one scenario.
+struct Measured {
+    samples: Vec<Duration>,
+    /// CPU of the whole process tree over the measured runs, in clock ticks.
+    cpu_ticks: u64,
+}
+
+impl Measured {
+    fn p50(&self) -> Duration {
+        percentile(&self.samples, 50.0)
+    }
+
+    /// CPU per run, in milliseconds.
+    fn cpu_ms(&self) -> f64 {
+        self.cpu_ticks as f64 / TICKS_PER_SEC * 1000.0 / self.samples.len().max(1) as f64
+    }
 }
 
 /// Runs the comparison and prints its markdown table.
@@ -91,28 +128,43 @@ pub fn run(opts: &Options) -> Result<()> {
         .output()
         .context("running lsyncd --version: install it (apt-get install lsyncd)")?;
     let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    // Daemonized ssh masters must stay below the bench for the CPU figures.
+    wsync_core::platform::become_subreaper().context("becoming a child subreaper")?;
     let base = opts.dir.join(format!("wsync-peers-{}", std::process::id()));
     std::fs::create_dir_all(&base)?;
     let result = run_all(opts, &base);
     let _ = std::fs::remove_dir_all(&base);
     let rows = result?;
-    println!("| scenario (p50) | place | wsync | peer setup | peer | wsync ÷ peer | samples |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| scenario (p50) | place | wsync | wsync, rsync transport | peer setup | peer | \
+         wsync ÷ rsync transport | wsync ÷ peer | CPU per run: wsync / rsync transport / peer | samples |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let ratio =
+        |a: &Measured, b: &Measured| a.p50().as_secs_f64() / b.p50().as_secs_f64().max(1e-9);
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {:.2}× | {} each |",
+            "| {} | {} | {} ({}) | {} | {} | {} | {:.2}× | {:.2}× | {:.1} / {:.1} / {:.1} ms | {} each |",
             r.scenario.title(),
             r.place,
-            ms(r.wsync),
+            ms(r.wsync.p50()),
+            r.transport,
+            ms(r.wsync_rsync.p50()),
             r.peer,
-            ms(r.lsyncd),
-            r.wsync.as_secs_f64() / r.lsyncd.as_secs_f64().max(1e-9),
-            r.samples
+            ms(r.lsyncd.p50()),
+            ratio(&r.wsync, &r.wsync_rsync),
+            ratio(&r.wsync, &r.lsyncd),
+            r.wsync.cpu_ms(),
+            r.wsync_rsync.cpu_ms(),
+            r.lsyncd.cpu_ms(),
+            r.wsync.samples.len()
         );
     }
     println!(
-        "\n{version}; both measured from the first change to the result polled on the \
-         destination; the 50 ms rows go through a TCP relay holding each direction 25 ms."
+        "\n{version}; all measured from the first change to the result polled on the \
+         destination; the 50 ms rows go through a TCP relay holding each direction 25 ms. \
+         CPU per run: every process below the bench (syncer, rsync, ssh, sshd, agent), \
+         summed, divided by the runs (the bench's own polling excluded)."
     );
     Ok(())
 }
@@ -147,7 +199,12 @@ fn run_all(opts: &Options, base: &Path) -> Result<Vec<PeerRow>> {
 
 fn place_rows(opts: &Options, base: &Path, place: Place<'_>) -> Result<Vec<PeerRow>> {
     let mut rows = Vec::new();
-    for scenario in [Scenario::OneFile, Scenario::Burst, Scenario::Rename] {
+    for scenario in [
+        Scenario::OneFile,
+        Scenario::Burst,
+        Scenario::Rename,
+        Scenario::Deletes,
+    ] {
         eprintln!("peers [{}]: {}", place.label(), scenario.title());
         let reps = match (scenario, opts.quick) {
             (Scenario::OneFile, false) => 30,
@@ -155,15 +212,21 @@ fn place_rows(opts: &Options, base: &Path, place: Place<'_>) -> Result<Vec<PeerR
             (_, false) => 3,
             (_, true) => 1,
         };
-        let wsync = measure(base, place, scenario, reps, Tool::Wsync)?;
-        let lsyncd = measure(base, place, scenario, reps, Tool::Lsyncd)?;
+        let run = |tool: Tool, label: &str| {
+            measure(base, place, scenario, reps, tool)
+                .with_context(|| format!("{label}, {}, {}", scenario.title(), place.label()))
+        };
+        let wsync = run(Tool::Wsync, "wsync")?;
+        let wsync_rsync = run(Tool::WsyncRsync, "wsync with the rsync transport")?;
+        let lsyncd = run(Tool::Lsyncd, place.peer())?;
         rows.push(PeerRow {
             scenario,
             place: place.label(),
+            transport: place.wsync_transport(),
             peer: place.peer(),
-            wsync: percentile(&wsync, 50.0),
-            lsyncd: percentile(&lsyncd, 50.0),
-            samples: wsync.len(),
+            wsync,
+            wsync_rsync,
+            lsyncd,
         });
     }
     Ok(rows)
@@ -171,7 +234,10 @@ fn place_rows(opts: &Options, base: &Path, place: Place<'_>) -> Result<Vec<PeerR
 
 #[derive(Clone, Copy, PartialEq)]
 enum Tool {
+    /// wsync with its default transport.
     Wsync,
+    /// wsync with `transport = rsync`.
+    WsyncRsync,
     Lsyncd,
 }
 
@@ -184,8 +250,11 @@ enum Running {
 impl Running {
     fn start(area: &Area<'_>, place: Place<'_>, tool: Tool) -> Result<Self> {
         Ok(match tool {
-            Tool::Wsync => {
+            Tool::Wsync | Tool::WsyncRsync => {
                 let mut workspace = area.workspace();
+                if tool == Tool::WsyncRsync {
+                    workspace.remotes[0].transport = RemoteTransport::Rsync;
+                }
                 if let (Place::Ssh { port, .. }, RemoteTarget::Ssh { port: p, .. }) =
                     (place, &mut workspace.remotes[0].target)
                 {
@@ -220,18 +289,19 @@ fn measure(
     scenario: Scenario,
     reps: usize,
     tool: Tool,
-) -> Result<Vec<Duration>> {
+) -> Result<Measured> {
     let name = format!(
         "peer-{}-{}-{}",
         match scenario {
             Scenario::OneFile => "one",
             Scenario::Burst => "burst",
             Scenario::Rename => "rename",
+            Scenario::Deletes => "deletes",
         },
-        if tool == Tool::Wsync {
-            "wsync"
-        } else {
-            "lsyncd"
+        match tool {
+            Tool::Wsync => "wsync",
+            Tool::WsyncRsync => "wsync-rsync",
+            Tool::Lsyncd => "lsyncd",
         },
         match place {
             Place::Local => "local",
@@ -240,6 +310,8 @@ fn measure(
         }
     );
     let mut samples = Vec::new();
+    let mut cpu_ticks = 0;
+    let me = std::process::id();
     match scenario {
         Scenario::OneFile => {
             let area = Area::new(base, &name, place.transport())?;
@@ -247,6 +319,7 @@ fn measure(
             let mut running = Running::start(&area, place, tool)?;
             wait_live(&area, &mut running)?;
             let content = vec![b'y'; 1024];
+            let cpu_start = subtree_cpu_ticks(me);
             for i in 0..reps {
                 let file = format!("new{i}.txt");
                 let start = Instant::now();
@@ -258,6 +331,7 @@ fn measure(
                 // Pacing, not correctness: lets either tool finish its process first.
                 std::thread::sleep(Duration::from_millis(100));
             }
+            cpu_ticks += subtree_cpu_ticks(me) - cpu_start;
             running.stop();
         }
         Scenario::Burst => {
@@ -266,12 +340,14 @@ fn measure(
                 make_tree(&area.src, "old", 10, 10, 100)?;
                 let mut running = Running::start(&area, place, tool)?;
                 wait_live(&area, &mut running)?;
+                let cpu_start = subtree_cpu_ticks(me);
                 let start = Instant::now();
                 make_tree(&area.src, "new", 50, 100, 100)?;
                 let dst = area.dst.clone();
                 samples.push(poll_since(start, TIMEOUT, || {
                     (0..50).all(|d| count(&dst.join(format!("new{d:04}"))) == 100)
                 })?);
+                cpu_ticks += settled_cpu(me, cpu_start);
                 running.stop();
             }
         }
@@ -281,17 +357,51 @@ fn measure(
                 make_tree(&area.src, "big", 1, 5000, 1024)?;
                 let mut running = Running::start(&area, place, tool)?;
                 wait_live(&area, &mut running)?;
+                let cpu_start = subtree_cpu_ticks(me);
                 let start = Instant::now();
                 std::fs::rename(area.src.join("big0000"), area.src.join("renamed"))?;
                 let (new, old) = (area.dst.join("renamed"), area.dst.join("big0000"));
                 samples.push(poll_since(start, TIMEOUT, || {
                     !old.exists() && count(&new) == 5000
                 })?);
+                cpu_ticks += settled_cpu(me, cpu_start);
+                running.stop();
+            }
+        }
+        Scenario::Deletes => {
+            for rep in 0..reps {
+                let area = Area::new(base, &format!("{name}{rep}"), place.transport())?;
+                make_tree(&area.src, "keep", 50, 100, 100)?;
+                make_tree(&area.src, "del", 10, 100, 100)?;
+                let mut running = Running::start(&area, place, tool)?;
+                wait_live(&area, &mut running)?;
+                let cpu_start = subtree_cpu_ticks(me);
+                let start = Instant::now();
+                // One unlink per file, as an editor, a build clean or `git checkout` does.
+                for d in 0..10 {
+                    let dir = area.src.join(format!("del{d:04}"));
+                    for f in 0..100 {
+                        std::fs::remove_file(dir.join(format!("f{f:05}.txt")))?;
+                    }
+                }
+                let dst = area.dst.clone();
+                samples.push(poll_since(start, TIMEOUT, || {
+                    (0..10).all(|d| count(&dst.join(format!("del{d:04}"))) == 0)
+                })?);
+                cpu_ticks += settled_cpu(me, cpu_start);
                 running.stop();
             }
         }
     }
-    Ok(samples)
+    Ok(Measured { samples, cpu_ticks })
+}
+
+/// The subtree's CPU since `start`, read once the syncer has had a moment to finish the batch it
+/// just delivered (its status report, an rsync exiting): arrival on the destination is polled,
+/// the last bookkeeping is not.
+fn settled_cpu(me: u32, start: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(100));
+    subtree_cpu_ticks(me) - start
 }
 
 fn count(dir: &Path) -> usize {

@@ -76,3 +76,58 @@ pub fn cpu_ticks_and_rss(pid: u32) -> Result<(u64, u64)> {
 pub fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
+
+/// CPU (clock ticks) spent so far by every descendant of `root`, living or exited, `root`'s own
+/// time excluded: each living descendant's utime+stime+cutime+cstime plus `root`'s cutime+cstime.
+/// A difference of two readings is what the subtree used in between, exited processes included
+/// (their time moves into the parent that reaps them). Only exact when `root` is a child
+/// subreaper, so that daemonized grandchildren (an ssh ControlPersist master) stay below it.
+pub fn subtree_cpu_ticks(root: u32) -> u64 {
+    // pid -> (ppid, own ticks, reaped children's ticks), read in one pass over /proc.
+    let mut procs = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|s| s.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+        procs.insert(
+            pid,
+            (
+                field(1) as u32,
+                field(11) + field(12),
+                field(13) + field(14),
+            ),
+        );
+    }
+    let mut total = procs.get(&root).map_or(0, |p| p.2);
+    for (&pid, &(_, own, reaped)) in &procs {
+        let mut up = pid;
+        // Walk up to the root; pid 0/1 or a loop ends it.
+        for _ in 0..64 {
+            let Some(&(ppid, _, _)) = procs.get(&up) else {
+                break;
+            };
+            if ppid == root {
+                total += own + reaped;
+                break;
+            }
+            if ppid <= 1 {
+                break;
+            }
+            up = ppid;
+        }
+    }
+    total
+}
