@@ -164,7 +164,10 @@ fn a_change_is_pushed_as_pending_then_synced_and_proved_and_the_filter_holds() {
     );
     let EventKind::Synced {
         remote,
+        full,
+        paths,
         bytes,
+        oldest_change_us,
         latency_p50_us,
         ..
     } = &synced.kind
@@ -173,6 +176,12 @@ fn a_change_is_pushed_as_pending_then_synced_and_proved_and_the_filter_holds() {
     };
     assert_eq!(remote, "mirror");
     assert!(*bytes > 0 && latency_p50_us.is_some(), "{synced:?}");
+    // The monitor's own report of that batch: incremental, and its change waited through the
+    // pause (the pending event came first).
+    assert!(
+        !*full && *paths >= 1 && oldest_change_us.is_some_and(|us| us > 0),
+        "{synced:?}"
+    );
     all.seen_or_wait_for(&env, "in sync again", &mut seen, resumed, |e| {
         matches!(
             &e.kind,

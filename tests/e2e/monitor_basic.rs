@@ -226,6 +226,24 @@ fn a_50_mb_file_arrives_whole() {
     m.wait_status("50 MB counted", FLUSH, |s| {
         s.remotes[0].bytes_sent >= 50 * 1024 * 1024
     });
+    // Each landed batch was reported on its own: the initial full sync first (no watched
+    // change in it), then incremental batches that carried the file's 50 MB.
+    let batches = m.synced_batches();
+    let (first, rest) = batches.split_first().expect("no batch reported");
+    assert!(
+        first.1.full && first.1.oldest_change_us.is_none(),
+        "{batches:?}"
+    );
+    let sent: u64 = rest
+        .iter()
+        .filter(|(remote, b)| remote == "d" && !b.full && b.paths >= 1)
+        .map(|(_, b)| b.bytes)
+        .sum();
+    assert!(sent >= 50 * 1024 * 1024, "{batches:?}");
+    assert!(
+        rest.iter().all(|(_, b)| b.oldest_change_us.is_some()),
+        "{batches:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wsync_core::framing::{read_frame, write_frame, FrameError};
 use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress,
+    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress, SyncedBatch,
 };
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
@@ -31,6 +31,8 @@ struct Seen {
     progress: Vec<(String, SyncProgress)>,
     flushed: HashMap<u64, Vec<String>>,
     heartbeats: u64,
+    /// Every landed batch the monitor reported, in order: (remote, batch).
+    synced: Vec<(String, SyncedBatch)>,
     closed: bool,
 }
 
@@ -191,6 +193,7 @@ impl MonitorProc {
                         seen.flushed.insert(id, lagging);
                     }
                     Ok(MonitorEvent::Heartbeat) => seen.heartbeats += 1,
+                    Ok(MonitorEvent::Synced { remote, batch }) => seen.synced.push((remote, batch)),
                     Err(FrameError::Undecodable(e)) => panic!("monitor wrote a bad line: {e}"),
                     Err(_) => {
                         seen.closed = true;
@@ -268,6 +271,15 @@ impl MonitorProc {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .heartbeats
+    }
+
+    /// Every landed batch the monitor reported so far, in order: (remote, batch).
+    pub fn synced_batches(&self) -> Vec<(String, SyncedBatch)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .synced
+            .clone()
     }
 
     /// Every progress report seen in status lines so far, in order: (remote, progress).

@@ -143,12 +143,14 @@ pub fn event_line(event: &Event) -> String {
         }
         EventKind::Synced {
             remote,
+            full,
             files,
             bytes,
             latency_p50_us,
             ..
         } => {
-            let mut what = format!("synced {files} file(s), {bytes} bytes");
+            let kind = if *full { "full sync: " } else { "" };
+            let mut what = format!("{kind}synced {files} file(s), {bytes} bytes");
             if let Some(us) = latency_p50_us {
                 what += &format!(", latency {}", millis(*us));
             }

@@ -225,6 +225,28 @@ pub enum MonitorEvent {
     Flushed { id: u64, lagging: Vec<String> },
     /// Sent every [`HEARTBEAT_INTERVAL`] by the event loop: it still turns.
     Heartbeat,
+    /// One batch landed on a remote (sent as it lands, before the status that counts it), so
+    /// the daemon's `synced` events are one per batch, not one per rate-limited status.
+    Synced { remote: String, batch: SyncedBatch },
+}
+
+/// What one landed batch carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedBatch {
+    /// A full sync (initial, resync, checksum pass) rather than an incremental batch.
+    pub full: bool,
+    /// Paths the batch was asked to sync (0 for a full sync).
+    pub paths: u64,
+    /// Files rsync or the executor transferred, and the bytes sent.
+    pub files: u64,
+    pub bytes: u64,
+    /// How long the batch's oldest change waited until it was on the remote (microseconds);
+    /// `None` when the batch carried no watched change (a full sync at start).
+    pub oldest_change_us: Option<u64>,
+    /// The remote's change-to-remote latency (median, 99th percentile; microseconds) over
+    /// its last changes, this batch's included; `None` before any change landed.
+    pub latency_p50_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
 }
 
 /// A monitor's report on its workspace and every remote.

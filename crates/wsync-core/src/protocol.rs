@@ -194,13 +194,20 @@ pub enum EventKind {
     },
     /// The changes waiting for a remote changed in number while its state stayed the same.
     Pending { remote: String, pending: u64 },
-    /// Changes landed on a remote: the files and bytes sent since the monitor's previous
-    /// report, and the change-to-remote latency (median and 99th percentile over the last
-    /// changes, microseconds) once known.
+    /// One batch landed on a remote: whether it was a full sync, the paths it was asked to
+    /// sync, the files and bytes it sent, how long its oldest change waited (microseconds),
+    /// and the remote's change-to-remote latency (median and 99th percentile over the last
+    /// changes, microseconds) once known. One event per batch, as the monitor reports it.
     Synced {
         remote: String,
+        #[serde(default)]
+        full: bool,
+        #[serde(default)]
+        paths: u64,
         files: u64,
         bytes: u64,
+        #[serde(default)]
+        oldest_change_us: Option<u64>,
         latency_p50_us: Option<u64>,
         latency_p99_us: Option<u64>,
     },

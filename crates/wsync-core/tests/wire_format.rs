@@ -10,7 +10,7 @@ use serde::Serialize;
 use wsync_core::framing::{decode, encode};
 use wsync_core::monitor_proto::{
     MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, RemoteState, RemoteStatus,
-    SyncProgress, Throughput, WatchBackendKind, WatchMode,
+    SyncProgress, SyncedBatch, Throughput, WatchBackendKind, WatchMode,
 };
 use wsync_core::protocol::{
     ErrorCode, Event, EventKind, MonitorProcessState, Request, Response, WorkspaceChange,
@@ -136,12 +136,15 @@ fn events() {
         (
             EventKind::Synced {
                 remote: "m".into(),
+                full: false,
+                paths: 2,
                 files: 2,
                 bytes: 2048,
+                oldest_change_us: Some(3100),
                 latency_p50_us: Some(4100),
                 latency_p99_us: None,
             },
-            r#""kind":"synced","remote":"m","files":2,"bytes":2048,"latency_p50_us":4100,"latency_p99_us":null}}"#,
+            r#""kind":"synced","remote":"m","full":false,"paths":2,"files":2,"bytes":2048,"oldest_change_us":3100,"latency_p50_us":4100,"latency_p99_us":null}}"#,
         ),
         (
             EventKind::Error {
@@ -535,6 +538,21 @@ fn monitor_channel() {
         r#"{"event":"flushed","id":7,"lagging":[]}"#,
     );
     pin(MonitorEvent::Heartbeat, r#"{"event":"heartbeat"}"#);
+    pin(
+        MonitorEvent::Synced {
+            remote: "mirror".into(),
+            batch: SyncedBatch {
+                full: false,
+                paths: 1,
+                files: 1,
+                bytes: 1024,
+                oldest_change_us: Some(900),
+                latency_p50_us: Some(900),
+                latency_p99_us: Some(900),
+            },
+        },
+        r#"{"event":"synced","remote":"mirror","batch":{"full":false,"paths":1,"files":1,"bytes":1024,"oldest_change_us":900,"latency_p50_us":900,"latency_p99_us":900}}"#,
+    );
 }
 
 fn remote_status(progress: Option<SyncProgress>) -> RemoteStatus {

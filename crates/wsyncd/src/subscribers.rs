@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use wsync_core::monitor_proto::{MonitorStatus, RemoteState, RemoteStatus};
+use wsync_core::monitor_proto::{MonitorStatus, RemoteState, RemoteStatus, SyncedBatch};
 use wsync_core::protocol::{Event, EventKind};
 
 /// Events that may wait for one subscriber before it is dropped as lagging.
@@ -143,6 +143,20 @@ impl Subscribers {
     }
 }
 
+/// The `synced` event for one batch a monitor reports landed.
+pub fn synced(remote: String, batch: SyncedBatch) -> EventKind {
+    EventKind::Synced {
+        remote,
+        full: batch.full,
+        paths: batch.paths,
+        files: batch.files,
+        bytes: batch.bytes,
+        oldest_change_us: batch.oldest_change_us,
+        latency_p50_us: batch.latency_p50_us,
+        latency_p99_us: batch.latency_p99_us,
+    }
+}
+
 /// The events between a workspace's previous monitor report (`None`: its monitor just
 /// started) and the new one, in the order a reader wants them: halts first, then each remote's
 /// state, sync, proof and error.
@@ -186,17 +200,6 @@ fn remote_changes(before: Option<&RemoteStatus>, now: &RemoteStatus, events: &mu
             remote: name(),
             pending: now.pending,
         });
-    }
-    if let Some(before) = before {
-        if now.last_sync_unix_ms.is_some() && now.last_sync_unix_ms != before.last_sync_unix_ms {
-            events.push(EventKind::Synced {
-                remote: name(),
-                files: now.files_sent.saturating_sub(before.files_sent),
-                bytes: now.bytes_sent.saturating_sub(before.bytes_sent),
-                latency_p50_us: now.throughput.map(|t| t.latency_p50_us),
-                latency_p99_us: now.throughput.map(|t| t.latency_p99_us),
-            });
-        }
     }
     if let Some(at) = now
         .verified_unix_ms
@@ -254,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_then_its_sync_give_state_pending_and_synced_events() {
+    fn a_change_then_its_sync_give_state_pending_and_verified_events() {
         let start = report(vec![remote(RemoteState::InSync, 0)]);
         let first = status_changes(None, &start);
         assert!(
@@ -306,25 +309,42 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(
-            events[1],
-            EventKind::Synced {
-                remote: "m".into(),
-                files: 3,
-                bytes: 300,
-                latency_p50_us: Some(7),
-                latency_p99_us: Some(9),
-            }
-        );
         assert!(matches!(
-            events[2],
+            events[1],
             EventKind::Verified {
                 verified_unix_ms: 5,
                 ..
             }
         ));
-        assert_eq!(events.len(), 3);
+        // Batches are reported by the monitor as they land, not derived from counters.
+        assert_eq!(events.len(), 2, "{events:?}");
         assert!(status_changes(Some(&done), &done).is_empty());
+    }
+
+    #[test]
+    fn a_landed_batch_is_one_synced_event_with_its_own_figures() {
+        let batch = SyncedBatch {
+            full: false,
+            paths: 2,
+            files: 2,
+            bytes: 2048,
+            oldest_change_us: Some(3100),
+            latency_p50_us: Some(4100),
+            latency_p99_us: Some(12000),
+        };
+        assert_eq!(
+            synced("mirror".into(), batch),
+            EventKind::Synced {
+                remote: "mirror".into(),
+                full: false,
+                paths: 2,
+                files: 2,
+                bytes: 2048,
+                oldest_change_us: Some(3100),
+                latency_p50_us: Some(4100),
+                latency_p99_us: Some(12000),
+            }
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::monitor_state::{MonitorEnd, MonitorState, Now, Supervision};
 use crate::process;
 use crate::restart_policy::{RestartPolicy, Verdict};
 use crate::state::{EventSink, MonitorMessage};
-use crate::subscribers::{status_changes, Subscribers};
+use crate::subscribers::{status_changes, synced, Subscribers};
 
 /// Whether `workspace` should have a monitor started for it.
 pub fn should_run(workspace: &Workspace) -> bool {
@@ -293,6 +293,16 @@ impl Supervisor {
                     if pending.workspace == workspace {
                         let _ = pending.reply.send(lagging);
                     }
+                }
+            }
+            MonitorEvent::Synced { remote, batch } => {
+                if self.slots.get(&workspace).is_some_and(|slot| {
+                    slot.supervision
+                        .running()
+                        .is_some_and(|m| m.generation == generation)
+                }) {
+                    self.subscribers
+                        .publish_all(&workspace, vec![synced(remote, batch)]);
                 }
             }
             MonitorEvent::Heartbeat => {

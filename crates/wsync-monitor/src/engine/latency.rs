@@ -44,6 +44,11 @@ impl Arrivals {
         }
     }
 
+    /// When the oldest of these changes arrived (they are kept in arrival order).
+    pub fn oldest(&self) -> Option<Instant> {
+        self.times.first().copied()
+    }
+
     /// Puts a failed batch's arrivals back in front of what came since.
     pub fn restore(&mut self, mut earlier: Arrivals) {
         earlier.times.append(&mut self.times);

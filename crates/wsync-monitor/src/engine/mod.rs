@@ -433,6 +433,12 @@ impl Engine {
                     Some(f) if f.landed => self.proofs.landed(&remote.name, now, wall_ms()),
                     _ => {}
                 }
+                if let Some(batch) = finished.as_ref().and_then(|f| f.synced) {
+                    fx.push(Effect::Emit(MonitorEvent::Synced {
+                        remote: remote.name.clone(),
+                        batch,
+                    }));
+                }
                 if let Some(reason) = finished.and_then(|f| f.halt) {
                     self.halt(Halt::deletions(reason), now, &mut fx);
                 }

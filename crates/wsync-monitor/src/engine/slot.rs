@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsync_core::backoff::Backoff;
-use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress};
+use wsync_core::monitor_proto::{RemoteState, RemoteStatus, SyncProgress, SyncedBatch};
 use wsync_core::rsync::{ExitClass, PathFailure, RsyncStats};
 use wsync_core::rsync_version::RsyncEnds;
 
@@ -66,6 +66,9 @@ struct Flight {
     confirmed: bool,
     /// When the changes it carries were queued.
     arrivals: Arrivals,
+    /// How long its oldest change had waited when its data was on the remote (set by
+    /// [`RemoteSlot::transferred`], which hands `arrivals` to the latencies early).
+    oldest_wait: Option<Duration>,
 }
 
 impl Flight {
@@ -260,6 +263,8 @@ pub(super) struct Finished {
     pub proof_failed: bool,
     /// A safety rail stopped the batch: the workspace halts with this reason.
     pub halt: Option<String>,
+    /// What the batch carried, when it landed.
+    pub synced: Option<SyncedBatch>,
 }
 
 pub(super) struct RemoteSlot {
@@ -669,6 +674,7 @@ impl RemoteSlot {
             packed,
             confirmed,
             arrivals: std::mem::take(&mut self.arrivals),
+            oldest_wait: None,
         });
         Some(Started {
             flight: self.next_flight,
@@ -730,8 +736,11 @@ impl RemoteSlot {
             return false;
         };
         // Counted now, when the data is there; its exit figures add the bytes later.
-        self.latencies
-            .landed(std::mem::take(&mut flight.arrivals), now, 0, 0);
+        let arrivals = std::mem::take(&mut flight.arrivals);
+        flight.oldest_wait = arrivals
+            .oldest()
+            .map(|at| now.saturating_duration_since(at));
+        self.latencies.landed(arrivals, now, 0, 0);
         self.synced_through = self.synced_through.max(flight.newest);
         self.stuck.landed(&flight, &[]);
         self.initial_done |= flight.full;
@@ -804,12 +813,27 @@ impl RemoteSlot {
             (class, &failed_paths),
             (ExitClass::Partial, Some(_)) | (ExitClass::Success | ExitClass::Vanished, _)
         );
-        if landed {
+        let oldest_change_us = flight
+            .oldest_wait
+            .or_else(|| arrivals.oldest().map(|at| now.saturating_duration_since(at)))
+            .map(|wait| wait.as_micros() as u64);
+        let synced = if landed {
             self.latencies
                 .landed(arrivals, now, stats.files_transferred, stats.bytes_sent);
+            let throughput = self.latencies.throughput(now);
+            Some(SyncedBatch {
+                full,
+                paths: if full { 0 } else { flight.len as u64 },
+                files: stats.files_transferred,
+                bytes: stats.bytes_sent,
+                oldest_change_us,
+                latency_p50_us: throughput.map(|t| t.latency_p50_us),
+                latency_p99_us: throughput.map(|t| t.latency_p99_us),
+            })
         } else {
             self.arrivals.restore(arrivals);
-        }
+            None
+        };
         let mut proof_failed = false;
         let failed_paths = failed_paths.map(|mut failures| {
             failures.retain(|f| {
@@ -903,6 +927,7 @@ impl RemoteSlot {
             landed: landed && !proof_failed,
             proof_failed,
             halt,
+            synced,
         })
     }
 
