@@ -65,6 +65,7 @@ fn workspace() -> Workspace {
         respect_gitignore: true,
         max_delete: None,
         checksum_every_secs: None,
+        tuning: Default::default(),
         root_id: None,
     }
 }

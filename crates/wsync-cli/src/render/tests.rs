@@ -52,6 +52,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
         respect_gitignore: true,
         max_delete: None,
         checksum_every_secs: None,
+        tuning: Default::default(),
         root_id: None,
     }
 }
@@ -113,16 +114,19 @@ fn sample() -> Vec<WorkspaceStatus> {
                 ],
                 ..MonitorStatus::default()
             }),
+            watch_mode: None,
         },
         WorkspaceStatus {
             workspace: workspace("beta", &[]),
             monitor: supervisor(MonitorProcessState::Idle),
             report: None,
+            watch_mode: None,
         },
         WorkspaceStatus {
             workspace: workspace("gamma", &["m"]),
             monitor: failed,
             report: None,
+            watch_mode: None,
         },
     ]
 }
