@@ -280,9 +280,11 @@ fn set_names_a_bad_key_or_value_and_null_resets() {
     assert_eq!(std::fs::read(&env.registry).unwrap(), registry);
 
     // The daemon checks too (a client that skips the CLI's checks), all or none.
-    let mut changes = WorkspaceChanges::default();
-    changes.settle_ms = Some(Some(20));
-    changes.max_latency_ms = Some(Some(0));
+    let changes = WorkspaceChanges {
+        settle_ms: Some(Some(20)),
+        max_latency_ms: Some(Some(0)),
+        ..WorkspaceChanges::default()
+    };
     match env.request(&Request::Update {
         workspace: "proj".into(),
         changes,
@@ -297,6 +299,16 @@ fn set_names_a_bad_key_or_value_and_null_resets() {
         other => env.fail(&format!("out of range accepted: {other:?}")),
     }
     assert_eq!(std::fs::read(&env.registry).unwrap(), registry);
+    // A connection greeted in protocol 1 is refused the request, naming the protocol it needs.
+    let old = client_lines(
+        &env,
+        &[
+            r#"{"type":"hello","protocol":1,"version":"old"}"#,
+            r#"{"type":"update","workspace":"proj","changes":{"poll_interval_ms":null}}"#,
+        ],
+    );
+    assert!(old.contains("update needs protocol 2 or later"), "{old}");
+    assert_eq!(entry(&env, "proj").tuning.poll_interval_ms, Some(500));
     // An unknown key on the wire is refused by name.
     let out = client_lines(
         &env,

@@ -364,6 +364,8 @@ name = "proj"
 excludes = ["target/"]
 respect_gitignore = false
 max_delete = 50
+watch_mode = "poll"
+poll_interval_ms = 500
 [[remote]]
 spec = "/srv/m"
 keep_deleted_days = 3
@@ -373,6 +375,7 @@ name = "box"
 port = 2222
 identity_file = "~/.ssh/id"
 ssh_options = ["BatchMode=yes"]
+transport = "rsync"
 "#,
         )
         .unwrap();
@@ -384,6 +387,15 @@ ssh_options = ["BatchMode=yes"]
         assert_eq!(file.remotes[0].keep_deleted_days, 3);
         assert_eq!(file.remotes[1].port, Some(2222));
         assert_eq!(file.remotes[1].ssh_options, ["BatchMode=yes"]);
+        assert_eq!(file.remotes[1].transport, Transport::Rsync);
+        assert_eq!(file.remotes[0].transport, Transport::Auto);
+        assert_eq!(file.watch_mode, Some(WatchMode::Poll));
+        assert_eq!(file.poll_interval_ms, Some(500));
+        let err = parse("watch_mode = \"fast\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("/p/.wsync.toml:1: ") && err.contains("fast"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -453,6 +465,26 @@ ssh_options = ["BatchMode=yes"]
         assert!(file
             .differences(&ws, &[Some(remote("a", "/a", 0))])
             .is_empty());
+        let file = parse("watch_mode = \"poll\"\nsettle_ms = 9\n[[remote]]\nspec = \"/a\"\ntransport = \"rsync\"\n").unwrap();
+        let mut wanted = remote("a", "/a", 0);
+        wanted.transport = Transport::Rsync;
+        assert_eq!(
+            file.differences(&ws, &[Some(wanted.clone())]),
+            [
+                "watch_mode differs",
+                "settle_ms differs",
+                "remote a transport differs"
+            ]
+        );
+        // The update that applies it: every key of the file, absent ones reset, the remote's
+        // new transport.
+        let plan = RemotePlan::new(&ws.remotes, &[Some(wanted)]);
+        let changes = file.changes(&plan);
+        assert_eq!(changes.watch_mode, Some(Some(WatchMode::Poll)));
+        assert_eq!(changes.max_latency_ms, Some(None));
+        assert_eq!(changes.excludes, Some(Some(vec![])));
+        assert_eq!(changes.checksum_every_secs, None, "not a key of the file");
+        assert_eq!(changes.remotes["a"].transport, Some(Some(Transport::Rsync)));
         let file = parse("excludes = [\"x\"]\n[[remote]]\nspec = \"/b\"\n").unwrap();
         assert_eq!(
             file.differences(&ws, &[Some(remote("b", "/b", 0))]),

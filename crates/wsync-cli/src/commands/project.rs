@@ -1,6 +1,6 @@
 //! Commands on a workspace's project file (`.wsync.toml`, [`wsync_core::project_file`]): `init`
-//! writes a starter, `up` applies the file through the daemon's ordinary requests (add, detach,
-//! attach: the daemon runs its usual checks), `down` unregisters; and the one-line note
+//! writes a starter, `up` applies the file through the daemon's ordinary requests (add, update,
+//! detach, attach: the daemon runs its usual checks), `down` unregisters; and the one-line note
 //! `status` prints when a file and the registry disagree.
 
 use std::io::Write;
