@@ -76,6 +76,9 @@ _wsync() {
             wsync,resume)
                 cmd="wsync__subcmd__resume"
                 ;;
+            wsync,set)
+                cmd="wsync__subcmd__set"
+                ;;
             wsync,status)
                 cmd="wsync__subcmd__status"
                 ;;
@@ -172,6 +175,9 @@ _wsync() {
             wsync__subcmd__help,resume)
                 cmd="wsync__subcmd__help__subcmd__resume"
                 ;;
+            wsync__subcmd__help,set)
+                cmd="wsync__subcmd__help__subcmd__set"
+                ;;
             wsync__subcmd__help,status)
                 cmd="wsync__subcmd__help__subcmd__status"
                 ;;
@@ -224,7 +230,7 @@ _wsync() {
 
     case "${cmd}" in
         wsync)
-            opts="-h -V --help --version add remove attach detach list status events client pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="-h -V --help --version add remove attach detach list status events client pause resume restart flush set up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,7 +244,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__add)
-            opts="-h -V --name --exclude --help --version"
+            opts="-h -V --name --exclude --watch-mode --poll-interval-ms --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -249,6 +255,14 @@ _wsync() {
                     return 0
                     ;;
                 --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --watch-mode)
+                    COMPREPLY=($(compgen -W "auto inotify notify poll" -- "${cur}"))
+                    return 0
+                    ;;
+                --poll-interval-ms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -574,7 +588,7 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__help)
-            opts="add remove attach detach list status events client pause resume restart flush up down init logs verify trash check-ignore config completions daemon generate-docs help"
+            opts="add remove attach detach list status events client pause resume restart flush set up down init logs verify trash check-ignore config completions daemon generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -909,6 +923,20 @@ _wsync() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        wsync__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         wsync__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1086,6 +1114,20 @@ _wsync() {
             return 0
             ;;
         wsync__subcmd__resume)
+            opts="-h -V --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        wsync__subcmd__set)
             opts="-h -V --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -746,7 +746,8 @@ fn unsafe_to_send(request: &Request, root: &Path) -> bool {
         | Request::Resume { workspace }
         | Request::Flush { workspace, .. }
         | Request::Restart { workspace }
-        | Request::Repair { workspace, .. } => workspace.contains("fuzz") || exists(workspace),
+        | Request::Repair { workspace, .. }
+        | Request::Update { workspace, .. } => workspace.contains("fuzz") || exists(workspace),
         Request::Hello { .. }
         | Request::DaemonInfo {}
         | Request::List {}

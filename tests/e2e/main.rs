@@ -49,4 +49,5 @@ mod rsync_versions;
 mod supervisor;
 mod target_identity;
 mod trash;
+mod update;
 mod watch_backends;

@@ -136,13 +136,12 @@ fn up_is_idempotent_and_applies_edits_and_down_unregisters() {
         .find(|r| r.name == "m3")
         .map(|r| r.target.to_string());
     assert_eq!(m3_target.as_deref(), Some(s(&m4)));
-    // The file no longer names its excludes: the daemon cannot change them, up says so.
-    assert_eq!(ws.excludes, ["target/"]);
+    // The file no longer names its excludes: up makes them the default (none).
+    assert!(ws.excludes.is_empty(), "{:?}", ws.excludes);
+    let out = ok_in(&env, &sub, &["status"]);
+    assert!(!out.stderr.contains("disagree"), "{}", out.stderr);
 
     // status notices a file edited but not applied; quiet once applied.
-    let out = ok_in(&env, &sub, &["status"]);
-    assert!(out.stderr.contains("excludes differ"), "{}", out.stderr);
-    assert!(!out.stderr.contains("not attached"), "{}", out.stderr);
     let m5 = env.mkdir("m5");
     let text = std::fs::read_to_string(proj.join(".wsync.toml")).unwrap();
     write_file(
@@ -158,6 +157,7 @@ fn up_is_idempotent_and_applies_edits_and_down_unregisters() {
         "{}",
         out.stderr
     );
+    assert!(out.stderr.contains("excludes differ"), "{}", out.stderr);
     ok_in(&env, &sub, &["up"]);
     let out = ok_in(&env, &sub, &["status"]);
     assert!(!out.stderr.contains("disagree"), "{}", out.stderr);

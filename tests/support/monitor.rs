@@ -67,6 +67,7 @@ pub fn workspace(name: &str, path: &Path, remotes: Vec<Remote>) -> Workspace {
         respect_gitignore: false,
         max_delete: None,
         checksum_every_secs: None,
+        tuning: Default::default(),
         root_id: None,
     }
 }

@@ -173,6 +173,7 @@ impl<'a> Area<'a> {
             // --max-delete takes at most a C int.
             max_delete: Some(i32::MAX as u64),
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         }
     }

@@ -115,7 +115,8 @@ Examples:
     /// Show the sync state of every workspace and remote (problems first).
     #[command(after_help = "\
 Columns: workspace, remote, state, last successful sync, pending changes, monitor restarts,
-monitor pid, transport (how small changes reach the remote: agent, in-process, or rsync and
+monitor pid, watch (the workspace's watch mode, and the backend its monitor runs when that
+differs: auto→poll is what auto chose for a network or FUSE filesystem), transport (how small changes reach the remote: agent, in-process, or rsync and
 why), last error. States: in-sync, syncing, initial-sync, paused, idle (no remotes),
 starting, and the problems error, halted, backoff, failed (see `wsync restart`), stopped.
 
@@ -131,7 +132,10 @@ starting, and the problems error, halted, backoff, failed (see `wsync restart`),
                               \"bytes_sent\": 1024, \"pending\": 0, \"consecutive_failures\": 0,
                               \"last_error\": null, \"next_retry_unix_ms\": null,
                               \"transport\": {\"kind\": \"agent\", \"version\": \"0.1.0\",
-                                            \"protocol\": 1}}]}}]
+                                            \"protocol\": 1}}]},
+    \"watch_mode\": \"auto\"}]
+watch_mode is the mode the monitor is started with (the workspace's own, else the config's
+WatchMode); report.watch_backend is the backend it runs (inotify, notify or poll).
 transport.kind is agent, in_process or rsync (with \"why\").
 monitor.state is one of idle, paused, running, backing_off, failed, stopped; remote states are
 initial-sync, in-sync, syncing, backoff, halted, error, paused. New fields may be added.
@@ -196,16 +200,44 @@ Examples:
   make && wsync flush . --timeout 120 && ssh build-box make -C src/project")]
     Flush(FlushArgs),
 
+    /// Change a workspace's settings (excludes, watch mode, tunables, a remote's transport).
+    #[command(after_help = "\
+Each KEY=VALUE changes one setting; keys not given stay as they are; KEY= (or KEY=null)
+resets it to its default. All are applied or none (the daemon checks them as `wsync add`
+and `wsync attach` do), in one registry write; the monitor is restarted only when a setting it
+reads at start changed, and only once. Setting a value a workspace already has changes nothing.
+
+Keys:
+  excludes=PAT,PAT...      gitignore-style patterns (replaces the list; default none)
+  respect_gitignore=BOOL   whether .gitignore files exclude paths too (default true)
+  max_delete=N             cap on deletions per full sync (default: the built-in cap)
+  checksum_every_secs=N    seconds between checksum passes (default off)
+  watch_mode=MODE          auto, inotify, notify or poll (default: the config's WatchMode)
+  poll_interval_ms=MS      poll backend interval, 100 to 3600000 (default: the config's)
+  settle_ms=MS             quiet time before a batch, 0 to 10000 (default: SettleMs)
+  max_latency_ms=MS        longest wait under churn, 1 to 60000 (default: MaxLatencyMs)
+  remote.NAME.transport=auto|rsync      how small changes reach remote NAME
+  remote.NAME.keep_deleted_days=DAYS    days deleted files stay in its .wsync-trash
+
+Examples:
+  wsync set watch_mode=poll poll_interval_ms=500
+  wsync set project excludes=target/,*.log
+  wsync set ~/src/project remote.box.transport=rsync
+  wsync set settle_ms=")]
+    Set(SetArgs),
+
     /// Register the workspace of a `.wsync.toml` and attach its remotes (re-run to apply edits).
     #[command(after_help = "\
 DIR is the workspace root holding .wsync.toml; without it, the nearest .wsync.toml in the
 current directory or above. The first run registers the directory (as `wsync add`, with the
-file's name and excludes); every run then makes the workspace's remotes those of the file:
-remotes no longer in the file (or changed) are detached, new ones attached, changed
-keep_deleted_days updated — through the daemon's ordinary requests, with the same checks as
-`wsync attach`. Running it again without edits changes nothing. Settings the daemon cannot
-change on a registered workspace (name, excludes, respect_gitignore, max_delete) are
-reported, not applied. The schema is in the README (\"Project files\").
+file's name and excludes); every run then makes the workspace's settings and remotes those of the file:
+excludes, respect_gitignore, max_delete, watch_mode, poll_interval_ms, settle_ms,
+max_latency_ms and each remote's keep_deleted_days and transport are applied in one `update`
+(a key left out of the file goes back to its default; the monitor restarts once, when
+something it reads at start changed); remotes no longer in the file (or with another target)
+are detached and new ones attached, with the same checks as `wsync attach`. Running it again
+without edits changes nothing, and says so. A changed name is reported, not applied (`wsync
+down` then `wsync up` re-registers under it). The schema is in the README (\"Project files\").
 
 Examples:
   wsync init && $EDITOR .wsync.toml && wsync up
@@ -399,6 +431,32 @@ pub struct AddArgs {
     /// A gitignore-style pattern to leave out (repeatable).
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// How the monitor learns of changes: auto (inotify; poll on network and FUSE
+    /// filesystems), inotify, notify or poll (default: the config's WatchMode).
+    #[arg(long, value_name = "MODE", value_parser = watch_mode_parser())]
+    pub watch_mode: Option<wsync_core::monitor_proto::WatchMode>,
+    /// How often the poll backend walks the tree, in milliseconds (default: the config's).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(*wsync_core::registry::tuning::POLL_INTERVAL_MS_RANGE.start()..=*wsync_core::registry::tuning::POLL_INTERVAL_MS_RANGE.end()))]
+    pub poll_interval_ms: Option<u64>,
+}
+
+/// `--watch-mode`: the config file's spellings, completed by the shell.
+fn watch_mode_parser(
+) -> impl clap::builder::TypedValueParser<Value = wsync_core::monitor_proto::WatchMode> {
+    use clap::builder::TypedValueParser;
+    use wsync_core::monitor_proto::WatchMode;
+    clap::builder::PossibleValuesParser::new(WatchMode::NAMES)
+        .map(|s| WatchMode::parse(&s).unwrap_or_default())
+}
+
+/// The arguments of `wsync set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// [WORKSPACE] then one or more KEY=VALUE. WORKSPACE (a name or path) is the workspace
+    /// holding the current directory when left out; the first argument is a setting when it
+    /// holds '=' (and no '/' before it).
+    #[arg(required = true, value_name = "[WORKSPACE] KEY=VALUE")]
+    pub args: Vec<String>,
 }
 
 /// The arguments of `wsync remove`, `pause`, `resume` and `restart` (a workspace and nothing else).

@@ -1,5 +1,10 @@
 //! The connection to wsyncd: connect to the command socket, check the protocol in the `Hello`
 //! handshake, then send requests and read responses with `wsync_core::framing`.
+//!
+//! The CLI offers its own `PROTOCOL_VERSION`. An older daemon that serves only older protocols
+//! (it refuses the hello with `protocol_mismatch`, or answers in an older protocol) is spoken
+//! to in the newest protocol it takes, down to `MIN_PROTOCOL_VERSION`: requests that protocol
+//! has work as before, and one it lacks fails before it is sent, naming the daemon's version.
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -8,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use wsync_core::framing::{self, FrameError};
-use wsync_core::protocol::{ErrorCode, Event, Request, Response, PROTOCOL_VERSION};
+use wsync_core::protocol::{
+    ErrorCode, Event, Request, Response, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 
 use crate::error::CliError;
 use crate::exit_codes;
@@ -21,6 +28,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct DaemonHello {
     pub version: String,
     pub pid: u32,
+    /// The protocol the connection speaks (this build's, or an older daemon's).
+    pub protocol: u32,
 }
 
 /// An open, handshaken connection to wsyncd.
@@ -67,11 +76,33 @@ impl Client {
     /// Connects and handshakes; a missing socket or refused connection is
     /// [`exit_codes::DAEMON_NOT_RUNNING`] with a hint naming `wsync daemon start`.
     pub fn connect(socket: &Path) -> Result<Self> {
-        Self::handshake_on(connect_socket(socket)?, socket)
+        let first = Self::handshake_in(connect_socket(socket)?, socket, PROTOCOL_VERSION);
+        let Err(refused) = first else { return first };
+        if !refused_protocol(&refused) {
+            return Err(refused);
+        }
+        // An older daemon closes the connection after refusing: offer each older protocol
+        // on a new one.
+        for protocol in (MIN_PROTOCOL_VERSION..PROTOCOL_VERSION).rev() {
+            match Self::handshake_in(connect_socket(socket)?, socket, protocol) {
+                Ok(client) => {
+                    tracing::debug!(protocol, daemon = %client.daemon.version, "the daemon speaks an older protocol");
+                    return Ok(client);
+                }
+                Err(e) if refused_protocol(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(refused)
     }
 
-    /// Handshakes on an already connected stream; `socket` names it in messages.
+    /// Handshakes on an already connected stream in this build's protocol (or an older one
+    /// the daemon answers in); `socket` names it in messages.
     pub fn handshake_on(stream: UnixStream, socket: &Path) -> Result<Self> {
+        Self::handshake_in(stream, socket, PROTOCOL_VERSION)
+    }
+
+    fn handshake_in(stream: UnixStream, socket: &Path, protocol: u32) -> Result<Self> {
         let writer = stream.try_clone().context("cloning the socket handle")?;
         let mut client = Self {
             reader: BufReader::new(stream),
@@ -81,10 +112,11 @@ impl Client {
             daemon: DaemonHello {
                 version: String::new(),
                 pid: 0,
+                protocol,
             },
         };
         client.set_timeout(DEFAULT_TIMEOUT)?;
-        client.daemon = client.handshake()?;
+        client.daemon = client.handshake(protocol)?;
         Ok(client)
     }
 
@@ -106,9 +138,11 @@ impl Client {
             .context("setting socket timeouts")
     }
 
-    fn handshake(&mut self) -> Result<DaemonHello> {
+    /// Says hello in `offered`; the daemon answers in it or in an older protocol this build
+    /// still speaks.
+    fn handshake(&mut self, offered: u32) -> Result<DaemonHello> {
         let hello = Request::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: offered,
             version: wsync_core::VERSION.to_owned(),
         };
         match self.exchange(&hello).context("handshake with wsyncd")? {
@@ -117,14 +151,18 @@ impl Client {
                 version,
                 pid,
             } => {
-                if protocol != PROTOCOL_VERSION {
+                if !(MIN_PROTOCOL_VERSION..=offered).contains(&protocol) {
                     return Err(mismatch(&format!(
-                        "wsyncd {version} (pid {pid}) speaks protocol {protocol}, this wsync {} speaks protocol {PROTOCOL_VERSION}",
+                        "wsyncd {version} (pid {pid}) speaks protocol {protocol}, this wsync {} speaks protocols {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
                         wsync_core::VERSION
                     ))
                     .into());
                 }
-                Ok(DaemonHello { version, pid })
+                Ok(DaemonHello {
+                    version,
+                    pid,
+                    protocol,
+                })
             }
             Response::Error {
                 code: ErrorCode::ProtocolMismatch,
@@ -140,12 +178,40 @@ impl Client {
     /// Sends one request and returns the daemon's answer; an error response becomes a
     /// [`CliError`] with the matching exit code and the daemon's message.
     pub fn call(&mut self, request: &Request) -> Result<Response> {
+        if request.since() > self.daemon.protocol {
+            return Err(self.too_old(request));
+        }
         match self.exchange(request)? {
+            // A daemon of this protocol built before the request was added to it.
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                message,
+            } if message.contains(&format!("unknown variant `{}`", request.type_name())) => {
+                Err(self.too_old(request))
+            }
             Response::Error { code, message } => {
                 Err(CliError::new(exit_codes::for_error_code(code), message).into())
             }
             other => Ok(other),
         }
+    }
+
+    /// The error for a request the daemon does not know, naming its version.
+    fn too_old(&self, request: &Request) -> anyhow::Error {
+        CliError::new(
+            exit_codes::PROTOCOL_MISMATCH,
+            format!(
+                "wsyncd {} (pid {}, protocol {}) is older than this wsync {} and has no `{}` request (protocol {} and later)",
+                self.daemon.version,
+                self.daemon.pid,
+                self.daemon.protocol,
+                wsync_core::VERSION,
+                request.type_name(),
+                request.since()
+            ),
+        )
+        .with_hint("restart the daemon from this build: `wsync daemon stop` and `wsync daemon start`")
+        .into()
     }
 
     /// Subscribes this connection to the daemon's events (`workspace`'s only, when set): the
@@ -236,6 +302,11 @@ impl EventStream {
     }
 }
 
+/// Whether a handshake failed because the daemon refused the protocol offered.
+fn refused_protocol(err: &anyhow::Error) -> bool {
+    crate::error::exit_code(err) == exit_codes::PROTOCOL_MISMATCH
+}
+
 fn mismatch(detail: &str) -> CliError {
     CliError::new(
         exit_codes::PROTOCOL_MISMATCH,
@@ -309,6 +380,93 @@ mod tests {
         );
     }
 
+    /// A daemon of protocol 1 only, as wsyncd was before protocol 2: it refuses a hello in
+    /// another protocol and closes the connection; in protocol 1 it answers `list`.
+    fn old_daemon(dir: &Path) -> PathBuf {
+        let socket = dir.join("old.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let stream = stream.unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let Ok(Request::Hello { protocol, .. }) = framing::read_frame(&mut reader) else {
+                    continue;
+                };
+                if protocol != 1 {
+                    let refusal = Response::Error {
+                        code: ErrorCode::ProtocolMismatch,
+                        message: format!("protocol mismatch: the client speaks protocol {protocol}, this daemon (wsyncd 0.0.1) speaks protocol 1"),
+                    };
+                    framing::write_frame(&mut writer, &refusal).unwrap();
+                    continue;
+                }
+                framing::write_frame(&mut writer, &hello(1)).unwrap();
+                while let Ok(request) = framing::read_frame::<Request>(&mut reader) {
+                    let answer = match request {
+                        Request::List {} => Response::Workspaces { workspaces: vec![] },
+                        _ => Response::Error {
+                            code: ErrorCode::BadRequest,
+                            message: "unexpected".into(),
+                        },
+                    };
+                    framing::write_frame(&mut writer, &answer).unwrap();
+                }
+            }
+        });
+        socket
+    }
+
+    #[test]
+    fn an_old_daemon_is_spoken_to_in_its_protocol_and_named_for_what_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = old_daemon(dir.path());
+        let mut client = Client::connect(&socket).unwrap();
+        assert_eq!(client.daemon.protocol, 1);
+        // What protocol 1 has works.
+        assert!(matches!(
+            client.call(&Request::List {}).unwrap(),
+            Response::Workspaces { .. }
+        ));
+        // What it lacks fails before it is sent, naming the daemon's version.
+        let update = Request::Update {
+            workspace: "w".into(),
+            changes: Default::default(),
+        };
+        let err = client.call(&update).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), exit_codes::PROTOCOL_MISMATCH);
+        let text = crate::error::render(&err);
+        assert!(
+            text.contains("wsyncd 9.9.9 (pid 77, protocol 1) is older than this wsync"),
+            "{text}"
+        );
+        assert!(text.contains("no `update` request (protocol 2"), "{text}");
+        // The connection is still good.
+        assert!(client.call(&Request::List {}).is_ok());
+    }
+
+    #[test]
+    fn a_daemon_of_this_protocol_without_a_request_is_named_too() {
+        let mut client = with_peer(|r, w| {
+            framing::write_frame(w, &hello(PROTOCOL_VERSION)).unwrap();
+            let _: Result<Request, _> = framing::read_frame(r);
+            let answer = Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "not a valid request: unknown variant `update`, expected one of `hello`"
+                    .into(),
+            };
+            framing::write_frame(w, &answer).unwrap();
+        })
+        .unwrap();
+        let update = Request::Update {
+            workspace: "w".into(),
+            changes: Default::default(),
+        };
+        let err = client.call(&update).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), exit_codes::PROTOCOL_MISMATCH);
+        assert!(err.to_string().contains("has no `update` request"), "{err}");
+    }
+
     #[test]
     fn error_responses_carry_the_daemon_message_and_exit_code() {
         let mut client = with_peer(|r, w| {
@@ -338,6 +496,7 @@ mod tests {
             daemon: DaemonHello {
                 version: String::new(),
                 pid: 0,
+                protocol: PROTOCOL_VERSION,
             },
         };
         client.set_timeout(Duration::from_millis(50)).unwrap();

@@ -64,6 +64,8 @@ pub struct StatusRow {
     pub pending: Option<u64>,
     pub restarts: u32,
     pub pid: Option<u32>,
+    /// The workspace's watch mode and the backend its monitor runs ([`watch_cell`]).
+    pub watch: String,
     /// How small changes reach the remote: `agent`, `in-process`, or `rsync: why`.
     pub transport: Option<String>,
     /// Both ends' rsync: `local / remote`, `+fallback` when deletions go by the filter list.
@@ -252,6 +254,35 @@ fn one_line(text: &str, max_chars: usize) -> String {
     cut
 }
 
+/// The WATCH cell: the mode the monitor was started with and, when it differs in kind, the
+/// backend it runs (`inotify`, `poll`, `auto→poll` for what auto chose, `inotify→poll` for
+/// the fallback when no inotify instance was left).
+pub fn watch_cell(ws: &WorkspaceStatus) -> String {
+    use wsync_core::monitor_proto::{WatchBackendKind, WatchMode};
+    let mode = ws.watch_mode.map(|m| match m {
+        WatchMode::Auto => "auto",
+        WatchMode::Inotify => "inotify",
+        WatchMode::Notify => "notify",
+        WatchMode::Poll => "poll",
+    });
+    let backend = ws
+        .report
+        .as_ref()
+        .and_then(|r| r.watch_backend)
+        .map(|b| match b {
+            WatchBackendKind::Inotify => "inotify",
+            WatchBackendKind::Notify => "notify",
+            WatchBackendKind::Poll => "poll",
+        });
+    match (mode, backend) {
+        (Some(m), Some(b)) if m == b => m.to_owned(),
+        (Some(m), Some(b)) => format!("{m}→{b}"),
+        (Some(m), None) => m.to_owned(),
+        (None, Some(b)) => b.to_owned(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
 /// One row per remote (one row for a workspace without remotes), problems first.
 pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
     let mut rows = Vec::new();
@@ -285,6 +316,7 @@ pub fn status_rows(statuses: &[WorkspaceStatus]) -> Vec<StatusRow> {
                 pending: remote.map(|r| r.pending),
                 restarts: ws.monitor.restarts,
                 pid: ws.monitor.pid,
+                watch: watch_cell(ws),
                 transport: remote
                     .and_then(|r| r.transport.as_ref())
                     .map(transport_cell),
@@ -366,6 +398,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
                 r.pending.map_or("-".into(), |p| p.to_string()),
                 r.restarts.to_string(),
                 r.pid.map_or("-".into(), |p| p.to_string()),
+                r.watch,
                 r.transport.unwrap_or_else(|| "-".into()),
                 r.rsync.unwrap_or_else(|| "-".into()),
                 r.last_error.unwrap_or_else(|| "-".into()),
@@ -382,6 +415,7 @@ pub fn status_table(statuses: &[WorkspaceStatus], now_ms: u64, colour: bool) -> 
         "PENDING",
         "RESTARTS",
         "PID",
+        "WATCH",
         "TRANSPORT",
         "RSYNC local/remote",
         "LAST ERROR",

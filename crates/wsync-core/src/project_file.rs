@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::registry::{Remote, Workspace};
+use crate::monitor_proto::WatchMode;
+use crate::registry::update::{RemoteChanges, WorkspaceChanges};
+use crate::registry::{Remote, Transport, Workspace, WorkspaceTuning};
 
 /// The project file's name at a workspace root.
 pub const FILE_NAME: &str = ".wsync.toml";
@@ -34,6 +36,19 @@ pub struct ProjectFile {
     /// Cap on deletions per full sync.
     #[serde(default)]
     pub max_delete: Option<u64>,
+    /// The watch backend (`auto`, `inotify`, `notify`, `poll`; default: the config's
+    /// `WatchMode`).
+    #[serde(default)]
+    pub watch_mode: Option<WatchMode>,
+    /// The poll backend's interval in milliseconds (default: the config's).
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// Quiet time before a batch is synced, milliseconds (default: the config's `SettleMs`).
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
+    /// Longest a change waits under continuous churn, milliseconds (default: `MaxLatencyMs`).
+    #[serde(default)]
+    pub max_latency_ms: Option<u64>,
 }
 
 /// One `[[remote]]` of a project file: what `wsync attach` takes.
@@ -57,6 +72,9 @@ pub struct ProjectRemote {
     /// Days to keep deleted and overwritten files in the remote's `.wsync-trash` (0: none).
     #[serde(default)]
     pub keep_deleted_days: u32,
+    /// How small changes reach the remote: `auto` (the default) or `rsync`.
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 /// Why a project file could not be had.
@@ -127,6 +145,24 @@ impl ProjectFile {
         if self.max_delete != ws.max_delete {
             out.push("max_delete differs".to_owned());
         }
+        let t = self.tuning();
+        let tuned = [
+            ("watch_mode", t.watch_mode != ws.tuning.watch_mode),
+            (
+                "poll_interval_ms",
+                t.poll_interval_ms != ws.tuning.poll_interval_ms,
+            ),
+            ("settle_ms", t.settle_ms != ws.tuning.settle_ms),
+            (
+                "max_latency_ms",
+                t.max_latency_ms != ws.tuning.max_latency_ms,
+            ),
+        ];
+        for (key, differs) in tuned {
+            if differs {
+                out.push(format!("{key} differs"));
+            }
+        }
         let plan = RemotePlan::new(&ws.remotes, file_remotes);
         for (spec, wanted) in self.remotes.iter().zip(file_remotes) {
             if wanted.is_none() {
@@ -140,21 +176,69 @@ impl ProjectFile {
             out.push(format!("remote {} not attached", r.name));
         }
         for r in &plan.update {
-            out.push(format!("remote {} keep_deleted_days differs", r.name));
+            let Some(now) = ws.remotes.iter().find(|x| x.name == r.name) else {
+                continue;
+            };
+            if now.keep_deleted_days != r.keep_deleted_days {
+                out.push(format!("remote {} keep_deleted_days differs", r.name));
+            }
+            if now.transport != r.transport {
+                out.push(format!("remote {} transport differs", r.name));
+            }
         }
         out
+    }
+
+    /// The file's monitor tunables as the registry holds them.
+    pub fn tuning(&self) -> WorkspaceTuning {
+        WorkspaceTuning {
+            watch_mode: self.watch_mode,
+            poll_interval_ms: self.poll_interval_ms,
+            settle_ms: self.settle_ms,
+            max_latency_ms: self.max_latency_ms,
+        }
+    }
+
+    /// The `update` that makes a registered workspace's settings the file's: every setting
+    /// the file has a key for, a key left out meaning its default (`null`), and for each
+    /// remote of `plan.update` its trash days and transport. The daemon changes only what
+    /// differs, so applying it twice changes nothing the second time.
+    pub fn changes(&self, plan: &RemotePlan) -> WorkspaceChanges {
+        WorkspaceChanges {
+            excludes: Some(Some(self.excludes.clone())),
+            respect_gitignore: Some(self.respect_gitignore),
+            max_delete: Some(self.max_delete),
+            checksum_every_secs: None,
+            watch_mode: Some(self.watch_mode),
+            poll_interval_ms: Some(self.poll_interval_ms),
+            settle_ms: Some(self.settle_ms),
+            max_latency_ms: Some(self.max_latency_ms),
+            remotes: plan
+                .update
+                .iter()
+                .map(|r| {
+                    let change = RemoteChanges {
+                        keep_deleted_days: Some(Some(r.keep_deleted_days)),
+                        transport: Some(Some(r.transport)),
+                    };
+                    (r.name.clone(), change)
+                })
+                .collect(),
+        }
     }
 }
 
 /// What turns a workspace's registered remotes into the file's: detach first (removed, or
-/// changed in anything but `keep_deleted_days`), then attach, then update the trash setting.
+/// changed in anything but `keep_deleted_days` and `transport`), then attach, then update those
+/// two settings.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RemotePlan {
     /// Registered remotes the file does not hold as they are.
     pub detach: Vec<Remote>,
     /// The file's remotes not registered as they are.
     pub attach: Vec<Remote>,
-    /// Registered remotes whose only difference is `keep_deleted_days` (the file's value).
+    /// Registered remotes that differ only in `keep_deleted_days` or `transport` (with the
+    /// file's values).
     pub update: Vec<Remote>,
 }
 
@@ -173,7 +257,9 @@ impl RemotePlan {
         for w in wanted {
             match registered.iter().find(|r| same(w, r)) {
                 None => plan.attach.push(w.clone()),
-                Some(r) if r.keep_deleted_days != w.keep_deleted_days => {
+                Some(r)
+                    if r.keep_deleted_days != w.keep_deleted_days || r.transport != w.transport =>
+                {
                     plan.update.push(w.clone());
                 }
                 Some(_) => {}
@@ -226,6 +312,18 @@ name = {quoted}
 # Cap on deletions per full sync (default: the built-in cap).
 # max_delete = 1000
 
+# How the monitor learns of changes: "auto" (inotify; poll on network and FUSE filesystems),
+# "inotify", "notify" or "poll" (default: the config's WatchMode).
+# watch_mode = "auto"
+
+# How often the poll backend walks the tree, in milliseconds (default: the config's).
+# poll_interval_ms = 2000
+
+# Quiet time after the last change before it is synced, and the longest a change waits under
+# continuous churn, in milliseconds (default: the config's SettleMs and MaxLatencyMs).
+# settle_ms = 5
+# max_latency_ms = 100
+
 # One [[remote]] per place to mirror to; the same fields as `wsync attach`.
 # [[remote]]
 # spec = "/srv/mirror/project"          # or "user@host:path", "ssh://user@host:2222/path"
@@ -234,6 +332,7 @@ name = {quoted}
 # identity_file = "~/.ssh/id_ed25519"   # SSH only
 # ssh_options = ["UserKnownHostsFile=~/.ssh/known_hosts_wsync"]   # SSH only
 # keep_deleted_days = 7                 # keep deleted files in .wsync-trash (default 0)
+# transport = "auto"                    # "auto" (wsync's executor or agent) or "rsync"
 "#
     )
 }
@@ -265,6 +364,8 @@ name = "proj"
 excludes = ["target/"]
 respect_gitignore = false
 max_delete = 50
+watch_mode = "poll"
+poll_interval_ms = 500
 [[remote]]
 spec = "/srv/m"
 keep_deleted_days = 3
@@ -274,6 +375,7 @@ name = "box"
 port = 2222
 identity_file = "~/.ssh/id"
 ssh_options = ["BatchMode=yes"]
+transport = "rsync"
 "#,
         )
         .unwrap();
@@ -285,6 +387,15 @@ ssh_options = ["BatchMode=yes"]
         assert_eq!(file.remotes[0].keep_deleted_days, 3);
         assert_eq!(file.remotes[1].port, Some(2222));
         assert_eq!(file.remotes[1].ssh_options, ["BatchMode=yes"]);
+        assert_eq!(file.remotes[1].transport, Transport::Rsync);
+        assert_eq!(file.remotes[0].transport, Transport::Auto);
+        assert_eq!(file.watch_mode, Some(WatchMode::Poll));
+        assert_eq!(file.poll_interval_ms, Some(500));
+        let err = parse("watch_mode = \"fast\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("/p/.wsync.toml:1: ") && err.contains("fast"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -347,12 +458,33 @@ ssh_options = ["BatchMode=yes"]
             respect_gitignore: true,
             max_delete: None,
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         };
         let file = parse("name = \"p\"\n[[remote]]\nspec = \"/a\"\n").unwrap();
         assert!(file
             .differences(&ws, &[Some(remote("a", "/a", 0))])
             .is_empty());
+        let file = parse("watch_mode = \"poll\"\nsettle_ms = 9\n[[remote]]\nspec = \"/a\"\ntransport = \"rsync\"\n").unwrap();
+        let mut wanted = remote("a", "/a", 0);
+        wanted.transport = Transport::Rsync;
+        assert_eq!(
+            file.differences(&ws, &[Some(wanted.clone())]),
+            [
+                "watch_mode differs",
+                "settle_ms differs",
+                "remote a transport differs"
+            ]
+        );
+        // The update that applies it: every key of the file, absent ones reset, the remote's
+        // new transport.
+        let plan = RemotePlan::new(&ws.remotes, &[Some(wanted)]);
+        let changes = file.changes(&plan);
+        assert_eq!(changes.watch_mode, Some(Some(WatchMode::Poll)));
+        assert_eq!(changes.max_latency_ms, Some(None));
+        assert_eq!(changes.excludes, Some(Some(vec![])));
+        assert_eq!(changes.checksum_every_secs, None, "not a key of the file");
+        assert_eq!(changes.remotes["a"].transport, Some(Some(Transport::Rsync)));
         let file = parse("excludes = [\"x\"]\n[[remote]]\nspec = \"/b\"\n").unwrap();
         assert_eq!(
             file.differences(&ws, &[Some(remote("b", "/b", 0))]),

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::monitor_proto::WatchMode;
 use crate::monitor_proto::{MonitorStatus, RemoteState};
+use crate::registry::update::WorkspaceChanges;
 use crate::registry::Workspace;
 
 /// The protocol this build speaks. Bumped when a message is added (a client must know the daemon
@@ -21,6 +23,44 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 /// The first protocol with [`Request::Subscribe`] and [`Response::Event`].
 pub const SUBSCRIBE_SINCE: u32 = 2;
+
+/// The first protocol with [`Request::Update`] and [`Response::Updated`] (added to protocol 2
+/// before any release spoke it: see `docs/PROTOCOL.md`).
+pub const UPDATE_SINCE: u32 = 2;
+
+impl Request {
+    /// The oldest protocol that defines this request: a connection greeted with an older one
+    /// is refused it, and a client talking to an older daemon does not send it.
+    pub fn since(&self) -> u32 {
+        match self {
+            Request::Subscribe { .. } => SUBSCRIBE_SINCE,
+            Request::Update { .. } => UPDATE_SINCE,
+            _ => MIN_PROTOCOL_VERSION,
+        }
+    }
+
+    /// The request's `type` on the wire, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::DaemonInfo {} => "daemon_info",
+            Request::List {} => "list",
+            Request::Status { .. } => "status",
+            Request::Add { .. } => "add",
+            Request::Remove { .. } => "remove",
+            Request::Attach { .. } => "attach",
+            Request::Detach { .. } => "detach",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::Flush { .. } => "flush",
+            Request::Restart { .. } => "restart",
+            Request::Repair { .. } => "repair",
+            Request::Shutdown {} => "shutdown",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Update { .. } => "update",
+        }
+    }
+}
 
 /// A client's request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +156,14 @@ pub enum Request {
         #[serde(default)]
         workspace: Option<String>,
     },
+    /// Changes a registered workspace's settings, all or none, with the checks of `add` and
+    /// `attach`: a key of `changes` left out stays as it is, `null` resets it to its default,
+    /// an unknown key is refused. Answered by [`Response::Updated`]; the monitor is restarted
+    /// only when what it reads at start changed. Protocol 2 and later.
+    Update {
+        workspace: String,
+        changes: WorkspaceChanges,
+    },
 }
 
 /// The daemon's reply to one request.
@@ -164,6 +212,13 @@ pub enum Response {
     },
     /// One pushed event (only on a subscribed connection, never as an answer).
     Event { event: Event },
+    /// Answers [`Request::Update`]: the entry as it is now, the keys whose value changed (empty:
+    /// the workspace already had every value asked) and whether its monitor was restarted.
+    Updated {
+        workspace: Workspace,
+        changed: Vec<String>,
+        restarted: bool,
+    },
 }
 
 /// Something that happened, pushed to subscribers as it happens.
@@ -280,6 +335,11 @@ pub struct WorkspaceStatus {
     pub monitor: SupervisorStatus,
     /// `None` until the monitor has reported.
     pub report: Option<MonitorStatus>,
+    /// The watch mode the workspace's monitor is started with: its own `watch_mode`, else the
+    /// daemon's `WatchMode` (what `auto` then chose is `report.watch_backend`). Absent from
+    /// older daemons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_mode: Option<WatchMode>,
 }
 
 /// The supervisor's view of a workspace's monitor process.

@@ -14,8 +14,10 @@ use wsync_core::monitor_proto::{
 };
 use wsync_core::protocol::{
     ErrorCode, Event, EventKind, MonitorProcessState, Request, Response, WorkspaceChange,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUBSCRIBE_SINCE,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, SUBSCRIBE_SINCE, UPDATE_SINCE,
 };
+use wsync_core::registry::update::{RemoteChanges, WorkspaceChanges};
+use wsync_core::registry::Transport;
 use wsync_core::registry::{Remote, RootIdentity, Workspace};
 use wsync_core::remote::{RemoteTarget, SshOption};
 
@@ -65,6 +67,7 @@ fn workspace() -> Workspace {
         respect_gitignore: true,
         max_delete: None,
         checksum_every_secs: None,
+        tuning: Default::default(),
         root_id: None,
     }
 }
@@ -76,6 +79,63 @@ fn protocol_version_is_pinned() {
     assert_eq!(PROTOCOL_VERSION, 2);
     assert_eq!(MIN_PROTOCOL_VERSION, 1);
     assert_eq!(SUBSCRIBE_SINCE, 2);
+    assert_eq!(UPDATE_SINCE, 2);
+}
+
+#[test]
+fn update_and_its_answer() {
+    let mut changes = WorkspaceChanges {
+        excludes: Some(Some(vec!["target/".into()])),
+        watch_mode: Some(Some(WatchMode::Poll)),
+        settle_ms: Some(None),
+        ..WorkspaceChanges::default()
+    };
+    changes.remotes.insert(
+        "box".into(),
+        RemoteChanges {
+            transport: Some(Some(Transport::Rsync)),
+            keep_deleted_days: None,
+        },
+    );
+    // Absent keys stay as they are; null resets.
+    pin(
+        Request::Update {
+            workspace: "proj".into(),
+            changes,
+        },
+        r#"{"type":"update","workspace":"proj","changes":{"excludes":["target/"],"watch_mode":"poll","settle_ms":null,"remotes":{"box":{"transport":"rsync"}}}}"#,
+    );
+    pin(
+        Request::Update {
+            workspace: "proj".into(),
+            changes: WorkspaceChanges::default(),
+        },
+        r#"{"type":"update","workspace":"proj","changes":{}}"#,
+    );
+    assert!(decode::<Request>(
+        br#"{"type":"update","workspace":"proj","changes":{"colour":"red"}}"#
+    )
+    .is_err());
+    assert!(decode::<Request>(br#"{"type":"update","workspace":"proj"}"#).is_err());
+    let mut ws = workspace();
+    ws.tuning.watch_mode = Some(WatchMode::Poll);
+    ws.tuning.poll_interval_ms = Some(500);
+    // The tunables sit at the entry's top level, after the other settings.
+    let entry = WORKSPACE_JSON.replace(
+        r#""respect_gitignore":true}"#,
+        r#""respect_gitignore":true,"watch_mode":"poll","poll_interval_ms":500}"#,
+    );
+    assert_ne!(entry, WORKSPACE_JSON);
+    pin(
+        Response::Updated {
+            workspace: ws,
+            changed: vec!["watch_mode".into()],
+            restarted: true,
+        },
+        &format!(
+            r#"{{"type":"updated","workspace":{entry},"changed":["watch_mode"],"restarted":true}}"#
+        ),
+    );
 }
 
 #[test]

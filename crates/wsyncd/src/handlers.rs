@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, WorkspaceChange, PROTOCOL_VERSION};
+use wsync_core::registry::update::{self, WorkspaceChanges};
 use wsync_core::registry::{AddError, AttachError, NewRemote, Registry};
 use wsync_core::remote::RemoteTarget;
 
@@ -152,6 +153,7 @@ fn handle_blocking(request: Request, shared: &SharedState) -> Reply {
         Request::Resume { workspace } => set_paused(shared, &workspace, false),
         Request::Restart { workspace } => restart(shared, &workspace),
         Request::Repair { workspace, remote } => repair(shared, &workspace, remote),
+        Request::Update { workspace, changes } => update(shared, &workspace, &changes),
         Request::Flush { .. } | Request::Shutdown {} | Request::Subscribe { .. } => Err(error(
             ErrorCode::Internal,
             "request routed to the wrong handler".into(),
@@ -305,6 +307,61 @@ fn attach(
         s.start_monitor_if_stopped(&workspace, progress);
     }
     Ok(Response::Workspace { workspace })
+}
+
+/// Applies `changes` to a registered workspace ([`update::apply`] validates them all first):
+/// one atomic registry write when anything changed, nothing when nothing did. A changed trash
+/// setting reaches the running monitor as an `update` command; anything else the monitor reads
+/// at start restarts it (stopped with the state lock released, then started again).
+fn update(shared: &SharedState, name_or_path: &str, changes: &WorkspaceChanges) -> Reply {
+    let wanted = workspace_ref(shared, name_or_path)?;
+    let (workspace, applied, old, grace) = {
+        let mut s = locked(shared)?;
+        let index = find(&s.registry, &wanted)?;
+        let mut entry = s.registry.workspaces[index].clone();
+        let applied = update::apply(&mut entry, changes).map_err(|e| match e {
+            update::UpdateError::NoSuchRemote { .. } => error(ErrorCode::NotFound, e.to_string()),
+            _ => invalid(format!("{e}; nothing was changed")),
+        })?;
+        if applied.changed.is_empty() {
+            return Ok(Response::Updated {
+                workspace: entry,
+                changed: Vec::new(),
+                restarted: false,
+            });
+        }
+        commit(&mut s, |r| r.workspaces[index] = entry.clone())?;
+        s.publish_change(&entry.name, WorkspaceChange::Updated);
+        tracing::info!(workspace = %entry.name, changed = ?applied.changed, "workspace settings updated");
+        let old = if applied.restart {
+            s.supervisor.take_running(&entry.name)
+        } else {
+            for remote in &applied.remote_updates {
+                let command = MonitorCommand::Update {
+                    remote: remote.clone(),
+                };
+                s.supervisor.send_to_running(&entry.name, command);
+            }
+            None
+        };
+        (entry, applied, old, s.supervisor.stop_grace)
+    };
+    let restarted = old.is_some();
+    if let Some(monitor) = old {
+        let exit = monitor.stop(grace);
+        tracing::info!(workspace = %workspace.name, "monitor stopped to apply new settings ({exit})");
+        let mut s = locked(shared)?;
+        // The entry as it is now: another request may have changed it meanwhile.
+        if let Some(index) = s.registry.index_of_name(&workspace.name) {
+            let current = s.registry.workspaces[index].clone();
+            s.start_monitor_if_stopped(&current, Vec::new());
+        }
+    }
+    Ok(Response::Updated {
+        workspace,
+        changed: applied.changed,
+        restarted,
+    })
 }
 
 /// `attach --keep-deleted DAYS` on a target the workspace already mirrors to: changes that

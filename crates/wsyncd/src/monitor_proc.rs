@@ -123,7 +123,8 @@ impl RunningMonitor {
         let (tx, rx) = unbounded_channel();
         let start = MonitorCommand::Start {
             workspace: workspace.clone(),
-            tunables: launch.tunables.clone(),
+            // The config's tunables with the workspace's own overrides.
+            tunables: workspace.tuning.apply(&launch.tunables),
             progress,
             pending_dir: launch.pending_dir.clone(),
         };

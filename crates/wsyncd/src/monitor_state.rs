@@ -320,6 +320,7 @@ mod tests {
             respect_gitignore: true,
             max_delete: None,
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         }
     }

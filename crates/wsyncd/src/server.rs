@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use wsync_core::framing::{self, asynchronous, FrameError, MAX_FRAME_BYTES};
 use wsync_core::protocol::{
     ErrorCode, Event, EventKind, Request, Response, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    SUBSCRIBE_SINCE,
 };
 
 use crate::handlers::{self, error, After};
@@ -126,17 +125,21 @@ async fn connection(stream: UnixStream, shared: SharedState, shutdown: Shutdown)
             }
             continue;
         };
-        if let Request::Subscribe { workspace } = request {
-            if protocol < SUBSCRIBE_SINCE {
-                let message = format!("subscribe needs protocol {SUBSCRIBE_SINCE} or later; this connection said hello with protocol {protocol}");
-                if send(&mut write, &error(ErrorCode::BadRequest, message))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
+        if protocol < request.since() {
+            let message = format!(
+                "{} needs protocol {} or later; this connection said hello with protocol {protocol}",
+                request.type_name(),
+                request.since()
+            );
+            if send(&mut write, &error(ErrorCode::BadRequest, message))
+                .await
+                .is_err()
+            {
+                return;
             }
+            continue;
+        }
+        if let Request::Subscribe { workspace } = request {
             match handlers::subscribe(&shared, workspace).await {
                 Ok((reply, subscription)) => {
                     if send(&mut write, &reply).await.is_err() {

@@ -152,6 +152,7 @@ impl DaemonState {
             workspace: workspace.clone(),
             monitor,
             report,
+            watch_mode: Some(self.supervisor.watch_mode_of(workspace)),
         }
     }
 }

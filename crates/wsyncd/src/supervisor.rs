@@ -164,6 +164,11 @@ impl Supervisor {
         Ok(monitor)
     }
 
+    /// The watch mode `workspace`'s monitor is started with (its own, else the config's).
+    pub fn watch_mode_of(&self, workspace: &Workspace) -> wsync_core::monitor_proto::WatchMode {
+        workspace.tuning.apply(&self.launch.tunables).watch_mode
+    }
+
     fn slot(&mut self, workspace: &str) -> &mut Slot {
         self.slots.entry(workspace.to_owned()).or_default()
     }

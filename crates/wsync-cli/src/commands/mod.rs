@@ -8,6 +8,7 @@ pub mod docs;
 mod events;
 mod logs;
 mod project;
+mod settings;
 mod show;
 mod trash;
 pub mod verify;
@@ -65,6 +66,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Resume(args) => workspace::pause(&ctx, args, false),
         Command::Restart(args) => workspace::restart(&ctx, args),
         Command::Flush(args) => workspace::flush(&ctx, args),
+        Command::Set(args) => settings::set(&ctx, args),
         Command::Up(args) => project::up(&ctx, args),
         Command::Down(args) => project::down(&ctx, args),
         Command::Init(args) => project::init(args),

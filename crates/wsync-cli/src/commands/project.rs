@@ -1,6 +1,6 @@
 //! Commands on a workspace's project file (`.wsync.toml`, [`wsync_core::project_file`]): `init`
-//! writes a starter, `up` applies the file through the daemon's ordinary requests (add, detach,
-//! attach: the daemon runs its usual checks), `down` unregisters; and the one-line note
+//! writes a starter, `up` applies the file through the daemon's ordinary requests (add, update,
+//! detach, attach: the daemon runs its usual checks), `down` unregisters; and the one-line note
 //! `status` prints when a file and the registry disagree.
 
 use std::io::Write;
@@ -12,6 +12,7 @@ use wsync_core::project_file::{self, ProjectFile, ProjectRemote, RemotePlan, FIL
 use wsync_core::protocol::{Request, Response};
 use wsync_core::registry::{AttachError, NewRemote, Registry, Remote, Workspace};
 
+use super::settings;
 use super::workspace::{expect_workspace, list_workspaces};
 use super::Ctx;
 use crate::cli::{ProjectDirArgs, UpArgs};
@@ -80,7 +81,7 @@ fn new_remote(root: &Path, r: &ProjectRemote) -> NewRemote {
         identity_file,
         ssh_options: r.ssh_options.clone(),
         keep_deleted_days: r.keep_deleted_days,
-        transport: Default::default(),
+        transport: r.transport,
         rsync_path: None,
     }
 }
@@ -206,12 +207,23 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<i32> {
         })?)?;
         println(&format!("detached remote {} ({})", r.name, r.target))?;
     }
-    for r in plan.attach.iter().chain(&plan.update) {
+    // The workspace's settings (and the settings of remotes that stay) in one update, before
+    // new remotes are attached: their initial sync then uses them.
+    let updated =
+        settings::update(&mut client, &ws.name, file.changes(&plan)).with_context(|| {
+            format!(
+                "applying the settings of {}",
+                root.join(FILE_NAME).display()
+            )
+        })?;
+    if !updated.changed.is_empty() {
+        println(&settings::describe(&updated))?;
+    }
+    for r in &plan.attach {
         let Some((entry, _)) = wanted.iter().find(|(_, w)| w == r) else {
             continue;
         };
         let new = new_remote(&root, entry);
-        let updated = plan.update.contains(r);
         let reply = client
             .call(&Request::Attach {
                 workspace: ws.name.clone(),
@@ -222,25 +234,17 @@ pub fn up(ctx: &Ctx, args: UpArgs) -> Result<i32> {
                 ssh_options: new.ssh_options,
                 wait: false,
                 overwrite: args.overwrite,
-                // Always set: on a target already attached it updates the remote's setting.
                 keep_deleted: Some(new.keep_deleted_days),
-                transport: Default::default(),
+                transport: new.transport,
                 rsync_path: None,
             })
             .with_context(|| format!("attaching remote {} from {FILE_NAME}", r.name))?;
         expect_workspace(reply)?;
-        if updated {
-            println(&format!(
-                "remote {} keeps deleted files for {} days now",
-                r.name, r.keep_deleted_days
-            ))?;
-        } else {
-            println(&format!("attached remote {} ({})", r.name, r.target))?;
-        }
+        println(&format!("attached remote {} ({})", r.name, r.target))?;
     }
-    if plan.is_empty() {
+    if plan.detach.is_empty() && plan.attach.is_empty() && updated.changed.is_empty() {
         println(&format!(
-            "workspace {} matches {}",
+            "workspace {} matches {}: nothing changed",
             ws.name,
             root.join(FILE_NAME).display()
         ))?;

@@ -464,6 +464,7 @@ sent 1,234 bytes  received 56 bytes
             respect_gitignore: true,
             max_delete: Some(3),
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         };
         let target = RemoteTarget::Local {

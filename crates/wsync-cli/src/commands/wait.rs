@@ -189,6 +189,7 @@ mod tests {
                 respect_gitignore: true,
                 max_delete: None,
                 checksum_every_secs: None,
+                tuning: Default::default(),
                 root_id: None,
             },
             monitor: SupervisorStatus {
@@ -221,6 +222,7 @@ mod tests {
                     .collect(),
                 ..MonitorStatus::default()
             }),
+            watch_mode: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wsync_core::paths;
 use wsync_core::protocol::{Request, Response};
+use wsync_core::registry::update::WorkspaceChanges;
 use wsync_core::registry::Workspace;
 
 use super::{wait, Ctx};
@@ -156,6 +157,16 @@ pub fn add(ctx: &Ctx, args: AddArgs) -> Result<i32> {
         ws.path.display(),
         ws.name
     ))?;
+    // The watch settings are the workspace's own: set on the new entry (no monitor runs yet).
+    if args.watch_mode.is_some() || args.poll_interval_ms.is_some() {
+        let changes = WorkspaceChanges {
+            watch_mode: args.watch_mode.map(Some),
+            poll_interval_ms: args.poll_interval_ms.map(Some),
+            ..WorkspaceChanges::default()
+        };
+        let updated = super::settings::update(&mut client, &ws.name, changes)?;
+        println(&super::settings::describe(&updated))?;
+    }
     Ok(exit_codes::OK)
 }
 
@@ -413,6 +424,7 @@ mod tests {
             respect_gitignore: true,
             max_delete: None,
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         }
     }

@@ -52,6 +52,7 @@ fn workspace(name: &str, remotes: &[&str]) -> Workspace {
         respect_gitignore: true,
         max_delete: None,
         checksum_every_secs: None,
+        tuning: Default::default(),
         root_id: None,
     }
 }
@@ -113,16 +114,19 @@ fn sample() -> Vec<WorkspaceStatus> {
                 ],
                 ..MonitorStatus::default()
             }),
+            watch_mode: None,
         },
         WorkspaceStatus {
             workspace: workspace("beta", &[]),
             monitor: supervisor(MonitorProcessState::Idle),
             report: None,
+            watch_mode: None,
         },
         WorkspaceStatus {
             workspace: workspace("gamma", &["m"]),
             monitor: failed,
             report: None,
+            watch_mode: None,
         },
     ]
 }
@@ -282,5 +286,34 @@ fn an_unresponsive_monitor_is_a_problem_named_with_its_fix() {
     assert_eq!(
         good.last_error.as_deref(),
         Some("monitor stuck (no heartbeats); restarted automatically, see `wsync logs alpha`")
+    );
+}
+
+#[test]
+fn the_watch_cell_shows_the_mode_and_what_auto_chose() {
+    use wsync_core::monitor_proto::{WatchBackendKind, WatchMode};
+    let cell = |mode: Option<WatchMode>, backend: Option<WatchBackendKind>| {
+        let mut ws = sample().remove(0);
+        ws.watch_mode = mode;
+        if let Some(report) = ws.report.as_mut() {
+            report.watch_backend = backend;
+        }
+        watch_cell(&ws)
+    };
+    let (auto, poll, inotify) = (
+        Some(WatchMode::Auto),
+        Some(WatchBackendKind::Poll),
+        Some(WatchBackendKind::Inotify),
+    );
+    assert_eq!(cell(auto, poll), "auto→poll");
+    assert_eq!(cell(auto, inotify), "auto→inotify");
+    assert_eq!(cell(Some(WatchMode::Poll), poll), "poll");
+    assert_eq!(cell(Some(WatchMode::Inotify), poll), "inotify→poll");
+    assert_eq!(cell(Some(WatchMode::Notify), None), "notify");
+    assert_eq!(cell(None, None), "-");
+    let table = status_table(&sample(), 1_000_000, false);
+    assert!(
+        table.lines().next().unwrap().contains("  WATCH  "),
+        "{table}"
     );
 }

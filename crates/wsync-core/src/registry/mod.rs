@@ -16,6 +16,11 @@ use crate::remote::{
 };
 use crate::target_path::{self, ResolveError, UntrustedPath};
 
+pub mod tuning;
+pub mod update;
+
+pub use tuning::WorkspaceTuning;
+
 /// The largest `max_delete` rsync accepts (`--max-delete` is a signed 32-bit number).
 pub const MAX_DELETE_LIMIT: u64 = i32::MAX as u64;
 
@@ -67,6 +72,10 @@ pub struct Workspace {
     /// a shared mmap raises no inotify event). `None` or 0: off (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_every_secs: Option<u64>,
+    /// This workspace's own monitor tunables (`watch_mode`, `poll_interval_ms`, `settle_ms`,
+    /// `max_latency_ms` at the entry's top level, each omitted when it follows the config).
+    #[serde(flatten)]
+    pub tuning: WorkspaceTuning,
     /// The root directory's identity when it was added (or last confirmed with resume), so a
     /// root swapped while no monitor ran is caught at start. `None` in older registries until
     /// the daemon's load fills it in.
@@ -228,6 +237,8 @@ pub enum EntryProblem {
     BadId { id: String },
     #[error("max_delete must be at most {MAX_DELETE_LIMIT} (rsync's --max-delete limit)")]
     MaxDeleteTooLarge,
+    #[error(transparent)]
+    Tuning(tuning::OutOfRange),
     #[error(
         "keep_deleted_days must be at most {}",
         crate::trash::MAX_KEEP_DELETED_DAYS
@@ -458,6 +469,9 @@ impl Registry {
             if ws.max_delete.is_some_and(|n| n > MAX_DELETE_LIMIT) {
                 return Err(context(EntryProblem::MaxDeleteTooLarge));
             }
+            ws.tuning
+                .validate()
+                .map_err(|e| context(EntryProblem::Tuning(e)))?;
             if let Some(other) = self.workspaces[..i]
                 .iter()
                 .find(|o| overlaps(&o.path, &ws.path))
@@ -713,6 +727,7 @@ impl Registry {
             respect_gitignore: true,
             max_delete: None,
             checksum_every_secs: None,
+            tuning: WorkspaceTuning::default(),
             root_id,
         })
     }

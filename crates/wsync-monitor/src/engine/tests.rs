@@ -80,6 +80,7 @@ impl Harness {
             respect_gitignore: true,
             max_delete: Some(100),
             checksum_every_secs: None,
+            tuning: Default::default(),
             root_id: None,
         };
         edit(&mut workspace);
@@ -896,6 +897,7 @@ fn a_missing_root_at_start_halts_until_it_is_back() {
                 respect_gitignore: true,
                 max_delete: None,
                 checksum_every_secs: None,
+                tuning: Default::default(),
                 root_id: None,
             },
             tunables: MonitorTunables {
