@@ -36,6 +36,7 @@ mod hardening_socket;
 mod hung_mount;
 mod isolation;
 mod liveness;
+mod many_workspaces;
 mod monitor_basic;
 mod monitor_ssh;
 mod monitor_stress;

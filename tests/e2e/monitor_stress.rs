@@ -129,3 +129,49 @@ fn a_rescan_stuck_on_a_hung_mount_does_not_stop_the_events() {
     m.flush_ok(Duration::from_secs(60));
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
 }
+
+/// A tree that appears at once (`cp -a` of a deep and wide tree) is walked off the inotify
+/// reader (issue 13): it still arrives whole — files created in its directories before their
+/// watches existed included — and edits elsewhere made meanwhile arrive too.
+#[test]
+fn a_tree_copied_in_at_once_arrives_whole() {
+    let tmp = scratch_dir();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("other.txt"), "0\n").unwrap();
+    let mut deep = outside.join("deep");
+    for level in 0..40 {
+        deep.push(format!("level{level}"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f.txt"), format!("{level}\n")).unwrap();
+    }
+    for d in 0..200 {
+        let dir = outside.join(format!("wide/d{d}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..5 {
+            std::fs::write(dir.join(format!("f{f}.txt")), format!("{d}/{f}\n")).unwrap();
+        }
+    }
+    let mut m = MonitorProc::start(
+        tmp.path(),
+        workspace("copied-in", &src, vec![local_remote("d", &dst)]),
+    );
+    m.flush_ok(FLUSH);
+    let mut cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&outside)
+        .arg(src.join("copied"))
+        .spawn()
+        .expect("running cp");
+    let mut edits = 0;
+    while cp.try_wait().unwrap().is_none() {
+        edits += 1;
+        std::fs::write(src.join("other.txt"), format!("{edits}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(cp.wait().unwrap().success());
+    m.flush_ok(FLUSH);
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
+}

@@ -124,6 +124,8 @@ pub struct TestEnv {
     pub registry: PathBuf,
     pub log_dir: PathBuf,
     daemon: Option<Child>,
+    /// Set by [`TestEnv::run_as`]: the daemon and the CLI run as this uid and gid.
+    user: Option<(u32, u32)>,
 }
 
 impl TestEnv {
@@ -163,6 +165,39 @@ impl TestEnv {
             registry,
             log_dir,
             daemon: None,
+            user: None,
+        }
+    }
+
+    /// From now on the daemon and the CLI run as `uid`/`gid` (a throwaway user the test
+    /// created: per-user kernel limits such as `fs.inotify.max_user_instances` are then its
+    /// own, not shared with the rest of the suite), and everything below the test root is
+    /// given to it. The daemon answers only its own user, so [`TestEnv::try_request`] (from
+    /// this process) is refused: use the CLI. Call [`TestEnv::give_to_user`] for what the test
+    /// creates later.
+    pub fn run_as(&mut self, uid: u32, gid: u32) {
+        self.user = Some((uid, gid));
+        self.give_to_user(&self.root);
+    }
+
+    /// Gives `path` and everything below it (links themselves, not their targets) to the
+    /// user of [`TestEnv::run_as`].
+    pub fn give_to_user(&self, path: &Path) {
+        let Some((uid, gid)) = self.user else {
+            return;
+        };
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {} to uid {uid}: {e}", path.display()));
+            if path.is_dir() && !path.is_symlink() {
+                for entry in std::fs::read_dir(&path)
+                    .expect("listing a test dir")
+                    .flatten()
+                {
+                    stack.push(entry.path());
+                }
+            }
         }
     }
 
@@ -175,6 +210,11 @@ impl TestEnv {
             .env_remove("XDG_RUNTIME_DIR")
             .env("NO_COLOR", "1")
             .current_dir(&self.root);
+        if let Some((uid, gid)) = self.user {
+            // As root, std drops the supplementary groups too.
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
         cmd
     }
 
@@ -212,6 +252,10 @@ impl TestEnv {
             || {
                 if let Some(status) = self.daemon_exit_status() {
                     self.fail(&format!("wsyncd exited during startup with {status}"));
+                }
+                if self.user.is_some() {
+                    // Another user's daemon refuses this process: ask through the CLI.
+                    return self.wsync(&["daemon", "status"]).success();
                 }
                 self.try_request(&Request::DaemonInfo {}).is_ok()
             },

@@ -142,6 +142,8 @@ pub mod pending;
 pub mod poll;
 pub mod queue;
 pub mod watch;
+#[cfg(target_os = "linux")]
+mod watch_defer;
 mod watch_excludes;
 #[cfg(target_os = "linux")]
 mod watch_inotify;

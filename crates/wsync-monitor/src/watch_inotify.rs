@@ -1,8 +1,12 @@
 //! The inotify backend (Linux): one inotify instance with a watch on every directory of the
-//! workspace, read by a dedicated thread that keeps the watch table current (new directories
-//! are watched before their change is reported, so their contents are never missed) and turns
-//! raw events into [`WatchMsg`]s for the engine. Excluded entries are never watched nor
-//! reported; their bookkeeping is in `watch_excludes.rs`.
+//! workspace, read by a dedicated thread that keeps the watch table current and turns raw
+//! events into [`WatchMsg`]s for the engine. A directory created (or moved in, or renamed) is
+//! walked by a second thread, the subtree walker, so the reader goes on reading while `cp -r`
+//! or `tar x` builds a big tree; the new directory's change, and every change at or below it,
+//! goes out only once the walk has watched it whole (watch first, then list: so its contents
+//! are never missed — the change queues the directory, synced recursively), while changes
+//! elsewhere keep flowing (`watch_defer.rs`). Excluded entries are never watched nor reported;
+//! their bookkeeping is in `watch_excludes.rs`.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -19,6 +23,7 @@ use wsync_core::rsync::{proof_prefix, COOKIE_PREFIX};
 
 use crate::backend::WatchBackend;
 use crate::engine::checksum::TreeSize;
+use crate::watch_defer::Held;
 pub use crate::watch_excludes::ExcludeConfig;
 use crate::watch_excludes::{read_entries, ExcludeState};
 use crate::watch_paths::WatchPaths;
@@ -59,6 +64,19 @@ pub struct WatchTable {
     /// The kernel queue overflowed in the events just translated: the reader starts a rescan
     /// once it has let go of the table.
     overflowed: bool,
+    /// Directories the events just translated ask to walk (created, moved in, renamed): the
+    /// reader hands them to the subtree walker.
+    to_walk: Vec<PathBuf>,
+    /// Directories queued for the walker and the changes waiting behind them.
+    held: Held,
+}
+
+/// One read's work for the subtree walker: walk `dirs`, then send `then` (the changes, and
+/// flush cookies, that had to wait for the walks), then release `held`.
+struct WalkJob {
+    dirs: Vec<PathBuf>,
+    then: Vec<WatchMsg>,
+    held: Vec<PathBuf>,
 }
 
 /// Test switch: `WSYNC_TEST_MAX_WATCHES=N` makes the watcher refuse more than N watches, exactly
@@ -88,6 +106,9 @@ pub struct Watcher {
     rules_file: PathBuf,
     tree: TreeSize,
     overflow: Arc<Mutex<OverflowRescan>>,
+    /// Unit tests: the walker waits while this is closed (false).
+    #[cfg(test)]
+    walk_gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 /// The overflow rescan's turn: one walk at a time, and an overflow during a walk asks for one
@@ -130,6 +151,8 @@ impl Watcher {
             max_watches: max_watches_from_env(),
             counting: Some(TreeSize::default()),
             overflowed: false,
+            to_walk: Vec::new(),
+            held: Held::default(),
         };
         if let Err(message) = table.add_tree(Path::new("")) {
             tracing::error!("{message}");
@@ -152,11 +175,19 @@ impl Watcher {
             rules_file,
             tree,
             overflow: Arc::default(),
+            #[cfg(test)]
+            walk_gate: Arc::new((Mutex::new(true), std::sync::Condvar::new())),
         };
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let walker = watcher.clone();
+        let walker_tx = tx.clone();
+        std::thread::Builder::new()
+            .name("subtree-walk".into())
+            .spawn(move || walker.walk_loop(queue, walker_tx))?;
         let reader = watcher.clone();
         std::thread::Builder::new()
             .name("inotify".into())
-            .spawn(move || reader.read_loop(inotify, tx, buffer_len))?;
+            .spawn(move || reader.read_loop(inotify, tx, jobs, buffer_len))?;
         Ok(watcher)
     }
 
@@ -167,7 +198,13 @@ impl Watcher {
     }
     /// The reader thread's loop, reading `buffer_len` bytes of events at most per read (a test
     /// uses a buffer that holds one event, to split every rename across reads).
-    fn read_loop(self, mut inotify: Inotify, tx: UnboundedSender<WatchMsg>, buffer_len: usize) {
+    fn read_loop(
+        self,
+        mut inotify: Inotify,
+        tx: UnboundedSender<WatchMsg>,
+        jobs: std::sync::mpsc::Sender<WalkJob>,
+        buffer_len: usize,
+    ) {
         let mut buffer = vec![0u8; buffer_len];
         loop {
             let events = match inotify.read_events_blocking(&mut buffer) {
@@ -181,6 +218,7 @@ impl Watcher {
             let mut out = Vec::new();
             let mut changes = Vec::new();
             let overflowed;
+            let job;
             self.translate_all(events, &mut out, &mut changes);
             // The engine pairs a MOVED_FROM only with the change right after it in the same
             // message. The kernel queues a rename's two halves one after the other, so a read
@@ -222,9 +260,18 @@ impl Watcher {
                 table.flush_rules();
                 table.publish_count();
                 overflowed = std::mem::take(&mut table.overflowed);
+                job = table.hold_back(&mut changes, &mut out);
             }
             if overflowed {
                 self.start_overflow_rescan(&tx);
+            }
+            if let Some(job) = job {
+                if let Err(std::sync::mpsc::SendError(job)) = jobs.send(job) {
+                    // The walker is gone (it never stops first): walk here.
+                    if !self.run_walk_job(job, &tx) {
+                        return;
+                    }
+                }
             }
             if !changes.is_empty() {
                 out.insert(0, WatchMsg::Changes(changes));
@@ -235,6 +282,40 @@ impl Watcher {
                 }
             }
         }
+    }
+
+    /// The subtree walker's loop: one job at a time, in the order the reader queued them.
+    fn walk_loop(self, queue: std::sync::mpsc::Receiver<WalkJob>, tx: UnboundedSender<WatchMsg>) {
+        while let Ok(job) = queue.recv() {
+            #[cfg(test)]
+            {
+                let (open, changed) = &*self.walk_gate;
+                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                while !*open {
+                    open = changed.wait(open).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            if !self.run_walk_job(job, &tx) {
+                return;
+            }
+        }
+    }
+
+    /// Walks the job's directories (watches added, rules written), then sends what waited for
+    /// them and releases their paths; false once the engine is gone.
+    fn run_walk_job(&self, job: WalkJob, tx: &UnboundedSender<WatchMsg>) -> bool {
+        for dir in &job.dirs {
+            if let Err(message) = self.walk_unlocked(dir) {
+                let _ = tx.send(WatchMsg::Error(message));
+            }
+        }
+        let mut gone = false;
+        for msg in job.then {
+            gone |= tx.send(msg).is_err();
+        }
+        // Only once they went out: a later change to these paths must not overtake them.
+        self.lock().held.release(&job.held);
+        !gone
     }
 
     /// After a queue overflow: re-walks the tree on a thread of its own, so this reader goes
@@ -520,16 +601,10 @@ impl WatchTable {
                     if self.moved_dir.as_ref().is_some_and(|(c, _)| *c == cookie) =>
                 {
                     if let Some((_, from)) = self.moved_dir.take() {
-                        if let Err(message) = self.rename_tree(&from, &path) {
-                            out.push(WatchMsg::Error(message));
-                        }
+                        self.rename_tree(&from, &path);
                     }
                 }
-                ChangeKind::Created | ChangeKind::MovedTo { .. } => {
-                    if let Err(message) = self.add_tree(&path) {
-                        out.push(WatchMsg::Error(message));
-                    }
-                }
+                ChangeKind::Created | ChangeKind::MovedTo { .. } => self.walk_later(&path),
                 ChangeKind::MovedFrom { cookie } => {
                     self.settle_moved_dir();
                     // Its watches stay until we know whether it moved within the workspace.
@@ -551,12 +626,47 @@ impl WatchTable {
 
     /// A watched directory was renamed within the workspace: its watches (same inodes) keep
     /// working, only their paths change — no event queued in between is lost to a re-watch.
-    /// The subtree is then walked again: a directory renamed before its own creation event was
-    /// handled has no watch yet, and exclude decisions can depend on the location.
-    fn rename_tree(&mut self, from: &Path, to: &Path) -> Result<(), WatchError> {
+    /// The subtree is then walked again (by the walker): a directory renamed before its own
+    /// creation event was handled has no watch yet, and exclude decisions can depend on the
+    /// location.
+    fn rename_tree(&mut self, from: &Path, to: &Path) {
         self.by_wd.rename_below(from, to);
         self.filter.forget_below(from);
-        self.add_tree(to)
+        self.walk_later(to);
+    }
+
+    /// Queues `dir` for the subtree walker; changes at or below it wait for the walk.
+    fn walk_later(&mut self, dir: &Path) {
+        self.held.hold(dir);
+        self.to_walk.push(dir.to_path_buf());
+    }
+
+    /// At the end of a read: the job for the walker, if any — the directories to walk, and the
+    /// changes (taken out of `changes`) and flush cookies (out of `out`) that must wait for the
+    /// walks queued so far; the rest goes out at once.
+    fn hold_back(&mut self, changes: &mut Vec<Change>, out: &mut Vec<WatchMsg>) -> Option<WalkJob> {
+        let dirs = std::mem::take(&mut self.to_walk);
+        if dirs.is_empty() && self.held.is_empty() {
+            return None;
+        }
+        let split = self.held.split(std::mem::take(changes));
+        *changes = split.now;
+        let mut then = Vec::new();
+        if !split.later.is_empty() {
+            then.push(WatchMsg::Changes(split.later));
+        }
+        // A cookie says every event before it was delivered: it waits behind every walk.
+        let (cookies, rest): (Vec<WatchMsg>, Vec<WatchMsg>) = std::mem::take(out)
+            .into_iter()
+            .partition(|m| matches!(m, WatchMsg::Cookie(_)));
+        *out = rest;
+        then.extend(cookies);
+        if dirs.is_empty() && then.is_empty() {
+            return None;
+        }
+        let mut held = split.held;
+        held.extend(dirs.iter().cloned());
+        Some(WalkJob { dirs, then, held })
     }
 }
 
@@ -732,6 +842,101 @@ mod tests {
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
+        drop(watcher);
+    }
+
+    /// Receives messages until `done` holds of the changes seen, or fails after `secs`.
+    fn receive_until(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<WatchMsg>,
+        seen: &mut Vec<Change>,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&[Change]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !done(seen) {
+            assert!(Instant::now() < deadline, "{what}: not seen in {seen:?}");
+            match rx.try_recv() {
+                Ok(WatchMsg::Changes(changes)) => seen.extend(changes),
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// A tree that appears at once (moved in, `cp -r`, `tar x`) is walked off the reader: while
+    /// the walk waits, changes elsewhere keep coming and nothing of the new tree goes out; once
+    /// it ran, the new directory's change goes out with every directory below it watched —
+    /// including what was created inside before its watch existed — and changes inside flow.
+    #[test]
+    fn a_new_tree_is_walked_off_the_reader_and_reported_once_watched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("other"), b"0").unwrap();
+        // A deep tree built outside, moved in whole.
+        let outside = tmp.path().join("outside");
+        let mut deep = outside.clone();
+        let mut dirs = vec![PathBuf::from("new")];
+        for level in 0..30 {
+            deep.push(format!("d{level}"));
+            dirs.push(Path::new("new").join(deep.strip_prefix(&outside).unwrap()));
+            std::fs::create_dir_all(&deep).unwrap();
+            std::fs::write(deep.join("f"), level.to_string()).unwrap();
+        }
+        let config = ExcludeConfig {
+            registry: Vec::new(),
+            respect_gitignore: false,
+            rules_file: tmp.path().join("rules"),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher::start(&root, config, tx).unwrap();
+        *watcher.walk_gate.0.lock().unwrap() = false;
+        std::fs::rename(&outside, root.join("new")).unwrap();
+        // Created below the new tree before any watch there: no event of its own.
+        let late = dirs.last().unwrap().join("late");
+        std::fs::create_dir(root.join(&late)).unwrap();
+        std::fs::write(root.join(&late).join("g"), b"g").unwrap();
+        dirs.push(late.clone());
+        std::fs::write(root.join("other"), b"1").unwrap();
+        let mut seen = Vec::new();
+        receive_until(&mut rx, &mut seen, 10, "the edit elsewhere", |s| {
+            s.iter().any(|c| c.path == Path::new("other"))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(msg) = rx.try_recv() {
+            if let WatchMsg::Changes(changes) = msg {
+                seen.extend(changes);
+            }
+        }
+        assert!(
+            !seen.iter().any(|c| c.path.starts_with("new")),
+            "the new tree went out before it was watched: {seen:?}"
+        );
+        {
+            let (open, changed) = &*watcher.walk_gate;
+            *open.lock().unwrap() = true;
+            changed.notify_all();
+        }
+        receive_until(&mut rx, &mut seen, 10, "the new tree", |s| {
+            s.iter().any(|c| c.path == Path::new("new") && c.is_dir)
+        });
+        {
+            let table = watcher.lock();
+            for dir in &dirs {
+                assert!(
+                    table.by_wd.contains_path(dir),
+                    "{} not watched when the tree went out",
+                    dir.display()
+                );
+            }
+        }
+        // Watched to the bottom: a change at the deepest level is seen.
+        std::fs::write(root.join(&late).join("h"), b"h").unwrap();
+        let h = late.join("h");
+        receive_until(&mut rx, &mut seen, 10, "a change at the bottom", |s| {
+            s.iter().any(|c| c.path == h)
+        });
         drop(watcher);
     }
 }

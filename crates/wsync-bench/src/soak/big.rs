@@ -299,7 +299,9 @@ fn setup_split(log_dir: &Path) -> Option<(Duration, Duration)> {
         )
     };
     let line = |needle: &str| log.lines().find(|l| l.contains(needle));
-    let walk = at(line("wsync_monitor::watch: watching ")?)? - at(line("monitor starting")?)?;
+    // The backend's module is in the line's target (`wsync_monitor::watch_inotify: watching
+    // /path watches=…`): match the message, whatever module logs it.
+    let walk = at(line(": watching /")?)? - at(line("monitor starting")?)?;
     let synced = line("full=true")?;
     let ms: f64 = synced
         .split("ms=")
