@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::MutexGuard;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wsync_core::monitor_proto::MonitorCommand;
 use wsync_core::protocol::{ErrorCode, Request, Response, WorkspaceChange, PROTOCOL_VERSION};
@@ -602,16 +602,35 @@ async fn flush(shared: &SharedState, name_or_path: &str, timeout_ms: Option<u64>
             .await
             .map_err(|e| error(ErrorCode::Internal, format!("request handler failed: {e}")))??
     };
-    let (name, start) = {
-        let mut s = locked(shared)?;
-        let index = find(&s.registry, &wanted)?;
-        let workspace = s.registry.workspaces[index].clone();
-        let start = s
-            .supervisor
-            .begin_flush(&workspace, timeout.as_millis() as u64);
-        (workspace.name, start)
+    // Right after the daemon starts, a workspace's monitor waits for the start-up check of its
+    // entry: the flush waits for it too (within its own timeout) rather than failing.
+    let started = Instant::now();
+    let (name, start) = loop {
+        let (name, start) = {
+            let mut s = locked(shared)?;
+            let index = find(&s.registry, &wanted)?;
+            let workspace = s.registry.workspaces[index].clone();
+            let left = timeout.saturating_sub(started.elapsed());
+            let start = s
+                .supervisor
+                .begin_flush(&workspace, left.as_millis() as u64);
+            (workspace.name, start)
+        };
+        match start {
+            FlushStart::Starting if started.elapsed() < timeout => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            start => break (name, start),
+        }
     };
+    let timeout = timeout.saturating_sub(started.elapsed());
     let (id, rx) = match start {
+        FlushStart::Starting => {
+            return Err(error(
+                ErrorCode::Timeout,
+                format!("cannot flush workspace {name:?}: its monitor did not start within the flush timeout (the daemon is still checking its paths; see `wsync status`)"),
+            ))
+        }
         FlushStart::Nothing => {
             return Ok(Response::Flushed {
                 workspace: name,

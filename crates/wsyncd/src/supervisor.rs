@@ -76,6 +76,9 @@ pub enum FlushStart {
     Nothing,
     /// No monitor runs; the message says why.
     NotRunning(String),
+    /// The workspace's monitor has not been started yet (the daemon's start-up checks of its
+    /// entry are still running): worth asking again shortly.
+    Starting,
     /// Sent as flush `id`; the monitor's answer arrives on the receiver.
     Waiting(u64, oneshot::Receiver<Vec<String>>),
 }
@@ -231,7 +234,8 @@ impl Supervisor {
             return FlushStart::Nothing;
         }
         let Some(slot) = self.slots.get(&workspace.name) else {
-            return FlushStart::NotRunning("it has no monitor".into());
+            // Every registered workspace gets a slot once its start-up check is done.
+            return FlushStart::Starting;
         };
         let Some(monitor) = slot.supervision.running() else {
             let why = match slot.supervision.state() {

@@ -815,7 +815,11 @@ impl RemoteSlot {
         );
         let oldest_change_us = flight
             .oldest_wait
-            .or_else(|| arrivals.oldest().map(|at| now.saturating_duration_since(at)))
+            .or_else(|| {
+                arrivals
+                    .oldest()
+                    .map(|at| now.saturating_duration_since(at))
+            })
             .map(|wait| wait.as_micros() as u64);
         let synced = if landed {
             self.latencies
