@@ -2,7 +2,7 @@
 //! inotify sees only local writes) and used when no inotify instance can be had
 //! (`inotify_init` fails with EMFILE: `fs.inotify.max_user_instances` is reached — 128 by
 //! default, one per monitor). Every
-//! [`POLL_INTERVAL`] a thread walks the tree (excluded directories skipped and recorded, as the
+//! `PollIntervalMs` (`tunables.poll_interval_ms`, two seconds by default) a thread walks the tree (excluded directories skipped and recorded, as the
 //! watcher does, with the patterns read afresh each walk) and compares each entry's mtime and
 //! ctime (ns), size, inode, type and mode with the last walk; what differs goes to the engine as
 //! changes, and a new flush cookie at the root as a cookie, after the changes of the walk that
@@ -26,9 +26,6 @@ use wsync_core::monitor_proto::WatchBackendKind;
 use crate::backend::WatchBackend;
 use crate::engine::checksum::TreeSize;
 use crate::watch::{Change, ChangeKind, ExcludeConfig, WatchError, WatchMsg};
-
-/// How often the tree is walked.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What a walk remembers of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +191,7 @@ impl WatchBackend for Poller {
 pub fn start(
     root: &Path,
     config: ExcludeConfig,
+    interval: Duration,
     tx: UnboundedSender<WatchMsg>,
 ) -> io::Result<Poller> {
     let root = root.to_path_buf();
@@ -206,7 +204,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("poll".into())
         .spawn(move || loop {
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(interval);
             let next = walk(&root, &config);
             if next.excluded != last.excluded || next.protect != last.protect {
                 write(&config, &next);
