@@ -4,6 +4,8 @@
 # this runs as root.
 # Arguments go to `cargo test`; the end-to-end tests are one binary, e2e, with tests named
 # <module>::<test>: e.g. scripts/test.sh --test e2e -- monitor_basic::
+# Without arguments the watcher-dependent end-to-end modules then run twice more, under
+# WatchMode=notify and WatchMode=poll (the list is below, watch_modules).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "error: missing ${need_pkgs[*]}; install them (e.g. sudo apt-get install ${need_pkgs[*]}) and re-run" >&2
     exit 1
   fi
+fi
+
+# The Debian package test (packaging::the_debian_package_installs_and_removes_cleanly) needs
+# cargo-deb and root; without them it skips, saying why. Building cargo-deb (95 crates) takes
+# minutes once; WSYNC_TEST_NO_CARGO_DEB=1 skips installing it (and so the test).
+if [ "$(id -u)" -eq 0 ] && [ -z "${WSYNC_TEST_NO_CARGO_DEB:-}" ] && ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "==> cargo install --locked cargo-deb (for the Debian package test)"
+  cargo install --locked cargo-deb || echo "warning: cargo-deb did not install; the Debian package test will skip" >&2
 fi
 
 echo "==> cargo fmt --check"
@@ -48,3 +58,26 @@ echo "==> cargo build (the end-to-end tests run these binaries)"
 cargo build --workspace --bins --locked
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
+
+# The end-to-end modules whose outcome depends on how a workspace is watched: run again with
+# each other watch backend (tests/support/watch_mode.rs writes WSYNC_TEST_WATCH_MODE into every
+# test's config and monitor start). The one list of them.
+watch_modules=(
+  monitor_basic:: growing:: monitor_stress::
+  engine_checksum:: engine_content:: engine_excludes:: engine_hardlinks::
+  engine_names:: engine_protect:: engine_renames:: engine_safety::
+)
+if [ $# -gt 0 ]; then
+  echo "SKIPPED: the notify and poll passes (arguments given: only the run asked for)"
+else
+  for mode in notify poll; do
+    echo "==> cargo test --test e2e, WSYNC_TEST_WATCH_MODE=$mode: ${watch_modules[*]}"
+    start=$(date +%s)
+    skips=$(mktemp)
+    WSYNC_TEST_WATCH_MODE=$mode WSYNC_TEST_SKIP_LOG=$skips \
+      cargo test --locked --test e2e -- "${watch_modules[@]}" || { cat "$skips"; rm -f "$skips"; exit 1; }
+    cat "$skips"  # the tests that cannot work under this backend, and why
+    rm -f "$skips"
+    echo "==> the $mode pass took $(( $(date +%s) - start )) s"
+  done
+fi

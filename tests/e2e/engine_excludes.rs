@@ -10,6 +10,7 @@ use std::time::Duration;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::sshd::Sshd;
 use wsync_tests::tree::scratch_dir;
+use wsync_tests::watch_mode::counts_watches;
 
 const FLUSH: Duration = Duration::from_secs(30);
 
@@ -87,10 +88,12 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
     let mut m = MonitorProc::start(tmp.path(), ws);
     m.flush_ok(FLUSH);
     let status = m.status().unwrap();
-    assert_eq!(
-        status.watches, 4,
-        "only root, src, src/deep and .git: {status:?}"
-    );
+    if counts_watches() {
+        assert_eq!(
+            status.watches, 4,
+            "only root, src, src/deep and .git: {status:?}"
+        );
+    }
     for dst in [&local, &remote] {
         assert_excluded_absent(&m, dst);
     }
@@ -108,7 +111,9 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
         assert!(!dst.join("src/deep/trace.log").exists());
         assert!(!dst.join("src/deep/node_modules").exists());
     }
-    assert_eq!(m.status().unwrap().watches, 4);
+    if counts_watches() {
+        assert_eq!(m.status().unwrap().watches, 4);
+    }
     // A directory rename re-sends the subtree recursively: the rules still hold inside it.
     std::fs::rename(src.join("src"), src.join("source")).unwrap();
     m.flush_ok(FLUSH);
@@ -168,8 +173,10 @@ fn editing_wsyncignore_at_runtime_takes_effect() {
         Some("log"),
         "a newly included file is synced"
     );
-    let status = m.wait_status("docs unwatched", FLUSH, |s| s.watches < watches);
-    assert_eq!(status.watches, watches - 1, "{status:?}");
+    if counts_watches() {
+        let status = m.wait_status("docs unwatched", FLUSH, |s| s.watches < watches);
+        assert_eq!(status.watches, watches - 1, "{status:?}");
+    }
     write(&src.join("docs/guide.md"), "v2");
     std::fs::remove_file(src.join("src/main.rs")).unwrap();
     m.flush_ok(FLUSH);

@@ -1135,3 +1135,40 @@ fn another_uid_is_never_answered() {
     eprintln!("uid 65534 via a 0666 hard link got: {}", data.trim());
     assert_intact(&mut env, &[ws], &registry);
 }
+
+/// A `DaemonCommandSocketPath` longer than a unix socket path may be: the daemon refuses to
+/// start and the CLI refuses to connect, each naming the path, its length, the limit and the
+/// fix, instead of the kernel's bare "path must be shorter than SUN_LEN".
+#[test]
+fn a_socket_path_too_long_is_refused_naming_length_limit_and_fix() {
+    let probe = TestEnv::new();
+    let max = wsync_core::platform::SOCKET_PATH_MAX;
+    let prefix = probe.root.join("s").display().to_string();
+    let long = format!("{prefix}{}/wsyncd.sock", "x".repeat(max));
+    let env = TestEnv::with_config(&format!("DaemonCommandSocketPath={long}\n"));
+    let len = long.len();
+    let expected = [
+        long.clone(),
+        format!("is {len} bytes long"),
+        format!("at most {max} bytes"),
+        "set DaemonCommandSocketPath".to_string(),
+    ];
+    let out = env.run_daemon_expecting_exit();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wsyncd started: {stderr}");
+    for part in &expected {
+        assert!(
+            stderr.contains(part.as_str()),
+            "wsyncd: {part:?} missing:\n{stderr}"
+        );
+    }
+    let out = env.wsync(&["status"]);
+    assert!(!out.success(), "{out:?}");
+    for part in &expected {
+        assert!(
+            out.stderr.contains(part.as_str()),
+            "wsync: {part:?} missing:\n{}",
+            out.stderr
+        );
+    }
+}

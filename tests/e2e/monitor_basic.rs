@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use wsync_core::monitor_proto::{MonitorCommand, RemoteState};
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::tree::{diff_trees, scratch_dir, wait_until_equal};
+use wsync_tests::watch_mode::counts_watches;
 
 const FLUSH: Duration = Duration::from_secs(20);
 
@@ -193,7 +194,9 @@ fn every_kind_of_change_is_mirrored_and_flush_waits_for_it() {
     assert!(remote.bytes_sent > 0, "{status:?}");
     assert!(remote.last_sync_unix_ms.is_some());
     assert_eq!((remote.pending, remote.consecutive_failures), (0, 0));
-    assert!(status.watches >= 5, "{status:?}");
+    if counts_watches() {
+        assert!(status.watches >= 5, "{status:?}");
+    }
     let logs = m.logs();
     assert!(
         !logs.contains("full=true") || logs.matches("full=true").count() == 1,
@@ -448,7 +451,11 @@ fn shutdown_lets_the_transfer_under_way_finish() {
     );
     m.flush_ok(FLUSH);
     let size = 400u64 << 20;
-    std::fs::write(src.join("big.bin"), vec![7u8; size as usize]).unwrap();
+    // Written beside the workspace and renamed in: every watch backend sees it whole (the
+    // poll backend could otherwise find it half written and send that).
+    let outside = tmp.path().join("big.bin.part");
+    std::fs::write(&outside, vec![7u8; size as usize]).unwrap();
+    std::fs::rename(&outside, src.join("big.bin")).unwrap();
     let arrived = || std::fs::metadata(dst.join("big.bin")).is_ok_and(|m| m.len() == size);
     // Status reports are rate-limited: a fast machine may finish before one says "syncing".
     m.wait_status("the transfer to start", FLUSH, |s| {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use wsync_core::monitor_proto::WatchMode;
 use wsync_tests::hang_fs::HangFs;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::tree::{churn, scratch_dir, wait_until_equal};
+use wsync_tests::watch_mode::{counts_watches, skip_under};
 
 const FLUSH: Duration = Duration::from_secs(30);
 
@@ -35,6 +37,13 @@ fn churn_converges_locally() {
 
 #[test]
 fn recrawl_after_a_queue_overflow_converges() {
+    if skip_under(
+        &[WatchMode::Poll],
+        "monitor_stress::recrawl_after_a_queue_overflow_converges",
+        "it makes the kernel's inotify queue overflow; the poll backend has no queue to overflow",
+    ) {
+        return;
+    }
     let tmp = scratch_dir();
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");
@@ -56,7 +65,9 @@ fn recrawl_after_a_queue_overflow_converges() {
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
     let status = m.wait_status("overflow counted", FLUSH, |s| s.overflows >= 1);
     assert!(status.rescans >= 1, "{status:?}");
-    assert!(status.watches >= 22, "{status:?}");
+    if counts_watches() {
+        assert!(status.watches >= 22, "{status:?}");
+    }
     // Watching still works after the rescan.
     std::fs::create_dir(src.join("burst3/new-dir")).unwrap();
     std::fs::write(src.join("burst3/new-dir/after"), "after the recrawl").unwrap();
@@ -82,6 +93,13 @@ fn overflow_while_stopped(m: &MonitorProc, src: &std::path::Path, also: impl FnO
 
 #[test]
 fn a_rescan_stuck_on_a_hung_mount_does_not_stop_the_events() {
+    if skip_under(
+        &[WatchMode::Notify, WatchMode::Poll],
+        "monitor_stress::a_rescan_stuck_on_a_hung_mount_does_not_stop_the_events",
+        "it checks inotify's unlocked overflow rescan; notify's own recursive walk (and the poll walk) block on the hung mount with no deadline, a known limit of those backends",
+    ) {
+        return;
+    }
     let tmp = scratch_dir();
     let src = tmp.path().join("src");
     let dst = tmp.path().join("dst");

@@ -762,3 +762,184 @@ fn docs_cover_every_config_key_and_their_links_resolve() {
         );
     }
 }
+
+/// The crates `cargo install` takes, and the binary each installs.
+const INSTALLABLE: [(&str, &str); 3] = [
+    ("crates/wsync-cli", "wsync"),
+    ("crates/wsyncd", "wsyncd"),
+    ("crates/wsync-monitor", "wsync-monitor"),
+];
+
+/// The cargo running this test (cargo sets `CARGO`), else the one on PATH; `None` (the test
+/// skips, saying so) when there is none.
+fn cargo() -> Option<PathBuf> {
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        return Some(cargo.into());
+    }
+    have("cargo").then(|| PathBuf::from("cargo"))
+}
+
+/// `cargo install --locked --path crates/…` works as the README says, for each of the three
+/// crates, into a temp `--root`. Offline, a debug build in the existing target dir (a release
+/// build would take minutes): what is checked is the install, not the optimiser.
+#[test]
+fn cargo_install_puts_the_three_binaries_in_a_prefix() {
+    let Some(cargo) = cargo() else {
+        eprintln!("SKIPPED: cargo_install_puts_the_three_binaries_in_a_prefix: cargo not found");
+        return;
+    };
+    let target_dir = bin_dir()
+        .parent()
+        .expect("the target dir above target/debug")
+        .to_path_buf();
+    let prefix = tempfile::tempdir().expect("temp dir");
+    for (path, bin) in INSTALLABLE {
+        let out = Command::new(&cargo)
+            .current_dir(repo())
+            .args([
+                "install",
+                "--locked",
+                "--offline",
+                "--debug",
+                "--path",
+                path,
+            ])
+            .arg("--root")
+            .arg(prefix.path())
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .output()
+            .expect("running cargo install");
+        assert!(
+            out.status.success(),
+            "cargo install --path {path}: {}",
+            describe(&out)
+        );
+        let installed = prefix.path().join("bin").join(bin);
+        let out = Command::new(&installed)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", installed.display()));
+        assert!(out.status.success(), "{bin} --version: {}", describe(&out));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            format!("{bin} {}", wsync_core::VERSION),
+            "{}",
+            describe(&out)
+        );
+    }
+}
+
+/// Removes the package at drop, whatever happened in between, when `dpkg -i` installed it.
+struct InstalledDeb {
+    name: &'static str,
+}
+
+impl Drop for InstalledDeb {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["-r", self.name]).output();
+    }
+}
+
+/// As root (and with dpkg and cargo-deb): `scripts/deb.sh` builds the package, `dpkg -i`
+/// installs it, the three binaries, man pages, completions, example config and user unit are
+/// where the package says, and `dpkg -r` removes them. The machine is left as it was: a guard
+/// runs `dpkg -r` even when a check fails.
+#[test]
+fn the_debian_package_installs_and_removes_cleanly() {
+    let root = nix::unistd::Uid::effective().is_root();
+    for (missing, why) in [
+        (!root, "not running as root"),
+        (!have("dpkg"), "dpkg not found"),
+        (
+            !have("cargo-deb"),
+            "cargo-deb not found (cargo install --locked cargo-deb)",
+        ),
+    ] {
+        if missing {
+            eprintln!("SKIPPED: the_debian_package_installs_and_removes_cleanly: {why}");
+            return;
+        }
+    }
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "wsync"])
+        .output()
+        .expect("dpkg-query");
+    if text(&status.stdout).contains("installed") {
+        eprintln!(
+            "SKIPPED: the_debian_package_installs_and_removes_cleanly: a wsync package is already installed here; not touching it"
+        );
+        return;
+    }
+    let target_dir = bin_dir().parent().expect("target dir").to_path_buf();
+    let out = Command::new(repo().join("scripts/deb.sh"))
+        .args(["--profile", "dev"])
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .expect("running scripts/deb.sh");
+    assert!(out.status.success(), "scripts/deb.sh: {}", describe(&out));
+    let deb = text(&out.stdout)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.ends_with(".deb"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no .deb path printed: {}", describe(&out)));
+    let out = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .output()
+        .expect("dpkg -i");
+    let guard = InstalledDeb { name: "wsync" };
+    assert!(
+        out.status.success(),
+        "dpkg -i {}: {}",
+        deb.display(),
+        describe(&out)
+    );
+    let listed = Command::new("dpkg")
+        .args(["-L", "wsync"])
+        .output()
+        .expect("dpkg -L");
+    let listed = text(&listed.stdout);
+    let expected = [
+        "/usr/bin/wsync",
+        "/usr/bin/wsyncd",
+        "/usr/bin/wsync-monitor",
+        "/usr/share/man/man1/wsync.1.gz",
+        "/usr/share/bash-completion/completions/wsync",
+        "/usr/share/zsh/vendor-completions/_wsync",
+        "/usr/share/fish/vendor_completions.d/wsync.fish",
+        "/usr/lib/systemd/user/wsync.service",
+        "/usr/share/doc/wsync/examples/wsync.config",
+    ];
+    for path in expected {
+        let on_disk = Path::new(path).exists() || Path::new(path.trim_end_matches(".gz")).exists();
+        assert!(on_disk, "{path} not installed; dpkg -L lists:\n{listed}");
+    }
+    for bin in BINS {
+        let out = Command::new(format!("/usr/bin/{bin}"))
+            .arg("--version")
+            .output()
+            .expect("running the installed binary");
+        assert!(out.status.success(), "/usr/bin/{bin}: {}", describe(&out));
+    }
+    let unit = read(Path::new("/usr/lib/systemd/user/wsync.service"));
+    assert!(unit.contains("/usr/bin/wsyncd"), "{unit}");
+    drop(guard);
+    let still = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "wsync"])
+        .output()
+        .expect("dpkg-query");
+    assert!(
+        !text(&still.stdout).contains(" installed"),
+        "dpkg -r left it installed: {}",
+        text(&still.stdout)
+    );
+    for path in expected {
+        assert!(
+            !Path::new(path).exists(),
+            "{path} is still there after dpkg -r"
+        );
+    }
+}

@@ -148,8 +148,10 @@ impl TestEnv {
         let socket = root.join("wsync/wsyncd.sock");
         let registry = root.join("registry.json");
         let log_dir = root.join("log");
+        // The suite's watch-mode pass (WSYNC_TEST_WATCH_MODE), unless the test picks its own.
+        let pass = crate::watch_mode::config_lines(extra);
         let config = format!(
-            "# written by the test fixture\nWorkspaceConfigFilePath={}\nDaemonCommandSocketPath={}\nLogDirectory={}\nMonitorExecutablePath={}\n{extra}\n",
+            "# written by the test fixture\nWorkspaceConfigFilePath={}\nDaemonCommandSocketPath={}\nLogDirectory={}\nMonitorExecutablePath={}\n{pass}{extra}\n",
             registry.display(),
             socket.display(),
             log_dir.display(),

@@ -11,3 +11,4 @@ pub mod poll;
 pub mod sshd;
 pub mod tree;
 pub mod users;
+pub mod watch_mode;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wsync_core::framing::{read_frame, write_frame, FrameError};
 use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorStatus, MonitorTunables, SyncProgress, SyncedBatch,
+    MonitorCommand, MonitorEvent, MonitorStatus, SyncProgress, SyncedBatch,
 };
 use wsync_core::registry::{Remote, Workspace};
 use wsync_core::remote::RemoteTarget;
@@ -213,7 +213,8 @@ impl MonitorProc {
         };
         monitor.send(&MonitorCommand::Start {
             workspace,
-            tunables: MonitorTunables::default(),
+            // The suite's watch-mode pass (WSYNC_TEST_WATCH_MODE), if any.
+            tunables: crate::watch_mode::tunables(),
             progress,
             pending_dir: None,
         });

@@ -9,6 +9,7 @@ mod data;
 mod dirs;
 mod monitor;
 mod peers;
+mod poll_walk;
 mod procfs;
 mod relay;
 mod report;
@@ -39,10 +40,15 @@ const USAGE: &str =
                      [--only one-file,large,burst,rename,delete,growing]\n       \
                      wsync-bench soak [--help | options]\n       \
                      wsync-bench soak-many [--help | options]\n       \
-                     wsync-bench dirs [--help | options]";
+                     wsync-bench dirs [--help | options]\n       \
+                     wsync-bench poll-walk [--help | options]";
 
 pub fn run(args: Vec<String>) -> Result<()> {
     let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("poll-walk") {
+        args.next();
+        return poll_walk::run(args);
+    }
     if args.peek().map(String::as_str) == Some("dirs") {
         args.next();
         return dirs::run(args);

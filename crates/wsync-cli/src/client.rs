@@ -54,6 +54,7 @@ pub fn not_running(socket: &Path) -> CliError {
 /// Connects to the socket without a handshake (`wsync client` leaves that to its user); a
 /// missing socket or refused connection is [`exit_codes::DAEMON_NOT_RUNNING`].
 pub fn connect_socket(socket: &Path) -> Result<UnixStream> {
+    wsync_core::platform::check_socket_path(socket)?;
     match UnixStream::connect(socket) {
         Ok(stream) => Ok(stream),
         Err(e) if means_not_running(&e) => Err(not_running(socket).into()),

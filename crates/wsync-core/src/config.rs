@@ -71,6 +71,9 @@ pub struct Tuning {
     /// `WatchMode`: `auto` (default), `inotify`, `notify` or `poll`; the monitors' watch
     /// backend (see `wsync_core::monitor_proto::WatchMode`).
     pub watch_mode: WatchMode,
+    /// `PollIntervalMs`: how often the poll backend walks a workspace's tree (default 2000;
+    /// 100 to 600000).
+    pub poll_interval: Duration,
     /// `Transport`: `auto` (default) or `rsync`; `rsync` sends every remote's changes by rsync
     /// (see [`crate::registry::Transport`]; a remote's own `transport` can force it too).
     pub transport: crate::registry::Transport,
@@ -90,6 +93,7 @@ impl Default for Tuning {
             proof_interval: crate::monitor_proto::DEFAULT_PROOF_INTERVAL,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
             watch_mode: WatchMode::Auto,
+            poll_interval: crate::monitor_proto::DEFAULT_POLL_INTERVAL,
             transport: crate::registry::Transport::Auto,
         }
     }
@@ -224,6 +228,12 @@ impl Config {
                     )
                 })?
             }
+            "PollIntervalMs" => {
+                self.tuning.poll_interval = millis(key, value, MIN_POLL_INTERVAL_MS, 600_000)
+                    .map_err(|e| {
+                        format!("{e} (the poll backend's walk interval, in milliseconds)")
+                    })?
+            }
             "Transport" => self.tuning.transport = value.parse()?,
             other => {
                 return Err(format!(
@@ -279,8 +289,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ProofIntervalSecs",
     "HookTimeoutMs",
     "WatchMode",
+    "PollIntervalMs",
     "Transport",
 ];
+
+/// The shortest `PollIntervalMs`: below it a walk of a large tree would never rest.
+pub const MIN_POLL_INTERVAL_MS: u64 = 100;
 
 fn absolute(key: &str, value: &str) -> Result<PathBuf, String> {
     let path = paths::expand_home(value);
@@ -336,6 +350,26 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("/etc/test.config:3: unknown key \"Colour\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn poll_interval_defaults_to_two_seconds_and_bad_values_name_the_bounds() {
+        assert_eq!(
+            parse("").unwrap().tuning.poll_interval,
+            Duration::from_millis(2000)
+        );
+        let c = parse("PollIntervalMs=250\n").unwrap();
+        assert_eq!(c.tuning.poll_interval, Duration::from_millis(250));
+        let e = parse("PollIntervalMs=10\n").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "/etc/test.config:1: PollIntervalMs must be between 100 and 600000, found 10 (the poll backend's walk interval, in milliseconds)"
+        );
+        let e = parse("PollIntervalMs=2s\n").unwrap_err().to_string();
+        assert!(
+            e.contains("PollIntervalMs must be a whole number, found \"2s\""),
             "{e}"
         );
     }

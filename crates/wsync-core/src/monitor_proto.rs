@@ -131,6 +131,13 @@ pub struct MonitorTunables {
     /// monitors and daemons agree on the default.
     #[serde(default, skip_serializing_if = "WatchMode::is_auto")]
     pub watch_mode: WatchMode,
+    /// How often the poll backend walks the tree (`PollIntervalMs`); omitted at the default
+    /// (2000), so older monitors parse it.
+    #[serde(
+        default = "default_poll_interval_ms",
+        skip_serializing_if = "is_default_poll_interval_ms"
+    )]
+    pub poll_interval_ms: u64,
     /// The `Transport` config key: `rsync` sends every remote's changes by rsync, whatever
     /// the remote's own setting; omitted for `auto`.
     #[serde(default, skip_serializing_if = "crate::registry::Transport::is_auto")]
@@ -150,7 +157,8 @@ pub enum WatchMode {
     /// The `notify` crate, one recursive watch on the root (FSEvents on macOS, its own
     /// inotify backend on Linux).
     Notify,
-    /// Walk the tree every two seconds and compare each entry's stamps.
+    /// Walk the tree every `PollIntervalMs` (two seconds by default) and compare each entry's
+    /// stamps.
     Poll,
 }
 
@@ -187,6 +195,17 @@ fn default_proof_interval_ms() -> u64 {
     DEFAULT_PROOF_INTERVAL.as_millis() as u64
 }
 
+fn default_poll_interval_ms() -> u64 {
+    DEFAULT_POLL_INTERVAL.as_millis() as u64
+}
+
+fn is_default_poll_interval_ms(ms: &u64) -> bool {
+    *ms == default_poll_interval_ms()
+}
+
+/// How often the poll backend walks the tree by default (`PollIntervalMs`): two seconds.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The default proof-of-sync interval: a minute.
 pub const DEFAULT_PROOF_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -201,6 +220,10 @@ impl MonitorTunables {
     pub fn proof_interval(&self) -> Option<Duration> {
         (self.proof_interval_ms > 0).then(|| Duration::from_millis(self.proof_interval_ms))
     }
+    /// How often the poll backend walks the tree (never below 100 ms, whatever was sent).
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(100))
+    }
 }
 
 impl Default for MonitorTunables {
@@ -210,6 +233,7 @@ impl Default for MonitorTunables {
             max_latency_ms: 100,
             proof_interval_ms: default_proof_interval_ms(),
             watch_mode: WatchMode::Auto,
+            poll_interval_ms: default_poll_interval_ms(),
             transport: crate::registry::Transport::Auto,
         }
     }

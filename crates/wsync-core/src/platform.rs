@@ -36,6 +36,33 @@ pub const SUN_PATH_LEN: usize = 104;
 /// The longest path a unix socket can be bound or connected at.
 pub const SOCKET_PATH_MAX: usize = SUN_PATH_LEN - 1;
 
+/// A unix socket path longer than [`SOCKET_PATH_MAX`]: the kernel would refuse it with a bare
+/// "path must be shorter than SUN_LEN" (or truncate it), so it is refused first, naming the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "socket path {} is {len} bytes long; unix socket paths may have at most {max} bytes here: set DaemonCommandSocketPath in the config to a shorter path (or use a shorter HOME or XDG_RUNTIME_DIR, under which the default lives)",
+    .path.display()
+)]
+pub struct SocketPathTooLong {
+    pub path: PathBuf,
+    pub len: usize,
+    pub max: usize,
+}
+
+/// Checks that `path` fits in `sockaddr_un.sun_path` (see [`SocketPathTooLong`]).
+pub fn check_socket_path(path: &std::path::Path) -> Result<(), SocketPathTooLong> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = path.as_os_str().as_bytes().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+            max: SOCKET_PATH_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// The open flag for a directory handle used only to resolve names beneath it: `O_PATH` on
 /// Linux (no read permission needed, and `O_NOFOLLOW` then opens a symlink itself), plain
 /// `O_RDONLY` elsewhere (the directory must be readable; a symlink fails with `ELOOP`).
@@ -383,6 +410,25 @@ fn as_pid(pid: u32) -> Pid {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_socket_path_past_the_limit_is_refused_naming_path_length_limit_and_fix() {
+        let fits = std::path::PathBuf::from(format!("/{}", "s".repeat(SOCKET_PATH_MAX - 1)));
+        assert_eq!(check_socket_path(&fits), Ok(()));
+        let long = std::path::PathBuf::from(format!("/{}", "s".repeat(SOCKET_PATH_MAX)));
+        let err = check_socket_path(&long).unwrap_err();
+        assert_eq!((err.len, err.max), (SOCKET_PATH_MAX + 1, SOCKET_PATH_MAX));
+        let text = err.to_string();
+        for part in [
+            long.to_str().unwrap(),
+            &format!("is {} bytes long", SOCKET_PATH_MAX + 1),
+            &format!("at most {SOCKET_PATH_MAX} bytes"),
+            "set DaemonCommandSocketPath",
+            "shorter HOME",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+    }
     use std::process::{Command, Stdio};
 
     use super::*;

@@ -521,6 +521,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                poll_interval_ms: 2000,
                 transport: Default::default(),
             },
             progress: vec![],
@@ -538,6 +539,7 @@ fn monitor_channel() {
                 max_latency_ms: 100,
                 proof_interval_ms: 60_000,
                 watch_mode: WatchMode::Auto,
+                poll_interval_ms: 2000,
                 transport: Default::default(),
             },
             progress: vec!["mirror".into()],
@@ -688,6 +690,21 @@ fn proof_of_sync_and_throughput_in_status() {
             STATUS_JSON.replace("initial-sync", "unverified")
         ),
     );
+}
+
+#[test]
+fn a_poll_interval_other_than_the_default_is_sent_and_an_older_daemons_start_gets_the_default() {
+    pin(
+        MonitorTunables {
+            poll_interval_ms: 200,
+            ..MonitorTunables::default()
+        },
+        r#"{"settle_ms":5,"max_latency_ms":100,"proof_interval_ms":60000,"poll_interval_ms":200}"#,
+    );
+    let old: MonitorTunables =
+        serde_json::from_str(r#"{"settle_ms":5,"max_latency_ms":100}"#).unwrap();
+    assert_eq!(old.poll_interval_ms, 2000);
+    assert_eq!(old.poll_interval(), std::time::Duration::from_secs(2));
 }
 
 #[test]

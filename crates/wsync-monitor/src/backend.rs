@@ -3,11 +3,12 @@
 //! then sends [`WatchMsg`]s — the engine's only view of the workspace — until the channel
 //! closes: `inotify` ([`crate::watch`], one watch per directory), `notify`
 //! ([`crate::watch_notify`], one recursive watch through the `notify` crate) and `poll`
-//! ([`crate::poll`], a walk every two seconds). `WatchMode` picks one per workspace.
+//! ([`crate::poll`], a walk every `PollIntervalMs`, two seconds by default). `WatchMode` picks one per workspace.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use wsync_core::monitor_proto::{WatchBackendKind, WatchMode};
@@ -50,15 +51,16 @@ pub fn start(
     root: &Path,
     config: ExcludeConfig,
     mode: WatchMode,
+    poll_interval: Duration,
     tx: UnboundedSender<WatchMsg>,
 ) -> io::Result<Backend> {
     let mode = match mode {
         WatchMode::Auto => match remote_filesystem(root) {
             Some(fs) => {
                 tracing::info!(
-                    "{} is on {fs}, where inotify misses changes made by other machines: polling it every {} s (set WatchMode=inotify to watch it anyway)",
+                    "{} is on {fs}, where inotify misses changes made by other machines: polling it every {} (set WatchMode=inotify to watch it anyway)",
                     root.display(),
-                    crate::poll::POLL_INTERVAL.as_secs()
+                    every(poll_interval)
                 );
                 WatchMode::Poll
             }
@@ -67,7 +69,14 @@ pub fn start(
         mode => mode,
     };
     let started: io::Result<Backend> = match mode {
-        WatchMode::Poll => return Ok(Arc::new(crate::poll::start(root, config, tx)?)),
+        WatchMode::Poll => {
+            return Ok(Arc::new(crate::poll::start(
+                root,
+                config,
+                poll_interval,
+                tx,
+            )?))
+        }
         WatchMode::Notify => {
             crate::watch_notify::NotifyWatcher::start(root, config.clone(), tx.clone())
                 .map(|w| Arc::new(w) as Backend)
@@ -85,9 +94,9 @@ pub fn start(
     };
     match started {
         Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-            let message = polling_message(&e);
+            let message = polling_message(&e, poll_interval);
             tracing::error!("{message}");
-            let poller = crate::poll::start(root, config, tx.clone())?;
+            let poller = crate::poll::start(root, config, poll_interval, tx.clone())?;
             let _ = tx.send(WatchMsg::Polling(message));
             Ok(Arc::new(poller))
         }
@@ -96,11 +105,16 @@ pub fn start(
 }
 
 /// The status text of poll mode when inotify was wanted.
-pub fn polling_message(error: &io::Error) -> String {
+pub fn polling_message(error: &io::Error, interval: Duration) -> String {
     format!(
-        "no inotify instance available ({error}): the per-user limit fs.inotify.max_user_instances is reached (one per monitor); polling the tree every {} s instead — raise it with `sysctl fs.inotify.max_user_instances=1024`",
-        crate::poll::POLL_INTERVAL.as_secs()
+        "no inotify instance available ({error}): the per-user limit fs.inotify.max_user_instances is reached (one per monitor); polling the tree every {} instead — raise it with `sysctl fs.inotify.max_user_instances=1024`",
+        every(interval)
     )
+}
+
+/// A poll interval as a person reads it: `2 s`, `0.2 s`.
+fn every(interval: Duration) -> String {
+    format!("{} s", interval.as_secs_f64())
 }
 
 /// Filesystem types (statfs `f_type`) whose changes need not pass through this kernel.

@@ -258,9 +258,10 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
         )),
     };
     let watch_mode = tunables.watch_mode;
+    let poll_interval = tunables.poll_interval();
     let watcher = tokio::task::spawn_blocking(move || {
         batch::remove_stale_proofs(&root);
-        backend::start(&root, exclude_config, watch_mode, watch_tx)
+        backend::start(&root, exclude_config, watch_mode, poll_interval, watch_tx)
     })
     .await
     .context("starting the watcher")?

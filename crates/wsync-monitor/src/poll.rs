@@ -2,13 +2,16 @@
 //! inotify sees only local writes) and used when no inotify instance can be had
 //! (`inotify_init` fails with EMFILE: `fs.inotify.max_user_instances` is reached — 128 by
 //! default, one per monitor). Every
-//! [`POLL_INTERVAL`] a thread walks the tree (excluded directories skipped and recorded, as the
+//! `PollIntervalMs` (`tunables.poll_interval_ms`, two seconds by default) a thread walks the tree (excluded directories skipped and recorded, as the
 //! watcher does, with the patterns read afresh each walk) and compares each entry's mtime and
 //! ctime (ns), size, inode, type and mode with the last walk; what differs goes to the engine as
 //! changes, and a new flush cookie at the root as a cookie, after the changes of the walk that
 //! saw it (the root is listed first, so every change made before the cookie is in that walk).
 //! This monitor's proof-of-sync files pass the excludes, as they do with the watcher.
-//! Deliberately small: a first step towards a proper backend.
+//! Changes go out in the order inotify reports them (deletions deepest first, then creations):
+//! a directory replaced by a file is one burst. With no close-write to see, a file that
+//! changes in two walks running is reported as still being written, so the engine sends a
+//! growing file at most once a second, as it does under inotify (see [`changes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -26,9 +29,6 @@ use wsync_core::monitor_proto::WatchBackendKind;
 use crate::backend::WatchBackend;
 use crate::engine::checksum::TreeSize;
 use crate::watch::{Change, ChangeKind, ExcludeConfig, WatchError, WatchMsg};
-
-/// How often the tree is walked.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What a walk remembers of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,36 +106,85 @@ fn walk(root: &Path, config: &ExcludeConfig) -> Snapshot {
     snapshot
 }
 
-/// What changed from `old` to `new`. A directory's own times change with its entries, which
+/// What the walks remember between them about files being written.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Files created or changed between the last two walks.
+    changed: BTreeSet<PathBuf>,
+    /// Files reported [`ChangeKind::Modified`] (changed in two walks running: still being
+    /// written) and not yet closed.
+    open: BTreeSet<PathBuf>,
+}
+
+/// What changed from `old` to `new`, in the order inotify would report it: deletions first,
+/// deepest first (the entries of a removed or replaced directory before the directory), then
+/// creations and edits, parents first. So a directory replaced by a file (or a file by a
+/// directory) is one burst — the old entries gone, then the new one — never a deletion below a
+/// path that is no longer a directory. A directory's own times change with its entries, which
 /// report themselves: only its mode (and a type change) is news.
-fn changes(old: &BTreeMap<PathBuf, Stamp>, new: &BTreeMap<PathBuf, Stamp>) -> Vec<Change> {
+///
+/// There is no close-write to see, so a file's writes are judged by the walks: a file that
+/// changed since the last walk but not in the one before is a finished edit
+/// ([`ChangeKind::Closed`], sent at once); one that changed in two walks running is still being
+/// written ([`ChangeKind::Modified`]: the engine sends it at most once a second while it grows,
+/// as under inotify), and the first walk that finds it unchanged closes it.
+fn changes(
+    old: &BTreeMap<PathBuf, Stamp>,
+    new: &BTreeMap<PathBuf, Stamp>,
+    writes: &mut Writes,
+) -> Vec<Change> {
     let mut out = Vec::new();
     let change = |path: &Path, kind, is_dir| Change {
         path: path.to_path_buf(),
         kind,
         is_dir,
     };
-    for (path, was) in old {
-        match new.get(path) {
-            None => out.push(change(path, ChangeKind::Deleted, was.is_dir)),
-            Some(now) if now.is_dir != was.is_dir || now.ino != was.ino => {
-                out.push(change(path, ChangeKind::Deleted, was.is_dir));
-                out.push(change(path, ChangeKind::Created, now.is_dir));
-            }
-            Some(now) if now.is_dir => {
-                if now.mode != was.mode {
-                    out.push(change(path, ChangeKind::Attrib, true));
+    let replaced = |was: &Stamp, now: &Stamp| now.is_dir != was.is_dir || now.ino != was.ino;
+    for (path, was) in old.iter().rev() {
+        let gone = match new.get(path) {
+            None => true,
+            Some(now) => replaced(was, now),
+        };
+        if gone {
+            out.push(change(path, ChangeKind::Deleted, was.is_dir));
+            writes.open.remove(path);
+        }
+    }
+    let mut changed = BTreeSet::new();
+    for (path, now) in new {
+        match old.get(path) {
+            Some(was) if !replaced(was, now) => {
+                if now.is_dir {
+                    if now.mode != was.mode {
+                        out.push(change(path, ChangeKind::Attrib, true));
+                    }
+                } else if now != was {
+                    let kind = if writes.changed.contains(path) {
+                        writes.open.insert(path.clone());
+                        ChangeKind::Modified
+                    } else {
+                        ChangeKind::Closed
+                    };
+                    out.push(change(path, kind, false));
+                    changed.insert(path.clone());
+                } else if writes.open.remove(path) {
+                    out.push(change(path, ChangeKind::Closed, false));
                 }
             }
-            Some(now) if now != was => out.push(change(path, ChangeKind::Closed, false)),
-            Some(_) => {}
+            _ => {
+                out.push(change(path, ChangeKind::Created, now.is_dir));
+                if !now.is_dir {
+                    // Written by now as far as this walk knows (inotify would have seen its
+                    // close-write): it goes out as a finished file, with the deletion of
+                    // whatever was there before. A next walk that finds it changed again
+                    // reports it still being written.
+                    out.push(change(path, ChangeKind::Closed, false));
+                    changed.insert(path.clone());
+                }
+            }
         }
     }
-    for (path, now) in new {
-        if !old.contains_key(path) {
-            out.push(change(path, ChangeKind::Created, now.is_dir));
-        }
-    }
+    writes.changed = changed;
     out
 }
 
@@ -194,10 +243,12 @@ impl WatchBackend for Poller {
 pub fn start(
     root: &Path,
     config: ExcludeConfig,
+    interval: Duration,
     tx: UnboundedSender<WatchMsg>,
 ) -> io::Result<Poller> {
     let root = root.to_path_buf();
     let mut last = walk(&root, &config);
+    let mut writes = Writes::default();
     write(&config, &last);
     let poller = Poller {
         rules_file: config.rules_file.clone(),
@@ -206,7 +257,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("poll".into())
         .spawn(move || loop {
-            std::thread::sleep(POLL_INTERVAL);
+            std::thread::sleep(interval);
             let next = walk(&root, &config);
             if next.excluded != last.excluded || next.protect != last.protect {
                 write(&config, &next);
@@ -214,14 +265,21 @@ pub fn start(
             let mut out = Vec::new();
             match (&last.entries, &next.entries) {
                 (Some(old), Some(new)) => {
-                    let found = changes(old, new);
+                    let found = changes(old, new, &mut writes);
                     if !found.is_empty() {
                         out.push(WatchMsg::Changes(found));
                     }
                 }
                 (Some(_), None) => out.push(WatchMsg::RootGone),
                 // The root is back (or still gone): everything there is new to us.
-                (None, Some(new)) => out.push(WatchMsg::Changes(changes(&BTreeMap::new(), new))),
+                (None, Some(new)) => {
+                    writes = Writes::default();
+                    out.push(WatchMsg::Changes(changes(
+                        &BTreeMap::new(),
+                        new,
+                        &mut writes,
+                    )))
+                }
                 (None, None) => {}
             }
             for cookie in next.cookies.difference(&last.cookies) {
@@ -272,15 +330,20 @@ mod tests {
         std::fs::write(root.join("skip/deep/ignored"), "i").unwrap();
         std::fs::write(root.join(format!("{COOKIE_PREFIX}1-1")), "").unwrap();
         let after = walk(&root, &config);
-        let mut found: Vec<(String, ChangeKind)> = changes(&old, after.entries.as_ref().unwrap())
-            .into_iter()
-            .map(|c| (c.path.display().to_string(), c.kind))
-            .collect();
+        let mut found: Vec<(String, ChangeKind)> = changes(
+            &old,
+            after.entries.as_ref().unwrap(),
+            &mut Writes::default(),
+        )
+        .into_iter()
+        .map(|c| (c.path.display().to_string(), c.kind))
+        .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             found,
             [
                 ("d/e/new".into(), ChangeKind::Created),
+                ("d/e/new".into(), ChangeKind::Closed),
                 ("d/f".into(), ChangeKind::Closed),
                 ("gone".into(), ChangeKind::Deleted),
             ]
@@ -289,6 +352,153 @@ mod tests {
             after.cookies.into_iter().collect::<Vec<_>>(),
             [format!("{COOKIE_PREFIX}1-1")]
         );
+    }
+
+    fn kinds(found: Vec<Change>) -> Vec<(String, ChangeKind, bool)> {
+        found
+            .into_iter()
+            .map(|c| (c.path.display().to_string(), c.kind, c.is_dir))
+            .collect()
+    }
+
+    /// Walks `root` and returns what changed since `last` (which becomes this walk).
+    fn step(
+        root: &Path,
+        config: &ExcludeConfig,
+        last: &mut BTreeMap<PathBuf, Stamp>,
+        writes: &mut Writes,
+    ) -> Vec<(String, ChangeKind, bool)> {
+        let next = walk(root, config).entries.unwrap();
+        let found = changes(last, &next, writes);
+        *last = next;
+        kinds(found)
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_file_and_back_is_one_burst_deletions_deepest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("d/e/f"), "1").unwrap();
+        std::fs::write(root.join("d/g"), "2").unwrap();
+        let config = config(tmp.path());
+        let mut last = walk(&root, &config).entries.unwrap();
+        let mut writes = Writes::default();
+
+        std::fs::remove_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d"), "a file now").unwrap();
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [
+                ("d/g".into(), ChangeKind::Deleted, false),
+                ("d/e/f".into(), ChangeKind::Deleted, false),
+                ("d/e".into(), ChangeKind::Deleted, true),
+                ("d".into(), ChangeKind::Deleted, true),
+                ("d".into(), ChangeKind::Created, false),
+                ("d".into(), ChangeKind::Closed, false),
+            ]
+        );
+
+        std::fs::remove_file(root.join("d")).unwrap();
+        std::fs::create_dir_all(root.join("d/h")).unwrap();
+        std::fs::write(root.join("d/h/i"), "a dir again").unwrap();
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [
+                ("d".into(), ChangeKind::Deleted, false),
+                ("d".into(), ChangeKind::Created, true),
+                ("d/h".into(), ChangeKind::Created, true),
+                ("d/h/i".into(), ChangeKind::Created, false),
+                ("d/h/i".into(), ChangeKind::Closed, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_changing_in_walks_running_is_open_until_a_walk_finds_it_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("edited"), "1").unwrap();
+        let config = config(tmp.path());
+        let mut last = walk(&root, &config).entries.unwrap();
+        let mut writes = Writes::default();
+        let grow = |text: &str| {
+            use std::io::Write;
+            let mut f = std::fs::File::options()
+                .append(true)
+                .create(true)
+                .open(root.join("log"))
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+
+        // A one-off edit is finished: sent at once.
+        std::fs::write(root.join("edited"), "22").unwrap();
+        grow("a");
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [
+                ("edited".into(), ChangeKind::Closed, false),
+                ("log".into(), ChangeKind::Created, false),
+                ("log".into(), ChangeKind::Closed, false),
+            ]
+        );
+        // Still growing: written, not closed (the engine holds it to once a second).
+        grow("b");
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [("log".into(), ChangeKind::Modified, false)]
+        );
+        grow("c");
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [("log".into(), ChangeKind::Modified, false)]
+        );
+        // It stopped: the first quiet walk closes it, the next says nothing.
+        assert_eq!(
+            step(&root, &config, &mut last, &mut writes),
+            [("log".into(), ChangeKind::Closed, false)]
+        );
+        assert_eq!(step(&root, &config, &mut last, &mut writes), []);
+    }
+
+    #[test]
+    fn a_same_size_edit_with_its_mtime_restored_is_caught_by_ctime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let path = root.join("f");
+        std::fs::write(&path, "aaaa").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let config = config(tmp.path());
+        let mut last = walk(&root, &config).entries.unwrap();
+        let before = last[Path::new("f")];
+        std::fs::write(&path, "bbbb").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let next = walk(&root, &config).entries.unwrap();
+        let after = next[Path::new("f")];
+        assert_eq!(
+            (after.mtime_ns, after.size, after.ino),
+            (before.mtime_ns, before.size, before.ino),
+            "only ctime tells"
+        );
+        assert_eq!(
+            kinds(changes(&last, &next, &mut Writes::default())),
+            [("f".into(), ChangeKind::Closed, false)]
+        );
+        last = next;
+        assert!(changes(
+            &last,
+            &walk(&root, &config).entries.unwrap(),
+            &mut Writes::default()
+        )
+        .is_empty());
     }
 
     #[test]

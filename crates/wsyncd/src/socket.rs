@@ -20,6 +20,8 @@ pub enum SocketError {
     #[error("socket path {0} has no parent directory")]
     NoParent(PathBuf),
     #[error(transparent)]
+    TooLong(#[from] wsync_core::platform::SocketPathTooLong),
+    #[error(transparent)]
     Dir(#[from] OwnedError),
     #[error(
         "{0} exists and is not a socket; move it away or choose another DaemonCommandSocketPath"
@@ -50,6 +52,7 @@ pub enum SocketError {
 /// Creates the socket's directory (mode 0700) or tightens an existing one we own; the
 /// directory is the runtime directory too (pidfile, ssh control sockets, rule files).
 pub fn prepare_dir(socket: &Path) -> Result<PathBuf, SocketError> {
+    wsync_core::platform::check_socket_path(socket)?;
     let dir = match socket.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => return Err(SocketError::NoParent(socket.to_owned())),

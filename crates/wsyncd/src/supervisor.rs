@@ -102,6 +102,7 @@ impl Supervisor {
                     max_latency_ms: config.tuning.max_latency.as_millis() as u64,
                     proof_interval_ms: config.tuning.proof_interval.as_millis() as u64,
                     watch_mode: config.tuning.watch_mode,
+                    poll_interval_ms: config.tuning.poll_interval.as_millis() as u64,
                     transport: config.tuning.transport,
                 },
                 runtime,

@@ -71,9 +71,6 @@ impl WorkspaceTuning {
     }
 
     /// The daemon's tunables (`global`, from its config) with this workspace's overrides.
-    ///
-    /// `poll_interval_ms` has no monitor tunable yet: it is kept in the registry and applied
-    /// once the monitor takes one.
     pub fn apply(&self, global: &MonitorTunables) -> MonitorTunables {
         let mut out = global.clone();
         if let Some(mode) = self.watch_mode {
@@ -84,6 +81,9 @@ impl WorkspaceTuning {
         }
         if let Some(v) = self.max_latency_ms {
             out.max_latency_ms = v;
+        }
+        if let Some(v) = self.poll_interval_ms {
+            out.poll_interval_ms = v;
         }
         out
     }
@@ -104,11 +104,13 @@ mod tests {
         let tuning = WorkspaceTuning {
             watch_mode: Some(WatchMode::Poll),
             settle_ms: Some(50),
+            poll_interval_ms: Some(500),
             ..WorkspaceTuning::default()
         };
         let applied = tuning.apply(&global);
         assert_eq!(applied.watch_mode, WatchMode::Poll);
         assert_eq!(applied.settle_ms, 50);
+        assert_eq!(applied.poll_interval_ms, 500);
         assert_eq!(applied.max_latency_ms, 90);
     }
 
