@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::blocking::{Gate, StallReport};
 use tokio::process::Command;
@@ -23,6 +23,16 @@ use wsync_core::rsync_version::{self, End, RsyncEnds, RsyncVersion};
 
 use super::Outcome;
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
+
+/// What a remote command reads on its stdin.
+pub enum Stdin {
+    Bytes(Vec<u8>),
+    /// Streamed from its current offset, [`STREAM_BUFFER`] at a time.
+    File(std::fs::File),
+}
+
+/// The buffer a file is streamed to a remote command through.
+const STREAM_BUFFER: usize = 64 * 1024;
 
 /// This machine's rsync (what every transfer runs), or why it cannot be used.
 async fn local_rsync() -> Result<RsyncVersion, String> {
@@ -255,6 +265,17 @@ impl Destination {
         script: &[u8],
         stdin: Option<Vec<u8>>,
     ) -> std::io::Result<Vec<u8>> {
+        self.remote_command_reading(script, stdin.map(Stdin::Bytes))
+            .await
+    }
+
+    /// [`Destination::remote_command`] with its stdin from `stdin`: a file is streamed through
+    /// a bounded buffer, never read whole (the agent's upload is this binary).
+    pub async fn remote_command_reading(
+        &self,
+        script: &[u8],
+        stdin: Option<Stdin>,
+    ) -> std::io::Result<Vec<u8>> {
         let (Some(endpoint), Some(control)) = (
             SshEndpoint::from_target(&self.remote.target),
             self.control_path.as_deref(),
@@ -275,8 +296,26 @@ impl Destination {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
-        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
-            let _ = pipe.write_all(&bytes).await;
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+            // A write error is the remote's exit, which its status reports.
+            let _ = match input {
+                Stdin::Bytes(bytes) => pipe.write_all(&bytes).await,
+                Stdin::File(file) => {
+                    let mut file = tokio::fs::File::from_std(file);
+                    let mut buf = vec![0; STREAM_BUFFER];
+                    loop {
+                        match file.read(&mut buf).await {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => {
+                                if let Err(e) = pipe.write_all(&buf[..n]).await {
+                                    break Err(e);
+                                }
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
+                }
+            };
         }
         let output = tokio::time::timeout(
             Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS)),
