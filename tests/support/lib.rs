@@ -9,5 +9,6 @@ pub mod monitor;
 pub mod other_user;
 pub mod poll;
 pub mod sshd;
+pub mod transports;
 pub mod tree;
 pub mod users;
