@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::blocking::{Gate, StallReport};
 use tokio::process::Command;
@@ -27,12 +27,9 @@ use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 /// What a remote command reads on its stdin.
 pub enum Stdin {
     Bytes(Vec<u8>),
-    /// Streamed from its current offset, [`STREAM_BUFFER`] at a time.
+    /// Streamed from its current offset by the kernel (`sendfile`), never read whole.
     File(std::fs::File),
 }
-
-/// The buffer a file is streamed to a remote command through.
-const STREAM_BUFFER: usize = 64 * 1024;
 
 /// This machine's rsync (what every transfer runs), or why it cannot be used.
 async fn local_rsync() -> Result<RsyncVersion, String> {
@@ -269,8 +266,8 @@ impl Destination {
             .await
     }
 
-    /// [`Destination::remote_command`] with its stdin from `stdin`: a file is streamed through
-    /// a bounded buffer, never read whole (the agent's upload is this binary).
+    /// [`Destination::remote_command`] with its stdin from `stdin`: a file is streamed by the
+    /// kernel, never read whole (the agent's upload is this binary).
     pub async fn remote_command_reading(
         &self,
         script: &[u8],
@@ -300,19 +297,19 @@ impl Destination {
             // A write error is the remote's exit, which its status reports.
             let _ = match input {
                 Stdin::Bytes(bytes) => pipe.write_all(&bytes).await,
-                Stdin::File(file) => {
-                    let mut file = tokio::fs::File::from_std(file);
-                    let mut buf = vec![0; STREAM_BUFFER];
-                    loop {
-                        match file.read(&mut buf).await {
-                            Ok(0) => break Ok(()),
-                            Ok(n) => {
-                                if let Err(e) = pipe.write_all(&buf[..n]).await {
-                                    break Err(e);
-                                }
-                            }
-                            Err(e) => break Err(e),
+                Stdin::File(mut file) => {
+                    // A blocking copy off the runtime: `std::io::copy` from a file into a pipe
+                    // is `sendfile`/`splice` in the kernel, no buffer of ours at all.
+                    match pipe.into_owned_fd() {
+                        Ok(fd) => {
+                            let mut pipe = std::fs::File::from(fd);
+                            tokio::task::spawn_blocking(move || {
+                                std::io::copy(&mut file, &mut pipe).map(drop)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
                         }
+                        Err(e) => Err(e),
                     }
                 }
             };
