@@ -1,7 +1,8 @@
 //! The SSH agent end to end against the private sshd (the remote user's `XDG_CACHE_HOME` is
 //! in the test's temp dir, see `Sshd::remote_cache`): installed on first use and reused by the
 //! next monitor; an incompatible agent replaced; an upload directory that cannot be made
-//! falls back to rsync and status says why; the agent killed with SIGKILL mid-run is started
+//! falls back to rsync and status says why, as does one on a `noexec` mount (root); renames go
+//! as agent ops; the agent killed with SIGKILL mid-run is started
 //! again and the remote converges; `transport = rsync` forces the old path. The engine's SSH
 //! scenarios (`monitor_ssh`, `engine_*` ssh variants) run on the agent too: it is the default.
 
@@ -11,6 +12,8 @@ use std::time::Duration;
 
 use wsync_core::monitor_proto::{MonitorStatus, TransportStatus};
 use wsync_core::registry::{Remote, Transport};
+use wsync_tests::env::TestEnv;
+use wsync_tests::faults::{add_workspace, attach_ssh, flush_ok, TmpfsMount};
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::poll::poll_until;
 use wsync_tests::sshd::Sshd;
@@ -280,4 +283,116 @@ fn transport_rsync_forces_the_old_path_and_local_targets_go_in_process() {
         !sshd.remote_cache().join("wsync").exists(),
         "nothing is installed on a remote forced to rsync"
     );
+}
+
+/// A rename over SSH goes as one agent op (the log says so, the script's `mv` is not run): a
+/// directory of 5,000 files keeps its inode on the remote, nothing is re-sent; a rename whose
+/// target no longer matches (a directory there already) is not applied and falls back to rsync
+/// of both ends, which converges.
+#[test]
+fn renames_go_by_the_agent_and_one_that_no_longer_matches_falls_back() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..5000 {
+        write(&src.join(format!("big/sub{}/f{i}", i % 10)), "k");
+    }
+    write(&src.join("small/x"), "x");
+    let ws = workspace(
+        "agentrenames",
+        &src,
+        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    // The agent starts with the first small change.
+    round(&mut m, &src, &dst, "first");
+    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let ino = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.ino()).ok();
+    let before = (ino(&dst.join("big")), ino(&dst.join("big/sub3/f3")));
+    assert!(before.0.is_some() && before.1.is_some());
+    std::fs::rename(src.join("big"), src.join("big renamed")).unwrap();
+    m.flush_ok(FLUSH);
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        m.fail(&format!("after the rename: {diffs:?}"));
+    }
+    let after = (
+        ino(&dst.join("big renamed")),
+        ino(&dst.join("big renamed/sub3/f3")),
+    );
+    if after != before {
+        m.fail(&format!(
+            "the directory was re-sent, not renamed: inodes {before:?} -> {after:?}"
+        ));
+    }
+    if !m.logs().contains("renames replayed by the agent") {
+        m.fail("the rename did not go by the agent");
+    }
+    // The remote has a directory where the rename goes: not applied, rsync converges.
+    write(&dst.join("taken/stray"), "remote only");
+    let stray_dir = ino(&dst.join("taken"));
+    std::fs::rename(src.join("small"), src.join("taken")).unwrap();
+    m.flush_ok(FLUSH);
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        m.fail(&format!("after the mismatched rename: {diffs:?}"));
+    }
+    assert_eq!(ino(&dst.join("taken")), stray_dir, "moved into, not over");
+    assert!(!dst.join("taken/small").exists() && !dst.join("small").exists());
+    let logs = m.logs();
+    if !logs.contains("renames fall back to rsync") || !logs.contains("the remote does not match") {
+        m.fail("the mismatched rename did not fall back to rsync");
+    }
+}
+
+/// The agent's upload directory (`~/.cache/wsync` of the remote user) on a `noexec` mount: the
+/// upload cannot run, so the remote goes by rsync, `wsync status`'s TRANSPORT column says why
+/// (`noexec`), and sync converges. Needs root for the mount (a tmpfs inside the test's temp
+/// dir, unmounted by its guard).
+#[test]
+fn an_upload_directory_on_a_noexec_mount_falls_back_to_rsync_and_status_says_why() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a noexec tmpfs needs root");
+        return;
+    }
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    // Big enough for the debug binary: the upload itself must succeed, only running it fails.
+    let _mount = TmpfsMount::mount_with(&sshd.remote_cache().join("wsync"), "size=1g,noexec")
+        .unwrap_or_else(|e| panic!("mounting the noexec tmpfs: {e}"));
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    write(&src.join("seed"), "s");
+    let mut env = TestEnv::new();
+    env.start_daemon();
+    add_workspace(&env, &src, "w");
+    attach_ssh(&env, "w", &sshd, &dst, "r");
+    write(&src.join("a"), "a");
+    flush_ok(&env, "w", 60);
+    let table = poll_until(
+        "status's TRANSPORT column saying noexec",
+        FLUSH,
+        Duration::from_millis(100),
+        || {
+            let table = env.wsync_ok(&["status"]);
+            table
+                .contains("rsync: the agent could not be installed: noexec")
+                .then_some(table)
+        },
+    )
+    .unwrap_or_else(|e| env.fail(&format!("{e}: {}", env.wsync_ok(&["status"]))));
+    assert!(table.contains("TRANSPORT"), "{table}");
+    // Sync goes on by rsync: changes, a rename, a deletion.
+    write(&src.join("d/b"), "b");
+    std::fs::rename(src.join("a"), src.join("a2")).unwrap();
+    std::fs::remove_file(src.join("seed")).unwrap();
+    flush_ok(&env, "w", 60);
+    wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| env.fail(&e));
+    let leftovers: Vec<_> = std::fs::read_dir(sshd.remote_cache().join("wsync"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "upload left behind: {leftovers:?}");
 }

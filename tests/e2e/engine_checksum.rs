@@ -9,12 +9,11 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use wsync_core::monitor_proto::MonitorCommand;
-use wsync_core::registry::Remote;
 use wsync_tests::env::TestEnv;
-use wsync_tests::faults::{add_workspace, attach_local, attach_ssh, flush_ok, wait_status};
+use wsync_tests::faults::{add_workspace, attach_local, flush_ok, wait_status};
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::poll::poll_until;
-use wsync_tests::sshd::Sshd;
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::{count_entries, scratch_dir, wait_until_equal};
 
 const FLUSH: Duration = Duration::from_secs(60);
@@ -71,10 +70,12 @@ fn cp_a(from: &Path, to: &Path) {
 
 /// `cp -a` of more files than a dirty set holds, with their mtimes kept, while paused: resume
 /// collapses into a full sync, which must still send each of them by content.
-fn many_files_copied_over_while_paused(remote: impl FnOnce(&Path) -> Remote) {
+fn many_files_copied_over_while_paused(via: Via) {
     // Past the monitor's 10,000-path dirty set (`queue::FULL_SYNC_THRESHOLD`).
     const FILES: usize = 10_050;
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
+    let remote = |dst: &Path| rig.remote("d", dst);
     let (src, staging) = (tmp.path().join("src"), tmp.path().join("staging"));
     let dst = tmp.path().join("dst");
     tree(&src, FILES, "old-");
@@ -100,17 +101,13 @@ fn many_files_copied_over_while_paused(remote: impl FnOnce(&Path) -> Remote) {
     );
 }
 
-#[test]
-fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_a_local_remote() {
-    many_files_copied_over_while_paused(|dst| local_remote("d", dst));
+fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_the_remote(via: Via) {
+    many_files_copied_over_while_paused(via);
 }
 
-#[test]
-fn a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_an_ssh_remote() {
-    let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
-    many_files_copied_over_while_paused(|dst| sshd.remote("d", dst));
-}
+wsync_tests::on_every_transport!(
+    a_cp_a_of_many_files_with_kept_mtimes_while_paused_reaches_the_remote
+);
 
 /// Initial syncs by checksum would repair the paused changes on their own: switched off, so
 /// only the pending files can.
@@ -240,22 +237,15 @@ fn verify_repair_fixes_drift(env: &mut TestEnv, dst: &Path, attach: impl FnOnce(
     );
 }
 
-#[test]
-fn verify_repair_fixes_same_size_same_mtime_drift_on_a_local_remote() {
+fn verify_repair_fixes_same_size_same_mtime_drift(via: Via) {
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
     let dst = tmp.path().join("dst");
     let mut env = TestEnv::new();
-    verify_repair_fixes_drift(&mut env, &dst, |env| attach_local(env, "w", &dst, "d"));
+    verify_repair_fixes_drift(&mut env, &dst, |env| rig.attach(env, "w", &dst, "d"));
 }
 
-#[test]
-fn verify_repair_fixes_same_size_same_mtime_drift_on_an_ssh_remote() {
-    let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
-    let dst = tmp.path().join("dst");
-    let mut env = TestEnv::new();
-    verify_repair_fixes_drift(&mut env, &dst, |env| attach_ssh(env, "w", &sshd, &dst, "d"));
-}
+wsync_tests::on_every_transport!(verify_repair_fixes_same_size_same_mtime_drift);
 
 #[test]
 fn verify_repair_of_a_paused_workspace_says_to_resume() {

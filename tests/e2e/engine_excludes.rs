@@ -1,6 +1,6 @@
 //! Excludes in wsync-monitor (issue 4): patterns from `.wsyncignore`, the registry and
 //! `.gitignore` files; an excluded directory is neither watched (the watch count proves it) nor
-//! transferred (to a local and an SSH remote); `.gitignore` can be switched off; editing
+//! transferred (on every transport); `.gitignore` can be switched off; editing
 //! `.wsyncignore` at runtime takes effect (newly included paths are synced, newly excluded ones
 //! are left alone on the remote).
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
-use wsync_tests::sshd::Sshd;
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::scratch_dir;
 use wsync_tests::watch_mode::counts_watches;
 
@@ -71,18 +71,13 @@ fn assert_excluded_absent(m: &MonitorProc, dst: &Path) {
     }
 }
 
-#[test]
-fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
+fn excluded_directories_are_neither_watched_nor_copied(via: Via) {
     let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
+    let rig = Rig::new(via, tmp.path());
     let src = tmp.path().join("src");
-    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let dst = tmp.path().join("remote");
     project(&src);
-    let mut ws = workspace(
-        "excl",
-        &src,
-        vec![local_remote("l", &local), sshd.remote("r", &remote)],
-    );
+    let mut ws = workspace("excl", &src, vec![rig.remote("r", &dst)]);
     ws.excludes = vec!["node_modules/".into()];
     ws.respect_gitignore = true;
     let mut m = MonitorProc::start(tmp.path(), ws);
@@ -94,9 +89,7 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
             "only root, src, src/deep and .git: {status:?}"
         );
     }
-    for dst in [&local, &remote] {
-        assert_excluded_absent(&m, dst);
-    }
+    assert_excluded_absent(&m, &dst);
     // Changes inside or matching excluded patterns are not synced; new excluded dirs are not
     // watched; everything else still is.
     write(&src.join("node_modules/a/new.js"), "x");
@@ -105,25 +98,23 @@ fn excluded_directories_are_neither_watched_nor_copied_locally_or_over_ssh() {
     write(&src.join("src/deep/node_modules/y/z.js"), "x");
     write(&src.join("src/deep/new.rs"), "x");
     m.flush_ok(FLUSH);
-    for dst in [&local, &remote] {
-        assert!(dst.join("src/deep/new.rs").exists());
-        assert!(!dst.join("node_modules").exists());
-        assert!(!dst.join("src/deep/trace.log").exists());
-        assert!(!dst.join("src/deep/node_modules").exists());
-    }
+    assert!(dst.join("src/deep/new.rs").exists());
+    assert!(!dst.join("node_modules").exists());
+    assert!(!dst.join("src/deep/trace.log").exists());
+    assert!(!dst.join("src/deep/node_modules").exists());
     if counts_watches() {
         assert_eq!(m.status().unwrap().watches, 4);
     }
     // A directory rename re-sends the subtree recursively: the rules still hold inside it.
     std::fs::rename(src.join("src"), src.join("source")).unwrap();
     m.flush_ok(FLUSH);
-    for dst in [&local, &remote] {
-        assert!(dst.join("source/deep/new.rs").exists());
-        assert!(!dst.join("source/debug.log").exists());
-        assert!(!dst.join("source/node_modules").exists());
-        assert!(!dst.join("source/deep/node_modules").exists());
-    }
+    assert!(dst.join("source/deep/new.rs").exists());
+    assert!(!dst.join("source/debug.log").exists());
+    assert!(!dst.join("source/node_modules").exists());
+    assert!(!dst.join("source/deep/node_modules").exists());
 }
+
+wsync_tests::on_every_transport!(excluded_directories_are_neither_watched_nor_copied);
 
 #[test]
 fn gitignore_can_be_switched_off() {

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use wsync_core::registry::Remote;
-use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
-use wsync_tests::sshd::Sshd;
+use wsync_tests::monitor::{workspace, MonitorProc};
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::{diff_trees, scratch_dir};
 
 const FLUSH: Duration = Duration::from_secs(30);
@@ -107,15 +107,10 @@ fn hard_links_scenario(tmp: &Path, remote: impl FnOnce(&Path) -> Remote) {
     assert!(m.shutdown(Duration::from_secs(10)).success());
 }
 
-#[test]
-fn hard_links_stay_linked_and_current_on_a_local_remote() {
+fn hard_links_stay_linked_and_current(via: Via) {
     let tmp = scratch_dir();
-    hard_links_scenario(tmp.path(), |dst| local_remote("l", dst));
+    let rig = Rig::new(via, tmp.path());
+    hard_links_scenario(tmp.path(), |dst| rig.remote("r", dst));
 }
 
-#[test]
-fn hard_links_stay_linked_and_current_over_ssh() {
-    let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
-    hard_links_scenario(tmp.path(), |dst| sshd.remote("r", dst));
-}
+wsync_tests::on_every_transport!(hard_links_stay_linked_and_current);

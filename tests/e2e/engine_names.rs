@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use wsync_core::registry::Remote;
-use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
-use wsync_tests::sshd::Sshd;
+use wsync_tests::monitor::{workspace, MonitorProc};
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::{diff_trees, scratch_dir};
 
 const FLUSH: Duration = Duration::from_secs(30);
@@ -70,15 +70,10 @@ fn odd_names_scenario(tmp: &Path, remote: impl FnOnce(&Path) -> Remote) {
     assert!(m.shutdown(Duration::from_secs(10)).success());
 }
 
-#[test]
-fn names_starting_with_comment_or_option_characters_sync_to_a_local_remote() {
+fn names_starting_with_comment_or_option_characters_sync(via: Via) {
     let tmp = scratch_dir();
-    odd_names_scenario(tmp.path(), |dst| local_remote("l", dst));
+    let rig = Rig::new(via, tmp.path());
+    odd_names_scenario(tmp.path(), |dst| rig.remote("r", dst));
 }
 
-#[test]
-fn names_starting_with_comment_or_option_characters_sync_over_ssh() {
-    let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
-    odd_names_scenario(tmp.path(), |dst| sshd.remote("r", dst));
-}
+wsync_tests::on_every_transport!(names_starting_with_comment_or_option_characters_sync);

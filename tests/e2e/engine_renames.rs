@@ -1,4 +1,5 @@
-//! Renames replayed as renames (issue 4), for a local and an SSH remote: a file and a
+//! Renames replayed as renames (issue 4), on every transport (local in process and by rsync,
+//! SSH by the agent and by rsync): a file and a
 //! directory of 5,000 files move without re-sending their contents (the bytes counters prove
 //! it), and chains, swaps, rename-then-edit, rename-then-delete and moves into and out of the
 //! workspace all end with the remote equal to the source. A remote that does not match the
@@ -10,8 +11,8 @@ use std::time::Duration;
 use wsync_core::monitor_proto::MonitorStatus;
 use wsync_core::monitor_proto::WatchMode;
 use wsync_core::registry::Remote;
-use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
-use wsync_tests::sshd::Sshd;
+use wsync_tests::monitor::{workspace, MonitorProc};
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::{diff_trees, scratch_dir};
 use wsync_tests::watch_mode::skip_under;
 
@@ -140,29 +141,17 @@ fn renames_scenario(tmp: &Path, remote: impl FnOnce(&Path) -> Remote) {
 /// Why the rename replays cannot be checked under notify or poll.
 const RENAMES_NEED_PAIRING: &str = "a rename is replayed only when the backend pairs its two ends (inotify's cookies); notify and poll report a deletion and a creation, so renaming a 5,000-file directory trips the deletion budget, as documented";
 
-#[test]
-fn renames_are_replayed_on_a_local_remote() {
+fn renames_are_replayed(via: Via) {
     if skip_under(
         &[WatchMode::Notify, WatchMode::Poll],
-        "engine_renames::renames_are_replayed_on_a_local_remote",
+        "engine_renames::renames_are_replayed",
         RENAMES_NEED_PAIRING,
     ) {
         return;
     }
     let tmp = scratch_dir();
-    renames_scenario(tmp.path(), |dst| local_remote("l", dst));
+    let rig = Rig::new(via, tmp.path());
+    renames_scenario(tmp.path(), |dst| rig.remote("r", dst));
 }
 
-#[test]
-fn renames_are_replayed_over_ssh() {
-    if skip_under(
-        &[WatchMode::Notify, WatchMode::Poll],
-        "engine_renames::renames_are_replayed_over_ssh",
-        RENAMES_NEED_PAIRING,
-    ) {
-        return;
-    }
-    let tmp = scratch_dir();
-    let sshd = Sshd::start(tmp.path());
-    renames_scenario(tmp.path(), |dst| sshd.remote("r", dst));
-}
+wsync_tests::on_every_transport!(renames_are_replayed);

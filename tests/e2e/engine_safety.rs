@@ -1,7 +1,8 @@
 //! The safety rails of wsync-monitor (issue 4): a root that goes away, is recreated or is
 //! emptied halts the workspace with nothing deleted remotely, and `resume` is the confirmation;
 //! full syncs stop at `--max-delete`; a remote target that disappears after attach is an error,
-//! never silently re-created. Local remotes, plus the SSH variants of the remote-side checks.
+//! never silently re-created. The halts and the cap on every transport; the vanished target
+//! locally and over SSH.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use wsync_core::monitor_proto::{MonitorCommand, RemoteState};
 use wsync_core::registry::Remote;
 use wsync_tests::monitor::{local_remote, workspace, MonitorProc};
 use wsync_tests::sshd::Sshd;
+use wsync_tests::transports::{Rig, Via};
 use wsync_tests::tree::{count_entries, diff_trees, scratch_dir, wait_until_equal};
 
 const FLUSH: Duration = Duration::from_secs(20);
@@ -37,14 +39,14 @@ fn resume_and_converge(m: &mut MonitorProc, src: &Path, dst: &Path) {
     wait_until_equal(src, dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
 }
 
-#[test]
-fn remount_root_moved_away_halts_and_deletes_nothing_then_resume_converges() {
+fn remount_root_moved_away_halts_and_deletes_nothing_then_resume_converges(via: Via) {
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     seed(&src);
     let mut m = MonitorProc::start(
         tmp.path(),
-        workspace("remount", &src, vec![local_remote("d", &dst)]),
+        workspace("remount", &src, vec![rig.remote("d", &dst)]),
     );
     m.flush_ok(FLUSH);
     let before = count_entries(&dst);
@@ -66,14 +68,18 @@ fn remount_root_moved_away_halts_and_deletes_nothing_then_resume_converges() {
     resume_and_converge(&mut m, &src, &dst);
 }
 
-#[test]
-fn an_emptied_root_halts_until_resume_confirms_the_deletions() {
+wsync_tests::on_every_transport!(
+    remount_root_moved_away_halts_and_deletes_nothing_then_resume_converges
+);
+
+fn an_emptied_root_halts_until_resume_confirms_the_deletions(via: Via) {
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     seed(&src);
     let mut m = MonitorProc::start(
         tmp.path(),
-        workspace("emptied", &src, vec![local_remote("d", &dst)]),
+        workspace("emptied", &src, vec![rig.remote("d", &dst)]),
     );
     m.flush_ok(FLUSH);
     // rm -rf root/*
@@ -98,14 +104,16 @@ fn an_emptied_root_halts_until_resume_confirms_the_deletions() {
     assert!(diff_trees(&src, &dst).is_empty());
 }
 
-#[test]
-fn a_recreated_root_halts_and_resume_syncs_the_new_directory() {
+wsync_tests::on_every_transport!(an_emptied_root_halts_until_resume_confirms_the_deletions);
+
+fn a_recreated_root_halts_and_resume_syncs_the_new_directory(via: Via) {
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     seed(&src);
     let mut m = MonitorProc::start(
         tmp.path(),
-        workspace("recreated", &src, vec![local_remote("d", &dst)]),
+        workspace("recreated", &src, vec![rig.remote("d", &dst)]),
     );
     m.flush_ok(FLUSH);
     let before = count_entries(&dst);
@@ -124,15 +132,17 @@ fn a_recreated_root_halts_and_resume_syncs_the_new_directory() {
     assert!(dst.join("later").exists());
 }
 
-#[test]
-fn a_full_sync_stops_at_max_delete_and_halts_with_the_count() {
+wsync_tests::on_every_transport!(a_recreated_root_halts_and_resume_syncs_the_new_directory);
+
+fn a_full_sync_stops_at_max_delete_and_halts_with_the_count(via: Via) {
     let tmp = scratch_dir();
+    let rig = Rig::new(via, tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write(&src.join("keep"), "k");
     for i in 0..12 {
         write(&dst.join(format!("stale{i}")), "old");
     }
-    let mut ws = workspace("cap", &src, vec![local_remote("d", &dst)]);
+    let mut ws = workspace("cap", &src, vec![rig.remote("d", &dst)]);
     ws.max_delete = Some(5);
     let mut m = MonitorProc::start(tmp.path(), ws);
     let status = m.wait_status("halted at the cap", FLUSH, |s| s.halted.is_some());
@@ -144,6 +154,8 @@ fn a_full_sync_stops_at_max_delete_and_halts_with_the_count() {
     assert_eq!(count_entries(&dst), 1 + 7, "rsync deletes at most the cap");
     resume_and_converge(&mut m, &src, &dst);
 }
+
+wsync_tests::on_every_transport!(a_full_sync_stops_at_max_delete_and_halts_with_the_count);
 
 #[test]
 fn a_local_target_that_disappears_is_an_error_and_is_not_recreated() {

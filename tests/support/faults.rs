@@ -40,14 +40,33 @@ pub fn add_workspace(env: &TestEnv, path: &Path, name: &str) {
 
 /// `wsync attach WS PATH --name NAME` (waits for the initial sync).
 pub fn attach_local(env: &TestEnv, ws: &str, path: &Path, name: &str) {
-    env.wsync_ok(&["attach", ws, arg(path), "--name", name]);
+    attach_local_with(env, ws, path, name, &[]);
+}
+
+/// [`attach_local`] with `extra` arguments.
+pub fn attach_local_with(env: &TestEnv, ws: &str, path: &Path, name: &str, extra: &[&str]) {
+    let mut args = vec!["attach", ws, arg(path), "--name", name];
+    args.extend_from_slice(extra);
+    env.wsync_ok(&args);
 }
 
 /// `wsync attach WS user@127.0.0.1:PATH` through the test sshd (waits for the initial sync).
 pub fn attach_ssh(env: &TestEnv, ws: &str, sshd: &Sshd, path: &Path, name: &str) {
+    attach_ssh_with(env, ws, sshd, path, name, &[]);
+}
+
+/// [`attach_ssh`] with `extra` arguments.
+pub fn attach_ssh_with(
+    env: &TestEnv,
+    ws: &str,
+    sshd: &Sshd,
+    path: &Path,
+    name: &str,
+    extra: &[&str],
+) {
     let spec = format!("{}@127.0.0.1:{}", current_user(), arg(path));
     let port = sshd.port().to_string();
-    env.wsync_ok(&[
+    let mut args = vec![
         "attach",
         ws,
         &spec,
@@ -63,7 +82,9 @@ pub fn attach_ssh(env: &TestEnv, ws: &str, sshd: &Sshd, path: &Path, name: &str)
         "StrictHostKeyChecking=no",
         "--ssh-option",
         "LogLevel=ERROR",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    env.wsync_ok(&args);
 }
 
 /// The daemon's status of one workspace, over the protocol (cheap enough to poll).
@@ -302,10 +323,15 @@ pub struct TmpfsMount {
 
 impl TmpfsMount {
     pub fn mount(path: &Path) -> Result<Self, String> {
+        Self::mount_with(path, "size=64m")
+    }
+
+    /// [`TmpfsMount::mount`] with the mount `options` (e.g. `size=512m,noexec`).
+    pub fn mount_with(path: &Path, options: &str) -> Result<Self, String> {
         std::fs::create_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))?;
         run(
             "mount",
-            &["-t", "tmpfs", "-o", "size=64m", "wsync-test", arg(path)],
+            &["-t", "tmpfs", "-o", options, "wsync-test", arg(path)],
         )?;
         Ok(Self {
             path: path.to_owned(),

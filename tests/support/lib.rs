@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod other_user;
 pub mod poll;
 pub mod sshd;
+pub mod transports;
 pub mod tree;
 pub mod users;
 pub mod watch_mode;

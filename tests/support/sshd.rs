@@ -68,6 +68,9 @@ impl Sshd {
             .expect("writing authorized_keys");
         let port = free_port();
         let config = dir.join("sshd_config");
+        // SHLVL=1: bash run by sshd then skips the user's ~/.bashrc (it reads it only at shell
+        // level 1), so the machine's dotfiles stay out of the tests: a `pyenv init` there waits
+        // up to 60 s per session on a rehash lock another session left behind.
         let text = format!(
             "Port {port}\n\
              ListenAddress 127.0.0.1\n\
@@ -85,7 +88,7 @@ impl Sshd {
              LogLevel INFO\n\
              Subsystem sftp internal-sftp\n\
              Match User {user}\n\
-             \tSetEnv XDG_CACHE_HOME={cache}\n",
+             \tSetEnv XDG_CACHE_HOME={cache} SHLVL=1\n",
             user = current_user(),
             cache = dir.join("remote-cache").display(),
             host_key = host_key.display(),

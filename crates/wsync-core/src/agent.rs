@@ -349,6 +349,19 @@ impl ContentSource for Streamed {
 /// The POSIX `cksum` of `bytes` (CRC-32 of the bytes and their length), as `cksum < file`
 /// prints it: `CRC LENGTH`. How an upload is compared on a remote that may lack `sha256sum`.
 pub fn posix_cksum(bytes: &[u8]) -> String {
+    let mut sum = Cksum::default();
+    sum.update(bytes);
+    sum.finish()
+}
+
+/// [`posix_cksum`] fed piecewise: the agent binary is hashed as it is read, never held whole.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cksum {
+    crc: u32,
+    len: u64,
+}
+
+impl Cksum {
     // Table-driven: the agent binary is tens of MiB, hashed on every install.
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
@@ -369,14 +382,27 @@ pub fn posix_cksum(bytes: &[u8]) -> String {
         }
         table
     };
-    let feed = |crc: u32, byte: u8| (crc << 8) ^ TABLE[((crc >> 24) as u8 ^ byte) as usize];
-    let mut crc = bytes.iter().fold(0u32, |crc, b| feed(crc, *b));
-    let mut len = bytes.len() as u64;
-    while len > 0 {
-        crc = feed(crc, (len & 0xff) as u8);
-        len >>= 8;
+
+    fn feed(crc: u32, byte: u8) -> u32 {
+        (crc << 8) ^ Self::TABLE[((crc >> 24) as u8 ^ byte) as usize]
     }
-    format!("{} {}", !crc, bytes.len())
+
+    /// Adds the next `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.crc = bytes.iter().fold(self.crc, |crc, b| Self::feed(crc, *b));
+        self.len += bytes.len() as u64;
+    }
+
+    /// `CRC LENGTH` of everything added.
+    pub fn finish(self) -> String {
+        let mut crc = self.crc;
+        let mut len = self.len;
+        while len > 0 {
+            crc = Self::feed(crc, (len & 0xff) as u8);
+            len >>= 8;
+        }
+        format!("{} {}", !crc, self.len)
+    }
 }
 
 /// Runs the agent on this process's stdin/stdout (what `wsync-monitor agent` does).

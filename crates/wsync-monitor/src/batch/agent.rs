@@ -28,9 +28,12 @@ use wsync_core::remote::RemoteTarget;
 use wsync_core::rsync::DEFAULT_TIMEOUT_SECS;
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 
+use super::destination::Stdin;
 use super::in_process::{self, Pass, Plan, Workspace};
+use super::renames::Replayed;
 use super::{Destination, Outcome};
 use crate::blocking::StallReport;
+use crate::queue::Rename;
 
 /// The most bytes (ops and content) one `Apply` request carries: big enough that a burst is a
 /// few frames, small enough that the agent starts on the first while the rest are in flight.
@@ -181,68 +184,42 @@ impl Destination {
         if plan.ops.is_empty() {
             return done_nothing(plan.rest, started);
         }
-        let mut mode = self.agent.mode.lock().await;
-        let session = match self.session(&mut mode).await {
-            Ok(Some(session)) => session,
-            Ok(None) => return everything_to_rsync(plan),
+        let counts: Vec<usize> = requests.iter().map(|r| r.ops).collect();
+        let frames = requests.into_iter().map(|r| r.bytes).collect();
+        let replies = match self.exchange_opened(frames).await {
+            Exchanged::NoAgent => return everything_to_rsync(plan),
             // The connection is down: rsync would meet the same, so the batch fails now and
             // is retried with backoff like any batch whose connection failed.
-            Err(why) => {
+            Exchanged::ConnectionFailed(why) => {
                 return Pass::Stop(Outcome::failed(
                     wsync_core::rsync::ExitClass::Connection,
                     why,
                     started,
                 ))
             }
+            Exchanged::Replies(replies) => replies,
         };
-        let open = Request::Open {
-            protocol: session.protocol,
-            target: self.target_path().to_owned(),
-            workspace_id: self.workspace_id.clone(),
-        };
-        let mut frames = vec![framing::encode(&open)];
-        frames.extend(requests.iter().map(|r| r.bytes.clone()));
-        let exchanged = tokio::time::timeout(
-            Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS) * 2),
-            exchange(session, &frames),
-        )
-        .await
-        .unwrap_or_else(|_| (Vec::new(), Some("the agent did not answer in time".into())));
-        let (replies, broken) = exchanged;
-        if let Some(why) = &broken {
-            tracing::warn!(remote = %self.remote.name, "agent session lost, its batch goes by rsync: {why}");
-            *mode = Mode::Untried { not_before: None };
-            self.agent.set_status(TransportStatus::Rsync {
-                why: format!("the agent session was lost ({why}); starting it again"),
-            });
-        }
-        drop(mode);
         let mut replies = replies.into_iter();
         match replies.next() {
             Some(Reply::Opened) => {}
             Some(Reply::Refused { refusal, message }) => {
-                tracing::warn!(remote = %self.remote.name, "the agent refused the target: {message}");
-                let error = match refusal {
-                    Refusal::NotOurs => wsync_core::target::not_ours_message(&self.remote.target),
-                    Refusal::TooBroad => wsync_core::target::too_broad_message(&self.remote.target),
-                };
                 return Pass::Stop(Outcome::failed(
                     wsync_core::rsync::ExitClass::Fatal,
-                    error,
+                    self.refused(refusal, &message),
                     started,
                 ));
             }
             _ => return everything_to_rsync(plan),
         }
         let mut applied = Applied::default();
-        for request in &requests {
+        for &count in &counts {
             match replies.next() {
                 Some(Reply::Applied {
                     results,
                     deleted,
                     written,
                     bytes,
-                }) if results.len() == request.ops => {
+                }) if results.len() == count => {
                     applied.results.extend(results);
                     applied.deleted += deleted;
                     applied.written += written;
@@ -255,13 +232,149 @@ impl Destination {
                         message: "no answer from the agent".into(),
                         diverged: None,
                     };
-                    applied
-                        .results
-                        .extend(std::iter::repeat_n(lost, request.ops));
+                    applied.results.extend(std::iter::repeat_n(lost, count));
                 }
             }
         }
         in_process::finish(plan, applied, max_delete, started)
+    }
+
+    /// Sends `frames` (`Apply` requests) to the remote's agent after an `Open` of the target,
+    /// all at once, and reads the replies (the `Open`'s first). A session that breaks is
+    /// dropped (the next batch starts it again) and the replies read so far returned.
+    async fn exchange_opened(&self, frames: Vec<Vec<u8>>) -> Exchanged {
+        let mut mode = self.agent.mode.lock().await;
+        let session = match self.session(&mut mode).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return Exchanged::NoAgent,
+            Err(why) => return Exchanged::ConnectionFailed(why),
+        };
+        let open = Request::Open {
+            protocol: session.protocol,
+            target: self.target_path().to_owned(),
+            workspace_id: self.workspace_id.clone(),
+        };
+        let mut all = vec![framing::encode(&open)];
+        all.extend(frames);
+        let exchanged = tokio::time::timeout(
+            Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS) * 2),
+            exchange(session, &all),
+        )
+        .await
+        .unwrap_or_else(|_| (Vec::new(), Some("the agent did not answer in time".into())));
+        let (replies, broken) = exchanged;
+        if let Some(why) = &broken {
+            tracing::warn!(remote = %self.remote.name, "agent session lost, its batch goes by rsync: {why}");
+            *mode = Mode::Untried { not_before: None };
+            self.agent.set_status(TransportStatus::Rsync {
+                why: format!("the agent session was lost ({why}); starting it again"),
+            });
+        }
+        Exchanged::Replies(replies)
+    }
+
+    /// The error of a target the agent refused to open.
+    fn refused(&self, refusal: Refusal, message: &str) -> String {
+        tracing::warn!(remote = %self.remote.name, "the agent refused the target: {message}");
+        match refusal {
+            Refusal::NotOurs => wsync_core::target::not_ours_message(&self.remote.target),
+            Refusal::TooBroad => wsync_core::target::too_broad_message(&self.remote.target),
+        }
+    }
+
+    /// Replays `renames` through the remote's agent: `rename_if_matching` beneath the target's
+    /// handle, its marker checked on it, the first rename that does not apply stopping the
+    /// replay (`stop_unless_done`) as the script's would. `None`: the remote has no agent
+    /// session to use (rsync only, or it could not be started), and the script replays them.
+    pub(super) async fn replay_by_agent(
+        &self,
+        renames: &[Rename],
+        keep_overwritten: bool,
+    ) -> Option<Replayed> {
+        if !self.agent.may_send() {
+            return None;
+        }
+        let mut done = 0;
+        for chunk in rename_chunks(renames) {
+            let ops: Vec<Op> = chunk
+                .iter()
+                .map(|r| Op::Rename {
+                    from: r.from.clone(),
+                    to: r.to.clone(),
+                    is_dir: r.is_dir,
+                    keep_overwritten,
+                })
+                .collect();
+            let count = ops.len();
+            let apply = Request::Apply {
+                continued: false,
+                stop_unless_done: true,
+                ops,
+                payloads: Vec::new(),
+                max_delete: None,
+                put_max: PUT_MAX_DEFAULT,
+            };
+            let replies = match self.exchange_opened(vec![framing::encode(&apply)]).await {
+                Exchanged::Replies(replies) => replies,
+                // Nothing was sent: the script tries (and says what failed).
+                Exchanged::NoAgent | Exchanged::ConnectionFailed(_) if done == 0 => return None,
+                Exchanged::NoAgent | Exchanged::ConnectionFailed(_) => Vec::new(),
+            };
+            let mut replies = replies.into_iter();
+            let results = match (replies.next(), replies.next()) {
+                (Some(Reply::Opened), Some(Reply::Applied { results, .. }))
+                    if results.len() == count =>
+                {
+                    results
+                }
+                (Some(Reply::Refused { refusal, message }), _) => {
+                    return Some(Replayed {
+                        done,
+                        stopped: Some(message.clone()),
+                        refused: Some(self.refused(refusal, &message)),
+                        diverged: None,
+                    })
+                }
+                // No answer: rsync sends both ends of this and every later rename.
+                _ => {
+                    return Some(Replayed {
+                        done,
+                        stopped: Some("no answer from the agent".into()),
+                        ..Replayed::default()
+                    })
+                }
+            };
+            let applied = results.iter().take_while(|r| **r == OpResult::Done).count();
+            done += applied;
+            if applied < count {
+                let rename = &chunk[applied];
+                let (why, diverged) = match &results[applied] {
+                    OpResult::NotApplied => ("the remote does not match".to_owned(), None),
+                    OpResult::Failed {
+                        message, diverged, ..
+                    } => (message.clone(), diverged.clone()),
+                    other => (format!("{other:?}"), None),
+                };
+                // Only a directory on the way to this rename's ends is taken from the remote.
+                let diverged = diverged.filter(|p| {
+                    !p.as_os_str().is_empty()
+                        && [&rename.from, &rename.to]
+                            .iter()
+                            .any(|end| end.starts_with(p) && *end != p)
+                });
+                return Some(Replayed {
+                    done,
+                    stopped: Some(format!("{rename:?}: {why}")),
+                    refused: None,
+                    diverged,
+                });
+            }
+        }
+        tracing::debug!(remote = %self.remote.name, renames = done, "renames replayed by the agent");
+        Some(Replayed {
+            done,
+            ..Replayed::default()
+        })
     }
 
     /// The target path on the remote, as rsync reaches it.
@@ -425,9 +538,11 @@ impl Destination {
                 .output()
                 .map_err(|e| format!("running uname: {e}"))?;
             let uname = String::from_utf8_lossy(&uname.stdout).trim().to_owned();
-            let binary = std::fs::read("/proc/self/exe")
-                .map_err(|e| format!("reading this monitor's binary: {e}"))?;
-            let cksum = agent::posix_cksum(&binary);
+            // The running binary's own inode (a path could name a newer build by now), hashed
+            // as it is read, then streamed from the start: never held whole (tens of MiB).
+            let reading = |e: std::io::Error| format!("reading this monitor's binary: {e}");
+            let mut binary = std::fs::File::open("/proc/self/exe").map_err(reading)?;
+            let cksum = file_cksum(&mut binary).map_err(reading)?;
             Ok::<_, String>((uname, binary, cksum))
         })
         .await
@@ -438,7 +553,7 @@ impl Destination {
         command.extend_from_slice(&quote_posix_sh(script.as_bytes()));
         let started = Instant::now();
         let out = self
-            .remote_command(&command, Some(binary))
+            .remote_command_reading(&command, Some(Stdin::File(binary)))
             .await
             .map_err(|e| format!("uploading the agent failed: {e}"))?;
         let out = String::from_utf8_lossy(&out);
@@ -474,6 +589,41 @@ impl Destination {
             .kill_on_drop(true)
             .spawn()
     }
+}
+
+/// What [`Destination::exchange_opened`] got.
+enum Exchanged {
+    /// No session: rsync only, or not to be tried yet.
+    NoAgent,
+    /// The session could not be started for the connection.
+    ConnectionFailed(String),
+    /// The replies, the `Open`'s first; fewer than the frames when the session broke.
+    Replies(Vec<Reply>),
+}
+
+/// `renames` in runs that fit one `Apply` frame (its JSON under the frame limit), one
+/// exchange each: a later run goes only when every rename of the earlier applied.
+fn rename_chunks(renames: &[Rename]) -> Vec<&[Rename]> {
+    use std::os::unix::ffi::OsStrExt;
+    // Each path's JSON is at most 6 times its bytes (`\u00XX` escapes) plus the keys.
+    let budget = framing::MAX_FRAME_BYTES / 2;
+    let size = |r: &Rename| {
+        6 * (r.from.as_os_str().as_bytes().len() + r.to.as_os_str().as_bytes().len()) + 100
+    };
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, rename) in renames.iter().enumerate() {
+        let len = size(rename);
+        if i > start && (bytes + len > budget || i - start >= CHUNK_OPS) {
+            chunks.push(&renames[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < renames.len() {
+        chunks.push(&renames[start..]);
+    }
+    chunks
 }
 
 /// Writes every frame and reads one reply per frame, at once (the agent answers the first
@@ -598,7 +748,8 @@ fn version_word() -> String {
 /// The script that installs the agent from its stdin, atomically: only on a remote whose
 /// `uname -sm` is `uname`; written under a temp name, mode 0755, its `cksum` compared with
 /// `cksum`, run with `--version`, then renamed into place. It answers one `wsync-install:`
-/// line: `ok`, or what failed (and removes the temp file).
+/// line: `ok`, or what failed (and removes the temp file); an upload that may not be executed
+/// (exit 126: the directory is on a `noexec` mount) says `noexec` first, as status shows it.
 fn install_script(uname: &str, cksum: &str) -> String {
     let q = |s: &str| String::from_utf8_lossy(&quote_posix_sh(s.as_bytes())).into_owned();
     let expected_version = format!("wsync-monitor {}", wsync_core::VERSION);
@@ -611,7 +762,9 @@ fn install_script(uname: &str, cksum: &str) -> String {
          (umask 077; cat > \"$t\") 2>/dev/null || fail \"cannot write $t\"; \
          chmod 0755 \"$t\" || fail \"cannot make $t executable\"; \
          s=$(cksum < \"$t\"); [ \"$s\" = {cksum} ] || fail \"$t has checksum $s, expected {cksum_text} (a partial upload)\"; \
-         v=$(\"$t\" --version 2>&1) || fail \"$t does not run: $v\"; \
+         v=$(\"$t\" --version 2>&1); r=$?; \
+         [ $r != 126 ] || fail \"noexec: programs cannot run from $d (is it mounted noexec?): $v\"; \
+         [ $r = 0 ] || fail \"$t does not run: $v\"; \
          [ \"$v\" = {expected} ] || fail \"$t says $v, expected {expected_text}\"; \
          mv -f -- \"$t\" \"$d/wsync-monitor\" || fail \"cannot rename $t into place\"; \
          echo \"{INSTALL}ok\"",
@@ -624,6 +777,24 @@ fn install_script(uname: &str, cksum: &str) -> String {
         expected = q(&expected_version),
         expected_text = expected_version,
     )
+}
+
+/// The POSIX `cksum` of `file` read to its end through a bounded buffer, the file left at
+/// its start again.
+fn file_cksum(file: &mut std::fs::File) -> std::io::Result<String> {
+    use std::io::{Read, Seek};
+    let mut sum = agent::Cksum::default();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => sum.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    file.rewind()?;
+    Ok(sum.finish())
 }
 
 /// The end of a stderr pipe, for an error message.

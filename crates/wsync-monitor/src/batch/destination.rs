@@ -24,6 +24,13 @@ use wsync_core::rsync_version::{self, End, RsyncEnds, RsyncVersion};
 use super::Outcome;
 use wsync_core::ssh::{quote_posix_sh, SshEndpoint};
 
+/// What a remote command reads on its stdin.
+pub enum Stdin {
+    Bytes(Vec<u8>),
+    /// Streamed from its current offset by the kernel (`sendfile`), never read whole.
+    File(std::fs::File),
+}
+
 /// This machine's rsync (what every transfer runs), or why it cannot be used.
 async fn local_rsync() -> Result<RsyncVersion, String> {
     let mut cmd = Command::new("rsync");
@@ -255,6 +262,17 @@ impl Destination {
         script: &[u8],
         stdin: Option<Vec<u8>>,
     ) -> std::io::Result<Vec<u8>> {
+        self.remote_command_reading(script, stdin.map(Stdin::Bytes))
+            .await
+    }
+
+    /// [`Destination::remote_command`] with its stdin from `stdin`: a file is streamed by the
+    /// kernel, never read whole (the agent's upload is this binary).
+    pub async fn remote_command_reading(
+        &self,
+        script: &[u8],
+        stdin: Option<Stdin>,
+    ) -> std::io::Result<Vec<u8>> {
         let (Some(endpoint), Some(control)) = (
             SshEndpoint::from_target(&self.remote.target),
             self.control_path.as_deref(),
@@ -275,8 +293,26 @@ impl Destination {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
-        if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
-            let _ = pipe.write_all(&bytes).await;
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+            // A write error is the remote's exit, which its status reports.
+            let _ = match input {
+                Stdin::Bytes(bytes) => pipe.write_all(&bytes).await,
+                Stdin::File(mut file) => {
+                    // A blocking copy off the runtime: `std::io::copy` from a file into a pipe
+                    // is `sendfile`/`splice` in the kernel, no buffer of ours at all.
+                    match pipe.into_owned_fd() {
+                        Ok(fd) => {
+                            let mut pipe = std::fs::File::from(fd);
+                            tokio::task::spawn_blocking(move || {
+                                std::io::copy(&mut file, &mut pipe).map(drop)
+                            })
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
         }
         let output = tokio::time::timeout(
             Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS)),

@@ -1,7 +1,8 @@
 //! Replaying a batch's renames on a remote before its rsync: `renameat` beneath the target's
-//! handle for a local target ([`wsync_core::beneath`]), one
-//! `sh -s` script of `mv` lines over the shared ssh connection for an SSH target (paths quoted
-//! by `wsync_core::ssh::quote_posix_sh`). Each rename runs only if the remote matches what the
+//! handle for a local target ([`wsync_core::beneath`]); for an SSH target the same, by its
+//! agent (`Destination::replay_by_agent`, one round trip), or where the remote has no agent,
+//! one `sh -s` script of `mv` lines over the shared ssh connection (paths quoted by
+//! `wsync_core::ssh::quote_posix_sh`). Each rename runs only if the remote matches what the
 //! source looked like before it — the source exists with the same type, and the target is
 //! absent (or a regular file replaced by a file, as `rename(2)` did at the source, unless the
 //! remote keeps what is overwritten in its trash: rsync then does it, with its backup). The first rename that does
@@ -58,6 +59,9 @@ pub async fn replay(
             .await
         }
         RemoteTarget::Ssh { path, .. } => {
+            if let Some(replayed) = dest.replay_by_agent(renames, keep_overwritten).await {
+                return replayed;
+            }
             let script = ssh_script(
                 path.as_bytes(),
                 &dest.workspace_id,
