@@ -173,8 +173,8 @@ impl LocalSnapshot {
 
     /// rsync's `--backup-dir`: the snapshot's descriptor as seen by a process that inherited
     /// it as [`CHILD_FD`] ([`LocalSnapshot::descriptor`]).
-    pub fn backup_dir(&self) -> String {
-        CHILD_BACKUP_DIR.to_owned()
+    pub fn backup_dir(&self) -> &'static str {
+        CHILD_BACKUP_DIR
     }
 
     /// The snapshot as this process reaches it through its own descriptor.
@@ -263,6 +263,13 @@ pub fn prune_local(
 pub fn not_a_directory_message(target: &dyn std::fmt::Display) -> String {
     format!(
         "remote target {target}: {TRASH_DIR} is a symlink or not a directory (planted by someone who can write the target?); nothing is written there until it is removed or replaced by a directory"
+    )
+}
+
+/// The error for an SSH target whose guard could not hold a batch's snapshot as ours.
+pub fn snapshot_unsafe_message(target: &dyn std::fmt::Display) -> String {
+    format!(
+        "remote target {target}: the trash snapshot could not be created, or {TRASH_DIR} (or the snapshot) is not a directory of the remote user beneath the target (planted by someone who can write the target?); nothing is written there until {TRASH_DIR} is removed or given to the remote user"
     )
 }
 

@@ -252,7 +252,7 @@ mod tests {
         let mut spawned = 0;
         while spawned < 300 && Instant::now() < deadline {
             let mut cmd = Command::new("sh");
-            cmd.args(["-c", "test -d \"$1\"", "sh", &snapshot.backup_dir()]);
+            cmd.args(["-c", "test -d \"$1\"", "sh", snapshot.backup_dir()]);
             let status = spawn_keeping(&mut cmd, Some(held))
                 .unwrap()
                 .wait()
