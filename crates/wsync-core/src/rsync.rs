@@ -90,6 +90,54 @@ pub fn ssh_trash_check() -> String {
     )
 }
 
+/// Printed on stderr by the remote side when the snapshot a batch keeps deletions in could
+/// not be created, opened on [`crate::trash::CHILD_FD`] or proved to be ours beneath the
+/// target ([`ssh_snapshot_by_fd`]).
+pub const TRASH_SNAPSHOT_UNSAFE: &str =
+    "wsync: the trash snapshot on the target is not ours or not where it belongs";
+
+/// Printed on stdout by the version check of an SSH remote ([`remote_version_command`])
+/// when the remote shows a process's descriptors in `/proc/<pid>/fd` (Linux): the remote
+/// guard can then hold a batch's trash snapshot by descriptor ([`BackupDir::RemoteFd`]).
+pub const PROC_FD_PROBE: &str = "wsync-proc-fd";
+
+/// The shell text (after [`ssh_target_checks`], which sets `$o` and the resolved target `$r`,
+/// and [`ssh_trash_check`]) that creates the batch's snapshot `$s` in the trash and holds it
+/// on descriptor 9 for rsync's `--backup-dir=/proc/self/fd/9`, checked through
+/// `/proc/$$/fd`, never by name:
+/// - the trash is created if missing (mode 0700), opened on descriptor 8, and must be a
+///   directory of the remote user whose resolved path is `$r/.wsync-trash`;
+/// - the snapshot is created through that descriptor (`mkdir -m 700`; the passes of one
+///   batch share it), opened on 9, and must again be a directory of ours, at
+///   `$r/.wsync-trash/$s`. Created by us with mode 0700, nobody else can create anything in
+///   it, nor move it out of the trash (a directory changes its parent only for a caller who
+///   may write it); a trash renamed or swapped for a link afterwards redirects nothing.
+///
+/// Refusals print [`TRASH_SNAPSHOT_UNSAFE`] and exit 97. rsync then runs as the shell's
+/// child ([`SSH_SNAPSHOT_AFTER`]) so that a snapshot it kept nothing in is removed (and an
+/// empty trash), as for a local target. Two processes beside rsync per batch that keeps
+/// deletions (`mkdir`, `rmdir`; one more `mkdir` the first time), none per file. No single
+/// quote, like [`ssh_target_checks`].
+pub fn ssh_snapshot_by_fd() -> String {
+    let trash = crate::trash::TRASH_DIR;
+    let fd = crate::trash::CHILD_FD;
+    format!(
+        "t=\"$d/{trash}\"; f=/proc/$$/fd; u() {{ echo \"{TRASH_SNAPSHOT_UNSAFE}\" >&2; exit 97; }}; \
+         [ -n \"$r\" ] || u; [ -d \"$t\" ] || mkdir -m 700 -- \"$t\" 2>/dev/null || [ -d \"$t\" ] || u; \
+         exec 8<\"$t\" || u; [ -d $f/8 ] && [ -O $f/8 ] && cd -P $f/8 2>/dev/null && [ \"$PWD\" = \"$r/{trash}\" ] && cd -- \"$o\" || u; \
+         {{ [ -d \"$f/8/$s\" ] || mkdir -m 700 -- \"$f/8/$s\"; }} || u; exec {fd}<\"$f/8/$s\" || u; \
+         [ -d $f/{fd} ] && [ -O $f/{fd} ] && cd -P $f/{fd} 2>/dev/null && [ \"$PWD\" = \"$r/{trash}/$s\" ] && cd -- \"$o\" || u; "
+    )
+}
+
+/// The shell text that runs rsync after [`ssh_snapshot_by_fd`] and then removes the snapshot
+/// if rsync kept nothing in it, and the trash if that left it empty: from inside the trash
+/// held on descriptor 8 (its parent is the target: a directory of ours with mode 0700 cannot
+/// be moved elsewhere by another user), never through a path that could lead out. Exits
+/// with rsync's status.
+pub const SSH_SNAPSHOT_AFTER: &str =
+    "\"$rsync\" \"$@\"; e=$?; cd -P $f/8 2>/dev/null && rmdir -- \"$s\" ../.wsync-trash 2>/dev/null; exit $e";
+
 /// What a refusal of the remote checks in `output` (rsync's or a remote command's stderr) means
 /// for the user, naming the fix; `None` when they did not refuse.
 pub fn guard_refusal(output: &str, target: &RemoteTarget) -> Option<String> {
@@ -97,6 +145,8 @@ pub fn guard_refusal(output: &str, target: &RemoteTarget) -> Option<String> {
         Some(crate::target::too_broad_message(target))
     } else if output.contains(TRASH_NOT_A_DIRECTORY) {
         Some(crate::trash::not_a_directory_message(target))
+    } else if output.contains(TRASH_SNAPSHOT_UNSAFE) {
+        Some(crate::trash::snapshot_unsafe_message(target))
     } else if output.contains(TARGET_NOT_OURS) {
         Some(crate::target::not_ours_message(target))
     } else {
@@ -178,10 +228,10 @@ pub struct RsyncRequest<'a> {
     /// (the `--rsync-path` guard, no extra round trip) and prints [`TARGET_NOT_OURS`]; local
     /// targets are checked by the caller. `None`: no check (attach's preview).
     pub marker_id: Option<&'a str>,
-    /// Keep what this run deletes or overwrites on the target: `--backup --backup-dir=DIR`,
-    /// DIR relative to the target (a snapshot in its trash, [`crate::trash::backup_dir`]).
-    /// Ignored in [`RsyncMode::Verify`], which changes nothing.
-    pub backup_dir: Option<&'a str>,
+    /// Keep what this run deletes or overwrites on the target: `--backup --backup-dir=DIR`
+    /// (a snapshot in its trash, see [`BackupDir`]). Ignored in [`RsyncMode::Verify`], which
+    /// changes nothing.
+    pub backup_dir: Option<BackupDir<'a>>,
     /// `--checksum`: compare files by content, not size and mtime (a checksum resync, the
     /// initial sync of a small tree, `wsync verify`). Both sides read every file: the cost
     /// grows with the bytes in the tree.
@@ -197,6 +247,33 @@ pub struct RsyncRequest<'a> {
     /// [`RsyncMode::Deletions`]: the rules file [`deletion_rules`] wrote, merged after every
     /// other rule.
     pub deletion_rules: Option<&'a Path>,
+}
+
+/// Where a run keeps what it deletes or overwrites (rsync's `--backup-dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupDir<'a> {
+    /// A directory rsync is given as is: a local snapshot the rsync child inherits
+    /// ([`crate::trash::CHILD_BACKUP_DIR`]), or, for an SSH remote without `/proc` (not
+    /// Linux), the snapshot's path relative to the target ([`crate::trash::backup_dir`]),
+    /// whose trash the guard checks by name before rsync starts ([`ssh_trash_check`]).
+    Path(&'a str),
+    /// An SSH remote's snapshot of this name: the guard creates it, holds it on a descriptor
+    /// and proves it ours ([`ssh_snapshot_by_fd`]); rsync backs up into
+    /// [`crate::trash::CHILD_BACKUP_DIR`].
+    RemoteFd(&'a str),
+}
+
+/// What the remote guard does about the trash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuardTrash<'a> {
+    /// Nothing: the run neither writes nor reads it.
+    Off,
+    /// Refuses a trash that is a symlink or not a directory ([`ssh_trash_check`]).
+    ByName,
+    /// [`GuardTrash::ByName`], then the snapshot of this name held by descriptor.
+    ByFd(&'a str),
+    /// Prints [`PROC_FD_PROBE`] when the remote has `/proc/<pid>/fd` (the version check).
+    Probe,
 }
 
 /// Builds the rsync argv, program first.
@@ -267,7 +344,14 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if req.progress && matches!(req.mode, RsyncMode::Full) {
         argv.push("--info=progress2".into());
     }
-    if let (Some(dir), false) = (req.backup_dir, matches!(req.mode, RsyncMode::Verify)) {
+    let backup = req
+        .backup_dir
+        .filter(|_| !matches!(req.mode, RsyncMode::Verify));
+    if let Some(dir) = backup {
+        let dir = match dir {
+            BackupDir::Path(dir) => dir,
+            BackupDir::RemoteFd(_) => crate::trash::CHILD_BACKUP_DIR,
+        };
         argv.push("--backup".into());
         argv.push(format!("--backup-dir={dir}").into());
     }
@@ -307,12 +391,16 @@ pub fn rsync_argv(req: &RsyncRequest<'_>) -> Vec<OsString> {
     if !source.as_bytes().ends_with(b"/") {
         source.push("/");
     }
-    let writes_trash = req.backup_dir.is_some() && !matches!(req.mode, RsyncMode::Verify);
+    let trash = match backup {
+        None => GuardTrash::Off,
+        Some(BackupDir::Path(_)) => GuardTrash::ByName,
+        Some(BackupDir::RemoteFd(snapshot)) => GuardTrash::ByFd(snapshot),
+    };
     let (access, dest) = remote_access(
         req.target,
         req.control_path,
         req.marker_id,
-        writes_trash,
+        trash,
         req.remote_rsync,
     );
     argv.extend(access);
@@ -347,13 +435,14 @@ fn push_fixed_excludes(argv: &mut Vec<OsString>) {
 /// `marker_id` is set, `--protect-args`) and the target directory as rsync names it (`/path`
 /// or `user@host:path`). The guard refuses a target that resolves to `/` or the remote home
 /// ([`ssh_target_checks`]), that lacks the marker, or (`trash`: the run writes or reads the
-/// trash) whose trash is not a real directory ([`ssh_trash_check`]). The remote runs
-/// `remote_rsync` ([`remote_rsync_program`]).
+/// trash) whose trash is not a real directory ([`ssh_trash_check`]), and holds a snapshot by
+/// descriptor ([`ssh_snapshot_by_fd`]). The remote runs `remote_rsync`
+/// ([`remote_rsync_program`]).
 fn remote_access(
     target: &RemoteTarget,
     control_path: Option<&Path>,
     marker_id: Option<&str>,
-    trash: bool,
+    trash: GuardTrash<'_>,
     remote_rsync: Option<&str>,
 ) -> (Vec<OsString>, OsString) {
     let mut argv: Vec<OsString> = Vec::new();
@@ -395,7 +484,8 @@ pub fn remote_rsync_program(rsync_path: Option<&str>) -> &str {
 /// The remote command that runs the guard of every transfer to `target` (the checks of
 /// [`remote_access`]) and then `PROGRAM --version` instead of a transfer: a monitor's check
 /// of the remote's rsync before its first transfer, over the connection the transfers then
-/// share. `None` for a local target.
+/// share; it also prints [`PROC_FD_PROBE`] first when the remote has `/proc/<pid>/fd`.
+/// `None` for a local target.
 pub fn remote_version_command(
     target: &RemoteTarget,
     marker_id: &str,
@@ -404,32 +494,54 @@ pub fn remote_version_command(
     let RemoteTarget::Ssh { path, .. } = target else {
         return None;
     };
-    let mut guard = remote_guard(path, marker_id, false, remote_rsync_program(remote_rsync));
+    let mut guard = remote_guard(
+        path,
+        marker_id,
+        GuardTrash::Probe,
+        remote_rsync_program(remote_rsync),
+    );
     guard.extend_from_slice(b" --version");
     Some(String::from_utf8_lossy(&guard).into_owned())
 }
 
 /// The `--rsync-path` guard: see [`remote_access`].
-fn remote_guard(path: &str, id: &str, trash: bool, program: &str) -> Vec<u8> {
+fn remote_guard(path: &str, id: &str, trash: GuardTrash<'_>, program: &str) -> Vec<u8> {
     // rsync appends its own `--server ...` arguments to this prefix. The check runs in
     // `sh` whatever the login shell is, with builtins only (no process besides rsync per
     // batch); a target that is itself a symlink is never followed (whoever controls the
     // link would choose what is emptied; attach refuses one too); only a regular file that
     // is not a symlink is read (a planted link to a FIFO or /dev/zero must not hang it);
-    // the path, the id (hex) and the rsync program are its arguments, quoted by the one
-    // POSIX quoting function.
+    // the path, the id (hex), the rsync program and the snapshot's name are its arguments,
+    // quoted by the one POSIX quoting function.
     let marker = crate::target::MARKER_FILE;
     let checks = ssh_target_checks();
-    let trash_check = if trash {
-        ssh_trash_check()
+    let (trash_check, snapshot) = match trash {
+        GuardTrash::Off => (String::new(), None),
+        GuardTrash::ByName => (ssh_trash_check(), None),
+        GuardTrash::ByFd(snapshot) => (
+            format!("{}{}", ssh_trash_check(), ssh_snapshot_by_fd()),
+            Some(snapshot),
+        ),
+        GuardTrash::Probe => (
+            format!("! [ -d /proc/$$/fd ] || echo {PROC_FD_PROBE}; "),
+            None,
+        ),
+    };
+    let run = if snapshot.is_some() {
+        SSH_SNAPSHOT_AFTER
     } else {
-        String::new()
+        "exec \"$rsync\" \"$@\""
+    };
+    let args = if snapshot.is_some() {
+        "d=$1; id=$2; rsync=$3; s=$4; shift 4; "
+    } else {
+        "d=$1; id=$2; rsync=$3; shift 3; "
     };
     let mut guard = format!(
-        "sh -c 'd=$1; id=$2; rsync=$3; shift 3; {checks}m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; {trash_check}exec \"$rsync\" \"$@\"' wsync-guard "
+        "sh -c '{args}{checks}m=; ! [ -h \"$d\" ] && [ -f \"$d/{marker}\" ] && ! [ -h \"$d/{marker}\" ] && IFS= read -r m 2>/dev/null < \"$d/{marker}\"; case \"$m\" in *\"$id\"*) ;; *) echo \"{TARGET_NOT_OURS}\" >&2; exit 97;; esac; {trash_check}{run}' wsync-guard "
     )
     .into_bytes();
-    for arg in [path, id, program] {
+    for arg in [path, id, program].into_iter().chain(snapshot) {
         guard.extend_from_slice(&crate::ssh::quote_posix_sh(arg.as_bytes()));
         guard.push(b' ');
     }
@@ -484,7 +596,7 @@ pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
         req.target,
         req.control_path,
         req.marker_id,
-        true,
+        GuardTrash::ByName,
         req.remote_rsync,
     );
     let mut remote = with_slash(target_dir);
@@ -1148,7 +1260,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             report_transfer_done: false,
             progress: false,
             marker_id: None,
-            backup_dir: Some(".wsync-trash/2025-01-31T12-00-00.123Z"),
+            backup_dir: Some(BackupDir::Path(".wsync-trash/2025-01-31T12-00-00.123Z")),
             checksum: false,
             remote_rsync: None,
             no_delete_missing_args: false,
@@ -1604,7 +1716,16 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
     }
 
     /// The `--rsync-path` guard of an SSH request for `path`, as the remote shell gets it.
-    fn guard_for(path: &str, backup_dir: Option<&str>) -> String {
+    fn guard_for(path: &str, backup_dir: Option<BackupDir<'_>>) -> String {
+        guard_running(path, backup_dir, None)
+    }
+
+    /// [`guard_for`], the guard running `program` instead of rsync.
+    fn guard_running(
+        path: &str,
+        backup_dir: Option<BackupDir<'_>>,
+        program: Option<&str>,
+    ) -> String {
         let target = RemoteTarget::Ssh {
             user: None,
             host: "h".into(),
@@ -1630,7 +1751,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             marker_id: Some("00ff"),
             backup_dir,
             checksum: false,
-            remote_rsync: None,
+            remote_rsync: program,
             no_delete_missing_args: false,
             deletion_rules: None,
         });
@@ -1734,7 +1855,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         let trash = t.join(crate::trash::TRASH_DIR);
         let path = t.to_str().unwrap();
         let backup = crate::trash::backup_dir("2025-01-31T12-00-00.123Z");
-        let with_trash = guard_for(path, Some(&backup));
+        let with_trash = guard_for(path, Some(BackupDir::Path(&backup)));
         assert_eq!(
             run_guard(&with_trash, &base, &base).0,
             Some(0),
@@ -1781,5 +1902,100 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
         // Without a trash, the run does not care.
         assert_eq!(run_guard(&guard_for(path, None), &base, &base).0, Some(0));
         assert!(guard_refusal(&err, &target).is_some_and(|m| m.contains(".wsync-trash")));
+    }
+
+    /// With `/proc` on the remote, the guard creates the batch's snapshot and holds it on
+    /// descriptor 9 for rsync's `--backup-dir=/proc/self/fd/9`, checked through the
+    /// descriptor: the trash swapped for a link after the guard's checks (here by the
+    /// program the guard runs, standing in for rsync, just before it writes a backup)
+    /// redirects nothing. A snapshot already there, or a trash of another user, is refused.
+    #[test]
+    fn the_ssh_guard_holds_the_snapshot_by_descriptor() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let (t, elsewhere) = (base.join("t"), base.join("elsewhere"));
+        std::fs::create_dir_all(&t).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        mark(&t);
+        let trash = t.join(crate::trash::TRASH_DIR);
+        let snapshot = "2025-01-31T12-00-00.123Z";
+        // Stands in for rsync: the swap lands between the guard's checks and the backup.
+        let program = base.join("fake-rsync");
+        std::fs::write(
+            &program,
+            format!(
+                "#!/bin/sh\nmv {trash} {moved} && ln -s {elsewhere} {trash} && echo kept > {dir}/kept\n",
+                trash = trash.display(),
+                moved = t.join("moved").display(),
+                elsewhere = elsewhere.display(),
+                dir = crate::trash::CHILD_BACKUP_DIR,
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let guard = guard_running(
+            t.to_str().unwrap(),
+            Some(BackupDir::RemoteFd(snapshot)),
+            program.to_str(),
+        );
+        assert!(
+            guard.contains("--backup-dir") || !guard.contains(".wsync-trash/2025"),
+            "the snapshot's name is an argument, not shell text"
+        );
+        let (code, err) = run_guard(&guard, &base, &base);
+        assert_eq!(code, Some(0), "{err}");
+        let kept = t.join("moved").join(snapshot).join("kept");
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "kept\n");
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
+        for dir in [t.join("moved"), t.join("moved").join(snapshot)] {
+            let meta = std::fs::symlink_metadata(&dir).unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o700, "{}", dir.display());
+        }
+        // The link planted now is refused by name; a real trash holding the snapshot already
+        // (the passes of one batch share it) is used.
+        let plain = guard_for(t.to_str().unwrap(), Some(BackupDir::RemoteFd(snapshot)));
+        let (code, err) = run_guard(&plain, &base, &base);
+        assert_eq!(code, Some(97), "{err}");
+        assert!(err.contains(TRASH_NOT_A_DIRECTORY), "{err}");
+        std::fs::remove_file(&trash).unwrap();
+        std::fs::rename(t.join("moved"), &trash).unwrap();
+        let (code, err) = run_guard(&plain, &base, &base);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(trash.join(snapshot).join("kept").exists());
+        let next = guard_for(
+            t.to_str().unwrap(),
+            Some(BackupDir::RemoteFd("2025-01-31T12-00-01.000Z")),
+        );
+        assert_eq!(run_guard(&next, &base, &base).0, Some(0));
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::lchown(&trash, Some(65534), Some(65534)).unwrap();
+            let other = guard_for(
+                t.to_str().unwrap(),
+                Some(BackupDir::RemoteFd("2025-01-31T12-00-02.000Z")),
+            );
+            let (code, err) = run_guard(&other, &base, &base);
+            assert_eq!(code, Some(97), "{err}");
+            assert!(err.contains(TRASH_SNAPSHOT_UNSAFE), "{err}");
+            assert!(!trash.join("2025-01-31T12-00-02.000Z").exists());
+        }
+        // The version check tells whether /proc/<pid>/fd is there.
+        let target = RemoteTarget::Ssh {
+            user: None,
+            host: "h".into(),
+            port: None,
+            path: t.to_str().unwrap().into(),
+            identity_file: None,
+            ssh_options: vec![],
+        };
+        let version = remote_version_command(&target, "00ff", None).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&version)
+            .current_dir(&base)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.lines().next(), Some(PROC_FD_PROBE), "{out}");
     }
 }

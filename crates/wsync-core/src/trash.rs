@@ -17,6 +17,15 @@ use serde::Serialize;
 /// The trash directory's name, at the top of a target.
 pub const TRASH_DIR: &str = ".wsync-trash";
 
+/// The descriptor number a batch's snapshot has in the rsync that backs up into it, on either
+/// end: the monitor `dup2`s its close-on-exec descriptor to this number in the rsync child
+/// only (local targets), the remote guard opens the snapshot on it (`exec 9<`, SSH targets);
+/// rsync's `--backup-dir` is then [`CHILD_BACKUP_DIR`].
+pub const CHILD_FD: i32 = 9;
+
+/// rsync's `--backup-dir` for a snapshot it inherited as [`CHILD_FD`].
+pub const CHILD_BACKUP_DIR: &str = "/proc/self/fd/9";
+
 /// Whether the trash of the local target at `target` is safe to write or prune through: absent,
 /// or a real directory. A symlink planted there (by whoever can write the target) would take
 /// rsync's `--backup-dir` and a prune's `--delete` out of the target; looked at beneath the
@@ -151,7 +160,7 @@ impl LocalSnapshot {
         };
         // The path rsync gets must lead to this very directory.
         use std::os::unix::fs::MetadataExt;
-        let shown = std::fs::metadata(snapshot.backup_dir()).ok();
+        let shown = std::fs::metadata(snapshot.held_path()).ok();
         let held = snapshot
             .dir
             .metadata()
@@ -163,13 +172,19 @@ impl LocalSnapshot {
     }
 
     /// rsync's `--backup-dir`: the snapshot's descriptor as seen by a process that inherited
-    /// it ([`LocalSnapshot::descriptor`]).
-    pub fn backup_dir(&self) -> String {
+    /// it as [`CHILD_FD`] ([`LocalSnapshot::descriptor`]).
+    pub fn backup_dir(&self) -> &'static str {
+        CHILD_BACKUP_DIR
+    }
+
+    /// The snapshot as this process reaches it through its own descriptor.
+    pub fn held_path(&self) -> String {
         use std::os::fd::AsRawFd;
         format!("/proc/self/fd/{}", self.dir.as_raw_fd())
     }
 
-    /// The descriptor rsync must inherit (it is close-on-exec here, so no other child does).
+    /// The descriptor rsync must inherit, as [`CHILD_FD`]: it is close-on-exec here, and the
+    /// spawn `dup2`s it in the child only, so no other child gets it.
     pub fn descriptor(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.dir.as_fd()
@@ -248,6 +263,13 @@ pub fn prune_local(
 pub fn not_a_directory_message(target: &dyn std::fmt::Display) -> String {
     format!(
         "remote target {target}: {TRASH_DIR} is a symlink or not a directory (planted by someone who can write the target?); nothing is written there until it is removed or replaced by a directory"
+    )
+}
+
+/// The error for an SSH target whose guard could not hold a batch's snapshot as ours.
+pub fn snapshot_unsafe_message(target: &dyn std::fmt::Display) -> String {
+    format!(
+        "remote target {target}: the trash snapshot could not be created, or {TRASH_DIR} (or the snapshot) is not a directory of the remote user beneath the target (planted by someone who can write the target?); nothing is written there until {TRASH_DIR} is removed or given to the remote user"
     )
 }
 
@@ -511,7 +533,7 @@ drwxr-xr-x           4096 2025/01/30 12:00:00 .wsync-trash/stray
         std::fs::create_dir(&elsewhere).unwrap();
         std::fs::rename(&trash, target.join("moved")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &trash).unwrap();
-        std::fs::write(Path::new(&snapshot.backup_dir()).join("kept"), "k").unwrap();
+        std::fs::write(Path::new(&snapshot.held_path()).join("kept"), "k").unwrap();
         assert!(target.join("moved").join(name).join("kept").exists());
         assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
         drop(snapshot);

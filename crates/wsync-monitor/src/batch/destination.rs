@@ -73,6 +73,11 @@ pub struct Destination {
     /// Both ends' rsync once checked and found usable (checked again after a refusal, so a
     /// fix is picked up by the next retry); shared by the batches of this remote.
     rsync: Arc<Mutex<Option<RsyncEnds>>>,
+    /// The SSH remote shows descriptors in `/proc/<pid>/fd` (found by the rsync check): its
+    /// guard holds a batch's trash snapshot by descriptor ([`BackupDir::RemoteFd`]).
+    ///
+    /// [`BackupDir::RemoteFd`]: wsync_core::rsync::BackupDir::RemoteFd
+    proc_fd: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long `rsync --version` may take, locally or over the connection.
@@ -99,6 +104,7 @@ impl Destination {
             gate: Gate::default(),
             agent,
             rsync: Arc::default(),
+            proc_fd: Arc::default(),
         }
     }
 
@@ -164,6 +170,19 @@ impl Destination {
                     }
                 };
                 let banner = String::from_utf8_lossy(&out);
+                let proc_fd = banner
+                    .lines()
+                    .any(|l| l == wsync_core::rsync::PROC_FD_PROBE);
+                self.proc_fd
+                    .store(proc_fd, std::sync::atomic::Ordering::Relaxed);
+                if !proc_fd {
+                    tracing::info!(remote = %self.remote.name, "the remote shows no /proc/<pid>/fd (not Linux): its trash snapshots are checked by name before each batch, not held by descriptor");
+                }
+                let banner: String = banner
+                    .lines()
+                    .filter(|l| *l != wsync_core::rsync::PROC_FD_PROBE)
+                    .map(|l| format!("{l}\n"))
+                    .collect();
                 let version = RsyncVersion::parse(&banner).ok_or_else(|| {
                     fatal(format!(
                         "{} on {host} is not rsync (it answered {:?} to --version); wsync needs rsync {} or later there: install it (macOS: `brew install rsync`), or give its path with `wsync attach --rsync-path` (detach it first)",
@@ -187,6 +206,12 @@ impl Destination {
             *slot = Some(ends);
         }
         Ok(())
+    }
+
+    /// Whether the SSH remote's guard can hold a trash snapshot by descriptor (known after
+    /// [`Destination::check_rsync`]).
+    pub fn remote_proc_fd(&self) -> bool {
+        self.proc_fd.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs a blocking filesystem call of this remote's batch off the loop (see

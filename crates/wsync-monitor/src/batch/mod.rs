@@ -309,7 +309,7 @@ impl Destination {
         started: Instant,
     ) -> Outcome {
         let backup_dir = backup.map(Backup::dir);
-        let backup_dir = backup_dir.as_deref();
+
         let keep = backup.and_then(Backup::descriptor);
         let confirmed = opts.delete_policy == DeletePolicy::Confirmed;
         // The watcher's rules file carries the protect rules, current before any batch runs;
@@ -640,7 +640,7 @@ impl Destination {
         root: &Path,
         paths: Vec<PathBuf>,
         opts: &BatchOptions,
-        backup_dir: Option<&str>,
+        backup_dir: Option<wsync_core::rsync::BackupDir<'_>>,
         allowed: bool,
         stall: StallReport<'_>,
     ) -> in_process::Pass {
@@ -730,7 +730,7 @@ impl Destination {
         let backup_dir = backup.map(Backup::dir);
         let argv = rsync_argv(&RsyncRequest {
             max_delete: None,
-            backup_dir: backup_dir.as_deref(),
+            backup_dir,
             ..self.rsync_request(root, RsyncMode::Paths { ignore_times: true }, opts, protect)
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
@@ -811,7 +811,7 @@ impl Destination {
             }
             let argv = rsync_argv(&RsyncRequest {
                 max_delete: None,
-                backup_dir: backup_dir.as_deref(),
+                backup_dir,
                 ..self.rsync_request(root, RsyncMode::Growing { append }, opts, protect)
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
@@ -850,7 +850,7 @@ impl Destination {
         entries: &[PathBuf],
         opts: &BatchOptions,
         protect: &[Vec<u8>],
-        backup_dir: Option<&str>,
+        backup_dir: Option<wsync_core::rsync::BackupDir<'_>>,
         stall: StallReport<'_>,
     ) -> Outcome {
         let started = Instant::now();

@@ -27,7 +27,8 @@ pub(super) async fn run(
 }
 
 /// [`run`], passing rsync's progress lines (left out of the returned output) to `progress`;
-/// rsync inherits `keep` (a trash snapshot it names as `/proc/self/fd/N`).
+/// rsync inherits `keep` (a trash snapshot it names as `/proc/self/fd/N`, see
+/// [`spawn_keeping`]).
 pub(super) async fn run_reporting(
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
@@ -134,25 +135,46 @@ pub(super) async fn run_reporting(
     (outcome, text.into_owned())
 }
 
-/// Spawns `cmd`, its child inheriting `keep`. Our descriptors are close-on-exec; `keep` is
-/// made inheritable only for this spawn, under a lock every rsync spawn takes, so no other
-/// rsync of this monitor inherits it (a child spawned elsewhere at that instant could; it is
-/// ours, and the directory stays private to our user either way).
+/// Spawns `cmd`, its child inheriting `keep` as [`wsync_core::trash::CHILD_FD`] and nothing
+/// else of ours. `keep` stays close-on-exec in the monitor at all times: only the child,
+/// between fork and exec, `dup2`s it to the fixed number (a `dup2`ed descriptor is not
+/// close-on-exec). So no other child, spawned by any thread at the same instant, can
+/// inherit it.
+///
+/// The one `unsafe` block of the workspace (`unsafe_code` is denied elsewhere): std offers no
+/// safe way to place a descriptor in a child, and flipping close-on-exec in the monitor
+/// around a spawn leaks it to whatever other thread forks meanwhile.
+#[allow(unsafe_code)]
 fn spawn_keeping(
     cmd: &mut Command,
     keep: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<tokio::process::Child> {
-    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-    static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let Some(fd) = keep else {
-        let _spawning = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
-        return cmd.spawn();
-    };
-    let _spawning = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-    let spawned = cmd.spawn();
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    spawned
+    use std::os::fd::AsRawFd;
+    if let Some(fd) = keep {
+        let raw = fd.as_raw_fd();
+        let fixed = wsync_core::trash::CHILD_FD;
+        // SAFETY: the closure runs in the forked child before exec and makes only
+        // async-signal-safe calls (dup2, fcntl), allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Standard streams are set up before this runs: a descriptor among them
+                // would have been replaced.
+                if raw <= 2 {
+                    return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+                }
+                let done = if raw == fixed {
+                    libc::fcntl(raw, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, fixed)
+                };
+                if done < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()
 }
 
 /// True for rsync output lines worth showing as an error (not stats or exit debugging).
@@ -180,3 +202,78 @@ const STATS_KEYS: [&str; 12] = [
     "[receiver]",
     "[generator]",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// The snapshot's descriptor reaches the rsync child (at the fixed number its
+    /// `--backup-dir` names) and no child spawned at the same time by another thread: those
+    /// children's `/proc/<pid>/fd` are read while they run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_rsync_child_inherits_the_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snapshot =
+            wsync_core::trash::LocalSnapshot::create(tmp.path(), "2025-01-31T12-00-00.123Z")
+                .unwrap();
+        let held = snapshot.descriptor();
+        let held_meta = std::fs::File::from(held.try_clone_to_owned().unwrap())
+            .metadata()
+            .unwrap();
+        let held_id = (held_meta.dev(), held_meta.ino());
+        let stop = Arc::new(AtomicBool::new(false));
+        let others = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut checked, mut leaked) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let mut child = std::process::Command::new("sleep")
+                        .arg("30")
+                        .spawn()
+                        .unwrap();
+                    let dir = format!("/proc/{}/fd", child.id());
+                    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                        let seen = std::fs::metadata(entry.path()).ok();
+                        if seen.is_some_and(|m| (m.dev(), m.ino()) == held_id) {
+                            leaked.push(entry.path());
+                        }
+                    }
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    checked += 1;
+                }
+                (checked, leaked)
+            })
+        };
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut spawned = 0;
+        while spawned < 300 && Instant::now() < deadline {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "test -d \"$1\"", "sh", snapshot.backup_dir()]);
+            let status = spawn_keeping(&mut cmd, Some(held))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            assert!(status.success(), "the rsync child sees its snapshot");
+            spawned += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (checked, leaked) = others.join().unwrap();
+        assert!(
+            checked >= 20,
+            "only {checked} other children were looked at"
+        );
+        assert!(
+            leaked.is_empty(),
+            "{} of {checked} concurrently spawned children inherited the snapshot, e.g. {:?}",
+            leaked.len(),
+            &leaked[..leaked.len().min(3)]
+        );
+        let flags = nix::fcntl::fcntl(held, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec in the monitor");
+    }
+}

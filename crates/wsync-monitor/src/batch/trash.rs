@@ -14,7 +14,7 @@ use wsync_core::remote::RemoteTarget;
 use wsync_core::trash::LocalSnapshot;
 
 use wsync_core::rsync::{
-    prune_rules, trash_argv, ExitClass, TrashOp, TrashRequest, DEFAULT_TIMEOUT_SECS,
+    prune_rules, trash_argv, BackupDir, ExitClass, TrashOp, TrashRequest, DEFAULT_TIMEOUT_SECS,
 };
 use wsync_core::trash::{backup_dir, expired, parse_list, snapshot_name};
 
@@ -26,16 +26,25 @@ use crate::blocking::StallReport;
 pub(super) enum Backup {
     /// A local target's snapshot, open (rsync inherits it).
     Local(LocalSnapshot),
-    /// An SSH target's snapshot, relative to the target (the remote guard checks the trash).
-    Remote(String),
+    /// An SSH target's snapshot: created and held by descriptor by the remote guard
+    /// (`by_fd`, a remote with `/proc`), else its path relative to the target (the guard
+    /// checks the trash by name).
+    Remote {
+        name: String,
+        dir: String,
+        by_fd: bool,
+    },
 }
 
 impl Backup {
     /// rsync's `--backup-dir`.
-    pub fn dir(&self) -> String {
+    pub fn dir(&self) -> BackupDir<'_> {
         match self {
-            Backup::Local(snapshot) => snapshot.backup_dir(),
-            Backup::Remote(dir) => dir.clone(),
+            Backup::Local(snapshot) => BackupDir::Path(snapshot.backup_dir()),
+            Backup::Remote {
+                name, by_fd: true, ..
+            } => BackupDir::RemoteFd(name),
+            Backup::Remote { dir, .. } => BackupDir::Path(dir),
         }
     }
 
@@ -43,7 +52,7 @@ impl Backup {
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Backup::Local(snapshot) => Some(snapshot.descriptor()),
-            Backup::Remote(_) => None,
+            Backup::Remote { .. } => None,
         }
     }
 }
@@ -58,7 +67,11 @@ impl Destination {
         }
         let name = snapshot_name(SystemTime::now());
         match &self.remote.target {
-            RemoteTarget::Ssh { .. } => Ok(Some(Backup::Remote(backup_dir(&name)))),
+            RemoteTarget::Ssh { .. } => Ok(Some(Backup::Remote {
+                dir: backup_dir(&name),
+                name,
+                by_fd: self.remote_proc_fd(),
+            })),
             RemoteTarget::Local { path } => {
                 let target = path.clone();
                 let call = format!(
