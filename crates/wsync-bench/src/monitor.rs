@@ -28,6 +28,24 @@ impl MonitorProc {
         log_dir: &Path,
         runtime_dir: &Path,
     ) -> Result<Self> {
+        Self::start_tuned(
+            bin,
+            workspace,
+            log_dir,
+            runtime_dir,
+            MonitorTunables::default(),
+        )
+    }
+
+    /// [`MonitorProc::start`] with tunables other than the defaults (a watch mode, a poll
+    /// interval).
+    pub fn start_tuned(
+        bin: &Path,
+        workspace: Workspace,
+        log_dir: &Path,
+        runtime_dir: &Path,
+        tunables: MonitorTunables,
+    ) -> Result<Self> {
         let mut child = Command::new(bin)
             .arg("--log-dir")
             .arg(log_dir)
@@ -58,7 +76,7 @@ impl MonitorProc {
         };
         monitor.send(&MonitorCommand::Start {
             workspace,
-            tunables: MonitorTunables::default(),
+            tunables,
             progress: Vec::new(),
             pending_dir: None,
         })?;

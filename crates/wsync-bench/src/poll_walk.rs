@@ -5,20 +5,14 @@
 //! process's CPU time over the idle window (from /proc) divided by the walks in it is the
 //! figure. The monitor's other idle work (a heartbeat every 2 s) is negligible beside it.
 
-use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use wsync_core::framing::{encode, read_frame};
-use wsync_core::monitor_proto::{
-    MonitorCommand, MonitorEvent, MonitorTunables, RemoteState, WatchMode,
-};
+use wsync_core::monitor_proto::{MonitorTunables, WatchMode};
 use wsync_tests::monitor::{local_remote, mark_target, workspace};
 
-use crate::monitor::monitor_bin;
+use crate::monitor::{monitor_bin, MonitorProc};
 use crate::procfs::{proc_stats, TICKS_PER_SEC};
 
 const USAGE: &str =
@@ -88,69 +82,30 @@ pub fn run(args: impl Iterator<Item = String>) -> Result<()> {
     make_tree(&src, opts.files)?;
     let ws = workspace("pollwalk", &src, vec![local_remote("m", &dst)]);
     mark_target(&ws, &ws.remotes[0]);
-    let mut child = Command::new(monitor_bin()?)
-        .arg("--log-dir")
-        .arg(tmp.path().join("log"))
-        .arg("--runtime-dir")
-        .arg(tmp.path().join("run"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting wsync-monitor")?;
-    let mut stdin = child.stdin.take().context("monitor stdin")?;
-    let stdout = child.stdout.take().context("monitor stdout")?;
-    let (tx, events) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        while let Ok(event) = read_frame::<MonitorEvent>(&mut reader) {
-            if tx.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    let start = MonitorCommand::Start {
-        workspace: ws,
-        tunables: MonitorTunables {
-            watch_mode: WatchMode::Poll,
-            poll_interval_ms: opts.interval_ms,
-            ..MonitorTunables::default()
-        },
-        progress: Vec::new(),
-        pending_dir: None,
+    let tunables = MonitorTunables {
+        watch_mode: WatchMode::Poll,
+        poll_interval_ms: opts.interval_ms,
+        ..MonitorTunables::default()
     };
-    stdin.write_all(&encode(&start))?;
-    stdin.flush()?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left) {
-            Ok(MonitorEvent::Status { status })
-                if status
-                    .remotes
-                    .iter()
-                    .all(|r| r.state == RemoteState::InSync) =>
-            {
-                break
-            }
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the initial sync of {} files did not finish", opts.files);
-            }
-        }
-    }
+    let mut monitor = MonitorProc::start_tuned(
+        &monitor_bin()?,
+        ws,
+        &tmp.path().join("log"),
+        &tmp.path().join("run"),
+        tunables,
+    )?;
+    monitor
+        .wait_in_sync(Duration::from_secs(600))
+        .with_context(|| format!("the initial sync of {} files", opts.files))?;
     // Let the first walks after the initial sync go by, then measure an idle window.
     std::thread::sleep(Duration::from_millis(2 * opts.interval_ms));
-    let pid = child.id();
+    let pid = monitor.pid();
     let before = proc_stats(pid)?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(opts.secs));
     let after = proc_stats(pid)?;
     let wall = t0.elapsed().as_secs_f64();
-    drop(stdin);
-    let _ = child.wait();
+    monitor.shutdown();
     let cpu = (after.cpu_ticks - before.cpu_ticks) as f64 / TICKS_PER_SEC;
     // The poll thread sleeps the interval after each walk, so walks = wall / (interval + w),
     // and a walk on a tmpfs is CPU-bound (w ≈ its CPU): per walk = cpu · interval / (wall − cpu).
