@@ -83,51 +83,13 @@ pub fn mib(kib: u64) -> String {
 /// (their time moves into the parent that reaps them). Only exact when `root` is a child
 /// subreaper, so that daemonized grandchildren (an ssh ControlPersist master) stay below it.
 pub fn subtree_cpu_ticks(root: u32) -> u64 {
-    // pid -> (ppid, own ticks, reaped children's ticks), read in one pass over /proc.
-    let mut procs = std::collections::HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = stat.rsplit(')').next().unwrap_or_default();
-        let fields: Vec<u64> = after
-            .split_whitespace()
-            .map(|s| s.parse().unwrap_or(0))
-            .collect();
-        let field = |i: usize| fields.get(i).copied().unwrap_or(0);
-        procs.insert(
-            pid,
-            (
-                field(1) as u32,
-                field(11) + field(12),
-                field(13) + field(14),
-            ),
-        );
-    }
-    let mut total = procs.get(&root).map_or(0, |p| p.2);
-    for (&pid, &(_, own, reaped)) in &procs {
-        let mut up = pid;
-        // Walk up to the root; pid 0/1 or a loop ends it.
-        for _ in 0..64 {
-            let Some(&(ppid, _, _)) = procs.get(&up) else {
-                break;
-            };
-            if ppid == root {
-                total += own + reaped;
-                break;
-            }
-            if ppid <= 1 {
-                break;
-            }
-            up = ppid;
-        }
+    let ticks = |pid: u32| proc_stats(pid).map_or((0, 0), |s| (s.cpu_ticks, s.child_ticks));
+    let mut total = ticks(root).1;
+    let mut below = wsync_core::platform::children_of(root);
+    while let Some(pid) = below.pop() {
+        let (own, reaped) = ticks(pid);
+        total += own + reaped;
+        below.extend(wsync_core::platform::children_of(pid));
     }
     total
 }
