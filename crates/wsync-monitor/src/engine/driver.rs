@@ -298,6 +298,7 @@ impl Driver {
             if let Ok(Err(error)) = walked {
                 let _ = tx.send(Input::Watch(vec![WatchMsg::Error(error)]));
             }
+            let _ = tx.send(Input::Rewalked);
         });
     }
 }

@@ -128,6 +128,9 @@ pub enum Input {
     RootStall(Option<String>),
     /// The number of inotify watches changed.
     WatchCount(u64),
+    /// The walk of an [`Effect::Rescan`] or [`Effect::Rewatch`] ended (its error, if any, came
+    /// as a [`WatchMsg::Error`] before).
+    Rewalked,
     /// A timer fired (see [`Engine::next_wake`]).
     Tick,
     /// The monitor is exiting: abandon everything.
@@ -234,7 +237,21 @@ struct Watching {
     polling: Option<String>,
     /// When watching is degraded: the next full sync that stands in for events.
     next_degraded_sync: Option<Instant>,
+    /// Rescans and rewatches asked for and not yet walked.
+    walks: u32,
+    /// Since when one has been under way; full syncs wait for it until [`WALK_HOLD`] has passed.
+    walking_since: Option<Instant>,
+    /// A batch started while a walk was still under way (past the hold): when it ends, the
+    /// tree is synced in full once more, since that batch may have missed what the walk had
+    /// not yet watched.
+    walk_raced: bool,
 }
+
+/// How long batches wait for a rescan or rewatch under way. A full sync that starts before the
+/// tree is watched again can miss what changes in a directory not yet watched, and a flush
+/// cookie created then is never seen; past this hold (a walk stuck on a hung mount) batches go
+/// on and one more full sync follows the walk.
+const WALK_HOLD: Duration = Duration::from_secs(10);
 
 pub struct Engine {
     root: PathBuf,
@@ -480,6 +497,7 @@ impl Engine {
                 self.root_stall = stalled;
             }
             Input::WatchCount(count) => self.watching.watches = count,
+            Input::Rewalked => self.rewalked(now, &mut fx),
             Input::Tick => {}
             Input::Stop => {
                 self.stop(now, &mut fx);
@@ -514,6 +532,9 @@ impl Engine {
         if let Some(at) = self.watching.next_degraded_sync {
             wake = wake.min(at);
         }
+        if let Some(at) = self.walk_holds(now) {
+            wake = wake.min(at);
+        }
         if let Some(at) = self.proofs.next_wake(now) {
             wake = wake.min(at);
         }
@@ -545,6 +566,40 @@ impl Engine {
             self.exiting = true;
             fx.push(Effect::Exit(exit));
         }
+    }
+
+    /// Asks for a rescan or rewatch of the tree (answered by [`Input::Rewalked`]).
+    fn rewalk(&mut self, effect: Effect, now: Instant, fx: &mut Vec<Effect>) {
+        debug_assert!(matches!(effect, Effect::Rescan | Effect::Rewatch));
+        if self.watching.walks == 0 {
+            self.watching.walking_since = Some(now);
+        }
+        self.watching.walks += 1;
+        fx.push(effect);
+    }
+
+    /// A rescan or rewatch ended. When none is left, flushes stop waiting for cookies created
+    /// while the tree was not (yet) watched, and a batch that raced the walk is followed by
+    /// one more full sync.
+    fn rewalked(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        self.watching.walks = self.watching.walks.saturating_sub(1);
+        if self.watching.walks > 0 {
+            return;
+        }
+        self.watching.walking_since = None;
+        self.cookies_lost(fx);
+        if std::mem::take(&mut self.watching.walk_raced) {
+            tracing::info!(
+                "a batch ran before the tree was watched again; syncing it in full once more"
+            );
+            self.mark_all_full(now);
+        }
+    }
+
+    /// While a rescan or rewatch is under way (up to [`WALK_HOLD`]), batches wait.
+    fn walk_holds(&self, now: Instant) -> Option<Instant> {
+        let until = self.watching.walking_since? + WALK_HOLD;
+        (now < until).then_some(until)
     }
 
     fn probe(&mut self, purpose: ProbePurpose, list: bool, fx: &mut Vec<Effect>) {
@@ -663,7 +718,7 @@ impl Engine {
                     return;
                 }
                 tracing::warn!("the root's watch was dropped; watching the tree again");
-                fx.push(Effect::Rescan);
+                self.rewalk(Effect::Rescan, now, fx);
                 self.watching.rescans += 1;
                 self.mark_all_full(now);
                 self.cookies_lost(fx);
@@ -872,11 +927,12 @@ impl Engine {
             return;
         };
         // A different directory now: drop every old watch before watching it afresh.
-        fx.push(if self.root_id == Some(id) {
+        let walk = if self.root_id == Some(id) {
             Effect::Rescan
         } else {
             Effect::Rewatch
-        });
+        };
+        self.rewalk(walk, now, fx);
         self.root_id = Some(id);
         match halt.on_lift {
             DeletePolicy::Confirmed => tracing::info!(
@@ -1023,7 +1079,7 @@ impl Engine {
     }
 
     fn ready(&self, now: Instant) -> Vec<usize> {
-        if !self.active() {
+        if !self.active() || self.walk_holds(now).is_some() {
             return Vec::new();
         }
         let (settle, cap) = (self.tunables.settle(), self.tunables.max_latency());
@@ -1110,6 +1166,9 @@ impl Engine {
             let Some(started) = slot.start(newest, now, self.max_delete) else {
                 continue;
             };
+            if self.watching.walks > 0 {
+                self.watching.walk_raced = true;
+            }
             fx.push(Effect::StartBatch(BatchStart {
                 remote: slot.key().clone(),
                 flight: started.flight,

@@ -35,6 +35,8 @@ struct Harness {
     probes: usize,
     /// Leave root probes unanswered (a hung root): they are recorded in `effects`.
     hold_probes: bool,
+    /// Leave rescans and rewatches unanswered (a walk under way): recorded in `effects`.
+    hold_walks: bool,
 }
 
 fn remote(name: &str) -> Remote {
@@ -118,6 +120,7 @@ impl Harness {
             exit: None,
             probes: 0,
             hold_probes: false,
+            hold_walks: false,
         };
         h.perform(initial);
         h
@@ -164,6 +167,11 @@ impl Harness {
                 Some(Input::RootProbed { purpose, probe })
             }
             Effect::CreateCookie { name } => Some(Input::CookieCreated { name, error: None }),
+            // The walk answers when it ends, as the driver's does.
+            Effect::Rescan | Effect::Rewatch if !self.hold_walks => {
+                self.effects.push(effect);
+                Some(Input::Rewalked)
+            }
             Effect::StartBatch(start) => {
                 assert!(self.probes > 0, "a batch starts only after a root probe");
                 self.started.push(start);
@@ -637,6 +645,58 @@ fn a_replaced_root_halts_at_dispatch_and_resume_dry_runs_first() {
     h.step(Input::Command(MonitorCommand::Resync));
     h.advance(SETTLE * 2);
     assert_eq!(h.take_one().options.delete_policy, DeletePolicy::Capped);
+}
+
+#[test]
+fn after_a_lift_batches_wait_for_the_rewatch_and_a_flush_meanwhile_is_answered() {
+    // A recreated root: resume rewatches it. Until that walk ends, a full sync could miss what
+    // changes in a directory not yet watched, and a flush cookie created meanwhile is never
+    // seen (the CI failure under notify: the flush waited for a cookie the old watch missed).
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.root.id = Some((1, 999));
+    h.closed("f");
+    assert!(h.status().halted.is_some());
+    h.hold_walks = true;
+    h.step(Input::Command(MonitorCommand::Resume));
+    assert!(h.effects.iter().any(|e| matches!(e, Effect::Rewatch)));
+    h.flush(7, Duration::from_secs(60));
+    h.advance(SETTLE * 2);
+    assert!(
+        h.started.is_empty(),
+        "a batch started before the tree was watched again"
+    );
+    h.hold_walks = false;
+    h.step(Input::Rewalked);
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    h.succeed(start);
+    // No cookie was ever seen; the full sync after the walk answers the flush.
+    assert_eq!(h.flushed(), [(7, Vec::<String>::new())]);
+}
+
+#[test]
+fn a_walk_stuck_past_the_hold_lets_batches_go_and_one_more_full_sync_follows_it() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.root.id = Some((1, 999));
+    h.closed("f");
+    h.hold_walks = true;
+    h.step(Input::Command(MonitorCommand::Resume));
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty());
+    // The walk hangs (a hung mount below the root): past the hold the full sync goes anyway.
+    h.advance(WALK_HOLD);
+    let start = h.take_one();
+    assert_eq!(start.batch, Batch::Full);
+    h.succeed(start);
+    h.advance(SETTLE * 2);
+    assert!(h.started.is_empty(), "nothing more until the walk ends");
+    // It ends at last: the tree is synced once more, since the batch raced the walk.
+    h.step(Input::Rewalked);
+    h.advance(SETTLE * 2);
+    assert_eq!(h.take_one().batch, Batch::Full);
 }
 
 #[test]
