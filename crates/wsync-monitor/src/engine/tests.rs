@@ -192,6 +192,16 @@ impl Harness {
         }
     }
 
+    /// Remote `a` in sync, then the root replaced by another directory and a change seen in
+    /// it: the next dispatch halts.
+    fn with_a_replaced_root() -> Self {
+        let mut h = Self::new(&["a"]);
+        h.initial_sync();
+        h.root.id = Some((1, 999));
+        h.closed("f");
+        h
+    }
+
     /// Moves the clock on and ticks.
     fn advance(&mut self, by: Duration) {
         self.now += by;
@@ -623,10 +633,7 @@ fn a_root_moved_away_and_back_is_not_a_halt() {
 
 #[test]
 fn a_replaced_root_halts_at_dispatch_and_resume_dry_runs_first() {
-    let mut h = Harness::new(&["a"]);
-    h.initial_sync();
-    h.root.id = Some((1, 999));
-    h.closed("f");
+    let mut h = Harness::with_a_replaced_root();
     assert!(h.started.is_empty(), "nothing sent from a replaced root");
     let halted = h.status().halted.expect("halted");
     assert!(halted.contains("replaced"), "{halted}");
@@ -652,10 +659,7 @@ fn after_a_lift_batches_wait_for_the_rewatch_and_a_flush_meanwhile_is_answered()
     // A recreated root: resume rewatches it. Until that walk ends, a full sync could miss what
     // changes in a directory not yet watched, and a flush cookie created meanwhile is never
     // seen (the CI failure under notify: the flush waited for a cookie the old watch missed).
-    let mut h = Harness::new(&["a"]);
-    h.initial_sync();
-    h.root.id = Some((1, 999));
-    h.closed("f");
+    let mut h = Harness::with_a_replaced_root();
     assert!(h.status().halted.is_some());
     h.hold_walks = true;
     h.step(Input::Command(MonitorCommand::Resume));
@@ -678,10 +682,7 @@ fn after_a_lift_batches_wait_for_the_rewatch_and_a_flush_meanwhile_is_answered()
 
 #[test]
 fn a_walk_stuck_past_the_hold_lets_batches_go_and_one_more_full_sync_follows_it() {
-    let mut h = Harness::new(&["a"]);
-    h.initial_sync();
-    h.root.id = Some((1, 999));
-    h.closed("f");
+    let mut h = Harness::with_a_replaced_root();
     h.hold_walks = true;
     h.step(Input::Command(MonitorCommand::Resume));
     h.advance(SETTLE * 2);
