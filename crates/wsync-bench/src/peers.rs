@@ -464,6 +464,13 @@ fn wait_live(area: &Area<'_>, running: &mut Running) -> Result<()> {
     poll_since(Instant::now(), TIMEOUT, || arrived.exists()).context("live probe")?;
     std::fs::remove_file(&probe)?;
     poll_since(Instant::now(), TIMEOUT, || !arrived.exists()).context("live probe removal")?;
+    // The probe's removal lands before its batch ends (rsync deletes, then reports and
+    // exits): a change timed right after would measure the wait for that batch's end too.
+    if let Running::Wsync(monitor) = running {
+        monitor
+            .flush(TIMEOUT)
+            .context("flush after the live probe")?;
+    }
     Ok(())
 }
 
