@@ -5,7 +5,7 @@
 # Then (unless --no-peers) the same changes beside lsyncd, the strongest peer that runs here:
 # `default.direct` locally, `default.rsyncssh` with an ssh ControlMaster over SSH, and both SSH
 # setups through a relay adding 25 ms each way (`wsync-bench peers`; installs lsyncd as root).
-# Usage: scripts/bench.sh [--quick] [--no-ssh] [--no-peers]   (progress on stderr, tables on stdout)
+# Usage: scripts/bench.sh [--quick] [--no-ssh] [--no-peers] [--only NAME,...]   (progress on stderr, tables on stdout)
 # As root it mounts a private tmpfs; otherwise it uses /dev/shm. Disk noise (this machine's root
 # ext4 has no journal) would swamp the comparison, so it never runs on the root filesystem.
 set -euo pipefail

@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wsync_core::monitor_proto::{MonitorStatus, TransportStatus};
+use wsync_core::monitor_proto::{MonitorCommand, MonitorStatus, TransportStatus};
 use wsync_core::registry::{Remote, Transport};
 use wsync_tests::env::TestEnv;
 use wsync_tests::faults::{add_workspace, attach_ssh, flush_ok, TmpfsMount};
@@ -340,6 +340,73 @@ fn renames_go_by_the_agent_and_one_that_no_longer_matches_falls_back() {
     }
     assert_eq!(ino(&dst.join("taken")), stray_dir, "moved into, not over");
     assert!(!dst.join("taken/small").exists() && !dst.join("small").exists());
+    let logs = m.logs();
+    if !logs.contains("renames fall back to rsync") || !logs.contains("the remote does not match") {
+        m.fail("the mismatched rename did not fall back to rsync");
+    }
+}
+
+/// A rename and a change elsewhere in one batch (made while paused) go to the agent in one
+/// exchange, one round trip instead of two (the log says so), the directory renamed, not
+/// re-sent; in such a batch a rename that no longer matches still falls back to rsync of both
+/// ends, and the change elsewhere lands too.
+#[test]
+fn a_rename_and_an_edit_in_one_batch_go_in_one_exchange() {
+    let tmp = scratch_dir();
+    let sshd = Sshd::start(tmp.path());
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    for i in 0..100 {
+        write(&src.join(format!("big/f{i}")), "k");
+    }
+    write(&src.join("small/x"), "x");
+    let ws = workspace(
+        "agentcombined",
+        &src,
+        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
+    );
+    let mut m = MonitorProc::start(tmp.path(), ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, &src, &dst, "first");
+    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let ino = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.ino()).ok();
+    let before = ino(&dst.join("big/f3"));
+    assert!(before.is_some());
+    let in_one_batch = |m: &mut MonitorProc, change: &dyn Fn()| {
+        m.send(&MonitorCommand::Pause);
+        m.wait_status("paused", FLUSH, |s| s.paused);
+        change();
+        m.send(&MonitorCommand::Resume);
+        m.flush_ok(FLUSH);
+    };
+    in_one_batch(&mut m, &|| {
+        std::fs::rename(src.join("big"), src.join("moved")).unwrap();
+        write(&src.join("edited.txt"), "edited");
+    });
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        m.fail(&format!("after the rename and the edit: {diffs:?}"));
+    }
+    if ino(&dst.join("moved/f3")) != before {
+        m.fail("the directory was re-sent, not renamed");
+    }
+    if !m
+        .logs()
+        .contains("renames and changes in one exchange with the agent")
+    {
+        m.fail("the rename and the edit did not go in one exchange");
+    }
+    // The remote has a directory where the rename goes: not applied, rsync converges.
+    write(&dst.join("taken/stray"), "remote only");
+    in_one_batch(&mut m, &|| {
+        std::fs::rename(src.join("small"), src.join("taken")).unwrap();
+        write(&src.join("edited2.txt"), "edited again");
+    });
+    let diffs = diff_trees(&src, &dst);
+    if !diffs.is_empty() {
+        m.fail(&format!(
+            "after the mismatched rename and the edit: {diffs:?}"
+        ));
+    }
     let logs = m.logs();
     if !logs.contains("renames fall back to rsync") || !logs.contains("the remote does not match") {
         m.fail("the mismatched rename did not fall back to rsync");

@@ -36,8 +36,10 @@ pub struct Options {
 }
 
 const USAGE: &str =
-    "usage: wsync-bench [peers] [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
+    "usage: wsync-bench [--dir TMPFS_DIR] [--quick] [--no-ssh] [--ssh-login-rc]\n       \
                      [--only one-file,large,burst,rename,delete,growing]\n       \
+                     wsync-bench peers [--dir TMPFS_DIR] [--quick] [--no-ssh]\n       \
+                     [--only one-file,burst,rename,rename-edit,delete]\n       \
                      wsync-bench soak [--help | options]\n       \
                      wsync-bench soak-many [--help | options]\n       \
                      wsync-bench dirs [--help | options]\n       \
@@ -86,11 +88,22 @@ pub fn run(args: Vec<String>) -> Result<()> {
             "--ssh-login-rc" => opts.ssh_login_rc = true,
             "--only" => {
                 let names = args.next().context("--only needs scenario names")?;
+                // scripts/bench.sh passes the same list to both runs: each runs the names
+                // it has (`rename-edit` is the peers' only).
+                let known: Vec<&str> = scenarios::NAMES
+                    .iter()
+                    .chain(
+                        peers::NAMES
+                            .iter()
+                            .filter(|n| !scenarios::NAMES.contains(n)),
+                    )
+                    .copied()
+                    .collect();
                 for name in names.split(',') {
-                    if !scenarios::NAMES.contains(&name) {
+                    if !known.contains(&name) {
                         bail!(
                             "unknown scenario {name:?}: choose from {}",
-                            scenarios::NAMES.join(", ")
+                            known.join(", ")
                         );
                     }
                     opts.only.push(name.to_owned());

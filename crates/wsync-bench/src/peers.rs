@@ -74,22 +74,42 @@ impl Place<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Scenario {
     OneFile,
     Burst,
     Rename,
+    /// The rename plus one 1 KiB file written elsewhere right after it: one batch of both.
+    RenameEdit,
     Deletes,
 }
 
+/// The scenario names `peers --only` takes, in the order they run.
+pub const NAMES: [&str; 5] = ["one-file", "burst", "rename", "rename-edit", "delete"];
+
 impl Scenario {
+    const ALL: [Scenario; 5] = [
+        Scenario::OneFile,
+        Scenario::Burst,
+        Scenario::Rename,
+        Scenario::RenameEdit,
+        Scenario::Deletes,
+    ];
+
     fn title(self) -> &'static str {
         match self {
             Scenario::OneFile => "one 1 KiB file",
             Scenario::Burst => "5,000 new files in 50 dirs",
             Scenario::Rename => "rename of a 5,000-file dir",
+            Scenario::RenameEdit => "rename of a 5,000-file dir plus an edit",
             Scenario::Deletes => "1,000 files deleted (of 6,000)",
         }
+    }
+
+    /// Its name in [`NAMES`].
+    fn name(self) -> &'static str {
+        let i = Self::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        NAMES[i]
     }
 }
 
@@ -199,12 +219,8 @@ fn run_all(opts: &Options, base: &Path) -> Result<Vec<PeerRow>> {
 
 fn place_rows(opts: &Options, base: &Path, place: Place<'_>) -> Result<Vec<PeerRow>> {
     let mut rows = Vec::new();
-    for scenario in [
-        Scenario::OneFile,
-        Scenario::Burst,
-        Scenario::Rename,
-        Scenario::Deletes,
-    ] {
+    let wanted = |s: Scenario| opts.only.is_empty() || opts.only.iter().any(|o| o == s.name());
+    for scenario in Scenario::ALL.into_iter().filter(|s| wanted(*s)) {
         eprintln!("peers [{}]: {}", place.label(), scenario.title());
         let reps = match (scenario, opts.quick) {
             (Scenario::OneFile, false) => 30,
@@ -296,6 +312,7 @@ fn measure(
             Scenario::OneFile => "one",
             Scenario::Burst => "burst",
             Scenario::Rename => "rename",
+            Scenario::RenameEdit => "rename-edit",
             Scenario::Deletes => "deletes",
         },
         match tool {
@@ -351,7 +368,8 @@ fn measure(
                 running.stop();
             }
         }
-        Scenario::Rename => {
+        Scenario::Rename | Scenario::RenameEdit => {
+            let content = vec![b'e'; 1024];
             for rep in 0..reps {
                 let area = Area::new(base, &format!("{name}{rep}"), place.transport())?;
                 make_tree(&area.src, "big", 1, 5000, 1024)?;
@@ -360,9 +378,16 @@ fn measure(
                 let cpu_start = subtree_cpu_ticks(me);
                 let start = Instant::now();
                 std::fs::rename(area.src.join("big0000"), area.src.join("renamed"))?;
+                let edited = area.dst.join("edited.txt");
+                if scenario == Scenario::RenameEdit {
+                    std::fs::write(area.src.join("edited.txt"), &content)?;
+                }
                 let (new, old) = (area.dst.join("renamed"), area.dst.join("big0000"));
                 samples.push(poll_since(start, TIMEOUT, || {
-                    !old.exists() && count(&new) == 5000
+                    !old.exists()
+                        && count(&new) == 5000
+                        && (scenario == Scenario::Rename
+                            || std::fs::read(&edited).is_ok_and(|c| c == content))
                 })?);
                 cpu_ticks += settled_cpu(me, cpu_start);
                 running.stop();
@@ -439,6 +464,13 @@ fn wait_live(area: &Area<'_>, running: &mut Running) -> Result<()> {
     poll_since(Instant::now(), TIMEOUT, || arrived.exists()).context("live probe")?;
     std::fs::remove_file(&probe)?;
     poll_since(Instant::now(), TIMEOUT, || !arrived.exists()).context("live probe removal")?;
+    // The probe's removal lands before its batch ends (rsync deletes, then reports and
+    // exits): a change timed right after would measure the wait for that batch's end too.
+    if let Running::Wsync(monitor) = running {
+        monitor
+            .flush(TIMEOUT)
+            .context("flush after the live probe")?;
+    }
     Ok(())
 }
 

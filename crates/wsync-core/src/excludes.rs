@@ -144,6 +144,18 @@ impl Layer {
 }
 
 impl Layer {
+    /// True when no pattern holds a `/` other than a trailing one: each matches an entry by its
+    /// name alone, at any depth below the layer's directory.
+    fn only_floating(&self) -> bool {
+        self.lines.iter().all(|(_, line)| {
+            if line.starts_with('#') {
+                return true;
+            }
+            let line = line.strip_prefix('!').unwrap_or(line);
+            !line.trim_end_matches('/').contains('/')
+        })
+    }
+
     /// This layer's lines as rsync receiver rules, last line first (see [`crate::protect`]).
     fn push_protect_rules(&self, dir: &Path, rules: &mut Vec<Vec<u8>>) {
         for (_, line) in self.lines.iter().rev() {
@@ -313,6 +325,32 @@ impl Excludes {
             }
         }
         None
+    }
+
+    /// True when renaming directory `from` to `to` leaves every decision below it as it was, so
+    /// the watcher can move what it knows by prefix instead of walking the subtree again: no
+    /// `.gitignore` was read at or below `from` (it would move), every layer that applies on
+    /// exactly one side is absent, and every layer applying on both sides holds only floating
+    /// patterns (no `/` but a trailing one), which match by name whatever the directory above.
+    pub fn move_keeps_decisions(&self, from: &Path, to: &Path) -> bool {
+        let (from_parent, to_parent) = (
+            from.parent().unwrap_or(Path::new("")),
+            to.parent().unwrap_or(Path::new("")),
+        );
+        let root_layers = [&self.wsyncignore, &self.registry];
+        if !root_layers.into_iter().flatten().all(Layer::only_floating) {
+            return false;
+        }
+        self.gitignores.iter().all(|(dir, layer)| {
+            if dir.starts_with(from) {
+                return false;
+            }
+            match (from_parent.starts_with(dir), to_parent.starts_with(dir)) {
+                (true, true) => layer.only_floating(),
+                (false, false) => true,
+                _ => false,
+            }
+        })
     }
 
     /// Whether `rel` itself is excluded (its parents are assumed included).
@@ -510,6 +548,33 @@ mod tests {
         assert_eq!(got, want);
         let got = protect_rules_for_tree(dir.path(), &[], false);
         assert_eq!(got.len(), 3, "no .gitignore when not respected");
+    }
+
+    #[test]
+    fn a_move_keeps_decisions_only_where_no_pattern_depends_on_the_place() {
+        let p = Path::new;
+        // Floating patterns at the root (a comment may hold a slash): any move keeps them.
+        let dir = tree(&[(".gitignore", "# build/output\n*.o\ntarget/\n!keep.o\n")]);
+        let mut ex = Excludes::new(dir.path(), &["node_modules/".into()], true);
+        assert!(ex.move_keeps_decisions(p("a/b"), p("c")));
+        // A `.gitignore` on one side only: what it excluded below the old name is included now.
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/.gitignore"), "*.tmp\n").unwrap();
+        ex.load_dir(p("a"));
+        assert!(!ex.move_keeps_decisions(p("a/b"), p("c")));
+        assert!(
+            ex.move_keeps_decisions(p("a/b"), p("a/c")),
+            "same side of a/.gitignore"
+        );
+        assert!(
+            ex.move_keeps_decisions(p("x"), p("y")),
+            "a/.gitignore applies to neither"
+        );
+        // A `.gitignore` inside the moved directory moves with it: walk again.
+        assert!(!ex.move_keeps_decisions(p("a"), p("z")));
+        // An anchored pattern depends on the place.
+        let ex = Excludes::new(dir.path(), &["/a/b/*.log".into()], false);
+        assert!(!ex.move_keeps_decisions(p("x"), p("y")));
     }
 
     /// Syncs `local` over a copy of `remote` with a real `rsync -a --delete` and the rules file

@@ -2,8 +2,9 @@
 //! already queued (every listed directory is synced recursively), a huge set collapses into
 //! "full sync needed", and the timing says when the next batch is due: at once when the latest
 //! event was a close-write and no other file is mid-write (close-write ends a file's burst),
-//! otherwise a short settle after the last event (deletions and renames come in bursts, and a
-//! rename's two halves are paired), capped by the max latency under continuous churn.
+//! otherwise a short settle after the last event (deletions come in bursts), capped by the max
+//! latency under continuous churn. A rename whose two halves were paired is complete: like a
+//! close-write it waits for nothing (a lone MOVED_FROM is a deletion and waits like one).
 //!
 //! Paths dropped for a broader entry are still remembered as known dirty (up to
 //! [`KNOWN_DIRTY_CAP`]): below a queued directory (which rsync recurses into by size and
@@ -392,7 +393,9 @@ impl DirtySet {
             return;
         }
         self.touch(now);
-        self.burst_ended = false;
+        // Both halves are here (a lone MOVED_FROM is queued as a deletion, which settles): a
+        // completed rename waits for nothing, unless some file is still being written.
+        self.burst_ended = true;
         for path in below(&self.paths, &rename.from) {
             self.paths.remove(&path);
             if let Ok(rest) = path.strip_prefix(&rename.from) {
@@ -668,6 +671,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_completed_rename_is_due_at_once_unless_a_file_is_mid_write() {
+        let (settle, cap) = (Duration::from_millis(5), Duration::from_millis(100));
+        let t0 = Instant::now();
+        let mut set = DirtySet::default();
+        set.add_rename(rename("d", "e"), t0);
+        assert_eq!(set.due_at(settle, cap), Some(t0), "both halves are here");
+        set.take();
+        set.add(Path::new("w"), t0);
+        set.note_write(Path::new("w"), true);
+        set.add_rename(rename("d", "e"), t0);
+        assert_eq!(set.due_at(settle, cap), Some(t0 + settle), "w is mid-write");
     }
 
     #[test]

@@ -53,6 +53,17 @@ impl Held {
         !self.paths.is_empty() && path.ancestors().any(|a| self.paths.contains_key(a))
     }
 
+    /// True when `path`, one of its ancestors or anything below it is held (a walk queued
+    /// there has not run yet).
+    pub fn touches(&self, path: &Path) -> bool {
+        self.covers(path)
+            || self
+                .paths
+                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(path))
+    }
+
     /// Splits `changes` (in order) into those that go out now and those that wait: a change
     /// waits when its path is covered, and a rename's MOVED_FROM and the MOVED_TO right after
     /// it wait together when either does. Every path that waits is held (a later change to it,

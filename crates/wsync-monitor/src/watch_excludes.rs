@@ -80,6 +80,18 @@ impl ExcludeState {
         self.excludes.forget_below(rel);
     }
 
+    /// Excluded entries below `from` are now below `to` (a directory renamed, its decisions
+    /// kept: [`Excludes::move_keeps_decisions`]), in time proportional to what moves.
+    pub fn rename_below(&mut self, from: &Path, to: &Path) {
+        for path in crate::queue::below(&self.excluded, from) {
+            self.excluded.remove(&path);
+            if let Ok(rest) = path.strip_prefix(from) {
+                self.excluded.insert(to.join(rest));
+            }
+            self.rules_dirty = true;
+        }
+    }
+
     /// Keeps the excluded set current for one event; true when the event is about an excluded
     /// entry and must be dropped.
     pub fn on_event(&mut self, path: &Path, kind: ChangeKind, is_dir: bool) -> bool {

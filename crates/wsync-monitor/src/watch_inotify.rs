@@ -625,12 +625,24 @@ impl WatchTable {
     }
 
     /// A watched directory was renamed within the workspace: its watches (same inodes) keep
-    /// working, only their paths change — no event queued in between is lost to a re-watch.
-    /// The subtree is then walked again (by the walker): a directory renamed before its own
-    /// creation event was handled has no watch yet, and exclude decisions can depend on the
-    /// location.
+    /// working, only their paths change — no event queued in between is lost to a re-watch —
+    /// and so do the excluded entries below it, in time proportional to the moved subtree.
+    /// The subtree is walked again (by the walker) only when what the table knows of it may
+    /// be incomplete or wrong at the new place: it has no watch yet (renamed before its
+    /// creation event was handled), a walk at, above or below it has not run yet, or an
+    /// exclude decision depends on the location ([`Excludes::move_keeps_decisions`]).
+    ///
+    /// [`Excludes::move_keeps_decisions`]: wsync_core::excludes::Excludes::move_keeps_decisions
     fn rename_tree(&mut self, from: &Path, to: &Path) {
+        let known = self.by_wd.contains_path(from)
+            && !self.held.touches(from)
+            && !self.held.covers(to)
+            && self.filter.excludes.move_keeps_decisions(from, to);
         self.by_wd.rename_below(from, to);
+        if known {
+            self.filter.rename_below(from, to);
+            return;
+        }
         self.filter.forget_below(from);
         self.walk_later(to);
     }
@@ -936,6 +948,68 @@ mod tests {
         let h = late.join("h");
         receive_until(&mut rx, &mut seen, 10, "a change at the bottom", |s| {
             s.iter().any(|c| c.path == h)
+        });
+        drop(watcher);
+    }
+
+    /// A renamed directory whose whole subtree is watched is not walked again (issue 13/14: a
+    /// move costs the moved entries, not a listing of every file): its rename goes out while
+    /// the walker is held shut, with the watches and excluded entries moved by prefix; a rename
+    /// whose decisions depend on the place (an anchored pattern) is walked.
+    #[test]
+    fn a_watched_directory_renamed_goes_out_without_a_walk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d/sub/skip.o")).unwrap();
+        std::fs::create_dir_all(root.join("anchored/a")).unwrap();
+        std::fs::write(root.join("d/sub/f"), b"x").unwrap();
+        let config = |registry: &[&str]| ExcludeConfig {
+            registry: registry.iter().map(|p| p.to_string()).collect(),
+            respect_gitignore: false,
+            rules_file: tmp.path().join("rules"),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher::start(&root, config(&["*.o"]), tx).unwrap();
+        *watcher.walk_gate.0.lock().unwrap() = false;
+        std::fs::rename(root.join("d"), root.join("e")).unwrap();
+        let mut seen = Vec::new();
+        receive_until(&mut rx, &mut seen, 10, "the rename, walker shut", |s| {
+            s.iter()
+                .any(|c| c.path == Path::new("e") && matches!(c.kind, ChangeKind::MovedTo { .. }))
+        });
+        {
+            let table = watcher.lock();
+            assert!(table.by_wd.contains_path(Path::new("e/sub")));
+            assert!(!table.by_wd.contains_path(Path::new("d/sub")));
+            assert!(table.filter.excluded.contains(Path::new("e/sub/skip.o")));
+            assert!(!table.filter.excluded.contains(Path::new("d/sub/skip.o")));
+        }
+        std::fs::write(root.join("e/sub/g"), b"y").unwrap();
+        receive_until(&mut rx, &mut seen, 10, "a change below the new name", |s| {
+            s.iter().any(|c| c.path == Path::new("e/sub/g"))
+        });
+        drop(watcher);
+        // `/anchored/c/x` excludes a place below the new name: the rename waits for the walk.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher::start(&root, config(&["*.o", "/anchored/c/x"]), tx).unwrap();
+        *watcher.walk_gate.0.lock().unwrap() = false;
+        let mut seen = Vec::new();
+        std::fs::rename(root.join("anchored/a"), root.join("anchored/c")).unwrap();
+        std::fs::write(root.join("other"), b"1").unwrap();
+        receive_until(&mut rx, &mut seen, 10, "the edit elsewhere", |s| {
+            s.iter().any(|c| c.path == Path::new("other"))
+        });
+        assert!(
+            !seen.iter().any(|c| c.path == Path::new("anchored/c")),
+            "a place-dependent rename went out without its walk: {seen:?}"
+        );
+        {
+            let (open, changed) = &*watcher.walk_gate;
+            *open.lock().unwrap() = true;
+            changed.notify_all();
+        }
+        receive_until(&mut rx, &mut seen, 10, "the walked rename", |s| {
+            s.iter().any(|c| c.path == Path::new("anchored/c"))
         });
         drop(watcher);
     }

@@ -9,7 +9,8 @@
 //! A batch is planned as for a local target (`in_process::plan`), the puts' content read here,
 //! and the ops streamed to the agent in frames of at most [`CHUNK_BYTES`], all written before
 //! any answer is read (pipelined), each preceded by an `Open` that checks the target's marker
-//! again — in the same round trip.
+//! again — in the same round trip. A batch's renames go in that round trip too when the rest
+//! of the batch does not depend on them (`Destination::replay_and_apply_by_agent`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -211,32 +212,136 @@ impl Destination {
             }
             _ => return everything_to_rsync(plan),
         }
-        let mut applied = Applied::default();
-        for &count in &counts {
-            match replies.next() {
-                Some(Reply::Applied {
-                    results,
-                    deleted,
-                    written,
-                    bytes,
-                }) if results.len() == count => {
-                    applied.results.extend(results);
-                    applied.deleted += deleted;
-                    applied.written += written;
-                    applied.bytes += bytes;
-                }
-                _ => {
-                    // Unanswered: rsync sends these paths (and deletes what they lack).
-                    let lost = OpResult::Failed {
-                        path: PathBuf::new(),
-                        message: "no answer from the agent".into(),
-                        diverged: None,
-                    };
-                    applied.results.extend(std::iter::repeat_n(lost, count));
-                }
-            }
-        }
+        let applied = gather_applied(&counts, &mut replies);
         in_process::finish(plan, applied, max_delete, started)
+    }
+
+    /// A batch's renames and its other changes in one exchange, one round trip instead of
+    /// two: `Open`, the renames' `Apply` (`stop_unless_done`), then the changes' `Apply`
+    /// frames, all written before any answer is read. Only for a batch where the changes do
+    /// not depend on the renames: one frame of renames and no changed path at or below either
+    /// end of one, so a rename that does not apply leaves the changes right, and the rsync of
+    /// its ends does the rest (under the deletion budget the exchange left: the caller
+    /// subtracts what it deleted). `None` when the batch is not such, or nothing was sent (no
+    /// agent, the connection down): the caller replays and applies in two steps.
+    pub(super) async fn replay_and_apply_by_agent(
+        &self,
+        root: &Path,
+        renames: &[Rename],
+        paths: &[PathBuf],
+        rules: bool,
+        max_delete: Option<u64>,
+        stall: StallReport<'_>,
+    ) -> Option<(Replayed, Pass)> {
+        let started = Instant::now();
+        let [chunk] = rename_chunks(renames)[..] else {
+            return None;
+        };
+        let below_an_end = |p: &PathBuf| {
+            chunk
+                .iter()
+                .any(|r| p.starts_with(&r.from) || p.starts_with(&r.to))
+        };
+        if !self.agent.may_send() || paths.is_empty() || paths.iter().any(below_an_end) {
+            tracing::debug!(remote = %self.remote.name, "renames first, in an exchange of their own: a change at or below a rename's end");
+            return None;
+        }
+        let owned = root.to_path_buf();
+        let paths = paths.to_vec();
+        let call = format!("reading the batch's small files in {}", root.display());
+        let planned = self
+            .blocking(call, stall, move || {
+                let plan = in_process::plan(&owned, paths, rules, true);
+                if plan.ops.is_empty() {
+                    return None;
+                }
+                let requests = requests(&owned, &plan.ops, max_delete);
+                Some((plan, requests))
+            })
+            .await;
+        let (plan, requests) = planned?;
+        let counts: Vec<usize> = requests.iter().map(|r| r.ops).collect();
+        let mut frames = vec![framing::encode(&rename_apply(chunk, false))];
+        frames.extend(requests.into_iter().map(|r| r.bytes));
+        let replies = match self.exchange_opened(frames).await {
+            Exchanged::Replies(replies) => replies,
+            Exchanged::NoAgent | Exchanged::ConnectionFailed(_) => return None,
+        };
+        let mut replies = replies.into_iter();
+        let (opened, answer) = (replies.next(), replies.next());
+        let replayed = match self.rename_answer(chunk, 0, opened, answer) {
+            Ok(done) => Replayed {
+                done,
+                ..Replayed::default()
+            },
+            Err(stopped) => stopped,
+        };
+        tracing::debug!(remote = %self.remote.name, renames = replayed.done, "renames and changes in one exchange with the agent");
+        let applied = gather_applied(&counts, &mut replies);
+        Some((
+            replayed,
+            in_process::finish(plan, applied, max_delete, started),
+        ))
+    }
+
+    /// What the agent's answers to one chunk of renames (after `done` applied before it) say:
+    /// `Ok` with the renames done in all when every one of the chunk applied, else the replay
+    /// as it stopped.
+    fn rename_answer(
+        &self,
+        chunk: &[Rename],
+        done: usize,
+        opened: Option<Reply>,
+        answer: Option<Reply>,
+    ) -> Result<usize, Replayed> {
+        let results = match (opened, answer) {
+            (Some(Reply::Opened), Some(Reply::Applied { results, .. }))
+                if results.len() == chunk.len() =>
+            {
+                results
+            }
+            (Some(Reply::Refused { refusal, message }), _) => {
+                return Err(Replayed {
+                    done,
+                    refused: Some(self.refused(refusal, &message)),
+                    stopped: Some(message),
+                    diverged: None,
+                })
+            }
+            // No answer: rsync sends both ends of this and every later rename.
+            _ => {
+                return Err(Replayed {
+                    done,
+                    stopped: Some("no answer from the agent".into()),
+                    ..Replayed::default()
+                })
+            }
+        };
+        let applied = results.iter().take_while(|r| **r == OpResult::Done).count();
+        if applied == chunk.len() {
+            return Ok(done + applied);
+        }
+        let rename = &chunk[applied];
+        let (why, diverged) = match &results[applied] {
+            OpResult::NotApplied => ("the remote does not match".to_owned(), None),
+            OpResult::Failed {
+                message, diverged, ..
+            } => (message.clone(), diverged.clone()),
+            other => (format!("{other:?}"), None),
+        };
+        // Only a directory on the way to this rename's ends is taken from the remote.
+        let diverged = diverged.filter(|p| {
+            !p.as_os_str().is_empty()
+                && [&rename.from, &rename.to]
+                    .iter()
+                    .any(|end| end.starts_with(p) && *end != p)
+        });
+        Err(Replayed {
+            done: done + applied,
+            stopped: Some(format!("{rename:?}: {why}")),
+            refused: None,
+            diverged,
+        })
     }
 
     /// Sends `frames` (`Apply` requests) to the remote's agent after an `Open` of the target,
@@ -296,24 +401,7 @@ impl Destination {
         }
         let mut done = 0;
         for chunk in rename_chunks(renames) {
-            let ops: Vec<Op> = chunk
-                .iter()
-                .map(|r| Op::Rename {
-                    from: r.from.clone(),
-                    to: r.to.clone(),
-                    is_dir: r.is_dir,
-                    keep_overwritten,
-                })
-                .collect();
-            let count = ops.len();
-            let apply = Request::Apply {
-                continued: false,
-                stop_unless_done: true,
-                ops,
-                payloads: Vec::new(),
-                max_delete: None,
-                put_max: PUT_MAX_DEFAULT,
-            };
+            let apply = rename_apply(chunk, keep_overwritten);
             let replies = match self.exchange_opened(vec![framing::encode(&apply)]).await {
                 Exchanged::Replies(replies) => replies,
                 // Nothing was sent: the script tries (and says what failed).
@@ -321,53 +409,10 @@ impl Destination {
                 Exchanged::NoAgent | Exchanged::ConnectionFailed(_) => Vec::new(),
             };
             let mut replies = replies.into_iter();
-            let results = match (replies.next(), replies.next()) {
-                (Some(Reply::Opened), Some(Reply::Applied { results, .. }))
-                    if results.len() == count =>
-                {
-                    results
-                }
-                (Some(Reply::Refused { refusal, message }), _) => {
-                    return Some(Replayed {
-                        done,
-                        stopped: Some(message.clone()),
-                        refused: Some(self.refused(refusal, &message)),
-                        diverged: None,
-                    })
-                }
-                // No answer: rsync sends both ends of this and every later rename.
-                _ => {
-                    return Some(Replayed {
-                        done,
-                        stopped: Some("no answer from the agent".into()),
-                        ..Replayed::default()
-                    })
-                }
-            };
-            let applied = results.iter().take_while(|r| **r == OpResult::Done).count();
-            done += applied;
-            if applied < count {
-                let rename = &chunk[applied];
-                let (why, diverged) = match &results[applied] {
-                    OpResult::NotApplied => ("the remote does not match".to_owned(), None),
-                    OpResult::Failed {
-                        message, diverged, ..
-                    } => (message.clone(), diverged.clone()),
-                    other => (format!("{other:?}"), None),
-                };
-                // Only a directory on the way to this rename's ends is taken from the remote.
-                let diverged = diverged.filter(|p| {
-                    !p.as_os_str().is_empty()
-                        && [&rename.from, &rename.to]
-                            .iter()
-                            .any(|end| end.starts_with(p) && *end != p)
-                });
-                return Some(Replayed {
-                    done,
-                    stopped: Some(format!("{rename:?}: {why}")),
-                    refused: None,
-                    diverged,
-                });
+            let (opened, answer) = (replies.next(), replies.next());
+            match self.rename_answer(chunk, done, opened, answer) {
+                Ok(now) => done = now,
+                Err(stopped) => return Some(stopped),
             }
         }
         tracing::debug!(remote = %self.remote.name, renames = done, "renames replayed by the agent");
@@ -659,6 +704,56 @@ async fn exchange(session: &mut Session, frames: &[Vec<u8>]) -> (Vec<Reply>, Opt
         (Err(e), None) => (replies, Some(format!("writing to the agent: {e}"))),
         (Ok(()), None) => (replies, None),
     }
+}
+
+/// The `Apply` of one chunk of renames: one by one, the first not done skipping the rest.
+fn rename_apply(chunk: &[Rename], keep_overwritten: bool) -> Request {
+    Request::Apply {
+        continued: false,
+        stop_unless_done: true,
+        ops: chunk
+            .iter()
+            .map(|r| Op::Rename {
+                from: r.from.clone(),
+                to: r.to.clone(),
+                is_dir: r.is_dir,
+                keep_overwritten,
+            })
+            .collect(),
+        payloads: Vec::new(),
+        max_delete: None,
+        put_max: PUT_MAX_DEFAULT,
+    }
+}
+
+/// The answers to `Apply` frames of `counts` ops each, merged; an unanswered frame's ops are
+/// failed (rsync sends their paths, and deletes what they lack).
+fn gather_applied(counts: &[usize], replies: &mut impl Iterator<Item = Reply>) -> Applied {
+    let mut applied = Applied::default();
+    for &count in counts {
+        match replies.next() {
+            Some(Reply::Applied {
+                results,
+                deleted,
+                written,
+                bytes,
+            }) if results.len() == count => {
+                applied.results.extend(results);
+                applied.deleted += deleted;
+                applied.written += written;
+                applied.bytes += bytes;
+            }
+            _ => {
+                let lost = OpResult::Failed {
+                    path: PathBuf::new(),
+                    message: "no answer from the agent".into(),
+                    diverged: None,
+                };
+                applied.results.extend(std::iter::repeat_n(lost, count));
+            }
+        }
+    }
+    applied
 }
 
 /// One `Apply` request, encoded with its content, and how many ops it holds.

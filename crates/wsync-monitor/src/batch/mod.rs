@@ -384,6 +384,8 @@ impl Destination {
         // what it left.
         let mut deletion_pass: Option<Outcome> = None;
         let deletions_opts: BatchOptions;
+        // The options for what a combined agent exchange left, when its replay stopped early.
+        let combined_opts: BatchOptions;
         let mut opts = opts;
         let (mode, list) = match batch {
             // A checksum full sync compares the known files by content anyway.
@@ -409,7 +411,36 @@ impl Destination {
                 (RsyncMode::Full, None)
             }
             Batch::Paths { renames, paths } => {
-                let replayed = renames::replay(self, renames, backup_dir.is_some(), stall).await;
+                // Over an agent, renames and the other changes may go in one round trip.
+                let combined = if self.may_combine(renames, paths, opts, backup_dir.is_some()) {
+                    let (rules, max_delete) = (has_rules(opts), opts.max_delete);
+                    self.replay_and_apply_by_agent(root, renames, paths, rules, max_delete, stall)
+                        .await
+                } else {
+                    None
+                };
+                let (replayed, combined_pass) = match combined {
+                    Some((replayed, pass)) => (replayed, Some(pass)),
+                    None => (
+                        renames::replay(self, renames, backup_dir.is_some(), stall).await,
+                        None,
+                    ),
+                };
+                // A replay that stopped early leaves the batch to the usual course (the
+                // changes already written are sent again where rsync finds them different),
+                // and what the exchange deleted counts against what the rest may delete.
+                let combined_pass = match combined_pass {
+                    Some(pass @ in_process::Pass::Stop(_)) => Some(pass),
+                    Some(pass) if replayed.done == renames.len() => Some(pass),
+                    Some(in_process::Pass::Done { outcome, .. })
+                        if outcome.stats.files_deleted > 0 =>
+                    {
+                        combined_opts = opts.less_deleted(outcome.stats.files_deleted);
+                        opts = &combined_opts;
+                        None
+                    }
+                    _ => None,
+                };
                 if let Some(error) = replayed.refused {
                     return Outcome::failed(ExitClass::Fatal, error, started);
                 }
@@ -454,10 +485,14 @@ impl Destination {
                         Err(outcome) => return outcome,
                     }
                 }
-                let all = match self
-                    .run_in_process(root, all, opts, backup_dir, !precheck, stall)
-                    .await
-                {
+                let pass = match combined_pass {
+                    Some(pass) => pass,
+                    None => {
+                        self.run_in_process(root, all, opts, backup_dir, !precheck, stall)
+                            .await
+                    }
+                };
+                let all = match pass {
                     in_process::Pass::Stop(mut outcome) => {
                         if outcome.class == ExitClass::MaxDelete {
                             outcome.halt = Some(self.max_delete_reason(batch, opts, ""));
@@ -657,11 +692,7 @@ impl Destination {
         {
             return with_rest(not_whole_batch(), paths);
         }
-        // Any exclude or protect rule leaves deletions and directories to rsync.
-        let rules = opts
-            .exclude_from
-            .as_deref()
-            .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0));
+        let rules = has_rules(opts);
         let max_delete = opts.max_delete;
         let RemoteTarget::Local { path: target } = &self.remote.target else {
             return self.run_agent(root, paths, rules, max_delete, stall).await;
@@ -679,6 +710,29 @@ impl Destination {
             in_process::apply(&root, &target, &id, paths, rules, max_delete, || message)
         })
         .await
+    }
+
+    /// True when a paths batch's renames and its changes may go to the agent in one exchange
+    /// ([`Destination::replay_and_apply_by_agent`] checks the rest): an SSH remote with both,
+    /// and nothing that needs rsync as a whole or a dry run before the changes (the
+    /// conditions of [`Destination::run_in_process`], and no deletion precheck: no renames
+    /// carried as plain paths, no deletion of unknown contents, under a cap).
+    fn may_combine(
+        &self,
+        renames: &[crate::queue::Rename],
+        paths: &[PathBuf],
+        opts: &BatchOptions,
+        trash: bool,
+    ) -> bool {
+        matches!(self.remote.target, RemoteTarget::Ssh { .. })
+            && !renames.is_empty()
+            && !paths.is_empty()
+            && !trash
+            && opts.growing.is_empty()
+            && opts.delete_policy != DeletePolicy::DryRunFirst
+            && !(opts.max_delete.is_some()
+                && (!opts.moved.is_empty() || opts.deletes_unknown_contents))
+            && self.agent.may_send()
     }
 
     /// The files-first pass of a batch (see [`Destination::send_files_by_content`]): `Ok`
@@ -1090,6 +1144,14 @@ async fn with_other_links(
 }
 
 /// `pass` with every path left to rsync.
+/// True when the workspace has exclude or protect rules (an empty rules file has none): they
+/// leave deletions and directories to rsync.
+fn has_rules(opts: &BatchOptions) -> bool {
+    opts.exclude_from
+        .as_deref()
+        .is_none_or(|file| std::fs::metadata(file).map_or(true, |m| m.len() > 0))
+}
+
 fn with_rest(pass: in_process::Pass, paths: Vec<PathBuf>) -> in_process::Pass {
     match pass {
         in_process::Pass::Done { outcome, .. } => in_process::Pass::Done {
