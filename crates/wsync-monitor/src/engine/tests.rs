@@ -2283,3 +2283,32 @@ fn a_directory_moved_out_counts_whole_and_the_old_side_of_a_move_costs_nothing()
         "only the deletion that was not a move counts"
     );
 }
+
+#[test]
+fn an_rmdir_costs_no_dry_run_but_a_name_gone_that_may_be_a_directory_does() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    // `rm -r d` of a directory holding one file: each entry reported; the remote holds
+    // nothing else below it that a dry run would have to count.
+    h.changes(vec![
+        change("d/f", ChangeKind::Deleted, false),
+        change("d", ChangeKind::Deleted, true),
+        change("empty", ChangeKind::Deleted, true),
+    ]);
+    h.advance(Duration::from_secs(1));
+    let rmdir = h.take_one();
+    assert!(!rmdir.options.deletes_unknown_contents, "{:?}", rmdir.batch);
+    h.succeed(rmdir);
+    // A name renamed away with nothing saying what it was (the notify backend's lone
+    // `From`): possibly a directory whose contents no event reported.
+    h.changes(vec![change(
+        "maybe-a-dir",
+        ChangeKind::MovedFrom { cookie: u32::MAX },
+        true,
+    )]);
+    h.advance(Duration::from_secs(1));
+    let moved_out = h.take_one();
+    assert!(moved_out.options.deletes_unknown_contents);
+    // Paired with nothing, it is not a rename either.
+    assert!(moved_out.options.moved.is_empty());
+}
