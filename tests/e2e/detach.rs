@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wsync_tests::env::TestEnv;
+use wsync_tests::env::{pids_mentioning, TestEnv};
 use wsync_tests::faults::{add_workspace, arg, attach_local_with};
 use wsync_tests::poll::{poll_until, INTERVAL};
 
@@ -108,6 +108,12 @@ fn after_detach_returns_the_target_no_longer_changes() {
     assert!(regular_files(&dropped) < FILES / 2, "the rsync is too fast");
     env.wsync_ok(&["detach", "ws", "dropped"]);
     let after = snapshot(&dropped);
+    // Nothing that could write there runs any more: no rsync (nor a child of one) names it.
+    let writers = pids_mentioning(&dropped);
+    assert!(
+        writers.is_empty(),
+        "still running for the detached target: {writers:?}"
+    );
     // The other remote's transfer runs on meanwhile: until it is done (seconds at this
     // rate), the detached target must not change at all.
     poll_until(
@@ -126,4 +132,40 @@ fn after_detach_returns_the_target_no_longer_changes() {
     .unwrap();
     assert_eq!(snapshot(&dropped), after, "the detached target changed");
     assert!(regular_files(&dropped) < FILES, "{:?}", arg(&dropped));
+}
+
+/// The last remote detached stops the monitor: it too answers only once the transfer under
+/// way is gone, and the target no longer changes.
+#[test]
+fn detaching_the_last_remote_mid_transfer_leaves_nothing_writing() {
+    let mut env = TestEnv::with_config("MonitorStopGraceMs=2000\n");
+    let path = slow_rsync(&env.root.join("slow-bin"));
+    env.start_daemon_with_env(&[("PATH", &path)]);
+    let src = env.mkdir("src");
+    for i in 0..FILES {
+        let body: Vec<u8> = (0..FILE_BYTES).map(|b| (b * 7 + i) as u8).collect();
+        std::fs::write(src.join(format!("f{i:03}")), body).unwrap();
+    }
+    add_workspace(&env, &src, "ws");
+    let only = env.root.join("only");
+    attach_local_with(&env, "ws", &only, "only", &["--no-wait"]);
+    poll_until(
+        "the initial sync to be under way",
+        Duration::from_secs(60),
+        INTERVAL,
+        || regular_files(&only) >= 2,
+    )
+    .unwrap();
+    env.wsync_ok(&["detach", "ws", "only"]);
+    let after = snapshot(&only);
+    let writers = pids_mentioning(&only);
+    assert!(
+        writers.is_empty(),
+        "still running for the detached target: {writers:?}"
+    );
+    assert!(
+        regular_files(&only) < FILES,
+        "the transfer was not cut short"
+    );
+    assert_eq!(snapshot(&only), after);
 }
