@@ -16,6 +16,7 @@ mod cli_ux;
 mod daemon_lifecycle;
 mod daemon_protocol;
 mod deletion_gate;
+mod detach;
 mod editor_nvim;
 mod engine_checksum;
 mod engine_content;

@@ -455,13 +455,13 @@ fn a_trash_planted_as_a_symlink_on_a_local_target_is_refused() {
     drop(attacker);
 }
 
-/// Another user who can write the target races the daemon (root) in a loop while syncs
-/// delete and overwrite: whenever a real `.wsync-trash` is there, it is renamed aside and a
-/// symlink to a directory only root may write takes its place for 30 ms, then the directory
-/// is put back. A trash checked by name and then handed to rsync by name would
-/// write into that directory whenever the swap fell between the two; the snapshot held by
-/// descriptor never does. Nothing may land outside the target, and once the race stops
-/// syncing converges.
+/// Another user who can write the target swaps `.wsync-trash` for a symlink to a directory
+/// only root may write, at a known moment: the batch's rsync (a wrapper holding it before the
+/// real rsync starts, once the batch's snapshot exists) waits until the swap is done. A
+/// snapshot handed to rsync by name (`--backup-dir=<target>/.wsync-trash/<snapshot>`) is
+/// resolved again for every file and would write what the batch overwrites into that
+/// directory; the snapshot held by descriptor never does. Nothing may land outside the target,
+/// and once the link is gone syncing converges.
 #[test]
 fn a_trash_swapped_for_a_symlink_while_syncs_run_redirects_nothing() {
     use std::os::unix::fs::PermissionsExt;
@@ -470,76 +470,184 @@ fn a_trash_swapped_for_a_symlink_while_syncs_run_redirects_nothing() {
         return;
     };
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (src, dst, secret, stop) = (
+    let (src, dst, secret, signals) = (
         tmp.path().join("src"),
         tmp.path().join("dst"),
         tmp.path().join("root-only"),
-        tmp.path().join("stop"),
+        tmp.path().join("signals"),
     );
     for i in 0..40 {
         write(&src.join(format!("f{i:02}")), &format!("version 0 of {i}"));
     }
     std::fs::create_dir(&secret).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let mut m = MonitorProc::start(
+    std::fs::create_dir(&signals).unwrap();
+    let path = holding_rsync(&tmp.path().join("holding-bin"), &signals, "--backup-dir");
+    let mut m = MonitorProc::start_with(
         tmp.path(),
         workspace("trash", &src, vec![keeping(local_remote("r", &dst), 7)]),
+        &[("PATH", path.to_str().unwrap())],
     );
     m.flush_ok(FLUSH);
     attacker.chown(&dst);
-    // $1 target, $2 the link's destination, $3 the stop file.
-    let mut race = attacker.spawn_sh(
-        r#"t="$1/.wsync-trash"
-        while [ ! -e "$3" ]; do
-            if [ -d "$t" ] && [ ! -L "$t" ] && mv -T "$t" "$1/.aside" 2>/dev/null; then
-                ln -s "$2" "$t"; sleep 0.03; rm -f "$t"; mv -T "$1/.aside" "$t"
-            fi
-            sleep 0.005
-        done 2>/dev/null; exit 0"#,
-        &[dst.as_os_str(), secret.as_os_str(), stop.as_os_str()],
+    attacker.chown(&signals);
+    // $1 target, $2 the link's destination, $3 the signals.
+    let mut swap = attacker.spawn_sh(
+        r#"i=0; while [ ! -e "$3/at-rsync" ]; do sleep 0.01; i=$((i+1)); [ $i -gt 3000 ] && exit 1; done
+        mv -T "$1/.wsync-trash" "$1/.aside" && ln -s "$2" "$1/.wsync-trash" && : > "$3/swapped""#,
+        &[dst.as_os_str(), secret.as_os_str(), signals.as_os_str()],
     );
-    for round in 1..=25 {
-        for i in 0..40 {
-            if (i + round) % 3 == 0 {
-                let _ = std::fs::remove_file(src.join(format!("f{i:02}")));
-            } else {
-                write(
-                    &src.join(format!("f{i:02}")),
-                    &format!(
-                        "version {round} of {i}, longer each time {}",
-                        "x".repeat(round)
-                    ),
-                );
-            }
+    std::fs::write(signals.join("hold"), "").unwrap();
+    for i in 0..40 {
+        if i % 3 == 0 {
+            std::fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+        } else {
+            write(
+                &src.join(format!("f{i:02}")),
+                &format!("version 1 of {i}, longer"),
+            );
         }
-        // A refused batch backs off; resume retries at once, so batches keep running.
-        m.send(&MonitorCommand::Resume);
-        m.flush(Duration::from_secs(2));
     }
-    std::fs::write(&stop, "").unwrap();
-    let status = race.wait().unwrap();
-    assert!(status.success(), "the racing script failed: {status}");
+    let status = swap.wait().unwrap();
+    assert!(status.success(), "the swap did not happen: {status}");
+    // The held batch ends (its backups go wherever rsync was told to put them).
+    m.flush(FLUSH);
     let written: Vec<_> = std::fs::read_dir(&secret).unwrap().flatten().collect();
     if !written.is_empty() {
         m.fail(&format!(
             "a sync wrote outside the target, through the swapped link: {written:?}"
         ));
     }
-    // What the race left: a link, or the trash renamed aside (inside the target).
-    let trash = dst.join(TRASH_DIR);
-    if std::fs::symlink_metadata(&trash).is_ok_and(|m| m.is_symlink()) {
-        std::fs::remove_file(&trash).unwrap();
-    }
-    if dst.join(".aside").exists() {
-        std::fs::remove_dir_all(dst.join(".aside")).unwrap();
-    }
-    write(&src.join("after"), "the race is over");
+    // The held snapshot followed the trash renamed aside, inside the target.
+    let aside: Vec<_> = std::fs::read_dir(dst.join(".aside"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!aside.is_empty(), "the batch kept nothing");
+    std::fs::remove_file(dst.join(TRASH_DIR)).unwrap();
+    std::fs::remove_dir_all(dst.join(".aside")).unwrap();
+    write(&src.join("after"), "the swap is over");
     m.send(&MonitorCommand::Resume);
     m.flush_ok(FLUSH);
     wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
-    let kept_somewhere = snapshots(&dst).len();
-    eprintln!("snapshots kept after the race: {kept_somewhere}");
     assert!(std::fs::read_dir(&secret).unwrap().next().is_none());
     assert!(m.shutdown(Duration::from_secs(10)).success());
+    drop(attacker);
+}
+
+/// `dir/rsync`: the real rsync, except that the first run with an argument starting with
+/// `flag` once `signals/hold` exists (which it removes) first creates `signals/at-rsync` and
+/// waits for `signals/swapped`: the moment between wsync's checks of the trash and rsync
+/// using it, held open for the attacker.
+fn holding_rsync(dir: &Path, signals: &Path, flag: &str) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path)
+        .map(|d| d.join("rsync"))
+        .find(|p| p.is_file())
+        .expect("rsync on PATH");
+    std::fs::create_dir_all(dir).unwrap();
+    let script = dir.join("rsync");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ns='{signals}'\ncase \" $* \" in *' {flag}'*)\n  if rm \"$s/hold\" 2>/dev/null; then\n    : > \"$s/at-rsync\"; i=0\n    while [ ! -e \"$s/swapped\" ]; do sleep 0.01; i=$((i+1)); [ $i -gt 3000 ] && exit 99; done\n  fi;;\nesac\nexec '{real}' \"$@\"\n",
+            signals = signals.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// Another user who can write a local target swaps `.wsync-trash` for a symlink to a directory
+/// only root may read, at the moment between the restore's checks and rsync reading the
+/// snapshot (held there by an rsync wrapper). A snapshot checked and then read by name would
+/// restore what that directory holds into the workspace; the snapshot held by descriptor
+/// restores its own content. And a `.wsync-trash` of the other user's making is not listed.
+#[test]
+fn a_local_restore_reads_the_snapshot_it_checked_whatever_is_swapped_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    let Some(attacker) = wsync_tests::other_user::OtherUser::create("trash::restore_by_descriptor")
+    else {
+        return;
+    };
+    std::fs::set_permissions(&env.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.start_daemon();
+    let (src, dst, secret, signals) = (
+        env.mkdir("src"),
+        env.root.join("mirror"),
+        env.root.join("root-only"),
+        env.mkdir("signals"),
+    );
+    let path = holding_rsync(&env.root.join("holding-bin"), &signals, "--itemize-changes");
+    write(&src.join("keep.txt"), "precious");
+    // Not an emptied root (that halts).
+    write(&src.join("other.txt"), "stays");
+    env.wsync_ok(&["add", s(&src), "--name", "src"]);
+    env.wsync_ok(&["attach", "src", s(&dst), "--keep-deleted", "7"]);
+    std::fs::remove_file(src.join("keep.txt")).unwrap();
+    env.wsync_ok(&["flush", "src"]);
+    let snapshot = snapshots(&dst)
+        .into_iter()
+        .find(|s| s.join("keep.txt").exists())
+        .unwrap_or_else(|| env.fail("no snapshot holds keep.txt"));
+    let name = snapshot.file_name().unwrap().to_str().unwrap().to_owned();
+    // What the attacker wants root to copy into the workspace.
+    std::fs::create_dir_all(secret.join(&name)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&secret.join(&name).join("keep.txt"), "root's secret");
+    write(&secret.join(&name).join("stolen.txt"), "root's secret");
+    attacker.chown(&dst);
+    attacker.chown(&signals);
+    // $1 target, $2 the link's destination, $3 the signals.
+    let mut swap = attacker.spawn_sh(
+        r#"i=0; while [ ! -e "$3/at-rsync" ]; do sleep 0.01; i=$((i+1)); [ $i -gt 3000 ] && exit 1; done
+        mv -T "$1/.wsync-trash" "$1/.aside" && ln -s "$2" "$1/.wsync-trash" && : > "$3/swapped""#,
+        &[dst.as_os_str(), secret.as_os_str(), signals.as_os_str()],
+    );
+    std::fs::write(signals.join("hold"), "").unwrap();
+    let out = env
+        .command("wsync")
+        .env("PATH", &path)
+        .args(["trash", "restore", "src", &name])
+        .output()
+        .unwrap();
+    let status = swap.wait().unwrap();
+    assert!(status.success(), "the swap did not happen: {status}");
+    let restored = std::fs::read_to_string(src.join("keep.txt")).ok();
+    if src.join("stolen.txt").exists() || restored.as_deref() == Some("root's secret") {
+        env.fail("the restore read through the swapped link, outside the target");
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(restored.as_deref(), Some("precious"));
+
+    // A `.wsync-trash` of the other user's (a directory, not a link) holding a snapshot.
+    std::fs::remove_file(dst.join(TRASH_DIR)).unwrap();
+    attacker.sh(
+        "mkdir -p \"$1/.wsync-trash/$2\" && echo planted > \"$1/.wsync-trash/$2/planted.txt\"",
+        &[dst.as_os_str(), std::ffi::OsStr::new(&name)],
+    );
+    let listed = env.wsync(&["trash", "list", "src"]);
+    assert!(!listed.success(), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("belongs to uid"),
+        "{}",
+        listed.stdout
+    );
+    let planted = env.wsync(&["trash", "restore", "src", &name]);
+    assert!(!planted.success(), "{}", planted.stdout);
+    assert!(
+        !src.join("planted.txt").exists(),
+        "restored the other user's files"
+    );
     drop(attacker);
 }

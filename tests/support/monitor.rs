@@ -33,6 +33,8 @@ struct Seen {
     heartbeats: u64,
     /// Every landed batch the monitor reported, in order: (remote, batch).
     synced: Vec<(String, SyncedBatch)>,
+    /// Remotes whose detach the monitor confirmed, in order.
+    detached: Vec<String>,
     closed: bool,
 }
 
@@ -195,6 +197,7 @@ impl MonitorProc {
                     }
                     Ok(MonitorEvent::Heartbeat) => seen.heartbeats += 1,
                     Ok(MonitorEvent::Synced { remote, batch }) => seen.synced.push((remote, batch)),
+                    Ok(MonitorEvent::Detached { remote }) => seen.detached.push(remote),
                     Err(FrameError::Undecodable(e)) => panic!("monitor wrote a bad line: {e}"),
                     Err(_) => {
                         seen.closed = true;
@@ -268,6 +271,15 @@ impl MonitorProc {
     }
 
     /// Heartbeats received so far.
+    /// Remotes whose detach the monitor confirmed so far.
+    pub fn detached(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .detached
+            .clone()
+    }
+
     pub fn heartbeats(&self) -> u64 {
         self.seen
             .lock()

@@ -530,8 +530,33 @@ fn io_error(op: &'static str, path: &Path, errno: Errno) -> BeneathError {
     }
 }
 
-/// The names in the open directory `dir` (`rel` names it in errors).
-fn list_fd(dir: BorrowedFd<'_>, rel: &Path) -> Result<Vec<OsString>, BeneathError> {
+/// The files (every entry that is not a directory: regular files, symlinks, ...) below the
+/// open directory `dir` and their sizes added up, walked by descriptor like
+/// [`TargetRoot::count_tree`]: no symlink is followed. `rel` names `dir` in errors.
+pub fn files_below(dir: BorrowedFd<'_>, rel: &Path) -> Result<(u64, u64), BeneathError> {
+    let (mut files, mut bytes) = (0, 0);
+    for name in list_fd(dir, rel)? {
+        let path = rel.join(&name);
+        let st = nix::sys::stat::fstatat(dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|errno| io_error("stat", &path, errno))?;
+        let entry = entry_stat(&st);
+        if entry.kind == EntryKind::Dir {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let sub = nix::fcntl::openat(dir, name.as_os_str(), flags, Mode::empty())
+                .map_err(|errno| io_error("open", &path, errno))?;
+            let (f, b) = files_below(sub.as_fd(), &path)?;
+            files += f;
+            bytes += b;
+        } else {
+            files += 1;
+            bytes += entry.size;
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// The names in the open directory `dir` (not `.` and `..`; `rel` names it in errors).
+pub fn list_fd(dir: BorrowedFd<'_>, rel: &Path) -> Result<Vec<OsString>, BeneathError> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut dir = nix::dir::Dir::openat(dir, ".", flags, Mode::empty())
         .map_err(|errno| io_error("list", rel, errno))?;

@@ -6,8 +6,10 @@
 //! - argv: `wsync-monitor --log-dir <LogDirectory> --runtime-dir <directory of the daemon
 //!   socket>`; the environment is the daemon's (so `WSYNC_CONFIG_PATH` and `WSYNC_LOG` carry
 //!   over). The runtime directory holds the monitor's ssh ControlPath sockets.
-//! - It runs in its own process group (pgid = its pid), so stopping it reaches its rsync/ssh
-//!   children and a terminal's Ctrl-C does not.
+//! - It runs in its own process group (pgid = its pid), so stopping it reaches its ssh
+//!   children and a terminal's Ctrl-C does not. Each rsync it runs has a process group of its
+//!   own (so a detach can kill one remote's transfer whole), killed and waited for before the
+//!   monitor exits, and dies with the monitor (`PR_SET_PDEATHSIG`) if it is killed.
 //! - It must not outlive the daemon: it sets `PR_SET_PDEATHSIG`, and EOF on stdin means the
 //!   daemon is gone, so a `kill -9` of `wsyncd` leaves no monitor behind.
 //!
@@ -24,7 +26,8 @@
 //! - Control: `start` carries the workspace (name, path, remotes, ...) and the tunables
 //!   (`settle_ms`, `max_latency_ms`, `proof_interval_ms`, `watch_mode` — omitted for `auto`);
 //!   then any of `attach {remote}`, `update {remote}` (new settings
-//!   for an attached remote), `detach {remote: name}`,
+//!   for an attached remote), `detach {remote: name}` (answered by `detached {remote}` once
+//!   nothing more is written there),
 //!   `pause`, `resume` (also lifts a safety halt), `flush {id, timeout_ms}`, `resync`,
 //!   `checksum_resync {remote?}`,
 //!   `shutdown` (no new batch; the transfers under way finish, then exit 0; SIGTERM abandons
@@ -96,7 +99,9 @@ pub enum MonitorCommand {
     /// Replaces the settings of an attached remote of the same name and target (its
     /// `keep_deleted_days`); the batches after it use them, nothing is re-synced.
     Update { remote: Remote },
-    /// Removes a remote; its in-flight rsync is abandoned.
+    /// Removes a remote: its rsyncs are killed (each runs in its own process group, killed
+    /// whole) and waited for, its in-process executor call or agent session ends, nothing new
+    /// starts for it; then [`MonitorEvent::Detached`] confirms.
     Detach { remote: String },
     /// Stops pushing; changes keep being collected.
     Pause,
@@ -252,6 +257,9 @@ pub enum MonitorEvent {
     /// One batch landed on a remote (sent as it lands, before the status that counts it), so
     /// the daemon's `synced` events are one per batch, not one per rate-limited status.
     Synced { remote: String, batch: SyncedBatch },
+    /// Answers [`MonitorCommand::Detach`]: nothing more will be written to that remote's
+    /// target by this monitor (sent at once for a remote it does not have).
+    Detached { remote: String },
 }
 
 /// What one landed batch carried.

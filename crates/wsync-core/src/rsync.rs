@@ -568,6 +568,10 @@ pub enum TrashOp<'a> {
         snapshot: &'a str,
         paths: bool,
         force: bool,
+        /// A local target's snapshot held open by the caller, as the rsync child reaches
+        /// it (`/proc/self/fd/N`, see [`crate::trash::LocalTrash`]): read from there, never
+        /// by its name below the target.
+        held: Option<&'a str>,
     },
 }
 
@@ -626,6 +630,7 @@ pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
             snapshot,
             paths,
             force,
+            held,
         } => {
             for arg in ["-a", "-H", "--itemize-changes"] {
                 argv.push(arg.into());
@@ -640,7 +645,10 @@ pub fn trash_argv(req: &TrashRequest<'_>) -> Vec<OsString> {
                 argv.push("--info=skip1".into());
             }
             push_fixed_excludes(&mut argv);
-            remote.push(format!("{TRASH_DIR}/{snapshot}/"));
+            match held {
+                Some(held) => remote = with_slash(held.into()),
+                None => remote.push(format!("{TRASH_DIR}/{snapshot}/")),
+            }
             (remote, Some(local))
         }
     };
@@ -1330,6 +1338,7 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             snapshot: "2025-01-31T12-00-00.123Z",
             paths: true,
             force: false,
+            held: None,
         })));
         assert!(!restore.iter().any(|w| w.starts_with("--delete")));
         assert!(restore.contains(&"--ignore-existing".to_owned()));
@@ -1345,8 +1354,28 @@ rsync error: some files/attrs were not transferred (see previous errors) (code 2
             snapshot: "2025-01-31T12-00-00.123Z",
             paths: false,
             force: true,
+            held: None,
         })));
         assert!(!forced.contains(&"--ignore-existing".to_owned()));
+        // A local snapshot held by descriptor is read through it, not by name.
+        let local = RemoteTarget::Local {
+            path: "/srv/m".into(),
+        };
+        let held = words(&trash_argv(&TrashRequest {
+            target: &local,
+            control_path: None,
+            marker_id: Some("00ff"),
+            local: Path::new("/ws"),
+            op: TrashOp::Restore {
+                snapshot: "2025-01-31T12-00-00.123Z",
+                paths: false,
+                force: false,
+                held: Some("/proc/self/fd/9"),
+            },
+            timeout_secs: 15,
+            remote_rsync: None,
+        }));
+        assert_eq!(&held[held.len() - 2..], ["/proc/self/fd/9/", "/ws/"]);
         assert_eq!(
             prune_rules(&["2025-01-31T12-00-00.123Z", "*", "../x"]),
             b"+ /2025-01-31T12-00-00.123Z/***\n"

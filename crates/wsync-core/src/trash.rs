@@ -26,20 +26,6 @@ pub const CHILD_FD: i32 = 9;
 /// rsync's `--backup-dir` for a snapshot it inherited as [`CHILD_FD`].
 pub const CHILD_BACKUP_DIR: &str = "/proc/self/fd/9";
 
-/// Whether the trash of the local target at `target` is safe to write or prune through: absent,
-/// or a real directory. A symlink planted there (by whoever can write the target) would take
-/// rsync's `--backup-dir` and a prune's `--delete` out of the target; looked at beneath the
-/// target's handle, never followed. SSH targets are checked by the remote guard
-/// ([`crate::rsync::ssh_trash_check`]).
-pub fn local_trash_is_safe(target: &std::path::Path) -> bool {
-    use crate::beneath::{EntryKind, TargetRoot};
-    match TargetRoot::open(target).and_then(|root| root.stat(std::path::Path::new(TRASH_DIR))) {
-        Ok(None) => true,
-        Ok(Some(stat)) => stat.kind == EntryKind::Dir,
-        Err(e) => e.is_not_found(),
-    }
-}
-
 /// Why a local target's trash cannot take a batch's snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalTrashError {
@@ -59,6 +45,12 @@ pub enum LocalTrashError {
         #[source]
         source: std::io::Error,
     },
+    /// The trash (or a snapshot) is ours but others may write it: not made by wsync.
+    #[error("{TRASH_DIR} has mode {mode:o}: others may change it")]
+    NotPrivate { mode: u32 },
+    /// The snapshot named is not in the trash.
+    #[error("no snapshot {name} in the trash")]
+    NoSnapshot { name: String },
     /// `/proc/self/fd` does not show the opened snapshot (`/proc` not mounted).
     #[error("/proc/self/fd does not show the trash's descriptor (is /proc mounted?)")]
     NoProc,
@@ -71,6 +63,9 @@ impl LocalTrashError {
             Self::NotADirectory => not_a_directory_message(target),
             Self::NotOurs { owner, us } => format!(
                 "remote target {target}: {TRASH_DIR} belongs to uid {owner}, not to uid {us} that wsync runs as (whoever owns it could redirect what a sync keeps there); nothing is written there until it is removed or given to uid {us}"
+            ),
+            Self::NotPrivate { mode } => format!(
+                "remote target {target}: {TRASH_DIR} (or a snapshot in it) has mode {mode:o}, so others may have changed what it holds; wsync makes it 0700: check its contents, then `chmod -R go-rwx` it"
             ),
             other => {
                 let mut message = format!("remote target {target}: {other}");
@@ -204,6 +199,130 @@ impl Drop for LocalSnapshot {
             let _ = self.root.remove(std::path::Path::new(TRASH_DIR));
         }
     }
+}
+
+/// A local target's trash opened for `wsync trash list|restore`: `.wsync-trash` opened beneath
+/// the target's handle (never through a symlink), checked on its descriptor to be a private
+/// directory of ours (owner and mode 0700, as every sync leaves it), and each snapshot opened
+/// by descriptor below it the same way. Nothing is read by name after the check, so a trash or
+/// snapshot swapped for a link (or another user's directory) lists and restores nothing from
+/// elsewhere.
+#[derive(Debug)]
+pub struct LocalTrash {
+    trash: std::fs::File,
+}
+
+impl LocalTrash {
+    /// The trash of the local `target`; `None` when it has none.
+    pub fn open(target: &std::path::Path) -> Result<Option<Self>, LocalTrashError> {
+        use crate::beneath::{BeneathError, TargetRoot};
+        let root = TargetRoot::open(target)?;
+        let trash = match root.open_dir(std::path::Path::new(TRASH_DIR)) {
+            Ok(dir) => dir,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(BeneathError::Symlink { .. } | BeneathError::NotADirectory { .. }) => {
+                return Err(LocalTrashError::NotADirectory)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        check_private(&trash)?;
+        Ok(Some(Self { trash }))
+    }
+
+    /// The snapshots (entries named like one, see [`snapshot_time`]), oldest first, each
+    /// with the files below it and their bytes.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, LocalTrashError> {
+        use std::os::fd::AsFd;
+        let here = std::path::Path::new(TRASH_DIR);
+        let mut names: Vec<String> = crate::beneath::list_fd(self.trash.as_fd(), here)?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| snapshot_time(n).is_some())
+            .collect();
+        names.sort();
+        let mut snapshots = Vec::new();
+        for name in names {
+            let dir = self.open_snapshot(&name)?;
+            let (files, bytes) = crate::beneath::files_below(dir.as_fd(), &here.join(&name))?;
+            snapshots.push(Snapshot { name, files, bytes });
+        }
+        Ok(snapshots)
+    }
+
+    /// The snapshot `name`, opened `O_NOFOLLOW | O_DIRECTORY` relative to the trash and
+    /// checked like it: what a restore reads, handed to rsync as `/proc/self/fd/N`.
+    pub fn open_snapshot(&self, name: &str) -> Result<std::fs::File, LocalTrashError> {
+        let flags = nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::openat(&self.trash, name, flags, nix::sys::stat::Mode::empty())
+            .map(std::fs::File::from)
+            .map_err(|errno| match errno {
+                nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => {
+                    LocalTrashError::NotADirectory
+                }
+                nix::errno::Errno::ENOENT => LocalTrashError::NoSnapshot {
+                    name: name.to_owned(),
+                },
+                errno => io("open", errno),
+            })?;
+        check_private(&dir)?;
+        Ok(dir)
+    }
+
+    /// The snapshot `name` ([`LocalTrash::open_snapshot`]) on a descriptor a child process
+    /// inherits (not close-on-exec), for a single-threaded caller that spawns one rsync.
+    pub fn hold_snapshot(&self, name: &str) -> Result<HeldSnapshot, LocalTrashError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.open_snapshot(name)?;
+        let fd = nix::unistd::dup(&dir).map_err(|errno| io("dup", errno))?;
+        let held = HeldSnapshot { fd };
+        // The path rsync gets must lead to this very directory.
+        let shown = std::fs::metadata(held.path()).ok();
+        let meta = dir
+            .metadata()
+            .map_err(|source| LocalTrashError::Io { op: "stat", source })?;
+        if shown.is_none_or(|m| (m.dev(), m.ino()) != (meta.dev(), meta.ino())) {
+            return Err(LocalTrashError::NoProc);
+        }
+        Ok(held)
+    }
+}
+
+/// A snapshot held open for a child process, which reaches it as [`HeldSnapshot::path`].
+#[derive(Debug)]
+pub struct HeldSnapshot {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl HeldSnapshot {
+    /// `/proc/self/fd/N`: the snapshot, in this process and in a child that inherited it.
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+/// The opened directory `dir` must be ours and private (mode 0700 or stricter).
+fn check_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = dir
+        .metadata()
+        .map_err(|source| LocalTrashError::Io { op: "stat", source })?;
+    let us = nix::unistd::geteuid().as_raw();
+    if meta.uid() != us {
+        return Err(LocalTrashError::NotOurs {
+            owner: meta.uid(),
+            us,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(LocalTrashError::NotPrivate {
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 /// The opened directory `dir` must be ours; its group and others lose every permission.

@@ -601,6 +601,12 @@ fn monitor_channel() {
     );
     pin(MonitorEvent::Heartbeat, r#"{"event":"heartbeat"}"#);
     pin(
+        MonitorEvent::Detached {
+            remote: "mirror".into(),
+        },
+        r#"{"event":"detached","remote":"mirror"}"#,
+    );
+    pin(
         MonitorEvent::Synced {
             remote: "mirror".into(),
             batch: SyncedBatch {

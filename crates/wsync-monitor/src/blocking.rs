@@ -127,6 +127,11 @@ impl Gate {
         }
     }
 
+    /// Waits until no call is outstanding (a call whose caller was abandoned runs on).
+    pub async fn idle(&self) {
+        drop(self.turn.lock().await);
+    }
+
     fn current(&self) -> std::sync::MutexGuard<'_, String> {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }

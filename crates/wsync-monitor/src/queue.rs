@@ -108,8 +108,8 @@ pub struct DirtySet {
     /// Renames queued as their two plain paths (not replayed): rsync deletes the old name's
     /// whole subtree and re-creates it under the new one, which is a move, not a loss.
     moved: Vec<Rename>,
-    /// Deleted directories (or ones moved out of the workspace), among `deleted`: what they
-    /// held on the remote is known only for the entries whose deletions were reported.
+    /// Directories moved out of the workspace (or what may have been), among `deleted`: what
+    /// they held on the remote is known only for the entries whose deletions were reported.
     deleted_dirs: BTreeSet<PathBuf>,
     /// A failed batch put back deleted unknown contents (see `deletes_unknown_contents`).
     unknown_contents_restored: bool,
@@ -138,11 +138,13 @@ impl DirtySet {
     }
 
     /// Notes the deletion of `path` (call with [`DirtySet::add`]); deletions decide the timing
-    /// and the deletion budget.
-    pub fn note_delete(&mut self, path: &Path, is_dir: bool, now: Instant) {
+    /// and the deletion budget. `contents_unknown`: a directory (or what may have been one)
+    /// moved out, whose contents no event reported; an `rmdir`'s were (each its own event), so
+    /// an empty directory removed costs no dry run.
+    pub fn note_delete(&mut self, path: &Path, contents_unknown: bool, now: Instant) {
         if self.deleted.len() < FULL_SYNC_THRESHOLD {
             self.deleted.insert(path.to_path_buf());
-            if is_dir {
+            if contents_unknown {
                 self.deleted_dirs.insert(path.to_path_buf());
             }
         } else if !self.deleted.contains(path) {

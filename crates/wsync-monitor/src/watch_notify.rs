@@ -10,7 +10,9 @@
 //!
 //! What notify cannot tell is handled the plain way: renames carry no pairing the engine can
 //! trust across platforms, so each end goes through the normal path (the old name deleted,
-//! the new one created — a directory's new name is synced recursively); and where there is no
+//! the new one created — a directory's new name is synced recursively; an old name that may
+//! have been a directory is reported moved out, [`MOVED_OUT`], so its deletion is counted by
+//! a dry run); and where there is no
 //! close-write (FSEvents) a modified file simply waits the settle time.
 
 use std::collections::{BTreeSet, HashSet};
@@ -177,7 +179,33 @@ impl NotifyTree {
 
     /// Turns one of notify's events into messages (cookies, overflows, the root gone) and
     /// changes, which go out before the messages.
-    pub(crate) fn translate(
+    /// Translates one read's events. On Linux a rename inside the workspace arrives as
+    /// `From`, `To` and `Both` with one tracker: its `From` is left out (`Both` reports it,
+    /// knowing what it was); a `From` without its `Both` is a move out.
+    pub(crate) fn translate_all(
+        &mut self,
+        events: Vec<notify::Result<Event>>,
+        out: &mut Vec<WatchMsg>,
+        changes: &mut Vec<Change>,
+    ) {
+        let renamed: HashSet<usize> = events
+            .iter()
+            .filter_map(|e| e.as_ref().ok())
+            .filter(|e| e.kind == EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .filter_map(|e| e.attrs.tracker())
+            .collect();
+        for event in events {
+            let paired_from = event.as_ref().is_ok_and(|e| {
+                e.kind == EventKind::Modify(ModifyKind::Name(RenameMode::From))
+                    && e.attrs.tracker().is_some_and(|t| renamed.contains(&t))
+            });
+            if !paired_from {
+                self.translate(event, out, changes);
+            }
+        }
+    }
+
+    fn translate(
         &mut self,
         event: notify::Result<Event>,
         out: &mut Vec<WatchMsg>,
@@ -213,7 +241,7 @@ impl NotifyTree {
     ) {
         if rel.as_os_str().is_empty() {
             match kind {
-                ChangeKind::Deleted => out.push(WatchMsg::RootGone),
+                ChangeKind::Deleted | ChangeKind::MovedFrom { .. } => out.push(WatchMsg::RootGone),
                 ChangeKind::Attrib => changes.push(Change {
                     path: rel,
                     kind,
@@ -253,7 +281,7 @@ impl NotifyTree {
             ChangeKind::Created if is_dir => {
                 self.walk(&rel, None);
             }
-            ChangeKind::Deleted => self.filter.forget_below(&rel),
+            ChangeKind::Deleted | ChangeKind::MovedFrom { .. } => self.filter.forget_below(&rel),
             _ => {}
         }
         changes.push(Change {
@@ -273,7 +301,14 @@ impl NotifyTree {
     }
 }
 
-/// The paths an event names, each with the change it is and whether it is a directory.
+/// A path renamed away whose other end no event names: reported as a move out of the
+/// workspace (no `MovedTo` ever carries this cookie, so nothing pairs with it), as possibly a
+/// directory — the engine then cannot count what the remote deletes below it, and a capped
+/// batch is dry-run first.
+const MOVED_OUT: ChangeKind = ChangeKind::MovedFrom { cookie: u32::MAX };
+
+/// The paths an event names, each with the change it is and whether it is (or, for a path
+/// gone, may have been) a directory.
 fn ends(event: &Event) -> Vec<(PathBuf, ChangeKind, bool)> {
     let dir_now = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     let each = |kind: ChangeKind, is_dir: &dyn Fn(&Path) -> bool| {
@@ -290,15 +325,21 @@ fn ends(event: &Event) -> Vec<(PathBuf, ChangeKind, bool)> {
         EventKind::Remove(RemoveKind::Folder) => each(ChangeKind::Deleted, &|_| true),
         EventKind::Remove(_) => each(ChangeKind::Deleted, &|_| false),
         EventKind::Modify(ModifyKind::Metadata(_)) => each(ChangeKind::Attrib, &dir_now),
-        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
-            each(ChangeKind::Deleted, &|_| false)
-        }
+        // Gone, and what it was no event says: maybe a directory, whose contents no event
+        // reports (a move out of the workspace).
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => each(MOVED_OUT, &|_| true),
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => each(ChangeKind::Created, &dir_now),
         EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => match event.paths.as_slice() {
             [from, to] => {
                 let is_dir = dir_now(to);
+                // A directory's old name goes with its contents unreported, as a move out.
+                let gone = if is_dir {
+                    MOVED_OUT
+                } else {
+                    ChangeKind::Deleted
+                };
                 vec![
-                    (from.clone(), ChangeKind::Deleted, is_dir),
+                    (from.clone(), gone, is_dir),
                     (to.clone(), ChangeKind::Created, is_dir),
                 ]
             }
@@ -310,7 +351,7 @@ fn ends(event: &Event) -> Vec<(PathBuf, ChangeKind, bool)> {
             .iter()
             .map(|p| match std::fs::symlink_metadata(p) {
                 Ok(meta) => (p.clone(), ChangeKind::Created, meta.is_dir()),
-                Err(_) => (p.clone(), ChangeKind::Deleted, false),
+                Err(_) => (p.clone(), MOVED_OUT, true),
             })
             .collect(),
         EventKind::Modify(_) => each(ChangeKind::Modified, &dir_now)
@@ -419,9 +460,7 @@ fn read_loop(queue: &EventQueue, tree: &Mutex<NotifyTree>, tx: &UnboundedSender<
         let mut changes = Vec::new();
         {
             let mut tree = lock(tree);
-            for event in events {
-                tree.translate(event, &mut out, &mut changes);
-            }
+            tree.translate_all(events, &mut out, &mut changes);
             if overflowed {
                 tracing::warn!(
                     "more than {QUEUE_CAPACITY} notify events queued; dropping them and running a full sync"
@@ -524,9 +563,7 @@ mod tests {
         /// The messages for `events`, changes first, as the reader sends them.
         fn feed(&mut self, events: Vec<notify::Result<Event>>) -> Vec<WatchMsg> {
             let (mut out, mut changes) = (Vec::new(), Vec::new());
-            for event in events {
-                self.tree.translate(event, &mut out, &mut changes);
-            }
+            self.tree.translate_all(events, &mut out, &mut changes);
             self.tree.settle(&mut changes);
             if !changes.is_empty() {
                 out.insert(0, WatchMsg::Changes(changes));
@@ -593,11 +630,13 @@ mod tests {
     }
 
     #[test]
-    fn renames_go_through_both_ends_without_a_pairing() {
+    fn renames_go_through_both_ends_and_a_lone_old_end_is_a_move_out() {
         let mut f = fixture();
         std::fs::create_dir(f.root.join("new")).unwrap();
         let (old, new) = (f.root.join("old"), f.root.join("new"));
-        // Linux: From, To and Both; FSEvents: Any for each end (presence tells which).
+        // Without trackers: From, To and Both each as they come; FSEvents: Any for each end
+        // (presence tells which). A name gone with nothing saying what it was may have been a
+        // directory: a move out.
         let found = f.changes(vec![
             event(
                 EventKind::Modify(ModifyKind::Name(RenameMode::From)),
@@ -620,20 +659,60 @@ mod tests {
         assert_eq!(
             found,
             [
-                ("old".into(), ChangeKind::Deleted, false),
+                ("old".into(), MOVED_OUT, true),
                 ("new".into(), ChangeKind::Created, true),
-                ("old".into(), ChangeKind::Deleted, true),
+                ("old".into(), MOVED_OUT, true),
                 ("new".into(), ChangeKind::Created, true),
-                ("old".into(), ChangeKind::Deleted, false),
+                ("old".into(), MOVED_OUT, true),
                 ("new".into(), ChangeKind::Created, true),
             ]
         );
         assert!(
-            !found.iter().any(|(_, k, _)| matches!(
-                k,
-                ChangeKind::MovedFrom { .. } | ChangeKind::MovedTo { .. }
-            )),
+            !found
+                .iter()
+                .any(|(_, k, _)| matches!(k, ChangeKind::MovedTo { .. })),
             "no cookie pairing"
+        );
+        // Linux, a file renamed inside the workspace: its From is left out (Both says it was a
+        // file); a From whose Both never comes (moved out) is a move out.
+        std::fs::write(f.root.join("file2"), "x").unwrap();
+        let (file, file2, gone) = (
+            f.root.join("file"),
+            f.root.join("file2"),
+            f.root.join("gone"),
+        );
+        let tracked =
+            |kind, paths: &[&Path], tracker| event(kind, paths).map(|e| e.set_tracker(tracker));
+        let found = f.changes(vec![
+            tracked(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[&file],
+                7,
+            ),
+            tracked(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                &[&file2],
+                7,
+            ),
+            tracked(
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+                &[&file, &file2],
+                7,
+            ),
+            tracked(
+                EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+                &[&gone],
+                8,
+            ),
+        ]);
+        assert_eq!(
+            found,
+            [
+                ("file2".into(), ChangeKind::Created, false),
+                ("file".into(), ChangeKind::Deleted, false),
+                ("file2".into(), ChangeKind::Created, false),
+                ("gone".into(), MOVED_OUT, true),
+            ]
         );
     }
 

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
@@ -394,9 +395,15 @@ fn set_keep_deleted(
     Ok(Response::Workspace { workspace })
 }
 
+/// How long a detach waits at least for the monitor's confirmation, whatever the stop grace.
+const DETACH_CONFIRM_MIN: Duration = Duration::from_secs(10);
+
+/// Answers once the monitor confirmed that nothing more is written to the remote's target
+/// (its rsyncs killed and gone), waited for with the state lock released, at most the stop
+/// grace (and never less than [`DETACH_CONFIRM_MIN`]).
 fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
     let wanted = workspace_ref(shared, name_or_path)?;
-    let (workspace, to_stop, grace) = {
+    let (workspace, to_stop, confirm, grace) = {
         let mut s = locked(shared)?;
         let index = find(&s.registry, &wanted)?;
         let ws = &s.registry.workspaces[index];
@@ -415,20 +422,34 @@ fn detach(shared: &SharedState, name_or_path: &str, remote: &str) -> Reply {
         let workspace = s.registry.workspaces[index].clone();
         s.publish_change(&workspace.name, WorkspaceChange::Detached);
         tracing::info!(workspace = %workspace.name, remote, "remote detached");
-        let to_stop = if workspace.remotes.is_empty() {
-            s.supervisor.take_running(&workspace.name)
+        let (to_stop, confirm) = if workspace.remotes.is_empty() {
+            (s.supervisor.take_running(&workspace.name), None)
         } else {
-            let command = MonitorCommand::Detach {
-                remote: remote.to_owned(),
-            };
-            s.supervisor.send_to_running(&workspace.name, command);
-            None
+            (None, s.supervisor.begin_detach(&workspace.name, remote))
         };
-        (workspace, to_stop, s.supervisor.stop_grace)
+        (workspace, to_stop, confirm, s.supervisor.stop_grace)
     };
     if let Some(monitor) = to_stop {
+        // The monitor exits only once its rsyncs' process groups are gone.
         let exit = monitor.stop(grace);
         tracing::info!(workspace = %workspace.name, "last remote detached; monitor stopped ({exit})");
+    }
+    if let Some(confirm) = confirm {
+        let deadline = grace.max(DETACH_CONFIRM_MIN);
+        match confirm.recv_timeout(deadline) {
+            // Disconnected: the monitor ended meanwhile, and its rsyncs with it.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!(workspace = %workspace.name, remote, "the monitor did not confirm the detach within {deadline:?}");
+                return Err(error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "remote {remote:?} was removed from workspace {:?}, but its monitor did not confirm within {deadline:?} that its transfers stopped: something may still write to the target; run `wsync restart {}` (or wait and check `wsync status`) before reusing the target",
+                        workspace.name, workspace.name
+                    ),
+                ));
+            }
+        }
     }
     Ok(Response::Workspace { workspace })
 }

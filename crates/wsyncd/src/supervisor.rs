@@ -50,6 +50,14 @@ struct PendingFlush {
     reply: oneshot::Sender<Vec<String>>,
 }
 
+/// A detach the monitor has not confirmed yet ([`MonitorEvent::Detached`]).
+struct PendingDetach {
+    workspace: String,
+    remote: String,
+    generation: u64,
+    reply: std::sync::mpsc::Sender<()>,
+}
+
 /// Every workspace's monitor.
 pub struct Supervisor {
     slots: BTreeMap<String, Slot>,
@@ -63,6 +71,7 @@ pub struct Supervisor {
     next_generation: u64,
     next_flush_id: u64,
     flushes: HashMap<u64, PendingFlush>,
+    detaches: Vec<PendingDetach>,
     /// The notification hook (`HookCommand`), fired on state transitions.
     pub hooks: Hooks,
     /// The event stream's subscribers: every transition seen here is published to them.
@@ -115,6 +124,7 @@ impl Supervisor {
             next_generation: 0,
             next_flush_id: 0,
             flushes: HashMap::new(),
+            detaches: Vec::new(),
             hooks: Hooks::new(config.hook_command.clone(), config.tuning.hook_timeout),
             subscribers: Subscribers::default(),
         }
@@ -183,6 +193,31 @@ impl Supervisor {
             .get(workspace)
             .and_then(|s| s.supervision.running())
             .is_some_and(|m| m.send(command))
+    }
+
+    /// Sends a detach of `remote` to the workspace's running monitor; the receiver gets `()`
+    /// once the monitor confirms nothing more is written there (its sender dropped: the
+    /// monitor ended, and its rsyncs with it). `None` when no monitor runs: nothing writes.
+    pub fn begin_detach(
+        &mut self,
+        workspace: &str,
+        remote: &str,
+    ) -> Option<std::sync::mpsc::Receiver<()>> {
+        let monitor = self.slots.get(workspace)?.supervision.running()?;
+        let generation = monitor.generation;
+        if !monitor.send(MonitorCommand::Detach {
+            remote: remote.to_owned(),
+        }) {
+            return None;
+        }
+        let (reply, rx) = std::sync::mpsc::channel();
+        self.detaches.push(PendingDetach {
+            workspace: workspace.to_owned(),
+            remote: remote.to_owned(),
+            generation,
+            reply,
+        });
+        Some(rx)
     }
 
     /// Takes the running monitor out so the caller can stop it outside the lock; a scheduled
@@ -315,6 +350,17 @@ impl Supervisor {
                         .publish_all(&workspace, vec![synced(remote, batch)]);
                 }
             }
+            MonitorEvent::Detached { remote } => {
+                let (confirmed, waiting) = std::mem::take(&mut self.detaches)
+                    .into_iter()
+                    .partition(|d| {
+                        d.workspace == workspace && d.remote == remote && d.generation == generation
+                    });
+                self.detaches = waiting;
+                for pending in confirmed {
+                    let _ = pending.reply.send(());
+                }
+            }
             MonitorEvent::Heartbeat => {
                 if let Some(slot) = self.slots.get_mut(&workspace) {
                     if slot
@@ -336,6 +382,7 @@ impl Supervisor {
 
     fn drop_flushes(&mut self, generation: u64) {
         self.flushes.retain(|_, f| f.generation != generation);
+        self.detaches.retain(|d| d.generation != generation);
     }
 
     /// The supervisor's view of one workspace, and the monitor's latest report.

@@ -2,9 +2,12 @@
 //! in its `.wsync-trash`, and copying a snapshot (or some of its paths) back into the
 //! workspace, the source of truth: the monitor then syncs the restored files out again.
 //!
-//! The CLI runs rsync itself, with the argv from the one builder
-//! (`wsync_core::rsync::trash_argv`), for local and SSH remotes alike; an SSH target's marker
-//! is checked by the same guard every sync passes, a local one's before rsync runs.
+//! An SSH remote's trash is listed and restored by rsync, with the argv from the one builder
+//! (`wsync_core::rsync::trash_argv`), its marker checked by the same guard every sync passes.
+//! A local one goes by descriptor ([`wsync_core::trash::LocalTrash`]): `.wsync-trash` and the
+//! snapshot are opened beneath the target and checked on their descriptors, listed in
+//! process, and a restore's rsync reads the snapshot through `/proc/self/fd/N`, so a trash or
+//! snapshot swapped for a symlink by someone who can write the target redirects nothing.
 
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +20,7 @@ use wsync_core::rsync::{
     classify_exit, files_from, parse_itemized, trash_argv, ExitClass, TrashOp, TrashRequest,
     DEFAULT_TIMEOUT_SECS,
 };
-use wsync_core::trash::{parse_list, snapshot_time, Snapshot, TRASH_DIR};
+use wsync_core::trash::{parse_list, snapshot_time, LocalTrash, Snapshot, TRASH_DIR};
 
 use super::workspace::{list_workspaces, resolve};
 use super::Ctx;
@@ -122,6 +125,30 @@ pub fn restore(ctx: &Ctx, args: TrashRestoreArgs) -> Result<i32> {
         ))
         .into());
     }
+    // A local snapshot is held open from the check until rsync has read it.
+    let held = match &remote.target {
+        RemoteTarget::Local { path } => {
+            let cannot = |e: String| {
+                CliError::new(
+                    exit_codes::FAILURE,
+                    format!(
+                        "cannot restore from {snapshot} of remote {}: {e}",
+                        remote.name
+                    ),
+                )
+            };
+            let trash = local_trash(&ws, remote, path)
+                .map_err(cannot)?
+                .ok_or_else(|| cannot(format!("the target has no {TRASH_DIR}")))?;
+            Some(
+                trash
+                    .hold_snapshot(&snapshot)
+                    .map_err(|e| cannot(e.message(&remote.target)))?,
+            )
+        }
+        RemoteTarget::Ssh { .. } => None,
+    };
+    let held_path = held.as_ref().map(|h| h.path());
     let argv = trash_argv(&TrashRequest {
         target: &remote.target,
         control_path: None,
@@ -131,12 +158,14 @@ pub fn restore(ctx: &Ctx, args: TrashRestoreArgs) -> Result<i32> {
             snapshot: &snapshot,
             paths: !relative.is_empty(),
             force,
+            held: held_path.as_deref(),
         },
         timeout_secs: DEFAULT_TIMEOUT_SECS,
         remote_rsync: None,
     });
     let stdin = (!relative.is_empty()).then(|| files_from(&relative));
     let output = run(&argv, stdin)?;
+    drop(held);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let copied = parse_itemized(&stdout);
     let copied = copied.missing.len() + copied.differs.len();
@@ -214,13 +243,10 @@ fn workspace_and_remotes(
 /// The snapshots in a remote's trash, or why they cannot be listed.
 fn snapshots(ws: &Workspace, remote: &Remote) -> Result<Vec<Snapshot>, String> {
     if let RemoteTarget::Local { path } = &remote.target {
-        if !wsync_core::target::is_ours_local(path, &ws.id) {
-            return Err(wsync_core::target::not_ours_message(&remote.target));
-        }
-        // A trash planted as a symlink would list (and restore) what lies elsewhere.
-        if !wsync_core::trash::local_trash_is_safe(path) {
-            return Err(wsync_core::trash::not_a_directory_message(&remote.target));
-        }
+        return match local_trash(ws, remote, path)? {
+            Some(trash) => trash.snapshots().map_err(|e| e.message(&remote.target)),
+            None => Ok(Vec::new()),
+        };
     }
     let argv = trash_argv(&TrashRequest {
         target: &remote.target,
@@ -245,6 +271,14 @@ fn snapshots(ws: &Workspace, remote: &Remote) -> Result<Vec<Snapshot>, String> {
         ));
     }
     Ok(parse_list(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// A local target's trash, opened by descriptor once its marker proved the target ours.
+fn local_trash(ws: &Workspace, remote: &Remote, path: &Path) -> Result<Option<LocalTrash>, String> {
+    if !wsync_core::target::is_ours_local(path, &ws.id) {
+        return Err(wsync_core::target::not_ours_message(&remote.target));
+    }
+    LocalTrash::open(path).map_err(|e| e.message(&remote.target))
 }
 
 fn run(argv: &[std::ffi::OsString], stdin: Option<Vec<u8>>) -> Result<std::process::Output> {

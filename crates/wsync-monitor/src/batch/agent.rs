@@ -135,18 +135,23 @@ impl Link {
         !self.rsync_only.load(Ordering::Relaxed)
     }
 
-    /// Ends the session (detach, shutdown): the agent sees its stdin close and exits.
+    /// Ends the session (detach, shutdown): its ssh client is killed and reaped, and the
+    /// agent sees its stdin close and exits. Waits for the batch using the session, if any.
     pub async fn close(&self) {
         let mut mode = self.mode.lock().await;
         if matches!(*mode, Mode::Running(_)) {
-            *mode = Mode::Untried { not_before: None };
+            let ended = std::mem::replace(&mut *mode, Mode::Untried { not_before: None });
+            if let Mode::Running(session) = ended {
+                let mut child = session.child;
+                let _ = child.kill().await;
+            }
         }
     }
 }
 
 /// A running agent: its ssh client process and pipes.
 struct Session {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     protocol: u32,
@@ -566,7 +571,7 @@ impl Destination {
             });
         }
         Ok(Session {
-            _child: child,
+            child,
             stdin,
             stdout,
             protocol,

@@ -78,6 +78,8 @@ pub struct Destination {
     ///
     /// [`BackupDir::RemoteFd`]: wsync_core::rsync::BackupDir::RemoteFd
     proc_fd: Arc<std::sync::atomic::AtomicBool>,
+    /// This remote's rsyncs still running, killed and waited for by [`Destination::stop`].
+    pub(super) groups: super::rsync_run::RsyncGroups,
 }
 
 /// How long `rsync --version` may take, locally or over the connection.
@@ -105,6 +107,7 @@ impl Destination {
             agent,
             rsync: Arc::default(),
             proc_fd: Arc::default(),
+            groups: Default::default(),
         }
     }
 
@@ -362,6 +365,20 @@ impl Destination {
     }
 
     /// Asks the ssh multiplexing master (if any) to exit; used on detach and shutdown.
+    /// Stops everything this remote does (it is being detached), within `deadline`: no rsync
+    /// starts for it any more, each one running is killed with its process group and waited
+    /// for, the executor's filesystem call under way returns, the agent session ends (its
+    /// ssh client killed and reaped). True when all of that happened in time.
+    pub async fn stop(&self, deadline: Duration) -> bool {
+        let started = Instant::now();
+        let rsyncs_gone = self.groups.stop(deadline).await;
+        let left = deadline.saturating_sub(started.elapsed());
+        let call_returned = tokio::time::timeout(left, self.gate.idle()).await.is_ok();
+        let left = deadline.saturating_sub(started.elapsed());
+        let agent_gone = tokio::time::timeout(left, self.agent.close()).await.is_ok();
+        rsyncs_gone && call_returned && agent_gone
+    }
+
     pub async fn close_connection(&self) {
         self.agent.close().await;
         let (Some(endpoint), Some(control)) = (

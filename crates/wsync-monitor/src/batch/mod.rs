@@ -631,7 +631,8 @@ impl Destination {
         tracing::debug!(remote = %self.remote.name, ?argv, "running rsync");
         let reporter = (opts.progress && matches!(mode, RsyncMode::Full))
             .then(|| progress::Reporter::new(&mut progress));
-        let (mut outcome, output) = run_reporting(argv, stdin, transferred, reporter, keep).await;
+        let (mut outcome, output) =
+            run_reporting(&self.groups, argv, stdin, transferred, reporter, keep).await;
         if let Some(refused) = self.refusal(&outcome, &output) {
             outcome.class = ExitClass::Fatal;
             outcome.error = Some(refused);
@@ -789,8 +790,15 @@ impl Destination {
         });
         tracing::debug!(remote = %self.remote.name, ?argv, "sending changed files by content");
         let keep = backup.and_then(Backup::descriptor);
-        let (mut outcome, output) =
-            run_reporting(argv, Some(files_from(&files)), || {}, None, keep).await;
+        let (mut outcome, output) = run_reporting(
+            &self.groups,
+            argv,
+            Some(files_from(&files)),
+            || {},
+            None,
+            keep,
+        )
+        .await;
         self.read_output(&mut outcome, &output, root, stall).await;
         outcome
     }
@@ -869,8 +877,15 @@ impl Destination {
                 ..self.rsync_request(root, RsyncMode::Growing { append }, opts, protect)
             });
             tracing::debug!(remote = %self.remote.name, ?argv, "sending growing files");
-            let (mut outcome, output) =
-                run_reporting(argv, Some(files_from(&files)), || {}, None, keep).await;
+            let (mut outcome, output) = run_reporting(
+                &self.groups,
+                argv,
+                Some(files_from(&files)),
+                || {},
+                None,
+                keep,
+            )
+            .await;
             self.read_output(&mut outcome, &output, root, stall).await;
             if !landed_but_for_known_paths(&outcome) {
                 return (rest, Some(outcome));
@@ -930,7 +945,7 @@ impl Destination {
             ..self.rsync_request(root, RsyncMode::Deletions, opts, protect)
         });
         tracing::debug!(remote = %self.remote.name, ?argv, entries = entries.len(), "deleting by the filter-list fallback");
-        let (mut outcome, output) = run(argv, Some(files_from(&dirs)), || {}).await;
+        let (mut outcome, output) = run(&self.groups, argv, Some(files_from(&dirs)), || {}).await;
         self.read_output(&mut outcome, &output, root, stall).await;
         outcome
     }
@@ -988,7 +1003,7 @@ impl Destination {
     ) -> Option<Outcome> {
         let argv = rsync_argv(&self.rsync_request(root, RsyncMode::Verify, opts, protect));
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run before a full sync");
-        let (mut outcome, output) = run(argv, None, || {}).await;
+        let (mut outcome, output) = run(&self.groups, argv, None, || {}).await;
         match outcome.class {
             ExitClass::Success | ExitClass::Vanished => None,
             ExitClass::MaxDelete => {
@@ -1064,7 +1079,7 @@ impl Destination {
             )
         }));
         tracing::debug!(remote = %self.remote.name, ?argv, "dry run of a batch that moves or deletes unknown contents");
-        let (mut outcome, output) = run(argv, Some(files_from(&list)), || {}).await;
+        let (mut outcome, output) = run(&self.groups, argv, Some(files_from(&list)), || {}).await;
         // A path that fails or vanishes fails the real run the same way, on its own.
         if !matches!(
             outcome.class,

@@ -1,12 +1,20 @@
 //! Running one rsync: stdout and stderr on one pipe (so an error always precedes the
 //! transfer-done line), the path list fed on stdin, the early "transfer complete" signal
 //! (`--debug=EXIT2`), progress lines passed to a reporter, and the exit classified with the
-//! tail of rsync's messages. Dropping the future kills rsync (`kill_on_drop`).
+//! tail of rsync's messages. Each rsync runs in a process group of its own, registered in its
+//! remote's [`RsyncGroups`]: dropping the future kills the whole group (rsync's forked
+//! receiver and generator, its ssh), and a detach kills and waits for every group of the
+//! remote before it is confirmed. rsync dies with the monitor (`PR_SET_PDEATHSIG`), since the
+//! daemon's signals to the monitor's group no longer reach it.
 
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::process::Stdio;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -17,19 +25,131 @@ use wsync_core::rsync::{
 use super::progress::{read_segment, Reporter};
 use super::Outcome;
 
+/// The process groups of one remote's rsyncs still running (clones share them), and whether
+/// the remote is stopped: once it is, no rsync starts for it.
+#[derive(Debug, Clone, Default)]
+pub struct RsyncGroups(Arc<Mutex<Groups>>);
+
+#[derive(Debug, Default)]
+struct Groups {
+    stopped: bool,
+    /// Leaders (= group ids) of the groups started and not yet seen gone.
+    live: Vec<Pid>,
+}
+
+/// How often [`RsyncGroups::stop`] looks whether the killed groups are gone.
+const GONE_POLL: Duration = Duration::from_millis(5);
+
+impl RsyncGroups {
+    fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses every rsync from now on, SIGKILLs every group still running and waits until
+    /// each is gone (no process left in it), at most `deadline`; false past it.
+    pub async fn stop(&self, deadline: Duration) -> bool {
+        let started = Instant::now();
+        {
+            let mut groups = self.groups();
+            groups.stopped = true;
+            for leader in &groups.live {
+                let _ = killpg(*leader, Signal::SIGKILL);
+            }
+        }
+        loop {
+            let left = {
+                let mut groups = self.groups();
+                // ESRCH: no process is left in the group (the leader reaped too).
+                groups
+                    .live
+                    .retain(|leader| killpg(*leader, None) != Err(nix::errno::Errno::ESRCH));
+                groups.live.len()
+            };
+            if left == 0 {
+                return true;
+            }
+            if started.elapsed() >= deadline {
+                tracing::warn!(
+                    groups = left,
+                    "rsync process groups still running after SIGKILL"
+                );
+                return false;
+            }
+            tokio::time::sleep(GONE_POLL).await;
+        }
+    }
+
+    /// Spawns `cmd` in a group of its own and registers it; refused once stopped.
+    fn spawn(
+        &self,
+        cmd: &mut Command,
+        keep: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<(tokio::process::Child, Group)> {
+        let mut groups = self.groups();
+        if groups.stopped {
+            return Err(std::io::Error::other(
+                "the remote is being detached; no rsync starts for it",
+            ));
+        }
+        cmd.process_group(0);
+        let child = spawn_keeping(cmd, keep)?;
+        let leader = child.id().map(|id| Pid::from_raw(id as i32));
+        if let Some(leader) = leader {
+            groups.live.push(leader);
+        }
+        Ok((
+            child,
+            Group {
+                groups: self.clone(),
+                leader,
+                ended: false,
+            },
+        ))
+    }
+}
+
+/// One running rsync's group: killed whole when dropped before rsync ended (its batch
+/// abandoned), forgotten when it ended.
+struct Group {
+    groups: RsyncGroups,
+    leader: Option<Pid>,
+    ended: bool,
+}
+
+impl Group {
+    /// rsync exited and was reaped: its children (which exit with it) are not waited for.
+    fn ended(mut self) {
+        self.ended = true;
+        if let Some(leader) = self.leader {
+            self.groups.groups().live.retain(|l| *l != leader);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let (false, Some(leader)) = (self.ended, self.leader) {
+            // Stays registered until gone: a detach waits for it.
+            let _ = killpg(leader, Signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs rsync; returns the outcome and everything it printed.
 pub(super) async fn run(
+    groups: &RsyncGroups,
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
 ) -> (Outcome, String) {
-    run_reporting(argv, stdin, transferred, None, None).await
+    run_reporting(groups, argv, stdin, transferred, None, None).await
 }
 
 /// [`run`], passing rsync's progress lines (left out of the returned output) to `progress`;
 /// rsync inherits `keep` (a trash snapshot it names as `/proc/self/fd/N`, see
 /// [`spawn_keeping`]).
 pub(super) async fn run_reporting(
+    groups: &RsyncGroups,
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     transferred: impl FnOnce() + Send,
@@ -67,11 +187,11 @@ pub(super) async fn run_reporting(
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))
         .kill_on_drop(true);
-    let spawned = spawn_keeping(&mut cmd, keep);
+    let spawned = groups.spawn(&mut cmd, keep);
     // Our copies of the write end must go, or the pipe never reaches EOF.
     drop(cmd);
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (mut child, group) = match spawned {
+        Ok(spawned) => spawned,
         Err(e) => return failed(format!("cannot run rsync: {e} (is rsync installed?)")),
     };
     let input = child.stdin.take();
@@ -108,6 +228,7 @@ pub(super) async fn run_reporting(
         text
     };
     let (_, text, status) = tokio::join!(feed, read_out, child.wait());
+    group.ended();
     let status = match status {
         Ok(status) => status,
         Err(e) => return failed(format!("waiting for rsync: {e}")),
@@ -150,29 +271,36 @@ fn spawn_keeping(
     keep: Option<BorrowedFd<'_>>,
 ) -> std::io::Result<tokio::process::Child> {
     use std::os::fd::AsRawFd;
-    if let Some(fd) = keep {
-        let raw = fd.as_raw_fd();
-        let fixed = wsync_core::trash::CHILD_FD;
-        // SAFETY: the closure runs in the forked child before exec and makes only
-        // async-signal-safe calls (dup2, fcntl), allocating nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Standard streams are set up before this runs: a descriptor among them
-                // would have been replaced.
-                if raw <= 2 {
-                    return Err(std::io::Error::from_raw_os_error(libc::EBADF));
-                }
-                let done = if raw == fixed {
-                    libc::fcntl(raw, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, fixed)
-                };
-                if done < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+    let raw = keep.map(|fd| fd.as_raw_fd());
+    let fixed = wsync_core::trash::CHILD_FD;
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe calls (prctl, dup2, fcntl), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // rsync runs in a group of its own (out of reach of the daemon's signals to the
+            // monitor's group): it must die with the monitor (its loop thread forks it).
+            #[cfg(target_os = "linux")]
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let Some(raw) = raw else {
+                return Ok(());
+            };
+            // Standard streams are set up before this runs: a descriptor among them
+            // would have been replaced.
+            if raw <= 2 {
+                return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+            }
+            let done = if raw == fixed {
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, fixed)
+            };
+            if done < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     cmd.spawn()
 }

@@ -148,6 +148,7 @@ impl Destination {
             remote_rsync: self.remote.rsync_path.as_deref(),
         };
         let (listed, output) = run(
+            &self.groups,
             trash_argv(&request(TrashOp::List { files: false })),
             None,
             || {},
@@ -165,7 +166,7 @@ impl Destination {
         }
         let argv = trash_argv(&request(TrashOp::Prune));
         tracing::debug!(remote = %self.remote.name, ?argv, "pruning the trash");
-        let (pruned, _) = run(argv, Some(prune_rules(&old)), || {}).await;
+        let (pruned, _) = run(&self.groups, argv, Some(prune_rules(&old)), || {}).await;
         if pruned.class == ExitClass::Success {
             tracing::info!(remote = %self.remote.name, removed = old.len(), kept = names.len() - old.len(), "trash pruned: snapshots older than {days} days removed");
         } else {

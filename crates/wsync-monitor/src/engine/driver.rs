@@ -233,6 +233,15 @@ impl Driver {
                 self.closing
                     .push(tokio::spawn(async move { dest.close_connection().await }));
             }
+            Effect::StopRemote { remote, dest } => {
+                let tx = self.batch_tx.clone();
+                self.closing.retain(|handle| !handle.is_finished());
+                self.closing.push(tokio::spawn(async move {
+                    let stopped = dest.stop(call_deadline()).await;
+                    dest.close_connection().await;
+                    let _ = tx.send(Input::RemoteStopped { remote, stopped });
+                }));
+            }
             Effect::PruneTrash(dest) => {
                 // Off the loop; nothing waits for it (an hour later the next one runs). Its
                 // marker read goes through the remote's gate: a hung target holds that, and

@@ -40,6 +40,10 @@ pub(super) enum Queued {
         /// A create or a move into the workspace: a deletion of this path no longer counts.
         creation: bool,
         is_dir: bool,
+        /// A directory (or what may have been one) moved out of the workspace: what the
+        /// remote holds below it was never reported. (An `rmdir` needs the directory empty:
+        /// its contents went by their own events.)
+        contents_unknown: bool,
     },
     Rename(Rename),
 }
@@ -118,6 +122,7 @@ impl Intake {
                 ChangeKind::Created | ChangeKind::MovedTo { .. }
             ),
             is_dir: change.is_dir,
+            contents_unknown: change.is_dir && matches!(change.kind, ChangeKind::MovedFrom { .. }),
         }
     }
 

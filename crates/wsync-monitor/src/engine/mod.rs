@@ -131,6 +131,12 @@ pub enum Input {
     /// The walk of an [`Effect::Rescan`] or [`Effect::Rewatch`] ended (its error, if any, came
     /// as a [`WatchMsg::Error`] before).
     Rewalked,
+    /// The answer to [`Effect::StopRemote`]: `stopped` when nothing of that remote runs any
+    /// more (false: something outlived its deadline).
+    RemoteStopped {
+        remote: String,
+        stopped: bool,
+    },
     /// A timer fired (see [`Engine::next_wake`]).
     Tick,
     /// The monitor is exiting: abandon everything.
@@ -166,6 +172,13 @@ pub enum Effect {
     Rewatch,
     /// Ask a remote's ssh master to exit.
     CloseConnection(Arc<Destination>),
+    /// Stop everything a removed remote still does — kill its rsyncs' process groups and wait
+    /// for them, let its executor call return, end its agent session — then close its
+    /// connection; answered by [`Input::RemoteStopped`] (see [`Destination::stop`]).
+    StopRemote {
+        remote: String,
+        dest: Arc<Destination>,
+    },
     /// Remove the snapshots in a remote's trash older than its `keep_deleted_days`, in the
     /// background (no answer; a failure is logged and the next prune tries again).
     PruneTrash(Arc<Destination>),
@@ -498,6 +511,9 @@ impl Engine {
             }
             Input::WatchCount(count) => self.watching.watches = count,
             Input::Rewalked => self.rewalked(now, &mut fx),
+            Input::RemoteStopped { remote, stopped } => {
+                self.remote_stopped(remote, stopped, &mut fx)
+            }
             Input::Tick => {}
             Input::Stop => {
                 self.stop(now, &mut fx);
@@ -790,6 +806,10 @@ impl Engine {
     fn detach(&mut self, name: &str, fx: &mut Vec<Effect>) {
         let Some(index) = self.slots.iter().position(|s| s.name() == name) else {
             tracing::warn!(remote = name, "detach ignored: no such remote");
+            // Nothing of it runs here: confirmed at once.
+            fx.push(Effect::Emit(MonitorEvent::Detached {
+                remote: name.to_owned(),
+            }));
             return;
         };
         let mut slot = self.slots.remove(index);
@@ -800,14 +820,30 @@ impl Engine {
                 flight,
             });
         }
-        tracing::info!(remote = name, "remote detached");
+        tracing::info!(
+            remote = name,
+            "remote detached; stopping what still runs for it"
+        );
         if let Some(file) = self.pending_file(name) {
             fx.push(Effect::SavePending {
                 file,
                 paths: Vec::new(),
             });
         }
-        fx.push(Effect::CloseConnection(slot.dest().clone()));
+        fx.push(Effect::StopRemote {
+            remote: name.to_owned(),
+            dest: slot.dest().clone(),
+        });
+    }
+
+    /// A detached remote's work ended: the daemon may tell the user it is detached.
+    fn remote_stopped(&mut self, remote: String, stopped: bool, fx: &mut Vec<Effect>) {
+        if stopped {
+            tracing::info!(%remote, "detached remote stopped: nothing more is written there");
+            fx.push(Effect::Emit(MonitorEvent::Detached { remote }));
+        } else {
+            tracing::error!(%remote, "a detached remote's transfer is still running past its deadline; not confirming the detach");
+        }
     }
 
     /// Remotes in backoff retry at once (the user asked for action).
@@ -1267,8 +1303,12 @@ impl Engine {
         }
         self.emit_status(now, true, fx);
         fx.push(Effect::RemoveRulesFile);
+        // The monitor exits only once each remote's rsyncs are gone (awaited by the driver).
         for slot in &self.slots {
-            fx.push(Effect::CloseConnection(slot.dest().clone()));
+            fx.push(Effect::StopRemote {
+                remote: slot.name().to_owned(),
+                dest: slot.dest().clone(),
+            });
         }
     }
 }

@@ -401,6 +401,7 @@ impl RemoteSlot {
                 deletion,
                 creation,
                 is_dir,
+                contents_unknown,
             } => {
                 if *deletion || *creation {
                     self.growing.forget(changed);
@@ -414,7 +415,7 @@ impl RemoteSlot {
                 }
                 self.dirty.add(queue, now);
                 if *deletion {
-                    self.dirty.note_delete(changed, *is_dir, now);
+                    self.dirty.note_delete(changed, *contents_unknown, now);
                 } else if *creation {
                     self.dirty.note_created(changed, *is_dir);
                     self.deletions.recreated(changed, *is_dir);

@@ -835,7 +835,7 @@ fn detach_abandons_the_batch_and_ignores_its_late_result() {
     assert!(h
         .effects
         .iter()
-        .any(|e| matches!(e, Effect::CloseConnection(_))));
+        .any(|e| matches!(e, Effect::StopRemote { remote, .. } if remote == "a")));
     assert!(h.status().remotes.is_empty());
     // Attached again: a new generation whose flight 2 is running when the old flight 2's
     // failure arrives; it must not touch the new one.
@@ -859,6 +859,89 @@ fn detach_abandons_the_batch_and_ignores_its_late_result() {
     h.succeed(current);
     h.advance(STATUS_INTERVAL);
     assert_eq!(h.state(), RemoteState::InSync);
+}
+
+fn detached(h: &Harness) -> Vec<&str> {
+    h.events
+        .iter()
+        .filter_map(|e| match e {
+            MonitorEvent::Detached { remote } => Some(remote.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_detach_is_confirmed_only_once_the_remote_stopped_writing() {
+    let mut h = Harness::new(&["a", "b"]);
+    h.initial_sync();
+    h.closed("f");
+    let running = std::mem::take(&mut h.started);
+    assert_eq!(running.len(), 2);
+    h.step(Input::Command(MonitorCommand::Detach {
+        remote: "a".into(),
+    }));
+    // Its batch is abandoned and its work stopped, but nothing is confirmed yet: its rsync
+    // may still be writing.
+    assert_eq!(h.abandoned(), 1);
+    let stops: Vec<&str> = h
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::StopRemote { remote, .. } => Some(remote.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, ["a"]);
+    assert!(detached(&h).is_empty(), "{:?}", h.events);
+    // Stopped past its deadline: still not confirmed (the daemon says so after its own).
+    h.step(Input::RemoteStopped {
+        remote: "a".into(),
+        stopped: false,
+    });
+    assert!(detached(&h).is_empty(), "{:?}", h.events);
+    h.step(Input::RemoteStopped {
+        remote: "a".into(),
+        stopped: true,
+    });
+    assert_eq!(detached(&h), ["a"]);
+    // The other remote is untouched.
+    assert_eq!(h.status().remotes.len(), 1);
+    assert_eq!(h.status().remotes[0].name, "b");
+}
+
+#[test]
+fn detaching_a_remote_the_monitor_does_not_have_is_confirmed_at_once() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    h.step(Input::Command(MonitorCommand::Detach {
+        remote: "gone".into(),
+    }));
+    assert_eq!(detached(&h), ["gone"]);
+    assert!(!h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::StopRemote { .. })));
+}
+
+#[test]
+fn stopping_the_monitor_stops_every_remote_s_rsyncs() {
+    let mut h = Harness::new(&["a", "b"]);
+    h.initial_sync();
+    h.closed("f");
+    let _running = std::mem::take(&mut h.started);
+    h.step(Input::Stop);
+    assert_eq!(h.abandoned(), 2);
+    let mut stops: Vec<&str> = h
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::StopRemote { remote, .. } => Some(remote.as_str()),
+            _ => None,
+        })
+        .collect();
+    stops.sort_unstable();
+    assert_eq!(stops, ["a", "b"]);
 }
 
 #[test]
@@ -2199,4 +2282,33 @@ fn a_directory_moved_out_counts_whole_and_the_old_side_of_a_move_costs_nothing()
         Some(38),
         "only the deletion that was not a move counts"
     );
+}
+
+#[test]
+fn an_rmdir_costs_no_dry_run_but_a_name_gone_that_may_be_a_directory_does() {
+    let mut h = Harness::new(&["a"]);
+    h.initial_sync();
+    // `rm -r d` of a directory holding one file: each entry reported; the remote holds
+    // nothing else below it that a dry run would have to count.
+    h.changes(vec![
+        change("d/f", ChangeKind::Deleted, false),
+        change("d", ChangeKind::Deleted, true),
+        change("empty", ChangeKind::Deleted, true),
+    ]);
+    h.advance(Duration::from_secs(1));
+    let rmdir = h.take_one();
+    assert!(!rmdir.options.deletes_unknown_contents, "{:?}", rmdir.batch);
+    h.succeed(rmdir);
+    // A name renamed away with nothing saying what it was (the notify backend's lone
+    // `From`): possibly a directory whose contents no event reported.
+    h.changes(vec![change(
+        "maybe-a-dir",
+        ChangeKind::MovedFrom { cookie: u32::MAX },
+        true,
+    )]);
+    h.advance(Duration::from_secs(1));
+    let moved_out = h.take_one();
+    assert!(moved_out.options.deletes_unknown_contents);
+    // Paired with nothing, it is not a rename either.
+    assert!(moved_out.options.moved.is_empty());
 }
