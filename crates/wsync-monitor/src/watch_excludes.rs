@@ -81,7 +81,9 @@ impl ExcludeState {
     }
 
     /// Excluded entries below `from` are now below `to` (a directory renamed, its decisions
-    /// kept: [`Excludes::move_keeps_decisions`]), in time proportional to what moves.
+    /// kept: [`Excludes::move_keeps_decisions`]), in time proportional to what moves. Only
+    /// the inotify backend (Linux) renames a watched subtree in place.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn rename_below(&mut self, from: &Path, to: &Path) {
         for path in crate::queue::below(&self.excluded, from) {
             self.excluded.remove(&path);
