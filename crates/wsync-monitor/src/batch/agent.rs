@@ -179,20 +179,17 @@ impl Destination {
     ) -> Pass {
         let started = Instant::now();
         let owned = root.to_path_buf();
-        let call = format!("reading the batch's small files in {}", root.display());
-        let (plan, requests) = self
+        let call = format!("planning the batch's small files in {}", root.display());
+        let plan = self
             .blocking(call, stall, move || {
-                let plan = in_process::plan(&owned, paths, rules, true);
-                let requests = requests(&owned, &plan.ops, max_delete);
-                (plan, requests)
+                in_process::plan(&owned, paths, rules, true)
             })
             .await;
         if plan.ops.is_empty() {
             return done_nothing(plan.rest, started);
         }
-        let counts: Vec<usize> = requests.iter().map(|r| r.ops).collect();
-        let frames = requests.into_iter().map(|r| r.bytes).collect();
-        let replies = match self.exchange_opened(frames).await {
+        let frames = ApplyFrames::new(root, &plan.ops, max_delete);
+        let (replies, counts) = match self.exchange_opened(Vec::new(), Some(frames)).await {
             Exchanged::NoAgent => return everything_to_rsync(plan),
             // The connection is down: rsync would meet the same, so the batch fails now and
             // is retried with backoff like any batch whose connection failed.
@@ -203,8 +200,9 @@ impl Destination {
                     started,
                 ))
             }
-            Exchanged::Replies(replies) => replies,
+            Exchanged::Replies { replies, counts } => (replies, counts),
         };
+        let counts = every_op_counted(counts, plan.ops.len());
         let mut replies = replies.into_iter();
         match replies.next() {
             Some(Reply::Opened) => {}
@@ -253,25 +251,22 @@ impl Destination {
         }
         let owned = root.to_path_buf();
         let paths = paths.to_vec();
-        let call = format!("reading the batch's small files in {}", root.display());
-        let planned = self
+        let call = format!("planning the batch's small files in {}", root.display());
+        let plan = self
             .blocking(call, stall, move || {
-                let plan = in_process::plan(&owned, paths, rules, true);
-                if plan.ops.is_empty() {
-                    return None;
-                }
-                let requests = requests(&owned, &plan.ops, max_delete);
-                Some((plan, requests))
+                in_process::plan(&owned, paths, rules, true)
             })
             .await;
-        let (plan, requests) = planned?;
-        let counts: Vec<usize> = requests.iter().map(|r| r.ops).collect();
-        let mut frames = vec![framing::encode(&rename_apply(chunk, false))];
-        frames.extend(requests.into_iter().map(|r| r.bytes));
-        let replies = match self.exchange_opened(frames).await {
-            Exchanged::Replies(replies) => replies,
+        if plan.ops.is_empty() {
+            return None;
+        }
+        let renames = vec![framing::encode(&rename_apply(chunk, false))];
+        let frames = ApplyFrames::new(root, &plan.ops, max_delete);
+        let (replies, counts) = match self.exchange_opened(renames, Some(frames)).await {
+            Exchanged::Replies { replies, counts } => (replies, counts),
             Exchanged::NoAgent | Exchanged::ConnectionFailed(_) => return None,
         };
+        let counts = every_op_counted(counts, plan.ops.len());
         let mut replies = replies.into_iter();
         let (opened, answer) = (replies.next(), replies.next());
         let replayed = match self.rename_answer(chunk, 0, opened, answer) {
@@ -349,10 +344,11 @@ impl Destination {
         })
     }
 
-    /// Sends `frames` (`Apply` requests) to the remote's agent after an `Open` of the target,
-    /// all at once, and reads the replies (the `Open`'s first). A session that breaks is
-    /// dropped (the next batch starts it again) and the replies read so far returned.
-    async fn exchange_opened(&self, frames: Vec<Vec<u8>>) -> Exchanged {
+    /// Sends `frames` (`Apply` requests), then the `Apply` frames `lazy` produces as they are
+    /// written, to the remote's agent after an `Open` of the target, without waiting for
+    /// answers, and reads the replies (the `Open`'s first). A session that breaks is dropped
+    /// (the next batch starts it again) and the replies read so far returned.
+    async fn exchange_opened(&self, frames: Vec<Vec<u8>>, lazy: Option<ApplyFrames>) -> Exchanged {
         let mut mode = self.agent.mode.lock().await;
         let session = match self.session(&mut mode).await {
             Ok(Some(session)) => session,
@@ -368,11 +364,17 @@ impl Destination {
         all.extend(frames);
         let exchanged = tokio::time::timeout(
             Duration::from_secs(u64::from(DEFAULT_TIMEOUT_SECS) * 2),
-            exchange(session, &all),
+            exchange(session, all, lazy),
         )
         .await
-        .unwrap_or_else(|_| (Vec::new(), Some("the agent did not answer in time".into())));
-        let (replies, broken) = exchanged;
+        .unwrap_or_else(|_| {
+            (
+                Vec::new(),
+                Vec::new(),
+                Some("the agent did not answer in time".into()),
+            )
+        });
+        let (replies, counts, broken) = exchanged;
         if let Some(why) = &broken {
             tracing::warn!(remote = %self.remote.name, "agent session lost, its batch goes by rsync: {why}");
             *mode = Mode::Untried { not_before: None };
@@ -380,7 +382,7 @@ impl Destination {
                 why: format!("the agent session was lost ({why}); starting it again"),
             });
         }
-        Exchanged::Replies(replies)
+        Exchanged::Replies { replies, counts }
     }
 
     /// The error of a target the agent refused to open.
@@ -407,8 +409,9 @@ impl Destination {
         let mut done = 0;
         for chunk in rename_chunks(renames) {
             let apply = rename_apply(chunk, keep_overwritten);
-            let replies = match self.exchange_opened(vec![framing::encode(&apply)]).await {
-                Exchanged::Replies(replies) => replies,
+            let frames = vec![framing::encode(&apply)];
+            let replies = match self.exchange_opened(frames, None).await {
+                Exchanged::Replies { replies, .. } => replies,
                 // Nothing was sent: the script tries (and says what failed).
                 Exchanged::NoAgent | Exchanged::ConnectionFailed(_) if done == 0 => return None,
                 Exchanged::NoAgent | Exchanged::ConnectionFailed(_) => Vec::new(),
@@ -647,8 +650,12 @@ enum Exchanged {
     NoAgent,
     /// The session could not be started for the connection.
     ConnectionFailed(String),
-    /// The replies, the `Open`'s first; fewer than the frames when the session broke.
-    Replies(Vec<Reply>),
+    /// The replies, the `Open`'s first; fewer than the frames when the session broke. `counts`:
+    /// the ops of each lazily produced `Apply` frame written (all of them unless it broke).
+    Replies {
+        replies: Vec<Reply>,
+        counts: Vec<usize>,
+    },
 }
 
 /// `renames` in runs that fit one `Apply` frame (its JSON under the frame limit), one
@@ -676,19 +683,57 @@ fn rename_chunks(renames: &[Rename]) -> Vec<&[Rename]> {
     chunks
 }
 
-/// Writes every frame and reads one reply per frame, at once (the agent answers the first
-/// while the rest are in flight); the replies read, and why the session broke if it did.
-async fn exchange(session: &mut Session, frames: &[Vec<u8>]) -> (Vec<Reply>, Option<String>) {
+/// Writes `frames`, then each frame `lazy` produces, and reads one reply per frame written,
+/// at once (the agent answers the first while the rest are in flight); the replies read, the
+/// ops of each lazy frame written, and why the session broke if it did. At most two lazy
+/// frames exist at a time (one being written, one read ahead), so a batch of many files costs
+/// a few [`CHUNK_BYTES`] of memory, not its size.
+async fn exchange(
+    session: &mut Session,
+    frames: Vec<Vec<u8>>,
+    lazy: Option<ApplyFrames>,
+) -> (Vec<Reply>, Vec<usize>, Option<String>) {
     let Session { stdin, stdout, .. } = session;
+    // (frames written, all written): what the reader may wait for.
+    let (written_tx, mut written_rx) = tokio::sync::watch::channel((0usize, false));
     let write = async {
-        for frame in frames {
-            stdin.write_all(frame).await?;
+        let mut counts = Vec::new();
+        let mut sent = 0;
+        let result = async {
+            for frame in &frames {
+                stdin.write_all(frame).await?;
+                sent += 1;
+                written_tx.send_replace((sent, false));
+            }
+            stdin.flush().await?;
+            if let Some(lazy) = lazy {
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                // Dropping `rx` (a write failed) ends the producer at its next frame.
+                tokio::task::spawn_blocking(move || lazy.produce(&tx));
+                while let Some(Encoded { bytes, ops }) = rx.recv().await {
+                    stdin.write_all(&bytes).await?;
+                    stdin.flush().await?;
+                    counts.push(ops);
+                    sent += 1;
+                    written_tx.send_replace((sent, false));
+                }
+            }
+            Ok::<(), std::io::Error>(())
         }
-        stdin.flush().await
+        .await;
+        written_tx.send_replace((sent, true));
+        (result, counts)
     };
     let read = async {
-        let mut replies = Vec::with_capacity(frames.len());
-        while replies.len() < frames.len() {
+        let mut replies = Vec::new();
+        loop {
+            let (sent, done) = *written_rx.borrow_and_update();
+            if replies.len() >= sent {
+                if done || written_rx.changed().await.is_err() {
+                    break;
+                }
+                continue;
+            }
             match framing::asynchronous::read_line(stdout).await {
                 Ok(line) => match framing::decode::<Reply>(&line) {
                     Ok(Reply::Error { message }) => {
@@ -703,11 +748,11 @@ async fn exchange(session: &mut Session, frames: &[Vec<u8>]) -> (Vec<Reply>, Opt
         }
         (replies, None)
     };
-    let (written, (replies, broken)) = tokio::join!(write, read);
+    let ((written, counts), (replies, broken)) = tokio::join!(write, read);
     match (written, broken) {
-        (_, Some(why)) => (replies, Some(why)),
-        (Err(e), None) => (replies, Some(format!("writing to the agent: {e}"))),
-        (Ok(()), None) => (replies, None),
+        (_, Some(why)) => (replies, counts, Some(why)),
+        (Err(e), None) => (replies, counts, Some(format!("writing to the agent: {e}"))),
+        (Ok(()), None) => (replies, counts, None),
     }
 }
 
@@ -767,17 +812,44 @@ struct Encoded {
     ops: usize,
 }
 
-/// The batch's ops as `Apply` requests of at most [`CHUNK_BYTES`] / [`CHUNK_OPS`], the puts'
-/// content read now (`O_NOFOLLOW`, checked on the descriptor, as in process).
-fn requests(root: &Path, ops: &[Op], max_delete: Option<u64>) -> Vec<Encoded> {
-    let mut source = Workspace { root };
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < ops.len() {
+/// A batch's ops as `Apply` requests of at most [`CHUNK_BYTES`] / [`CHUNK_OPS`], each made
+/// (the puts' content read: `O_NOFOLLOW`, checked on the descriptor, as in process) only
+/// when the one before is on its way: a batch's content is never all in memory at once.
+struct ApplyFrames {
+    root: PathBuf,
+    ops: Vec<Op>,
+    max_delete: Option<u64>,
+}
+
+impl ApplyFrames {
+    fn new(root: &Path, ops: &[Op], max_delete: Option<u64>) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            ops: ops.to_vec(),
+            max_delete,
+        }
+    }
+
+    /// Sends each request to `tx` as it is made (blocking: it reads files), until the ops are
+    /// done or the receiver is gone.
+    fn produce(self, tx: &tokio::sync::mpsc::Sender<Encoded>) {
+        let mut start = 0;
+        while start < self.ops.len() {
+            let request = self.request_from(&mut start);
+            if tx.blocking_send(request).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The request of the ops from `*start` on that fit one frame; `*start` moves past them.
+    fn request_from(&self, start: &mut usize) -> Encoded {
+        let mut source = Workspace { root: &self.root };
+        let ops = &self.ops;
         let mut payloads = Vec::new();
         let mut content = Vec::new();
-        let mut end = start;
-        while end < ops.len() && end - start < CHUNK_OPS && content.len() < CHUNK_BYTES {
+        let mut end = *start;
+        while end < ops.len() && end - *start < CHUNK_OPS && content.len() < CHUNK_BYTES {
             if let Op::Put { path } = &ops[end] {
                 payloads.push(match source.read(path, PUT_MAX_DEFAULT) {
                     Ok((bytes, meta)) => {
@@ -797,22 +869,32 @@ fn requests(root: &Path, ops: &[Op], max_delete: Option<u64>) -> Vec<Encoded> {
             end += 1;
         }
         let request = Request::Apply {
-            continued: start > 0,
+            continued: *start > 0,
             stop_unless_done: false,
-            ops: ops[start..end].to_vec(),
+            ops: ops[*start..end].to_vec(),
             payloads,
-            max_delete,
+            max_delete: self.max_delete,
             put_max: PUT_MAX_DEFAULT,
         };
         let mut bytes = framing::encode(&request);
         bytes.append(&mut content);
-        out.push(Encoded {
+        let encoded = Encoded {
             bytes,
-            ops: end - start,
-        });
-        start = end;
+            ops: end - *start,
+        };
+        *start = end;
+        encoded
     }
-    out
+}
+
+/// `counts` (the ops of each `Apply` frame written) with one more, unanswered, frame for the
+/// ops never written (the session broke first): those are failed, and go to rsync.
+fn every_op_counted(mut counts: Vec<usize>, ops: usize) -> Vec<usize> {
+    let written: usize = counts.iter().sum();
+    if written < ops {
+        counts.push(ops - written);
+    }
+    counts
 }
 
 fn done_nothing(rest: Vec<PathBuf>, started: Instant) -> Pass {
