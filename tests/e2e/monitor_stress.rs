@@ -193,3 +193,47 @@ fn a_tree_copied_in_at_once_arrives_whole() {
     m.flush_ok(FLUSH);
     wait_until_equal(&src, &dst, Duration::from_secs(10)).unwrap_or_else(|e| m.fail(&e));
 }
+
+/// The initial walk runs beside the initial sync (a huge tree's walk takes seconds): a file
+/// written, after that sync passed it, into a directory the walk has not watched yet must still
+/// reach the remote, and a flush meanwhile waits for it (the walk's catch-up reports what
+/// changed before each late watch). `WSYNC_TEST_NO_CATCH_UP=1` makes this test fail.
+#[test]
+fn a_write_into_a_directory_not_yet_watched_arrives() {
+    if skip_under(
+        &[WatchMode::Poll, WatchMode::Notify],
+        "monitor_stress::a_write_into_a_directory_not_yet_watched_arrives",
+        "only the inotify backend walks beside the initial sync",
+    ) {
+        return;
+    }
+    let tmp = scratch_dir();
+    let src = tmp.path().join("src");
+    let dst = tmp.path().join("dst");
+    // A chain of 10 directories, each watched a second after the one above it.
+    let deepest: std::path::PathBuf = (0..10).map(|i| format!("level{i}")).collect();
+    std::fs::create_dir_all(src.join(&deepest)).unwrap();
+    std::fs::write(src.join(&deepest).join("old"), "before").unwrap();
+    let mut m = MonitorProc::start_with(
+        tmp.path(),
+        workspace("late-watch", &src, vec![local_remote("d", &dst)]),
+        &[("WSYNC_TEST_INITIAL_WALK_DELAY_MS", "1000")],
+    );
+    wait_until_equal(&src, &dst, FLUSH).unwrap_or_else(|e| m.fail(&e));
+    std::fs::write(src.join(&deepest).join("old"), "edited during the walk").unwrap();
+    std::fs::write(src.join(&deepest).join("new"), "created during the walk").unwrap();
+    assert!(
+        !m.logs().contains("the whole tree is watched"),
+        "the walk ended before the writes; this test needs a longer WSYNC_TEST_INITIAL_WALK_DELAY_MS"
+    );
+    m.flush_ok(FLUSH);
+    let arrived = std::fs::read_to_string(dst.join(&deepest).join("new"));
+    let edited = std::fs::read_to_string(dst.join(&deepest).join("old"));
+    if arrived.as_deref().ok() != Some("created during the walk")
+        || edited.as_deref().ok() != Some("edited during the walk")
+    {
+        m.fail(&format!(
+            "after the flush the remote has new={arrived:?} old={edited:?}"
+        ));
+    }
+}

@@ -1,5 +1,7 @@
 //! The watch backends behind one contract, and the choice among them. Every backend walks
-//! the tree before it returns (so the first sync has the rules file and the tree's size),
+//! the tree before it returns (so the first sync has the rules file and the tree's size; the
+//! inotify backend only as far as the tree's size decides, then beside the first sync:
+//! [`WatchMsg::Walking`]),
 //! then sends [`WatchMsg`]s — the engine's only view of the workspace — until the channel
 //! closes: `inotify` ([`crate::watch`], one watch per directory), `notify`
 //! ([`crate::watch_notify`], one recursive watch through the `notify` crate) and `poll`

@@ -114,6 +114,12 @@
 //! `DEGRADED_FULL_SYNC_INTERVAL` (and on every flush). For the fault tests, which must not
 //! change machine-wide settings.
 //!
+//! `WSYNC_TEST_INITIAL_WALK_DELAY_MS=<N>`: the inotify backend hands its initial walk off to
+//! a thread beside the initial sync right after the root (as it does for a huge tree) and waits
+//! N ms before each directory, so a test can write into a directory not yet watched.
+//! `WSYNC_TEST_NO_CATCH_UP=1`: that walk does not report what changed before each late watch
+//! (to see the test of the catch-up fail).
+//!
 //! `WSYNC_TEST_CALL_DEADLINE_MS=<N>`: the deadline of every blocking filesystem call (default
 //! 10 s, see [`blocking`]) after which the remote is reported `stalled`; the hung-mount tests
 //! shorten it.
@@ -245,7 +251,9 @@ async fn run_async(args: Args) -> anyhow::Result<u8> {
     tokio::spawn(channel::read_commands(input, cmd_tx));
 
     // Watch first, then sync: the remotes' initial full syncs are queued only after every
-    // directory is watched, so nothing changed during them is missed.
+    // directory is watched (on a huge tree, the root and what the walk reached; the rest is
+    // watched beside them and reports what changed before its watch), so nothing changed
+    // during them is missed.
     let (watch_tx, watch_rx) = mpsc::unbounded_channel();
     let root = workspace.path.clone();
     let exclude_config = watch::ExcludeConfig {

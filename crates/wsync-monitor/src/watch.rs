@@ -45,6 +45,12 @@ pub enum WatchMsg {
     /// The kernel dropped the root's watch (IN_IGNORED: its filesystem was unmounted, or it
     /// was deleted): nothing below it is watched any more.
     RootUnwatched,
+    /// The initial walk goes on beside the initial syncs: flushes wait for [`WatchMsg::Walked`]
+    /// (a change in a directory not yet watched may still be reported).
+    Walking,
+    /// The initial walk ended: every directory is watched, and what changed before its
+    /// directory was watched has been reported.
+    Walked,
     /// Watching is degraded for good (e.g. the inotify watch limit).
     Error(WatchError),
     /// The chosen backend could not start (no inotify instance left): the tree is polled

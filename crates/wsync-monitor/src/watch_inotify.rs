@@ -12,9 +12,11 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
@@ -120,7 +122,8 @@ struct OverflowRescan {
 }
 
 impl Watcher {
-    /// Creates the inotify instance, watches the whole tree (before any sync runs), and starts
+    /// Creates the inotify instance, watches the tree (before any sync runs; a huge tree's rest
+    /// beside it, see [`WatchMsg::Walking`]), and starts
     /// the reader thread that sends [`WatchMsg`]s to `tx`. Fails with EMFILE when no instance
     /// can be had (`fs.inotify.max_user_instances`; the caller polls instead).
     pub fn start(
@@ -154,9 +157,31 @@ impl Watcher {
             to_walk: Vec::new(),
             held: Held::default(),
         };
-        if let Err(message) = table.add_tree(Path::new("")) {
+        // Watch first: what this walk has not reached when start returns is walked beside
+        // the initial syncs (a tree too big to compare by checksum, where the walk takes
+        // seconds), and a directory that walk watches late reports what changed in it since
+        // the hand-off (its ctimes), so nothing the syncs passed before it was watched is missed.
+        let initial_walk = InitialWalk::from_env();
+        let (root_path, mut watches) = (table.root.clone(), table.watches.clone());
+        let mut rest = vec![PathBuf::new()];
+        let hand_off = |t: &WatchTable| {
+            initial_walk.delay.is_some()
+                || t.counting.is_some_and(|tree| {
+                    tree.files > crate::engine::checksum::INITIAL_CHECKSUM_MAX_FILES
+                })
+        };
+        if let Err(message) = walk_stack(
+            &mut Locked(&mut table),
+            &root_path,
+            &mut watches,
+            &mut rest,
+            None,
+            hand_off,
+            None,
+        ) {
             tracing::error!("{message}");
             let _ = tx.send(WatchMsg::Error(message));
+            rest.clear();
         }
         let tree = table.counting.take().unwrap_or_default();
         table.flush_rules();
@@ -184,6 +209,19 @@ impl Watcher {
         std::thread::Builder::new()
             .name("subtree-walk".into())
             .spawn(move || walker.walk_loop(queue, walker_tx))?;
+        if !rest.is_empty() {
+            tracing::info!(
+                watches = watcher.count(),
+                "the tree is large: watching the rest of it beside the initial syncs"
+            );
+            // Sent before any cookie can be: flushes wait for the walk's end.
+            let _ = tx.send(WatchMsg::Walking);
+            let since = initial_walk.changed_since();
+            let (walker, walk_tx) = (watcher.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name("initial-walk".into())
+                .spawn(move || walker.walk_rest(rest, since, initial_walk.delay, walk_tx))?;
+        }
         let reader = watcher.clone();
         std::thread::Builder::new()
             .name("inotify".into())
@@ -352,6 +390,53 @@ impl Watcher {
         }
     }
 
+    /// The initial walk's rest, beside the initial syncs: watches `rest` and below, reports as
+    /// changed every entry whose ctime is at or after `since` (when set: it may have changed
+    /// before its directory was watched), then sends [`WatchMsg::Walked`].
+    fn walk_rest(
+        &self,
+        mut rest: Vec<PathBuf>,
+        since: Option<SystemTime>,
+        delay: Option<Duration>,
+        tx: UnboundedSender<WatchMsg>,
+    ) {
+        let started = std::time::Instant::now();
+        let (root, mut watches) = {
+            let table = self.lock();
+            (table.root.clone(), table.watches.clone())
+        };
+        let mut catch_up = CatchUp {
+            since,
+            delay,
+            tx: tx.clone(),
+            reported: 0,
+        };
+        let result = walk_stack(
+            &mut Unlocked(&self.table),
+            &root,
+            &mut watches,
+            &mut rest,
+            None,
+            |_| false,
+            Some(&mut catch_up),
+        );
+        {
+            let mut table = self.lock();
+            table.flush_rules();
+            table.publish_count();
+        }
+        if let Err(message) = result {
+            let _ = tx.send(WatchMsg::Error(message));
+        }
+        tracing::info!(
+            watches = self.count(),
+            changed = catch_up.reported,
+            seconds = started.elapsed().as_secs_f64(),
+            "the whole tree is watched"
+        );
+        let _ = tx.send(WatchMsg::Walked);
+    }
+
     /// [`WatchTable::walk`] without holding the table's lock across a filesystem call: each
     /// directory's watch and listing happen unlocked, their bookkeeping in short critical
     /// sections, so the reader keeps translating events during a long rescan.
@@ -447,13 +532,8 @@ impl WatchTable {
     }
 
     /// Adds watches on `rel` and every included directory below it (watch first, then list,
-    /// so nothing created in between is missed), recording the excluded entries found.
-    /// Vanished directories are skipped.
-    pub(crate) fn add_tree(&mut self, rel: &Path) -> Result<(), WatchError> {
-        self.walk(rel, None)
-    }
-
-    /// [`WatchTable::add_tree`], also collecting every directory reached in `visited`.
+    /// so nothing created in between is missed), recording the excluded entries found, and
+    /// every directory reached in `visited`. Vanished directories are skipped.
     pub(crate) fn walk(
         &mut self,
         rel: &Path,
@@ -742,10 +822,109 @@ fn walk(
     root: &Path,
     watches: &mut Watches,
     rel: &Path,
-    mut visited: Option<&mut HashSet<PathBuf>>,
+    visited: Option<&mut HashSet<PathBuf>>,
 ) -> Result<(), WatchError> {
     let mut stack = vec![rel.to_path_buf()];
+    walk_stack(table, root, watches, &mut stack, visited, |_| false, None)
+}
+
+/// Test switch: `WSYNC_TEST_INITIAL_WALK_DELAY_MS=N` hands the initial walk off after the root
+/// and makes it wait N ms before each directory, so a test can write into a directory not yet
+/// watched while the initial sync runs.
+pub const INITIAL_WALK_DELAY_ENV: &str = "WSYNC_TEST_INITIAL_WALK_DELAY_MS";
+
+/// Test switch: `WSYNC_TEST_NO_CATCH_UP=1` makes the initial walk's rest report nothing that
+/// changed before its directory was watched (to see the catch-up's test fail without it).
+pub const NO_CATCH_UP_ENV: &str = "WSYNC_TEST_NO_CATCH_UP";
+
+/// How far before the hand-off the catch-up looks: the kernel stamps ctimes from a coarse
+/// clock (a tick behind the fine one), and a path reported twice costs only a resend.
+const CATCH_UP_MARGIN: Duration = Duration::from_secs(1);
+
+/// The initial walk's test switches.
+struct InitialWalk {
+    delay: Option<Duration>,
+    catch_up: bool,
+}
+
+impl InitialWalk {
+    fn from_env() -> Self {
+        let delay = std::env::var(INITIAL_WALK_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|ms| {
+                tracing::warn!("{INITIAL_WALK_DELAY_ENV}={ms} (test switch)");
+                Duration::from_millis(ms)
+            });
+        let catch_up = std::env::var_os(NO_CATCH_UP_ENV).is_none();
+        if !catch_up {
+            tracing::warn!(
+                "{NO_CATCH_UP_ENV} set: changes before a late watch are missed (test switch)"
+            );
+        }
+        Self { delay, catch_up }
+    }
+
+    /// The ctime from which the walk's rest reports entries as changed.
+    fn changed_since(&self) -> Option<SystemTime> {
+        self.catch_up
+            .then(|| SystemTime::now().checked_sub(CATCH_UP_MARGIN))
+            .flatten()
+    }
+}
+
+/// The initial walk's rest: what changed before each directory was watched goes out at once.
+struct CatchUp {
+    since: Option<SystemTime>,
+    delay: Option<Duration>,
+    tx: UnboundedSender<WatchMsg>,
+    reported: usize,
+}
+
+impl CatchUp {
+    /// The entries of `dir` changed at or after `since`, as changes (one stat each).
+    fn changed(&self, dir: &Path, entries: &[std::fs::DirEntry]) -> Vec<Change> {
+        let Some(since) = self.since else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok()?;
+                let ctime = SystemTime::UNIX_EPOCH
+                    + Duration::new(
+                        u64::try_from(meta.ctime()).ok()?,
+                        u32::try_from(meta.ctime_nsec()).ok()?,
+                    );
+                (ctime >= since).then(|| Change {
+                    path: dir.join(entry.file_name()),
+                    kind: ChangeKind::Created,
+                    is_dir: meta.is_dir(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`walk`] of the directories on `stack`, until `stop` says so (what is left stays on it);
+/// with `catch_up`, the entries that changed before their directory was watched are reported.
+fn walk_stack(
+    table: &mut impl TableAccess,
+    root: &Path,
+    watches: &mut Watches,
+    stack: &mut Vec<PathBuf>,
+    mut visited: Option<&mut HashSet<PathBuf>>,
+    stop: impl Fn(&WatchTable) -> bool,
+    mut catch_up: Option<&mut CatchUp>,
+) -> Result<(), WatchError> {
     while let Some(dir) = stack.pop() {
+        if !dir.as_os_str().is_empty() && table.with(|t| stop(t)) {
+            stack.push(dir);
+            return Ok(());
+        }
+        if let Some(delay) = catch_up.as_ref().and_then(|c| c.delay) {
+            std::thread::sleep(delay);
+        }
         let full = root.join(&dir);
         let added = if table.with(|t| t.at_watch_cap(&dir)) {
             Err(io::Error::from_raw_os_error(libc::ENOSPC))
@@ -759,10 +938,25 @@ fn walk(
             visited.insert(dir.clone());
         }
         let entries = read_entries(&full);
-        let subdirs = table.with(|t| {
+        let changed = catch_up
+            .as_deref()
+            .map(|c| c.changed(&dir, &entries))
+            .unwrap_or_default();
+        let (subdirs, changed) = table.with(|t| {
             let counting = t.counting.as_mut();
-            t.filter.classify(&dir, entries, counting)
+            let subdirs = t.filter.classify(&dir, entries, counting);
+            let changed: Vec<Change> = changed
+                .into_iter()
+                .filter(|c| !t.filter.excluded.contains(&c.path))
+                .collect();
+            (subdirs, changed)
         });
+        if let Some(catch_up) = catch_up.as_deref_mut() {
+            if !changed.is_empty() {
+                catch_up.reported += changed.len();
+                let _ = catch_up.tx.send(WatchMsg::Changes(changed));
+            }
+        }
         stack.extend(subdirs);
     }
     Ok(())

@@ -245,6 +245,10 @@ struct Watching {
     /// tree is synced in full once more, since that batch may have missed what the walk had
     /// not yet watched.
     walk_raced: bool,
+    /// While the initial walk goes on beside the initial syncs ([`WatchMsg::Walking`]): the
+    /// flush cookies seen meanwhile, which count only once it has ended (a change written
+    /// before them may still be reported by the walk's catch-up).
+    initial_walk: Option<Vec<String>>,
 }
 
 /// How long batches wait for a rescan or rewatch under way. A full sync that starts before the
@@ -612,9 +616,14 @@ impl Engine {
     fn on_watch(&mut self, message: WatchMsg, now: Instant, fx: &mut Vec<Effect>) {
         match message {
             WatchMsg::Changes(changes) => self.on_changes(changes, now),
-            WatchMsg::Cookie(name) => {
-                if let Some(cookie) = self.flushes.cookie_seen(&name, self.newest) {
-                    fx.push(Effect::RemoveCookie { name: cookie });
+            WatchMsg::Cookie(name) => match self.watching.initial_walk.as_mut() {
+                Some(deferred) => deferred.push(name),
+                None => self.cookie_seen(&name, fx),
+            },
+            WatchMsg::Walking => self.watching.initial_walk = Some(Vec::new()),
+            WatchMsg::Walked => {
+                for name in self.watching.initial_walk.take().unwrap_or_default() {
+                    self.cookie_seen(&name, fx);
                 }
             }
             WatchMsg::Overflow => {
@@ -838,6 +847,13 @@ impl Engine {
         self.flushes.await_cookie(id, deadline, name.clone());
         self.awaiting += 1;
         fx.push(Effect::CreateCookie { name });
+    }
+
+    /// A flush cookie arrived: its flush waits for every change seen before it.
+    fn cookie_seen(&mut self, name: &str, fx: &mut Vec<Effect>) {
+        if let Some(cookie) = self.flushes.cookie_seen(name, self.newest) {
+            fx.push(Effect::RemoveCookie { name: cookie });
+        }
     }
 
     fn cookies_lost(&mut self, fx: &mut Vec<Effect>) {

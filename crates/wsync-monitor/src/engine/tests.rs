@@ -506,6 +506,38 @@ fn a_flush_is_answered_once_its_cookie_is_seen_and_the_change_transferred() {
     );
 }
 
+/// The initial walk runs beside the initial sync: a flush whose cookie shows up during it
+/// waits for the walk's end and for what its catch-up reported (a write before the flush in a
+/// directory watched late), not only for what was seen before the cookie.
+#[test]
+fn a_flush_during_the_initial_walk_waits_for_its_catch_up() {
+    let mut h = Harness::new(&["a"]);
+    h.step(Input::Watch(vec![WatchMsg::Walking]));
+    h.initial_sync();
+    h.flush(1, Duration::from_secs(10));
+    h.cookie(1);
+    assert!(h.flushed().is_empty(), "the walk is still under way");
+    h.step(Input::Watch(vec![
+        WatchMsg::Changes(vec![change("late/f", ChangeKind::Created, false)]),
+        WatchMsg::Walked,
+    ]));
+    assert!(
+        h.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RemoveCookie { .. })),
+        "the cookie counts (and goes) once the walk ended"
+    );
+    assert!(
+        h.flushed().is_empty(),
+        "the catch-up's change is not sent yet"
+    );
+    h.advance(SETTLE * 2);
+    let start = h.take_one();
+    assert_eq!(paths(&start.batch).1, ["late/f"]);
+    h.succeed(start);
+    assert_eq!(h.flushed(), [(1, vec![])]);
+}
+
 /// Review finding: batch A reports its transfer done, B starts, A then fails (its paths go
 /// back to the queue), B succeeds and raises the synced watermark past A: A's changes are
 /// still not on the remote, so no flush may count them.
