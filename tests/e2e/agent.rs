@@ -84,6 +84,17 @@ fn round(m: &mut MonitorProc, src: &Path, dst: &Path, name: &str) {
     }
 }
 
+/// A monitor of `src` with one SSH remote at `dst` (transport auto), its initial sync done and
+/// its agent started by a first small change (the agent starts with the first batch).
+fn on_its_agent(tmp: &Path, sshd: &Sshd, name: &str, src: &Path, dst: &Path) -> MonitorProc {
+    let ws = workspace(name, src, vec![ssh_remote(sshd, dst, Transport::Auto)]);
+    let mut m = MonitorProc::start(tmp, ws);
+    m.flush_ok(FLUSH);
+    round(&mut m, src, dst, "first");
+    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    m
+}
+
 #[test]
 fn installed_on_first_use_then_reused_by_the_next_monitor() {
     let tmp = scratch_dir();
@@ -200,15 +211,7 @@ fn a_killed_agent_is_started_again_and_the_remote_converges() {
     let sshd = Sshd::start(tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     churn::seed(&src, 3);
-    let ws = workspace(
-        "killed",
-        &src,
-        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
-    );
-    let mut m = MonitorProc::start(tmp.path(), ws);
-    m.flush_ok(FLUSH);
-    round(&mut m, &src, &dst, "first");
-    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let mut m = on_its_agent(tmp.path(), &sshd, "killed", &src, &dst);
     let binary = installed(&sshd);
     let before = agents(&binary);
     assert_eq!(before.len(), 1, "one agent session per remote: {before:?}");
@@ -298,16 +301,7 @@ fn renames_go_by_the_agent_and_one_that_no_longer_matches_falls_back() {
         write(&src.join(format!("big/sub{}/f{i}", i % 10)), "k");
     }
     write(&src.join("small/x"), "x");
-    let ws = workspace(
-        "agentrenames",
-        &src,
-        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
-    );
-    let mut m = MonitorProc::start(tmp.path(), ws);
-    m.flush_ok(FLUSH);
-    // The agent starts with the first small change.
-    round(&mut m, &src, &dst, "first");
-    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let mut m = on_its_agent(tmp.path(), &sshd, "agentrenames", &src, &dst);
     let ino = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.ino()).ok();
     let before = (ino(&dst.join("big")), ino(&dst.join("big/sub3/f3")));
     assert!(before.0.is_some() && before.1.is_some());
@@ -359,15 +353,7 @@ fn a_rename_and_an_edit_in_one_batch_go_in_one_exchange() {
         write(&src.join(format!("big/f{i}")), "k");
     }
     write(&src.join("small/x"), "x");
-    let ws = workspace(
-        "agentcombined",
-        &src,
-        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
-    );
-    let mut m = MonitorProc::start(tmp.path(), ws);
-    m.flush_ok(FLUSH);
-    round(&mut m, &src, &dst, "first");
-    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let mut m = on_its_agent(tmp.path(), &sshd, "agentcombined", &src, &dst);
     let ino = |p: &Path| std::fs::symlink_metadata(p).map(|m| m.ino()).ok();
     let before = ino(&dst.join("big/f3"));
     assert!(before.is_some());
@@ -485,15 +471,7 @@ fn a_big_batch_goes_to_the_agent_in_bounded_memory() {
     let sshd = Sshd::start(tmp.path());
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
     write(&src.join("seed"), "s");
-    let ws = workspace(
-        "bounded",
-        &src,
-        vec![ssh_remote(&sshd, &dst, Transport::Auto)],
-    );
-    let mut m = MonitorProc::start(tmp.path(), ws);
-    m.flush_ok(FLUSH);
-    round(&mut m, &src, &dst, "warm");
-    m.wait_status("the remote on its agent", FLUSH, on_agent);
+    let mut m = on_its_agent(tmp.path(), &sshd, "bounded", &src, &dst);
     // 300 files of 900 KiB (each under the 1 MiB put limit), made beside the workspace and
     // moved in at once: one batch, one new directory, every file a put.
     let staged = tmp.path().join("staged");

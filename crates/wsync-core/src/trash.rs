@@ -306,20 +306,10 @@ impl HeldSnapshot {
 
 /// The opened directory `dir` must be ours and private (mode 0700 or stricter).
 fn check_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = dir
-        .metadata()
-        .map_err(|source| LocalTrashError::Io { op: "stat", source })?;
-    let us = nix::unistd::geteuid().as_raw();
-    if meta.uid() != us {
-        return Err(LocalTrashError::NotOurs {
-            owner: meta.uid(),
-            us,
-        });
-    }
-    if meta.mode() & 0o077 != 0 {
+    let mode = ours_mode(dir)?;
+    if mode & 0o077 != 0 {
         return Err(LocalTrashError::NotPrivate {
-            mode: meta.mode() & 0o7777,
+            mode: mode & 0o7777,
         });
     }
     Ok(())
@@ -327,6 +317,15 @@ fn check_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
 
 /// The opened directory `dir` must be ours; its group and others lose every permission.
 fn make_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
+    if ours_mode(dir)? & 0o077 != 0 {
+        nix::sys::stat::fchmod(dir, nix::sys::stat::Mode::from_bits_truncate(0o700))
+            .map_err(|errno| io("chmod", errno))?;
+    }
+    Ok(())
+}
+
+/// The mode of the opened directory `dir`, which must be owned by this process's user.
+fn ours_mode(dir: &std::fs::File) -> Result<u32, LocalTrashError> {
     use std::os::unix::fs::MetadataExt;
     let meta = dir
         .metadata()
@@ -338,11 +337,7 @@ fn make_private(dir: &std::fs::File) -> Result<(), LocalTrashError> {
             us,
         });
     }
-    if meta.mode() & 0o077 != 0 {
-        nix::sys::stat::fchmod(dir, nix::sys::stat::Mode::from_bits_truncate(0o700))
-            .map_err(|errno| io("chmod", errno))?;
-    }
-    Ok(())
+    Ok(meta.mode())
 }
 
 fn io(op: &'static str, errno: nix::errno::Errno) -> LocalTrashError {

@@ -178,13 +178,7 @@ impl Destination {
         stall: StallReport<'_>,
     ) -> Pass {
         let started = Instant::now();
-        let owned = root.to_path_buf();
-        let call = format!("planning the batch's small files in {}", root.display());
-        let plan = self
-            .blocking(call, stall, move || {
-                in_process::plan(&owned, paths, rules, true)
-            })
-            .await;
+        let plan = self.plan_for_agent(root, paths, rules, stall).await;
         if plan.ops.is_empty() {
             return done_nothing(plan.rest, started);
         }
@@ -219,6 +213,23 @@ impl Destination {
         in_process::finish(plan, applied, max_delete, started)
     }
 
+    /// The ops of `paths` as the agent takes them (`in_process::plan` with the wire's limits),
+    /// planned off the loop: it stats the source.
+    async fn plan_for_agent(
+        &self,
+        root: &Path,
+        paths: Vec<PathBuf>,
+        rules: bool,
+        stall: StallReport<'_>,
+    ) -> Plan {
+        let owned = root.to_path_buf();
+        let call = format!("planning the batch's small files in {}", root.display());
+        self.blocking(call, stall, move || {
+            in_process::plan(&owned, paths, rules, true)
+        })
+        .await
+    }
+
     /// A batch's renames and its other changes in one exchange, one round trip instead of
     /// two: `Open`, the renames' `Apply` (`stop_unless_done`), then the changes' `Apply`
     /// frames, all written before any answer is read. Only for a batch where the changes do
@@ -249,13 +260,8 @@ impl Destination {
             tracing::debug!(remote = %self.remote.name, "renames first, in an exchange of their own: a change at or below a rename's end");
             return None;
         }
-        let owned = root.to_path_buf();
-        let paths = paths.to_vec();
-        let call = format!("planning the batch's small files in {}", root.display());
         let plan = self
-            .blocking(call, stall, move || {
-                in_process::plan(&owned, paths, rules, true)
-            })
+            .plan_for_agent(root, paths.to_vec(), rules, stall)
             .await;
         if plan.ops.is_empty() {
             return None;
