@@ -6,7 +6,7 @@
 #        scripts/soak.sh many [--steps 1,50,300] (issue 13: 300 workspaces on one wsyncd; the
 #        daemon's threads, fds and RSS and the time of `wsync status` at each step)
 #        scripts/soak.sh huge [soak options] (issue 13: one workspace of 1,000,000 files in 100,000
-#        dirs: setup time against plain rsync, monitor RSS, single-edit p50/p95, recovery from an
+#        dirs: setup time against plain rsync (3 alternating rounds, medians), monitor RSS, single-edit p50/p95, recovery from an
 #        overflow of 100,000 files created while the monitor is SIGSTOPped; 25 minutes at most)
 # Progress on stderr, a markdown summary on stdout. Bounded: the run stops itself after
 # --max-secs (540 by default) and this script kills it at 10 minutes in any case. First, the

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use wsync_core::excludes::{write_rules, Excludes};
+use wsync_core::excludes::{write_rules, Excludes, GITIGNORE};
 
 use crate::engine::checksum::{TreeSize, INITIAL_CHECKSUM_MAX_BYTES, INITIAL_CHECKSUM_MAX_FILES};
 use crate::watch::{Change, ChangeKind};
@@ -161,7 +161,8 @@ impl ExcludeState {
         entries: Vec<std::fs::DirEntry>,
         mut counting: Option<&mut TreeSize>,
     ) -> Vec<PathBuf> {
-        self.excludes.load_dir(dir);
+        let has_gitignore = entries.iter().any(|e| e.file_name() == GITIGNORE);
+        self.excludes.load_dir_listed(dir, has_gitignore);
         let mut subdirs = Vec::new();
         for entry in entries {
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());

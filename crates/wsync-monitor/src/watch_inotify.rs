@@ -952,6 +952,51 @@ mod tests {
         drop(watcher);
     }
 
+    /// The walk reads a directory's `.gitignore` only when its listing has one: a nested
+    /// `.gitignore` still excludes below it, at the first walk and in a tree moved in later,
+    /// and a sibling without one excludes nothing.
+    #[test]
+    fn a_nested_gitignore_in_the_listing_excludes_below_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        for dir in ["a/skip", "a/keep", "b/skip"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("a/.gitignore"), "skip/\n").unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("skip")).unwrap();
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join(".gitignore"), "skip/\n").unwrap();
+        let config = ExcludeConfig {
+            registry: Vec::new(),
+            respect_gitignore: true,
+            rules_file: tmp.path().join("rules"),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = Watcher::start(&root, config, tx).unwrap();
+        {
+            let table = watcher.lock();
+            for (dir, watched) in [
+                ("a", true),
+                ("a/keep", true),
+                ("a/skip", false),
+                ("b/skip", true),
+            ] {
+                assert_eq!(table.by_wd.contains_path(Path::new(dir)), watched, "{dir}");
+            }
+            assert!(table.filter.excluded.contains(Path::new("a/skip")));
+        }
+        std::fs::rename(&outside, root.join("c")).unwrap();
+        let mut seen = Vec::new();
+        receive_until(&mut rx, &mut seen, 10, "the moved-in tree", |s| {
+            s.iter().any(|c| c.path == Path::new("c") && c.is_dir)
+        });
+        let table = watcher.lock();
+        assert!(table.by_wd.contains_path(Path::new("c/keep")));
+        assert!(!table.by_wd.contains_path(Path::new("c/skip")));
+        assert!(table.filter.excluded.contains(Path::new("c/skip")));
+    }
+
     /// A renamed directory whose whole subtree is watched is not walked again (issue 13/14: a
     /// move costs the moved entries, not a listing of every file): its rename goes out while
     /// the walker is held shut, with the watches and excluded entries moved by prefix; a rename

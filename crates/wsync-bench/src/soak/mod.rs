@@ -33,6 +33,8 @@ pub struct SoakOptions {
     /// Skip the many-workspace load phase (`--huge`).
     pub only_big: bool,
     pub edits: usize,
+    /// Rounds of the large workspace's setup against plain rsync (medians are reported).
+    pub setup_rounds: usize,
     pub budget: Duration,
     /// Keep the run's directory (trees, registry, logs) for inspection.
     pub keep: bool,
@@ -51,6 +53,7 @@ impl SoakOptions {
             overflow_files: 0,
             only_big: false,
             edits: 40,
+            setup_rounds: 1,
             budget: Duration::from_secs(540),
             keep: false,
         };
@@ -72,12 +75,14 @@ impl SoakOptions {
                 "--edits" => opts.edits = value("--edits")?.max(1),
                 "--files-per-dir" => opts.files_per_dir = value("--files-per-dir")?.max(1),
                 "--overflow-files" => opts.overflow_files = value("--overflow-files")?,
+                "--setup-rounds" => opts.setup_rounds = value("--setup-rounds")?.max(1),
                 "--only-big" => opts.only_big = true,
                 "--huge" => {
                     opts.only_big = true;
                     opts.big_files = 1_000_000;
                     opts.files_per_dir = 10;
                     opts.overflow_files = 100_000;
+                    opts.setup_rounds = 3;
                     opts.budget = Duration::from_secs(1500);
                 }
                 "--max-secs" => opts.budget = Duration::from_secs(value("--max-secs")? as u64),
@@ -93,9 +98,10 @@ impl SoakOptions {
                          [--rounds N (10)] [--ops N per workspace per round (100)] \
                          [--big-files N (200000)] [--files-per-dir N (100)] \
                          [--overflow-files N (0: no overflow step)] [--only-big] [--edits N (40)] \
+                         [--setup-rounds N (1): the large setup against plain rsync, medians] \
                          [--max-secs N (540)] [--keep (leave trees and logs in DIR)] \
                          [--huge (= --only-big --big-files 1000000 --files-per-dir 10 \
-                         --overflow-files 100000 --max-secs 1500; put --max-secs after it)]"
+                         --overflow-files 100000 --setup-rounds 3 --max-secs 1500; put --max-secs after it)]"
                     );
                     return Ok(None);
                 }
