@@ -236,24 +236,7 @@ fn setup(
     budget: Budget,
 ) -> Result<(Duration, Option<u32>, u64)> {
     let start = Instant::now();
-    daemon.ok(&Request::Add {
-        path: src.to_path_buf(),
-        name: Some(NAME.into()),
-        excludes: Vec::new(),
-    })?;
-    daemon.ok(&Request::Attach {
-        workspace: NAME.into(),
-        target: dst.to_string_lossy().into_owned(),
-        name: Some("mirror".into()),
-        port: None,
-        identity_file: None,
-        ssh_options: Vec::new(),
-        wait: false,
-        overwrite: false,
-        keep_deleted: None,
-        transport: Default::default(),
-        rsync_path: None,
-    })?;
+    daemon.add_mirrored(NAME, src, dst)?;
     let (mut monitor_pid, mut watches) = (None, 0);
     let initial = poll_every(
         start,

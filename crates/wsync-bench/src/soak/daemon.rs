@@ -127,6 +127,30 @@ impl Daemon {
         }
     }
 
+    /// Adds workspace `name` at `src` and attaches the local remote `mirror` at `dst`, without
+    /// waiting for its initial sync.
+    pub fn add_mirrored(&self, name: &str, src: &Path, dst: &Path) -> Result<()> {
+        self.ok(&Request::Add {
+            path: src.to_path_buf(),
+            name: Some(name.into()),
+            excludes: Vec::new(),
+        })?;
+        self.ok(&Request::Attach {
+            workspace: name.into(),
+            target: dst.to_string_lossy().into_owned(),
+            name: Some("mirror".into()),
+            port: None,
+            identity_file: None,
+            ssh_options: Vec::new(),
+            wait: false,
+            overwrite: false,
+            keep_deleted: None,
+            transport: Default::default(),
+            rsync_path: None,
+        })?;
+        Ok(())
+    }
+
     /// Every workspace's status.
     pub fn status(&self) -> Result<Vec<WorkspaceStatus>> {
         match self.ok(&Request::Status { workspace: None })? {

@@ -52,24 +52,7 @@ pub fn run(
 
     let start = Instant::now();
     for ws in &all {
-        daemon.ok(&Request::Add {
-            path: ws.src.clone(),
-            name: Some(ws.name.clone()),
-            excludes: Vec::new(),
-        })?;
-        daemon.ok(&Request::Attach {
-            workspace: ws.name.clone(),
-            target: ws.dst.to_string_lossy().into_owned(),
-            name: Some("mirror".into()),
-            port: None,
-            identity_file: None,
-            ssh_options: Vec::new(),
-            wait: false,
-            overwrite: false,
-            keep_deleted: None,
-            transport: Default::default(),
-            rsync_path: None,
-        })?;
+        daemon.add_mirrored(&ws.name, &ws.src, &ws.dst)?;
     }
     let registered = start.elapsed();
     let lagging = flush_all(daemon, &all, budget)?;

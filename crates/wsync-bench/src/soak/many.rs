@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use wsync_core::monitor_proto::RemoteState;
-use wsync_core::protocol::{MonitorProcessState, Request, WorkspaceStatus};
+use wsync_core::protocol::{MonitorProcessState, WorkspaceStatus};
 
 use super::daemon::Daemon;
 use super::{secs, Budget, Section};
@@ -197,24 +197,7 @@ fn add_workspace(daemon: &Daemon, root: &Path, i: usize) -> Result<()> {
     std::fs::create_dir_all(src.join("sub"))?;
     std::fs::write(src.join("a.txt"), format!("workspace {i}\n"))?;
     std::fs::write(src.join("sub/b.txt"), "b\n")?;
-    daemon.ok(&Request::Add {
-        path: src,
-        name: Some(name.clone()),
-        excludes: Vec::new(),
-    })?;
-    daemon.ok(&Request::Attach {
-        workspace: name,
-        target: dst.to_string_lossy().into_owned(),
-        name: Some("mirror".into()),
-        port: None,
-        identity_file: None,
-        ssh_options: Vec::new(),
-        wait: false,
-        overwrite: false,
-        keep_deleted: None,
-        transport: Default::default(),
-        rsync_path: None,
-    })?;
+    daemon.add_mirrored(&name, &src, &dst)?;
     Ok(())
 }
 
