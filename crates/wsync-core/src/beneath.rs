@@ -229,6 +229,15 @@ impl TargetRoot {
         .map_err(|errno| io_error("remove", rel.path, errno))
     }
 
+    /// Removes the empty directory `rel`; anything else there (a symlink planted in its place,
+    /// a file) is left and answered with an error.
+    pub fn rmdir(&self, rel: &Path) -> Result<(), BeneathError> {
+        let rel = split(rel)?;
+        let parent = self.parent(&rel)?;
+        nix::unistd::unlinkat(&parent, rel.name, UnlinkatFlags::RemoveDir)
+            .map_err(|errno| io_error("rmdir", rel.path, errno))
+    }
+
     /// Creates the directory `rel` (mode 0777 less the umask, like `mkdir(1)`); its parent
     /// must exist.
     pub fn mkdir(&self, rel: &Path) -> Result<(), BeneathError> {

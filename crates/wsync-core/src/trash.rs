@@ -195,8 +195,10 @@ impl Drop for LocalSnapshot {
             self.name.as_str(),
             nix::unistd::UnlinkatFlags::RemoveDir,
         );
+        // By name, so only as a directory: the trash held may have been renamed away since and
+        // a symlink planted under its name, which `remove` would have deleted.
         if removed.is_ok() {
-            let _ = self.root.remove(std::path::Path::new(TRASH_DIR));
+            let _ = self.root.rmdir(std::path::Path::new(TRASH_DIR));
         }
     }
 }
@@ -676,6 +678,31 @@ drwxr-xr-x           4096 2025/01/30 12:00:00 .wsync-trash/stray
                 Err(LocalTrashError::NotOurs { owner: 65534, .. })
             ));
         }
+    }
+
+    /// An empty snapshot let go after its trash was renamed away and a symlink planted under
+    /// the trash's name: the snapshot goes, the planted link stays (the e2e swap test found
+    /// the link deleted by name, then a fresh trash made in its place).
+    #[test]
+    fn letting_go_of_an_empty_snapshot_leaves_a_link_planted_under_the_trash_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path();
+        let name = "2025-01-31T12-00-00.123Z";
+        let snapshot = LocalSnapshot::create(target, name).unwrap();
+        let trash = target.join(TRASH_DIR);
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&trash, target.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &trash).unwrap();
+        drop(snapshot);
+        assert!(
+            !target.join("moved").join(name).exists(),
+            "the empty snapshot goes"
+        );
+        assert!(
+            std::fs::symlink_metadata(&trash).is_ok_and(|m| m.file_type().is_symlink()),
+            "the planted link was removed"
+        );
     }
 
     #[test]
